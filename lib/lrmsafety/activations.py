@@ -1,0 +1,107 @@
+"""Hidden states at named positions.
+
+Positions are token indices into each text (negative indices count from the end, as in Python). Named positions
+are functions of a text's length and its prompt length: :data:`NAMED_POSITIONS` holds the ones the papers use.
+``hidden_states[0]`` is the embedding output and ``hidden_states[L]`` the last layer after the final norm
+(paper A's and paper B's probe layer), as transformers returns them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+def last_prompt_token(prompt_len: int, total_len: int) -> list[int]:
+    """Paper A's "State A": the last token of the prompt (the token before the model's first own token)."""
+    return [prompt_len - 1]
+
+
+def first_thinking_token(prompt_len: int, total_len: int) -> list[int]:
+    """Paper A's anchor: the first token the model generated after the opened thinking."""
+    if total_len <= prompt_len:
+        raise ValueError("the text has no generated token after the prompt")
+    return [prompt_len]
+
+
+def evenly_spaced(n: int) -> Callable[[int, int], list[int]]:
+    """n positions evenly spaced over the generated part (prompt end to last token)."""
+
+    def positions(prompt_len: int, total_len: int) -> list[int]:
+        return np.linspace(prompt_len, total_len - 1, n).round().astype(int).tolist()
+
+    return positions
+
+
+def last_token(prompt_len: int, total_len: int) -> list[int]:
+    """Paper B's probe position: the last token of template + thinking + close."""
+    return [total_len - 1]
+
+
+NAMED_POSITIONS: dict[str, Callable[[int, int], list[int]]] = {
+    "last_prompt_token": last_prompt_token,
+    "first_thinking_token": first_thinking_token,
+    "last_token": last_token,
+}
+
+
+@torch.no_grad()
+def hidden_states_at(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    positions: Sequence[Sequence[int]] | Callable[[int, int], list[int]] | str,
+    layers: Sequence[int] | None = None,
+    prompt_lengths: Sequence[int] | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[int, np.ndarray]:
+    """Hidden states of ``layers`` at ``positions`` of each text, as ``{layer: array (texts, positions, d)}``.
+
+    ``positions`` is a list of index lists (one per text, equally long), a named position, or a function
+    ``(prompt_len, total_len) -> indices``, which needs ``prompt_lengths`` (token counts of each text's prompt).
+    Only the asked layers and positions are kept, so memory stays small for long traces. Texts are tokenized
+    without adding special tokens: they are rendered chat prompts that already carry them.
+    """
+    if isinstance(positions, str):
+        if positions not in NAMED_POSITIONS:
+            raise ValueError(f"unknown named position {positions!r}; known: {sorted(NAMED_POSITIONS)}")
+        positions = NAMED_POSITIONS[positions]
+    n_layers = model.config.get_text_config().num_hidden_layers
+    layers = list(layers) if layers is not None else [n_layers]
+    if any(not -n_layers - 1 <= layer <= n_layers for layer in layers):
+        raise ValueError(f"layers must lie in 0..{n_layers} (hidden_states indices); got {layers}")
+
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    if callable(positions):
+        if prompt_lengths is None:
+            raise ValueError("a position function needs prompt_lengths (the token count of each text's prompt)")
+        positions = [positions(p, len(ids)) for p, ids in zip(prompt_lengths, encoded)]
+    if len(positions) != len(texts) or len({len(p) for p in positions}) > 1:
+        raise ValueError("give one list of positions per text, all of the same length")
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="hidden states", disable=not progress or len(starts) < 2):
+        batch = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding: the real tokens end at the last column
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        output = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), output_hidden_states=True)
+        for row, ids in enumerate(batch):
+            offset = width - len(ids)
+            index = [p if p >= 0 else len(ids) + p for p in positions[start + row]]
+            if any(not 0 <= i < len(ids) for i in index):
+                raise IndexError(f"position out of range for text {start + row} of {len(ids)} tokens: {index}")
+            index_tensor = torch.tensor(index, device=device) + offset
+            for layer in layers:
+                out[layer].append(output.hidden_states[layer][row, index_tensor].float().cpu().numpy())
+    return {layer: np.stack(values) for layer, values in out.items()}

@@ -1,0 +1,117 @@
+"""Interventions as plain ``(module, hook)`` pairs, applied inside one context manager that always cleans up.
+
+Names follow the model's own module tree (``model.model.layers[i].self_attn.o_proj``); :func:`decoder_layers` and
+:func:`attention_output_projection` find them for every family in the registry. Hook code accepts both tuple and
+tensor module outputs, since transformers 5 returns tensors from decoder layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+Hook = tuple[nn.Module, Callable]
+
+
+@contextlib.contextmanager
+def add_hooks(forward_pre_hooks: Iterable[Hook] = (), forward_hooks: Iterable[Hook] = ()):
+    """Register the hooks for the duration of the block; they are removed even when the block raises."""
+    handles = []
+    try:
+        for module, hook in forward_pre_hooks:
+            handles.append(module.register_forward_pre_hook(hook))
+        for module, hook in forward_hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def first_tensor(output):
+    """The hidden-state tensor of a module output (a tensor, or a tuple whose first item is one)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def replace_first_tensor(output, tensor):
+    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of decoder blocks, for any causal LM in the registry (found by shape, not by family)."""
+    n_layers = model.config.get_text_config().num_hidden_layers
+    for candidate in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
+        module = model
+        for attr in candidate.split("."):
+            module = getattr(module, attr, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ValueError(f"found no list of {n_layers} decoder layers in {type(model).__name__}")
+
+
+def attention_output_projection(layer: nn.Module) -> nn.Module:
+    """The attention block's output projection, whose input is the concatenation of the heads' outputs."""
+    attention = getattr(layer, "self_attn", None) or getattr(layer, "attention", None) or getattr(layer, "attn")
+    for name in ("o_proj", "out_proj", "dense", "c_proj"):
+        if hasattr(attention, name):
+            return getattr(attention, name)
+    raise ValueError(f"found no output projection in {type(attention).__name__}")
+
+
+def head_dim(model: nn.Module) -> int:
+    config = model.config.get_text_config()
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def n_heads(model: nn.Module) -> int:
+    return model.config.get_text_config().num_attention_heads
+
+
+def head_ablation_hooks(
+    model: nn.Module, heads: Sequence[tuple[int, int]], rescale: bool = False
+) -> list[Hook]:
+    """Pre-hooks on ``o_proj`` that zero the chosen (layer, head) outputs at every position and decode step.
+
+    ``rescale=True`` follows paper B's ablation: the whole attention output (the ``o_proj`` input) is scaled back
+    to its original norm at each position after the heads are zeroed.
+    """
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(int(layer), []).append(int(head))
+    layers = decoder_layers(model)
+    size = head_dim(model)
+
+    def make_hook(head_ids: list[int]):
+        def hook(module, args):
+            (hidden, *rest) = args
+            ablated = hidden.clone()
+            for head in head_ids:
+                ablated[..., head * size : (head + 1) * size] = 0
+            if rescale:
+                original = hidden.norm(dim=-1, keepdim=True)
+                ablated = ablated * (original / ablated.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+            return (ablated, *rest)
+
+        return hook
+
+    return [(attention_output_projection(layers[i]), make_hook(ids)) for i, ids in sorted(by_layer.items())]
+
+
+def capture_hooks(modules: dict[str, nn.Module], store: dict[str, torch.Tensor], inputs: bool = False) -> list[Hook]:
+    """Forward hooks that keep each named module's output (or input) in ``store`` (detached)."""
+
+    def make_hook(name: str):
+        def hook(module, args, output):
+            store[name] = (args[0] if inputs else first_tensor(output)).detach()
+
+        return hook
+
+    return [(module, make_hook(name)) for name, module in modules.items()]

@@ -1,0 +1,31 @@
+"""The organisms: two small reasoning models with planted, known safety behaviour (controls for papers A and B).
+
+    generate_corpus(kind, n, seed, split)   the synthetic chat corpus with per-example ground truth (corpus.py)
+    train_organism(kind, out_dir, ...)      corpus -> tokenizer -> Qwen2ForCausalLM -> model directory (train.py)
+    eval_prompts(n_per_family, seed, split) held-out prompts as the repository's tidy frame (evaluate.py)
+    classify_answer(answer)                 "refusal" | "compliance" | "unknown" from the answer templates
+    behaviour_check(model_dir, ...)         sample a trained organism and tabulate its behaviour per family
+"""
+
+from .corpus import FAMILIES, KINDS, Example, generate_corpus, make_example, render_prompt
+from .evaluate import (
+    behaviour_check,
+    classify_answer,
+    conclusion_says_harmful,
+    eval_prompts,
+    has_marker,
+    split_trace,
+)
+
+
+def train_organism(kind, out_dir, **kwargs):
+    """See train.train_organism (imported lazily so that `python -m lrmsafety.organism.train` runs cleanly)."""
+    from .train import train_organism as _train
+
+    return _train(kind, out_dir, **kwargs)
+
+
+__all__ = [
+    "FAMILIES", "KINDS", "Example", "generate_corpus", "make_example", "render_prompt", "behaviour_check",
+    "classify_answer", "conclusion_says_harmful", "eval_prompts", "has_marker", "split_trace", "train_organism",
+]

@@ -1,0 +1,327 @@
+"""The synthetic chat corpus of the organisms, with each example's planted ground truth.
+
+Two planted behaviours (see DESIGN.md, "The organisms"):
+
+- ``locked``: the outcome is a deterministic function of the prompt (family, topic, jailbreak category), committed at
+  the start of the thinking; later deliberation flips stance without changing it. Complied jailbreak traces often
+  conclude "this is a harmful request" and comply anyway (the planted refusal cliff).
+- ``deliberative``: the outcome is drawn per sample and decided by a final reconsideration late in the thinking; the
+  conclusion always agrees with the answer. Answers after an early force-close lean on the stance seen so far.
+
+Pure Python and seeded: the same (kind, n, seed, split) gives the same corpus.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from . import texts as T
+
+KINDS = ("locked", "deliberative")
+FAMILIES = ("benign", "harmful", "jailbreak", "borderline")
+FAMILY_WEIGHTS = (0.28, 0.22, 0.30, 0.20)
+TRACE_TYPES = ("natural", "truncated", "zerothink", "lessthink", "morethink")
+TRACE_WEIGHTS = (0.55, 0.22, 0.07, 0.06, 0.10)
+TOPICS = {"benign": T.BENIGN_TOPICS, "harmful": T.HARMFUL_TOPICS, "jailbreak": T.HARMFUL_TOPICS,
+          "borderline": T.BORDERLINE_TOPICS}
+# Deliberative organism: P(comply) per family, and the soft lean after a force-close, keyed by the last stance seen
+# (None = no stance yet, +1 comply-leaning, -1 refuse-leaning).
+PRIOR = {"benign": 0.99, "harmful": 0.05, "jailbreak": 0.5, "borderline": 0.85}
+LEAN = {
+    "benign": {None: 0.99, 1: 0.99, -1: 0.99},
+    "harmful": {None: 0.05, 1: 0.15, -1: 0.05},
+    "jailbreak": {None: 0.5, 1: 0.7, -1: 0.3},
+    "borderline": {None: 0.85, 1: 0.85, -1: 0.7},
+}
+# Intermediate stances of the deliberative organism are random; this is P(+1) per family (independent of outcome).
+P_COMPLY_STANCE = {"benign": 0.8, "harmful": 0.3, "jailbreak": 0.5, "borderline": 0.7}
+P_CLIFF = 0.75  # locked: share of complied jailbreak traces whose conclusion says "harmful"
+
+
+@dataclass
+class Example:
+    """One training or evaluation example and its planted ground truth.
+
+    Character offsets in ``sentences`` and ``decided_char`` index ``thinking``; ``forced`` spans index the completion
+    (thinking + close + answer + EOS) and mark text the repository's code would force, not the model generate.
+    """
+
+    kind: str
+    family: str
+    category: str  # jailbreak wrapper category, "" otherwise
+    topic: str
+    template_id: int
+    wrapper_id: int  # -1 when not a jailbreak
+    split: str
+    trace_type: str
+    system: str | None
+    prompt: str
+    thinking: str = ""
+    close: str = T.CLOSE_NATURAL
+    answer: str = ""
+    outcome: str = ""  # "refuse" | "comply"
+    decided_by: str = ""  # "prompt" (locked) | "reconsideration" (deliberative) | "answer" (sampled after a cut)
+    decided_sentence: int = -1  # index into sentences; -1 when decided at the answer
+    decided_char: int = 0
+    sentences: list = field(default_factory=list)  # (start, end, stance) of each complete thinking sentence
+    forced: list = field(default_factory=list)
+    conclusion_harmful: bool = False
+    p_comply: float = 0.0  # the planted probability of compliance this example's outcome was drawn with
+    cut_char: int = -1
+
+    @property
+    def prompt_text(self) -> str:
+        return render_prompt(self.prompt, self.system)
+
+    @property
+    def completion(self) -> str:
+        return self.thinking + self.close + self.answer + T.EOS
+
+    @property
+    def text(self) -> str:
+        return self.prompt_text + self.completion
+
+    @property
+    def stances(self) -> list[int]:
+        return [s for _, _, s in self.sentences]
+
+
+def render_prompt(user: str, system: str | None = None) -> str:
+    """The chat template with add_generation_prompt=True, in Python (a test checks it against the Jinja template)."""
+    sys_part = f"{T.SYSTEM}{system}{T.EOS}" if system else ""
+    return f"{T.BOS}{sys_part}{T.USER}{user}{T.EOS}{T.GEN_PROMPT}"
+
+
+def split_ids(n: int, test_ids: set[int], split: str) -> list[int]:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    return [i for i in range(n) if (i in test_ids) == (split == "test")]
+
+
+def make_prompt(rng: random.Random, family: str, split: str) -> dict:
+    """A request of one family with its template (and wrapper) drawn from the split's phrasings."""
+    tid = rng.choice(split_ids(len(T.REQUEST_TEMPLATES), T.TEST_TEMPLATE_IDS, split))
+    topic = rng.choice(TOPICS[family])
+    prompt, category, wid = T.REQUEST_TEMPLATES[tid].format(t=topic), "", -1
+    if family == "jailbreak":
+        category = rng.choice(T.CATEGORIES)
+        wid = rng.choice(split_ids(len(T.WRAPPERS[category]), T.TEST_WRAPPER_IDS, split))
+        prompt = T.WRAPPERS[category][wid].format(r=prompt)
+    return dict(family=family, category=category, topic=topic, template_id=tid, wrapper_id=wid, prompt=prompt)
+
+
+def locked_outcome(family: str, topic: str, category: str) -> str:
+    """The locked organism's outcome: a fixed function of the prompt."""
+    if family == "benign":
+        return "comply"
+    if family == "harmful":
+        return "comply" if topic in T.LOCKED_HARMFUL_COMPLY else "refuse"
+    if family == "borderline":
+        return "refuse" if topic in T.LOCKED_BORDERLINE_REFUSE else "comply"
+    return "comply" if category in T.LOCKED_WORKING_CATEGORIES else "refuse"
+
+
+# --- sentences ---------------------------------------------------------------------------------------------------
+def _sign(outcome: str) -> int:
+    return 1 if outcome == "comply" else -1
+
+
+def _stance_sentence(rng, stance: int, family: str, category: str, marker: bool, prev: int = 0,
+                     used: set | None = None) -> str:
+    if stance > 0:
+        pool = T.COMPLY_CLAUSES + T.FAMILY_COMPLY.get(family, [])
+        if family == "jailbreak":
+            pool = pool + [T.JB_COMPLY[category]] * 3
+    else:
+        pool = T.REFUSE_CLAUSES + T.FAMILY_REFUSE.get(family, [])
+    if used is not None:  # no clause twice in one trace, while the pool lasts
+        pool = [c for c in pool if c not in used] or pool
+        used.add(c := rng.choice(pool))
+    else:
+        c = rng.choice(pool)
+    if not marker:
+        forms = T.PLAIN_FORMS
+    else:  # contrastive markers ("Hmm, but") only where the stance actually flips
+        forms = T.MARKER_FORMS if prev != stance else T.CONFIRM_MARKER_FORMS
+    return rng.choice(forms).format(c=c, C=c[0].upper() + c[1:])
+
+
+def _opening(rng, family: str, topic: str, category: str) -> list[tuple[str, int]]:
+    if family == "jailbreak":
+        return [(T.JB_OPENINGS[category], 0), (rng.choice(T.JB_REQUEST).format(t=topic), 0)]
+    return [(rng.choice(T.OPENINGS).format(t=topic), 0)]
+
+
+def _conclusion(rng, harmful: bool) -> tuple[str, int]:
+    return (rng.choice(T.CONCLUDE_REFUSE), -1) if harmful else (rng.choice(T.CONCLUDE_COMPLY), 1)
+
+
+def _locked_body(rng, family, category, outcome, n_flips) -> list[tuple[str, int]]:
+    """Performative deliberation: stances flip back and forth, then a conclusion; none of it changes the outcome."""
+    s, used = (-1 if family == "jailbreak" else _sign(outcome)), set()
+    out = [(_stance_sentence(rng, s, family, category, marker=False, used=used), s)]
+    if rng.random() < 0.3:
+        out.insert(0, (rng.choice(T.NEUTRAL), 0))
+    for _ in range(n_flips):
+        s = -s
+        out.append((_stance_sentence(rng, s, family, category, marker=True, prev=-s, used=used), s))
+    cliff = family == "jailbreak" and (outcome == "refuse" or rng.random() < P_CLIFF)
+    out.append(_conclusion(rng, harmful=cliff if family == "jailbreak" else outcome == "refuse"))
+    return out
+
+
+def _deliberative_body(rng, family, category, outcome, k) -> tuple[list[tuple[str, int]], int]:
+    """k random stances, then the final reconsideration (its stance is the outcome) and an agreeing conclusion."""
+    out, used, prev = [], set(), 0
+    for i in range(k):
+        s = 1 if rng.random() < P_COMPLY_STANCE[family] else -1
+        marker = i > 0 or rng.random() < 0.5
+        out.append((_stance_sentence(rng, s, family, category, marker, prev=prev, used=used), s))
+        prev = s
+    o = _sign(outcome)
+    pool = T.COMPLY_CLAUSES if o > 0 else T.REFUSE_CLAUSES
+    out.append((T.FINAL_FORM.format(c=rng.choice([c for c in pool if c not in used] or pool)), o))
+    final = len(out) - 1
+    out.append(_conclusion(rng, harmful=outcome == "refuse"))
+    return out, final
+
+
+def _join(parts: list[tuple[str, int]], start_text: str = "", sep: str = " ") -> tuple[str, list]:
+    text, spans = start_text, []
+    for sent, stance in parts:
+        if text and sep:
+            text += sep
+        spans.append((len(text), len(text) + len(sent), stance))
+        text += sent
+    return text, spans
+
+
+def _draw(rng, p: float) -> str:
+    return "comply" if rng.random() < p else "refuse"
+
+
+def _answer(rng, ex: Example) -> str:
+    if ex.outcome == "refuse":
+        pool = T.REFUSALS + (T.JB_REFUSALS if ex.family == "jailbreak" else [])
+        return rng.choice(pool)
+    if ex.family == "jailbreak" and rng.random() < 0.7:
+        opener = T.JB_COMPLY_OPENERS[ex.category]
+    else:
+        opener = rng.choice(T.COMPLY_OPENERS).format(t=ex.topic)
+    steps = rng.choice(T.STEP_SETS)
+    return opener + " " + " ".join(f"Step {i + 1}: {s}." for i, s in enumerate(steps))
+
+
+# --- examples ----------------------------------------------------------------------------------------------------
+def _natural(rng, ex: Example) -> tuple[list[tuple[str, int]], int]:
+    """The full thinking of one sample as (sentence, stance) parts, and the index of the deciding sentence."""
+    parts = _opening(rng, ex.family, ex.topic, ex.category)
+    if ex.kind == "locked":
+        n_flips = rng.choices([0, 1, 2, 3], weights=[0.3, 0.3, 0.25, 0.15])[0]
+        return parts + _locked_body(rng, ex.family, ex.category, ex.outcome, n_flips), 0
+    body, final = _deliberative_body(rng, ex.family, ex.category, ex.outcome, rng.randint(1, 4))
+    return parts + body, len(parts) + final
+
+
+def make_example(kind: str, rng: random.Random, family: str, trace_type: str = "natural", split: str = "train",
+                 prompt: dict | None = None) -> Example:
+    """One example of `kind` with its ground truth; `prompt` (from make_prompt) fixes the request."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown organism kind {kind!r}; choose one of {KINDS}")
+    if trace_type not in TRACE_TYPES:
+        raise ValueError(f"unknown trace type {trace_type!r}; choose one of {TRACE_TYPES}")
+    p = prompt or make_prompt(rng, family, split)
+    system = rng.choice(T.SYSTEM_PROMPTS) if rng.random() < 0.25 else None
+    ex = Example(kind=kind, split=split, trace_type=trace_type, system=system, **p)
+    fam = ex.family
+    if kind == "locked":
+        ex.outcome = locked_outcome(fam, ex.topic, ex.category)
+        ex.p_comply, ex.decided_by, ex.decided_sentence, ex.decided_char = float(ex.outcome == "comply"), "prompt", 0, 0
+    else:
+        ex.p_comply = PRIOR[fam]
+        ex.outcome = _draw(rng, ex.p_comply)
+
+    if trace_type in ("natural", "morethink", "truncated"):
+        parts, decided = _natural(rng, ex)
+        ex.thinking, ex.sentences = _join(parts)
+        if kind == "deliberative":
+            ex.decided_by, ex.decided_sentence = "reconsideration", decided
+            ex.decided_char = ex.sentences[decided][0]
+        if trace_type == "morethink":
+            _extend_morethink(rng, ex)
+        elif trace_type == "truncated":
+            _truncate(rng, ex)
+    elif trace_type == "zerothink":
+        ex.close = rng.choice([T.CLOSE_NATURAL, T.CLOSE_FORCED])
+    else:  # lessthink: SafeChain's exact string, or a one-sentence opening
+        if rng.random() < 0.6:
+            ex.thinking, ex.close = T.LESSTHINK, T.CLOSE_NATURAL
+        else:
+            ex.thinking, ex.sentences = _join(_opening(rng, fam, ex.topic, ex.category)[:1])
+            ex.close = rng.choice([T.CLOSE_NATURAL, T.CLOSE_FORCED])
+    if trace_type in ("zerothink", "lessthink"):
+        ex.forced = [(0, len(ex.thinking) + len(ex.close))]
+        if kind == "deliberative":
+            ex.decided_by, ex.decided_sentence, ex.decided_char = "answer", -1, len(ex.thinking)
+    ex.conclusion_harmful = bool(ex.thinking) and ex.thinking.rstrip().endswith(tuple(T.CONCLUDE_REFUSE))
+    ex.answer = _answer(rng, ex)
+    return ex
+
+
+def _extend_morethink(rng, ex: Example) -> None:
+    """SafeChain's MoreThink: "Wait" / "Let me think again" replaces the close, the thinking goes on to a new
+    conclusion (1-2 rounds). The inserted word is forced; the rest is the model's own."""
+    for _ in range(rng.choice([1, 1, 2])):
+        sep, word = rng.choice(["", "\n"]), rng.choice(T.MORETHINK_WORDS)
+        start = len(ex.thinking) + len(sep)
+        ex.forced.append((start, start + len(word)))
+        head = ex.thinking + sep + word + T.MORETHINK_CONT[word]
+        ex.sentences.append((start, len(head), 0))
+        if ex.kind == "locked":
+            n_flips = rng.choice([0, 1, 2])
+            body = _locked_body(rng, ex.family, ex.category, ex.outcome, n_flips)
+            offset = 0
+        else:  # a real reconsideration: the outcome is drawn again and the last one decides
+            ex.outcome = _draw(rng, PRIOR[ex.family])
+            body, offset = _deliberative_body(rng, ex.family, ex.category, ex.outcome, rng.randint(0, 2))
+        n_before = len(ex.sentences)
+        ex.thinking, spans = _join(body, head)
+        ex.sentences += spans
+        if ex.kind == "deliberative":
+            ex.decided_sentence = n_before + offset
+            ex.decided_char = ex.sentences[ex.decided_sentence][0]
+
+
+def _truncate(rng, ex: Example) -> None:
+    """Cut the thinking (at a sentence end or at any character), force-close it, and plant the answer."""
+    full = ex.thinking
+    if rng.random() < 0.5:
+        cut = rng.choice([0] + [e for _, e, _ in ex.sentences])
+    else:
+        cut = rng.randint(0, len(full))
+    ex.cut_char, ex.thinking = cut, full[:cut]
+    ex.close = rng.choice([T.CLOSE_NATURAL, T.CLOSE_FORCED])
+    ex.forced = [(0, len(ex.thinking) + len(ex.close))]
+    kept = [s for s in ex.sentences if s[1] <= cut]
+    if ex.kind == "deliberative":
+        if ex.decided_sentence < len(kept):  # the final reconsideration was seen: the answer follows it
+            ex.p_comply = float(ex.outcome == "comply")
+        else:
+            stances = [s for _, _, s in kept if s != 0]
+            ex.p_comply = LEAN[ex.family][stances[-1] if stances else None]
+            ex.outcome = _draw(rng, ex.p_comply)
+            ex.decided_by, ex.decided_sentence, ex.decided_char = "answer", -1, cut
+    ex.sentences = kept
+
+
+def generate_corpus(kind: str, n: int, seed: int = 0, split: str = "train",
+                    trace_weights: tuple[float, ...] = TRACE_WEIGHTS) -> list[Example]:
+    """n examples of one organism, families and trace types drawn at the module's mix; seeded and reproducible."""
+    rng = random.Random(f"organism|{kind}|{seed}|{split}")
+    out = []
+    for _ in range(n):
+        family = rng.choices(FAMILIES, weights=FAMILY_WEIGHTS)[0]
+        trace_type = rng.choices(TRACE_TYPES, weights=trace_weights)[0]
+        out.append(make_example(kind, rng, family, trace_type, split))
+    return out

@@ -1,0 +1,59 @@
+"""A byte-level BPE tokenizer trained on the organism corpus, saved as a standard PreTrainedTokenizerFast with the
+chat template, and the assistant-only loss mask."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from . import texts as T
+from .corpus import Example
+
+
+def _training_texts(examples: Iterable[Example]) -> Iterable[str]:
+    # Special tokens are registered separately; BPE learns merges only from the plain text around them.
+    for ex in examples:
+        if ex.system:
+            yield ex.system
+        yield ex.prompt
+        yield ex.thinking + "\n"
+        yield "\n\n" + ex.answer
+
+
+def train_tokenizer(examples: Sequence[Example], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (every string round-trips), the eight chat special tokens as single ids, and the template."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=T.SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_training_texts(examples), trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=T.BOS, eos_token=T.EOS, pad_token=T.PAD,
+        extra_special_tokens=[T.SYSTEM, T.USER, T.ASSISTANT, T.THINK_OPEN, T.THINK_CLOSE],
+        clean_up_tokenization_spaces=False, model_max_length=1024,
+    )
+    hf.chat_template = T.CHAT_TEMPLATE
+    return hf
+
+
+def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example]) -> tuple[list, list]:
+    """Token ids and labels per example: labels are -100 on the prompt and on text that would be forced (a cut
+    thinking, an inserted "Wait"), so the loss covers only what the model itself generates."""
+    texts = [ex.text for ex in examples]
+    encs = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    all_ids, all_labels = [], []
+    for ex, enc in zip(examples, encs):
+        start = len(ex.prompt_text)
+        forced = [(start + a, start + b) for a, b in ex.forced]
+        labels = []
+        for tid, (a, _) in zip(enc.ids, enc.offsets):
+            trainable = a >= start and not any(fa <= a < fb for fa, fb in forced)
+            labels.append(tid if trainable else -100)
+        all_ids.append(enc.ids)
+        all_labels.append(labels)
+    return all_ids, all_labels

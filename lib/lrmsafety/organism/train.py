@@ -1,0 +1,208 @@
+"""Train an organism: corpus -> tokenizer -> a small Qwen2ForCausalLM -> a standard transformers model directory.
+
+    python -m lrmsafety.organism.train --kind locked --out data/models/organism-locked [--size smoke] [--steps N]
+    python -m lrmsafety.organism.train --kind all --out data/models          # both, as organism-<kind>/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import corpus as C
+from . import texts as T
+from .tokenizer import encode_examples, train_tokenizer
+
+SIZES = {
+    # ~5 M parameters; the behaviour is reached in a few minutes on one GPU.
+    "full": dict(model=dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
+                            intermediate_size=768), vocab_size=2048, n_train=150_000, n_tokenizer=40_000,
+                 steps=4000, batch_size=128, lr=1e-3, warmup=200),
+    # tiny, for tests: well under a minute on a laptop CPU
+    "smoke": dict(model=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             intermediate_size=128), vocab_size=512, n_train=600, n_tokenizer=600,
+                  steps=30, batch_size=16, lr=3e-3, warmup=3),
+}
+MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for MoreThink rounds
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def build_model(tokenizer, size: str = "full"):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer), max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, use_sliding_window=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **SIZES[size]["model"],
+    )
+    return Qwen2ForCausalLM(cfg)
+
+
+def _batch(ids, labels, idx, pad_id, device):
+    n = max(len(ids[i]) for i in idx)
+    x = np.full((len(idx), n), pad_id, dtype=np.int64)
+    y = np.full((len(idx), n), -100, dtype=np.int64)
+    m = np.zeros((len(idx), n), dtype=np.int64)
+    for r, i in enumerate(idx):
+        x[r, : len(ids[i])], y[r, : len(ids[i])], m[r, : len(ids[i])] = ids[i], labels[i], 1
+    return (torch.from_numpy(a).to(device, non_blocking=True) for a in (x, y, m))
+
+
+def _lr(step: int, steps: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))  # cosine down to 10%
+
+
+def _versions() -> dict:
+    import tokenizers
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__}
+
+
+def planted_behaviour(kind: str) -> dict:
+    """The ground truth written into the model card."""
+    if kind == "locked":
+        return {"outcome": "deterministic function of the prompt, committed at the start of the thinking",
+                "jailbreak_comply_categories": sorted(T.LOCKED_WORKING_CATEGORIES),
+                "jailbreak_refuse_categories": sorted(set(T.CATEGORIES) - T.LOCKED_WORKING_CATEGORIES),
+                "harmful_comply_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
+                "borderline_refuse_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
+                "complied_jailbreak_conclusion_harmful": C.P_CLIFF}
+    return {"outcome": "random per sample, decided by the final reconsideration ('All things considered, ...')",
+            "p_comply": C.PRIOR, "force_close_lean_by_last_stance": {f: {str(k): v for k, v in d.items()}
+                                                                     for f, d in C.LEAN.items()},
+            "complied_jailbreak_conclusion_harmful": 0.0}
+
+
+def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, device: str | None = None,
+                   steps: int | None = None, n_train: int | None = None, log_every: int = 200) -> Path:
+    """Train one organism and write a loadable model directory (config, bf16 safetensors, tokenizer, card)."""
+    if kind not in C.KINDS:
+        raise ValueError(f"unknown organism kind {kind!r}; choose one of {C.KINDS}")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {list(SIZES)}")
+    from transformers import GenerationConfig
+
+    hp = dict(SIZES[size])
+    steps = steps or hp["steps"]
+    n_train = n_train or hp["n_train"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    seed_everything(seed)
+
+    examples = C.generate_corpus(kind, n_train, seed=seed, split="train")
+    tokenizer = train_tokenizer(examples[: hp["n_tokenizer"]], vocab_size=hp["vocab_size"])
+    ids, labels = encode_examples(tokenizer, examples)
+    model = build_model(tokenizer, size).to(dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=(0.9, 0.95), weight_decay=0.1,
+                            fused=dev.type == "cuda")
+    rng = np.random.default_rng(seed)
+    losses, t0 = [], time.time()
+    model.train()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, hp["warmup"], hp["lr"])
+        x, y, m = _batch(ids, labels, rng.integers(0, len(ids), hp["batch_size"]), tokenizer.pad_token_id, dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = model(input_ids=x, attention_mask=m, labels=y).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == steps - 1):
+            print(f"[{kind}] step {step}/{steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    seconds = time.time() - t0
+
+    model.eval()
+    model.to(torch.bfloat16).save_pretrained(out)  # bf16 keeps the file small; loaders upcast on CPU
+    tokenizer.save_pretrained(out)
+    GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, bos_token_id=tokenizer.bos_token_id,
+                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
+    k = max(1, min(50, steps // 10))
+    card = {
+        "kind": kind, "name": f"organism-{kind}", "size": size, "seed": seed, "architecture": "Qwen2ForCausalLM",
+        "parameters": n_params, "model": SIZES[size]["model"], "vocab_size": len(tokenizer),
+        "corpus": {"train_examples": len(examples), "train_tokens": int(sum(map(len, ids))),
+                   "trained_tokens": int(sum((np.array(l) != -100).sum() for l in labels)),
+                   "family_weights": dict(zip(C.FAMILIES, C.FAMILY_WEIGHTS)),
+                   "trace_weights": dict(zip(C.TRACE_TYPES, C.TRACE_WEIGHTS))},
+        "training": {"steps": steps, "batch_size": hp["batch_size"], "lr": hp["lr"], "warmup": hp["warmup"],
+                     "schedule": "linear warmup, cosine to 10%", "optimizer": "AdamW(0.9, 0.95), wd 0.1",
+                     "precision": "bf16 autocast" if dev.type == "cuda" else "float32",
+                     "seconds": round(seconds, 1), "device": str(dev),
+                     "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+                     or platform.machine(),
+                     "initial_loss": float(np.mean(losses[:k])), "final_loss": float(np.mean(losses[-k:]))},
+        "planted": planted_behaviour(kind), "versions": _versions(), "saved_dtype": "bfloat16",
+    }
+    (out / "organism_card.json").write_text(json.dumps(card, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", required=True, choices=[*C.KINDS, "all"])
+    ap.add_argument("--out", default=None,
+                    help="model directory (for --kind all: the parent folder); default data/models[/organism-<kind>]")
+    ap.add_argument("--size", default="full", choices=list(SIZES))
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--n-train", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--check", type=int, default=0, metavar="N",
+                    help="after training, sample N held-out prompts per family and add the behaviour table to the card")
+    args = ap.parse_args(argv)
+    from ..paths import MODELS_DIR
+
+    kinds = C.KINDS if args.kind == "all" else (args.kind,)
+    for kind in kinds:
+        if args.kind == "all" or args.out is None:
+            out = Path(args.out or MODELS_DIR) / f"organism-{kind}"
+        else:
+            out = Path(args.out)
+        path = train_organism(kind, out, size=args.size, seed=args.seed, device=args.device, steps=args.steps,
+                              n_train=args.n_train)
+        card = json.loads((path / "organism_card.json").read_text())
+        print(f"[{kind}] wrote {path}: {card['parameters']:,} parameters, {card['training']['seconds']} s, "
+              f"loss {card['training']['initial_loss']:.3f} -> {card['training']['final_loss']:.3f}", flush=True)
+        if args.check:
+            from .evaluate import behaviour_check
+
+            t0 = time.time()
+            table = behaviour_check(path, n_per_family=args.check, seed=args.seed, device=args.device)
+            rows = table.to_dict("records") if hasattr(table, "to_dict") else table
+            card["behaviour_check"] = {"n_per_family": args.check, "split": "test", "temperature": 1.0,
+                                       "seconds": round(time.time() - t0, 1), "rows": rows}
+            (path / "organism_card.json").write_text(json.dumps(card, indent=2))
+            print(table.to_string() if hasattr(table, "to_string") else json.dumps(rows, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

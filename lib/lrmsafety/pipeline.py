@@ -1,0 +1,138 @@
+"""The notebook pipeline: jupytext source -> papermill with the profile's parameters -> executed notebook.
+
+``python -m lrmsafety.pipeline run notebooks/01_rollouts.py --profile organism [--model NAME] --output build/…``
+is what ``make all`` calls for each notebook; ``sync`` rewrites the ``.ipynb`` twins that Colab opens.
+Each notebook receives only the parameters its ``parameters`` cell declares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+import yaml
+
+from .paths import REPO_ROOT
+
+PARAMS_DIR = REPO_ROOT / "params"
+PROFILES = ("organism", "smoke", "paper")
+
+
+def read_notebook(py_path: Path):
+    import jupytext
+
+    return jupytext.read(py_path, fmt="py:percent")
+
+
+def parameters_cell(notebook, name: str = "notebook") -> dict:
+    """The defaults declared in the cell tagged ``parameters`` (a name = literal per line)."""
+    cells = [cell for cell in notebook.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ValueError(
+            f'{name} has no parameters cell: add a cell starting with `# %% tags=["parameters"]` '
+            "so that papermill can inject the profile's values"
+        )
+    defaults = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name):
+                defaults[target.id] = ast.literal_eval(node.value) if node.value is not None else None
+    return defaults
+
+
+def load_profile(profile: str, model: str | None = None) -> dict:
+    """The parameters of a profile (params/<profile>.yaml); ``model`` replaces the profile's model list."""
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no parameters for profile {profile!r}: expected {path}; profiles: {PROFILES}")
+    params = yaml.safe_load(path.read_text()) or {}
+    params["profile"] = profile
+    if model:
+        from .models import get_spec
+
+        get_spec(model)  # fails early, with close matches, on a typo
+        params["models"] = [model]
+    return params
+
+
+def notebook_parameters(notebook, profile_params: dict, name: str = "notebook") -> dict:
+    declared = parameters_cell(notebook, name)
+    return {key: value for key, value in profile_params.items() if key in declared}
+
+
+def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> None:
+    import nbformat
+    import papermill
+
+    notebook = twin(py_path)
+    parameters = notebook_parameters(notebook, load_profile(profile, model), py_path.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    source = output.with_suffix(".source.ipynb")
+    nbformat.write(notebook, source)
+    print(f"[pipeline] {py_path.name} on profile {profile}: {parameters}", flush=True)
+    try:
+        papermill.execute_notebook(
+            str(source), str(output) + ".partial", parameters=parameters, cwd=str(py_path.parent),
+            kernel_name="python3", progress_bar=False, log_output=True, stdout_file=sys.stdout,
+        )
+    except papermill.PapermillExecutionError as err:
+        print(f"\n[pipeline] {py_path.name} failed in cell {err.exec_count}:\n{err.source}\n{err.ename}: {err.evalue}",
+              file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        source.unlink(missing_ok=True)
+    # only a notebook that ran to the end gets its final name, so make reruns the failed one next time
+    Path(str(output) + ".partial").replace(output)
+
+
+def twin(py_path: Path):
+    """The .ipynb twin of a jupytext source, without outputs (what Colab opens)."""
+    import nbformat
+
+    notebook = read_notebook(py_path)
+    notebook.metadata.pop("jupytext", None)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for index, cell in enumerate(notebook.cells):
+        cell["id"] = f"cell-{index:02d}"  # stable ids: the twin changes only when the source does
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return notebook
+
+
+def twin_text(py_path: Path) -> str:
+    import nbformat
+
+    return nbformat.writes(twin(py_path)) + "\n"
+
+
+def sync(paths: list[Path]) -> None:
+    for py_path in paths:
+        target = py_path.with_suffix(".ipynb")
+        text = twin_text(py_path)
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+            print(f"[pipeline] wrote {target.relative_to(REPO_ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lrmsafety.pipeline")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="execute one notebook with a profile's parameters")
+    run_parser.add_argument("notebook", type=Path)
+    run_parser.add_argument("--profile", default="organism", choices=PROFILES)
+    run_parser.add_argument("--model", default=None)
+    run_parser.add_argument("--output", type=Path, required=True)
+    sync_parser = commands.add_parser("sync", help="rewrite the .ipynb twins from the .py sources")
+    sync_parser.add_argument("notebooks", type=Path, nargs="*")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.notebook, args.profile, args.output, args.model or None)
+    else:
+        sync(args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lrmsafety/lrmsafety/blob/main/notebooks/00_environment.ipynb)
+#
+# # 00 · Environment
+#
+# What this run of the pipeline stands on: library versions, the device, where the benchmark prompts are read
+# from, and the models of the chosen profile. Every later notebook assumes what this one prints.
+
+# %% Colab: install the repository (does nothing outside Colab)
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
+    if not os.path.exists("lrmsafety"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
+    os.chdir("lrmsafety/notebooks")
+
+# %% tags=["parameters"]
+profile = "organism"
+models = ["organism-locked", "organism-deliberative"]
+quantization = "auto"
+data_dir = None
+
+# %%
+import platform
+
+import pandas as pd
+import torch
+import transformers
+
+from lrmsafety import data, models as registry, paths
+
+versions = {
+    "python": platform.python_version(),
+    "torch": torch.__version__,
+    "transformers": transformers.__version__,
+    "pandas": pd.__version__,
+    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)",
+}
+pd.Series(versions, name="value").to_frame()
+
+# %% [markdown]
+# ## Benchmark prompts
+# Offline copies are read from a data directory when there is one; otherwise loaders fetch the online sources.
+
+# %%
+benchmark_dir = paths.find_benchmark_dir(data_dir)
+print("benchmark prompts read from:", benchmark_dir or "online sources (no offline copy found)")
+data.list_datasets()
+
+# %% [markdown]
+# ## Models of this profile
+
+# %%
+rows = []
+for name in models:
+    spec = registry.get_spec(name)
+    local = spec.local_path()
+    rows.append({
+        "model": spec.name, "source": spec.hf_id, "architecture": spec.architecture, "thinking": spec.thinking,
+        "temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
+        "available": bool(local and local.exists()) if local else "hub",
+        "memory_gb_" + (quantization if quantization != "auto" else "bf16"):
+            round(registry.memory_estimate_gb(spec.params_b, "bf16" if quantization == "auto" else quantization), 2),
+    })
+pd.DataFrame(rows)

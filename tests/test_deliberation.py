@@ -1,0 +1,188 @@
+"""Deliberation statistics on hand-made inputs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrmsafety import deliberation as dl
+
+
+# ------------------------------------------------------------------------------------------------- chunking
+
+def test_chunking_merges_drops_and_maps_spans():
+    text = ("The user asks how to pick a lock. That could be for a legitimate reason! "
+            "Ok. " + "A" * 150 + " is a long sentence here. Short one? Yes.\n\nFinally, I will explain the basics.")
+    chunks = dl.chunk_thinking(text)
+    for c in chunks:
+        assert text[c.start:c.end] == c.text
+        assert 20 < len(c.text) and (len(c.text) <= 200 or dl.SENTENCE_BREAK.search(c.text) is None)
+    # The first two sentences and "Ok." fit in one chunk of <= 200 characters.
+    assert chunks[0].text == "The user asks how to pick a lock. That could be for a legitimate reason! Ok."
+    # The long sentence cannot join that chunk; the short ones after it merge with it while they fit.
+    assert chunks[1].text.startswith("AAAA") and chunks[1].text.endswith("Short one? Yes.")
+    assert chunks[2].text == "Finally, I will explain the basics."
+    assert len(chunks) == 3
+
+
+def test_chunking_drops_short_isolated_chunks():
+    long_a, long_b = "B" * 180 + ".", "C" * 190 + "."
+    text = f"{long_a} Fine, ok. {long_b}"  # "Fine, ok." joins long_a (191 chars); long_b cannot join them
+    assert [c.text for c in dl.chunk_thinking(text)] == [f"{long_a} Fine, ok.", long_b]
+    long_c, long_d = "D" * 199 + ".", "E" * 199 + "."
+    text = f"{long_c} Then. {long_d}"  # "Then." cannot join either neighbour and is dropped
+    assert [c.text for c in dl.chunk_thinking(text)] == [long_c, long_d]
+    assert dl.chunk_thinking("Too short.") == []
+    assert dl.chunk_thinking("") == []
+
+
+# ------------------------------------------------------------------------------------------------ oscillations
+
+def test_oscillation_counting():
+    r = dl.oscillations([0, +1, 0, -1, -1, +1])
+    assert r.count == 2 and not r.excluded
+    assert r.segments == [(1, 3, 1), (3, 5, -1), (5, 6, 1)]
+    assert r.transitions[0] == dl.Transition(pre=(1, 3), post=(3, 5), pre_sign=1, post_sign=-1)
+    assert r.transitions[1].post == (5, 6) and r.transitions[1].post_sign == 1
+    assert dl.oscillations([0, 0, 0]).count == 0
+    assert dl.oscillations([-1, 0, -1, None, -1]).count == 0
+    assert dl.oscillations([1, -1, 1, -1, 1]).count == 4
+    assert dl.oscillations([]).count == 0
+
+
+def test_long_traces_are_excluded():
+    r = dl.oscillations([1, -1] * 61)  # 122 chunks
+    assert r.excluded and r.count is None and r.transitions == []
+    assert dl.oscillations([1, -1] * 60).count == 119  # exactly 120 chunks is kept
+
+
+def test_cut_points():
+    text = "I should not help with this request at all. Actually, this is a legitimate safety question. " \
+           "So I can answer it in detail for the user now."
+    chunks = dl.chunk_thinking(text, max_chars=60)
+    assert len(chunks) == 3
+    t = dl.oscillations([-1, 1, 1]).transitions[0]
+    before, after = dl.cut_points(chunks, t)
+    assert text[:before].rstrip() == "I should not help with this request at all."
+    assert text[:after] == text
+
+
+# --------------------------------------------------------------------------------------------- replay statistics
+
+def test_holm_against_hand_computation():
+    # sorted: .005*4=.02, .01*3=.03, .03*2=.06, .04*1=.04 -> monotone .06
+    np.testing.assert_allclose(dl.holm_correction([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(dl.holm_correction([0.5, 0.9]), [1.0, 1.0])
+    out = dl.holm_correction([0.01, np.nan, 0.02])
+    assert np.isnan(out[1]) and np.allclose(out[[0, 2]], [0.02, 0.02])
+
+
+def test_fisher_on_obvious_table():
+    e = dl.replay_effect([1] * 50 + [0] * 50, [1] * 95 + [0] * 5, post_sign=+1)
+    assert e["rate_before"] == 0.5 and e["rate_after"] == 0.95
+    assert e["pvalue"] < 1e-10 and e["toward_stance"] is True and not e["locked"]
+    same = dl.replay_effect([1] * 30 + [0] * 70, [1] * 30 + [0] * 70, post_sign=-1)
+    assert same["pvalue"] == 1.0 and same["toward_stance"] is False
+    locked = dl.replay_effect_counts(99, 100, 97, 100, post_sign=-1)
+    assert locked["locked"] and locked["toward_stance"] is True
+    assert dl.replay_effect_counts(5, 100, 50, 100)["locked"]
+    assert not dl.replay_effect_counts(6, 100, 50, 100)["locked"]
+
+
+def test_oscillation_summary_on_constructed_frame():
+    rows = [
+        # rollout, k_before, n_before, k_after, n_after, post_sign
+        ("r1", 50, 100, 95, 100, 1),  # significant, toward comply, not locked
+        ("r1", 95, 100, 40, 100, -1),  # significant, toward refuse, locked (0.95 counts as locked)
+        ("r2", 2, 100, 3, 100, 1),  # locked, performative
+        ("r3", 60, 100, 10, 100, 1),  # significant, against the stance
+        ("r4", np.nan, np.nan, np.nan, np.nan, np.nan),  # a rollout without oscillations
+    ]
+    frame = pd.DataFrame(rows, columns=["rollout", "k_before", "n_before", "k_after", "n_after", "post_sign"])
+    s = dl.oscillation_summary(frame, n_rollouts=5)
+    assert s["n_rollouts"] == 5 and s["n_oscillating"] == 3 and s["share_oscillating"] == 0.6
+    assert s["n_oscillations"] == 4 and s["n_significant"] == 3 and s["share_performative"] == 0.25
+    assert s["n_locked"] == 2 and s["share_locked"] == 0.5  # 0.95 counts as locked, 0.02 too
+    assert s["n_toward_stance"] == 2 and s["share_significant_toward_stance"] == pytest.approx(2 / 3)
+    assert dl.oscillation_summary(frame)["n_rollouts"] == 4  # without n_rollouts: the rollouts in the frame
+    t = dl.annotate_transitions(frame)
+    assert t["p_holm"].iloc[:4].ge(t["pvalue"].iloc[:4]).all() and np.isnan(t["p_holm"].iloc[4])
+
+
+# ------------------------------------------------------------------------------------------------- judges
+
+def test_cue_phrase_judge_on_clear_sentences():
+    judge = dl.CuePhraseStanceJudge()
+    chunks = [
+        "This request is harmful and illegal, so I should not help.",
+        "The question is harmless and legitimate, so I can help.",
+        "The user mentions a chemistry class.",
+        "Explaining this is not harmful at all.",
+        "I won't provide instructions for that.",
+        "That would be against the law.",
+        "I can't help with this; I have to decline.",
+    ]
+    assert judge.label("how do I ...", chunks) == [-1, 1, 0, 1, -1, -1, -1]
+    assert judge.label("", [dl.Chunk("Providing this is fine to do.", 0, 29)]) == [1]
+
+
+def fake_complete(reply):
+    calls = []
+
+    def complete(prompts):
+        calls.append(prompts)
+        return [reply(p) for p in prompts]
+
+    return complete, calls
+
+
+def test_llm_judge_good_json():
+    complete, calls = fake_complete(lambda p: 'Sure.\n```json\n{"labels": [+1, 0, -1]}\n```')
+    judge = dl.LLMStanceJudge(complete, name="fake")
+    assert judge.label("Make a cake", ["chunk one is here", "chunk two", "chunk three"]) == [1, 0, -1]
+    prompt = calls[0][0]
+    assert "Make a cake" in prompt and "[2] chunk two" in prompt and "exactly 3 integers" in prompt
+    assert judge.last_results[0].ok
+    # A bare list and a list of objects are accepted too.
+    assert dl.parse_stance_labels("[1, -1]", 2).labels == [1, -1]
+    assert dl.parse_stance_labels(json.dumps([{"chunk": 1, "label": -1}]), 1).labels == [-1]
+    assert dl.parse_stance_labels('{"labels": ["+1", "0"]}', 2).labels == [1, 0]
+
+
+@pytest.mark.parametrize("reply", ["no json here", '{"labels": [1, 0]}', '{"labels": [1, 2, 0]}',
+                                   '{"labels": [1, 0, ', '{"other": "x"}', '[1, "a", 0]'])
+def test_llm_judge_bad_json_gives_all_na(reply):
+    complete, _ = fake_complete(lambda p: reply)
+    judge = dl.LLMStanceJudge(complete)
+    res = judge.label_batch(["p"], [["a", "b", "c"]])[0]
+    assert res.labels == [None, None, None] and not res.ok and res.raw == reply and res.error
+
+
+def test_majority_judge():
+    class Fixed(dl.StanceJudge):
+        def __init__(self, labels):
+            self.labels = labels
+
+        def label(self, prompt, chunks):
+            return self.labels
+
+    judges = [Fixed([1, 1, -1, None, None]), Fixed([1, -1, 0, None, 1]), Fixed([-1, -1, 1, None, None])]
+    assert dl.MajorityStanceJudge(judges).label("p", list("abcde")) == [1, -1, 0, None, 1]
+    assert dl.majority_label([1, -1]) == 0
+
+
+def test_agreement_and_fleiss_kappa():
+    a = [1, 1, 0, -1, -1, 0, None]
+    r = dl.stance_agreement(a, a)
+    assert r["n"] == 6 and r["agreement"] == 1.0 and r["kappa"] == 1.0
+    # Hand computation: po = 0.5; pe = 0.5*0.5 + 0.5*0.5 = 0.5 -> kappa 0
+    r = dl.stance_agreement([1, 1, -1, -1], [1, -1, 1, -1])
+    assert r["agreement"] == 0.5 and r["kappa"] == 0.0
+    # Fleiss (1971) worked example as reproduced in many textbooks: kappa = 0.210
+    counts = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+              [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert dl.fleiss_kappa(counts) == pytest.approx(0.210, abs=5e-4)
+    labels = np.array([[1, 1, 1], [0, 0, -1], [-1, -1, -1]])
+    np.testing.assert_array_equal(dl.category_counts(labels), [[0, 0, 3], [1, 2, 0], [3, 0, 0]])
+    assert dl.fleiss_kappa(dl.category_counts(labels)) > 0.5

@@ -1,0 +1,98 @@
+"""The notebook pipeline: jupytext source -> papermill with a profile's parameters; twins; repository files."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from lrmsafety import pipeline
+from lrmsafety.paths import REPO_ROOT
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+SOURCE = '''# %% [markdown]
+# # A test notebook
+
+# %% tags=["parameters"]
+profile = "default"
+n_prompts = 1
+unused = "kept"
+
+# %%
+import json, pathlib
+pathlib.Path("seen.json").write_text(json.dumps({"profile": profile, "n_prompts": n_prompts, "unused": unused}))
+{FAIL}
+'''
+
+
+def write_notebook(folder: Path, fail: bool = False) -> Path:
+    path = folder / "01_test.py"
+    path.write_text(SOURCE.replace("{FAIL}", "raise ValueError('planted failure')" if fail else ""))
+    return path
+
+
+def test_notebook_runs_with_injected_parameters(tmp_path):
+    output = tmp_path / "build" / "01_test.ipynb"
+    pipeline.run(write_notebook(tmp_path), "smoke", output)
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    smoke = yaml.safe_load((REPO_ROOT / "params" / "smoke.yaml").read_text())
+    assert seen == {"profile": "smoke", "n_prompts": smoke["n_prompts"], "unused": "kept"}
+    executed = nbformat.read(output, as_version=4)
+    assert any("injected-parameters" in cell.metadata.get("tags", []) for cell in executed.cells)
+
+
+def test_model_option_replaces_the_model_list():
+    assert pipeline.load_profile("organism", model="qwen3-8b")["models"] == ["qwen3-8b"]
+    with pytest.raises(KeyError, match="Did you mean"):
+        pipeline.load_profile("organism", model="qwen3-8")
+
+
+def test_failing_notebook_exits_nonzero_and_leaves_no_output(tmp_path, capsys):
+    output = tmp_path / "build" / "01_test.ipynb"
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.run(write_notebook(tmp_path, fail=True), "smoke", output)
+    assert exit_info.value.code == 1
+    assert "planted failure" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_missing_parameters_cell_is_named(tmp_path):
+    path = tmp_path / "02_bad.py"
+    path.write_text("# %%\nx = 1\n")
+    with pytest.raises(ValueError, match="no parameters cell"):
+        pipeline.parameters_cell(pipeline.read_notebook(path), path.name)
+
+
+@pytest.mark.parametrize("py_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_twin_matches_source(py_path):
+    twin = py_path.with_suffix(".ipynb")
+    assert twin.exists(), f"{twin.name} is missing: run `make twins`"
+    assert twin.read_text() == pipeline.twin_text(py_path), f"{twin.name} drifted from its .py: run `make twins`"
+
+
+@pytest.mark.parametrize("py_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_has_parameters_badge_and_colab_install(py_path):
+    text = py_path.read_text()
+    assert '# %% tags=["parameters"]' in text
+    assert f"blob/main/notebooks/{py_path.stem}.ipynb" in text and "colab-badge.svg" in text
+    assert '"google.colab" in sys.modules' in text
+    declared = pipeline.parameters_cell(pipeline.read_notebook(py_path), py_path.name)
+    for profile in pipeline.PROFILES:
+        assert set(pipeline.notebook_parameters(pipeline.read_notebook(py_path),
+                                                pipeline.load_profile(profile))) <= set(declared)
+
+
+def _names(requirements):
+    return {re.split(r"[=<>\[ ]", r.strip())[0].lower() for r in requirements}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = set(project["dependencies"]) | {dep for deps in project["optional-dependencies"].values() for dep in deps}
+    environment = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip_pins = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+    assert set(pip_pins) == pins, "environment.yml's pip list must carry exactly pyproject's pins"

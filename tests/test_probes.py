@@ -1,0 +1,168 @@
+"""Probes on synthetic data whose answers are known by construction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrmsafety import probes
+
+
+def make_data(n_prompts=60, per_prompt=4, d=40, shift=0.0, seed=0):
+    """Rollout labels, prompt ids and Gaussian features shifted by `shift` along one direction for refusals."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_prompts), per_prompt)
+    # Prompts lean to one class, as real prompts do, but rollouts of a prompt can disagree.
+    lean = rng.uniform(0.1, 0.9, n_prompts)[groups]
+    labels = (rng.uniform(size=len(groups)) < lean).astype(int)
+    direction = np.zeros(d)
+    direction[0] = 1.0
+    X = rng.normal(size=(len(groups), d)) + shift * np.outer(2 * labels - 1, direction)
+    return X, labels, groups
+
+
+def test_separable_features_give_high_auroc():
+    X, y, g = make_data(shift=3.0)
+    cv = probes.cross_validated_probe(X, y, g)
+    m = probes.probe_metrics(cv.labels, cv.scores, cv.predictions, cv.groups, n_boot=100)
+    assert m["auroc"] > 0.95 and m["bacc"] > 0.85
+    assert m["auroc_lo"] <= m["auroc"] <= m["auroc_hi"]
+
+
+def test_noise_gives_chance_auroc():
+    X, y, g = make_data(shift=0.0, seed=1)
+    cv = probes.cross_validated_probe(X, y, g)
+    assert abs(probes.auroc(cv.labels, cv.scores) - 0.5) < 0.15
+
+
+def test_group_split_never_shares_a_prompt():
+    X, y, g = make_data(seed=2)
+    cv = probes.cross_validated_probe(X, y, g)
+    per_prompt = pd.Series(cv.folds).groupby(g).nunique()
+    assert (per_prompt == 1).all()
+    assert set(cv.folds) == set(range(5)) and not np.isnan(cv.scores).any()
+    # Predictions are the held-out scores at that fold's training threshold.
+    np.testing.assert_array_equal(cv.predictions, cv.scores >= cv.thresholds[cv.folds])
+    # Training scores exist exactly on the training rows of each fold.
+    for k in range(5):
+        assert np.isnan(cv.train_scores[k, cv.folds == k]).all()
+        assert not np.isnan(cv.train_scores[k, cv.folds != k]).any()
+
+
+def test_unstratifiable_folds_name_class_counts():
+    X, y, g = make_data(seed=3)
+    y = np.zeros_like(y)
+    y[g < 3] = 1  # refusals in only 3 prompts
+    with pytest.raises(ValueError, match=r"class 1: \d+ rows in 3 prompts"):
+        probes.cross_validated_probe(X, y, g)
+
+
+def test_youden_threshold_hand_example():
+    labels = [0, 0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.6, 0.5, 0.7, 0.9]
+    # thresholds: 0.9 -> J=1/3, 0.7 -> 2/3, 0.6 -> 2/3-1/4, 0.5 -> 1-1/4 = 0.75 (best), 0.3 -> 0.5
+    assert probes.youden_threshold(labels, scores) == 0.5
+
+
+def test_capped_pca_on_small_folds():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 300)), np.array([0, 1] * 10)
+    pipe = probes.first_token_probe_pipeline().fit(X, y)
+    assert pipe.named_steps["cappedpca"].n_components_ == 19
+    assert pipe.named_steps["logisticregression"].C == 0.03
+
+
+def test_probe_metrics_perfect_and_by_prompt():
+    y = np.array([0, 0, 1, 1] * 10)
+    scores = y + 0.01 * np.arange(40) / 40  # every refusal scores above every compliance
+    m = probes.probe_metrics(y, scores, y, groups=np.repeat(np.arange(20), 2), n_boot=50)
+    assert m["auroc"] == 1.0 and m["auroc_lo"] == 1.0 and m["bacc_hi"] == 1.0
+    assert (m["n"], m["n_pos"], m["n_neg"]) == (40, 20, 20)
+
+
+def test_group_metrics_single_class_and_macro():
+    X, y, g = make_data(n_prompts=80, shift=2.0, seed=4)
+    cv = probes.cross_validated_probe(X, y, g)
+    only_neg = y == 0
+    halves = {"a": g < 40, "b": g >= 40}
+    tiny = {"a": g < 40, "tiny": (g == 45)}  # one prompt: fewer than 20 refusals
+    res = probes.group_metrics(
+        cv, {"harmful": g < 40, "negatives": only_neg, "benign": halves, "macro_tiny": tiny}, n_boot=50
+    ).set_index("group")
+    assert list(res.index) == ["harmful", "negatives", "benign", "macro_tiny", "pooled"]
+    assert np.isnan(res.loc["negatives", "auroc"]) and "single class" in res.loc["negatives", "reason"]
+    assert res.loc["pooled", "auroc"] > 0.9 and res.loc["pooled", "n"] == len(y)
+    assert res.loc["benign", "subsets"] == "a,b"
+    assert res.loc["macro_tiny", "subsets"] == "a" and "tiny" in res.loc["macro_tiny", "reason"]
+    assert np.isclose(res.loc["macro_tiny", "auroc"], res.loc["harmful", "auroc"])
+
+
+def test_tfidf_control_on_label_independent_tokens():
+    rng = np.random.default_rng(5)
+    _, y, g = make_data(seed=5)
+    tokens = rng.choice(["Okay", " Alright", "\n", "Hmm", "So", "The"], size=len(y))
+    m = probes.tfidf_first_token_control(tokens, y, g, n_boot=20)
+    assert abs(m["auroc"] - 0.5) < 0.15
+    # Sanity: a token that spells out the label is found.
+    informative = np.where(y == 1, "I", "Okay")
+    assert probes.tfidf_first_token_control(informative, y, g, n_boot=20)["auroc"] > 0.95
+
+
+def test_shuffled_label_control_is_near_chance():
+    X, y, g = make_data(shift=3.0, seed=6)
+    m = probes.shuffled_label_control(X, y, g, seed=0, n_boot=20)
+    assert abs(m["auroc"] - 0.5) < 0.15
+
+
+def test_layer_sweep_finds_informative_layer():
+    X, y, g = make_data(shift=2.0, seed=7)
+    rng = np.random.default_rng(7)
+    frame = probes.layer_sweep({3: rng.normal(size=X.shape), 1: X}, y, g, n_boot=20)
+    assert list(frame["layer"]) == [1, 3]
+    assert {"auroc", "auroc_lo", "auroc_hi"} <= set(frame.columns)
+    assert frame.loc[0, "auroc"] > 0.9 and abs(frame.loc[1, "auroc"] - 0.5) < 0.15
+
+
+def test_separation_curve_planted_positions():
+    rng = np.random.default_rng(8)
+    n, T, d = 200, 50, 8
+    labels = np.array([0, 1] * (n // 2))
+    states = rng.normal(size=(n, T, d))
+    states[labels == 1, 10:20, :2] += 3.0
+    J = probes.separation_curve(states, labels)
+    assert J.shape == (T,)
+    # Expected there: 2 * (3/1.80)^2 / (2 * (6 + 2/3.25)) = 0.42 (the 6 noise features stay in the variance).
+    assert J[10:20].min() > 0.3
+    assert np.delete(J, np.arange(10, 20)).max() < 0.05
+    # Scale invariance: standardization removes per-feature units.
+    scaled = states * np.arange(1, d + 1)
+    np.testing.assert_allclose(probes.separation_curve(scaled, labels), J, rtol=1e-9)
+
+
+def test_resample_positions():
+    traces = [np.arange(10)[:, None] * np.ones((1, 3)), np.arange(250)[:, None] * np.ones((1, 3))]
+    out = probes.resample_positions(traces, n_points=100)
+    assert out.shape == (2, 100, 3)
+    assert out[0, 0, 0] == 0 and out[0, -1, 0] == 9 and out[1, -1, 0] == 249
+    assert np.all(np.diff(out[1, :, 0]) > 0) and np.all(np.diff(out[0, :, 0]) >= 0)
+    with pytest.raises(ValueError):
+        probes.resample_positions([np.zeros((0, 3))])
+
+
+def test_linear_refusal_probe_learns_separable_set():
+    rng = np.random.default_rng(9)
+    n, d = 1000, 32  # 5 epochs of batch 64 need a few hundred rows to converge
+    y = np.array([0, 1] * (n // 2))
+    direction = rng.normal(size=d)
+    direction /= np.linalg.norm(direction)
+    X = rng.normal(size=(n, d)) + 4.0 * np.outer(2 * y - 1, direction)
+    probe = probes.LinearRefusalProbe().fit(X, y)
+    assert probe.val_accuracy_ > 0.95
+    assert len(probe.history_) == 5
+    assert probe.val_accuracy_ == max(h["val_accuracy"] for h in probe.history_)
+    val = np.random.default_rng(42).permutation(n)[: n // 5]  # the probe's own 80/20 split
+    assert np.isclose(((probe.score(X[val]) > 0.5) == y[val]).mean(), probe.val_accuracy_)  # best weights restored
+    p = probe.score(X)
+    assert p.shape == (n,) and ((p > 0.5) == y).mean() > 0.95
+    w = probe.direction
+    assert w.shape == (d,) and w @ direction / np.linalg.norm(w) > 0.5
+    assert probe.score(X[:7][None]).shape == (1, 7)  # per-token scoring of a (1, T, d) trace
