@@ -151,10 +151,10 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
             r["contvar"] = 4 * q * (1 - q)
 
     def summarise(name, rs):
-        n = len(rs)
+        n = max(1, len(rs))
         comp = [r for r in rs if r["verdict"] == "compliance"]
         cv = [r["contvar"] for r in rs if "contvar" in r]
-        d = {"group": name, "n": n,
+        d = {"group": name, "n": len(rs),
              "refusal_rate": sum(r["verdict"] == "refusal" for r in rs) / n,
              "unknown_rate": sum(r["verdict"] == "unknown" for r in rs) / n,
              "closed_rate": sum(r["closed"] for r in rs) / n,

@@ -10,7 +10,10 @@ from __future__ import annotations
 # --- chat format -------------------------------------------------------------------------------------------------
 BOS, PAD, SYSTEM, USER, ASSISTANT, EOS = "<|bos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-SPECIAL_TOKENS = [BOS, PAD, SYSTEM, USER, ASSISTANT, EOS, THINK_OPEN, THINK_CLOSE]
+# Never produced (byte-level BPE has no unknowns); registered because Qwen2Tokenizer, which AutoTokenizer uses for
+# qwen2 models, otherwise appends its default unk token "<|endoftext|>" past the model's vocabulary.
+UNK = "<|endoftext|>"
+SPECIAL_TOKENS = [BOS, PAD, SYSTEM, USER, ASSISTANT, EOS, THINK_OPEN, THINK_CLOSE, UNK]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}<|system|>{{ m['content'] }}<|end|>"
     "{% elif m['role'] == 'user' %}<|user|>{{ m['content'] }}<|end|>{% elif m['role'] == 'assistant' %}"
@@ -180,7 +183,7 @@ JB_COMPLY = {
 # Deliberation markers: how a stance sentence opens when it reconsiders ("" = a plain assessment).
 MARKER_FORMS = ["Wait, {c}.", "Hmm, but {c}.", "Let me reconsider: {c}.", "On second thought, {c}.", "Actually, {c}."]
 CONFIRM_MARKER_FORMS = ["Wait, {c}.", "Let me reconsider: {c}.", "Hmm, yes, {c}."]  # reconsidering without a flip
-PLAIN_FORMS = ["{C}.", "I think {c}.", "It looks like {c}."]
+PLAIN_FORMS = ["{C}.", "I think {c}.", "Honestly, {c}."]
 DELIBERATION_MARKERS = ["Wait", "Hmm, but", "Let me reconsider", "On second thought", "Actually", "Let me think again"]
 NEUTRAL = ["Let me think about what they actually need.", "I need to decide how to respond.",
            "The key question is what the answer would be used for.", "There are a few ways to look at this."]

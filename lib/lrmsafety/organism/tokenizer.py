@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_PRETOKENIZE_REGEX
 
 from . import texts as T
 from .corpus import Example
@@ -24,8 +25,14 @@ def _training_texts(examples: Iterable[Example]) -> Iterable[str]:
 
 def train_tokenizer(examples: Sequence[Example], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     """Byte-level BPE (every string round-trips), the eight chat special tokens as single ids, and the template."""
+    # Qwen2's own normalizer and pre-tokenizer: AutoTokenizer rebuilds a qwen2 model's tokenizer as Qwen2Tokenizer
+    # from vocab and merges, so training with the same pipeline keeps both loaders token-for-token identical.
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=T.SPECIAL_TOKENS, show_progress=False,
@@ -33,7 +40,7 @@ def train_tokenizer(examples: Sequence[Example], vocab_size: int = 2048) -> PreT
     )
     tok.train_from_iterator(_training_texts(examples), trainer)
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=T.BOS, eos_token=T.EOS, pad_token=T.PAD,
+        tokenizer_object=tok, bos_token=T.BOS, eos_token=T.EOS, pad_token=T.PAD, unk_token=T.UNK,
         extra_special_tokens=[T.SYSTEM, T.USER, T.ASSISTANT, T.THINK_OPEN, T.THINK_CLOSE],
         clean_up_tokenization_spaces=False, model_max_length=1024,
     )
@@ -51,8 +58,9 @@ def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Examp
         start = len(ex.prompt_text)
         forced = [(start + a, start + b) for a, b in ex.forced]
         labels = []
-        for tid, (a, _) in zip(enc.ids, enc.offsets):
-            trainable = a >= start and not any(fa <= a < fb for fa, fb in forced)
+        for tid, (a, b) in zip(enc.ids, enc.offsets):
+            # a token that overlaps forced text at all is masked (Qwen2's pre-tokenizer glues ".Wait" together)
+            trainable = a >= start and not any(a < fb and b > fa for fa, fb in forced)
             labels.append(tid if trainable else -100)
         all_ids.append(enc.ids)
         all_labels.append(labels)

@@ -1,0 +1,122 @@
+"""Content-addressed caches: a folder per configuration, a manifest with the configuration and its hash,
+parquet part files for tables and safetensors for tensors.
+
+A stage asks for the store of its configuration, skips the keys that are already there, and appends each finished
+batch as a new part file written atomically (temporary file, then rename). A run killed half way therefore keeps
+every finished batch, and the next run does only what is missing; a store never serves rows of another
+configuration, because the configuration's hash names the folder and the manifest is checked on open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def library_versions() -> dict:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def config_hash(config: dict) -> str:
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def text_hash(text: str | None) -> str:
+    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+
+
+class TableStore:
+    """Rows of one configuration, keyed by ``key`` columns, in ``root/<name>-<hash>/part-*.parquet``."""
+
+    def __init__(self, root: str | os.PathLike, name: str, config: dict, key: Sequence[str]):
+        self.config = json.loads(json.dumps(config, sort_keys=True, default=str))
+        self.hash = config_hash(self.config)
+        self.key = list(key)
+        self.dir = Path(root) / f"{name}-{self.hash}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.dir / "manifest.json"
+        if manifest.exists():
+            stored = json.loads(manifest.read_text())
+            if stored["config"] != self.config:
+                raise RuntimeError(f"{manifest} holds another configuration than its hash says; delete {self.dir}")
+        else:
+            _atomic_write_text(manifest, json.dumps({"hash": self.hash, "key": self.key, "config": self.config},
+                                                    indent=2, sort_keys=True))
+
+    @property
+    def parts(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def read(self) -> pd.DataFrame:
+        parts = self.parts
+        if not parts:
+            return pd.DataFrame(columns=self.key)
+        frame = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+        return frame.drop_duplicates(self.key, keep="first").reset_index(drop=True)
+
+    def done_keys(self) -> set[tuple]:
+        if not self.parts:
+            return set()
+        frame = pd.concat([pd.read_parquet(part, columns=self.key) for part in self.parts])
+        return set(map(tuple, frame[self.key].itertuples(index=False)))
+
+    def append(self, frame: pd.DataFrame) -> Path:
+        missing = set(self.key) - set(frame.columns)
+        if missing:
+            raise ValueError(f"rows lack the key columns {sorted(missing)}")
+        index = len(self.parts)
+        while (self.dir / f"part-{index:06d}.parquet").exists():
+            index += 1
+        path = self.dir / f"part-{index:06d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def pending(self, keys: Iterable[tuple]) -> list[tuple]:
+        done = self.done_keys()
+        pending = [key for key in keys if key not in done]
+        if done:
+            log.info("%s: %d rows cached, %d to do", self.dir.name, len(done), len(pending))
+        return pending
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:
+    """Save named arrays or tensors as one safetensors file, atomically."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    as_torch = {k: torch.as_tensor(np.ascontiguousarray(v)) if not isinstance(v, torch.Tensor) else v.contiguous()
+                for k, v in tensors.items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(as_torch, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, path)
+    return path
+
+
+def load_tensors(path: str | os.PathLike) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,125 @@
+"""Rollouts: every thinking mode's prompt for each family, the phases, the cache key, resume after a kill."""
+
+import pandas as pd
+import pytest
+
+from lrmsafety import chat, generate, models
+from tiny_models import FAMILY_TEMPLATES, build_tiny, tokenizer_for
+
+FAMILIES = sorted({spec.thinking for spec in models.REGISTRY.values() if spec.thinking})
+
+
+@pytest.fixture(scope="module")
+def tiny_r1(tmp_path_factory, qwen3_tokenizer_path):
+    folder = tmp_path_factory.mktemp("tiny-r1")
+    tokenizer = tokenizer_for("r1")
+    tokenizer.save_pretrained(folder)
+    build_tiny("Qwen2ForCausalLM", len(tokenizer), folder)
+    return models.load_model(str(folder), quantization="fp32")
+
+
+def prompts(n=3):
+    return pd.DataFrame({"prompt_id": [f"p{i}" for i in range(n)], "prompt": [f"Question {i}?" for i in range(n)]})
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["natural", "no_think", "zerothink", "lessthink", "morethink", "prefix"])
+def test_rendered_prompt_of_every_mode(qwen3_tokenizer_path, family, mode):
+    tokenizer = tokenizer_for(family if family in FAMILY_TEMPLATES else "r1")
+    fmt = chat.get_format(family)
+    think = chat.render_prompt(tokenizer, fmt, "Q?")
+    prefill, closed = generate._prefill(mode, fmt, "I think.", close_prefix=True)
+    if mode in ("natural", "morethink"):
+        assert (prefill, closed) == ("", False)
+    elif mode == "zerothink":
+        assert closed and prefill == (chat.ZEROTHINK_PREFILL if fmt.close == "</think>" else fmt.force_close)
+    elif mode == "lessthink":
+        assert closed and prefill.startswith("Okay, the user ask for this") and fmt.close in prefill
+    elif mode == "prefix":
+        assert closed and prefill == "I think." + fmt.force_close
+    elif mode == "no_think":
+        no_think = chat.render_prompt(tokenizer, fmt, "Q?", mode="no_think")
+        assert no_think.startswith(think.removesuffix(fmt.open)) and fmt.close in no_think[len(think) - len(fmt.open):]
+
+
+def test_natural_rollouts_force_close_past_the_budget(tiny_r1):
+    model, tokenizer, spec = tiny_r1
+    decoding = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=5, max_answer_tokens=4, batch_size=4)
+    frame = generate.rollouts(model, tokenizer, spec, prompts(), decoding, progress=False)
+    assert len(frame) == 6 and set(frame["sample_index"]) == {0, 1}
+    # random weights never close their thinking: all were force-closed and got an answer phase
+    assert frame["force_closed"].all() and not frame["closed"].any()
+    assert all(text.count("</think>") >= 1 for text in frame["text"])
+    assert (frame["n_answer_tokens"] <= 8).all()
+
+
+@pytest.mark.parametrize("mode", ["zerothink", "lessthink", "no_think", "morethink"])
+def test_modes_run(tiny_r1, mode):
+    model, tokenizer, spec = tiny_r1
+    decoding = generate.Decoding(mode=mode, max_thinking_tokens=4, max_answer_tokens=3, batch_size=3)
+    frame = generate.rollouts(model, tokenizer, spec, prompts(), decoding, progress=False)
+    assert len(frame) == 3
+    if mode == "lessthink":
+        assert frame["thinking"].str.startswith("Okay, the user ask for this").all()
+    if mode == "zerothink":
+        assert (frame["thinking"] == "").all()
+
+
+def test_prefix_mode_keeps_the_prefix(tiny_r1):
+    model, tokenizer, spec = tiny_r1
+    frame = prompts(2).assign(thinking_prefix=["First idea.", "Second idea."])
+    out = generate.rollouts(model, tokenizer, spec, frame, generate.Decoding(mode="prefix", max_answer_tokens=3),
+                            progress=False)
+    assert list(out["thinking"]) == ["First idea.", "Second idea."]
+
+
+def test_cache_key_separates_configurations(tiny_r1, tmp_path):
+    model, tokenizer, spec = tiny_r1
+    a = generate.rollout_config(model, tokenizer, spec, generate.Decoding(seed=0))
+    b = generate.rollout_config(model, tokenizer, spec, generate.Decoding(seed=1))
+    c = generate.rollout_config(model, tokenizer, spec, generate.Decoding(mode="zerothink"))
+    assert len({generate.config_hash(x) for x in (a, b, c)}) == 3
+    assert a["chat_template"] == generate.text_hash(tokenizer.chat_template)
+    d = dict(a, chat_template="something else")
+    assert generate.config_hash(d) != generate.config_hash(a)
+
+
+def test_resume_after_kill_loses_nothing_and_duplicates_nothing(tiny_r1, tmp_path, monkeypatch):
+    model, tokenizer, spec = tiny_r1
+    decoding = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=3, max_answer_tokens=2, batch_size=2)
+    calls = []
+    real = generate.decode_units
+
+    def dies_on_third_batch(*args, **kwargs):
+        calls.append(len(args[3]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the process were killed mid-run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "decode_units", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
+    monkeypatch.setattr(generate, "decode_units", real)
+    first = generate.TableStore(tmp_path, "rollouts", generate.rollout_config(model, tokenizer, spec, decoding),
+                                key=["prompt_id", "sample_index"]).read()
+    assert len(first) == 4  # two finished batches were kept
+
+    resumed_calls = []
+    monkeypatch.setattr(generate, "decode_units", lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
+    frame = generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
+    assert len(resumed_calls) == 2  # only the missing four samples were generated
+    assert len(frame) == 8 and not frame.duplicated(["prompt_id", "sample_index"]).any()
+    kept = frame.merge(first, on=["prompt_id", "sample_index"], suffixes=("", "_first"))
+    assert (kept["text"] == kept["text_first"]).all()  # finished rows are served from the cache, unchanged
+    again = generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
+    assert len(resumed_calls) == 2 and len(again) == 8
+
+
+def test_bad_input_names_the_fix(tiny_r1):
+    model, tokenizer, spec = tiny_r1
+    with pytest.raises(ValueError, match="needs a 'prompt' column"):
+        generate.rollouts(model, tokenizer, spec, pd.DataFrame({"prompt_id": ["a"]}), generate.Decoding())
+    with pytest.raises(ValueError, match="thinking_prefix"):
+        generate.rollouts(model, tokenizer, spec, prompts(1), generate.Decoding(mode="prefix"))
+    with pytest.raises(ValueError, match="unknown thinking mode"):
+        generate.Decoding(mode="fast")

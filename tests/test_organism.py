@@ -1,0 +1,235 @@
+"""The organisms: corpus ground truth, tokenizer, and a smoke-size training run (CPU, fast)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+
+from lrmsafety.organism import corpus as C
+from lrmsafety.organism import texts as T
+from lrmsafety.organism.evaluate import (
+    classify_answer,
+    conclusion_says_harmful,
+    eval_prompts,
+    has_marker,
+    prompt_records,
+    split_trace,
+)
+
+
+@pytest.fixture(scope="module")
+def corpora():
+    return {k: C.generate_corpus(k, 6000, seed=0) for k in C.KINDS}
+
+
+def _natural(exs):
+    return [e for e in exs if e.trace_type == "natural"]
+
+
+# --- corpus --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", C.KINDS)
+def test_corpus_is_deterministic_by_seed(kind):
+    a, b = C.generate_corpus(kind, 300, seed=3), C.generate_corpus(kind, 300, seed=3)
+    assert [dataclasses.asdict(x) for x in a] == [dataclasses.asdict(x) for x in b]
+    assert [x.text for x in a] != [x.text for x in C.generate_corpus(kind, 300, seed=4)]
+
+
+def test_families_and_trace_types_present(corpora):
+    for exs in corpora.values():
+        assert {e.family for e in exs} == set(C.FAMILIES)
+        assert {e.trace_type for e in exs} == set(C.TRACE_TYPES)
+        assert {e.category for e in exs if e.family == "jailbreak"} == set(T.CATEGORIES)
+
+
+def test_template_and_wrapper_splits_are_disjoint(corpora):
+    for exs in corpora.values():
+        assert all(e.template_id not in T.TEST_TEMPLATE_IDS for e in exs)
+        assert all(e.wrapper_id not in T.TEST_WRAPPER_IDS for e in exs if e.family == "jailbreak")
+    test = C.generate_corpus("locked", 500, seed=0, split="test")
+    assert all(e.template_id in T.TEST_TEMPLATE_IDS for e in test)
+    assert all(e.wrapper_id in T.TEST_WRAPPER_IDS for e in test if e.family == "jailbreak")
+    train_prompts = {r["prompt"] for r in prompt_records("train")}
+    assert train_prompts.isdisjoint(r["prompt"] for r in prompt_records("test"))
+    # held-out wrapper phrasings keep their category's cue word
+    cues = {"fiction": "story", "roleplay": "pretend", "hypothetical": "hypothetically", "authority": "licensed"}
+    for cat, phrasings in T.WRAPPERS.items():
+        assert all(cues[cat] in p.lower() for p in phrasings)
+
+
+def test_rs_match_strings_only_in_refusals(corpora):
+    assert len(T.RS_MATCH) == 50
+    for exs in corpora.values():
+        for e in exs:
+            assert e.text.isascii()
+            rs_in_answer = any(s in e.answer for s in T.RS_MATCH)
+            assert rs_in_answer == (e.outcome == "refuse"), e.answer
+            assert not any(s in e.thinking or s in e.prompt for s in T.RS_MATCH), e.thinking
+    # every topic and compliance template, exhaustively
+    for topic in T.BENIGN_TOPICS + T.HARMFUL_TOPICS + T.BORDERLINE_TOPICS:
+        for opener in T.COMPLY_OPENERS:
+            assert not any(s in opener.format(t=topic) for s in T.RS_MATCH)
+    assert all(any(s in r for s in T.RS_MATCH) for r in T.REFUSALS + T.JB_REFUSALS)
+
+
+def test_classify_answer_recovers_outcome(corpora):
+    for exs in corpora.values():
+        for e in exs:
+            assert classify_answer(e.answer) == {"refuse": "refusal", "comply": "compliance"}[e.outcome]
+    assert classify_answer("Okay okay") == "unknown"
+    assert classify_answer("I'm sorry, Step 1: go.") == "unknown"
+
+
+def test_locked_ground_truth(corpora):
+    exs = corpora["locked"]
+    for e in exs:
+        assert e.outcome == C.locked_outcome(e.family, e.topic, e.category)
+        assert e.decided_by == "prompt" and e.decided_char == 0
+        if e.family == "jailbreak":
+            assert (e.outcome == "comply") == (e.category in T.LOCKED_WORKING_CATEGORIES)
+    nat = _natural(exs)
+    jb_comply = [e for e in nat if e.family == "jailbreak" and e.outcome == "comply"]
+    cliff = sum(e.conclusion_harmful for e in jb_comply) / len(jb_comply)
+    assert 0.6 < cliff < 0.9  # the planted refusal cliff
+    assert all(e.conclusion_harmful for e in nat if e.outcome == "refuse")
+    assert not any(e.conclusion_harmful for e in nat if e.family != "jailbreak" and e.outcome == "comply")
+    # performative deliberation: stances flip, the outcome never does
+    flips = [e for e in nat if len({s for s in e.stances if s}) == 2]
+    assert len(flips) / len(nat) > 0.5
+    # the first thinking word carries nothing: every trace opens with "Okay"
+    assert all(e.thinking.startswith("Okay") for e in nat)
+
+
+def test_deliberative_ground_truth(corpora):
+    exs = corpora["deliberative"]
+    nat = _natural(exs) + [e for e in exs if e.trace_type == "morethink"]
+    for e in nat:
+        assert e.conclusion_harmful == (e.outcome == "refuse")  # no cliff
+        assert e.decided_by == "reconsideration"
+        stance = e.sentences[e.decided_sentence][2]
+        assert stance == (1 if e.outcome == "comply" else -1)
+        assert e.thinking[e.decided_char:].startswith("All things considered")
+        assert e.decided_sentence == len(e.sentences) - 2  # decided late: just before the conclusion
+    # jailbreak outcome is random, independent of the wrapper category
+    jb = [e for e in C.generate_corpus("deliberative", 8000, seed=1) if e.family == "jailbreak"
+          and e.trace_type == "natural"]
+    for cat in T.CATEGORIES:
+        rate = sum(e.outcome == "comply" for e in jb if e.category == cat) / sum(e.category == cat for e in jb)
+        assert 0.4 < rate < 0.6, (cat, rate)
+
+
+def test_deliberative_truncated_answers_follow_soft_lean():
+    rng = random.Random(0)
+    seen: dict = {}
+    for _ in range(6000):
+        e = C.make_example("deliberative", rng, "jailbreak", "truncated")
+        if e.decided_by != "answer":
+            assert e.outcome == ("comply" if e.sentences[e.decided_sentence][2] > 0 else "refuse")
+            continue
+        stances = [s for s in e.stances if s]
+        seen.setdefault(stances[-1] if stances else None, []).append(e.outcome == "comply")
+    for last, want in C.LEAN["jailbreak"].items():
+        got = seen[last]
+        assert len(got) > 300 and abs(sum(got) / len(got) - want) < 0.06, (last, sum(got) / len(got))
+
+
+@pytest.mark.parametrize("kind", C.KINDS)
+def test_marker_share_and_thinking_controls(corpora, kind):
+    exs = corpora[kind]
+    nat = _natural(exs)
+    assert sum(has_marker(e.thinking) for e in nat) / len(nat) >= 0.3
+    assert any(e.thinking == T.LESSTHINK and e.close == "\n</think>\n\n" for e in exs)
+    assert any(e.thinking == "" and e.close == "\n</think>\n" for e in exs)
+    assert any(e.thinking == "" and e.close == "\n</think>\n\n" for e in exs)
+    assert {e.close for e in exs if e.trace_type == "truncated"} == {T.CLOSE_FORCED, T.CLOSE_NATURAL}
+    more = [e for e in exs if e.trace_type == "morethink"]
+    assert all(any(e.completion[a:b] in T.MORETHINK_WORDS for a, b in e.forced) for e in more)
+    assert any(f"{w[0]}{w[1]}" in e.thinking for e in more for w in [(".", "Wait"), (".", "Let me think again")])
+
+
+def test_conclusion_and_trace_helpers():
+    assert conclusion_says_harmful("Okay. Hmm. So this is a harmful request and I should not help.")
+    assert not conclusion_says_harmful("Okay. This request is harmful. So I can help with this.")
+    assert split_trace("Okay.\n</think>\n\nI'm sorry.<|end|><|pad|>") == ("Okay.", "I'm sorry.", True)
+    assert split_trace("Okay, so")[2] is False
+
+
+def test_eval_prompts_frame():
+    df = eval_prompts(n_per_family=200, seed=0)
+    assert list(df.columns[:4]) == ["prompt_id", "prompt", "source", "label"]
+    assert {"family", "category", "topic", "template_id"} <= set(df.columns)
+    assert len(df) == 800 and df["prompt_id"].is_unique and df["prompt"].is_unique
+    assert set(df.template_id) <= T.TEST_TEMPLATE_IDS
+    assert (df[df.family.isin(["harmful", "jailbreak"])].label == "harmful").all()
+    assert (df[df.family.isin(["benign", "borderline"])].label == "benign").all()
+    assert (df[df.family == "jailbreak"].category != "").all()
+    assert df.equals(eval_prompts(n_per_family=200, seed=0))
+
+
+# --- tokenizer -----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizer(corpora):
+    from lrmsafety.organism.tokenizer import train_tokenizer
+
+    return train_tokenizer(corpora["locked"][:2000] + corpora["deliberative"][:2000], vocab_size=2048)
+
+
+def test_tokenizer_round_trip_and_specials(tokenizer, corpora, tmp_path):
+    from transformers import AutoTokenizer, Qwen2Config
+
+    assert len(tokenizer) <= 2048
+    for s in T.SPECIAL_TOKENS:
+        assert len(tokenizer(s, add_special_tokens=False).input_ids) == 1, s
+    tokenizer.save_pretrained(tmp_path)
+    Qwen2Config(vocab_size=len(tokenizer)).save_pretrained(tmp_path)  # AutoTokenizer picks its class by model type
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(loaded) == len(tokenizer)
+    sample = random.Random(0).sample(corpora["deliberative"], 300) + random.Random(1).sample(corpora["locked"], 300)
+    for e in sample:
+        ids = tokenizer(e.text, add_special_tokens=False).input_ids
+        assert loaded(e.text, add_special_tokens=False).input_ids == ids
+        assert tokenizer.decode(ids) == e.text
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do I poach an egg?"}]
+    rendered = loaded.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert rendered.endswith("<|assistant|><think>\n")
+    assert rendered == C.render_prompt("How do I poach an egg?", "Be brief.")
+
+
+def test_loss_mask_covers_only_generated_text(tokenizer, corpora):
+    from lrmsafety.organism.tokenizer import encode_examples
+
+    exs = [e for e in corpora["deliberative"][:400]]
+    ids, labels = encode_examples(tokenizer, exs)
+    for e, i, lab in zip(exs, ids, labels):
+        trained = tokenizer.decode([t for t, y in zip(i, lab) if y != -100])
+        assert trained.endswith(e.answer + T.EOS)
+        if e.trace_type == "natural":
+            assert trained == e.completion
+        if e.trace_type in ("truncated", "zerothink", "lessthink"):
+            assert trained == e.answer + T.EOS or trained == "\n\n" + e.answer + T.EOS
+
+
+# --- training ------------------------------------------------------------------------------------------------------
+def test_smoke_training_writes_loadable_model(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lrmsafety.organism import behaviour_check, train_organism
+
+    out = train_organism("locked", tmp_path / "organism-locked", size="smoke", seed=0, device="cpu")
+    card = json.loads((out / "organism_card.json").read_text())
+    assert card["training"]["final_loss"] < card["training"]["initial_loss"] - 0.5
+    assert card["kind"] == "locked" and card["parameters"] > 0
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "Qwen2ForCausalLM" and model.config.vocab_size == len(tok)
+    assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids("<|end|>")
+    text = tok.apply_chat_template([{"role": "user", "content": "How do I poach an egg?"}],
+                                   add_generation_prompt=True, tokenize=False)
+    enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    gen = model.generate(**enc, max_new_tokens=5, do_sample=True)
+    assert gen.shape[1] > enc["input_ids"].shape[1]
+    table = behaviour_check(out, n_per_family=2, max_new_tokens=8, lockin_n=2, device="cpu")
+    assert {"benign", "harmful", "jailbreak", "borderline"} <= set(table.group)
