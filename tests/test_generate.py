@@ -123,3 +123,26 @@ def test_bad_input_names_the_fix(tiny_r1):
         generate.rollouts(model, tokenizer, spec, prompts(1), generate.Decoding(mode="prefix"))
     with pytest.raises(ValueError, match="unknown thinking mode"):
         generate.Decoding(mode="fast")
+
+
+def test_shared_prefill_gives_the_same_tokens_as_recomputing(tiny_r1):
+    model, tokenizer, spec = tiny_r1
+    texts = ["alpha beta", "gamma", "alpha beta", "gamma", "alpha beta"]
+    greedy = {"do_sample": False}
+    shared = generate.generate_batch(model, tokenizer, texts, 6, greedy, share_prefixes=True)
+    naive = generate.generate_batch(model, tokenizer, texts, 6, greedy, share_prefixes=False)
+    assert shared == naive
+    assert shared[0] == shared[2] == shared[4] and shared[1] == shared[3]
+
+
+def test_shared_prefill_feeds_only_the_last_token(tiny_r1):
+    model, tokenizer, spec = tiny_r1
+    widths = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, a, o: widths.append(tuple(a[0].shape)))
+    try:
+        generate.generate_batch(model, tokenizer, ["one two three four"] * 4, 2, {"do_sample": False})
+    finally:
+        handle.remove()
+    n_tokens = len(tokenizer("one two three four", add_special_tokens=False)["input_ids"])
+    assert widths[0] == (1, n_tokens - 1)  # the prefix, once
+    assert widths[1] == (4, 1)  # then every row starts from its last prompt token

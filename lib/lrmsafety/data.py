@@ -403,3 +403,22 @@ def _flatten(value: Any) -> str | None:
     if _missing(value):
         return None
     return str(value)
+
+
+ORGANISM_PROMPTS = "organism"
+
+
+def load_prompt_sets(names: Iterable[str], n_prompts: int | None = None, data_dir=None, seed: int = 0,
+                     split: str = "test") -> pd.DataFrame:
+    """The prompts a notebook runs on: benchmark datasets, or ``"organism"`` for the organisms' own held-out
+    prompt families (``n_prompts`` per family; a ``family`` column says which)."""
+    names = list(names)
+    frames = []
+    if ORGANISM_PROMPTS in names:
+        from .organism import eval_prompts
+
+        frames.append(eval_prompts(n_per_family=n_prompts or 200, seed=seed, split=split))
+        names.remove(ORGANISM_PROMPTS)
+    if names:
+        frames.append(load_datasets(names, data_dir, limit=n_prompts, seed=seed))
+    return pd.concat(frames, ignore_index=True, sort=False)

@@ -96,13 +96,20 @@ def _special_strings(tokenizer) -> tuple[str, ...]:
 
 @torch.no_grad()
 def generate_batch(model, tokenizer, texts: list[str], max_new_tokens: int, sampling: dict,
-                   stop_strings: list[str] | None = None) -> list[tuple[str, int, bool]]:
-    """Continue each text; returns (continuation, generated tokens, ended with EOS) per text."""
+                   stop_strings: list[str] | None = None, share_prefixes: bool = True) -> list[tuple[str, int, bool]]:
+    """Continue each text; returns (continuation, generated tokens, ended with EOS) per text.
+
+    Identical texts (K samples of one prompt, N answers after one thinking prefix) share one prefill: the KV
+    cache of each distinct text is computed once and its rows are repeated, instead of recomputing the prefix.
+    """
     if max_new_tokens <= 0:
         return [("", 0, False) for _ in texts]
     device = next(model.parameters()).device
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     extra = {"stop_strings": stop_strings, "tokenizer": tokenizer} if stop_strings else {}
+    distinct = list(dict.fromkeys(texts))
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    if share_prefixes and len(distinct) < len(texts):
+        extra["past_key_values"] = _shared_prefill(model, tokenizer, distinct, [distinct.index(t) for t in texts])
     output = model.generate(**encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                             **sampling, **extra)
     generated = output[:, encoded["input_ids"].shape[1]:].cpu()
@@ -122,6 +129,23 @@ def generate_batch(model, tokenizer, texts: list[str], max_new_tokens: int, samp
                 tokens.pop()
         results.append((tokenizer.decode(tokens, skip_special_tokens=False), len(tokens), ended))
     return results
+
+
+def _shared_prefill(model, tokenizer, distinct: list[str], rows: list[int]):
+    """The KV cache of every token but the last of each distinct text, computed once and repeated to ``rows``.
+
+    Left padding makes all texts equally long, so the distinct texts padded together have the same layout as
+    the full batch; generate then feeds only the last token of each row.
+    """
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    encoded = tokenizer(distinct, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=encoded["input_ids"][:, :-1], attention_mask=encoded["attention_mask"][:, :-1],
+          past_key_values=cache, use_cache=True)
+    cache.reorder_cache(torch.tensor(rows, device=device))
+    return cache
 
 
 def _prefill(mode: str, fmt: chat.ThinkingFormat, prefix: str | None, close_prefix: bool) -> tuple[str, bool]:
