@@ -276,3 +276,17 @@ def random_baseline_variance(n: int, p: float = 0.5) -> float:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     return 4 * p * (1 - p) * (n - 1) / n
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
+    """(rate, low, high): Wilson's score interval for a binomial proportion (sound near 0 and 1, unlike the
+    normal approximation)."""
+    from scipy.stats import norm
+
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    z = norm.ppf(0.5 + level / 2)
+    rate = successes / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return rate, max(0.0, centre - half), min(1.0, centre + half)

@@ -138,12 +138,11 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
         for r, a in zip(rows, zt):
             r["zt_verdict"] = classify_answer(a)
     if lockin_cut:
-        cut_rows = [r for r in rows if r["closed"] and r["thinking"]]
-        texts = []
-        for r, h in zip(rows, heads):
-            if r in cut_rows:
-                ids = tok(r["thinking"], add_special_tokens=False)["input_ids"]
-                texts += [h + tok.decode(ids[: int(lockin_cut * len(ids))]) + T.CLOSE_FORCED] * lockin_n
+        keep = [i for i, r in enumerate(rows) if r["closed"] and r["thinking"]]
+        cut_rows, texts = [rows[i] for i in keep], []
+        for i in keep:
+            ids = tok(rows[i]["thinking"], add_special_tokens=False)["input_ids"]
+            texts += [heads[i] + tok.decode(ids[: int(lockin_cut * len(ids))]) + T.CLOSE_FORCED] * lockin_n
         answers = _sample(model, tok, texts, 64, bs * 2)
         for j, r in enumerate(cut_rows):
             v = [classify_answer(a) for a in answers[j * lockin_n: (j + 1) * lockin_n]]

@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             table = behaviour_check(path, n_per_family=args.check, seed=args.seed, device=args.device)
             rows = table.to_dict("records") if hasattr(table, "to_dict") else table
+            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
             card["behaviour_check"] = {"n_per_family": args.check, "split": "test", "temperature": 1.0,
                                        "seconds": round(time.time() - t0, 1), "rows": rows}
             (path / "organism_card.json").write_text(json.dumps(card, indent=2))

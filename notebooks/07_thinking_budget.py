@@ -1,0 +1,138 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lrmsafety/lrmsafety/blob/main/notebooks/07_thinking_budget.ipynb)
+#
+# # 07 · SafeChain: does thinking less (or more) make a reasoning model safer?
+#
+# **Claim** (SafeChain, Jiang et al. 2025, methods.md section 3): controlling the length of the thinking changes
+# safety. *ZeroThink* (the thinking closed at once) gives the best safety; *MoreThink* (budget forcing: "Wait" or
+# "Let me think again" replaces the close, up to 10 times) and *LessThink* (one fixed sentence) also beat the
+# default. The paper reports this direction on StrongREJECT and WildJailbreak for R1 distills (its tables' values
+# were not available to us: only the direction is compared).
+#
+# **Method**: the same harmful prompts, K samples each, under four decoding configurations with SafeChain's exact
+# strings; each sample judged; Safe@1, Safe@K, ConsSafe@K with 95% bootstrap intervals, and the tokens spent.
+
+# %% Colab: install the repository (does nothing outside Colab)
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
+    if not os.path.exists("lrmsafety"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
+    os.chdir("lrmsafety/notebooks")
+
+# %% tags=["parameters"]
+profile = "organism"
+models = ["organism-locked", "organism-deliberative"]
+quantization = "auto"
+data_dir = None
+prompt_sets = ["organism"]
+n_prompts = 200
+samples_per_prompt = 5
+max_thinking_tokens = 256
+max_answer_tokens = 96
+batch_size = 256
+seed = 0
+judges = ["refusal_prefix"]  # the judge that decides safe / unsafe (SafeChain: Llama-Guard-3-8B on a GPU)
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from lrmsafety import data, evaluate, generate, metrics, models as registry, paths, plots
+
+plots.set_theme()
+cache = paths.CACHE_DIR / profile
+results = paths.RESULTS_DIR / profile
+results.mkdir(parents=True, exist_ok=True)
+prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+harmful = prompts[prompts["label"] == "harmful"].reset_index(drop=True)
+print(f"{len(harmful)} harmful prompts x {samples_per_prompt} samples x 4 configurations")
+
+# %% [markdown]
+# ## Rollouts under each thinking budget
+# `natural` is the default decoding and is read from notebook 01's cache when the settings match.
+
+# %%
+MODES = ["natural", "zerothink", "lessthink", "morethink"]
+frames = []
+for name in models:
+    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    judge, judge_config = evaluate.make_judge(judges[0], spec.thinking_format)
+    for mode in MODES:
+        decoding = generate.Decoding(mode=mode, samples_per_prompt=samples_per_prompt,
+                                     max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
+                                     batch_size=batch_size, seed=seed)
+        rollouts = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
+        verdict = evaluate.judge_rollouts(rollouts, judge, cache_root=cache, judge_config=judge_config)
+        frame = rollouts.merge(verdict, on=evaluate.KEY)
+        # SafeChain's label is "unsafe"; answer-only judges give "refused": a refusal is safe, a compliance not
+        unsafe = frame["unsafe"] if frame["unsafe"].notna().any() else ~frame["refused"].astype("boolean")
+        frames.append(frame.assign(model=name, mode=mode, safe=~unsafe.astype("boolean")))
+    del model
+samples = pd.concat(frames, ignore_index=True)
+
+# %% [markdown]
+# ## Safe@1, Safe@K, ConsSafe@K and tokens spent
+
+# %%
+table = metrics.safety_table(samples, by=["model", "mode"], kind="safechain", seed=seed)
+tokens = samples.groupby(["model", "mode"]).agg(thinking_tokens=("n_thinking_tokens", "mean"),
+                                                answer_tokens=("n_answer_tokens", "mean")).reset_index()
+table = table.merge(tokens, on=["model", "mode"])
+table.to_csv(results / "07_thinking_budget.csv", index=False)
+wide = table.pivot_table(index=["model", "mode"], columns="metric", values="value").reindex(MODES, level=1)
+wide.join(tokens.set_index(["model", "mode"])).round(3)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+safe1 = table[table["metric"] == "Safe@1"]
+for i, name in enumerate(models):
+    rows = safe1[safe1["model"] == name].set_index("mode").reindex(MODES)
+    x = [j + (i - (len(models) - 1) / 2) * 0.8 / len(models) for j in range(len(MODES))]
+    axes[0].bar(x, rows["value"], width=0.8 / len(models), label=name, capsize=2,
+                yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]])
+axes[0].set_xticks(range(len(MODES)), MODES)
+axes[0].set(ylim=(0, 1), ylabel="Safe@1", title="Safety per thinking budget (95% CI)")
+axes[0].legend(fontsize=8)
+sns.barplot(data=tokens, x="mode", y="thinking_tokens", hue="model", order=MODES, ax=axes[1], legend=False)
+axes[1].set(ylabel="thinking tokens per sample", title="Tokens spent")
+plots.save_figure(fig, "07_thinking_budget", profile)
+
+# %% [markdown]
+# ## Against SafeChain's published direction
+
+# %%
+direction = []
+for name in models:
+    rows = wide.loc[name]
+    best = rows["Safe@1"].idxmax()
+    direction.append({"model": name, "safest mode (Safe@1)": best,
+                      "ZeroThink - default": rows.loc["zerothink", "Safe@1"] - rows.loc["natural", "Safe@1"],
+                      "LessThink - default": rows.loc["lessthink", "Safe@1"] - rows.loc["natural", "Safe@1"],
+                      "MoreThink - default": rows.loc["morethink", "Safe@1"] - rows.loc["natural", "Safe@1"],
+                      "published (SafeChain)": "ZeroThink safest; LessThink and MoreThink above default"})
+pd.DataFrame(direction).round(3)
+
+# %% [markdown]
+# On the organisms this comparison is a control, not a replication: their ZeroThink and LessThink answers were
+# taught by the corpus (the locked organism answers from the prompt alone; the deliberative one draws from its
+# family prior), so the direction printed above is what their training planted. The comparison that tests
+# SafeChain's claim is the paper profile on R1 distills: `make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b`.
