@@ -52,7 +52,7 @@ NAMED_POSITIONS: dict[str, Callable[[int, int], list[int]]] = {
 def hidden_states_at(
     model,
     tokenizer,
-    texts: Sequence[str],
+    texts: Sequence[str] | Sequence[Sequence[int]],
     positions: Sequence[Sequence[int]] | Callable[[int, int], list[int]] | str,
     layers: Sequence[int] | None = None,
     prompt_lengths: Sequence[int] | None = None,
@@ -64,7 +64,8 @@ def hidden_states_at(
     ``positions`` is a list of index lists (one per text, equally long), a named position, or a function
     ``(prompt_len, total_len) -> indices``, which needs ``prompt_lengths`` (token counts of each text's prompt).
     Only the asked layers and positions are kept, so memory stays small for long traces. Texts are tokenized
-    without adding special tokens: they are rendered chat prompts that already carry them.
+    without adding special tokens: they are rendered chat prompts that already carry them. Token-id lists are
+    taken as they are (use :func:`rollout_token_ids` to keep the prompt / generation boundary exact).
     """
     if isinstance(positions, str):
         if positions not in NAMED_POSITIONS:
@@ -75,7 +76,8 @@ def hidden_states_at(
     if any(not -n_layers - 1 <= layer <= n_layers for layer in layers):
         raise ValueError(f"layers must lie in 0..{n_layers} (hidden_states indices); got {layers}")
 
-    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    encoded = [list(text) if not isinstance(text, str) else tokenizer(text, add_special_tokens=False)["input_ids"]
+               for text in texts]
     if callable(positions):
         if prompt_lengths is None:
             raise ValueError("a position function needs prompt_lengths (the token count of each text's prompt)")
@@ -105,3 +107,27 @@ def hidden_states_at(
             for layer in layers:
                 out[layer].append(output.hidden_states[layer][row, index_tensor].float().cpu().numpy())
     return {layer: np.stack(values) for layer, values in out.items()}
+
+
+def rollout_token_ids(tokenizer, rendered_prompts: Sequence[str], generated: Sequence[str]) -> tuple[list, list]:
+    """Token ids of prompt + generation, tokenized apart so the first generated token starts a token (as it did
+    when it was sampled), and the prompt lengths: the index of the first thinking token of each rollout."""
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in rendered_prompts]
+    gen_ids = [tokenizer(g, add_special_tokens=False)["input_ids"] for g in generated]
+    return [p + g for p, g in zip(prompt_ids, gen_ids)], [len(p) for p in prompt_ids]
+
+
+def cached_hidden_states(path, model, tokenizer, token_ids, positions, layers, prompt_lengths=None,
+                         batch_size: int = 16, metadata: dict | None = None) -> dict[int, np.ndarray]:
+    """hidden_states_at, stored as safetensors at ``path`` (one tensor per layer) and read back when present."""
+    from .store import load_tensors, save_tensors
+
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists():
+        stored = load_tensors(path)
+        return {int(name.split("_")[1]): array for name, array in stored.items()}
+    states = hidden_states_at(model, tokenizer, token_ids, positions, layers, prompt_lengths, batch_size)
+    save_tensors(path, {f"layer_{layer}": array for layer, array in states.items()}, metadata)
+    return states

@@ -225,7 +225,7 @@ def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding:
             parts = chat.split_reasoning(text, fmt, eos_strings=_special_strings(tokenizer))
         records.append({
             "prompt_id": row["prompt_id"], "sample_index": row["sample_index"], "prompt": row["prompt"],
-            "text": text, "thinking": parts.thinking, "answer": parts.answer,
+            "rendered_prompt": row["rendered_prompt"], "text": text, "thinking": parts.thinking, "answer": parts.answer,
             # closed by the model itself (not by our force-close or a prefill)
             "closed": parts.closed and not row["force_closed"] and not row["closed_early"],
             "force_closed": row["force_closed"], "finished": row["finished"], "extensions": row["extensions"],

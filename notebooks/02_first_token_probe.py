@@ -1,0 +1,189 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lrmsafety/lrmsafety/blob/main/notebooks/02_first_token_probe.ipynb)
+#
+# # 02 · Paper A: the first thinking token already predicts refusal
+#
+# **Claim** (Ri, Panigrahi, Arora, Table 1): a linear probe on the last-layer hidden state at the *first token of
+# the thinking* predicts whether the rollout ends in a refusal, with AUROC .875–.948 on harmful prompts and
+# .840–.891 on benign ones, while a TF-IDF classifier on that token's text stays at .49–.68. The decision is
+# readable before any visible deliberation.
+#
+# **Method** (methods.md section 1): the feature is `hidden_states[L]` at the first thinking-content token of the
+# model's own rollout; StandardScaler → PCA(100) → logistic regression (C = 0.03, balanced), 5-fold cross-validation
+# **split by prompt**, out-of-fold scores; AUROC and balanced accuracy at each fold's training Youden threshold;
+# 500 bootstrap intervals. Labels are the rollouts' judged outcomes from notebook 01. Controls: TF-IDF on the first
+# token's text, shuffled labels, the prompt-only "State A" (last prompt token), a layer sweep, and the
+# "refusal valley" J(t) along the trace.
+
+# %% Colab: install the repository (does nothing outside Colab)
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
+    if not os.path.exists("lrmsafety"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
+    os.chdir("lrmsafety/notebooks")
+
+# %% tags=["parameters"]
+profile = "organism"
+models = ["organism-locked", "organism-deliberative"]
+quantization = "auto"
+data_dir = None
+prompt_sets = ["organism"]
+n_prompts = 200
+samples_per_prompt = 5
+max_thinking_tokens = 256
+max_answer_tokens = 96
+batch_size = 256
+seed = 0
+judges = ["refusal_prefix", "rs_match"]
+valley_rollouts = 600  # rollouts whose states are read at 100 positions for J(t)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lrmsafety import activations, data, generate, models as registry, paths, plots, probes, store
+
+plots.set_theme()
+cache = paths.CACHE_DIR / profile
+results = paths.RESULTS_DIR / profile
+prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+group_column = "family" if "family" in prompts.columns else "source"
+decoding = generate.Decoding(samples_per_prompt=samples_per_prompt, max_thinking_tokens=max_thinking_tokens,
+                             max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+PUBLISHED = pd.DataFrame({"model": ["Qwen3-8B", "Olmo-3", "Phi-4-R", "GPT-OSS"],
+                          "harmful AUROC": [.948, .881, .875, .916], "benign AUROC": [.888, .891, .840, .878],
+                          "pooled AUROC": [.971, .949, .897, .939]})  # Table 1 [secondary source]
+
+# %% [markdown]
+# ## Rollouts and labels (from notebook 01's caches), states at the first thinking token
+
+# %%
+def load_run(name):
+    """Notebook 01's rollouts (served from the cache) and judged labels, plus the model."""
+    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
+    judged = pd.read_parquet(results / f"01_judged_{name}.parquet", columns=["prompt_id", "sample_index", "refused"])
+    frame = rollouts.merge(judged, on=["prompt_id", "sample_index"]).merge(
+        prompts[["prompt_id", "label", group_column]], on="prompt_id")
+    frame = frame[frame["refused"].notna() & (frame["thinking"].str.len() > 0)].reset_index(drop=True)
+    return model, tokenizer, spec, frame
+
+
+def states_for(name, model, tokenizer, frame, position, layers, tag):
+    ids, prompt_lengths = activations.rollout_token_ids(tokenizer, frame["rendered_prompt"], frame["text"])
+    key = store.config_hash({"model": name, "rows": list(zip(frame["prompt_id"], frame["sample_index"])),
+                             "rollouts": sorted(set(frame["config_hash"])), "position": tag, "layers": list(layers)})
+    return activations.cached_hidden_states(cache / f"activations-{name}-{tag}-{key}.safetensors", model, tokenizer,
+                                            ids, position, layers, prompt_lengths, batch_size=64)
+
+
+runs, first_states, prompt_states = {}, {}, {}
+for name in models:
+    model, tokenizer, spec, frame = load_run(name)
+    n_layers = model.config.get_text_config().num_hidden_layers
+    layers = list(range(n_layers + 1))
+    runs[name] = (model, tokenizer, frame, n_layers)
+    first_states[name] = states_for(name, model, tokenizer, frame, "first_thinking_token", layers, "first")
+    prompt_states[name] = states_for(name, model, tokenizer, frame, "last_prompt_token", [n_layers], "stateA")
+    print(f"{name}: {len(frame)} rollouts, {frame['prompt_id'].nunique()} prompts, refusal rate "
+          f"{frame['refused'].mean():.2f}, first thinking tokens: "
+          f"{frame['thinking'].str.split().str[0].value_counts().head(3).to_dict()}")
+
+# %% [markdown]
+# ## The probe at the first thinking token (last layer)
+
+# %%
+def masks(frame):
+    named = {"harmful": (frame["label"] == "harmful").to_numpy(), "benign": (frame["label"] == "benign").to_numpy()}
+    for value in sorted(frame[group_column].unique()):
+        named[f"{group_column}={value}"] = (frame[group_column] == value).to_numpy()
+    return named
+
+
+tables, controls = [], []
+for name, (model, tokenizer, frame, n_layers) in runs.items():
+    labels = frame["refused"].astype(int).to_numpy()
+    groups = frame["prompt_id"].to_numpy()
+    cv = probes.cross_validated_probe(first_states[name][n_layers][:, 0, :], labels, groups)
+    tables.append(probes.group_metrics(cv, masks(frame)).assign(model=name, feature="first thinking token"))
+    state_a = probes.cross_validated_probe(prompt_states[name][n_layers][:, 0, :], labels, groups)
+    tables.append(probes.group_metrics(state_a, masks(frame)).assign(model=name, feature="State A (last prompt token)"))
+    first_text = [tokenizer.decode(ids[:1]) for ids in
+                  (tokenizer(t, add_special_tokens=False)["input_ids"] for t in frame["text"])]
+    controls.append({"model": name, **probes.tfidf_first_token_control(first_text, labels, groups)})
+    controls.append({"model": name, **probes.shuffled_label_control(first_states[name][n_layers][:, 0, :], labels,
+                                                                     groups, seed=seed)})
+probe_table = pd.concat(tables, ignore_index=True)
+probe_table.to_csv(results / "02_first_token_probe.csv", index=False)
+probe_table[["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "n", "n_pos", "reason"]].round(3)
+
+# %%
+pd.DataFrame(controls)[["model", "control", "auroc", "auroc_lo", "auroc_hi", "n"]].round(3)
+
+# %% [markdown]
+# ## Layer sweep: where along the depth is the outcome readable?
+
+# %%
+sweeps = []
+for name, (model, tokenizer, frame, n_layers) in runs.items():
+    by_layer = {layer: array[:, 0, :] for layer, array in first_states[name].items()}
+    sweeps.append(probes.layer_sweep(by_layer, frame["refused"].astype(int).to_numpy(),
+                                     frame["prompt_id"].to_numpy(), n_boot=100).assign(model=name))
+sweep = pd.concat(sweeps, ignore_index=True)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for name, rows in sweep.groupby("model"):
+    ax.plot(rows["layer"], rows["auroc"], marker="o", label=name)
+    ax.fill_between(rows["layer"], rows["auroc_lo"], rows["auroc_hi"], alpha=0.2)
+ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+ax.set(xlabel="layer (hidden_states index)", ylabel="AUROC (pooled, out of fold)", ylim=(0.3, 1.02),
+       title="First-thinking-token probe per layer")
+ax.legend(fontsize=8)
+plots.save_figure(fig, "02_layer_sweep", profile)
+
+# %% [markdown]
+# ## The "refusal valley": J(t) along the trace
+# J(t) = ‖μ_r − μ_c‖² / (σ²_r + σ²_c) on standardized last-layer states at 100 evenly spaced positions from the
+# first thinking token to the end of the rollout. Paper A finds it U-shaped (high at the start, low mid-trace,
+# rising at the end).
+
+# %%
+valley = {}
+for name, (model, tokenizer, frame, n_layers) in runs.items():
+    subset = frame.sample(min(valley_rollouts, len(frame)), random_state=seed).reset_index(drop=True)
+    states = states_for(name, model, tokenizer, subset, activations.evenly_spaced(100), [n_layers], "valley")
+    valley[name] = probes.separation_curve(states[n_layers], subset["refused"].astype(int).to_numpy())
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for name, curve in valley.items():
+    ax.plot(np.linspace(0, 100, len(curve)), curve, label=name)
+ax.set(xlabel="position along the rollout (%)", ylabel="J(t)", title="Separation of refusals and compliances")
+ax.legend(fontsize=8)
+plots.save_figure(fig, "02_refusal_valley", profile)
+
+# %% [markdown]
+# ## Reproduced vs published
+
+# %%
+headline = probe_table[probe_table["feature"] == "first thinking token"].pivot(index="model", columns="group",
+                                                                              values="auroc")
+print("published (paper A, Table 1, secondary source):")
+display(PUBLISHED)
+headline.round(3)

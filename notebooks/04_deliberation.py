@@ -1,0 +1,199 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lrmsafety/lrmsafety/blob/main/notebooks/04_deliberation.ipynb)
+#
+# # 04 · Paper A: most visible deliberation happens after the outcome is locked
+#
+# **Claim** (Ri, Panigrahi, Arora; secondary source): 15–34% of rollouts oscillate between leaning to comply and
+# leaning to refuse; 71–92% of those oscillations are *performative* (replaying the trace before and after the
+# switch does not change the outcome significantly); **72.8–76.6% happen while the outcome is already locked**
+# (the abstract's "~74%"); and 87–98% of the meaningful ones move in the direction the stance implies.
+#
+# **Method** (methods.md section 1): split each thinking into sentences merged to ≤ 200 characters (chunks of
+# ≤ 20 characters dropped); label each chunk's stance +1 comply / 0 neutral / −1 refuse; fill neutrals forward,
+# merge into segments, and count every switch of sign. At each switch, force-close the trace just before and just
+# after the post-switch segment and sample K answers at each cut. **Locked**: compliance before the segment ≤ 0.05
+# or ≥ 0.95. **Significant**: Fisher's exact test before vs after, Holm-corrected, p < 0.05.
+#
+# The stance judge is pluggable: the offline cue-phrase labeler (default, needs nothing) or an LLM judge with any
+# local chat model (`stance_model`); when both run, their agreement is reported. The paper's judges were three
+# frontier LLMs (Fleiss κ ≈ 0.63).
+
+# %% Colab: install the repository (does nothing outside Colab)
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
+    if not os.path.exists("lrmsafety"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
+    os.chdir("lrmsafety/notebooks")
+
+# %% tags=["parameters"]
+profile = "organism"
+models = ["organism-locked", "organism-deliberative"]
+quantization = "auto"
+data_dir = None
+prompt_sets = ["organism"]
+n_prompts = 200
+max_thinking_tokens = 256
+max_answer_tokens = 96
+batch_size = 256
+seed = 0
+judges = ["refusal_prefix"]
+lockin_prompts = 40  # the prompts and traces of notebook 03 are reused
+traces_per_prompt = 8
+replays = 100  # K answers at each cut
+stance_model = None  # a registry name or folder of a chat model for the LLM stance judge; None: cue phrases only
+gpu_tokens_per_second = 1500  # for the cost estimate
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from lrmsafety import data, deliberation, evaluate, generate, models as registry, paths, plots
+
+plots.set_theme()
+cache = paths.CACHE_DIR / profile
+results = paths.RESULTS_DIR / profile
+prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+group_column = "family" if "family" in prompts.columns else "source"
+studied = pd.concat([rows.sample(min(lockin_prompts, len(rows)), random_state=seed)
+                     for _, rows in prompts.groupby(group_column)], ignore_index=True)
+cue_judge = deliberation.CuePhraseStanceJudge()
+
+
+def llm_stance_judge(name):
+    """An LLM stance judge on a local chat model, greedy (the paper used frontier API models)."""
+    model, tokenizer, _ = registry.load_model(name, quantization=quantization)
+
+    def complete(texts):
+        chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                               add_generation_prompt=True) for t in texts]
+        outputs = generate.generate_batch(model, tokenizer, chats, 512, {"do_sample": False})
+        return [text for text, _, _ in outputs]
+
+    return deliberation.LLMStanceJudge(complete, name=name)
+
+
+llm_judge = llm_stance_judge(stance_model) if stance_model else None
+
+# %% [markdown]
+# ## Stances and oscillations of notebook 03's traces
+
+# %%
+transitions, traces, agreement = [], {}, []
+for name in models:
+    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(
+        samples_per_prompt=traces_per_prompt, max_thinking_tokens=max_thinking_tokens,
+        max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed), cache_root=cache, progress=False)
+    rows = []
+    for row in think.itertuples():
+        chunks = deliberation.chunk_thinking(row.thinking)
+        stances = cue_judge.label(row.prompt, chunks)
+        if llm_judge is not None:
+            agreement.append({"model": name, **deliberation.stance_agreement(stances, llm_judge.label(row.prompt, chunks))})
+        result = deliberation.oscillations(stances)
+        rows.append({"rollout": f"{row.prompt_id}#{row.sample_index}", "prompt_id": row.prompt_id,
+                     "n_chunks": len(chunks), "oscillations": result.count, "excluded": result.excluded})
+        for t_index, transition in enumerate(result.transitions):
+            before, after = deliberation.cut_points(chunks, transition)
+            transitions.append({"model": name, "rollout": f"{row.prompt_id}#{row.sample_index}",
+                                "prompt_id": row.prompt_id, "prompt": row.prompt, "transition": t_index,
+                                "post_sign": transition.post_sign, "before": row.thinking[:before].rstrip(),
+                                "after": row.thinking[:after]})
+    traces[name] = pd.DataFrame(rows).merge(prompts[["prompt_id", group_column]], on="prompt_id")
+    del model
+transitions = pd.DataFrame(transitions)
+pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", group_column]).agg(
+    traces=("rollout", "size"), oscillating=("oscillations", lambda s: (s > 0).mean()),
+    oscillations_per_trace=("oscillations", "mean"), chunks=("n_chunks", "mean")).round(3)
+
+# %%
+if agreement:
+    display(pd.DataFrame(agreement).groupby("model")[["agreement", "kappa"]].mean().round(3))
+n_answers = 2 * len(transitions) * replays
+print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers, at most "
+      f"{n_answers * max_answer_tokens:,} tokens (about {n_answers * max_answer_tokens / gpu_tokens_per_second / 3600:.1f}"
+      f" GPU hours at {gpu_tokens_per_second} tokens/s)")
+
+# %% [markdown]
+# ## Cut replays: K answers just before and just after each post-switch segment
+
+# %%
+replayed = []
+for name in models:
+    mine = transitions[transitions["model"] == name]
+    if mine.empty:
+        continue
+    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    judge, _ = evaluate.make_judge(judges[0], spec.thinking_format)
+    cuts = pd.concat([
+        mine.assign(prompt_id=mine["rollout"] + "~" + mine["transition"].astype(str) + "~" + side,
+                    thinking_prefix=mine[side], side=side) for side in ("before", "after")], ignore_index=True)
+    answers = generate.rollouts(model, tokenizer, spec, cuts[["prompt_id", "prompt", "thinking_prefix"]],
+                                generate.Decoding(mode="prefix", samples_per_prompt=replays,
+                                                  max_answer_tokens=max_answer_tokens, batch_size=batch_size,
+                                                  seed=seed), cache_root=cache)
+    verdict = evaluate.judge_rollouts(answers, judge, cache_root=cache)
+    complied = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY)
+    complied["complied"] = ~complied["refused"].astype("boolean")
+    counts = complied.groupby("prompt_id")["complied"].agg(k="sum", n="count").reset_index()
+    counts = cuts[["prompt_id", "rollout", "transition", "side"]].merge(counts, on="prompt_id")
+    wide = counts.pivot_table(index=["rollout", "transition"], columns="side", values=["k", "n"]).reset_index()
+    wide.columns = ["rollout", "transition", "k_after", "k_before", "n_after", "n_before"]
+    replayed.append(mine.drop(columns=["before", "after", "prompt"]).merge(wide, on=["rollout", "transition"]))
+    del model
+replayed = pd.concat(replayed, ignore_index=True) if replayed else pd.DataFrame()
+
+# %% [markdown]
+# ## The shares: oscillating, performative, locked, and in the stance's direction
+
+# %%
+summaries = []
+for name in models:
+    trace_table = traces[name][~traces[name]["excluded"]]
+    mine = replayed[replayed["model"] == name] if len(replayed) else replayed
+    if len(mine):
+        summary = deliberation.oscillation_summary(mine, n_rollouts=len(trace_table))
+    else:
+        summary = {"n_rollouts": len(trace_table), "n_oscillations": 0}
+    summaries.append({"model": name, **summary})
+summary = pd.DataFrame(summaries)
+summary.to_csv(results / "04_deliberation_summary.csv", index=False)
+published = {"share_oscillating": "15–34%", "share_performative": "71–92%", "share_locked": "72.8–76.6%",
+             "share_significant_toward_stance": "87–98%", "oscillations_per_trace": "0.32–1.43",
+             "meaningful_per_trace": "0.09–0.19"}
+view = summary.set_index("model")[list(published)].T
+view["published (paper A)"] = pd.Series(published)
+view.round(3)
+
+# %%
+if len(replayed):
+    annotated = pd.concat([deliberation.annotate_transitions(rows) for _, rows in replayed.groupby("model")])
+    annotated.to_csv(results / "04_transitions.csv", index=False)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, rows in annotated.groupby("model"):
+        ax.scatter(rows["rate_before"], rows["rate_after"], s=12, alpha=0.6, label=name)
+    ax.axvspan(0, 0.05, color="grey", alpha=0.15)
+    ax.axvspan(0.95, 1, color="grey", alpha=0.15)
+    ax.plot([0, 1], [0, 1], color="black", lw=0.6)
+    ax.set(xlabel="compliance when cut before the segment", ylabel="compliance when cut after it",
+           title="Cut replays (shaded: locked)")
+    ax.legend(fontsize=8)
+    plots.save_figure(fig, "04_cut_replays", profile)
