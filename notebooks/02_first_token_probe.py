@@ -96,9 +96,19 @@ def states_for(name, model, tokenizer, frame, position, layers, tag):
                                             ids, position, layers, prompt_lengths, batch_size=64)
 
 
+def probe_ready(frame, n_splits=5):
+    """The prompt-split probe needs both outcomes in at least n_splits prompts each."""
+    prompts_per_class = frame.groupby("refused")["prompt_id"].nunique()
+    return len(prompts_per_class) == 2 and prompts_per_class.min() >= n_splits
+
+
 runs, first_states, prompt_states = {}, {}, {}
 for name in models:
     model, tokenizer, spec, frame = load_run(name)
+    if not probe_ready(frame):
+        print(f"{name}: skipped, too few prompts of each outcome to split 5 folds by prompt: "
+              f"{frame.groupby('refused')['prompt_id'].nunique().to_dict()}")
+        continue
     n_layers = model.config.get_text_config().num_hidden_layers
     layers = list(range(n_layers + 1))
     runs[name] = (model, tokenizer, frame, n_layers)
@@ -132,12 +142,13 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
     controls.append({"model": name, **probes.tfidf_first_token_control(first_text, labels, groups)})
     controls.append({"model": name, **probes.shuffled_label_control(first_states[name][n_layers][:, 0, :], labels,
                                                                      groups, seed=seed)})
-probe_table = pd.concat(tables, ignore_index=True)
+COLUMNS = ["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "n", "n_pos", "reason"]
+probe_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
 probe_table.to_csv(results / "02_first_token_probe.csv", index=False)
-probe_table[["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "n", "n_pos", "reason"]].round(3)
+probe_table[COLUMNS].round(3)
 
 # %%
-pd.DataFrame(controls)[["model", "control", "auroc", "auroc_lo", "auroc_hi", "n"]].round(3)
+pd.DataFrame(controls, columns=["model", "control", "auroc", "auroc_lo", "auroc_hi", "n"]).round(3)
 
 # %% [markdown]
 # ## Layer sweep: where along the depth is the outcome readable?
@@ -148,7 +159,7 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
     by_layer = {layer: array[:, 0, :] for layer, array in first_states[name].items()}
     sweeps.append(probes.layer_sweep(by_layer, frame["refused"].astype(int).to_numpy(),
                                      frame["prompt_id"].to_numpy(), n_boot=100).assign(model=name))
-sweep = pd.concat(sweeps, ignore_index=True)
+sweep = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame(columns=["model", "layer", "auroc"])
 fig, ax = plt.subplots(figsize=(6, 3.2))
 for name, rows in sweep.groupby("model"):
     ax.plot(rows["layer"], rows["auroc"], marker="o", label=name)

@@ -119,7 +119,8 @@ for name in models:
                                 "after": row.thinking[:after]})
     traces[name] = pd.DataFrame(rows).merge(prompts[["prompt_id", group_column]], on="prompt_id")
     del model
-transitions = pd.DataFrame(transitions)
+transitions = pd.DataFrame(transitions, columns=["model", "rollout", "prompt_id", "prompt", "transition", "post_sign",
+                                                "before", "after"])
 pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", group_column]).agg(
     traces=("rollout", "size"), oscillating=("oscillations", lambda s: (s > 0).mean()),
     oscillations_per_trace=("oscillations", "mean"), chunks=("n_chunks", "mean")).round(3)
@@ -179,7 +180,7 @@ summary.to_csv(results / "04_deliberation_summary.csv", index=False)
 published = {"share_oscillating": "15–34%", "share_performative": "71–92%", "share_locked": "72.8–76.6%",
              "share_significant_toward_stance": "87–98%", "oscillations_per_trace": "0.32–1.43",
              "meaningful_per_trace": "0.09–0.19"}
-view = summary.set_index("model")[list(published)].T
+view = summary.set_index("model").reindex(columns=list(published)).T
 view["published (paper A)"] = pd.Series(published)
 view.round(3)
 

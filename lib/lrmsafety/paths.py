@@ -8,7 +8,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
 CACHE_DIR = DATA_DIR / "cache"
-MODELS_DIR = DATA_DIR / "models"
+# the organisms; $LRMSAFETY_MODELS_DIR points elsewhere (the tests train smoke-size organisms into a temporary one)
+MODELS_DIR = Path(os.environ.get("LRMSAFETY_MODELS_DIR", DATA_DIR / "models"))
 RESULTS_DIR = DATA_DIR / "results"
 FIGURES_DIR = REPO_ROOT / "figures"
 

@@ -99,8 +99,12 @@ def split_ids(n: int, test_ids: set[int], split: str) -> list[int]:
     return [i for i in range(n) if (i in test_ids) == (split == "test")]
 
 
-def make_prompt(rng: random.Random, family: str, split: str) -> dict:
-    """A request of one family with its template (and wrapper) drawn from the split's phrasings."""
+P_DECORATE = 0.35
+
+
+def make_prompt(rng: random.Random, family: str, split: str, decorate: bool = True) -> dict:
+    """A request of one family with its template (and wrapper) drawn from the split's phrasings, sometimes with a
+    neutral decoration ("Quick question.") before or after it."""
     tid = rng.choice(split_ids(len(T.REQUEST_TEMPLATES), T.TEST_TEMPLATE_IDS, split))
     topic = rng.choice(TOPICS[family])
     prompt, category, wid = T.REQUEST_TEMPLATES[tid].format(t=topic), "", -1
@@ -108,6 +112,9 @@ def make_prompt(rng: random.Random, family: str, split: str) -> dict:
         category = rng.choice(T.CATEGORIES)
         wid = rng.choice(split_ids(len(T.WRAPPERS[category]), T.TEST_WRAPPER_IDS, split))
         prompt = T.WRAPPERS[category][wid].format(r=prompt)
+    if decorate and rng.random() < P_DECORATE:
+        d = rng.choice(T.DECORATIONS)
+        prompt = f"{d} {prompt}" if rng.random() < 0.5 else f"{prompt} {d}"
     return dict(family=family, category=category, topic=topic, template_id=tid, wrapper_id=wid, prompt=prompt)
 
 

@@ -26,7 +26,7 @@ SIZES = {
     # ~5 M parameters; the behaviour is reached in a few minutes on one GPU.
     "full": dict(model=dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
                             intermediate_size=768), vocab_size=2048, n_train=150_000, n_tokenizer=40_000,
-                 steps=4000, batch_size=128, lr=1e-3, warmup=200),
+                 steps=2000, batch_size=256, lr=1e-3, warmup=150),
     # tiny, for tests: well under a minute on a laptop CPU
     "smoke": dict(model=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=128), vocab_size=512, n_train=600, n_tokenizer=600,
