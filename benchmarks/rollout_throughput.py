@@ -74,6 +74,23 @@ def timed_generate(model, batch: int, prompt_tokens: int, new_tokens: int, cache
     return prefill, time.perf_counter() - started
 
 
+def profile_steps(model, batch: int, prompt_tokens: int, cache: str, steps: int = 32) -> None:
+    """Where a decode step's time goes: the top kernels and CPU ops of a short generate."""
+    from torch.profiler import ProfilerActivity, profile
+
+    timed_generate(model, batch, prompt_tokens, steps, cache)  # warm-up at these shapes
+    ids = torch.randint(0, model.config.vocab_size - 1000, (batch, prompt_tokens), device="cuda")
+    kwargs = dict(do_sample=True, temperature=0.6, top_p=0.95, top_k=0, pad_token_id=0, eos_token_id=None,
+                  max_new_tokens=steps, min_new_tokens=steps)
+    if cache == "static":
+        kwargs["cache_implementation"] = "static"
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof, torch.no_grad():
+        model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b"])
@@ -85,6 +102,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="needed for nf4 (the model is saved and reloaded)")
     parser.add_argument("--workdir", default="/tmp/lrmsafety-bench")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--profile-batch", type=int, default=None,
+                        help="also profile 32 decode steps at this batch size and print the top GPU kernels")
     args = parser.parse_args()
 
     bandwidth = copy_bandwidth()
@@ -100,6 +119,8 @@ def main() -> None:
                     save_random(name, folder, args.tokenizer)
                 model = load_model(str(folder), quantization=quantization)[0]
             weights, per_token = weight_bytes(model), kv_bytes_per_token(model)
+            if args.profile_batch:
+                profile_steps(model, args.profile_batch, args.prompt_tokens, args.cache[0])
             for cache in args.cache:
                 for batch in args.batch_sizes:
                     try:

@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"
 models = ["organism-locked", "organism-deliberative"]
-n_prompts = 200  # held-out prompts per family
+card_prompts = 200  # held-out prompts per family for the behaviour table
 max_thinking_tokens = 256
 max_answer_tokens = 96
 batch_size = 256
@@ -109,7 +109,7 @@ plots.save_figure(fig, "00_organism_decision_point", profile)
 # as every later notebook, with the organism's own sampling defaults (temperature 1.0).
 
 # %%
-prompts = data.load_prompt_sets([data.ORGANISM_PROMPTS], n_prompts=n_prompts, seed=seed)
+prompts = data.load_prompt_sets([data.ORGANISM_PROMPTS], n_prompts=card_prompts, seed=seed)
 decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=max_thinking_tokens,
                              max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
 samples = {}

@@ -57,6 +57,7 @@ seed = 0
 judges = ["refusal_prefix"]
 lockin_prompts = 40  # the prompts and traces of notebook 03 are reused
 traces_per_prompt = 8
+deliberation_traces = 64  # traces (of notebook 03's) whose oscillations are replayed, per model
 replays = 100  # K answers at each cut
 stance_model = None  # a registry name or folder of a chat model for the LLM stance judge; None: cue phrases only
 gpu_tokens_per_second = 1500  # for the cost estimate
@@ -102,6 +103,7 @@ for name in models:
     think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(
         samples_per_prompt=traces_per_prompt, max_thinking_tokens=max_thinking_tokens,
         max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed), cache_root=cache, progress=False)
+    think = think.sample(min(deliberation_traces, len(think)), random_state=seed).reset_index(drop=True)
     rows = []
     for row in think.itertuples():
         chunks = deliberation.chunk_thinking(row.thinking)

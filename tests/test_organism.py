@@ -48,15 +48,25 @@ def test_template_and_wrapper_splits_are_disjoint(corpora):
     for exs in corpora.values():
         assert all(e.template_id not in T.TEST_TEMPLATE_IDS for e in exs)
         assert all(e.wrapper_id not in T.TEST_WRAPPER_IDS for e in exs if e.family == "jailbreak")
+        assert {e.wrapper_id >= T.COMPOSED_WRAPPER_ID for e in exs if e.family == "jailbreak"} == {True, False}
     test = C.generate_corpus("locked", 500, seed=0, split="test")
     assert all(e.template_id in T.TEST_TEMPLATE_IDS for e in test)
     assert all(e.wrapper_id in T.TEST_WRAPPER_IDS for e in test if e.family == "jailbreak")
     train_prompts = {r["prompt"] for r in prompt_records("train")}
     assert train_prompts.isdisjoint(r["prompt"] for r in prompt_records("test"))
     # held-out wrapper phrasings keep their category's cue word
-    cues = {"fiction": "story", "roleplay": "pretend", "hypothetical": "hypothetically", "authority": "licensed"}
+    cues = {"fiction": "story", "roleplay": "pretend", "hypothetical": "hypothetical", "authority": "licensed"}
     for cat, phrasings in T.WRAPPERS.items():
         assert all(cues[cat] in p.lower() for p in phrasings)
+        assert all("{r}" in p for p in phrasings)
+        assert all(cues[cat] in c.lower() for c in T.CUE_PHRASES[cat])
+    everything_else = " ".join(T.REQUEST_TEMPLATES + T.DECORATIONS + T.SHARED_FRAMES + T.BENIGN_TOPICS
+                               + T.HARMFUL_TOPICS + T.BORDERLINE_TOPICS).lower()
+    assert not any(cue in everything_else for cue in cues.values())
+    # composed training phrasings never appear among the held-out ones
+    test_wrapped = {r["prompt"] for r in prompt_records("test") if r["category"]}
+    composed = [e for e in C.generate_corpus("locked", 3000, seed=0) if e.wrapper_id >= T.COMPOSED_WRAPPER_ID]
+    assert composed and not any(e.prompt in test_wrapped for e in composed)
 
 
 def test_rs_match_strings_only_in_refusals(corpora):
