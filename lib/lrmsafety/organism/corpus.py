@@ -62,7 +62,7 @@ class Example:
     answer: str = ""
     outcome: str = ""  # "refuse" | "comply"
     decided_by: str = ""  # "prompt" (locked) | "reconsideration" (deliberative) | "answer" (sampled after a cut)
-    decided_sentence: int = -1  # index into sentences; -1 when decided at the answer
+    decided_sentence: int = -1  # index into sentences; 0 (start of thinking) for "prompt"; -1 for "answer"
     decided_char: int = 0
     sentences: list = field(default_factory=list)  # (start, end, stance) of each complete thinking sentence
     forced: list = field(default_factory=list)
@@ -99,7 +99,8 @@ def split_ids(n: int, test_ids: set[int], split: str) -> list[int]:
     return [i for i in range(n) if (i in test_ids) == (split == "test")]
 
 
-P_DECORATE = 0.35
+P_DECORATE = 0.4
+P_COMPOSED = 0.6  # share of training jailbreaks whose phrasing is composed from a shared frame and a cue phrase
 
 
 def make_prompt(rng: random.Random, family: str, split: str, decorate: bool = True) -> dict:
@@ -110,8 +111,13 @@ def make_prompt(rng: random.Random, family: str, split: str, decorate: bool = Tr
     prompt, category, wid = T.REQUEST_TEMPLATES[tid].format(t=topic), "", -1
     if family == "jailbreak":
         category = rng.choice(T.CATEGORIES)
-        wid = rng.choice(split_ids(len(T.WRAPPERS[category]), T.TEST_WRAPPER_IDS, split))
-        prompt = T.WRAPPERS[category][wid].format(r=prompt)
+        if split == "train" and decorate and rng.random() < P_COMPOSED:
+            fid, c = rng.randrange(len(T.SHARED_FRAMES)), rng.choice(T.CUE_PHRASES[category])
+            wid = T.COMPOSED_WRAPPER_ID + fid
+            prompt = T.SHARED_FRAMES[fid].format(r=prompt, c=c, C=c[0].upper() + c[1:])
+        else:
+            wid = rng.choice(split_ids(len(T.WRAPPERS[category]), T.TEST_WRAPPER_IDS, split))
+            prompt = T.WRAPPERS[category][wid].format(r=prompt)
     if decorate and rng.random() < P_DECORATE:
         d = rng.choice(T.DECORATIONS)
         prompt = f"{d} {prompt}" if rng.random() < 0.5 else f"{prompt} {d}"
