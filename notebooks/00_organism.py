@@ -186,8 +186,8 @@ behaviour.to_csv(paths.RESULTS_DIR / profile / "00_organism_behaviour.csv", inde
 
 # %%
 fig, ax = plt.subplots(figsize=(7.5, 3.4))
-plot_frame = behaviour.assign(err_low=behaviour["rate"] - behaviour["ci_low"],
-                              err_high=behaviour["ci_high"] - behaviour["rate"])
+plot_frame = behaviour.assign(err_low=(behaviour["rate"] - behaviour["ci_low"]).clip(lower=0),
+                              err_high=(behaviour["ci_high"] - behaviour["rate"]).clip(lower=0))
 for offset, (name, rows) in zip((-0.2, 0.2), plot_frame.groupby("organism")):
     rows = rows.set_index("measure").loc[list(TARGETS)]
     ax.barh([i + offset for i in range(len(rows))], rows["rate"], height=0.38, label=name,

@@ -200,3 +200,43 @@ if len(replayed):
            title="Cut replays (shaded: locked)")
     ax.legend(fontsize=8)
     plots.save_figure(fig, "04_cut_replays", profile)
+
+# %% [markdown]
+# ## Paper A's three measures on the controls
+# Notebooks 02–04 measured the first-token probe, the lock-in and the deliberation; on the organism profile the
+# locked and the deliberative organism must come out clearly different, as planted. The row for a real model is
+# the reproduction itself.
+
+# %%
+probe = pd.read_csv(results / "02_first_token_probe.csv")
+probe = probe[(probe["feature"] == "first thinking token")]
+variance = pd.read_csv(results / "03_continuation_variance.csv")
+contested = "family=jailbreak" if (probe["group"] == "family=jailbreak").any() else "harmful"
+rows = []
+for name in models:
+    auroc = probe[(probe["model"] == name) & (probe["group"] == contested)]["auroc"]
+    at20 = variance[(variance["model"] == name) & (variance["cut"] == 20)]
+    if contested == "family=jailbreak":
+        at20 = at20[at20[group_column] == "jailbreak"]
+    rows.append({"model": name,
+                 f"continuation variance at B = 20% ({contested})": at20["continuation_variance"].mean(),
+                 f"first-thinking-token probe AUROC ({contested})": auroc.mean() if len(auroc) else float("nan"),
+                 "oscillations while already locked": summary.set_index("model").get("share_locked", {}).get(name)})
+controls = pd.DataFrame(rows).set_index("model")
+if profile == "organism":
+    controls.loc["target: locked"] = ["≤ 0.2", "≥ 0.9", "≥ 60%"]
+    controls.loc["target: deliberative"] = ["≥ 0.5", "≤ 0.75", "≤ 30%"]
+controls.loc["published (paper A)"] = ["below ~0.2", ".875–.948 (harmful)", "72.8–76.6%"]
+controls.to_csv(results / "paper_a_measures.csv")
+controls
+
+# %%
+numeric = pd.DataFrame(rows).set_index("model").astype(float)
+fig, axes = plt.subplots(1, 3, figsize=(10, 2.8))
+for ax, (column, values) in zip(axes, numeric.items()):
+    ax.bar(range(len(values)), values.to_numpy(), color=[plots.PALETTE.get(n.split("-")[-1], "C0") for n in values.index])
+    ax.set_xticks(range(len(values)), [n.replace("organism-", "") for n in values.index], fontsize=8)
+    ax.set_title(column, fontsize=8)
+    ax.set_ylim(0, 1)
+fig.suptitle("Paper A's measures on each model", fontsize=10)
+plots.save_figure(fig, "paper_a_measures", profile)

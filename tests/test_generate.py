@@ -146,3 +146,13 @@ def test_shared_prefill_feeds_only_the_last_token(tiny_r1):
     n_tokens = len(tokenizer("one two three four", add_special_tokens=False)["input_ids"])
     assert widths[0] == (1, n_tokens - 1)  # the prefix, once
     assert widths[1] == (4, 1)  # then every row starts from its last prompt token
+
+
+def test_static_cache_path_gives_the_same_greedy_tokens(tiny_r1):
+    model, tokenizer, spec = tiny_r1
+    texts = ["alpha beta gamma", "delta"]
+    greedy = {"do_sample": False}
+    assert generate.generate_batch(model, tokenizer, texts, 5, greedy, static_cache=True) == \
+        generate.generate_batch(model, tokenizer, texts, 5, greedy, static_cache=False)
+    decoding = generate.Decoding(static_cache=True, max_thinking_tokens=3, max_answer_tokens=2)
+    assert len(generate.rollouts(model, tokenizer, spec, prompts(2), decoding, progress=False)) == 2
