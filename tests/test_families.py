@@ -107,3 +107,12 @@ def test_rescaled_ablation_keeps_the_norm():
     with hooks.add_hooks(forward_hooks=hooks.capture_hooks({"o_in": projection}, seen, inputs=True)):
         model(torch.tensor([[5, 6, 7]]))
     assert torch.allclose(ablated_input.norm(dim=-1), seen["o_in"].norm(dim=-1), rtol=1e-4)
+
+
+def test_hidden_states_do_not_depend_on_padding(saved_family):
+    folder = saved_family("Qwen2ForCausalLM", "r1")
+    model, tokenizer, _ = models.load_model(str(folder), quantization="fp32")
+    short, long = "A short text.", "A much longer text that forces the short one to be padded on the left side."
+    together = activations.hidden_states_at(model, tokenizer, [short, long], [[-1], [-1]], layers=[2])[2]
+    alone = activations.hidden_states_at(model, tokenizer, [short], [[-1]], layers=[2])[2]
+    assert torch.allclose(torch.tensor(together[0]), torch.tensor(alone[0]), atol=1e-4)

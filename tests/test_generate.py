@@ -156,3 +156,19 @@ def test_static_cache_path_gives_the_same_greedy_tokens(tiny_r1):
         generate.generate_batch(model, tokenizer, texts, 5, greedy, static_cache=False)
     decoding = generate.Decoding(static_cache=True, max_thinking_tokens=3, max_answer_tokens=2)
     assert len(generate.rollouts(model, tokenizer, spec, prompts(2), decoding, progress=False)) == 2
+
+
+def test_shared_prefill_matches_unpadded_logits(tiny_r1):
+    """A left-padded row in a shared prefill must see the same positions as the row alone."""
+    import torch
+
+    model, tokenizer, spec = tiny_r1
+    short, long = "gamma delta epsilon zeta", "alpha beta gamma delta epsilon eta theta iota kappa lambda mu"
+    cache = generate._shared_prefill(model, tokenizer, [short, long], [0, 0, 1])
+    encoded = tokenizer([short, short, long], return_tensors="pt", padding=True, add_special_tokens=False)
+    positions = generate.padded_positions(encoded["attention_mask"])
+    with torch.no_grad():
+        shared = model(input_ids=encoded["input_ids"][:, -1:], attention_mask=encoded["attention_mask"],
+                       position_ids=positions[:, -1:], past_key_values=cache).logits[:, -1]
+        alone = model(**tokenizer([short], return_tensors="pt", add_special_tokens=False)).logits[:, -1]
+    assert torch.allclose(shared[0], alone[0], atol=1e-4) and torch.allclose(shared[1], alone[0], atol=1e-4)

@@ -97,7 +97,10 @@ def hidden_states_at(
         for row, ids in enumerate(batch):  # left padding: the real tokens end at the last column
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
-        output = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), output_hidden_states=True)
+        # positions count real tokens only, so a text's states do not depend on how much padding its batch needs
+        positions_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+        output = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                       position_ids=positions_ids.to(device), output_hidden_states=True)
         for row, ids in enumerate(batch):
             offset = width - len(ids)
             index = [p if p >= 0 else len(ids) + p for p in positions[start + row]]

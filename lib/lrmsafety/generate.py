@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["natural", "no_think", "zerothink", "lessthink", "morethink", "prefix"]
 MODES = ("natural", "no_think", "zerothink", "lessthink", "morethink", "prefix")
+# bumped whenever a change to this module changes what the same configuration generates: caches made before are
+# then not served (2: positions of left-padded rows in the shared prefill)
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ def rollout_config(model, tokenizer, spec: ModelSpec, decoding: Decoding) -> dic
         "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),
         "sampling": decoding.sampling_kwargs(spec),
         "decoding": dataclasses.asdict(decoding),
+        "generator": GENERATOR_VERSION,
         "versions": library_versions(),
     }
 
@@ -141,6 +145,11 @@ def generate_batch(model, tokenizer, texts: list[str], max_new_tokens: int, samp
     return results
 
 
+def padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: 0 at each row's first real token (padding gets 0 too)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def _shared_prefill(model, tokenizer, distinct: list[str], rows: list[int]):
     """The KV cache of every token but the last of each distinct text, computed once and repeated to ``rows``.
 
@@ -152,7 +161,9 @@ def _shared_prefill(model, tokenizer, distinct: list[str], rows: list[int]):
     device = next(model.parameters()).device
     encoded = tokenizer(distinct, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     cache = DynamicCache(config=model.config)
-    model(input_ids=encoded["input_ids"][:, :-1], attention_mask=encoded["attention_mask"][:, :-1],
+    mask = encoded["attention_mask"][:, :-1]
+    # positions count real tokens only, as generate() counts them; a plain forward would count the padding too
+    model(input_ids=encoded["input_ids"][:, :-1], attention_mask=mask, position_ids=padded_positions(mask),
           past_key_values=cache, use_cache=True)
     cache.reorder_cache(torch.tensor(rows, device=device))
     return cache
