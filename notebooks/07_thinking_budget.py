@@ -50,6 +50,7 @@ max_answer_tokens = 96
 batch_size = 256
 seed = 0
 judges = ["refusal_prefix"]  # the judge that decides safe / unsafe (SafeChain: Llama-Guard-3-8B on a GPU)
+morethink_extensions = 10  # SafeChain: up to 10 "Wait" / "Let me think again" within the thinking budget
 
 # %%
 import matplotlib.pyplot as plt
@@ -79,7 +80,8 @@ for name in models:
     for mode in MODES:
         decoding = generate.Decoding(mode=mode, samples_per_prompt=samples_per_prompt,
                                      max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
-                                     batch_size=batch_size, seed=seed)
+                                     batch_size=batch_size, seed=seed,
+                                     morethink_extensions=morethink_extensions if mode == "morethink" else 10)
         rollouts = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
         verdict = evaluate.judge_rollouts(rollouts, judge, cache_root=cache, judge_config=judge_config)
         frame = rollouts.merge(verdict, on=evaluate.KEY)

@@ -1,6 +1,7 @@
 """Rollouts: every thinking mode's prompt for each family, the phases, the cache key, resume after a kill."""
 
 import pandas as pd
+import torch
 import pytest
 
 from lrmsafety import chat, generate, models
@@ -172,3 +173,19 @@ def test_shared_prefill_matches_unpadded_logits(tiny_r1):
                        position_ids=positions[:, -1:], past_key_values=cache).logits[:, -1]
         alone = model(**tokenizer([short], return_tensors="pt", add_special_tokens=False)).logits[:, -1]
     assert torch.allclose(shared[0], alone[0], atol=1e-4) and torch.allclose(shared[1], alone[0], atol=1e-4)
+
+
+def test_one_token_stop_strings_stop_and_are_kept(tiny_r1):
+    model, tokenizer, spec = tiny_r1
+    close_id = tokenizer.convert_tokens_to_ids("</think>")
+    assert generate._single_token_ids(tokenizer, ["</think>"]) == {close_id}
+    assert generate._single_token_ids(tokenizer, ["Let me think"]) is None
+    with torch.no_grad():  # make the model always say </think>: generation must stop right there, keeping it
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
+        model.lm_head.bias.data[close_id] = 1e4
+        try:
+            out = generate.generate_batch(model, tokenizer, ["Q one", "Q two"], 8, {"do_sample": False},
+                                          stop_strings=["</think>"])
+        finally:
+            model.lm_head.bias = None
+    assert out == [("</think>", 1, False), ("</think>", 1, False)]

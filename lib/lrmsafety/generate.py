@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 Mode = Literal["natural", "no_think", "zerothink", "lessthink", "morethink", "prefix"]
 MODES = ("natural", "no_think", "zerothink", "lessthink", "morethink", "prefix")
 # bumped whenever a change to this module changes what the same configuration generates: caches made before are
-# then not served (2: positions of left-padded rows in the shared prefill)
-GENERATOR_VERSION = 2
+# then not served (2: positions of left-padded rows in the shared prefill; 3: one-token stop strings)
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,16 @@ def generate_batch(model, tokenizer, texts: list[str], max_new_tokens: int, samp
     if max_new_tokens <= 0:
         return [("", 0, False) for _ in texts]
     device = next(model.parameters()).device
-    extra = {"stop_strings": stop_strings, "tokenizer": tokenizer} if stop_strings else {}
+    eos_ids = model.generation_config.eos_token_id
+    eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) | {tokenizer.eos_token_id}
+    stop_ids = _single_token_ids(tokenizer, stop_strings or [])
+    if stop_ids is not None:
+        # a stop string that is one token stops generation as an extra end-of-sequence id: much cheaper per step
+        # than transformers' string matching; the token is kept in the text below
+        extra = {"eos_token_id": sorted(i for i in eos_ids | stop_ids if i is not None)}
+    else:
+        extra = {"stop_strings": stop_strings, "tokenizer": tokenizer} if stop_strings else {}
+        stop_ids = set()
     distinct = list(dict.fromkeys(texts))
     shared = share_prefixes and len(distinct) < len(texts)
     padding = {"pad_to_multiple_of": 64} if static_cache and not shared else {}
@@ -127,13 +136,14 @@ def generate_batch(model, tokenizer, texts: list[str], max_new_tokens: int, samp
     output = model.generate(**encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                             **sampling, **extra)
     generated = output[:, encoded["input_ids"].shape[1]:].cpu()
-    eos_ids = model.generation_config.eos_token_id
-    eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) | {tokenizer.eos_token_id}
     results = []
     for row in generated.tolist():
         tokens = []
         ended = False
         for token in row:
+            if token in stop_ids:
+                tokens.append(token)
+                break
             if token in eos_ids:
                 ended = True
                 break
@@ -143,6 +153,14 @@ def generate_batch(model, tokenizer, texts: list[str], max_new_tokens: int, samp
                 tokens.pop()
         results.append((tokenizer.decode(tokens, skip_special_tokens=False), len(tokens), ended))
     return results
+
+
+def _single_token_ids(tokenizer, strings: list[str]) -> set[int] | None:
+    """The token ids of stop strings when each is exactly one token, else None."""
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in strings]
+    if not ids or any(len(i) != 1 for i in ids):
+        return None
+    return {i[0] for i in ids}
 
 
 def padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
