@@ -22,5 +22,5 @@ def save_figure(fig, name: str, profile: str) -> Path:
     folder = figures_dir(profile)
     png = folder / f"{name}.png"
     fig.savefig(png)
-    fig.savefig(folder / f"{name}.pdf")
+    fig.savefig(folder / f"{name}.pdf", metadata={"CreationDate": None})  # no timestamp: reruns do not churn git
     return png
