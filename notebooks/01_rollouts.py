@@ -67,7 +67,7 @@ cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
 prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
-group = "family" if "family" in prompts.columns else "source"
+group = data.group_column(prompts)
 prompts.groupby([group, "label"]).size().rename("prompts").to_frame()
 
 # %% [markdown]

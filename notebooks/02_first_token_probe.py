@@ -66,7 +66,7 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
-group_column = "family" if "family" in prompts.columns else "source"
+group_column = data.group_column(prompts)
 decoding = generate.Decoding(samples_per_prompt=samples_per_prompt, max_thinking_tokens=max_thinking_tokens,
                              max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
 PUBLISHED = pd.DataFrame({"model": ["Qwen3-8B", "Olmo-3", "Phi-4-R", "GPT-OSS"],

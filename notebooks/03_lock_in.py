@@ -71,9 +71,8 @@ cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
 prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
-group_column = "family" if "family" in prompts.columns else "source"
-studied = pd.concat([rows.sample(min(lockin_prompts, len(rows)), random_state=seed)
-                     for _, rows in prompts.groupby(group_column)], ignore_index=True)
+group_column = data.group_column(prompts)
+studied = data.sample_per_group(prompts, lockin_prompts, seed=seed)
 print(f"{len(studied)} prompts: {studied[group_column].value_counts().to_dict()}")
 
 # %% [markdown]

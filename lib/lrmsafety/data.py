@@ -422,3 +422,16 @@ def load_prompt_sets(names: Iterable[str], n_prompts: int | None = None, data_di
     if names:
         frames.append(load_datasets(names, data_dir, limit=n_prompts, seed=seed))
     return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def group_column(prompts: pd.DataFrame) -> str:
+    """The column that splits a prompt frame into its families (organism prompts) or datasets."""
+    return "family" if "family" in prompts.columns else "source"
+
+
+def sample_per_group(prompts: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """Up to n prompts of each family or dataset, seeded: notebooks 03 and 04 study the same prompts this way
+    (04 reads 03's cached traces)."""
+    column = group_column(prompts)
+    return pd.concat([rows.sample(min(n, len(rows)), random_state=seed) for _, rows in prompts.groupby(column)],
+                     ignore_index=True)
