@@ -1,0 +1,79 @@
+"""Training-data selectors for paper B's Cliff-as-a-Judge: which x% of a safety pool to fine-tune on.
+
+Each selector is a plain function of the pool (one row per example) and a share in (0, 1]; it returns the chosen
+row positions, best first, and every selector returns exactly ``subset_size(len(pool), share)`` rows, so that
+selectors are compared at equal data.
+
+    by_score(scores, share)             the largest scores first (paper B: the largest cliff size MS)
+    by_score(-final_scores, share)      the code's variant (src/train/ranking.py): the lowest final-token score first
+    at_random(n, share, seed)           a uniform random subset (the paper's "random" line)
+    by_rule(thinking, share, seed)      paper B's rule (src/train/create_data.py): thinking that contains one of the
+                                        56 `refusal_words` (case-insensitive), in random order, then the rest
+    by_length(lengths, share)           the longest thinking first (a simple heuristic baseline)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+# Paper B's `refusal_words` (src/inference/refusal.py), the list its rule-based selection tests the thinking with.
+# Its apostrophes are typographic; the matching below is case-insensitive, as there.
+PAPER_B_REFUSAL_WORDS: tuple[str, ...] = (
+    "I\u2019m sorry", "Sorry", "sorry", "I am sorry", "I apologize", "As an", "As an AI", "I\u2019m an",
+    "I\u2019m just", "As a language model", "As an Assistant", "I cannot", "I do not", "Hello!",
+    "is illegal and unethical", "I\u2019m really sorry", "unethical", "not ethical", "illegal", "not legal",
+    "My apologies", "but I cannot", "If you have any other non-malicious requests", "I\u2019m not able to provide",
+    "I am really sorry", "I cannot create", "I cannot support", "I can\u2019t provide", "I can\u2019t assist",
+    "I am not", "However", "harmful", "unacceptable", "crime", "responsible", "not suitable", "In fact",
+    "no credible", "important to note that", "I don\u2019t know", "not appropriate", "safety", "helpful", "ethic",
+    "ethical", "legal", "legitimate", "responsible", "suitable", "appropriate", "acceptable", "safe", "secure",
+    "protected", "ensured",
+)
+
+
+def subset_size(n_pool: int, share: float) -> int:
+    """How many of n_pool examples a share selects: round(share * n), at least 1 (1.7% of 200 is 3)."""
+    if n_pool < 1:
+        raise ValueError("the pool is empty: there is nothing to select from")
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1], got {share}")
+    return max(1, min(n_pool, int(round(share * n_pool))))
+
+
+def by_score(scores: Sequence[float], share: float) -> np.ndarray:
+    """Positions of the largest scores, largest first; ties keep pool order. NaN scores are never chosen
+    before a number (an example whose cliff could not be measured is not evidence of a cliff)."""
+    values = np.asarray(scores, dtype=float)
+    k = subset_size(len(values), share)
+    key = np.where(np.isnan(values), -np.inf, values)
+    return np.argsort(-key, kind="stable")[:k]
+
+
+def at_random(n_pool: int, share: float, seed: int) -> np.ndarray:
+    """A uniform random subset of the pool (seeded)."""
+    k = subset_size(n_pool, share)
+    return np.random.default_rng(seed).permutation(n_pool)[:k]
+
+
+def mentions_refusal(text: str, words: Sequence[str] = PAPER_B_REFUSAL_WORDS) -> bool:
+    """Paper B's test: any refusal word in the text, case-insensitive (typographic and plain apostrophes alike)."""
+    lowered = text.lower().replace("\u2019", "'")
+    return any(w.lower().replace("\u2019", "'") in lowered for w in words)
+
+
+def by_rule(thinking: Sequence[str], share: float, seed: int = 0,
+            words: Sequence[str] = PAPER_B_REFUSAL_WORDS) -> np.ndarray:
+    """Paper B's rule-based selection: examples whose thinking mentions a refusal word. The paper takes the first
+    matches in file order; the pool has no meaningful order, so matches come in a seeded random order, and when
+    fewer match than the share asks for, the rest is filled with non-matching examples in that order."""
+    order = np.random.default_rng(seed).permutation(len(thinking))
+    matches = np.array([mentions_refusal(thinking[i], words) for i in order], dtype=bool)
+    ranked = np.concatenate([order[matches], order[~matches]])
+    return ranked[: subset_size(len(thinking), share)]
+
+
+def by_length(lengths: Sequence[float], share: float) -> np.ndarray:
+    """The longest thinking first (SafeChain: unsafe responses are longer)."""
+    return by_score(lengths, share)

@@ -1,0 +1,338 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lrmsafety/lrmsafety/blob/main/notebooks/09_cliff_as_judge.ipynb)
+#
+# # 09 · Paper B: Cliff-as-a-Judge, the few training examples that repair safety
+#
+# **Claim** (Yin et al., "Refusal Falls off a Cliff"; methods.md section 2): rank a safety fine-tuning pool by each
+# example's *refusal cliff* (how far the refusal probe falls between its plateau in the thinking and the last token
+# before the answer) and fine-tune on the top examples only: about 1.7% of the data (700 of 40K) matches training
+# on all of it. The figure script's curve (likely R1-Distill-Llama-8B; low–medium confidence) has
+# Cliff-as-a-Judge at ASR .01 with 12.5% of the data, where random selection is at .04 and rule-based at .09.
+#
+# **Method.** The pool: harmful prompts with the model's *own* thinking, then the close, then a safe answer
+# (paper B: `own thinking + "\n</think>\n\n" + the dataset's safe completion`). Each example's cliff size comes
+# from paper B's linear probe (last layer; refused harmful vs complied benign rollouts, notebook 01's labels):
+# **MS** = max score over the thinking − score at the last token before the answer, and the official code's
+# **final-token** score (lowest first). Selectors at equal data: top x% by MS, by the final-token score, a random
+# x% (several seeds), and paper B's rule (thinking that mentions one of its 56 refusal words). Each selection
+# trains a LoRA adapter with the loss on the completion only; each adapter is evaluated on **held-out** prompts
+# (none is in the pool): ASR on jailbreak prompts and over-refusal (ORR) on benign ones, 95% intervals.
+#
+# On the organisms the pool is the jailbreak family's rollouts of notebook 01 (own thinking) with a refusal from
+# the organism's corpus as the safe answer. The control: `organism-locked` carries a planted cliff (its complied
+# jailbreaks conclude "harmful" and comply anyway), so selection by cliff should beat random at the smallest
+# shares; `organism-deliberative` has no cliff, so the two should not differ.
+
+# %% Colab: install the repository (does nothing outside Colab)
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
+    if not os.path.exists("lrmsafety"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
+    os.chdir("lrmsafety/notebooks")
+
+# %% tags=["parameters"]
+profile = "organism"
+models = ["organism-locked", "organism-deliberative"]
+quantization = "auto"
+data_dir = None
+prompt_sets = ["organism"]
+n_prompts = 200
+samples_per_prompt = 5
+max_thinking_tokens = 256
+max_answer_tokens = 96
+batch_size = 256
+seed = 0
+judges = ["refusal_prefix", "rs_match"]
+cliff_models = ["organism-locked", "organism-deliberative"]  # models studied here (null: all of `models`)
+cliff_pool_size = 2000  # paper profile: pool prompts (paper B: 40K); organisms: 01's jailbreak rollouts
+cliff_shares = [0.017, 0.05, 0.125, 0.25, 1.0]
+cliff_selectors = ["cliff_ms", "cliff_final", "random", "rule"]
+cliff_random_seeds = [0, 1, 2]
+cliff_eval_prompts = 100  # held-out harmful (jailbreak) prompts; as many benign ones for ORR
+cliff_train = {"steps": 20, "batch_size": 4, "lr": 1e-3, "rank": 8, "alpha": 16}
+gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lrmsafety import cliff_judge_interim as interim
+from lrmsafety import data, evaluate, generate, metrics, models as registry, paths, plots, safety_pool, selection
+
+plots.set_theme()
+started = time.perf_counter()
+cache = paths.CACHE_DIR / profile
+results = paths.RESULTS_DIR / profile
+results.mkdir(parents=True, exist_ok=True)
+organisms = prompt_sets == ["organism"]
+studied = [m for m in models if cliff_models is None or m in cliff_models]
+prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+rollout_decoding = generate.Decoding(samples_per_prompt=samples_per_prompt, max_thinking_tokens=max_thinking_tokens,
+                                     max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+eval_decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=max_thinking_tokens,
+                                  max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+# the figure script's values (fig/flexible_validation_curves.py; likely R1-Distill-Llama-8B; methods.md section 2)
+PUBLISHED = pd.DataFrame({
+    "share": [0.05, 0.125, 0.25, 0.5, 1.0] * 3,
+    "selector": ["cliff_ms"] * 5 + ["random"] * 5 + ["rule"] * 5,
+    "ASR": [.055, .01, .02, .02, .03, .06, .04, .08, .15, .03, .07, .09, .08, .07, .03]})
+PUBLISHED_BASE_ASR = .235
+print(f"models: {studied}; shares: {cliff_shares}; selectors: {cliff_selectors}")
+
+# %% [markdown]
+# ## Held-out evaluation prompts, and what it costs
+
+# %%
+if organisms:
+    candidates = data.load_prompt_sets(["organism"], n_prompts=cliff_eval_prompts, seed=seed + 1)
+    eval_harmful = candidates[candidates["family"] == "jailbreak"]
+    eval_benign = candidates[candidates["label"] == "benign"].groupby("family").head(cliff_eval_prompts // 2)
+    pool_source = "notebook 01's jailbreak rollouts; safe answers: refusals from the organism's corpus"
+else:
+    eval_harmful = data.load_datasets(["wildjailbreak"], data_dir, limit=cliff_eval_prompts, seed=seed)
+    eval_benign = data.load_datasets(["xstest"], data_dir, seed=seed).query("label == 'benign'").head(cliff_eval_prompts)
+    pool_prompt_frame, pool_source = safety_pool.pool_prompts(data_dir, n=cliff_pool_size, seed=seed)
+n_runs = 1 + len(cliff_shares) * (len(cliff_selectors) - 1 + len(cliff_random_seeds))
+print(f"pool: {pool_source}")
+print(f"held-out evaluation: {len(eval_harmful)} harmful, {len(eval_benign)} benign prompts; "
+      f"up to {n_runs} adapters per model")
+if not organisms:
+    tokens = (cliff_pool_size + n_runs * (len(eval_harmful) + len(eval_benign))) * (max_thinking_tokens
+                                                                                    + max_answer_tokens)
+    print(f"at most {tokens:,} generated tokens per model; about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours "
+          f"at {gpu_tokens_per_second} tokens/s, plus {n_runs} LoRA runs of {cliff_train['steps']} steps")
+
+# %% [markdown]
+# ## The pool and each example's cliff size
+# Paper B's probe is fitted on notebook 01's rollouts (refused harmful vs complied benign, last token of
+# template + thinking + close), then read at every token of each pool example's thinking.
+
+# %%
+def judged(name, frame):
+    """Rollouts with the first judge's refusal label (answer only), as in notebook 01."""
+    judge, config = evaluate.make_judge(judges[0], registry.get_spec(name).thinking_format)
+    verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache, judge_config=config)
+    return frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY)
+
+
+def pool_for(name, model, tokenizer, spec):
+    fmt = spec.thinking_format
+    if organisms:
+        from lrmsafety.organism.safe_answers import safe_answers
+
+        rollouts = generate.rollouts(model, tokenizer, spec, prompts, rollout_decoding, cache_root=cache,
+                                     progress=False)
+        jailbreaks = rollouts[rollouts["prompt_id"].isin(prompts.query("family == 'jailbreak'")["prompt_id"])]
+        jailbreaks = judged(name, jailbreaks.reset_index(drop=True))
+        answers = safe_answers(len(jailbreaks), kind=name.removeprefix("organism-"), seed=seed)
+        return safety_pool.build_pool(jailbreaks, answers, fmt), rollouts
+    pool_rollouts = generate.rollouts(model, tokenizer, spec, pool_prompt_frame, eval_decoding, cache_root=cache)
+    pool_rollouts = judged(name, pool_rollouts.merge(pool_prompt_frame[["prompt_id", "safe_answer"]], on="prompt_id"))
+    rollouts = generate.rollouts(model, tokenizer, spec, prompts, rollout_decoding, cache_root=cache, progress=False)
+    return safety_pool.build_pool(pool_rollouts, pool_rollouts["safe_answer"], fmt), rollouts
+
+
+def probe_rows(name, rollouts):
+    labelled = rollouts.merge(pd.read_parquet(results / f"01_judged_{name}.parquet",
+                                              columns=["prompt_id", "sample_index", "refused", "label"]),
+                              on=["prompt_id", "sample_index"])
+    labelled = labelled[labelled["thinking"].str.len() > 10]
+    if organisms:  # paper B trains on plain harmful requests, not jailbreaks
+        labelled = labelled[labelled["prompt_id"].isin(prompts.query("family != 'jailbreak'")["prompt_id"])]
+    return (labelled[(labelled["label"] == "harmful") & (labelled["refused"] == True)],  # noqa: E712
+            labelled[(labelled["label"] == "benign") & (labelled["refused"] == False)])  # noqa: E712
+
+
+loaded, pools = {}, {}
+for name in studied:
+    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    pool, rollouts = pool_for(name, model, tokenizer, spec)
+    close = safety_pool.sft_close(spec.thinking_format)
+    probe = interim.fit_refusal_probe(model, tokenizer, *probe_rows(name, rollouts), close=close, seed=42)
+    pool = pool.join(interim.cliff_scores(model, tokenizer, probe, pool, close))
+    loaded[name], pools[name] = (model, tokenizer, spec), pool
+    print(f"{name}: {len(pool)} pool examples, probe validation accuracy {probe.val_accuracy_:.3f}")
+summary = pd.concat([p.assign(model=n, outcome=p["refused"].map({True: "refused", False: "complied"}))
+                     for n, p in pools.items()])
+summary.groupby(["model", "outcome"])[["plateau", "final", "ms"]].agg(["mean", "count"]).round(3)
+
+# %% [markdown]
+# ## Selections, adapters and held-out evaluation
+# Every selector takes exactly `round(share × pool)` examples (at least one). All adapters train for the same
+# number of steps, so the selectors differ only in *which* examples they see. Adapters and evaluations are cached
+# by manifest: a rerun trains and generates nothing.
+
+# %%
+def selections(pool):
+    """(selector, seed) -> share -> pool positions."""
+    out = {}
+    for share in cliff_shares:
+        if "cliff_ms" in cliff_selectors:
+            out.setdefault(("cliff_ms", 0), {})[share] = selection.by_score(pool["ms"], share)
+        if "cliff_final" in cliff_selectors:
+            out.setdefault(("cliff_final", 0), {})[share] = selection.by_score(-pool["final"], share)
+        if "rule" in cliff_selectors:
+            out.setdefault(("rule", 0), {})[share] = selection.by_rule(pool["thinking"].tolist(), share, seed=seed)
+        if "length" in cliff_selectors:
+            out.setdefault(("length", 0), {})[share] = selection.by_length(pool["thinking"].str.len(), share)
+        if "random" in cliff_selectors:
+            for s in cliff_random_seeds:
+                out.setdefault(("random", s), {})[share] = selection.at_random(len(pool), share, seed=1000 + s)
+    return out
+
+
+eval_prompts = pd.concat([eval_harmful, eval_benign], ignore_index=True)
+
+
+def evaluate_adapter(name, adapter):
+    """Held-out rollouts of the (adapted) model, judged; cached per adapter."""
+    model, tokenizer, spec = loaded[name]
+    tag = "base" if adapter is None else adapter.name
+    candidate = model if adapter is None else interim.load_adapted(model, adapter)
+    pool = pools[name]
+    frame = generate.rollouts(candidate, tokenizer, spec, safety_pool.held_out(eval_prompts, pool), eval_decoding,
+                              cache_root=cache, name=f"09-eval-{tag}", progress=False)
+    judge, config = evaluate.make_judge(judges[0], spec.thinking_format)
+    verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache, judge_config={**config, "adapter": tag})
+    return frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY).merge(
+        eval_prompts[["prompt_id", "label"]], on="prompt_id")
+
+
+evaluations = []
+for name in studied:
+    model, tokenizer, spec = loaded[name]
+    pool = pools[name]
+    evaluations.append(evaluate_adapter(name, None).assign(model=name, selector="none", seed=0, share=0.0))
+    trained_full = None
+    for (selector, sel_seed), by_share in selections(pool).items():
+        for share, chosen in by_share.items():
+            if share == 1.0 and trained_full is not None:  # every selector takes the whole pool at 100%
+                evaluations.append(trained_full.assign(selector=selector, seed=sel_seed))
+                continue
+            rows = pool.iloc[chosen]
+            adapter = interim.train_adapter(model, tokenizer, name, rows["rendered_prompt"].tolist(),
+                                            rows["completion"].tolist(), cache / "09-adapters", seed=seed,
+                                            **cliff_train)
+            frame = evaluate_adapter(name, adapter).assign(model=name, selector=selector, seed=sel_seed, share=share)
+            evaluations.append(frame)
+            if share == 1.0:
+                trained_full = frame
+evaluated = pd.concat(evaluations, ignore_index=True)
+print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions")
+
+# %% [markdown]
+# ## ASR and ORR by selector and share (95% intervals)
+# Per seed: Wilson intervals over held-out prompts (one sample each). Random selection pooled over its seeds:
+# a bootstrap over prompts of the pooled samples (rows with `seed = -1`).
+
+# %%
+def rate_rows(frame, keys):
+    rows = []
+    for metric, label, outcome in [("ASR", "harmful", False), ("ORR", "benign", True)]:
+        part = frame[(frame["label"] == label) & frame["refused"].notna()]
+        hits = int((part["refused"].astype(bool) == outcome).sum())
+        if part["seed"].nunique() > 1:
+            value, low, high = metrics.bootstrap_ci(part, lambda f, o=outcome: float((f["refused"] == o).mean()),
+                                                    n_boot=500, seed=seed)
+        else:
+            value, low, high = metrics.wilson_interval(hits, len(part))
+        rows.append({**keys, "metric": metric, "value": value, "low": low, "high": high, "n": len(part)})
+    return rows
+
+
+records = []
+for (name, selector, sel_seed, share), part in evaluated.groupby(["model", "selector", "seed", "share"]):
+    records += rate_rows(part, {"model": name, "selector": selector, "share": share, "seed": sel_seed})
+for (name, share), part in evaluated[evaluated["selector"] == "random"].groupby(["model", "share"]):
+    records += rate_rows(part, {"model": name, "selector": "random", "share": share, "seed": -1})
+table = pd.DataFrame(records)[["model", "selector", "share", "seed", "metric", "value", "low", "high", "n"]]
+table.to_csv(results / "09_cliff_as_judge.csv", index=False)
+pooled = table[(table["seed"] == -1) | (table["selector"] != "random")]
+pooled.pivot_table(index=["model", "selector", "share"], columns="metric", values="value").round(3)
+
+# %% [markdown]
+# ## ASR against the share of the pool, beside the published curve
+
+# %%
+fig, axes = plt.subplots(1, len(studied) + 1, figsize=(4.2 * (len(studied) + 1), 3.4), sharey=True)
+styles = {"cliff_ms": ("C0", "o"), "cliff_final": ("C2", "s"), "random": ("C3", "^"), "rule": ("C4", "D"),
+          "length": ("C5", "v")}
+asr = pooled[pooled["metric"] == "ASR"]
+for ax, name in zip(axes, studied):
+    base = asr[(asr["model"] == name) & (asr["selector"] == "none")].iloc[0]
+    ax.axhspan(base["low"], base["high"], color="grey", alpha=0.15, label="no fine-tuning")
+    for selector, rows in asr[(asr["model"] == name) & (asr["selector"] != "none")].groupby("selector"):
+        rows = rows.sort_values("share")
+        color, marker = styles.get(selector, ("k", "."))
+        ax.errorbar(rows["share"] * 100, rows["value"], yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]],
+                    color=color, marker=marker, capsize=2, label=selector)
+    ax.set(xscale="log", xlabel="share of the pool (%)", title=name)
+axes[0].set_ylabel("ASR, held-out jailbreaks")
+for selector, rows in PUBLISHED.groupby("selector"):
+    color, marker = styles[selector]
+    axes[-1].plot(rows["share"] * 100, rows["ASR"], color=color, marker=marker, ls="--", label=selector)
+axes[-1].axhline(PUBLISHED_BASE_ASR, color="grey", ls=":", label="no fine-tuning")
+axes[-1].set(xscale="log", xlabel="share of the pool (%)", title="paper B (figure script)")
+for ax in axes:
+    ax.legend(fontsize=7)
+plots.save_figure(fig, "09_cliff_as_judge", profile)
+
+# %% [markdown]
+# ## Utility: what the fine-tuning costs on benign requests
+# ORR is in the table above. On the organisms, answer quality against the corpus: the share of benign answers
+# that are a well-formed compliance in the corpus's template. On the paper profile, paper B's MMLU-Pro and ARC-C
+# are not run here (no offline copy); no utility number beyond ORR is claimed.
+
+# %%
+if organisms:
+    from lrmsafety import organism
+
+    benign = evaluated[evaluated["label"] == "benign"].copy()
+    benign["well_formed"] = benign["answer"].map(organism.classify_answer) == "compliance"
+    quality = benign.groupby(["model", "selector", "share"])["well_formed"].agg(["mean", "size"])
+    display(quality.unstack("share").round(3))
+
+# %% [markdown]
+# ## The controls and the published numbers
+
+# %%
+def compare(name, share):
+    row = lambda sel: asr[(asr["model"] == name) & (asr["selector"] == sel) & (asr["share"] == share)]  # noqa: E731
+    cliff, rand = row("cliff_ms"), row("random")
+    if cliff.empty or rand.empty:
+        return None
+    cliff, rand = cliff.iloc[0], rand.iloc[0]
+    separated = cliff["high"] < rand["low"] or rand["high"] < cliff["low"]
+    return {"model": name, "share": share, "ASR cliff (MS)": f"{cliff['value']:.2f} [{cliff['low']:.2f}, "
+            f"{cliff['high']:.2f}]", "ASR random": f"{rand['value']:.2f} [{rand['low']:.2f}, {rand['high']:.2f}]",
+            "intervals separate": separated, "cliff lower": cliff["value"] < rand["value"]}
+
+
+checks = [c for name in studied for share in cliff_shares if share <= 0.05 and (c := compare(name, share))]
+print("organism targets: organism-locked, cliff below random with separate intervals at 1.7-5%; "
+      "organism-deliberative, no difference")
+display(pd.DataFrame(checks))
+print(f"published (paper B figure script): cliff {PUBLISHED.query('selector == \"cliff_ms\"')['ASR'].tolist()} vs "
+      f"random {PUBLISHED.query('selector == \"random\"')['ASR'].tolist()} at shares 5/12.5/25/50/100%")
+print(f"09 took {time.perf_counter() - started:.0f} s")
