@@ -26,7 +26,7 @@
 # from paper B's linear probe (last layer; refused harmful vs complied benign rollouts, notebook 01's labels):
 # **MS** = max score over the thinking − score at the last token before the answer, and the official code's
 # **final-token** score (lowest first). Selectors at equal data: top x% by MS, by the final-token score, a random
-# x% (several seeds), and paper B's rule (thinking that mentions one of its 56 refusal words). Each selection
+# x% (several seeds), and paper B's rule (thinking that mentions one of its 55 refusal words). Each selection
 # trains a LoRA adapter with the loss on the completion only; each adapter is evaluated on **held-out** prompts
 # (none is in the pool): ASR on jailbreak prompts and over-refusal (ORR) on benign ones, 95% intervals.
 #

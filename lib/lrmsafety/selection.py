@@ -8,7 +8,7 @@ selectors are compared at equal data.
     by_score(-final_scores, share)      the code's variant (src/train/ranking.py): the lowest final-token score first
     at_random(n, share, seed)           a uniform random subset (the paper's "random" line)
     by_rule(thinking, share, seed)      paper B's rule (src/train/create_data.py): thinking that contains one of the
-                                        56 `refusal_words` (case-insensitive), in random order, then the rest
+                                        55 `refusal_words` (case-insensitive), in random order, then the rest
     by_length(lengths, share)           the longest thinking first (a simple heuristic baseline)
 """
 
@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-# Paper B's `refusal_words` (src/inference/refusal.py), the list its rule-based selection tests the thinking with.
+# Paper B's 55 `refusal_words` (src/inference/refusal.py; methods.md says 56): what its rule-based selection
+# looks for in the thinking.
 # Its apostrophes are typographic; the matching below is case-insensitive, as there.
 PAPER_B_REFUSAL_WORDS: tuple[str, ...] = (
     "I\u2019m sorry", "Sorry", "sorry", "I am sorry", "I apologize", "As an", "As an AI", "I\u2019m an",
