@@ -62,7 +62,8 @@ batch_size = 256
 seed = 0
 judges = ["refusal_prefix", "rs_match"]
 cliff_models = ["organism-locked", "organism-deliberative"]  # models studied here (null: all of `models`)
-cliff_pool_size = 2000  # paper profile: pool prompts (paper B: 40K); organisms: 01's jailbreak rollouts
+cliff_pool_size = 2000  # paper profile: pool prompts (paper B: 40K); organisms: 01's jailbreak prompts
+cliff_pool_per_prompt = 1  # rollouts per prompt kept in the pool (paper B: one answer of the model per prompt)
 cliff_shares = [0.017, 0.05, 0.125, 0.25, 1.0]
 cliff_selectors = ["cliff_ms", "cliff_final", "random", "rule"]
 cliff_random_seeds = [0, 1, 2]
@@ -144,6 +145,7 @@ def pool_for(name, model, tokenizer, spec):
         rollouts = generate.rollouts(model, tokenizer, spec, prompts, rollout_decoding, cache_root=cache,
                                      progress=False)
         jailbreaks = rollouts[rollouts["prompt_id"].isin(prompts.query("family == 'jailbreak'")["prompt_id"])]
+        jailbreaks = jailbreaks[jailbreaks["sample_index"] < cliff_pool_per_prompt]
         jailbreaks = judged(name, jailbreaks.reset_index(drop=True))
         answers = safe_answers(len(jailbreaks), kind=name.removeprefix("organism-"), seed=seed)
         return safety_pool.build_pool(jailbreaks, answers, fmt), rollouts
