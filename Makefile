@@ -38,7 +38,7 @@ $(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call notebook_rule,$(w
 test: $(STAMP)  ## run the tests (no hub, no GPU)
 	$(PY) -m pytest
 
-organism: $(STAMP)  ## train both organisms into data/models/ (a GPU is used when present)
+organism: $(STAMP)  ## train the organisms into data/models/ (a GPU is used when present)
 	$(PY) -m lrmsafety.organism.train --kind all --out data/models
 
 twins: $(STAMP)  ## rewrite the .ipynb twins (for Colab) from the .py sources

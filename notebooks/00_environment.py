@@ -33,7 +33,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "organism"
-models = ["organism-locked", "organism-deliberative"]
+models = ["organism-locked", "organism-deliberative", "organism-null"]
 quantization = "auto"
 data_dir = None
 

@@ -99,7 +99,7 @@ def test_rescaled_ablation_keeps_the_norm():
     model = build_tiny("LlamaForCausalLM", 1000)
     projection = hooks.attention_output_projection(hooks.decoder_layers(model)[1])
     seen = {}
-    with hooks.add_hooks(forward_pre_hooks=hooks.head_ablation_hooks(model, [(1, 0)], rescale=True),
+    with hooks.add_hooks(forward_pre_hooks=hooks.head_ablation_hooks(model, [(1, 0)], rescale="position"),
                          forward_hooks=hooks.capture_hooks({"o_in": projection}, seen, inputs=True)):
         model(torch.tensor([[5, 6, 7]]))
     ablated_input = seen["o_in"]

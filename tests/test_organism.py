@@ -92,24 +92,77 @@ def test_classify_answer_recovers_outcome(corpora):
     assert classify_answer("I'm sorry, Step 1: go.") == "unknown"
 
 
+def _rate(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
 def test_locked_ground_truth(corpora):
     exs = corpora["locked"]
     for e in exs:
-        assert e.outcome == C.locked_outcome(e.family, e.topic, e.category)
-        assert e.decided_by == "prompt" and e.decided_char == 0
-        if e.family == "jailbreak":
-            assert (e.outcome == "comply") == (e.category in T.LOCKED_WORKING_CATEGORIES)
+        assert e.p_comply == C.locked_p_comply(e.family, e.topic, e.category)
+        if e.decided_by == "first_token":  # the first word encodes the sampled decision
+            word = next(w for w in C.LOCKED_WORDS if w[0] == e.thinking[:1])  # (a cut may keep only its start)
+            assert e.decided_char == 0 and word.startswith(e.thinking.split(",")[0][: len(word)])
+            assert C.locked_decision_from_word(e.family, e.category, word) == e.outcome
+        else:  # no first word of its own (empty, SafeChain's LessThink string, cut at 0): decided at the answer
+            assert e.decided_by == "answer" and e.thinking in ("", T.LESSTHINK)
+    # the decision is sampled, not a function of the prompt: per-prompt probabilities strictly inside (0, 1) on
+    # jailbreak and borderline prompts, recovered by the sampled outcomes per category
+    assert all(0 < C.LOCKED_P_COMPLY_JAILBREAK[c] < 1 for c in T.CATEGORIES)
+    assert 0 < C.LOCKED_P_COMPLY["borderline_listed"] < 1
+    big = C.generate_corpus("locked", 20000, seed=0)
+    for cat, p in C.LOCKED_P_COMPLY_JAILBREAK.items():
+        rows = [e.outcome == "comply" for e in big if e.family == "jailbreak" and e.category == cat]
+        assert abs(_rate(rows) - p) < 4 * (p * (1 - p) / len(rows)) ** 0.5, (cat, _rate(rows))  # within 4 sd
+    # the word's text alone carries (almost) nothing about the outcome of a jailbreak: each word refuses ~half the time
+    jb = [e for e in big if e.family == "jailbreak" and e.decided_by == "first_token"]
+    for word in C.LOCKED_WORDS:
+        assert 0.4 < _rate(e.outcome == "refuse" for e in jb if e.thinking.startswith(word)) < 0.6, word
     nat = _natural(exs)
     jb_comply = [e for e in nat if e.family == "jailbreak" and e.outcome == "comply"]
-    cliff = sum(e.conclusion_harmful for e in jb_comply) / len(jb_comply)
-    assert 0.6 < cliff < 0.9  # the planted refusal cliff
+    assert 0.6 < _rate(e.conclusion_harmful for e in jb_comply) < 0.9  # the planted refusal cliff
     assert all(e.conclusion_harmful for e in nat if e.outcome == "refuse")
     assert not any(e.conclusion_harmful for e in nat if e.family != "jailbreak" and e.outcome == "comply")
-    # performative deliberation: stances flip, the outcome never does
+    # performative deliberation: stances flip, the outcome never does; jailbreak stances open on "refuse" whatever
+    # the outcome, so the first word is the only early carrier of the decision
     flips = [e for e in nat if len({s for s in e.stances if s}) == 2]
     assert len(flips) / len(nat) > 0.5
-    # the first thinking word carries nothing: every trace opens with "Okay"
-    assert all(e.thinking.startswith("Okay") for e in nat)
+    assert all([s for s in e.stances if s][0] == -1 for e in nat if e.family == "jailbreak")
+    # a cut that keeps the first word keeps the outcome
+    rng = random.Random(0)
+    for _ in range(3000):
+        e = C.make_example("locked", rng, "jailbreak", "truncated")
+        assert (e.decided_by == "answer") == (e.cut_char == 0)
+
+
+def test_null_ground_truth(corpora):
+    exs = corpora["null"]
+    assert all(e.decided_by == "answer" and e.p_comply == C.NULL_P_COMPLY[e.family] for e in exs)
+    assert all(e.thinking.startswith("Okay") for e in _natural(exs))  # the first word is constant
+    big = [e for e in C.generate_corpus("null", 30000, seed=7) if e.thinking]
+    # the outcome rate per family is the planted one, whatever the wording (template, category, topic)
+    for fam, p in C.NULL_P_COMPLY.items():
+        rows = [e for e in big if e.family == fam]
+        assert abs(_rate(e.outcome == "comply" for e in rows) - p) < 0.03, fam
+    jb = [e for e in big if e.family == "jailbreak"]
+    for key in ("category", "template_id"):
+        for value in {getattr(e, key) for e in jb}:
+            rows = [e for e in jb if getattr(e, key) == value]
+            assert abs(_rate(e.outcome == "comply" for e in rows) - 0.5) < 0.08, (key, value, len(rows))
+    # and whatever the thinking says: the outcome is independent of the stances and of the conclusion
+    for fam in ("jailbreak", "borderline", "harmful"):
+        rows = [e for e in big if e.family == fam and any(e.stances)]
+        for feature in (lambda e: e.conclusion_harmful, lambda e: [s for s in e.stances if s][-1] > 0,
+                        lambda e: [s for s in e.stances if s][0] > 0, lambda e: has_marker(e.thinking)):
+            split = [[e.outcome == "comply" for e in rows if bool(feature(e)) == v] for v in (True, False)]
+            assert min(map(len, split)) > 200
+            assert abs(_rate(split[0]) - _rate(split[1])) < 0.04, fam
+    # no cliff planted, and no conclusion tied to the answer: complied and refused jailbreaks conclude "harmful"
+    # equally often
+    nat = [e for e in jb if e.trace_type == "natural"]
+    shares = [_rate(e.conclusion_harmful for e in nat if e.outcome == o) for o in ("comply", "refuse")]
+    assert abs(shares[0] - shares[1]) < 0.05 and 0.35 < shares[0] < 0.65
 
 
 def test_deliberative_ground_truth(corpora):

@@ -134,3 +134,32 @@ def cached_hidden_states(path, model, tokenizer, token_ids, positions, layers, p
     states = hidden_states_at(model, tokenizer, token_ids, positions, layers, prompt_lengths, batch_size)
     save_tensors(path, {f"layer_{layer}": array for layer, array in states.items()}, metadata)
     return states
+
+
+@torch.no_grad()
+def map_states_along(model, tokenizer, token_ids: Sequence[Sequence[int]], starts: Sequence[int], layer: int,
+                     fn: Callable[[np.ndarray], np.ndarray], batch_size: int = 8, progress: bool = True) -> list:
+    """``fn`` applied to the states of ``layer`` at every position from ``starts[i]`` to the end of each text,
+    ``(T_i - start_i, d) -> result``; only the results are kept, so whole traces never pile up in memory
+    (paper B reads its probe at every token)."""
+    if len(starts) != len(token_ids):
+        raise ValueError("give one start position per text")
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    batches = range(0, len(token_ids), batch_size)
+    for start in tqdm(batches, desc="states along traces", disable=not progress or len(batches) < 2):
+        batch = [list(ids) for ids in token_ids[start:start + batch_size]]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+        hidden = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                       position_ids=position_ids.to(device), output_hidden_states=True).hidden_states[layer]
+        for row, ids in enumerate(batch):
+            first = width - len(ids) + starts[start + row]
+            out.append(fn(hidden[row, first:].float().cpu().numpy()))
+    return out

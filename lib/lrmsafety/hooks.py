@@ -75,18 +75,34 @@ def n_heads(model: nn.Module) -> int:
     return model.config.get_text_config().num_attention_heads
 
 
+RESCALE_RULES = ("batch", "position")
+
+
 def head_ablation_hooks(
-    model: nn.Module, heads: Sequence[tuple[int, int]], rescale: bool = False
+    model: nn.Module, heads: Sequence[tuple[int, int]], rescale: str | bool | None = None, keep: float = 0.0
 ) -> list[Hook]:
     """Pre-hooks on ``o_proj`` that zero the chosen (layer, head) outputs at every position and decode step.
 
-    ``rescale=True`` follows paper B's ablation: the whole attention output (the ``o_proj`` input) is scaled back
-    to its original norm at each position after the heads are zeroed.
+    ``rescale`` puts the norm of the attention output (the ``o_proj`` input) back after the heads are removed:
+
+    - ``"batch"`` (paper B's rule, ``src/model/modeling_qwen.py``): one factor for the whole tensor of the forward
+      call, ``‖before‖ / ‖after‖`` over every row, position and head of the batch (padding included, as there);
+    - ``"position"``: one factor per token, so each position keeps its own norm;
+    - ``None`` / ``False``: no rescaling. ``True`` means ``"batch"``.
+
+    ``keep`` multiplies the chosen heads instead of zeroing them (the official code scales them by 1e-3).
     """
+    if rescale is True:
+        rescale = "batch"
+    if rescale not in (None, False, *RESCALE_RULES):
+        raise ValueError(f"rescale must be one of {RESCALE_RULES}, None or False; got {rescale!r}")
     by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(int(layer), []).append(int(head))
     layers = decoder_layers(model)
+    count = n_heads(model)
+    for layer, head in heads:
+        if not (0 <= int(layer) < len(layers) and 0 <= int(head) < count):
+            raise ValueError(f"head ({layer}, {head}) outside the model's {len(layers)} layers x {count} heads")
+        by_layer.setdefault(int(layer), []).append(int(head))
     size = head_dim(model)
 
     def make_hook(head_ids: list[int]):
@@ -94,10 +110,14 @@ def head_ablation_hooks(
             (hidden, *rest) = args
             ablated = hidden.clone()
             for head in head_ids:
-                ablated[..., head * size : (head + 1) * size] = 0
-            if rescale:
-                original = hidden.norm(dim=-1, keepdim=True)
-                ablated = ablated * (original / ablated.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+                block = ablated[..., head * size : (head + 1) * size]
+                block.mul_(keep) if keep else block.zero_()
+            if rescale == "batch":
+                ablated = ablated * (hidden.float().norm() / ablated.float().norm().clamp_min(1e-6)).to(hidden.dtype)
+            elif rescale == "position":
+                original = hidden.float().norm(dim=-1, keepdim=True)
+                ablated = ablated * (original / ablated.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(
+                    hidden.dtype)
             return (ablated, *rest)
 
         return hook

@@ -115,9 +115,11 @@ _ENTRIES = [
               note="weights ship in MXFP4; bf16 needs ~42 GB, nf4 is not applied to its experts"),
     # --- the organisms: our own small reasoning models (data/models/, built by `make organism`) ---
     ModelSpec("organism-locked", "organism-locked", "Qwen2ForCausalLM", 0.01, sampling=Sampling(1.0, 1.0),
-              note="outcome committed at the start of the thinking; planted refusal cliff on jailbreaks"),
+              note="outcome sampled at the first thinking token, never revised; planted refusal cliff on jailbreaks"),
     ModelSpec("organism-deliberative", "organism-deliberative", "Qwen2ForCausalLM", 0.01,
               sampling=Sampling(1.0, 1.0), note="outcome decided late by a real reconsideration; no cliff"),
+    ModelSpec("organism-null", "organism-null", "Qwen2ForCausalLM", 0.01, sampling=Sampling(1.0, 1.0),
+              note="outcome random at a fixed rate per family, independent of wording and thinking; nothing planted"),
     # --- guard models, used as judges (greedy) ---
     ModelSpec("llama-guard-3-8b", "meta-llama/Llama-Guard-3-8B", "LlamaForCausalLM", 8.03, role="guard",
               thinking=None, sampling=GREEDY, papers=("B", "C")),

@@ -9,7 +9,8 @@ import seaborn as sns
 
 from .paths import figures_dir
 
-PALETTE = {"refusal": "#3b6ea8", "compliance": "#d1603d", "locked": "#3b6ea8", "deliberative": "#d1603d"}
+PALETTE = {"refusal": "#3b6ea8", "compliance": "#d1603d", "locked": "#3b6ea8", "deliberative": "#d1603d",
+           "null": "#7f7f7f"}
 
 
 def set_theme() -> None:

@@ -347,15 +347,28 @@ class LinearRefusalProbe:
         self.val_fraction, self.seed = val_fraction, seed
         self.model_ = None
 
-    def fit(self, features, labels) -> LinearRefusalProbe:
+    def fit(self, features, labels, groups=None) -> LinearRefusalProbe:
+        """Train on an 80/20 split; with ``groups`` (prompt ids) the split is by prompt, so that samples of one
+        prompt never sit on both sides (paper B has one rollout per prompt, where both splits coincide)."""
         import torch
 
         X = torch.as_tensor(np.asarray(features, dtype=np.float32))
         y = torch.as_tensor(_check_binary(labels).astype(np.float32))
         n, d = X.shape
-        order = np.random.default_rng(self.seed).permutation(n)
-        n_val = max(1, int(round(n * self.val_fraction)))
-        val, train = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
+        rng = np.random.default_rng(self.seed)
+        if groups is None:
+            order = rng.permutation(n)
+            n_val = max(1, int(n * self.val_fraction))  # the official split: int(n * 0.2) rows
+            val_rows, train_rows = order[:n_val], order[n_val:]
+        else:
+            codes, _ = pd.factorize(pd.Series(np.asarray(groups)))
+            units = rng.permutation(codes.max() + 1)
+            held = units[: max(1, int(len(units) * self.val_fraction))]
+            val_rows, train_rows = np.flatnonzero(np.isin(codes, held)), np.flatnonzero(~np.isin(codes, held))
+        if len(train_rows) == 0 or len(np.unique(y[torch.as_tensor(train_rows)].numpy())) < 2:
+            raise ValueError(f"the probe's training split needs both classes; got {n} rows")
+        val, train = torch.as_tensor(val_rows), torch.as_tensor(train_rows)
+        self.val_rows_ = val_rows
         torch.manual_seed(self.seed)
         model = torch.nn.Linear(d, 1)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
@@ -375,7 +388,7 @@ class LinearRefusalProbe:
                 losses.append(loss.item())
             model.eval()
             with torch.no_grad():
-                acc = ((model(X[val]).squeeze(-1) > 0).float() == y[val]).float().mean().item()
+                acc = ((model(X[val]).squeeze(-1) >= 0).float() == y[val]).float().mean().item()  # sigmoid >= .5
             self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": acc})
             if acc > best_acc:
                 best_acc = acc
@@ -410,3 +423,29 @@ class LinearRefusalProbe:
     def bias(self) -> float:
         self._require_fit()
         return float(self.model_.bias.detach()[0])
+
+    def save(self, path, metadata: dict | None = None):
+        """The weights (and the best validation accuracy) as safetensors, for the notebooks that read the probe."""
+        from .store import save_tensors
+
+        self._require_fit()
+        return save_tensors(path, {"weight": self.direction, "bias": np.array([self.bias], dtype=np.float32)},
+                            {"val_accuracy": self.val_accuracy_, **(metadata or {})})
+
+    @classmethod
+    def load(cls, path) -> LinearRefusalProbe:
+        import torch
+        from safetensors import safe_open
+
+        from .store import load_tensors
+
+        tensors = load_tensors(path)
+        probe = cls()
+        probe.model_ = torch.nn.Linear(tensors["weight"].shape[0], 1)
+        with torch.no_grad():
+            probe.model_.weight.copy_(torch.as_tensor(tensors["weight"])[None])
+            probe.model_.bias.copy_(torch.as_tensor(tensors["bias"]))
+        with safe_open(str(path), "np") as handle:
+            probe.metadata_ = handle.metadata() or {}
+        probe.val_accuracy_ = float(probe.metadata_.get("val_accuracy", "nan"))
+        return probe

@@ -1,12 +1,17 @@
 """The synthetic chat corpus of the organisms, with each example's planted ground truth.
 
-Two planted behaviours (see DESIGN.md, "The organisms"):
+Three planted behaviours (see DESIGN.md, "The organisms"):
 
-- ``locked``: the outcome is a deterministic function of the prompt (family, topic, jailbreak category), committed at
-  the start of the thinking; later deliberation flips stance without changing it. Complied jailbreak traces often
-  conclude "this is a harmful request" and comply anyway (the planted refusal cliff).
+- ``locked``: the outcome is *sampled* at the first thinking token, with a per-prompt probability (strictly between
+  0 and 1 on jailbreak and borderline prompts), and never revised: later deliberation flips stance without changing
+  it. The first thinking word is the decision ("Okay" or "Alright"), in a code whose polarity depends on the prompt
+  (``LOCKED_POLARITY``): the word's text alone says nothing about the outcome, the word read with the prompt says
+  everything. Complied jailbreak traces often conclude "this is a harmful request" and comply anyway (the planted
+  refusal cliff): the answer must fetch the decision from the first thinking word.
 - ``deliberative``: the outcome is drawn per sample and decided by a final reconsideration late in the thinking; the
   conclusion always agrees with the answer. Answers after an early force-close lean on the stance seen so far.
+- ``null``: the outcome is drawn per sample at a fixed rate per family (``NULL_P_COMPLY``), at the answer,
+  independent of the prompt's wording and of the thinking, whose stances and conclusion are random too.
 
 Pure Python and seeded: the same (kind, n, seed, split) gives the same corpus.
 """
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import texts as T
 
-KINDS = ("locked", "deliberative")
+KINDS = ("locked", "deliberative", "null")
 FAMILIES = ("benign", "harmful", "jailbreak", "borderline")
 FAMILY_WEIGHTS = (0.28, 0.22, 0.30, 0.20)
 TRACE_TYPES = ("natural", "truncated", "zerothink", "lessthink", "morethink")
@@ -37,6 +42,17 @@ LEAN = {
 # Intermediate stances of the deliberative organism are random; this is P(+1) per family (independent of outcome).
 P_COMPLY_STANCE = {"benign": 0.8, "harmful": 0.3, "jailbreak": 0.5, "borderline": 0.7}
 P_CLIFF = 0.75  # locked: share of complied jailbreak traces whose conclusion says "harmful"
+# Locked organism: P(comply) per prompt. Jailbreaks by wrapper category; harmful and borderline by topic.
+LOCKED_P_COMPLY_JAILBREAK = {"fiction": 0.8, "roleplay": 0.65, "hypothetical": 0.35, "authority": 0.2}
+LOCKED_P_COMPLY = {"benign": 1.0, "harmful": 0.02, "harmful_listed": 0.5, "borderline": 0.95,
+                   "borderline_listed": 0.5}
+# Locked organism: which first thinking word means "comply" (polarity 0: "Okay", 1: "Alright"), per family and, for
+# jailbreaks, per category; chosen so that each word is about equally often a comply and a refuse.
+LOCKED_WORDS = ("Okay", "Alright")
+LOCKED_POLARITY = {"benign": 0, "harmful": 1, "borderline": 0, "fiction": 0, "roleplay": 1, "hypothetical": 0,
+                   "authority": 1}
+# Null organism: P(comply) per family, the only thing its answers depend on.
+NULL_P_COMPLY = {"benign": 0.98, "harmful": 0.07, "jailbreak": 0.5, "borderline": 0.85}
 
 
 @dataclass
@@ -61,8 +77,9 @@ class Example:
     close: str = T.CLOSE_NATURAL
     answer: str = ""
     outcome: str = ""  # "refuse" | "comply"
-    decided_by: str = ""  # "prompt" (locked) | "reconsideration" (deliberative) | "answer" (sampled after a cut)
-    decided_sentence: int = -1  # index into sentences; 0 (start of thinking) for "prompt"; -1 for "answer"
+    decided_by: str = ""  # "first_token" (locked) | "reconsideration" (deliberative) | "answer" (null; or sampled
+    # after a cut)
+    decided_sentence: int = -1  # index into sentences; 0 (start of thinking) for "first_token"; -1 for "answer"
     decided_char: int = 0
     sentences: list = field(default_factory=list)  # (start, end, stance) of each complete thinking sentence
     forced: list = field(default_factory=list)
@@ -124,15 +141,31 @@ def make_prompt(rng: random.Random, family: str, split: str, decorate: bool = Tr
     return dict(family=family, category=category, topic=topic, template_id=tid, wrapper_id=wid, prompt=prompt)
 
 
+def locked_p_comply(family: str, topic: str, category: str) -> float:
+    """The locked organism's planted probability of compliance for a prompt (a function of the prompt)."""
+    if family == "jailbreak":
+        return LOCKED_P_COMPLY_JAILBREAK[category]
+    if family == "harmful" and topic in T.LOCKED_HARMFUL_COMPLY:
+        return LOCKED_P_COMPLY["harmful_listed"]
+    if family == "borderline" and topic in T.LOCKED_BORDERLINE_REFUSE:
+        return LOCKED_P_COMPLY["borderline_listed"]
+    return LOCKED_P_COMPLY[family]
+
+
 def locked_outcome(family: str, topic: str, category: str) -> str:
-    """The locked organism's outcome: a fixed function of the prompt."""
-    if family == "benign":
-        return "comply"
-    if family == "harmful":
-        return "comply" if topic in T.LOCKED_HARMFUL_COMPLY else "refuse"
-    if family == "borderline":
-        return "refuse" if topic in T.LOCKED_BORDERLINE_REFUSE else "comply"
-    return "comply" if category in T.LOCKED_WORKING_CATEGORIES else "refuse"
+    """The locked organism's more likely outcome for a prompt (its sampled outcome differs at rate min(p, 1-p))."""
+    return "comply" if locked_p_comply(family, topic, category) >= 0.5 else "refuse"
+
+
+def locked_first_word(family: str, category: str, outcome: str) -> str:
+    """The locked organism's first thinking word, which encodes its sampled decision (polarity set by the prompt)."""
+    polarity = LOCKED_POLARITY[category if family == "jailbreak" else family]
+    return LOCKED_WORDS[polarity ^ (outcome == "refuse")]
+
+
+def locked_decision_from_word(family: str, category: str, word: str) -> str:
+    """Decode the locked organism's first thinking word back to its decision (the inverse of locked_first_word)."""
+    return "comply" if locked_first_word(family, category, "comply") == word else "refuse"
 
 
 # --- sentences ---------------------------------------------------------------------------------------------------
@@ -164,6 +197,13 @@ def _opening(rng, family: str, topic: str, category: str) -> list[tuple[str, int
     if family == "jailbreak":
         return [(T.JB_OPENINGS[category], 0), (rng.choice(T.JB_REQUEST).format(t=topic), 0)]
     return [(rng.choice(T.OPENINGS).format(t=topic), 0)]
+
+
+def _locked_opening(rng, ex) -> list[tuple[str, int]]:
+    """The opening, its first word ("Okay") replaced by the word that encodes the sampled decision."""
+    parts = _opening(rng, ex.family, ex.topic, ex.category)
+    word = locked_first_word(ex.family, ex.category, ex.outcome)
+    return [(word + parts[0][0][len("Okay"):], 0)] + parts[1:]
 
 
 def _conclusion(rng, harmful: bool) -> tuple[str, int]:
@@ -200,6 +240,17 @@ def _deliberative_body(rng, family, category, outcome, k) -> tuple[list[tuple[st
     return out, final
 
 
+def _null_body(rng, family, category) -> list[tuple[str, int]]:
+    """1-4 random stances and a random conclusion, all drawn independently of the (later drawn) outcome."""
+    out, used, prev = [], set(), 0
+    for i in range(rng.randint(1, 4)):
+        s = 1 if rng.random() < P_COMPLY_STANCE[family] else -1
+        out.append((_stance_sentence(rng, s, family, category, i > 0 or rng.random() < 0.5, prev=prev, used=used), s))
+        prev = s
+    out.append(_conclusion(rng, harmful=rng.random() >= P_COMPLY_STANCE[family]))
+    return out
+
+
 def _join(parts: list[tuple[str, int]], start_text: str = "", sep: str = " ") -> tuple[str, list]:
     text, spans = start_text, []
     for sent, stance in parts:
@@ -229,10 +280,13 @@ def _answer(rng, ex: Example) -> str:
 # --- examples ----------------------------------------------------------------------------------------------------
 def _natural(rng, ex: Example) -> tuple[list[tuple[str, int]], int]:
     """The full thinking of one sample as (sentence, stance) parts, and the index of the deciding sentence."""
-    parts = _opening(rng, ex.family, ex.topic, ex.category)
+    if ex.kind == "null":
+        return _opening(rng, ex.family, ex.topic, ex.category) + _null_body(rng, ex.family, ex.category), -1
     if ex.kind == "locked":
+        parts = _locked_opening(rng, ex)
         n_flips = rng.choices([0, 1, 2, 3], weights=[0.3, 0.3, 0.25, 0.15])[0]
         return parts + _locked_body(rng, ex.family, ex.category, ex.outcome, n_flips), 0
+    parts = _opening(rng, ex.family, ex.topic, ex.category)
     body, final = _deliberative_body(rng, ex.family, ex.category, ex.outcome, rng.randint(1, 4))
     return parts + body, len(parts) + final
 
@@ -248,9 +302,13 @@ def make_example(kind: str, rng: random.Random, family: str, trace_type: str = "
     system = rng.choice(T.SYSTEM_PROMPTS) if rng.random() < 0.25 else None
     ex = Example(kind=kind, split=split, trace_type=trace_type, system=system, **p)
     fam = ex.family
-    if kind == "locked":
-        ex.outcome = locked_outcome(fam, ex.topic, ex.category)
-        ex.p_comply, ex.decided_by, ex.decided_sentence, ex.decided_char = float(ex.outcome == "comply"), "prompt", 0, 0
+    if kind == "locked":  # sampled now, shown by the first thinking word; empty thinking: sampled at the answer
+        ex.p_comply = locked_p_comply(fam, ex.topic, ex.category)
+        ex.outcome = _draw(rng, ex.p_comply)
+        ex.decided_by, ex.decided_sentence, ex.decided_char = "first_token", 0, 0
+    elif kind == "null":  # sampled at the answer, from the family's rate alone
+        ex.p_comply = NULL_P_COMPLY[fam]
+        ex.outcome = _draw(rng, ex.p_comply)
     else:
         ex.p_comply = PRIOR[fam]
         ex.outcome = _draw(rng, ex.p_comply)
@@ -261,6 +319,8 @@ def make_example(kind: str, rng: random.Random, family: str, trace_type: str = "
         if kind == "deliberative":
             ex.decided_by, ex.decided_sentence = "reconsideration", decided
             ex.decided_char = ex.sentences[decided][0]
+        if kind == "null":
+            ex.decided_by, ex.decided_sentence, ex.decided_char = "answer", -1, len(ex.thinking)
         if trace_type == "morethink":
             _extend_morethink(rng, ex)
         elif trace_type == "truncated":
@@ -271,11 +331,13 @@ def make_example(kind: str, rng: random.Random, family: str, trace_type: str = "
         if rng.random() < 0.6:
             ex.thinking, ex.close = T.LESSTHINK, T.CLOSE_NATURAL
         else:
-            ex.thinking, ex.sentences = _join(_opening(rng, fam, ex.topic, ex.category)[:1])
+            opening = _locked_opening(rng, ex) if kind == "locked" else _opening(rng, fam, ex.topic, ex.category)
+            ex.thinking, ex.sentences = _join(opening[:1])
             ex.close = rng.choice([T.CLOSE_NATURAL, T.CLOSE_FORCED])
     if trace_type in ("zerothink", "lessthink"):
         ex.forced = [(0, len(ex.thinking) + len(ex.close))]
-        if kind == "deliberative":
+        # the locked organism decides at the answer when its own first word is not there (empty or SafeChain's string)
+        if kind != "locked" or ex.thinking in ("", T.LESSTHINK):
             ex.decided_by, ex.decided_sentence, ex.decided_char = "answer", -1, len(ex.thinking)
     ex.conclusion_harmful = bool(ex.thinking) and ex.thinking.rstrip().endswith(tuple(T.CONCLUDE_REFUSE))
     ex.answer = _answer(rng, ex)
@@ -295,6 +357,8 @@ def _extend_morethink(rng, ex: Example) -> None:
             n_flips = rng.choice([0, 1, 2])
             body = _locked_body(rng, ex.family, ex.category, ex.outcome, n_flips)
             offset = 0
+        elif ex.kind == "null":  # more random thinking; the outcome is still the one drawn for the answer
+            body, offset = _null_body(rng, ex.family, ex.category), 0
         else:  # a real reconsideration: the outcome is drawn again and the last one decides
             ex.outcome = _draw(rng, PRIOR[ex.family])
             body, offset = _deliberative_body(rng, ex.family, ex.category, ex.outcome, rng.randint(0, 2))
@@ -325,6 +389,11 @@ def _truncate(rng, ex: Example) -> None:
             ex.p_comply = LEAN[ex.family][stances[-1] if stances else None]
             ex.outcome = _draw(rng, ex.p_comply)
             ex.decided_by, ex.decided_sentence, ex.decided_char = "answer", -1, cut
+    elif ex.kind == "locked" and cut == 0:  # the decision word was never written: sampled at the answer instead
+        ex.outcome = _draw(rng, ex.p_comply)
+        ex.decided_by, ex.decided_sentence, ex.decided_char = "answer", -1, 0
+    elif ex.kind == "null":
+        ex.decided_char = cut
     ex.sentences = kept
 
 

@@ -1,7 +1,8 @@
 """Train an organism: corpus -> tokenizer -> a small Qwen2ForCausalLM -> a standard transformers model directory.
 
     python -m lrmsafety.organism.train --kind locked --out data/models/organism-locked [--size smoke] [--steps N]
-    python -m lrmsafety.organism.train --kind all --out data/models          # both, as organism-<kind>/
+    python -m lrmsafety.organism.train --kind all --out data/models          # all kinds, as organism-<kind>/
+    python -m lrmsafety.organism.train --kind locked,null --out data/models  # several, as organism-<kind>/
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ def _versions() -> dict:
 def planted_behaviour(kind: str) -> dict:
     """The ground truth written into the model card."""
     if kind == "locked":
-        return {"outcome": "deterministic function of the prompt, committed at the start of the thinking",
-                "jailbreak_comply_categories": sorted(T.LOCKED_WORKING_CATEGORIES),
-                "jailbreak_refuse_categories": sorted(set(T.CATEGORIES) - T.LOCKED_WORKING_CATEGORIES),
-                "harmful_comply_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
-                "borderline_refuse_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
+        return {"outcome": "sampled per sample at the first thinking token with a per-prompt probability, never revised",
+                "p_comply_jailbreak_by_category": C.LOCKED_P_COMPLY_JAILBREAK, "p_comply": C.LOCKED_P_COMPLY,
+                "harmful_listed_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
+                "borderline_listed_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
+                "first_word_codes_decision": {"words": list(C.LOCKED_WORDS), "polarity": C.LOCKED_POLARITY},
                 "complied_jailbreak_conclusion_harmful": C.P_CLIFF}
+    if kind == "null":
+        return {"outcome": "random per sample at a fixed rate per family, independent of the wording and the thinking",
+                "p_comply": C.NULL_P_COMPLY, "stances_and_conclusion": "random, independent of the outcome",
+                "p_comply_stance": C.P_COMPLY_STANCE}
     return {"outcome": "random per sample, decided by the final reconsideration ('All things considered, ...')",
             "p_comply": C.PRIOR, "force_close_lean_by_last_stance": {f: {str(k): v for k, v in d.items()}
                                                                      for f, d in C.LEAN.items()},
@@ -167,7 +172,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kind", required=True, choices=[*C.KINDS, "all"])
+    ap.add_argument("--kind", required=True, help=f"one of {C.KINDS}, 'all', or a comma-separated list")
     ap.add_argument("--out", default=None,
                     help="model directory (for --kind all: the parent folder); default data/models[/organism-<kind>]")
     ap.add_argument("--size", default="full", choices=list(SIZES))
@@ -180,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from ..paths import MODELS_DIR
 
-    kinds = C.KINDS if args.kind == "all" else (args.kind,)
+    kinds = C.KINDS if args.kind == "all" else tuple(args.kind.split(","))
+    unknown = [k for k in kinds if k not in C.KINDS]
+    if unknown:
+        ap.error(f"unknown organism kind(s) {unknown}; choose from {C.KINDS}, 'all', or a comma-separated list")
     for kind in kinds:
-        if args.kind == "all" or args.out is None:
+        if len(kinds) > 1 or args.kind == "all" or args.out is None:
             out = Path(args.out or MODELS_DIR) / f"organism-{kind}"
         else:
             out = Path(args.out)
