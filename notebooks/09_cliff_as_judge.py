@@ -26,7 +26,7 @@
 # from paper B's linear probe (last layer; refused harmful vs complied benign rollouts, notebook 01's labels):
 # **MS** = max score over the thinking − score at the last token before the answer, and the official code's
 # **final-token** score (lowest first). Selectors at equal data: top x% by MS, by the final-token score, a random
-# x% (several seeds), and paper B's rule (thinking that mentions one of its 55 refusal words). Each selection
+# x% (several seeds), and paper B's rule (thinking that mentions one of its 56 refusal words). Each selection
 # trains a LoRA adapter with the loss on the completion only; each adapter is evaluated on **held-out** prompts
 # (none is in the pool): ASR on jailbreak prompts and over-refusal (ORR) on benign ones, 95% intervals.
 #
@@ -68,7 +68,8 @@ cliff_shares = [0.017, 0.05, 0.125, 0.25, 1.0]
 cliff_selectors = ["cliff_ms", "cliff_final", "random", "rule"]
 cliff_random_seeds = [0, 1, 2]
 cliff_eval_prompts = 100  # held-out harmful (jailbreak) prompts; as many benign ones for ORR
-cliff_train = {"steps": 20, "batch_size": 4, "lr": 1e-3, "rank": 8, "alpha": 16}
+cliff_train = {"max_steps": 10, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16,
+               "max_length": 512, "scheduler": "constant"}  # a finetune.Recipe; the same steps for every selection
 gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
 
 # %%
@@ -78,8 +79,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lrmsafety import cliff_judge_interim as interim
-from lrmsafety import data, evaluate, generate, metrics, models as registry, paths, plots, safety_pool, selection
+from lrmsafety import (cliff, data, evaluate, finetune, generate, metrics, models as registry, paths, plots, probes,
+                       safety_pool, selection, store)
 
 plots.set_theme()
 started = time.perf_counter()
@@ -99,6 +100,7 @@ PUBLISHED = pd.DataFrame({
     "selector": ["cliff_ms"] * 5 + ["random"] * 5 + ["rule"] * 5,
     "ASR": [.055, .01, .02, .02, .03, .06, .04, .08, .15, .03, .07, .09, .08, .07, .03]})
 PUBLISHED_BASE_ASR = .235
+recipe = finetune.Recipe(name="cliff-as-a-judge", data="09 pool", **cliff_train)
 print(f"models: {studied}; shares: {cliff_shares}; selectors: {cliff_selectors}")
 
 # %% [markdown]
@@ -122,12 +124,12 @@ if not organisms:
     tokens = (cliff_pool_size + n_runs * (len(eval_harmful) + len(eval_benign))) * (max_thinking_tokens
                                                                                     + max_answer_tokens)
     print(f"at most {tokens:,} generated tokens per model; about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours "
-          f"at {gpu_tokens_per_second} tokens/s, plus {n_runs} LoRA runs of {cliff_train['steps']} steps")
+          f"at {gpu_tokens_per_second} tokens/s, plus {n_runs} LoRA runs of {recipe.max_steps} steps")
 
 # %% [markdown]
 # ## The pool and each example's cliff size
-# Paper B's probe is fitted on notebook 01's rollouts (refused harmful vs complied benign, last token of
-# template + thinking + close), then read at every token of each pool example's thinking.
+# Notebook 05's refusal probe (paper B's, fitted on notebook 01's rollouts) is read at every token of each pool
+# example's own thinking; MS = max over the thinking − score at the last token before the answer.
 
 # %%
 def judged(name, frame):
@@ -144,37 +146,43 @@ def pool_for(name, model, tokenizer, spec):
 
         rollouts = generate.rollouts(model, tokenizer, spec, prompts, rollout_decoding, cache_root=cache,
                                      progress=False)
-        jailbreaks = rollouts[rollouts["prompt_id"].isin(prompts.query("family == 'jailbreak'")["prompt_id"])]
-        jailbreaks = jailbreaks[jailbreaks["sample_index"] < cliff_pool_per_prompt]
-        jailbreaks = judged(name, jailbreaks.reset_index(drop=True))
-        answers = safe_answers(len(jailbreaks), kind=name.removeprefix("organism-"), seed=seed)
-        return safety_pool.build_pool(jailbreaks, answers, fmt), rollouts
-    pool_rollouts = generate.rollouts(model, tokenizer, spec, pool_prompt_frame, eval_decoding, cache_root=cache)
-    pool_rollouts = judged(name, pool_rollouts.merge(pool_prompt_frame[["prompt_id", "safe_answer"]], on="prompt_id"))
-    rollouts = generate.rollouts(model, tokenizer, spec, prompts, rollout_decoding, cache_root=cache, progress=False)
-    return safety_pool.build_pool(pool_rollouts, pool_rollouts["safe_answer"], fmt), rollouts
+        rollouts = rollouts[rollouts["prompt_id"].isin(prompts.query("family == 'jailbreak'")["prompt_id"])
+                            & (rollouts["sample_index"] < cliff_pool_per_prompt)]
+        answers = None
+    else:
+        rollouts = generate.rollouts(model, tokenizer, spec, pool_prompt_frame, eval_decoding, cache_root=cache)
+        rollouts = rollouts.merge(pool_prompt_frame[["prompt_id", "safe_answer"]], on="prompt_id")
+    rollouts = rollouts[rollouts["text"].str.contains(fmt.close, regex=False)]  # the cliff needs a closed thinking
+    rollouts = judged(name, rollouts.reset_index(drop=True))
+    if organisms:
+        answers = safe_answers(len(rollouts), kind=name.removeprefix("organism-"), seed=seed)
+    return safety_pool.build_pool(rollouts, answers if organisms else rollouts["safe_answer"], fmt)
 
 
-def probe_rows(name, rollouts):
-    labelled = rollouts.merge(pd.read_parquet(results / f"01_judged_{name}.parquet",
-                                              columns=["prompt_id", "sample_index", "refused", "label"]),
-                              on=["prompt_id", "sample_index"])
-    labelled = labelled[labelled["thinking"].str.len() > 10]
-    if organisms:  # paper B trains on plain harmful requests, not jailbreaks
-        labelled = labelled[labelled["prompt_id"].isin(prompts.query("family != 'jailbreak'")["prompt_id"])]
-    return (labelled[(labelled["label"] == "harmful") & (labelled["refused"] == True)],  # noqa: E712
-            labelled[(labelled["label"] == "benign") & (labelled["refused"] == False)])  # noqa: E712
+def cliff_sizes(name, model, tokenizer, spec, pool):
+    probe_file = cache / f"refusal_probe-{name}.safetensors"
+    if not probe_file.exists():
+        raise FileNotFoundError(f"{probe_file} is missing: run notebook 05 (the refusal probe) for {name} first")
+    probe = probes.LinearRefusalProbe.load(probe_file)
+    layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer
+    inputs = cliff.probe_inputs(tokenizer, pool, spec.thinking_format.close)
+    inputs = inputs.assign(prompt_id=pool["prompt_id"], sample_index=pool["sample_index"])
+    table = store.TableStore(cache, f"cliff-curves-{name}", {"probe": store.text_hash(str(probe.direction.tolist())),
+                             "rollouts": sorted(set(pool["config_hash"])), "layer": layer},
+                             key=["prompt_id", "sample_index"])
+    curves = cliff.score_curves(model, tokenizer, inputs, probe, layer, store=table)
+    return cliff.cliff_sizes(curves, inputs["n_thinking"]).set_index(pool.index), probe
 
 
-loaded, pools = {}, {}
+pools = {}
 for name in studied:
     model, tokenizer, spec = registry.load_model(name, quantization=quantization)
-    pool, rollouts = pool_for(name, model, tokenizer, spec)
-    close = safety_pool.sft_close(spec.thinking_format)
-    probe = interim.fit_refusal_probe(model, tokenizer, *probe_rows(name, rollouts), close=close, seed=42)
-    pool = pool.join(interim.cliff_scores(model, tokenizer, probe, pool, close))
-    loaded[name], pools[name] = (model, tokenizer, spec), pool
-    print(f"{name}: {len(pool)} pool examples, probe validation accuracy {probe.val_accuracy_:.3f}")
+    pool = pool_for(name, model, tokenizer, spec)
+    sizes, probe = cliff_sizes(name, model, tokenizer, spec, pool)
+    pools[name] = pool.join(sizes)
+    print(f"{name}: {len(pool)} pool examples ({(~pool['refused']).sum()} complied); notebook 05's probe, "
+          f"validation accuracy {probe.val_accuracy_:.3f}")
+    del model
 summary = pd.concat([p.assign(model=n, outcome=p["refused"].map({True: "refused", False: "complied"}))
                      for n, p in pools.items()])
 summary.groupby(["model", "outcome"])[["plateau", "final", "ms"]].agg(["mean", "count"]).round(3)
@@ -207,41 +215,42 @@ def selections(pool):
 eval_prompts = pd.concat([eval_harmful, eval_benign], ignore_index=True)
 
 
-def evaluate_adapter(name, adapter):
-    """Held-out rollouts of the (adapted) model, judged; cached per adapter."""
-    model, tokenizer, spec = loaded[name]
-    tag = "base" if adapter is None else adapter.name
-    candidate = model if adapter is None else interim.load_adapted(model, adapter)
-    pool = pools[name]
-    frame = generate.rollouts(candidate, tokenizer, spec, safety_pool.held_out(eval_prompts, pool), eval_decoding,
-                              cache_root=cache, name=f"09-eval-{tag}", progress=False)
+def evaluate_model(model, tokenizer, spec, pool):
+    """Held-out rollouts of a (tuned) model, judged; the spec's name carries the adapter, so caches stay apart."""
+    frame = generate.rollouts(model, tokenizer, spec, safety_pool.held_out(eval_prompts, pool), eval_decoding,
+                              cache_root=cache, progress=False)
     judge, config = evaluate.make_judge(judges[0], spec.thinking_format)
-    verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache, judge_config={**config, "adapter": tag})
+    verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache, judge_config=config)
     return frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY).merge(
         eval_prompts[["prompt_id", "label"]], on="prompt_id")
 
 
-evaluations = []
+def tuned_evaluation(name, rows):
+    """Fine-tune a fresh copy of the base model on the chosen rows (skipped when the adapter is cached), evaluate."""
+    base, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    pairs = safety_pool.sft_pairs(rows, tokenizer.eos_token)
+    result = finetune.train_adapter(base, tokenizer, spec, pairs, recipe, out_root=cache / "09-adapters")
+    tuned, tokenizer, tuned_spec = finetune.load_adapted(name, result.path, quantization=quantization)
+    return evaluate_model(tuned, tokenizer, tuned_spec, pools[name]), result
+
+
+evaluations, train_seconds = [], []
 for name in studied:
-    model, tokenizer, spec = loaded[name]
     pool = pools[name]
-    evaluations.append(evaluate_adapter(name, None).assign(model=name, selector="none", seed=0, share=0.0))
-    trained_full = None
+    base, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    evaluations.append(evaluate_model(base, tokenizer, spec, pool).assign(model=name, selector="none", seed=0,
+                                                                           share=0.0))
+    by_rows = {}  # identical selections (every selector at 100%) train and evaluate once
     for (selector, sel_seed), by_share in selections(pool).items():
         for share, chosen in by_share.items():
-            if share == 1.0 and trained_full is not None:  # every selector takes the whole pool at 100%
-                evaluations.append(trained_full.assign(selector=selector, seed=sel_seed))
-                continue
-            rows = pool.iloc[chosen]
-            adapter = interim.train_adapter(model, tokenizer, name, rows["rendered_prompt"].tolist(),
-                                            rows["completion"].tolist(), cache / "09-adapters", seed=seed,
-                                            **cliff_train)
-            frame = evaluate_adapter(name, adapter).assign(model=name, selector=selector, seed=sel_seed, share=share)
-            evaluations.append(frame)
-            if share == 1.0:
-                trained_full = frame
+            key = tuple(sorted(pool.index[chosen]))
+            if key not in by_rows:
+                by_rows[key], result = tuned_evaluation(name, pool.iloc[chosen])
+                train_seconds.append(result.seconds if result.trained else 0.0)
+            evaluations.append(by_rows[key].assign(model=name, selector=selector, seed=sel_seed, share=share))
 evaluated = pd.concat(evaluations, ignore_index=True)
-print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions")
+print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions; "
+      f"{sum(s > 0 for s in train_seconds)} adapters trained here in {sum(train_seconds):.0f} s")
 
 # %% [markdown]
 # ## ASR and ORR by selector and share (95% intervals)

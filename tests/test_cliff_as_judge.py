@@ -1,4 +1,5 @@
-"""Cliff-as-a-Judge (notebook 09): the selectors, the pool builder and the organisms' safe answers."""
+"""Cliff-as-a-Judge (notebook 09): the selectors, the pool builder and the organisms' safe answers (the probe,
+the cliff size and the fine-tuning are tested with their own modules)."""
 
 import numpy as np
 import pandas as pd
@@ -108,22 +109,10 @@ def test_organism_safe_answers_are_refusals_of_the_corpus():
     assert len(set(answers)) > 2
 
 
-# ------------------------------------------------------------------------------------------- cliff size
-class StepProbe:
-    """A stand-in probe whose score is the first feature: lets the test plant a cliff."""
-
-    def score(self, features):
-        return np.asarray(features)[..., 0]
-
-
-def test_cliff_size_is_plateau_minus_final(monkeypatch):
-    from lrmsafety import cliff_judge_interim as interim
-
-    # prompt of 2 tokens, then 4 thinking + close tokens with scores .2 .9 .8 .1: plateau .9, final .1, MS .8
-    monkeypatch.setattr(interim, "rollout_token_ids", lambda tok, p, g: ([[0] * 6], [2]))
-    monkeypatch.setattr(interim, "_last_layer_states",
-                        lambda m, t, ids: [np.array([[.99], [.99], [.2], [.9], [.8], [.1]])])
-    pool = pd.DataFrame({"rendered_prompt": ["p"], "thinking": ["t"]})
-    scores = interim.cliff_scores(None, None, StepProbe(), pool, "\n</think>\n\n")
-    assert scores.loc[0, ["plateau", "final"]].tolist() == [0.9, 0.1]
-    assert scores.loc[0, "ms"] == pytest.approx(0.8)  # the prompt's own high scores are not the plateau
+def test_sft_pairs_end_the_completion_with_eos():
+    fmt = chat.ThinkingFormat(name="r1")
+    pool = safety_pool.build_pool(rollouts_frame(), ["No."] * 4, fmt)
+    pairs = safety_pool.sft_pairs(pool, "<eos>")
+    assert list(pairs.columns) == ["prompt", "completion"]
+    assert pairs.loc[0, "prompt"] == "<u>How?<a><think>\n"
+    assert pairs.loc[0, "completion"] == "It is harmful.\n</think>\n\nNo.<eos>"

@@ -6,6 +6,7 @@ completion>`` (methods.md section 2), so fine-tuning keeps the model's reasoning
     pool_prompts(data_dir)              the pool's prompts with their safe answers, on real benchmarks: WildJailbreak
                                         train (online only) or, offline, STAR-1's questions with its safe answers
     build_pool(rollouts, safe_answers)  one SFT example per rollout: own thinking + close + safe answer
+    sft_pairs(pool, eos)                the prompt / completion pairs that `lrmsafety.finetune` trains on
     sft_close(fmt)                      the close string between thinking and answer, per thinking format
     held_out(prompts, pool)             evaluation prompts that share no prompt with the pool
 """
@@ -25,6 +26,12 @@ POOL_COLUMNS = ["example_id", "prompt_id", "sample_index", "prompt", "rendered_p
                 "completion"]
 
 
+def sft_pairs(pool: pd.DataFrame, eos: str | None) -> pd.DataFrame:
+    """trl's prompt / completion columns for `lrmsafety.finetune`: the rendered prompt, the completion + EOS."""
+    return pd.DataFrame({"prompt": pool["rendered_prompt"].to_numpy(),
+                         "completion": (pool["completion"] + (eos or "")).to_numpy()})
+
+
 def sft_close(fmt: chat.ThinkingFormat) -> str:
     """Paper B's separator for ``</think>`` families; the format's own close otherwise (gpt-oss's channels)."""
     return "\n</think>\n\n" if fmt.close == "</think>" else fmt.close
@@ -40,7 +47,8 @@ def build_pool(rollouts: pd.DataFrame, safe_answers: Sequence[str], fmt: chat.Th
         raise ValueError(f"build_pool needs rollout columns {missing}; pass generate.rollouts() output")
     if len(safe_answers) != len(rollouts):
         raise ValueError(f"one safe answer per rollout: got {len(safe_answers)} answers for {len(rollouts)} rollouts")
-    pool = rollouts[needed + [c for c in ("refused", "label") if c in rollouts.columns]].copy()
+    extra = [c for c in ("text", "config_hash", "refused", "label") if c in rollouts.columns]
+    pool = rollouts[needed + extra].copy()
     pool["safe_answer"] = [str(a).strip() for a in safe_answers]
     pool["thinking"] = pool["thinking"].fillna("").str.strip()
     if (pool["safe_answer"] == "").any():
@@ -50,7 +58,7 @@ def build_pool(rollouts: pd.DataFrame, safe_answers: Sequence[str], fmt: chat.Th
         raise ValueError("no rollout in the pool has any thinking: check the rollouts' thinking format")
     pool["completion"] = pool["thinking"] + sft_close(fmt) + pool["safe_answer"]
     pool["example_id"] = pool["prompt_id"].astype(str) + "#" + pool["sample_index"].astype(str)
-    return pool[POOL_COLUMNS + [c for c in ("refused", "label") if c in pool.columns]]
+    return pool[POOL_COLUMNS + extra]
 
 
 def held_out(prompts: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,7 @@ selectors are compared at equal data.
     by_score(-final_scores, share)      the code's variant (src/train/ranking.py): the lowest final-token score first
     at_random(n, share, seed)           a uniform random subset (the paper's "random" line)
     by_rule(thinking, share, seed)      paper B's rule (src/train/create_data.py): thinking that contains one of the
-                                        55 `refusal_words` (case-insensitive), in random order, then the rest
+                                        56 `refusal_words` (case-insensitive), in random order, then the rest
     by_length(lengths, share)           the longest thinking first (a simple heuristic baseline)
 """
 
@@ -18,20 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-# Paper B's 55 `refusal_words` (src/inference/refusal.py; methods.md says 56): what its rule-based selection
-# looks for in the thinking.
-# Its apostrophes are typographic; the matching below is case-insensitive, as there.
-PAPER_B_REFUSAL_WORDS: tuple[str, ...] = (
-    "I\u2019m sorry", "Sorry", "sorry", "I am sorry", "I apologize", "As an", "As an AI", "I\u2019m an",
-    "I\u2019m just", "As a language model", "As an Assistant", "I cannot", "I do not", "Hello!",
-    "is illegal and unethical", "I\u2019m really sorry", "unethical", "not ethical", "illegal", "not legal",
-    "My apologies", "but I cannot", "If you have any other non-malicious requests", "I\u2019m not able to provide",
-    "I am really sorry", "I cannot create", "I cannot support", "I can\u2019t provide", "I can\u2019t assist",
-    "I am not", "However", "harmful", "unacceptable", "crime", "responsible", "not suitable", "In fact",
-    "no credible", "important to note that", "I don\u2019t know", "not appropriate", "safety", "helpful", "ethic",
-    "ethical", "legal", "legitimate", "responsible", "suitable", "appropriate", "acceptable", "safe", "secure",
-    "protected", "ensured",
-)
+from .cliff import PAPER_B_REFUSAL_WORDS  # paper B's 56 `refusal_words`, verbatim
 
 
 def subset_size(n_pool: int, share: float) -> int:
