@@ -116,12 +116,13 @@ else:
     eval_harmful = data.load_datasets(["wildjailbreak"], data_dir, limit=cliff_eval_prompts, seed=seed)
     eval_benign = data.load_datasets(["xstest"], data_dir, seed=seed).query("label == 'benign'").head(cliff_eval_prompts)
     pool_prompt_frame, pool_source = safety_pool.pool_prompts(data_dir, n=cliff_pool_size, seed=seed)
-n_runs = 1 + len(cliff_shares) * (len(cliff_selectors) - 1 + len(cliff_random_seeds))
+partial = [share for share in cliff_shares if share < 1]  # at 100% every selector takes the same data: one run
+n_runs = len(partial) * (len(cliff_selectors) - 1 + len(cliff_random_seeds)) + (len(partial) < len(cliff_shares))
 print(f"pool: {pool_source}")
 print(f"held-out evaluation: {len(eval_harmful)} harmful, {len(eval_benign)} benign prompts; "
-      f"up to {n_runs} adapters per model")
+      f"{n_runs} adapters per model")
 if not organisms:
-    tokens = (cliff_pool_size + n_runs * (len(eval_harmful) + len(eval_benign))) * (max_thinking_tokens
+    tokens = (cliff_pool_size + (n_runs + 1) * (len(eval_harmful) + len(eval_benign))) * (max_thinking_tokens
                                                                                     + max_answer_tokens)
     print(f"at most {tokens:,} generated tokens per model; about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours "
           f"at {gpu_tokens_per_second} tokens/s, plus {n_runs} LoRA runs of {recipe.max_steps} steps")
