@@ -24,7 +24,8 @@ def split_fn_for(fmt: chat.ThinkingFormat):
 
 def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk: int = 256,
                    judge_config: dict | None = None) -> pd.DataFrame:
-    """Judge every (prompt, sample) of ``rollouts`` (columns prompt_id, sample_index, prompt, text).
+    """Judge every (prompt, sample) of ``rollouts`` (columns prompt_id, sample_index, prompt, text; with columns
+    thinking and answer, as lrmsafety.generate writes them, those are the split the judges read).
 
     Returns the rollouts' key columns with the judge's columns. With ``cache_root``, finished chunks are stored
     under a key made of the judge's name, the judged part, ``judge_config`` (e.g. the guard model) and the
@@ -33,7 +34,11 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
     for column in KEY + ["prompt", "text"]:
         if column not in rollouts.columns:
             raise ValueError(f"judge_rollouts needs a {column!r} column in the rollouts frame")
+    # the rollouts' own (thinking, answer) columns, when present, are the split: re-splitting the text would find
+    # no close marker in a no-think rollout and judge an empty answer (the close sits in its rendered prompt)
+    has_parts = {"thinking", "answer"} <= set(rollouts.columns)
     config = {"judge": judge.name, "part": judge.part, **(judge_config or {}),
+              "split": "rollout-columns" if has_parts else "split_fn",
               "rollouts": sorted(set(rollouts.get("config_hash", pd.Series(["uncached"])).astype(str)))}
     store = TableStore(cache_root, f"judge-{judge.name}", config, KEY) if cache_root is not None else None
     todo = rollouts
@@ -43,7 +48,8 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
     frames = []
     for start in tqdm(range(0, len(todo), chunk), desc=f"judge {judge.name}", disable=len(todo) <= chunk):
         part = todo.iloc[start:start + chunk]
-        verdicts = judge.judge(part["prompt"].tolist(), part["text"].tolist()).reset_index(drop=True)
+        parts = list(zip(part["thinking"].fillna(""), part["answer"].fillna(""))) if has_parts else None
+        verdicts = judge.judge(part["prompt"].tolist(), part["text"].tolist(), parts=parts).reset_index(drop=True)
         out = pd.concat([part[KEY].reset_index(drop=True), verdicts], axis=1)
         if store is not None:
             store.append(out)

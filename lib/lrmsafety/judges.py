@@ -10,7 +10,9 @@ Every judge returns one row per (prompt, response), in input order, with at leas
 Some judges add columns (categories, harmful_request, votes). Unparseable output gives NA, never a guess.
 
 `part` says what a judge reads: "answer" (text after the thinking, as papers A and B do) or "full" (thinking and
-answer, as SafeChain does). Responses are passed whole; `split_fn(response) -> (thinking, answer)` does the split.
+answer, as SafeChain does). Responses are passed whole; `split_fn(response) -> (thinking, answer)` does the split,
+unless `judge(..., parts=[(thinking, answer), ...])` passes the split already made (lrmsafety.evaluate passes the
+rollouts' own columns: a no-think rollout has no close marker in its text, and its whole text is the answer).
 """
 
 from __future__ import annotations
@@ -72,13 +74,14 @@ def split_last_think(response: str) -> tuple[str, str]:
     return thinking, tail.lstrip("\n")
 
 
-def select_part(response: str, part: str, split_fn: SplitFn | None = None) -> str:
-    """The text a judge reads: "full" (as is), "answer" or "thinking" (through split_fn)."""
+def select_part(response: str, part: str, split_fn: SplitFn | None = None,
+                split: tuple[str, str] | None = None) -> str:
+    """The text a judge reads: "full" (as is), "answer" or "thinking" (``split`` when given, else split_fn)."""
     if part == "full":
         return response
     if part not in ("answer", "thinking"):
         raise ValueError(f"part must be 'full', 'answer' or 'thinking', got {part!r}")
-    thinking, answer = (split_fn or split_last_think)(response)
+    thinking, answer = split if split is not None else (split_fn or split_last_think)(response)
     return answer if part == "answer" else thinking
 
 
@@ -98,9 +101,12 @@ class Judge:
             self.part = part
         self.split_fn = split_fn
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+    def judge(self, prompts: Sequence[str], responses: Sequence[str],
+              parts: Sequence[tuple[str, str]] | None = None) -> pd.DataFrame:
+        """One verdict row per response. ``parts``: each response's (thinking, answer), when already split."""
         prompts, responses = _check_inputs(prompts, responses)
-        texts = [select_part(r, self.part, self.split_fn) for r in responses]
+        parts = _check_parts(parts, len(responses))
+        texts = [select_part(r, self.part, self.split_fn, s) for r, s in zip(responses, parts)]
         return self._finish(self._judge(prompts, texts))
 
     def _judge(self, prompts: list[str], texts: list[str]) -> pd.DataFrame:
@@ -118,6 +124,15 @@ class Judge:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, part={self.part!r})"
+
+
+def _check_parts(parts, n: int) -> list:
+    if parts is None:
+        return [None] * n
+    parts = [tuple(p) for p in parts]
+    if len(parts) != n or any(len(p) != 2 or not all(isinstance(x, str) for x in p) for p in parts):
+        raise ValueError(f"parts must be {n} (thinking, answer) pairs of strings, one per response")
+    return parts
 
 
 def _check_inputs(prompts, responses) -> tuple[list[str], list[str]]:
@@ -612,11 +627,11 @@ class MajorityRefusal(Judge):
         names = [m.name for m in self.members]
         self.vote_names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
 
-    def judge(self, prompts, responses):
+    def judge(self, prompts, responses, parts=None):
         prompts, responses = _check_inputs(prompts, responses)
         votes, extra = {}, {}
         for name, member in zip(self.vote_names, self.members):
-            result = member.judge(prompts, responses)
+            result = member.judge(prompts, responses, parts=parts)
             votes[name] = result["refused"].astype("boolean").to_numpy()
             extra[f"raw_{name}"] = result["raw"].to_numpy()
         frame = combine_votes(pd.DataFrame(votes, dtype="boolean"), self.min_votes)
