@@ -181,11 +181,12 @@ def behaviour_rows(name, frame):
                "target": f"{target_low:.0%}–{target_high:.0%}", "met": target_low <= rate <= target_high}
 
 
-behaviour = pd.DataFrame([row for name, frame in samples.items() for row in behaviour_rows(name, frame)])
+behaviour = pd.DataFrame([row for name, frame in samples.items() for row in behaviour_rows(name, frame)],
+                         columns=["organism", "measure", "n", "rate", "ci_low", "ci_high", "target", "met"])
 behaviour.round(3)
 
 # %%
-wide = behaviour.pivot(index="measure", columns="organism", values="rate").loc[list(TARGETS)]
+wide = behaviour.pivot(index="measure", columns="organism", values="rate").reindex(list(TARGETS))
 wide.style.format("{:.1%}") if len(wide) else wide
 
 # %%

@@ -81,7 +81,8 @@ def load_run(name):
     """Notebook 01's rollouts (served from the cache) and judged labels, plus the model."""
     model, tokenizer, spec = registry.load_model(name, quantization=quantization)
     rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
-    judged = pd.read_parquet(results / f"01_judged_{name}.parquet", columns=["prompt_id", "sample_index", "refused"])
+    judged = pd.read_parquet(results / f"01_judged_{name}.parquet", columns=["prompt_id", "sample_index", "refused_a"])
+    judged = judged.rename(columns={"refused_a": "refused"})  # paper A's label (01: the guard majority)
     frame = rollouts.merge(judged, on=["prompt_id", "sample_index"]).merge(
         prompts[["prompt_id", "label", group_column]], on="prompt_id")
     frame = frame[frame["refused"].notna() & (frame["thinking"].str.len() > 0)].reset_index(drop=True)

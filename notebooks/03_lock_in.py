@@ -22,8 +22,9 @@
 # 70–97% of prompts.
 #
 # **Method** (methods.md section 1): M thinking traces per prompt; each cut at B = 20/40/60/80/100% of its thinking
-# tokens, force-closed with the family's close string, and N answers sampled with the model's own settings; B = 0
-# uses the M full rollouts themselves as the continuations. The N answers of one prefix share its KV cache
+# tokens (traces the model closed itself; force-closed ones are skipped, as in paper A's code), force-closed with the
+# family's close string, and N answers sampled with the model's own settings; B = 0 uses `baseline_rollouts` full
+# rollouts per prompt as the continuations (paper A: 32, whose coin-flip baseline is .969 rather than .875). The N answers of one prefix share its KV cache
 # (computed once; benchmarks/prefix_sharing.py measures the speed-up on a GPU).
 
 # %% Colab: install the repository (does nothing outside Colab)
@@ -50,11 +51,12 @@ max_thinking_tokens = 256
 max_answer_tokens = 96
 batch_size = 256
 seed = 0
-judges = ["refusal_prefix"]
+label_judges = {"A": ["refusal_prefix"]}  # paper A's label (01); guards on the paper profile
 lockin_prompts = 40  # prompts per prompt family / dataset studied here
 traces_per_prompt = 8  # M
 answers_per_prefix = 8  # N
 cut_percents = [20, 40, 60, 80, 100]
+baseline_rollouts = 32  # B = 0: full rollouts per prompt used as the continuations (paper A: 32)
 gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
 
 # %%
@@ -81,7 +83,8 @@ print(f"{len(studied)} prompts: {studied[group_column].value_counts().to_dict()}
 
 # %%
 n_prefixes = len(studied) * traces_per_prompt * len(cut_percents)
-tokens_needed = (len(studied) * traces_per_prompt * 2 * (max_thinking_tokens + max_answer_tokens)  # think, no-think
+extra_baseline = baseline_rollouts if baseline_rollouts != traces_per_prompt else 0  # B = 0's own rollouts
+tokens_needed = (len(studied) * (traces_per_prompt * 2 + extra_baseline) * (max_thinking_tokens + max_answer_tokens)
                  + n_prefixes * answers_per_prefix * max_answer_tokens)
 print(f"at most {tokens_needed:,} generated tokens per model; about {tokens_needed / gpu_tokens_per_second / 3600:.1f}"
       f" GPU hours at {gpu_tokens_per_second} tokens/s")
@@ -90,9 +93,10 @@ print(f"at most {tokens_needed:,} generated tokens per model; about {tokens_need
 # ## M traces per prompt (think and no-think), then N answers after each cut
 
 # %%
-def outcomes(frame, judge):
-    verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache)
-    return frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY)
+def outcomes(frame, fmt):
+    """Paper A's label (`refused_a`, as in notebook 01) of every rollout."""
+    labels = evaluate.paper_labels(frame, label_judges, fmt, cache_root=cache, papers=["A"])
+    return frame.merge(labels[evaluate.KEY + ["refused_a"]].rename(columns={"refused_a": "refused"}), on=evaluate.KEY)
 
 
 def cut_thinking(tokenizer, thinking, percent):
@@ -103,32 +107,42 @@ def cut_thinking(tokenizer, thinking, percent):
 per_prefix, agreement = [], []
 for name in models:
     model, tokenizer, spec = registry.load_model(name, quantization=quantization)
-    judge, _ = evaluate.make_judge(judges[0], spec.thinking_format)
     settings = dict(samples_per_prompt=traces_per_prompt, max_thinking_tokens=max_thinking_tokens,
                     max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
     think = outcomes(generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings),
-                                       cache_root=cache), judge)
+                                       cache_root=cache), spec.thinking_format)
     no_think = outcomes(generate.rollouts(model, tokenizer, spec, studied,
-                                          generate.Decoding(mode="no_think", **settings), cache_root=cache), judge)
-    # B = 0: no prefix is fixed; the M full rollouts are the continuations
-    for prompt_id, rows in think.groupby("prompt_id"):
+                                          generate.Decoding(mode="no_think", **settings), cache_root=cache), spec.thinking_format)
+    # B = 0: no prefix is fixed; `baseline_rollouts` full rollouts per prompt are the continuations (paper A: 32)
+    full = think if baseline_rollouts == traces_per_prompt else outcomes(generate.rollouts(
+        model, tokenizer, spec, studied, generate.Decoding(**{**settings, "samples_per_prompt": baseline_rollouts}),
+        cache_root=cache), spec.thinking_format)
+    for prompt_id, rows in full.groupby("prompt_id"):
         per_prefix.append({"model": name, "prompt_id": prompt_id, "cut": 0, "trace": -1,
                            "q": rows["refused"].astype(float).mean(), "n": len(rows)})
+    # traces the model closed itself are cut; force-closed ones are skipped, as paper A's code does
+    sources = think[think["closed"].astype(bool)]
+    print(f"{name}: {len(sources)} of {len(think)} traces closed by the model are cut")
     cuts = pd.DataFrame([
         {"prompt_id": f"{row.prompt_id}#{row.sample_index}@{percent}", "prompt": row.prompt,
          "thinking_prefix": cut_thinking(tokenizer, row.thinking, percent), "source_prompt": row.prompt_id,
          "trace": row.sample_index, "cut": percent}
-        for row in think.itertuples() for percent in cut_percents])
-    answers = generate.rollouts(model, tokenizer, spec, cuts, generate.Decoding(
-        mode="prefix", samples_per_prompt=answers_per_prefix, max_answer_tokens=max_answer_tokens,
-        batch_size=batch_size, seed=seed), cache_root=cache)
-    answers = outcomes(answers, judge).merge(cuts.drop(columns=["prompt", "thinking_prefix"]), on="prompt_id")
-    for (prompt_id, trace, percent), rows in answers.groupby(["source_prompt", "trace", "cut"]):
-        per_prefix.append({"model": name, "prompt_id": prompt_id, "cut": percent, "trace": trace,
-                           "q": rows["refused"].astype(float).mean(), "n": len(rows)})
+        for row in sources.itertuples() for percent in cut_percents],
+        columns=["prompt_id", "prompt", "thinking_prefix", "source_prompt", "trace", "cut"])
+    if len(cuts):
+        answers = generate.rollouts(model, tokenizer, spec, cuts, generate.Decoding(
+            mode="prefix", samples_per_prompt=answers_per_prefix, max_answer_tokens=max_answer_tokens,
+            batch_size=batch_size, seed=seed), cache_root=cache)
+        answers = outcomes(answers, spec.thinking_format).merge(cuts.drop(columns=["prompt", "thinking_prefix"]),
+                                                                on="prompt_id")
+        for (prompt_id, trace, percent), rows in answers.groupby(["source_prompt", "trace", "cut"]):
+            per_prefix.append({"model": name, "prompt_id": prompt_id, "cut": percent, "trace": trace,
+                               "q": rows["refused"].astype(float).mean(), "n": len(rows)})
     majority = lambda f: f.groupby("prompt_id")["refused"].apply(lambda s: s.astype(float).mean() > 0.5)  # noqa: E731
     both = pd.concat([majority(think).rename("think"), majority(no_think).rename("no_think")], axis=1)
-    agreement.append({"model": name, "prompts": len(both), "agree": float((both["think"] == both["no_think"]).mean())})
+    low, high = metrics.wilson_interval(int((both["think"] == both["no_think"]).sum()), len(both))[1:]
+    agreement.append({"model": name, "prompts": len(both), "agree": float((both["think"] == both["no_think"]).mean()),
+                      "low": low, "high": high})
     del model
 prefixes = pd.DataFrame(per_prefix).merge(prompts[["prompt_id", group_column]], on="prompt_id")
 prefixes.to_csv(results / "03_lock_in_prefixes.csv", index=False)
@@ -152,12 +166,14 @@ for ax, group in zip(axes[0], groups):
     for name, rows in curve[curve[group_column] == group].groupby("model"):
         ax.plot(rows["cut"], rows["continuation_variance"], marker="o", label=name)
     ax.axhline(baseline, color="grey", ls="--", lw=0.8)
+    ax.plot([0], [metrics.random_baseline_variance(baseline_rollouts)], marker="_", ms=14, color="grey")
     ax.axhline(0.2, color="black", ls=":", lw=0.8)
     ax.set(title=str(group), xlabel="thinking kept before the cut (%)", ylim=(0, 1))
 axes[0][0].set_ylabel("continuation variance 4q(1-q)")
 axes[0][0].legend(fontsize=7)
-fig.suptitle(f"Lock-in: answers after a cut (N = {answers_per_prefix}; dashed: coin flips {baseline:.3f}; "
-             "dotted: paper A's 0.2 at 20%)", fontsize=9)
+fig.suptitle(f"Lock-in (dashed: coin flips for N = {answers_per_prefix} answers per cut, {baseline:.3f}; grey tick "
+             f"at B = 0: for its {baseline_rollouts} full rollouts, "
+             f"{metrics.random_baseline_variance(baseline_rollouts):.3f}; dotted: paper A's 0.2)", fontsize=8)
 plots.save_figure(fig, "03_continuation_variance", profile)
 
 # %% [markdown]

@@ -54,7 +54,7 @@ max_thinking_tokens = 256
 max_answer_tokens = 96
 batch_size = 256
 seed = 0
-judges = ["refusal_prefix"]
+label_judges = {"A": ["refusal_prefix"]}  # paper A's label (01); guards on the paper profile
 lockin_prompts = 40  # the prompts and traces of notebook 03 are reused
 traces_per_prompt = 8
 deliberation_traces = 64  # traces (of notebook 03's) whose oscillations are replayed, per model
@@ -144,7 +144,6 @@ for name in models:
     if mine.empty:
         continue
     model, tokenizer, spec = registry.load_model(name, quantization=quantization)
-    judge, _ = evaluate.make_judge(judges[0], spec.thinking_format)
     cuts = pd.concat([
         mine.assign(prompt_id=mine["rollout"] + "~" + mine["transition"].astype(str) + "~" + side,
                     thinking_prefix=mine[side], side=side) for side in ("before", "after")], ignore_index=True)
@@ -152,9 +151,9 @@ for name in models:
                                 generate.Decoding(mode="prefix", samples_per_prompt=replays,
                                                   max_answer_tokens=max_answer_tokens, batch_size=batch_size,
                                                   seed=seed), cache_root=cache)
-    verdict = evaluate.judge_rollouts(answers, judge, cache_root=cache)
+    verdict = evaluate.paper_labels(answers, label_judges, spec.thinking_format, cache_root=cache, papers=["A"])
     complied = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY)
-    complied["complied"] = ~complied["refused"].astype("boolean")
+    complied["complied"] = ~complied["refused_a"].astype("boolean")
     counts = complied.groupby("prompt_id")["complied"].agg(k="sum", n="count").reset_index()
     counts = cuts[["prompt_id", "rollout", "transition", "side"]].merge(counts, on="prompt_id")
     wide = counts.pivot_table(index=["rollout", "transition"], columns="side", values=["k", "n"]).reset_index()

@@ -49,7 +49,7 @@ max_thinking_tokens = 256
 max_answer_tokens = 96
 batch_size = 256
 seed = 0
-judges = ["refusal_prefix"]  # the judge that decides safe / unsafe (SafeChain: Llama-Guard-3-8B on a GPU)
+label_judges = {"C": ["rs_match"]}  # SafeChain's label `unsafe_c` (01): Llama-Guard-3-8B on the paper profile
 morethink_extensions = 10  # SafeChain: up to 10 "Wait" / "Let me think again" within the thinking budget
 
 # %%
@@ -76,18 +76,16 @@ MODES = ["natural", "zerothink", "lessthink", "morethink"]
 frames = []
 for name in models:
     model, tokenizer, spec = registry.load_model(name, quantization=quantization)
-    judge, judge_config = evaluate.make_judge(judges[0], spec.thinking_format)
     for mode in MODES:
         decoding = generate.Decoding(mode=mode, samples_per_prompt=samples_per_prompt,
                                      max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
                                      batch_size=batch_size, seed=seed,
                                      morethink_extensions=morethink_extensions if mode == "morethink" else 10)
         rollouts = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
-        verdict = evaluate.judge_rollouts(rollouts, judge, cache_root=cache, judge_config=judge_config)
-        frame = rollouts.merge(verdict, on=evaluate.KEY)
-        # SafeChain's label is "unsafe"; answer-only judges give "refused": a refusal is safe, a compliance not
-        unsafe = frame["unsafe"] if frame["unsafe"].notna().any() else ~frame["refused"].astype("boolean")
-        frames.append(frame.assign(model=name, mode=mode, safe=~unsafe.astype("boolean")))
+        verdict = evaluate.paper_labels(rollouts, label_judges, spec.thinking_format, cache_root=cache,
+                                        papers=["C"])
+        frame = rollouts.merge(verdict[evaluate.KEY + ["unsafe_c", "safe"]], on=evaluate.KEY)
+        frames.append(frame.assign(model=name, mode=mode))
     del model
 samples = pd.concat(frames, ignore_index=True)
 

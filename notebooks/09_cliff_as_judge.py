@@ -61,6 +61,7 @@ max_answer_tokens = 96
 batch_size = 256
 seed = 0
 judges = ["refusal_prefix", "rs_match"]
+label_judges = {"B": ["paper_b_refusal"]}  # paper B's label (refused_b); paper: Llama-Guard-4 on the answer
 cliff_models = ["organism-locked", "organism-deliberative"]  # models studied here (null: all of `models`)
 cliff_pool_size = 2000  # paper profile: pool prompts (paper B: 40K); organisms: 01's jailbreak prompts
 cliff_pool_per_prompt = 1  # rollouts per prompt kept in the pool (paper B: one answer of the model per prompt)
@@ -133,11 +134,11 @@ if not organisms:
 # example's own thinking; MS = max over the thinking − score at the last token before the answer.
 
 # %%
-def judged(name, frame):
-    """Rollouts with the first judge's refusal label (answer only), as in notebook 01."""
-    judge, config = evaluate.make_judge(judges[0], registry.get_spec(name).thinking_format)
-    verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache, judge_config=config)
-    return frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY)
+def judged(frame, fmt):
+    """Rollouts with paper B's refusal label (`refused_b`, judged on the answer), as notebook 01 records it."""
+    labels = evaluate.paper_labels(frame, label_judges, fmt, cache_root=cache, quantization="nf4", papers=["B"],
+                                   report=lambda message: None)
+    return frame.merge(labels[evaluate.KEY + ["refused_b"]], on=evaluate.KEY).rename(columns={"refused_b": "refused"})
 
 
 def pool_for(name, model, tokenizer, spec):
@@ -154,17 +155,14 @@ def pool_for(name, model, tokenizer, spec):
         rollouts = generate.rollouts(model, tokenizer, spec, pool_prompt_frame, eval_decoding, cache_root=cache)
         rollouts = rollouts.merge(pool_prompt_frame[["prompt_id", "safe_answer"]], on="prompt_id")
     rollouts = rollouts[rollouts["text"].str.contains(fmt.close, regex=False)]  # the cliff needs a closed thinking
-    rollouts = judged(name, rollouts.reset_index(drop=True))
+    rollouts = judged(rollouts.reset_index(drop=True), fmt)
     if organisms:
         answers = safe_answers(len(rollouts), kind=name.removeprefix("organism-"), seed=seed)
     return safety_pool.build_pool(rollouts, answers if organisms else rollouts["safe_answer"], fmt)
 
 
 def cliff_sizes(name, model, tokenizer, spec, pool):
-    probe_file = cache / f"refusal_probe-{name}.safetensors"
-    if not probe_file.exists():
-        raise FileNotFoundError(f"{probe_file} is missing: run notebook 05 (the refusal probe) for {name} first")
-    probe = probes.LinearRefusalProbe.load(probe_file)
+    probe = probes.LinearRefusalProbe.load(cache / f"refusal_probe-{name}.safetensors")
     layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer
     inputs = cliff.probe_inputs(tokenizer, pool, spec.thinking_format.close)
     inputs = inputs.assign(prompt_id=pool["prompt_id"], sample_index=pool["sample_index"])
@@ -177,6 +175,10 @@ def cliff_sizes(name, model, tokenizer, spec, pool):
 
 pools = {}
 for name in studied:
+    if not (cache / f"refusal_probe-{name}.safetensors").exists():
+        print(f"{name}: skipped, notebook 05 saved no refusal probe for it (run 05 first; on random weights it has "
+              "no refusals to train on)")
+        continue
     model, tokenizer, spec = registry.load_model(name, quantization=quantization)
     pool = pool_for(name, model, tokenizer, spec)
     sizes, probe = cliff_sizes(name, model, tokenizer, spec, pool)
@@ -184,7 +186,8 @@ for name in studied:
     print(f"{name}: {len(pool)} pool examples ({(~pool['refused']).sum()} complied); notebook 05's probe, "
           f"validation accuracy {probe.val_accuracy_:.3f}")
     del model
-summary = pd.concat([p.assign(model=n, outcome=p["refused"].map({True: "refused", False: "complied"}))
+studied = list(pools)
+summary = pd.concat([pd.DataFrame(columns=["model", "outcome", "plateau", "final", "ms"])] + [p.assign(model=n, outcome=p["refused"].map({True: "refused", False: "complied"}))
                      for n, p in pools.items()])
 summary.groupby(["model", "outcome"])[["plateau", "final", "ms"]].agg(["mean", "count"]).round(3)
 
@@ -220,10 +223,7 @@ def evaluate_model(model, tokenizer, spec, pool):
     """Held-out rollouts of a (tuned) model, judged; the spec's name carries the adapter, so caches stay apart."""
     frame = generate.rollouts(model, tokenizer, spec, safety_pool.held_out(eval_prompts, pool), eval_decoding,
                               cache_root=cache, progress=False)
-    judge, config = evaluate.make_judge(judges[0], spec.thinking_format)
-    verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache, judge_config=config)
-    return frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY).merge(
-        eval_prompts[["prompt_id", "label"]], on="prompt_id")
+    return judged(frame, spec.thinking_format).merge(eval_prompts[["prompt_id", "label"]], on="prompt_id")
 
 
 def tuned_evaluation(name, rows):
@@ -249,7 +249,8 @@ for name in studied:
                 by_rows[key], result = tuned_evaluation(name, pool.iloc[chosen])
                 train_seconds.append(result.seconds if result.trained else 0.0)
             evaluations.append(by_rows[key].assign(model=name, selector=selector, seed=sel_seed, share=share))
-evaluated = pd.concat(evaluations, ignore_index=True)
+evaluated = pd.concat(evaluations, ignore_index=True) if evaluations else pd.DataFrame(
+    columns=["model", "selector", "seed", "share", "prompt_id", "label", "refused", "answer"])
 print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions; "
       f"{sum(s > 0 for s in train_seconds)} adapters trained here in {sum(train_seconds):.0f} s")
 
@@ -287,7 +288,8 @@ pooled.pivot_table(index=["model", "selector", "share"], columns="metric", value
 # ## ASR against the share of the pool, beside the published curve
 
 # %%
-fig, axes = plt.subplots(1, len(studied) + 1, figsize=(4.2 * (len(studied) + 1), 3.4), sharey=True)
+fig, axes = plt.subplots(1, len(studied) + 1, figsize=(4.2 * (len(studied) + 1), 3.4), sharey=True, squeeze=False)
+axes = axes[0]
 styles = {"cliff_ms": ("C0", "o"), "cliff_final": ("C2", "s"), "random": ("C3", "^"), "rule": ("C4", "D"),
           "length": ("C5", "v")}
 asr = pooled[pooled["metric"] == "ASR"]

@@ -166,3 +166,24 @@ def test_linear_refusal_probe_learns_separable_set():
     w = probe.direction
     assert w.shape == (d,) and w @ direction / np.linalg.norm(w) > 0.5
     assert probe.score(X[:7][None]).shape == (1, 7)  # per-token scoring of a (1, T, d) trace
+
+
+def test_youden_threshold_from_out_of_fold_scores_of_the_training_folds():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    y = (X[:, 0] + rng.normal(scale=1.0, size=120) > 0).astype(int)
+    groups = np.arange(120) // 2
+    cv = probes.cross_validated_probe(X, y, groups)
+    assert cv.threshold_from == "out_of_fold"
+    for k in range(5):
+        train = cv.folds != k
+        # paper A: each fold's threshold is the Youden point of the OTHER folds' out-of-fold scores
+        assert cv.thresholds[k] == probes.youden_threshold(y[train], cv.scores[train])
+        assert ((cv.scores[~train] >= cv.thresholds[k]) == cv.predictions[~train]).all()
+    in_sample = probes.cross_validated_probe(X, y, groups, threshold_from="in_sample")
+    np.testing.assert_allclose(in_sample.scores, cv.scores)  # same models, only the thresholds differ
+    for k in range(5):
+        assert in_sample.thresholds[k] == probes.youden_threshold(y[cv.folds != k],
+                                                                  in_sample.train_scores[k, cv.folds != k])
+    with pytest.raises(ValueError, match="threshold_from"):
+        probes.cross_validated_probe(X, y, groups, threshold_from="test")

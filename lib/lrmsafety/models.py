@@ -16,6 +16,7 @@ from typing import Literal
 
 from . import chat
 from .paths import MODELS_DIR
+from .tiny import TINY_DIR
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ModelSpec:
     system_prompt: str | None = None
     papers: tuple[str, ...] = ()
     note: str = ""
+    tiny: bool = False  # a random-weight stand-in built locally on first use (lrmsafety.tiny), for paper-smoke
 
     @property
     def thinking_format(self) -> chat.ThinkingFormat:
@@ -134,6 +136,14 @@ _ENTRIES = [
               role="guard", thinking=None, sampling=GREEDY, papers=("C",)),
     ModelSpec("granite-guardian-3.3-8b", "ibm-granite/granite-guardian-3.3-8b", "GraniteForCausalLM", 8.17,
               role="guard", thinking=None, sampling=GREEDY, papers=("A",)),
+    ModelSpec("gpt-oss-safeguard-20b", "openai/gpt-oss-safeguard-20b", "GptOssForCausalLM", 20.9, role="guard",
+              thinking=None, sampling=GREEDY, papers=("A",),
+              note="weights ship in MXFP4; nf4 is not applied to its experts"),
+    # --- paper-smoke: 2-layer Qwen3 with random weights and the real Qwen3 tokenizer, built locally (tiny.py) ---
+    ModelSpec("tiny-random-qwen3", str(TINY_DIR / "tiny-random-qwen3"), "Qwen3ForCausalLM", 0.0, thinking="qwen3",
+              sampling=QWEN3_SAMPLING, probe_layer=2, tiny=True, note="paper-smoke stand-in reasoner; random weights"),
+    ModelSpec("tiny-random-guard", str(TINY_DIR / "tiny-random-guard"), "Qwen3ForCausalLM", 0.0, role="guard",
+              thinking=None, sampling=GREEDY, tiny=True, note="paper-smoke stand-in guard (judge standin_guard)"),
 ]
 
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _ENTRIES}
@@ -251,6 +261,10 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = get_spec(name_or_path)
+    if spec.tiny:
+        from .tiny import ensure_built
+
+        ensure_built(spec.hf_id)
     source = str(spec.local_path() or spec.hf_id)
     if spec.hf_id.startswith("organism") and spec.local_path() and not Path(source).exists():
         raise FileNotFoundError(f"{spec.name} is not built yet: run `make organism` (it writes {source})")

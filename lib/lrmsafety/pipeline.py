@@ -17,7 +17,7 @@ import yaml
 from .paths import REPO_ROOT
 
 PARAMS_DIR = REPO_ROOT / "params"
-PROFILES = ("organism", "smoke", "paper")
+PROFILES = ("organism", "smoke", "paper", "paper-smoke")  # paper-smoke: the paper path on tiny CPU stand-ins
 
 
 def read_notebook(py_path: Path):

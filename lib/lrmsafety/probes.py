@@ -93,6 +93,13 @@ class ProbeCV:
     folds: np.ndarray  # fold id of each row
     thresholds: np.ndarray  # per fold
     train_scores: np.ndarray = field(repr=False)  # (n_folds, n): in-sample scores, NaN on held-out rows
+    threshold_from: str = "out_of_fold"  # which training-fold scores chose the Youden thresholds
+
+    def threshold_scores(self, k: int) -> np.ndarray:
+        """The scores of fold k's training rows that its Youden threshold is chosen on (NaN elsewhere)."""
+        if self.threshold_from == "in_sample":
+            return self.train_scores[k]
+        return np.where(self.folds != k, self.scores, np.nan)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -133,8 +140,16 @@ def cross_validated_probe(
     n_splits: int = 5,
     seed: int = 42,
     pipeline_factory: Callable[[], Pipeline] = first_token_probe_pipeline,
+    threshold_from: str = "out_of_fold",
 ) -> ProbeCV:
-    """K-fold CV split by prompt: out-of-fold scores and predictions at each fold's training Youden threshold."""
+    """K-fold CV split by prompt: out-of-fold scores and predictions at each fold's training Youden threshold.
+
+    ``threshold_from="out_of_fold"`` (paper A's code) picks fold k's threshold on the out-of-fold scores of the
+    rows in the other folds; "in_sample" on the scores fold k's own model gives its training rows (optimistic:
+    a model separates its training rows better than new ones).
+    """
+    if threshold_from not in ("out_of_fold", "in_sample"):
+        raise ValueError(f"threshold_from must be 'out_of_fold' or 'in_sample', got {threshold_from!r}")
     labels = _check_binary(labels)
     groups = np.asarray(groups)
     X = features if isinstance(features, np.ndarray) else np.asarray(features, dtype=object)
@@ -149,10 +164,13 @@ def cross_validated_probe(
         train, test = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
         model = pipeline_factory().fit(X[train], labels[train])
         train_scores[k, train] = _positive_scores(model, X[train])
-        thresholds[k] = youden_threshold(labels[train], train_scores[k, train])
         scores[test] = _positive_scores(model, X[test])
+    cv = ProbeCV(labels, groups, scores, preds, folds, thresholds, train_scores, threshold_from)
+    for k in range(n_splits):
+        train, test = folds != k, folds == k
+        thresholds[k] = youden_threshold(labels[train], cv.threshold_scores(k)[train])
         preds[test] = (scores[test] >= thresholds[k]).astype(int)
-    return ProbeCV(labels, groups, scores, preds, folds, thresholds, train_scores)
+    return cv
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -220,7 +238,7 @@ def _group_predictions(cv: ProbeCV, mask: np.ndarray) -> np.ndarray:
         train = mask & (cv.folds != k)
         test = mask & (cv.folds == k)
         if test.any() and len(np.unique(cv.labels[train])) == 2:
-            preds[test] = cv.scores[test] >= youden_threshold(cv.labels[train], cv.train_scores[k, train])
+            preds[test] = cv.scores[test] >= youden_threshold(cv.labels[train], cv.threshold_scores(k)[train])
     return preds
 
 
