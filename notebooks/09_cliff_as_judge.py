@@ -23,12 +23,14 @@
 #
 # **Method.** The pool: harmful prompts with the model's *own* thinking, then the close, then a safe answer
 # (paper B: `own thinking + "\n</think>\n\n" + the dataset's safe completion`). Each example's cliff size comes
-# from paper B's linear probe (last layer; refused harmful vs complied benign rollouts, notebook 01's labels):
+# from notebook 05's refusal probe (paper B's: last layer, refused harmful vs complied benign rollouts):
 # **MS** = max score over the thinking − score at the last token before the answer, and the official code's
 # **final-token** score (lowest first). Selectors at equal data: top x% by MS, by the final-token score, a random
 # x% (several seeds), and paper B's rule (thinking that mentions one of its 56 refusal words). Each selection
 # trains a LoRA adapter with the loss on the completion only; each adapter is evaluated on **held-out** prompts
-# (none is in the pool): ASR on jailbreak prompts and over-refusal (ORR) on benign ones, 95% intervals.
+# (none is in the pool): ASR on jailbreak prompts and over-refusal (ORR) on benign ones, labelled by paper B's
+# refusal rule (`refused_b`; a guard model on the paper profile where `label_judges` says so), 95% intervals.
+# Paper B's fine-tuning hyperparameters are not in its repository: ours are in `params/<profile>.yaml`.
 #
 # On the organisms the pool is the jailbreak family's rollouts of notebook 01 (own thinking) with a refusal from
 # the organism's corpus as the safe answer. The control: `organism-locked` carries a planted cliff (its complied

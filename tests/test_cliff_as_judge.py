@@ -116,3 +116,21 @@ def test_sft_pairs_end_the_completion_with_eos():
     assert list(pairs.columns) == ["prompt", "completion"]
     assert pairs.loc[0, "prompt"] == "<u>How?<a><think>\n"
     assert pairs.loc[0, "completion"] == "It is harmful.\n</think>\n\nNo.<eos>"
+
+
+def test_paper_pool_falls_back_to_star1_with_its_safe_answers(monkeypatch):
+    from lrmsafety import paths
+
+    if paths.find_benchmark_dir() is None:
+        pytest.skip("no offline benchmark copies beside this checkout")
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    frame, source = safety_pool.pool_prompts(n=20, seed=0)
+    assert "STAR-1" in source and len(frame) == 20
+    assert list(frame.columns) == ["prompt_id", "prompt", "source", "label", "safe_answer"]
+    assert not frame["safe_answer"].str.contains("</think>").any()  # the answer part only
+    assert (frame["safe_answer"].str.len() > 0).all()
