@@ -70,7 +70,7 @@ cliff_pool_per_prompt = 1  # rollouts per prompt kept in the pool (paper B: one 
 cliff_shares = [0.017, 0.05, 0.125, 0.25, 1.0]
 cliff_selectors = ["cliff_ms", "cliff_final", "random", "rule"]
 cliff_random_seeds = [0, 1, 2]
-cliff_eval_prompts = 100  # held-out harmful (jailbreak) prompts; as many benign ones for ORR
+cliff_eval_prompts = 100  # held-out harmful (jailbreak) prompts; half as many benign ones for ORR
 cliff_train = {"max_steps": 10, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16,
                "max_length": 512, "scheduler": "constant"}  # a finetune.Recipe; the same steps for every selection
 gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
@@ -113,11 +113,12 @@ print(f"models: {studied}; shares: {cliff_shares}; selectors: {cliff_selectors}"
 if organisms:
     candidates = data.load_prompt_sets(["organism"], n_prompts=cliff_eval_prompts, seed=seed + 1)
     eval_harmful = candidates[candidates["family"] == "jailbreak"]
-    eval_benign = candidates[candidates["label"] == "benign"].groupby("family").head(cliff_eval_prompts // 2)
+    eval_benign = candidates[candidates["label"] == "benign"].groupby("family").head(cliff_eval_prompts // 4)
     pool_source = "notebook 01's jailbreak rollouts; safe answers: refusals from the organism's corpus"
 else:
     eval_harmful = data.load_datasets(["wildjailbreak"], data_dir, limit=cliff_eval_prompts, seed=seed)
-    eval_benign = data.load_datasets(["xstest"], data_dir, seed=seed).query("label == 'benign'").head(cliff_eval_prompts)
+    eval_benign = data.load_datasets(["xstest"], data_dir, seed=seed).query("label == 'benign'")
+    eval_benign = eval_benign.head(cliff_eval_prompts // 2)
     pool_prompt_frame, pool_source = safety_pool.pool_prompts(data_dir, n=cliff_pool_size, seed=seed)
 partial = [share for share in cliff_shares if share < 1]  # at 100% every selector takes the same data: one run
 n_runs = len(partial) * (len(cliff_selectors) - 1 + len(cliff_random_seeds)) + (len(partial) < len(cliff_shares))
