@@ -302,8 +302,8 @@ for ax, name in zip(axes, studied):
     for selector, rows in asr[(asr["model"] == name) & (asr["selector"] != "none")].groupby("selector"):
         rows = rows.sort_values("share")
         color, marker = styles.get(selector, ("k", "."))
-        ax.errorbar(rows["share"] * 100, rows["value"], yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]],
-                    color=color, marker=marker, capsize=2, label=selector)
+        yerr = np.clip([rows["value"] - rows["low"], rows["high"] - rows["value"]], 0, None)
+        ax.errorbar(rows["share"] * 100, rows["value"], yerr=yerr, color=color, marker=marker, capsize=2, label=selector)
     ax.set(xscale="log", xlabel="share of the pool (%)", title=name)
 axes[0].set_ylabel("ASR, held-out jailbreaks")
 for selector, rows in PUBLISHED.groupby("selector"):
@@ -350,6 +350,7 @@ checks = [c for name in studied for share in cliff_shares if share <= 0.05 and (
 print("organism targets: organism-locked, cliff below random with separate intervals at 1.7-5%; "
       "organism-deliberative, no difference")
 display(pd.DataFrame(checks))
-print(f"published (paper B figure script): cliff {PUBLISHED.query('selector == \"cliff_ms\"')['ASR'].tolist()} vs "
-      f"random {PUBLISHED.query('selector == \"random\"')['ASR'].tolist()} at shares 5/12.5/25/50/100%")
+published = PUBLISHED.pivot(index="share", columns="selector", values="ASR")
+print("published (paper B's figure script, ASR by share of the data):")
+display(published)
 print(f"09 took {time.perf_counter() - started:.0f} s")
