@@ -282,7 +282,7 @@ for (name, selector, sel_seed, share), part in evaluated.groupby(["model", "sele
     records += rate_rows(part, {"model": name, "selector": selector, "share": share, "seed": sel_seed})
 for (name, share), part in evaluated[evaluated["selector"] == "random"].groupby(["model", "share"]):
     records += rate_rows(part, {"model": name, "selector": "random", "share": share, "seed": -1})
-table = pd.DataFrame(records)[["model", "selector", "share", "seed", "metric", "value", "low", "high", "n"]]
+table = pd.DataFrame(records, columns=["model", "selector", "share", "seed", "metric", "value", "low", "high", "n"])
 table.to_csv(results / "09_cliff_as_judge.csv", index=False)
 pooled = table[(table["seed"] == -1) | (table["selector"] != "random")]
 pooled.pivot_table(index=["model", "selector", "share"], columns="metric", values="value").round(3)
