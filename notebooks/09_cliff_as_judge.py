@@ -85,6 +85,9 @@ import pandas as pd
 from lrmsafety import (cliff, data, evaluate, finetune, generate, metrics, models as registry, paths, plots, probes,
                        safety_pool, selection, store)
 
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # the base model is loaded once per adapter: no wall of loading bars
 plots.set_theme()
 started = time.perf_counter()
 cache = paths.CACHE_DIR / profile
