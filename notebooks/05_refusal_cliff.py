@@ -68,7 +68,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lrmsafety import activations, cliff, data, generate, metrics, models as registry, paths, plots, probes, store
+from lrmsafety import activations, cliff, data, generate, models as registry, paths, plots, probes, store
 
 started = time.perf_counter()
 plots.set_theme()
@@ -116,7 +116,7 @@ def last_token_states(name, model, tokenizer, rows, inputs, layer):
                              "rollouts": sorted(set(rows["config_hash"])), "position": "before_answer"})
     return activations.cached_hidden_states(
         cache / f"activations-{name}-cliff-{key}.safetensors", model, tokenizer, list(inputs.loc[rows.index,
-        "token_ids"]), "last_token", [layer], batch_size=32)[layer][:, 0, :]
+        "token_ids"]), [[-1]] * len(rows), [layer], batch_size=32)[layer][:, 0, :]
 
 
 runs, rows_out = {}, []
@@ -137,7 +137,7 @@ for name in models:
     held = held.assign(correct=(probe.score(last_token_states(name, model, tokenizer, held, inputs, layer)) >= 0.5)
                        == held["refused"].to_numpy())
     for metric, part in (("probe validation accuracy", val), ("probe held-out accuracy", held)):
-        value, low, high = metrics.bootstrap_ci(part, lambda f: f["correct"].mean(), seed=seed)
+        value, low, high = cliff.mean_with_ci(part["correct"], part["prompt_id"], seed=seed)
         rows_out.append({"model": name, "group": "all", "outcome": "all", "metric": metric, "value": value,
                          "low": low, "high": high, "n": len(part)})
     runs[name] = (model, tokenizer, frame, inputs, probe, layer)
@@ -209,7 +209,7 @@ def summary(frame, by):
     for key, part in frame.groupby(by):
         key = key if isinstance(key, tuple) else (key,)
         for metric in ("ms", "plateau", "final"):
-            value, low, high = metrics.bootstrap_ci(part, lambda f, m=metric: f[m].mean(), seed=seed)
+            value, low, high = cliff.mean_with_ci(part[metric], part["prompt_id"], seed=seed)
             out.append({**dict(zip(by, key)), "metric": f"mean {metric}", "value": value, "low": low, "high": high,
                         "n": len(part)})
     return out
@@ -264,7 +264,7 @@ if {"organism-locked", "organism-deliberative"} <= set(curves) and group_column 
 
     locked = complied_jailbreaks("organism-locked", concluding_harmful=True)
     deliberative = complied_jailbreaks("organism-deliberative")
-    (l_ms, l_lo, l_hi), (d_ms, d_lo, d_hi) = [metrics.bootstrap_ci(f, lambda g: g["ms"].mean(), seed=seed)
+    (l_ms, l_lo, l_hi), (d_ms, d_lo, d_hi) = [cliff.mean_with_ci(f["ms"], f["prompt_id"], seed=seed)
                                               for f in (locked, deliberative)]
     extra = [("organism-locked", "jailbreak, thinking concludes harmful", locked, (l_ms, l_lo, l_hi)),
              ("organism-deliberative", "jailbreak", deliberative, (d_ms, d_lo, d_hi))]

@@ -80,3 +80,9 @@ def test_linear_probe_split_by_prompt_and_round_trip(tmp_path):
     loaded = probes.LinearRefusalProbe.load(tmp_path / "probe.safetensors")
     assert np.allclose(loaded.score(X), probe.score(X), atol=1e-6)
     assert loaded.metadata_["model"] == "m" and np.isclose(loaded.val_accuracy_, probe.val_accuracy_)
+
+
+def test_mean_with_ci_resamples_prompts():
+    value, low, high = cliff.mean_with_ci([1, 1, 0, 0], ["a", "a", "b", "b"], n_boot=300)
+    assert value == 0.5 and low == 0.0 and high == 1.0  # two prompts: a resample holds a, b, or both
+    assert np.isnan(cliff.mean_with_ci([], [])[0])

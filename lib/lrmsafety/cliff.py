@@ -176,3 +176,13 @@ def score_curves(model, tokenizer, inputs: pd.DataFrame, probe, layer: int, stor
                                    "curve": [c.astype(np.float32).tolist() for c in curves]}))
     done = store.read().set_index(["prompt_id", "sample_index"])["curve"]
     return [np.asarray(done.loc[k], dtype=float) for k in keys]
+
+
+def mean_with_ci(values, clusters, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of per-row values, the interval from resampling whole clusters (prompts); vectorized,
+    so it is cheap enough for one interval per group and metric."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean, low, high = bootstrap_curve(values[:, None], clusters, n_boot=n_boot, seed=seed)
+    return float(mean[0]), float(low[0]), float(high[0])
