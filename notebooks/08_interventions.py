@@ -180,8 +180,9 @@ safety[safety["scope"] == "all"].pivot_table(index=["model", "intervention"], co
                                              values="value", sort=False).round(3)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True, sharey=True)
-markers = dict(zip(conditions, "osD^vPX*"))
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
+every = list(dict.fromkeys([*conditions, *PUBLISHED["condition"]]))
+markers = dict(zip(every, "osD^vPX*ph<>"))
 for color, name in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], models):
     for condition in conditions:
         if (name, condition) not in overall.index:
@@ -190,15 +191,20 @@ for color, name in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], models
         x, y = 100 * r["value"]["ORR"], 100 * r["value"]["ASR"]
         axes[0].errorbar(x, y, xerr=[[x - 100 * r["low"]["ORR"]], [100 * r["high"]["ORR"] - x]],
                          yerr=[[y - 100 * r["low"]["ASR"]], [100 * r["high"]["ASR"] - y]], fmt=markers[condition],
-                         color=color, ms=7, capsize=2, label=f"{name.replace('organism-', '')} · {condition}")
-axes[0].set(title="ours (this profile)", xlabel="ORR, benign prompts (%)", ylabel="ASR, harmful prompts (%)")
-axes[0].legend(fontsize=6, ncol=2, loc="upper right")
-for color, (model_name, rows_) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], PUBLISHED.groupby("model")):
-    for r in rows_.itertuples():
-        axes[1].scatter(r.ORR, r.ASR, marker=markers.get(r.condition, "o"), color=color, s=30,
+                         color=color, ms=7, capsize=2, label=name if condition == "base" else None)
+for color, (model_name, part) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"][len(models):],
+                                     PUBLISHED.groupby("model")):
+    for r in part.itertuples():
+        axes[1].scatter(r.ORR, r.ASR, marker=markers[r.condition], color=color, s=30,
                         label=model_name if r.condition == "base" else None)
-axes[1].set(title="paper A, Table 2 (marker = condition)", xlabel="ORR (%)", xlim=(-3, 103), ylim=(-3, 103))
-axes[1].legend(fontsize=7, loc="upper right")
+axes[0].set(title="ours (this profile; bars: 95% CI)", xlabel="ORR, benign prompts (%)",
+            ylabel="ASR, harmful prompts (%)", xlim=(-3, 103), ylim=(-3, 103))
+axes[1].set(title="paper A, Table 2 (secondary source)", xlabel="ORR (%)")
+for ax in axes:
+    ax.legend(fontsize=7, loc="upper right", title="model (colour)", title_fontsize=7)
+fig.legend([plt.Line2D([], [], marker=markers[c], color="black", ls="") for c in every], every, fontsize=7,
+           loc="lower center", ncol=len(every), title="condition (marker)", title_fontsize=7,
+           bbox_to_anchor=(0.5, -0.12))
 plots.save_figure(fig, "08_asr_vs_orr", profile)
 
 # %% [markdown]
