@@ -168,9 +168,10 @@ judged.groupby(["model", "condition"]).agg(samples=("prompt_id", "size"), acted=
 
 # %%
 rows = []
-for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
+slim = judged[["model", "condition", "prompt_id", "label", "refused", group_column]]  # the bootstrap copies rows
+for (name, condition), frame in slim.groupby(["model", "condition"], sort=False):
     for scope, part in [("all", frame), *((f"{group_column}={g}", p) for g, p in frame.groupby(group_column))]:
-        table = metrics.safety_table(part, kind="asr_orr", seed=seed)
+        table = metrics.safety_table(part, kind="asr_orr", n_boot=500, seed=seed)
         rows += [{"model": name, "intervention": condition, "scope": scope, "metric": r.metric, "value": r.value,
                   "low": r.low, "high": r.high, "n": r.n_samples} for r in table.itertuples()]
 safety = pd.DataFrame(rows)
@@ -245,8 +246,8 @@ def first_token_auroc(name, condition, frame):
 signals = []
 judged["oscillations"] = oscillation_counts(judged)
 for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
-    counted = frame.dropna(subset=["oscillations"])
-    mean, low, high = metrics.bootstrap_ci(counted, lambda f: f["oscillations"].mean(), seed=seed)
+    counted = frame[["prompt_id", "oscillations"]].dropna()
+    mean, low, high = metrics.bootstrap_ci(counted, lambda f: f["oscillations"].mean(), n_boot=500, seed=seed)
     signals.append({"model": name, "intervention": condition, "metric": "oscillations_per_trace", "value": mean,
                     "low": low, "high": high, "n": len(counted)})
     if (name, condition) in handles:
@@ -272,7 +273,7 @@ def cut_variance(name, condition, frame, percent=20):
     verdict = evaluate.judge_rollouts(answers, judge, cache_root=cache)
     q = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY).groupby("prompt_id")["refused"].mean()
     per_prefix = pd.DataFrame({"prompt_id": q.index.str.split("#").str[0], "v": 4 * q * (1 - q)})
-    return metrics.bootstrap_ci(per_prefix, lambda f: f["v"].mean(), seed=seed) + (len(per_prefix),)
+    return metrics.bootstrap_ci(per_prefix, lambda f: f["v"].mean(), n_boot=500, seed=seed) + (len(per_prefix),)
 
 
 for (name, condition) in handles:
