@@ -167,13 +167,25 @@ judged.groupby(["model", "condition"]).agg(samples=("prompt_id", "size"), acted=
 # ## ASR and ORR per condition (95% prompt-clustered bootstrap intervals)
 
 # %%
+def rate_with_ci(frame, metric):
+    """ASR (compliance on harmful prompts) or ORR (refusal on benign ones) with a bootstrap over prompts: the
+    prompt-clustered bootstrap of metrics.bootstrap_ci, run on per-prompt counts so that each resample is cheap."""
+    label = "harmful" if metric == "ASR" else "benign"
+    part = frame[(frame["label"] == label) & frame["refused"].notna()]
+    if part.empty:
+        return None
+    counts = part.groupby("prompt_id")["refused"].agg(k="sum", n="count").reset_index()
+    share = (lambda f: 1 - f["k"].sum() / f["n"].sum()) if metric == "ASR" else (lambda f: f["k"].sum() / f["n"].sum())
+    return (*metrics.bootstrap_ci(counts, share, n_boot=1000, seed=seed), int(counts["n"].sum()))
+
+
 rows = []
-slim = judged[["model", "condition", "prompt_id", "label", "refused", group_column]]  # the bootstrap copies rows
-for (name, condition), frame in slim.groupby(["model", "condition"], sort=False):
+for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
     for scope, part in [("all", frame), *((f"{group_column}={g}", p) for g, p in frame.groupby(group_column))]:
-        table = metrics.safety_table(part, kind="asr_orr", n_boot=500, seed=seed)
-        rows += [{"model": name, "intervention": condition, "scope": scope, "metric": r.metric, "value": r.value,
-                  "low": r.low, "high": r.high, "n": r.n_samples} for r in table.itertuples()]
+        for metric in ("ASR", "ORR"):
+            if (result := rate_with_ci(part, metric)) is not None:
+                rows.append(dict(zip(["model", "intervention", "scope", "metric", "value", "low", "high", "n"],
+                                     (name, condition, scope, metric, *result))))
 safety = pd.DataFrame(rows)
 overall = safety[safety["scope"] == "all"].pivot_table(index=["model", "intervention"], columns="metric",
                                                        values=["value", "low", "high"])
