@@ -208,8 +208,11 @@ class TrainResult:
 @contextlib.contextmanager
 def _quiet():
     """trl and transformers print per-step warnings and notices; the notebooks show our own summary instead."""
+    import datasets
     import transformers
 
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # "Tokenizing train dataset" and friends
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     loggers = [logging.getLogger(n) for n in ("trl", "peft", "accelerate")]
@@ -223,6 +226,8 @@ def _quiet():
             warnings.simplefilter("ignore")
             yield
     finally:
+        if bars:
+            datasets.enable_progress_bars()
         transformers.logging.set_verbosity(level)
         for lg, lv in zip(loggers, old):
             lg.setLevel(lv)
