@@ -299,6 +299,8 @@ axes = axes[0]
 styles = {"cliff_ms": ("C0", "o"), "cliff_final": ("C2", "s"), "random": ("C3", "^"), "rule": ("C4", "D"),
           "length": ("C5", "v")}
 asr = pooled[pooled["metric"] == "ASR"]
+ticks = sorted(set(cliff_shares) | set(PUBLISHED["share"]))
+dodge = {selector: 1.06 ** i for i, selector in enumerate(styles)}  # selectors often tie: nudge them apart
 for ax, name in zip(axes, studied):
     base = asr[(asr["model"] == name) & (asr["selector"] == "none")].iloc[0]
     ax.axhspan(base["low"], base["high"], color="grey", alpha=0.15, label="no fine-tuning")
@@ -306,7 +308,8 @@ for ax, name in zip(axes, studied):
         rows = rows.sort_values("share")
         color, marker = styles.get(selector, ("k", "."))
         yerr = np.clip([rows["value"] - rows["low"], rows["high"] - rows["value"]], 0, None)
-        ax.errorbar(rows["share"] * 100, rows["value"], yerr=yerr, color=color, marker=marker, capsize=2, label=selector)
+        ax.errorbar(rows["share"] * 100 * dodge.get(selector, 1), rows["value"], yerr=yerr, color=color,
+                    marker=marker, capsize=2, label=selector)
     ax.set(xscale="log", xlabel="share of the pool (%)", title=name)
 axes[0].set_ylabel("ASR, held-out jailbreaks")
 for selector, rows in PUBLISHED.groupby("selector"):
@@ -315,6 +318,8 @@ for selector, rows in PUBLISHED.groupby("selector"):
 axes[-1].axhline(PUBLISHED_BASE_ASR, color="grey", ls=":", label="no fine-tuning")
 axes[-1].set(xscale="log", xlabel="share of the pool (%)", title="paper B (figure script)")
 for ax in axes:
+    ax.set_xticks([t * 100 for t in ticks], [f"{t * 100:g}" for t in ticks], fontsize=7)
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.legend(fontsize=7)
 plots.save_figure(fig, "09_cliff_as_judge", profile)
 
