@@ -725,9 +725,9 @@ class StandInGuard(GuardJudge):
     """A STAND-IN for the guard models on the paper-smoke profile only (model tiny-random-guard, random weights).
 
     It runs the real guard path (chat template, context-window truncation, batched greedy generation, freeing the
-    model) and reads a verdict off the tiny model's output: refused = crc32(output) is odd, unsafe = not refused.
-    The verdict is a deterministic function of noise, so that both outcomes occur and every analysis runs; it
-    means nothing and never stands in on the paper profile.
+    model), then draws its verdict from a hash of the tiny model's output and the judged text: refused =
+    crc32(output + text) is odd, unsafe = not refused. The verdict is a deterministic function of noise, so that
+    both outcomes occur and every analysis runs; it means nothing and never stands in on the paper profile.
     """
 
     model_id = "tiny-random-guard"
@@ -741,10 +741,15 @@ class StandInGuard(GuardJudge):
         return f"User: {prompt}\nAssistant: {text}\nVerdict:"
 
     def parse(self, output):
+        return {}
+
+    def _judge(self, prompts, texts):
         import zlib
 
-        refused = zlib.crc32(output.encode()) % 2 == 1
-        return {"refused": refused, "unsafe": not refused}
+        frame = super()._judge(prompts, texts)
+        frame["refused"] = [zlib.crc32((o + t).encode()) % 2 == 1 for o, t in zip(frame["raw"], texts)]
+        frame["unsafe"] = ~frame["refused"]
+        return frame
 
 
 # --------------------------------------------------------------------------------------------------------------
