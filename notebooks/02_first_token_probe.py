@@ -24,9 +24,10 @@
 # model's own rollout; StandardScaler → PCA(100) → logistic regression (C = 0.03, balanced), 5-fold cross-validation
 # **split by prompt** (paper A splits by row: that variant is reported once beside it), out-of-fold scores; AUROC and
 # balanced accuracy at the Youden threshold of the training folds' out-of-fold scores, per group; the benign group
-# macro-averages its subsets with at least 20 refusals; 500 bootstrap intervals. Labels are the rollouts' judged outcomes from notebook 01. Controls: TF-IDF on the first
-# token's text, shuffled labels, the prompt-only "State A" (last prompt token), a layer sweep, and the
-# "refusal valley" J(t) along the trace.
+# macro-averages its subsets with at least 20 refusals; 500 bootstrap intervals. Labels are paper A's (`refused_a`
+# from notebook 01). Controls: TF-IDF on the first token's text, shuffled labels, the prompt-only "State A" (last
+# prompt token; standardized L2 logistic regression, C = 1, per intent), a layer sweep, and the "refusal valley"
+# J(t) along the thinking.
 
 # %% Colab: install the repository (does nothing outside Colab)
 import sys
@@ -188,8 +189,8 @@ plots.save_figure(fig, "02_layer_sweep", profile)
 
 # %% [markdown]
 # ## The "refusal valley": J(t) along the trace
-# J(t) = ‖μ_r − μ_c‖² / (σ²_r + σ²_c) on standardized last-layer states at 100 evenly spaced positions over the
-# thinking span (first thinking token to the last before the close), computed per pool (harmful, benign), as in
+# J(t) = ‖μ_r − μ_c‖² / (σ²_r + σ²_c) on standardized last-layer states at 100 evenly spaced positions over
+# the thinking span (first thinking token to the last before the close), computed per pool (harmful, benign), as in
 # paper A's code. Paper A finds it U-shaped (high at the start, low mid-trace, rising at the end).
 
 # %%
