@@ -152,7 +152,8 @@ if group == "family":  # SafeChain metrics pooled over the harmful families
     headline = pd.concat([headline, pooled])
 else:
     headline = pd.concat([headline, table[table["scope"] == "harmful"]])
-headline = headline[["model", "metric", "label", "value", "low", "high", "n_prompts", "n_samples"]].reset_index(drop=True)
+headline = headline[["model", "metric", "label", "value", "low", "high", "n_prompts", "n_samples"]]
+headline = headline.reset_index(drop=True)
 headline.round(3)
 
 # %%

@@ -22,10 +22,12 @@
 #
 # **Method** (methods.md section 1): the feature is `hidden_states[L]` at the first thinking-content token of the
 # model's own rollout; StandardScaler → PCA(100) → logistic regression (C = 0.03, balanced), 5-fold cross-validation
-# **split by prompt**, out-of-fold scores; AUROC and balanced accuracy at each fold's training Youden threshold;
-# 500 bootstrap intervals. Labels are the rollouts' judged outcomes from notebook 01. Controls: TF-IDF on the first
-# token's text, shuffled labels, the prompt-only "State A" (last prompt token), a layer sweep, and the
-# "refusal valley" J(t) along the trace.
+# **split by prompt** (paper A splits by row: that variant is reported once beside it), out-of-fold scores; AUROC and
+# balanced accuracy at the Youden threshold of the training folds' out-of-fold scores, per group; the benign group
+# macro-averages its subsets with at least 20 refusals; 500 bootstrap intervals. Labels are paper A's (`refused_a`
+# from notebook 01). Controls: TF-IDF on the first token's text, shuffled labels, the prompt-only "State A" (last
+# prompt token; standardized L2 logistic regression, C = 1, per intent), a layer sweep, and the "refusal valley"
+# J(t) along the thinking.
 
 # %% Colab: install the repository (does nothing outside Colab)
 import sys
@@ -124,7 +126,10 @@ for name in models:
 
 # %%
 def masks(frame):
-    named = {"harmful": (frame["label"] == "harmful").to_numpy(), "benign": (frame["label"] == "benign").to_numpy()}
+    # paper A's benign group macro-averages its benign subsets, dropping those with fewer than 20 refusals
+    benign = {value: (frame[group_column] == value).to_numpy()
+              for value in sorted(frame.loc[frame["label"] == "benign", group_column].unique())}
+    named = {"harmful": (frame["label"] == "harmful").to_numpy(), "benign": benign}
     for value in sorted(frame[group_column].unique()):
         named[f"{group_column}={value}"] = (frame[group_column] == value).to_numpy()
     return named
@@ -136,14 +141,24 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
     groups = frame["prompt_id"].to_numpy()
     cv = probes.cross_validated_probe(first_states[name][n_layers][:, 0, :], labels, groups)
     tables.append(probes.group_metrics(cv, masks(frame)).assign(model=name, feature="first thinking token"))
-    state_a = probes.cross_validated_probe(prompt_states[name][n_layers][:, 0, :], labels, groups)
-    tables.append(probes.group_metrics(state_a, masks(frame)).assign(model=name, feature="State A (last prompt token)"))
+    # paper A's folds are by row (StratifiedKFold); ours by prompt. The row-level variant, once, for Table 1
+    by_row = probes.cross_validated_probe(first_states[name][n_layers][:, 0, :], labels, np.arange(len(labels)))
+    tables.append(probes.group_metrics(by_row, masks(frame)).assign(model=name, feature="first token, row folds"))
+    for intent in ("harmful", "benign"):  # State A: standardized L2 logistic regression (C = 1) per intent
+        rows = (frame["label"] == intent).to_numpy()
+        if not probe_ready(frame[rows]):
+            continue
+        state_a = probes.cross_validated_probe(prompt_states[name][n_layers][rows, 0, :], labels[rows], groups[rows],
+                                               pipeline_factory=probes.state_a_pipeline)
+        tables.append(probes.group_metrics(state_a, {intent: np.ones(rows.sum(), dtype=bool)}).query(
+            "group == @intent").assign(model=name, feature="State A (last prompt token)"))
     first_text = [tokenizer.decode(ids[:1]) for ids in
                   (tokenizer(t, add_special_tokens=False)["input_ids"] for t in frame["text"])]
     controls.append({"model": name, **probes.tfidf_first_token_control(first_text, labels, groups)})
     controls.append({"model": name, **probes.shuffled_label_control(first_states[name][n_layers][:, 0, :], labels,
                                                                      groups, seed=seed)})
-COLUMNS = ["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "n", "n_pos", "reason"]
+COLUMNS = ["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "bacc_lo", "bacc_hi", "n", "n_pos",
+           "reason"]
 probe_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
 probe_table.to_csv(results / "02_first_token_probe.csv", index=False)
 probe_table[COLUMNS].round(3)
@@ -168,26 +183,37 @@ for name, rows in sweep.groupby("model"):
 ax.axhline(0.5, color="grey", lw=0.8, ls="--")
 ax.set(xlabel="layer (hidden_states index)", ylabel="AUROC (pooled, out of fold)", ylim=(0.3, 1.02),
        title="First-thinking-token probe per layer")
-ax.legend(fontsize=8)
+if len(sweep):
+    ax.legend(fontsize=8)
 plots.save_figure(fig, "02_layer_sweep", profile)
 
 # %% [markdown]
 # ## The "refusal valley": J(t) along the trace
-# J(t) = ‖μ_r − μ_c‖² / (σ²_r + σ²_c) on standardized last-layer states at 100 evenly spaced positions from the
-# first thinking token to the end of the rollout. Paper A finds it U-shaped (high at the start, low mid-trace,
-# rising at the end).
+# J(t) = ‖μ_r − μ_c‖² / (σ²_r + σ²_c) on standardized last-layer states at 100 evenly spaced positions over
+# the thinking span (first thinking token to the last before the close), computed per pool (harmful, benign), as in
+# paper A's code. Paper A finds it U-shaped (high at the start, low mid-trace, rising at the end).
 
 # %%
 valley = {}
 for name, (model, tokenizer, frame, n_layers) in runs.items():
     subset = frame.sample(min(valley_rollouts, len(frame)), random_state=seed).reset_index(drop=True)
-    states = states_for(name, model, tokenizer, subset, activations.evenly_spaced(100), [n_layers], "valley")
-    valley[name] = probes.separation_curve(states[n_layers], subset["refused"].astype(int).to_numpy())
+    close = registry.get_spec(name).thinking_format.close
+    # the generated text up to the close: the states of a causal model there do not depend on what follows
+    subset["text"] = [t[: t.find(close)] if close in t else t for t in subset["text"]]
+    states = states_for(name, model, tokenizer, subset, activations.evenly_spaced(100), [n_layers], "valley-thinking")
+    for pool in ("harmful", "benign"):
+        rows = (subset["label"] == pool).to_numpy()
+        if subset.loc[rows, "refused"].nunique() == 2:
+            valley[(name, pool)] = probes.separation_curve(states[n_layers][rows],
+                                                           subset.loc[rows, "refused"].astype(int).to_numpy())
+        else:
+            print(f"{name}, {pool}: one outcome only among {rows.sum()} rollouts, no J(t)")
 fig, ax = plt.subplots(figsize=(6, 3.2))
-for name, curve in valley.items():
-    ax.plot(np.linspace(0, 100, len(curve)), curve, label=name)
-ax.set(xlabel="position along the rollout (%)", ylabel="J(t)", title="Separation of refusals and compliances")
-ax.legend(fontsize=8)
+for (name, pool), curve in valley.items():
+    ax.plot(np.linspace(0, 100, len(curve)), curve, label=f"{name}, {pool}", ls="-" if pool == "harmful" else "--")
+ax.set(xlabel="position along the thinking (%)", ylabel="J(t)", title="Separation of refusals and compliances")
+if valley:
+    ax.legend(fontsize=7)
 plots.save_figure(fig, "02_refusal_valley", profile)
 
 # %% [markdown]

@@ -24,8 +24,9 @@
 # **Method** (methods.md section 1): M thinking traces per prompt; each cut at B = 20/40/60/80/100% of its thinking
 # tokens (traces the model closed itself; force-closed ones are skipped, as in paper A's code), force-closed with the
 # family's close string, and N answers sampled with the model's own settings; B = 0 uses `baseline_rollouts` full
-# rollouts per prompt as the continuations (paper A: 32, whose coin-flip baseline is .969 rather than .875). The N answers of one prefix share its KV cache
-# (computed once; benchmarks/prefix_sharing.py measures the speed-up on a GPU).
+# rollouts per prompt as the continuations (paper A: 32, whose coin-flip baseline is .969 rather than .875). The N
+# answers of one prefix share its KV cache (computed once; benchmarks/prefix_sharing.py measures the speed-up on a
+# GPU). Outcomes are paper A's refusal label (`refused_a`, notebook 01's rule).
 
 # %% Colab: install the repository (does nothing outside Colab)
 import sys
@@ -112,7 +113,8 @@ for name in models:
     think = outcomes(generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings),
                                        cache_root=cache), spec.thinking_format)
     no_think = outcomes(generate.rollouts(model, tokenizer, spec, studied,
-                                          generate.Decoding(mode="no_think", **settings), cache_root=cache), spec.thinking_format)
+                                          generate.Decoding(mode="no_think", **settings), cache_root=cache),
+                        spec.thinking_format)
     # B = 0: no prefix is fixed; `baseline_rollouts` full rollouts per prompt are the continuations (paper A: 32)
     full = think if baseline_rollouts == traces_per_prompt else outcomes(generate.rollouts(
         model, tokenizer, spec, studied, generate.Decoding(**{**settings, "samples_per_prompt": baseline_rollouts}),

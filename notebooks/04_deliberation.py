@@ -26,9 +26,9 @@
 # after the post-switch segment and sample K answers at each cut. **Locked**: compliance before the segment ≤ 0.05
 # or ≥ 0.95. **Significant**: Fisher's exact test before vs after, Holm-corrected, p < 0.05.
 #
-# The stance judge is pluggable: the offline cue-phrase labeler (default, needs nothing) or an LLM judge with any
-# local chat model (`stance_model`); when both run, their agreement is reported. The paper's judges were three
-# frontier LLMs (Fleiss κ ≈ 0.63).
+# Stances: paper A takes the majority of three LLM judges (frontier APIs; Fleiss κ ≈ 0.63) with its own prompt. On
+# the paper profile three local instruction-tuned models (`stance_judges`, 4-bit, greedy) run that prompt, verbatim,
+# and their κ is printed beside 0.63. The organisms' language is synthetic, so there the cue-phrase labeler reads it.
 
 # %% Colab: install the repository (does nothing outside Colab)
 import sys
@@ -59,7 +59,7 @@ lockin_prompts = 40  # the prompts and traces of notebook 03 are reused
 traces_per_prompt = 8
 deliberation_traces = 64  # traces (of notebook 03's) whose oscillations are replayed, per model
 replays = 100  # K answers at each cut
-stance_model = None  # a registry name or folder of a chat model for the LLM stance judge; None: cue phrases only
+stance_judges = []  # registry names of paper A's three LLM stance judges (majority of 3); []: cue phrases
 gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
 
 # %%
@@ -77,20 +77,31 @@ studied = data.sample_per_group(prompts, lockin_prompts, seed=seed)
 cue_judge = deliberation.CuePhraseStanceJudge()
 
 
-def llm_stance_judge(name):
-    """An LLM stance judge on a local chat model, greedy (the paper used frontier API models)."""
-    model, tokenizer, _ = registry.load_model(name, quantization=quantization)
+def panel_stances(prompts_, chunk_lists, traced_model):
+    """Every stance judge labels every trace with paper A's prompt, greedy; judges load one at a time."""
+    per_judge = []
+    for judge_name in stance_judges:
+        model, tokenizer, _ = registry.load_model(judge_name, quantization=quantization)
 
-    def complete(texts):
-        chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                               add_generation_prompt=True) for t in texts]
-        outputs = generate.generate_batch(model, tokenizer, chats, 512, {"do_sample": False})
-        return [text for text, _, _ in outputs]
+        def complete(texts):
+            chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                                   add_generation_prompt=True) for t in texts]
+            return [text for start in range(0, len(chats), batch_size) for text, _, _ in
+                    generate.generate_batch(model, tokenizer, chats[start:start + batch_size], 512,
+                                            {"do_sample": False})]
 
-    return deliberation.LLMStanceJudge(complete, name=name)
+        judge = deliberation.PaperAStanceJudge(complete, name=judge_name, model=traced_model)
+        per_judge.append([result.labels for result in judge.label_batch(prompts_, chunk_lists)])
+        failed = sum(not result.ok for result in judge.last_results)
+        print(f"{judge_name}: {failed} of {len(chunk_lists)} traces without parseable labels")
+        del model, judge
+    return per_judge
 
 
-llm_judge = llm_stance_judge(stance_model) if stance_model else None
+if stance_judges:
+    print(f"stances: majority of {stance_judges} with paper A's prompt")
+else:
+    print("stances: the cue-phrase labeler (the organisms' language is synthetic; real models use stance_judges)")
 
 # %% [markdown]
 # ## Stances and oscillations of notebook 03's traces
@@ -103,12 +114,15 @@ for name in models:
         samples_per_prompt=traces_per_prompt, max_thinking_tokens=max_thinking_tokens,
         max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed), cache_root=cache, progress=False)
     think = think.sample(min(deliberation_traces, len(think)), random_state=seed).reset_index(drop=True)
+    chunk_lists = [deliberation.chunk_thinking(thinking) for thinking in think["thinking"]]
+    if stance_judges:
+        panel = panel_stances(think["prompt"].tolist(), chunk_lists, name)
+        stance_lists = [[deliberation.majority_label(v) for v in zip(*votes)] for votes in zip(*panel)]
+        agreement.append({"model": name, **deliberation.panel_kappa(panel), "published": "≈ 0.63 (paper A)"})
+    else:
+        stance_lists = [cue_judge.label(p, c) for p, c in zip(think["prompt"], chunk_lists)]
     rows = []
-    for row in think.itertuples():
-        chunks = deliberation.chunk_thinking(row.thinking)
-        stances = cue_judge.label(row.prompt, chunks)
-        if llm_judge is not None:
-            agreement.append({"model": name, **deliberation.stance_agreement(stances, llm_judge.label(row.prompt, chunks))})
+    for row, chunks, stances in zip(think.itertuples(), chunk_lists, stance_lists):
         result = deliberation.oscillations(stances)
         rows.append({"rollout": f"{row.prompt_id}#{row.sample_index}", "prompt_id": row.prompt_id,
                      "n_chunks": len(chunks), "oscillations": result.count, "excluded": result.excluded})
@@ -127,8 +141,8 @@ pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", grou
     oscillations_per_trace=("oscillations", "mean"), chunks=("n_chunks", "mean")).round(3)
 
 # %%
-if agreement:
-    display(pd.DataFrame(agreement).groupby("model")[["agreement", "kappa"]].mean().round(3))
+if agreement:  # the stance panel's Fleiss kappa over the chunks all three labelled, beside paper A's
+    display(pd.DataFrame(agreement).round(3))
 n_answers = 2 * len(transitions) * replays
 print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers, at most "
       f"{n_answers * max_answer_tokens:,} tokens (about {n_answers * max_answer_tokens / gpu_tokens_per_second / 3600:.1f}"

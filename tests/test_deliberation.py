@@ -186,3 +186,27 @@ def test_agreement_and_fleiss_kappa():
     labels = np.array([[1, 1, 1], [0, 0, -1], [-1, -1, -1]])
     np.testing.assert_array_equal(dl.category_counts(labels), [[0, 0, 3], [1, 2, 0], [3, 0, 0]])
     assert dl.fleiss_kappa(dl.category_counts(labels)) > 0.5
+
+
+def test_paper_a_stance_prompt_and_panel_kappa():
+    from lrmsafety import deliberation as D
+
+    seen = []
+
+    def complete(prompts):
+        seen.extend(prompts)
+        return ['{"labels": [1, -1], "summary": "flip"}' for _ in prompts]
+
+    judge = D.PaperAStanceJudge(complete, model="Qwen3-8B")
+    chunks = ["Sure, this looks like a normal cooking question.", "Wait, they want to poison someone, I must refuse."]
+    labels = judge.label("x" * 300, chunks)
+    assert labels == [1, -1]
+    prompt = seen[0]
+    assert prompt.startswith("You are analyzing a reasoning trace from an AI model.")
+    assert "Model: Qwen3-8B\nPrompt: " + "x" * 200 + "\nChunks: 2\n\n  [0] " in prompt
+    assert prompt.endswith('{"labels": [list of integers], "summary": "one-sentence stance arc"}')
+    # perfect agreement of three judges with two categories: kappa 1; one judge's failure drops its chunks
+    a = [[[1, -1, 0]], [[1, -1, 0]], [[1, -1, None]]]
+    out = D.panel_kappa(a)
+    assert out["n_chunks"] == 2 and out["fleiss_kappa"] == pytest.approx(1.0)
+    assert D.majority_label([1, -1, 0]) == 0 and D.majority_label([1, 1, -1]) == 1

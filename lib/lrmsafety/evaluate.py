@@ -2,7 +2,8 @@
 the rollouts' configuration).
 
 Each paper labels a rollout its own way; :func:`paper_labels` computes all three from the judges a profile names
-(``label_judges`` in params/*.yaml) and notebook 01 writes them into ``data/results/<profile>/01_judged_<model>.parquet``:
+(``label_judges`` in params/*.yaml) and notebook 01 writes them into
+``data/results/<profile>/01_judged_<model>.parquet``:
 
     refused_a        paper A's refusal: a strict majority of its judges on the answer (paper: WildGuard,
                      Qwen3Guard-Gen-8B, granite-guardian-3.3-8b, gpt-oss-safeguard-20b; >= 3 of 4, a 2-2 tie is

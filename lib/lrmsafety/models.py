@@ -43,7 +43,7 @@ class ModelSpec:
     hf_id: str  # hub id, or a folder (relative paths are taken from the repository's data/models)
     architecture: str  # transformers class, e.g. "Qwen2ForCausalLM"
     params_b: float  # parameters in billions, for the memory estimate
-    role: Literal["reasoner", "guard"] = "reasoner"
+    role: Literal["reasoner", "guard", "stance"] = "reasoner"  # stance: an LLM stance judge of paper A (04)
     thinking: str | None = "r1"  # a key of chat.FORMATS; None for guard models
     sampling: Sampling = field(default_factory=Sampling)
     probe_layer: int | None = None  # hidden_states index paper B probes (the last layer); None: the last layer
@@ -139,6 +139,14 @@ _ENTRIES = [
     ModelSpec("gpt-oss-safeguard-20b", "openai/gpt-oss-safeguard-20b", "GptOssForCausalLM", 20.9, role="guard",
               thinking=None, sampling=GREEDY, papers=("A",),
               note="weights ship in MXFP4; nf4 is not applied to its experts"),
+    # --- LLM stance judges for notebook 04 (paper A used GPT-5.4, Gemini-3-Pro and Opus-4.7 / Sonnet-4.6 through
+    # APIs; these three local instruction-tuned models of three families stand in, 4-bit, greedy) ---
+    ModelSpec("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", "Qwen2ForCausalLM", 7.62, role="stance",
+              thinking=None, sampling=GREEDY, papers=("A",)),
+    ModelSpec("llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", "LlamaForCausalLM", 8.03, role="stance",
+              thinking=None, sampling=GREEDY, papers=("A",)),
+    ModelSpec("mistral-7b-instruct-v0.3", "mistralai/Mistral-7B-Instruct-v0.3", "MistralForCausalLM", 7.25,
+              role="stance", thinking=None, sampling=GREEDY, papers=("A",)),
     # --- paper-smoke: 2-layer Qwen3 with random weights and the real Qwen3 tokenizer, built locally (tiny.py) ---
     ModelSpec("tiny-random-qwen3", str(TINY_DIR / "tiny-random-qwen3"), "Qwen3ForCausalLM", 0.0, thinking="qwen3",
               sampling=QWEN3_SAMPLING, probe_layer=2, tiny=True, note="paper-smoke stand-in reasoner; random weights"),

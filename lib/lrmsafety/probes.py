@@ -52,6 +52,11 @@ def first_token_probe_pipeline(max_components: int = 100, C: float = 0.03) -> Pi
     )
 
 
+def state_a_pipeline(C: float = 1.0) -> Pipeline:
+    """Paper A's "State A" probe on the prompt-only state: standardized L2 logistic regression, C = 1."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+
+
 def tfidf_token_pipeline() -> Pipeline:
     # Character n-grams: a first token is one short string (often whitespace or punctuation), which a word
     # tokenizer would turn into an empty document.
