@@ -124,7 +124,8 @@ for name in models:
     items = frame[frame[group_column].isin(probe_refusal_groups) & (frame["label"] == "harmful")]
     items = items.sample(min(head_score_items, len(items)), random_state=seed)
     inputs = cliff.probe_inputs(tokenizer, items, spec.thinking_format.close)
-    scores = heads.head_scores(model, tokenizer, list(inputs["token_ids"]), probe.direction, batch_size=16)
+    scores = heads.head_scores(model, tokenizer, list(inputs["token_ids"]), probe.direction, batch_size=16,
+                                progress=False)
     score_tables.append(scores.assign(model=name))
     runs[name] = (model, tokenizer, spec, frame, scores)
     print(f"{name}: {len(scores)} heads, scored on {len(items)} harmful items; most negative: "
