@@ -218,8 +218,9 @@ for (name, _), row in zip(runs.items(), axes):
         if metric == "ASR":
             ax.plot([3, 3], [PUBLISHED["top 3%"][0], PUBLISHED["random 3%"][0]], "kx", ms=7,
                     label="published R1-Qwen-7B (top, random 3%)")
-        ax.set(xscale="log", xlabel="heads ablated (% of all)", ylabel=metric, ylim=(-0.02, 1.02), title=name)
-    row[0].legend(fontsize=6, loc="best")
+        ax.set(xlabel="heads ablated (% of all)", ylabel=metric, ylim=(-0.02, 1.02), title=name)
+        ax.set_xticks([100 * s for s in head_shares], [f"{100 * s:g}%" for s in head_shares])
+axes[0][0].legend(fontsize=6, loc="best")
 fig.tight_layout()
 plots.save_figure(fig, "06_refusal_heads", profile)
 
