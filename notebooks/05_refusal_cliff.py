@@ -116,7 +116,7 @@ def last_token_states(name, model, tokenizer, rows, inputs, layer):
                              "rollouts": sorted(set(rows["config_hash"])), "position": "before_answer"})
     return activations.cached_hidden_states(
         cache / f"activations-{name}-cliff-{key}.safetensors", model, tokenizer, list(inputs.loc[rows.index,
-        "token_ids"]), [[-1]] * len(rows), [layer], batch_size=32)[layer][:, 0, :]
+        "token_ids"]), [[-1]] * len(rows), [layer], batch_size=32, progress=False)[layer][:, 0, :]
 
 
 runs, rows_out = {}, []
@@ -277,6 +277,9 @@ if {"organism-locked", "organism-deliberative"} <= set(curves) and group_column 
           f"(n = {len(locked)}); target >= 0.3: {'met' if l_ms >= 0.3 else 'NOT met'}")
     print(f"deliberative, complied jailbreaks: mean MS {d_ms:.3f} [{d_lo:.3f}, {d_hi:.3f}] (n = {len(deliberative)});"
           f" ratio {ratio:.1f}x, target >= 3x: {'met' if ratio >= 3 else 'NOT met'}")
+    for name, (chosen, _) in curves.items():  # a cliff is specific to complied harmful traces, not to any compliance
+        by = chosen.groupby("outcome")[["plateau", "ms"]].mean().round(3)
+        print(f"{name}: mean plateau / MS per outcome: {by.to_dict('index')}")
 else:
     print("organism controls skipped: they need both organisms and the organisms' prompt families")
 

@@ -124,7 +124,8 @@ for name in models:
     items = frame[frame[group_column].isin(probe_refusal_groups) & (frame["label"] == "harmful")]
     items = items.sample(min(head_score_items, len(items)), random_state=seed)
     inputs = cliff.probe_inputs(tokenizer, items, spec.thinking_format.close)
-    scores = heads.head_scores(model, tokenizer, list(inputs["token_ids"]), probe.direction, batch_size=16)
+    scores = heads.head_scores(model, tokenizer, list(inputs["token_ids"]), probe.direction, batch_size=16,
+                                progress=False)
     score_tables.append(scores.assign(model=name))
     runs[name] = (model, tokenizer, spec, frame, scores)
     print(f"{name}: {len(scores)} heads, scored on {len(items)} harmful items; most negative: "
@@ -217,8 +218,9 @@ for (name, _), row in zip(runs.items(), axes):
         if metric == "ASR":
             ax.plot([3, 3], [PUBLISHED["top 3%"][0], PUBLISHED["random 3%"][0]], "kx", ms=7,
                     label="published R1-Qwen-7B (top, random 3%)")
-        ax.set(xscale="log", xlabel="heads ablated (% of all)", ylabel=metric, ylim=(-0.02, 1.02), title=name)
-    row[0].legend(fontsize=6, loc="best")
+        ax.set(xlabel="heads ablated (% of all)", ylabel=metric, ylim=(-0.02, 1.02), title=name)
+        ax.set_xticks([100 * s for s in head_shares], [f"{100 * s:g}%" for s in head_shares])
+axes[0][0].legend(fontsize=6, loc="best")
 fig.tight_layout()
 plots.save_figure(fig, "06_refusal_heads", profile)
 

@@ -121,7 +121,8 @@ def rollout_token_ids(tokenizer, rendered_prompts: Sequence[str], generated: Seq
 
 
 def cached_hidden_states(path, model, tokenizer, token_ids, positions, layers, prompt_lengths=None,
-                         batch_size: int = 16, metadata: dict | None = None) -> dict[int, np.ndarray]:
+                         batch_size: int = 16, metadata: dict | None = None,
+                         progress: bool = True) -> dict[int, np.ndarray]:
     """hidden_states_at, stored as safetensors at ``path`` (one tensor per layer) and read back when present."""
     from .store import load_tensors, save_tensors
 
@@ -131,7 +132,7 @@ def cached_hidden_states(path, model, tokenizer, token_ids, positions, layers, p
     if path.exists():
         stored = load_tensors(path)
         return {int(name.split("_")[1]): array for name, array in stored.items()}
-    states = hidden_states_at(model, tokenizer, token_ids, positions, layers, prompt_lengths, batch_size)
+    states = hidden_states_at(model, tokenizer, token_ids, positions, layers, prompt_lengths, batch_size, progress)
     save_tensors(path, {f"layer_{layer}": array for layer, array in states.items()}, metadata)
     return states
 
