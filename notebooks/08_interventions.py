@@ -168,15 +168,14 @@ judged.groupby(["model", "condition"]).agg(samples=("prompt_id", "size"), acted=
 
 # %%
 def rate_with_ci(frame, metric):
-    """ASR (compliance on harmful prompts) or ORR (refusal on benign ones) with a bootstrap over prompts: the
-    prompt-clustered bootstrap of metrics.bootstrap_ci, run on per-prompt counts so that each resample is cheap."""
+    """ASR (compliance on harmful prompts) or ORR (refusal on benign ones), with a bootstrap over prompts."""
     label = "harmful" if metric == "ASR" else "benign"
     part = frame[(frame["label"] == label) & frame["refused"].notna()]
     if part.empty:
         return None
-    counts = part.groupby("prompt_id")["refused"].agg(k="sum", n="count").reset_index()
-    share = (lambda f: 1 - f["k"].sum() / f["n"].sum()) if metric == "ASR" else (lambda f: f["k"].sum() / f["n"].sum())
-    return (*metrics.bootstrap_ci(counts, share, n_boot=1000, seed=seed), int(counts["n"].sum()))
+    counts = part.groupby("prompt_id")["refused"].agg(k="sum", n="count")
+    hits = counts["n"] - counts["k"] if metric == "ASR" else counts["k"]
+    return (*metrics.pooled_rate_ci(hits, counts["n"], seed=seed), int(counts["n"].sum()))
 
 
 rows = []
