@@ -72,6 +72,9 @@ import pandas as pd
 from lrmsafety import (activations, data, deliberation, evaluate, finetune, generate, interventions, metrics,
                        models as registry, paths, plots, probes, store)
 
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # one "Loading weights" bar per condition otherwise
 started = time.perf_counter()
 plots.set_theme()
 cache = paths.CACHE_DIR / profile
