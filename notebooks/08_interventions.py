@@ -309,7 +309,7 @@ out[["model", "intervention", "scope", "metric", "value", "low", "high", "n"]].t
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
 for ax, metric in zip(axes, ["oscillations_per_trace", "first_token_auroc", "continuation_variance_at_20"]):
     part = signals[signals["metric"] == metric].reset_index(drop=True)
-    labels = [f"{m.replace('organism-', '')}\n{c}" for m, c in zip(part["model"], part["intervention"])]
+    labels = [f"{m.replace('organism-', '')} · {c}" for m, c in zip(part["model"], part["intervention"])]
     ax.bar(range(len(part)), part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]],
            color=[f"C{models.index(m)}" for m in part["model"]], capsize=2)
     ax.set_xticks(range(len(part)), labels, fontsize=6, rotation=60, ha="right")
