@@ -72,6 +72,9 @@ import pandas as pd
 from lrmsafety import (activations, data, deliberation, evaluate, finetune, generate, interventions, metrics,
                        models as registry, paths, plots, probes, store)
 
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # one "Loading weights" bar per condition otherwise
 started = time.perf_counter()
 plots.set_theme()
 cache = paths.CACHE_DIR / profile
@@ -168,15 +171,14 @@ judged.groupby(["model", "condition"]).agg(samples=("prompt_id", "size"), acted=
 
 # %%
 def rate_with_ci(frame, metric):
-    """ASR (compliance on harmful prompts) or ORR (refusal on benign ones) with a bootstrap over prompts: the
-    prompt-clustered bootstrap of metrics.bootstrap_ci, run on per-prompt counts so that each resample is cheap."""
+    """ASR (compliance on harmful prompts) or ORR (refusal on benign ones), with a bootstrap over prompts."""
     label = "harmful" if metric == "ASR" else "benign"
     part = frame[(frame["label"] == label) & frame["refused"].notna()]
     if part.empty:
         return None
-    counts = part.groupby("prompt_id")["refused"].agg(k="sum", n="count").reset_index()
-    share = (lambda f: 1 - f["k"].sum() / f["n"].sum()) if metric == "ASR" else (lambda f: f["k"].sum() / f["n"].sum())
-    return (*metrics.bootstrap_ci(counts, share, n_boot=1000, seed=seed), int(counts["n"].sum()))
+    counts = part.groupby("prompt_id")["refused"].agg(k="sum", n="count")
+    hits = counts["n"] - counts["k"] if metric == "ASR" else counts["k"]
+    return (*metrics.pooled_rate_ci(hits, counts["n"], seed=seed), int(counts["n"].sum()))
 
 
 rows = []
@@ -307,7 +309,7 @@ out[["model", "intervention", "scope", "metric", "value", "low", "high", "n"]].t
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
 for ax, metric in zip(axes, ["oscillations_per_trace", "first_token_auroc", "continuation_variance_at_20"]):
     part = signals[signals["metric"] == metric].reset_index(drop=True)
-    labels = [f"{m.replace('organism-', '')}\n{c}" for m, c in zip(part["model"], part["intervention"])]
+    labels = [f"{m.replace('organism-', '')} · {c}" for m, c in zip(part["model"], part["intervention"])]
     ax.bar(range(len(part)), part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]],
            color=[f"C{models.index(m)}" for m in part["model"]], capsize=2)
     ax.set_xticks(range(len(part)), labels, fontsize=6, rotation=60, ha="right")

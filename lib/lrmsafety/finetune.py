@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 RECIPES_FILE = Path(__file__).with_name("finetune_recipes.yaml")
 # bumped when a change here changes what the same recipe and data train
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,11 @@ def prompt_completion_pairs(frame: pd.DataFrame, tokenizer, fmt: chat.ThinkingFo
     if missing:
         raise ValueError(f"SFT data needs user, thinking and answer columns; missing {sorted(missing)}")
     eos = tokenizer.eos_token or ""
+    # the close a model writes itself (R1: "\n</think>\n\n"), not the force-close: training on the force-close
+    # teaches an answer after a context the model never produces on its own
+    close = f"\n{fmt.close}\n\n" if fmt.close == "</think>" else fmt.close
     prompts = [chat.render_prompt(tokenizer, fmt, user, system=system) for user in frame["user"]]
-    completions = [f"{thinking.strip()}{fmt.force_close}{answer.strip()}{eos}"
+    completions = [f"{thinking.strip()}{close}{answer.strip()}{eos}"
                    for thinking, answer in zip(frame["thinking"], frame["answer"])]
     return pd.DataFrame({"prompt": prompts, "completion": completions})
 

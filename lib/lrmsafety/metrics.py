@@ -290,3 +290,19 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return rate, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pooled_rate_ci(k, n, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(sum k / sum n, low, high): a pooled rate over clusters (k events of n samples per prompt) with a percentile
+    bootstrap that resamples prompts, vectorized; the same interval as bootstrap_ci on the rows, far faster."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    if k.shape != n.shape or k.ndim != 1 or (k > n).any() or (k < 0).any():
+        raise ValueError("k and n must be 1-D arrays of equal length with 0 <= k <= n per cluster")
+    if n.sum() == 0:
+        return float("nan"), float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(k), size=(n_boot, len(k)))
+    totals = n[draws].sum(1)
+    rates = k[draws].sum(1)[totals > 0] / totals[totals > 0]
+    alpha = (1 - level) / 2
+    low, high = np.quantile(rates, [alpha, 1 - alpha])
+    return float(k.sum() / n.sum()), float(low), float(high)
