@@ -213,6 +213,7 @@ if len(replayed):
 # %%
 probe = pd.read_csv(results / "02_first_token_probe.csv")
 variance = pd.read_csv(results / "03_lock_in_prefixes.csv")
+full_rollouts = variance[variance["cut"] == 0]  # each prompt's own refusal rate over its M full rollouts
 safety = pd.read_csv(results / "01_metrics.csv")
 contested = "family=jailbreak" if (probe["group"] == "family=jailbreak").any() else "harmful"
 in_contested = (variance[group_column] == "jailbreak") if contested == "family=jailbreak" else variance["prompt_id"].isin(
@@ -256,7 +257,7 @@ def measures(name):
     if len(locked):
         share, low, high = metrics.wilson_interval(int(locked["locked"].astype(bool).sum()), len(locked))
         out.append(("oscillations while already locked", share, low, high, np.nan))
-        compliance = 1 - variance[(variance["model"] == name) & (variance["cut"] == 0)].set_index("prompt_id")["q"]
+        compliance = 1 - full_rollouts[full_rollouts["model"] == name].set_index("prompt_id")["q"]
         known = locked["prompt_id"].isin(compliance.index)
         if known.any():
             chance = deliberation.chance_locked_share(locked.loc[known, "n_before"],
