@@ -186,3 +186,16 @@ def test_agreement_and_fleiss_kappa():
     labels = np.array([[1, 1, 1], [0, 0, -1], [-1, -1, -1]])
     np.testing.assert_array_equal(dl.category_counts(labels), [[0, 0, 3], [1, 2, 0], [3, 0, 0]])
     assert dl.fleiss_kappa(dl.category_counts(labels)) > 0.5
+
+
+def test_chance_locked_share_matches_simulation():
+    import numpy as np
+
+    from lrmsafety.deliberation import chance_locked_share
+
+    n, c = np.array([20, 20, 50, 100]), np.array([0.5, 0.02, 0.97, 0.9])
+    rng = np.random.default_rng(0)
+    draws = rng.binomial(n, c, size=(20000, 4)) / n
+    simulated = ((draws <= 0.05) | (draws >= 0.95)).mean()
+    assert abs(chance_locked_share(n, c) - simulated) < 0.01
+    assert chance_locked_share([20], [0.5]) < 1e-4 and chance_locked_share([20], [0.0]) == 1.0
