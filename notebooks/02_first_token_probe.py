@@ -28,6 +28,11 @@
 # from notebook 01). Controls: TF-IDF on the first token's text, shuffled labels, the prompt-only "State A" (last
 # prompt token; standardized L2 logistic regression, C = 1, per intent), a layer sweep, and the "refusal valley"
 # J(t) along the thinking.
+#
+# **Is there any signal at all?** Paper A's intervals bootstrap prompts over *fixed* out-of-fold scores, which leaves
+# out the variance of fitting: on pure noise they exclude 0.5 too often. Beside them we report a prompt-level
+# permutation test of the whole cross-validated pipeline (whole prompts' labels exchanged within their family, every
+# fold refitted, `permutations` times); "no signal" is judged by its p-value.
 
 # %% Colab: install the repository (does nothing outside Colab)
 import sys
@@ -56,6 +61,7 @@ batch_size = 256
 seed = 0
 judges = ["refusal_prefix", "rs_match"]
 valley_rollouts = 600  # rollouts whose states are read at 100 positions for J(t)
+permutations = 199  # label permutations of the whole probe pipeline (199 resolve p = 0.005)
 
 # %%
 import matplotlib.pyplot as plt
@@ -160,8 +166,32 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
 COLUMNS = ["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "bacc_lo", "bacc_hi", "n", "n_pos",
            "reason"]
 probe_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-probe_table.to_csv(results / "02_first_token_probe.csv", index=False)
 probe_table[COLUMNS].round(3)
+
+# %% [markdown]
+# ### The permutation null beside the bootstrap
+# `perm_p`: share of label permutations (whole prompts, within their family) whose refitted probe reaches the
+# observed AUROC; `null_low`–`null_high`: the middle 95% of the permuted AUROCs.
+
+# %%
+nulls = []
+for name, (model, tokenizer, frame, n_layers) in runs.items():
+    labels, groups = frame["refused"].astype(int).to_numpy(), frame["prompt_id"].to_numpy()
+    named = {k: v for k, v in masks(frame).items() if len(np.unique(labels[v])) == 2}
+    for feature, states, factory in (("first thinking token", first_states, probes.first_token_probe_pipeline),
+                                     ("State A (last prompt token)", prompt_states, probes.state_a_pipeline)):
+        test = probes.permutation_test(states[name][n_layers][:, 0, :], labels, groups, named, permutations,
+                                       strata=frame[group_column].to_numpy(), seed=seed, pipeline_factory=factory)
+        nulls.append(test.assign(model=name, feature=feature))
+NULL_COLUMNS = ["model", "feature", "group", "perm_p", "null_low", "null_high", "n_permutations"]
+nulls = pd.concat(nulls, ignore_index=True) if nulls else pd.DataFrame(columns=NULL_COLUMNS)
+# groups the probe table does not hold (e.g. State A per family) come from the permutation run's own AUROC
+probe_table = probe_table.merge(nulls[NULL_COLUMNS + ["auroc", "n"]], on=["model", "feature", "group"], how="outer",
+                                suffixes=("", "_perm"))
+probe_table["auroc"] = probe_table["auroc"].fillna(probe_table.pop("auroc_perm"))
+probe_table["n"] = probe_table["n"].fillna(probe_table.pop("n_perm"))
+probe_table.to_csv(results / "02_first_token_probe.csv", index=False)
+probe_table[["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "perm_p", "null_low", "null_high"]].round(3)
 
 # %%
 pd.DataFrame(controls, columns=["model", "control", "auroc", "auroc_lo", "auroc_hi", "n"]).round(3)

@@ -210,3 +210,14 @@ def test_paper_a_stance_prompt_and_panel_kappa():
     out = D.panel_kappa(a)
     assert out["n_chunks"] == 2 and out["fleiss_kappa"] == pytest.approx(1.0)
     assert D.majority_label([1, -1, 0]) == 0 and D.majority_label([1, 1, -1]) == 1
+def test_chance_locked_share_matches_simulation():
+    import numpy as np
+
+    from lrmsafety.deliberation import chance_locked_share
+
+    n, c = np.array([20, 20, 50, 100]), np.array([0.5, 0.02, 0.97, 0.9])
+    rng = np.random.default_rng(0)
+    draws = rng.binomial(n, c, size=(20000, 4)) / n
+    simulated = ((draws <= 0.05) | (draws >= 0.95)).mean()
+    assert abs(chance_locked_share(n, c) - simulated) < 0.01
+    assert chance_locked_share([20], [0.5]) < 1e-4 and chance_locked_share([20], [0.0]) == 1.0

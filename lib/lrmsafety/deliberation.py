@@ -440,3 +440,17 @@ def oscillation_summary(frame: pd.DataFrame, n_rollouts: int | None = None, alph
         "n_locked": n_locked, "share_locked": share(n_locked, n),
         "n_toward_stance": n_toward, "share_significant_toward_stance": share(n_toward, n_sig),
     }
+
+
+def chance_locked_share(n_before, compliance, lock: float = 0.05) -> float:
+    """The share of transitions that would count as "locked" if the answers ignored the thinking: the mean over
+    transitions of P(Bin(n, c) / n <= lock or >= 1 - lock), with n the answers replayed before the segment and c
+    the prompt's own compliance rate (e.g. over its full rollouts). The null organism's share should match it."""
+    from scipy.stats import binom
+
+    n, c = np.asarray(n_before, dtype=int), np.clip(np.asarray(compliance, dtype=float), 0, 1)
+    if n.shape != c.shape or n.size == 0:
+        raise ValueError(f"need one compliance rate per transition, got {n.shape} and {c.shape}")
+    low = binom.cdf(np.floor(lock * n + 1e-9), n, c)
+    high = binom.sf(np.ceil((1 - lock) * n - 1e-9) - 1, n, c)
+    return float(np.mean(low + high))
