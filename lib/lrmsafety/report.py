@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import difflib
 import html
+import logging
 import math
 import os
 import re
@@ -389,7 +390,7 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
             if pd.notna(lo):
                 lo, hi = max(float(lo), xmin), min(float(hi), xmax)
                 if hi - lo > 1e-9:
-                    ax.barh(y, hi - lo, left=lo, height=0.7, color="0.85", zorder=1)
+                    ax.barh(y, hi - lo, left=lo, height=0.8, color="0.9", zorder=0)
                 else:
                     ax.plot(lo, y, marker="D", color="0.45", ms=7, zorder=2)
             for _, r in measure.iterrows():
@@ -398,24 +399,24 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
                     target = ledger_target(ledger, r["measure_id"], r["model"])
                     t_lo = xmin if target.min is None else target.min
                     t_hi = xmax if target.max is None else target.max
-                    ax.barh(yy, max(t_hi - t_lo, 0.01), left=t_lo, height=0.18, color=colors[r["model"]],
-                            alpha=0.25, zorder=1)
+                    ax.barh(yy, max(t_hi - t_lo, 0.01), left=t_lo, height=0.15, color=colors[r["model"]],
+                            alpha=0.35, zorder=1)
                 if pd.notna(r["ours"]):
                     err = ([[r["ours"] - r["low"]], [r["high"] - r["ours"]]] if pd.notna(r["low"]) else None)
                     ax.errorbar(r["ours"], yy, xerr=err, fmt="o", color=colors[r["model"]], ms=6, capsize=2,
                                 zorder=3)
                 else:
                     ax.text(xmin + 0.02 * (xmax - xmin), yy, "not measured", va="center", fontsize=7,
-                            color="0.4", style="italic", zorder=3)
+                            color=colors[r["model"]], style="italic", zorder=3)
         ax.set_yticks(range(len(labels[paper])), [textwrap.fill(s, 26) for s in labels[paper]], fontsize=8)
         ax.set_ylim(len(labels[paper]) - 0.5, -0.5)
         ax.set_xlim(xmin, xmax)
         ax.set_title(_short_title(paper, ledger), fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
-    handles = [Patch(color="0.85", label="published (range)"),
+    handles = [Patch(color="0.9", label="published (range or bound)"),
                Line2D([], [], marker="D", color="0.45", ls="", label="published (value)")]
     if control:
-        handles.append(Patch(color="0.5", alpha=0.25, label="planted target"))
+        handles.append(Patch(color="0.5", alpha=0.35, label="planted target (model colour)"))
     handles += [Line2D([], [], marker="o", color=colors[m], ls="", label=m) for m in models]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle("Published vs ours" + (" (organisms: controls with planted targets)" if control else ""), fontsize=10)
@@ -467,6 +468,16 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
             " (one per claim, measure and model; `paper/claims.yaml` lists them).", ""]
     if figure:
         out += [f"![Published vs ours: the headline numbers of papers A, B and C]({figure})", ""]
+    out += ["## Claims at a glance", "", "| claim | checklist | what the paper claims | verdicts on this profile |",
+            "|---|---|---|---|"]
+    for claim in ledger.claims:
+        rows = filled[filled["claim_id"] == claim.id]
+        measured = rows[rows["verdict"] != "not measured"]
+        glance = " · ".join(f"{n} {v}" for v, n in verdict_counts(rows).items())
+        if measured.empty:
+            glance = f"not measured: {rows['reason'].iloc[0]}"
+        out.append(f"| [{claim.id}](#{claim.id.lower()}) | {claim.checklist} | {_cell(claim.claim)} | {_cell(glance)} |")
+    out.append("")
     shown = set()
     for paper, title in ledger.papers.items():
         out += [f"## {paper} · {title}", ""]
@@ -474,15 +485,21 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
         caveats = []
         for claim in [c for c in ledger.claims if c.paper == paper]:
             rows = part[part["claim_id"] == claim.id]
-            out += [f"**{claim.id}** (checklist {claim.checklist}). {claim.claim}", ""]
+            out += [f'<a id="{claim.id.lower()}"></a>**{claim.id}** (checklist {claim.checklist}). {claim.claim}', ""]
             out += ["| measure | model | published | source | planted target | ours | 95% CI | n | verdict | reason |",
                     "|---|---|---|---|---|---|---|---|---|---|"]
+            previous = (None, None)
             for _, r in rows.iterrows():
                 source = f"{r['source']} [{r['confidence']}]" if isinstance(r["source"], str) else "–"
+                published = r["published"] if isinstance(r["published"], str) else "–"
+                what = r["what"]
+                if r["measure_id"] == previous[0]:  # the measure's cells once, then a line per further model
+                    what = source = ""
+                    published = "" if published == previous[1] else published
+                previous = (r["measure_id"], r["published"] if isinstance(r["published"], str) else "–")
                 out.append("| " + " | ".join(_cell(x) for x in (
-                    r["what"], r["model"], r.get("published") if isinstance(r.get("published"), str) else "–",
-                    source, r.get("target") if isinstance(r.get("target"), str) else "–", _fmt(r.get("ours")),
-                    _ci(r), _n(r), f"**{r['verdict']}**", r["reason"])) + " |")
+                    what, r["model"], published, source, r["target"] if isinstance(r["target"], str) else "–",
+                    _fmt(r["ours"]), _ci(r), _n(r), f"**{r['verdict']}**", r["reason"])) + " |")
             out.append("")
             if claim.caveat:
                 caveats.append(f"- {claim.id}: {claim.caveat}")
@@ -508,7 +525,7 @@ CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max
 padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;font-size:13px;margin:.4em 0 1.2em}
 th,td{border:1px solid #ddd;padding:3px 6px;vertical-align:top}th{background:#f3f3f3}blockquote{background:#fff7e0;
 border-left:4px solid #e0a800;margin:1em 0;padding:.5em 1em}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}
-td strong{white-space:nowrap}.v-recovered,.v-reproduced{color:#17692d}.v-differs{color:#b3261e}
+td strong{white-space:nowrap}table:has(th:nth-child(10)) td:nth-child(n+3):nth-child(-n+8){white-space:nowrap}.v-recovered,.v-reproduced{color:#17692d}.v-differs{color:#b3261e}
 .v-not-measured,.v-no-verdict{color:#666}"""
 
 
@@ -567,9 +584,10 @@ def render_notebooks(executed_dir: Path, out_dir: Path, skip: tuple[str, ...] = 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="classic")
+    exporter.log.setLevel(logging.ERROR)  # its alt-text notices are about our figures' outputs, not actionable
     written = []
     for path in sorted(Path(executed_dir).glob("[0-9][0-9]_*.ipynb")):
-        if path.stem in skip:
+        if path.stem in skip or "." in path.stem:  # pipeline leftovers: NN_x.source.ipynb, NN_x.ipynb.partial
             continue
         notebook = nbformat.read(path, as_version=4)
         strip_progress(notebook)
