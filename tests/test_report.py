@@ -104,6 +104,8 @@ def test_a_selector_that_does_not_fit_the_table_names_the_fix(tmp_path):
     probe_table(tmp_path / "results", "qwen3-8b", 0.9)
     with pytest.raises(report.LedgerError, match="fix `select:`"):
         report.fill(ledger, tmp_path / "results", "paper", ["qwen3-8b"])
+    lenient = report.fill(ledger, tmp_path / "results", "smoke", ["qwen3-8b"], strict=False).iloc[0]
+    assert lenient["verdict"] == "not measured" and "the ledger does not fit the table" in lenient["reason"]
 
 
 def test_every_file_the_html_links_exists(tmp_path):

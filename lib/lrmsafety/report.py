@@ -309,8 +309,12 @@ def _verdict(measure: Measure, model: str, ours: float, control: bool) -> tuple[
             f"{_fmt(ours)} {'within' if inside else 'outside'} {tol:g} of {scope} {text}", "–")
 
 
-def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str]) -> pd.DataFrame:
-    """One row per claim × measure × model with published, ours, CI, n, verdict and its reason."""
+def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str], strict: bool = True) -> pd.DataFrame:
+    """One row per claim × measure × model with published, ours, CI, n, verdict and its reason.
+
+    strict: a measure whose columns or select do not fit its (existing) table raises LedgerError; otherwise the
+    row is "not measured" with that message (tiny profiles whose tables may lack a column, e.g. no oscillations).
+    """
     control = profile in CONTROL_PROFILES
     tables: dict = {}
     rows = []
@@ -331,7 +335,12 @@ def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str]) -> 
                        "source": measure.published.source if measure.published else None,
                        "confidence": measure.published.confidence if measure.published else None,
                        "headline": profile in measure.headline}
-                found = _lookup(measure, model, results_dir, tables)
+                try:
+                    found = _lookup(measure, model, results_dir, tables)
+                except LedgerError as err:
+                    if strict:
+                        raise
+                    found = {"reason": f"the ledger does not fit the table: {err}"}
                 if "ours" in found:
                     verdict, reason, target = _verdict(measure, model, found["ours"], control)
                     row.update(found, verdict=verdict, reason=reason, target=target)
