@@ -48,13 +48,13 @@ models = ["organism-locked", "organism-deliberative"]
 # %%
 import pandas as pd
 
-from lrmsafety import paths, plots, report
+from lrmsafety import ledger as claims, paths, plots, report
 
 plots.set_theme()
 results = paths.RESULTS_DIR / profile
 out_dir = paths.REPO_ROOT / "paper" / profile
-control = profile in report.CONTROL_PROFILES
-ledger = report.load_ledger()
+control = profile in claims.CONTROL_PROFILES
+ledger = claims.load_ledger()
 print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims)} measures; "
       f"result tables in {results.relative_to(paths.REPO_ROOT)}: "
       f"{sorted(p.name for p in results.glob('*.csv')) if results.exists() else 'none'}")
@@ -65,10 +65,10 @@ print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims
 # %%
 # On the full profiles a measure that does not fit its table is a ledger error (it stops here, naming the fix);
 # the tiny smoke tables may lack a column (no oscillation at all), which is then "not measured".
-filled = report.fill(ledger, results, profile, models, strict=profile in ("organism", "paper"))
+filled = claims.fill(ledger, results, profile, models, strict=profile in ("organism", "paper"))
 results.mkdir(parents=True, exist_ok=True)
 filled.to_csv(results / "10_claims.csv", index=False)  # the filled ledger, one row per claim × measure × model
-print("verdicts:", report.verdict_counts(filled))
+print("verdicts:", claims.verdict_counts(filled))
 view = filled[["claim_id", "measure_id", "model", "published", "target", "ours", "low", "high", "n", "verdict"]]
 view.round(3)
 
@@ -102,7 +102,7 @@ print(f"rendered {len(pages)} executed notebooks from {executed.relative_to(path
 
 # %%
 html_path = report.write_report(filled, ledger, profile, out_dir, paths.figures_dir(profile), summary_png, pages,
-                                report.tables_read(filled, results))
+                                claims.tables_read(filled, results))
 broken = [p for p in report.linked_paths(html_path.read_text()) if not (out_dir / p).exists()]
 assert not broken, f"the report links to files that do not exist: {broken}"
 print(f"wrote {html_path.relative_to(paths.REPO_ROOT)} and index.md")

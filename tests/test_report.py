@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lrmsafety import report
+from lrmsafety import ledger as claims, report
 
 MEASURE = {"id": "A1.harmful", "what": "first-token probe AUROC, harmful", "notebook": "02_first_token_probe",
            "table": "02_first_token_probe.csv", "select": "group == 'harmful'", "value": "auroc",
@@ -33,7 +33,7 @@ def write(tmp_path, data):
 
 
 def test_the_repository_ledger_validates_and_covers_the_checklist():
-    ledger = report.load_ledger()
+    ledger = claims.load_ledger()
     assert sorted(c.checklist for c in ledger.claims) == list(range(1, 15))
 
 
@@ -48,16 +48,16 @@ def test_the_repository_ledger_validates_and_covers_the_checklist():
 def test_ledger_errors_name_the_place_and_the_fix(tmp_path, edit, message):
     measure = copy.deepcopy(MEASURE)
     edit(measure)
-    with pytest.raises(report.LedgerError, match="does not validate") as err:
-        report.load_ledger(write(tmp_path, ledger_dict(measure)))
+    with pytest.raises(claims.LedgerError, match="does not validate") as err:
+        claims.load_ledger(write(tmp_path, ledger_dict(measure)))
     assert message in str(err.value)
 
 
 def test_a_checklist_item_without_a_claim_is_an_error(tmp_path):
     data = ledger_dict()
     data["claims"] = [c for c in data["claims"] if c["checklist"] != 7]
-    with pytest.raises(report.LedgerError, match=r"checklist items \[7\]"):
-        report.load_ledger(write(tmp_path, data))
+    with pytest.raises(claims.LedgerError, match=r"checklist items \[7\]"):
+        claims.load_ledger(write(tmp_path, data))
 
 
 def probe_table(results, model, auroc, group="harmful"):
@@ -68,29 +68,29 @@ def probe_table(results, model, auroc, group="harmful"):
 
 
 def test_a_known_value_reaches_the_rendered_report(tmp_path):
-    ledger = report.load_ledger(write(tmp_path, ledger_dict()))
+    ledger = claims.load_ledger(write(tmp_path, ledger_dict()))
     results = tmp_path / "results"
     probe_table(results, "qwen3-8b", 0.917)
-    filled = report.fill(ledger, results, "paper", ["qwen3-8b"])
+    filled = claims.fill(ledger, results, "paper", ["qwen3-8b"])
     row = filled[filled["measure_id"] == "A1.harmful"].iloc[0]
     assert (row["ours"], row["low"], row["high"], row["n"]) == (0.917, 0.897, 0.937, 120)
     assert row["verdict"] == "reproduced" and "0.948" in row["reason"]  # this model's own value, within 0.05
     html = report.write_report(filled, ledger, "paper", tmp_path / "paper", tmp_path / "figures", None, [],
-                               report.tables_read(filled, results)).read_text()
+                               claims.tables_read(filled, results)).read_text()
     assert "| first-token probe AUROC, harmful | qwen3-8b | 0.948 |" in (tmp_path / "paper" / "index.md").read_text()
     assert "<td>0.917</td>" in html and "<td>0.897–0.937</td>" in html and "reproduced</strong>" in html
 
 
 def test_organisms_are_judged_against_their_planted_target(tmp_path):
-    ledger = report.load_ledger(write(tmp_path, ledger_dict()))
+    ledger = claims.load_ledger(write(tmp_path, ledger_dict()))
     probe_table(tmp_path / "results", "organism-locked", 0.62)
-    row = report.fill(ledger, tmp_path / "results", "organism", ["organism-locked"]).iloc[0]
+    row = claims.fill(ledger, tmp_path / "results", "organism", ["organism-locked"]).iloc[0]
     assert row["verdict"] == "differs" and "misses the planted target ≥ 0.900" in row["reason"]
 
 
 def test_a_missing_table_is_not_measured_and_says_why(tmp_path):
-    ledger = report.load_ledger(write(tmp_path, ledger_dict()))
-    filled = report.fill(ledger, tmp_path / "no-results", "paper", ["qwen3-8b"])
+    ledger = claims.load_ledger(write(tmp_path, ledger_dict()))
+    filled = claims.fill(ledger, tmp_path / "no-results", "paper", ["qwen3-8b"])
     row = filled[filled["measure_id"] == "A1.harmful"].iloc[0]
     assert row["verdict"] == "not measured" and "02_first_token_probe.csv missing" in row["reason"]
     assert (filled[filled["claim_id"] == "X7"]["reason"] == "later").all()  # claims never disappear
@@ -100,11 +100,11 @@ def test_a_missing_table_is_not_measured_and_says_why(tmp_path):
 
 def test_a_selector_that_does_not_fit_the_table_names_the_fix(tmp_path):
     measure = {**MEASURE, "select": "family == 'harmful'"}
-    ledger = report.load_ledger(write(tmp_path, ledger_dict(measure)))
+    ledger = claims.load_ledger(write(tmp_path, ledger_dict(measure)))
     probe_table(tmp_path / "results", "qwen3-8b", 0.9)
-    with pytest.raises(report.LedgerError, match="fix `select:`"):
-        report.fill(ledger, tmp_path / "results", "paper", ["qwen3-8b"])
-    lenient = report.fill(ledger, tmp_path / "results", "smoke", ["qwen3-8b"], strict=False).iloc[0]
+    with pytest.raises(claims.LedgerError, match="fix `select:`"):
+        claims.fill(ledger, tmp_path / "results", "paper", ["qwen3-8b"])
+    lenient = claims.fill(ledger, tmp_path / "results", "smoke", ["qwen3-8b"], strict=False).iloc[0]
     assert lenient["verdict"] == "not measured" and "the ledger does not fit the table" in lenient["reason"]
 
 
@@ -113,11 +113,11 @@ def test_every_file_the_html_links_exists(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    ledger = report.load_ledger()
+    ledger = claims.load_ledger()
     models = ["organism-locked", "organism-deliberative"]
     results = tmp_path / "results"
     probe_table(results, "organism-locked", 0.95, group="family=jailbreak")
-    filled = report.fill(ledger, results, "organism", models)
+    filled = claims.fill(ledger, results, "organism", models)
     figures = tmp_path / "figures"
     figures.mkdir()
     fig = report.summary_figure(filled, ledger, models, control=True)
@@ -127,7 +127,7 @@ def test_every_file_the_html_links_exists(tmp_path):
     page.parent.mkdir(parents=True)
     page.write_text("<html></html>")
     html_path = report.write_report(filled, ledger, "organism", tmp_path / "paper", figures,
-                                    figures / "10_summary.png", [page], report.tables_read(filled, results))
+                                    figures / "10_summary.png", [page], claims.tables_read(filled, results))
     html = html_path.read_text()
     linked = report.linked_paths(html)
     assert "../figures/10_summary.png" in linked and "../figures/02_layer_sweep.png" in linked
