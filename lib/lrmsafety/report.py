@@ -177,7 +177,8 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
         if caveats:
             out += ["**Caveats**", ""] + caveats + [""]
     out += ["## Executed notebooks", ""]
-    out += [f"- [{Path(nb).stem}]({nb})" for nb in notebooks] or ["- none rendered: run `make all` first"]
+    out += [f"- [{Path(nb).with_suffix('').as_posix().removeprefix('notebooks/')}]({nb})" for nb in notebooks] or [
+        "- none rendered: run `make all` first"]
     out += ["", "## How this page is made", "",
             f"Notebook `10_report` fills `paper/claims.yaml` (published values, sources, tolerances, planted targets "
             f"and the table row that measures each claim) from `data/results/{profile}/`. Nothing on this page is "
@@ -221,23 +222,29 @@ def linked_paths(html_text: str) -> list[str]:
 
 # ---------------------------------------------------------------- executed notebooks to HTML
 
-_PROGRESS = re.compile(r"\r|\d+%\|")
+# a tqdm bar redraw, or tqdm's notice that ipywidgets are missing (it then draws text bars)
+_PROGRESS = re.compile(r"\r|\d+%\||IProgress not found|from \.autonotebook import tqdm")
 
 
 def strip_progress(notebook) -> int:
-    """Remove progress-bar outputs (tqdm's carriage-return streams, widget views) in place; returns how many."""
+    """Remove progress-bar noise in place: bar redraws on stderr (the lines that hold them), tqdm's widget notice,
+    widget views; other stderr (a real warning, a traceback) stays. Returns how many outputs went."""
     removed = 0
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
         kept = []
         for output in cell.get("outputs", []):
-            stream_bar = output.get("output_type") == "stream" and _PROGRESS.search(output.get("text", ""))
-            widget = "application/vnd.jupyter.widget-view+json" in output.get("data", {})
-            if stream_bar or widget:
+            if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
                 removed += 1
-            else:
-                kept.append(output)
+                continue
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = [line for line in output.get("text", "").split("\n") if not _PROGRESS.search(line)]
+                output["text"] = "\n".join(lines)
+                if not output["text"].strip():
+                    removed += 1
+                    continue
+            kept.append(output)
         cell.outputs = kept
     return removed
 
@@ -248,16 +255,20 @@ def render_notebooks(executed_dir: Path, out_dir: Path, skip: tuple[str, ...] = 
     from nbconvert import HTMLExporter
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.rglob("*.html"):  # a notebook that no longer runs leaves no page behind
+        stale.unlink()
     exporter = HTMLExporter(template_name="classic")
     exporter.log.setLevel(logging.ERROR)  # its alt-text notices are about our figures' outputs, not actionable
     written = []
-    for path in sorted(Path(executed_dir).glob("[0-9][0-9]_*.ipynb")):
+    # build/<profile>/NN_x.ipynb, or build/paper/<model>/NN_x.ipynb for `make all MODEL=...`
+    for path in sorted(Path(executed_dir).rglob("[0-9][0-9]_*.ipynb")):
         if path.stem in skip or "." in path.stem:  # pipeline leftovers: NN_x.source.ipynb, NN_x.ipynb.partial
             continue
         notebook = nbformat.read(path, as_version=4)
         strip_progress(notebook)
         body, _ = exporter.from_notebook_node(notebook)
-        target = out_dir / f"{path.stem}.html"
+        target = out_dir / path.relative_to(executed_dir).with_suffix(".html")
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body)
         written.append(target)
     return written
