@@ -318,7 +318,7 @@ def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str], str
         if not measures:
             reason = claim.not_measured_because or f"no measure of this claim applies to the {profile} profile"
             rows.append({**base, "measure_id": claim.id, "what": "–", "model": "–", "verdict": "not measured",
-                         "reason": reason})
+                         "reason": reason, "headline": False})
             continue
         for measure in measures:
             for model in models:
