@@ -157,6 +157,15 @@ class Ledger(_Strict):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"ids must be unique; repeated: {duplicates}")
+        from .models import REGISTRY
+
+        for measure in (m for c in self.claims for m in c.measures):
+            named = list(measure.published.per_model if measure.published else []) + list(measure.targets)
+            for name in named:
+                if name not in REGISTRY:
+                    close = difflib.get_close_matches(name.lower(), list(REGISTRY), n=1)
+                    raise ValueError(f"{measure.id} names model {name!r}, which is not in the registry"
+                                     + (f"; did you mean {close[0]!r}?" if close else " (lrmsafety.models)"))
         missing = sorted(set(range(1, 15)) - {c.checklist for c in self.claims})
         if missing:
             raise ValueError(f"checklist items {missing} of methods.md have no claim: add one (with "
@@ -176,7 +185,7 @@ def _where(raw: dict, loc: tuple) -> str:
         if isinstance(key, int) and isinstance(node, dict) and "id" in node:
             label += f" ({node['id']})"
         parts.append(label)
-    return "".join(parts).removeprefix(" > ")
+    return "".join(parts).removeprefix(" > ") or "the ledger"
 
 
 def load_ledger(path: Path | str = LEDGER_PATH) -> Ledger:
