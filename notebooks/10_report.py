@@ -101,8 +101,10 @@ print(f"rendered {len(pages)} executed notebooks from {executed.relative_to(path
 # ## The report
 
 # %%
+unreferenced = sorted({p.name for p in results.glob("*.csv")} - set(filled["table"].dropna()) - {"10_claims.csv"})
+print("result tables no claim reads (add them to the ledger if they hold a claim):", unreferenced)
 html_path = report.write_report(filled, ledger, profile, out_dir, paths.figures_dir(profile), summary_png, pages,
-                                claims.tables_read(filled, results))
+                                claims.tables_read(filled, results), unreferenced)
 broken = [p for p in report.linked_paths(html_path.read_text()) if not (out_dir / p).exists()]
 assert not broken, f"the report links to files that do not exist: {broken}"
 print(f"wrote {html_path.relative_to(paths.REPO_ROOT)} and index.md")

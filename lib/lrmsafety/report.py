@@ -113,7 +113,8 @@ def _n(row) -> str:
 
 
 def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: str | None,
-                    figures: dict[str, list[str]], notebooks: list[str], tables_read: dict[str, int]) -> str:
+                    figures: dict[str, list[str]], notebooks: list[str], tables_read: dict[str, int],
+                    unreferenced: list[str] = ()) -> str:
     """The report as Markdown; figure paths are relative to paper/<profile>/."""
     control = profile in CONTROL_PROFILES
     out = [f"# Reproduction report · profile `{profile}`", ""]
@@ -184,6 +185,9 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
             f"and the table row that measures each claim) from `data/results/{profile}/`. Nothing on this page is "
             "typed by hand; a claim whose table is missing is listed as not measured, with the reason. Tables read: "
             + (", ".join(f"`{t}` ({n} rows)" for t, n in tables_read.items()) or "none") + ".", ""]
+    if unreferenced:
+        out += ["Result tables of this profile that no claim reads yet: "
+                + ", ".join(f"`{t}`" for t in unreferenced) + ".", ""]
     return "\n".join(out)
 
 
@@ -285,14 +289,15 @@ def notebook_figures(figure_folder: Path, notebooks: list[str], relative_to: Pat
 
 
 def write_report(filled: pd.DataFrame, ledger: Ledger, profile: str, out_dir: Path, figure_folder: Path,
-                 summary_png: Path | None, notebook_pages: list[Path], tables_read: dict[str, int]) -> Path:
+                 summary_png: Path | None, notebook_pages: list[Path], tables_read: dict[str, int],
+                 unreferenced: list[str] = ()) -> Path:
     """Write out_dir/index.md (the source) and out_dir/index.html (self-contained); returns the HTML path."""
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = notebook_figures(figure_folder, list(dict.fromkeys(filled["notebook"].dropna())), out_dir)
     summary = os.path.relpath(summary_png, out_dir) if summary_png else None
     pages = [os.path.relpath(p, out_dir) for p in notebook_pages]
-    markdown = markdown_report(filled, ledger, profile, summary, figures, pages, tables_read)
+    markdown = markdown_report(filled, ledger, profile, summary, figures, pages, tables_read, unreferenced)
     (out_dir / "index.md").write_text(markdown)
     target = out_dir / "index.html"
     target.write_text(html_report(markdown, out_dir, f"lrmsafety reproduction report ({profile})"))
