@@ -46,8 +46,6 @@ profile = "organism"
 models = ["organism-locked", "organism-deliberative"]
 
 # %%
-import pandas as pd
-
 from lrmsafety import ledger as claims, paths, plots, report
 
 plots.set_theme()
