@@ -243,7 +243,7 @@ def _estimate(rows: pd.DataFrame, measure: Measure) -> tuple[float, float | None
     n_value = float(row[measure.n]) if measure.n and pd.notna(row[measure.n]) else None
     low = float(row[measure.low]) if measure.low and pd.notna(row[measure.low]) else None
     high = float(row[measure.high]) if measure.high and pd.notna(row[measure.high]) else None
-    if low is None and measure.count and n_value:
+    if low is None and measure.count and n_value and pd.notna(row[measure.count]):
         _, low, high = wilson_interval(int(row[measure.count]), int(n_value))
     return value, low, high, n_value
 
