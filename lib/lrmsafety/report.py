@@ -48,7 +48,7 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
     colors = model_colors(models)
     labels = {p: list(dict.fromkeys(head[head["paper"] == p]["label"])) for p in ("A", "B", "C")}
     height = max(2.4, 0.62 * max(len(v) for v in labels.values()) + 1.2)
-    fig, axes = plt.subplots(1, 3, figsize=(13, height))
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, height))
     offsets = {m: (i - (len(models) - 1) / 2) * 0.22 for i, m in enumerate(models)}
     for ax, paper in zip(axes, ("A", "B", "C")):
         rows = head[head["paper"] == paper]
