@@ -34,6 +34,8 @@ $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) params/$(PROFILE).yaml $(LIB) $(2) | $(
 	$(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
 endef
 $(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call notebook_rule,$(word $(i),$(NOTEBOOKS)),$(if $(filter 1,$(i)),,$(word $(shell expr $(i) - 1),$(EXECUTED))))))
+# The report (last in the chain, so after every notebook whose tables it reads) also reads the claims ledger.
+$(BUILD)/10_report.ipynb: paper/claims.yaml
 
 test: $(STAMP)  ## run the tests (no hub, no GPU)
 	$(PY) -m pytest

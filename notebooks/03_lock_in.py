@@ -183,6 +183,7 @@ plots.save_figure(fig, "03_continuation_variance", profile)
 
 # %%
 agreement = pd.DataFrame(agreement).assign(published="70–97% of prompts (secondary source)")
+agreement.to_csv(results / "03_think_vs_nothink.csv", index=False)
 agreement.round(3)
 
 # %% [markdown]

@@ -1,0 +1,372 @@
+"""The claims ledger (paper/claims.yaml): validated when loaded, then filled from a profile's result tables.
+
+``load_ledger()`` validates it, and every error names where it is and what to fix; ``fill()`` looks each measure
+up in data/results/<profile>/ and gives it a verdict: against the planted targets on the organisms (controls),
+against the published value within the ledger's tolerance on real models. Nothing here types a number.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from .paths import REPO_ROOT
+
+LEDGER_PATH = REPO_ROOT / "paper" / "claims.yaml"
+# notebooks of DESIGN.md not yet in notebooks/: a measure may name them, and renders "not measured" until they run
+PLANNED_NOTEBOOKS = ("05_refusal_cliff", "06_refusal_heads", "08_interventions", "09_cliff_as_judge")
+CONTROL_PROFILES = ("organism", "smoke")  # profiles whose models are the organisms: verdicts vs planted targets
+VERDICTS = ("reproduced", "recovered", "differs", "no verdict", "not measured")
+
+
+class LedgerError(ValueError):
+    """A ledger that does not validate, or that does not fit the result table it names."""
+
+
+def known_notebooks() -> list[str]:
+    return sorted({p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")} | set(PLANNED_NOTEBOOKS))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Published(_Strict):
+    value: float | None = None
+    range: tuple[float, float] | None = None
+    above: float | None = None
+    below: float | None = None
+    per_model: dict[str, float] = {}
+    text: str | None = None
+    source: str | None = None
+    confidence: Literal["code", "secondary"] | None = None
+
+    @model_validator(mode="after")
+    def _sourced(self):
+        kinds = [k for k in ("value", "range", "above", "below") if getattr(self, k) is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"give one of value / range / above / below, not {kinds}")
+        if not (self.source and self.confidence):
+            raise ValueError("a published value needs `source:` (where the number comes from) and "
+                             "`confidence: code` or `confidence: secondary`")
+        if not (kinds or self.per_model or self.text):
+            raise ValueError("published names no value: give value, range, above, below, per_model or text")
+        return self
+
+    def for_model(self, model: str) -> tuple[float | None, float | None, str]:
+        """(low, high, text) of the published value for this model: its own value, else the general one."""
+        if model in self.per_model:
+            v = self.per_model[model]
+            return v, v, fmt(v)
+        if self.value is not None:
+            return self.value, self.value, fmt(self.value)
+        if self.range is not None:
+            return self.range[0], self.range[1], f"{fmt(self.range[0])}–{fmt(self.range[1])}"
+        if self.above is not None:
+            return self.above, math.inf, f"> {fmt(self.above)}"
+        if self.below is not None:
+            return -math.inf, self.below, f"< {fmt(self.below)}"
+        return None, None, self.text or "–"
+
+
+class Target(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    def text(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"{fmt(self.min)}–{fmt(self.max)}" if self.min != self.max else f"= {fmt(self.min)}"
+        return f"≥ {fmt(self.min)}" if self.min is not None else f"≤ {fmt(self.max)}"
+
+    def met(self, value: float) -> bool:
+        return (self.min is None or value >= self.min - 1e-12) and (self.max is None or value <= self.max + 1e-12)
+
+
+class Measure(_Strict):
+    id: str
+    what: str
+    label: str | None = None
+    notebook: str
+    table: str
+    select: str | None = None
+    model_column: str = "model"
+    value: str
+    low: str | None = None
+    high: str | None = None
+    n: str | None = None
+    count: str | None = None
+    aggregate: Literal["mean"] | None = None
+    minus: str | None = None
+    published: Published | None = None
+    tolerance: float = 0.0
+    targets: dict[str, Target] = {}
+    profiles: list[str] | None = None
+    headline: list[str] = []
+
+    @field_validator("notebook")
+    @classmethod
+    def _known_notebook(cls, name):
+        known = known_notebooks()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown notebook {name!r}{hint} Known: {', '.join(known)}")
+        return name
+
+    @field_validator("table")
+    @classmethod
+    def _csv(cls, name):
+        if not name.endswith(".csv") or "/" in name:
+            raise ValueError(f"table {name!r} must be a CSV file name in data/results/<profile>/, e.g. 01_metrics.csv")
+        return name
+
+    def applies_to(self, profile: str) -> bool:
+        return self.profiles is None or profile in self.profiles
+
+
+class Claim(_Strict):
+    id: str
+    paper: Literal["A", "B", "C"]
+    checklist: int
+    claim: str
+    caveat: str | None = None
+    not_measured_because: str | None = None
+    measures: list[Measure] = []
+
+    @model_validator(mode="after")
+    def _measured_or_explained(self):
+        if not self.measures and not self.not_measured_because:
+            raise ValueError("a claim without measures needs `not_measured_because:` (why nothing measures it)")
+        return self
+
+
+class Ledger(_Strict):
+    papers: dict[Literal["A", "B", "C"], str]
+    organisms: dict[str, str] = {}
+    claims: list[Claim]
+
+    @model_validator(mode="after")
+    def _complete(self):
+        ids = [c.id for c in self.claims] + [m.id for c in self.claims for m in c.measures]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"ids must be unique; repeated: {duplicates}")
+        from .models import REGISTRY
+
+        for measure in (m for c in self.claims for m in c.measures):
+            named = list(measure.published.per_model if measure.published else []) + list(measure.targets)
+            for name in named:
+                if name not in REGISTRY:
+                    close = difflib.get_close_matches(name.lower(), list(REGISTRY), n=1)
+                    raise ValueError(f"{measure.id} names model {name!r}, which is not in the registry"
+                                     + (f"; did you mean {close[0]!r}?" if close else " (lrmsafety.models)"))
+        missing = sorted(set(range(1, 15)) - {c.checklist for c in self.claims})
+        if missing:
+            raise ValueError(f"checklist items {missing} of methods.md have no claim: add one (with "
+                             "`not_measured_because:` if nothing measures it)")
+        return self
+
+
+def _where(raw: dict, loc: tuple) -> str:
+    """'claims[3] (A4) > measures[0] (A4.locked) > published' from a pydantic error location."""
+    parts, node = [], raw
+    for key in loc:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+        label = f"[{key}]" if isinstance(key, int) else f" > {key}"
+        if isinstance(key, int) and isinstance(node, dict) and "id" in node:
+            label += f" ({node['id']})"
+        parts.append(label)
+    return "".join(parts).removeprefix(" > ") or "the ledger"
+
+
+def load_ledger(path: Path | str = LEDGER_PATH) -> Ledger:
+    """Read and validate the ledger; every error names where it is and what to fix."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise LedgerError(f"{path} is not valid YAML (quote a value that holds ': ' or ', ' in braces):\n{err}") from None
+    try:
+        return Ledger.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "missing":
+                message = f"missing required field {e['loc'][-1]!r}"
+            elif e["type"] == "extra_forbidden":
+                message = f"unknown field {e['loc'][-1]!r} (see the field list at the top of {path.name})"
+            lines.append(f"  {_where(raw, e['loc'])}: {message}")
+        raise LedgerError(f"{path} does not validate:\n" + "\n".join(lines)) from None
+
+
+# ---------------------------------------------------------------- filling the ledger from the result tables
+
+def fmt(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.3f}"
+
+
+def _select(frame: pd.DataFrame, query: str | None, measure: Measure, table: str) -> pd.DataFrame:
+    if not query:
+        return frame
+    try:
+        return frame.query(query)
+    except Exception as err:  # pandas raises UndefinedVariableError, KeyError, SyntaxError ...
+        raise LedgerError(f"{measure.id}: select {query!r} does not run on {table} ({type(err).__name__}: {err}); "
+                          f"its columns are {list(frame.columns)}: fix `select:` in the ledger") from None
+
+
+def _estimate(rows: pd.DataFrame, measure: Measure) -> tuple[float, float | None, float | None, float | None]:
+    """(value, low, high, n) of the selected rows of one model."""
+    from .metrics import wilson_interval
+
+    n = rows[measure.n].astype(float) if measure.n else None
+    if len(rows) > 1:
+        weights = n if n is not None and n.sum() > 0 else pd.Series(1.0, index=rows.index)
+        values = rows[measure.value].astype(float)
+        ok = values.notna()
+        value = float((values[ok] * weights[ok]).sum() / weights[ok].sum()) if ok.any() else math.nan
+        return value, None, None, float(n.sum()) if n is not None else None
+    row = rows.iloc[0]
+    value = float(row[measure.value])
+    n_value = float(row[measure.n]) if measure.n and pd.notna(row[measure.n]) else None
+    low = float(row[measure.low]) if measure.low and pd.notna(row[measure.low]) else None
+    high = float(row[measure.high]) if measure.high and pd.notna(row[measure.high]) else None
+    if low is None and measure.count and n_value and pd.notna(row[measure.count]):
+        _, low, high = wilson_interval(int(row[measure.count]), int(n_value))
+    return value, low, high, n_value
+
+
+def _lookup(measure: Measure, model: str, results_dir: Path, tables: dict) -> dict:
+    """Our value for one measure and model, or why there is none."""
+    path = results_dir / measure.table
+    if measure.table not in tables:
+        if not path.exists():
+            where = (f"notebook {measure.notebook} is not in the repository yet"
+                     if not (REPO_ROOT / "notebooks" / f"{measure.notebook}.py").exists()
+                     else f"{measure.notebook} has not written it on this profile")
+            tables[measure.table] = f"{measure.table} missing: {where}"
+        else:
+            tables[measure.table] = pd.read_csv(path)
+    frame = tables[measure.table]
+    if isinstance(frame, str):
+        return {"reason": frame}
+    absent = [c for c in (measure.value, measure.low, measure.high, measure.n, measure.count, measure.model_column)
+              if c and c not in frame.columns]
+    if absent:
+        raise LedgerError(f"{measure.id}: {measure.table} has no column {absent}; its columns are "
+                          f"{list(frame.columns)}: fix the measure's column names in the ledger")
+    mine = frame[frame[measure.model_column] == model]
+    picked = _select(mine, measure.select, measure, measure.table)
+    if picked.empty:
+        return {"reason": f"{measure.table} has no row for {model}" + (f" where {measure.select}" if measure.select
+                                                                          else "")}
+    if len(picked) > 1 and measure.aggregate is None:
+        raise LedgerError(f"{measure.id}: select {measure.select!r} matches {len(picked)} rows of {measure.table} "
+                          f"for {model}: narrow `select:` or set `aggregate: mean`")
+    value, low, high, n = _estimate(picked, measure)
+    if measure.minus:
+        base = _select(mine, measure.minus, measure, measure.table)
+        if base.empty:
+            return {"reason": f"{measure.table} has no row for {model} where {measure.minus}"}
+        value, low, high = value - _estimate(base, measure)[0], None, None
+    if math.isnan(value):
+        reason = picked["reason"].dropna().astype(str).str.cat(sep="; ") if "reason" in picked else ""
+        return {"reason": f"{measure.table}: no value for {model}" + (f" ({reason})" if reason else "")}
+    return {"ours": value, "low": low, "high": high, "n": n}
+
+
+def _verdict(measure: Measure, model: str, ours: float, control: bool) -> tuple[str, str, str]:
+    """(verdict, reason, target text) for a measured value."""
+    if control:
+        target = measure.targets.get(model)
+        if target is None:
+            return "no verdict", "no planted target for this organism: shown for reference", "–"
+        met = target.met(ours)
+        return ("recovered" if met else "differs",
+                f"{fmt(ours)} {'meets' if met else 'misses'} the planted target {target.text()}", target.text())
+    if measure.published is None:
+        return "no verdict", "nothing published to compare with", "–"
+    low, high, text = measure.published.for_model(model)
+    if low is None:
+        return "no verdict", "published without a number", "–"
+    tol = measure.tolerance
+    inside = low - tol <= ours <= high + tol
+    if measure.published.above is not None and model not in measure.published.per_model:
+        inside = ours > low - tol
+    if measure.published.below is not None and model not in measure.published.per_model:
+        inside = ours < high + tol
+    scope = "this model's value" if model in measure.published.per_model else "the published value (any model)"
+    return ("reproduced" if inside else "differs",
+            f"{fmt(ours)} {'within' if inside else 'outside'} {tol:g} of {scope} {text}", "–")
+
+
+def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str], strict: bool = True) -> pd.DataFrame:
+    """One row per claim × measure × model with published, ours, CI, n, verdict and its reason.
+
+    strict: a measure whose columns or select do not fit its (existing) table raises LedgerError; otherwise the
+    row is "not measured" with that message (tiny profiles whose tables may lack a column, e.g. no oscillations).
+    """
+    control = profile in CONTROL_PROFILES
+    tables: dict = {}
+    rows = []
+    for claim in ledger.claims:
+        base = {"paper": claim.paper, "claim_id": claim.id, "checklist": claim.checklist, "claim": claim.claim}
+        measures = [m for m in claim.measures if m.applies_to(profile)]
+        if not measures:
+            reason = claim.not_measured_because or f"no measure of this claim applies to the {profile} profile"
+            rows.append({**base, "measure_id": claim.id, "what": "–", "model": "–", "verdict": "not measured",
+                         "reason": reason, "headline": False})
+            continue
+        for measure in measures:
+            for model in models:
+                published = measure.published.for_model(model) if measure.published else (None, None, "–")
+                row = {**base, "measure_id": measure.id, "what": measure.what, "label": measure.label or measure.what,
+                       "notebook": measure.notebook, "table": measure.table, "model": model,
+                       "published": published[2], "published_low": published[0], "published_high": published[1],
+                       "source": measure.published.source if measure.published else None,
+                       "confidence": measure.published.confidence if measure.published else None,
+                       "headline": profile in measure.headline}
+                try:
+                    found = _lookup(measure, model, results_dir, tables)
+                except LedgerError as err:
+                    if strict:
+                        raise
+                    found = {"reason": f"the ledger does not fit the table: {err}"}
+                if "ours" in found:
+                    verdict, reason, target = _verdict(measure, model, found["ours"], control)
+                    row.update(found, verdict=verdict, reason=reason, target=target)
+                else:
+                    target = measure.targets[model].text() if model in measure.targets else "–"
+                    row.update(verdict="not measured", reason=found["reason"], target=target)
+                rows.append(row)
+    columns = ["paper", "claim_id", "checklist", "claim", "measure_id", "what", "label", "notebook", "table", "model",
+               "published", "published_low", "published_high", "source", "confidence", "target", "ours", "low",
+               "high", "n", "verdict", "reason", "headline"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def target_of(ledger: Ledger, measure_id: str, model: str) -> Target:
+    return next(m for c in ledger.claims for m in c.measures if m.id == measure_id).targets[model]
+
+
+def verdict_counts(filled: pd.DataFrame) -> dict[str, int]:
+    counts = filled["verdict"].value_counts()
+    return {v: int(counts[v]) for v in VERDICTS if v in counts}
+
+
+def tables_read(filled: pd.DataFrame, results_dir: Path) -> dict[str, int]:
+    """The result tables the ledger names that exist on this profile, with their row counts."""
+    names = sorted(set(filled["table"].dropna()))
+    return {t: len(pd.read_csv(results_dir / t)) for t in names if (results_dir / t).exists()}

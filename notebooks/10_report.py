@@ -1,0 +1,108 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lrmsafety/lrmsafety/blob/main/notebooks/10_report.ipynb)
+#
+# # 10 · The reproduction report: every claim, published vs ours
+#
+# The claims ledger, `paper/claims.yaml`, holds one entry per item of the reproduction checklist
+# (methods.md) and the table rows behind it: the published value with its source and how sure it is
+# ([code] or [secondary source]), the tolerance under which we call it reproduced, the organisms' planted
+# targets, and which notebook, result table and row measures it. This notebook fills the ledger from
+# `data/results/<profile>/`, draws the headline numbers published vs ours, renders the executed notebooks, and
+# writes `paper/<profile>/index.html` (self-contained) with its Markdown source `index.md`.
+#
+# **Verdicts.** On the organism profile the models are controls: a verdict says whether each method *recovered*
+# what was planted (the targets printed by notebooks 00 and 04), and the papers' values are shown for reference.
+# On the paper profile each model is compared with its published value (or with the published range when the
+# paper did not study it), within the ledger's tolerance. A claim whose table is missing is *not measured*, with
+# the reason; it never disappears.
+
+# %% Colab: install the repository (does nothing outside Colab)
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
+    if not os.path.exists("lrmsafety"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
+    os.chdir("lrmsafety/notebooks")
+
+# %% tags=["parameters"]
+profile = "organism"
+models = ["organism-locked", "organism-deliberative"]
+
+# %%
+from lrmsafety import ledger as claims, paths, plots, report
+
+plots.set_theme()
+results = paths.RESULTS_DIR / profile
+out_dir = paths.REPO_ROOT / "paper" / profile
+control = profile in claims.CONTROL_PROFILES
+ledger = claims.load_ledger()
+print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims)} measures; "
+      f"result tables in {results.relative_to(paths.REPO_ROOT)}: "
+      f"{sorted(p.name for p in results.glob('*.csv')) if results.exists() else 'none'}")
+
+# %% [markdown]
+# ## The ledger, filled from the result tables
+
+# %%
+# On the full profiles a measure that does not fit its table is a ledger error (it stops here, naming the fix);
+# the tiny smoke tables may lack a column (no oscillation at all), which is then "not measured".
+filled = claims.fill(ledger, results, profile, models, strict=profile in ("organism", "paper"))
+results.mkdir(parents=True, exist_ok=True)
+filled.to_csv(results / "10_claims.csv", index=False)  # the filled ledger, one row per claim × measure × model
+print("verdicts:", claims.verdict_counts(filled))
+view = filled[["claim_id", "measure_id", "model", "published", "target", "ours", "low", "high", "n", "verdict"]]
+view.round(3)
+
+# %% [markdown]
+# Why each row that is not measured is not: a missing table names the notebook that writes it.
+
+# %%
+missing = filled[filled["verdict"] == "not measured"]
+missing[["measure_id", "model", "reason"]].drop_duplicates("reason").reset_index(drop=True)
+
+# %% [markdown]
+# ## The headline numbers of A, B and C, published vs ours
+# Grey: the published value (a diamond) or range (a bar; for a direction, everything past the bound). Dots: ours,
+# with the 95% interval. On the organisms, the light bars are the planted targets the verdicts use.
+
+# %%
+fig = report.summary_figure(filled, ledger, models, control)
+summary_png = plots.save_figure(fig, "10_summary", profile)
+
+# %% [markdown]
+# ## The executed notebooks, rendered beside the report
+
+# %%
+executed = paths.REPO_ROOT / "build" / profile
+pages = report.render_notebooks(executed, out_dir / "notebooks")
+print(f"rendered {len(pages)} executed notebooks from {executed.relative_to(paths.REPO_ROOT)}: "
+      f"{[p.stem for p in pages]}")
+
+# %% [markdown]
+# ## The report
+
+# %%
+unreferenced = sorted({p.name for p in results.glob("*.csv")} - set(filled["table"].dropna()) - {"10_claims.csv"})
+print("result tables no claim reads (add them to the ledger if they hold a claim):", unreferenced)
+html_path = report.write_report(filled, ledger, profile, out_dir, paths.figures_dir(profile), summary_png, pages,
+                                claims.tables_read(filled, results), unreferenced)
+broken = [p for p in report.linked_paths(html_path.read_text()) if not (out_dir / p).exists()]
+assert not broken, f"the report links to files that do not exist: {broken}"
+print(f"wrote {html_path.relative_to(paths.REPO_ROOT)} and index.md")
