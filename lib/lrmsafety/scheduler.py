@@ -121,6 +121,9 @@ class RefillScheduler:
         self.slots, self.chunk, self.generator = slots, chunk, generator
         self.want_entropy, self.prefill_tokens, self.on_chunk = want_entropy, prefill_tokens, on_chunk
         self.device = next(model.parameters()).device
+        # refill once this many slots are free (or the batch ran dry): a few rows prefilled together cost about
+        # one prefill, and rows that finished have already left the batch
+        self.refill_at = max(1, slots // 8)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.steps = self.prefills = 0  # counters, for benchmarks and tests
 
@@ -180,7 +183,7 @@ class RefillScheduler:
         while queue or active:
             try:
                 free = self.slots - len(active)
-                if free > 0 and queue:
+                if queue and free > 0 and (free >= min(self.refill_at, len(queue)) or not active):
                     if active and not _plain_cache(batch.cache):
                         # caches with sliding-window layers cannot be merged: rebuild the batch from text
                         queue.extendleft(reversed(active))
@@ -190,7 +193,8 @@ class RefillScheduler:
                         new, firsts = self._prefill(group)
                         batch = _merge(batch, new)
                         active, heads = active + group, heads + firsts
-                steps = max(1, min(self.chunk, *(r.max_steps() for r in active)))
+                # rows may overshoot their stop by up to a chunk (their extra tokens are dropped by advance)
+                steps = max(1, min(self.chunk, max(r.max_steps() for r in active)))
                 tokens, entropies = self._decode(batch, steps)
             except RuntimeError as err:
                 if not _is_oom(err) or self.slots == 1:
@@ -200,6 +204,7 @@ class RefillScheduler:
                 active, batch, heads = [], None, []
                 torch.cuda.empty_cache()
                 self.slots = max(1, self.slots // 2)
+                self.refill_at = max(1, self.slots // 8)
                 log.warning("out of memory: continuing with %d slots", self.slots)
                 continue
             keep = []
