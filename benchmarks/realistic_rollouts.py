@@ -72,6 +72,9 @@ class StopAt(LogitsProcessor):
 class Fixed:
     """A refill request that takes exactly its drawn number of tokens."""
 
+    useful = 0  # tokens accepted so far by all requests: printed every 30 s, so a run cut short still reports
+    started = last_print = 0.0
+
     def __init__(self, text: str, n: int):
         self.text, self.n, self.taken = text, n, 0
 
@@ -79,7 +82,13 @@ class Fixed:
         return self.n - self.taken
 
     def advance(self, tokens, entropies) -> str:
-        self.taken = min(self.n, self.taken + len(tokens))
+        before, self.taken = self.taken, min(self.n, self.taken + len(tokens))
+        Fixed.useful += self.taken - before
+        now = time.perf_counter()
+        if now - Fixed.last_print > 30:
+            Fixed.last_print = now
+            print(f"  ... {Fixed.useful} useful tokens in {now - Fixed.started:.0f} s: "
+                  f"{Fixed.useful / (now - Fixed.started):.0f} tokens/s", flush=True)
         return scheduler.DONE if self.taken >= self.n else scheduler.CONTINUE
 
 
@@ -93,6 +102,8 @@ def run_batch_engine(model, tokenizer, prompts, lengths, batch, cap, eos) -> Non
 
 
 def run_refill_engine(model, tokenizer, prompts, lengths, batch, chunk) -> dict:
+    Fixed.useful, Fixed.started = 0, time.perf_counter()
+    Fixed.last_print = Fixed.started
     run = scheduler.RefillScheduler(model, tokenizer, SAMPLING, slots=batch, chunk=chunk,
                                     generator=torch.Generator(device=model.device).manual_seed(0))
     run.run([Fixed(p, n) for p, n in zip(prompts, lengths)], lambda r: None)
