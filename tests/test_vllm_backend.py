@@ -57,7 +57,8 @@ def test_organism_rollouts_through_vllm_agree_with_transformers(mode):
     from lrmsafety import data, metrics
 
     model, tokenizer, spec = models.load_model("organism-locked")
-    llm = vllm_backend.load_llm(spec, dtype="float32", max_model_len=1024)
+    # on the CPU, gpu_memory_utilization is the share of RAM vLLM reserves
+    llm = vllm_backend.load_llm(spec, dtype="float32", max_model_len=1024, gpu_memory_utilization=0.08)
     prompts = data.load_prompt_sets(["organism"], n_prompts=40, seed=0)
     if mode == "prefix":
         prompts = prompts.assign(thinking_prefix="Let me think about this request.")

