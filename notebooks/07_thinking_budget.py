@@ -51,6 +51,8 @@ batch_size = 256
 seed = 0
 label_judges = {"C": ["rs_match"]}  # SafeChain's label `unsafe_c` (01): Llama-Guard-3-8B on the paper profile
 morethink_extensions = 10  # SafeChain: up to 10 "Wait" / "Let me think again" within the thinking budget
+budget_thinking_tokens = None  # this notebook's thinking budget (SafeChain: 10,000); None: max_thinking_tokens
+budget_answer_tokens = None  # this notebook's answer budget (SafeChain: 16,000 - 10,000); None: max_answer_tokens
 
 # %%
 import matplotlib.pyplot as plt
@@ -78,7 +80,8 @@ for name in models:
     model, tokenizer, spec = registry.load_model(name, quantization=quantization)
     for mode in MODES:
         decoding = generate.Decoding(mode=mode, samples_per_prompt=samples_per_prompt,
-                                     max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
+                                     max_thinking_tokens=budget_thinking_tokens or max_thinking_tokens,
+                                     max_answer_tokens=budget_answer_tokens or max_answer_tokens,
                                      batch_size=batch_size, seed=seed,
                                      morethink_extensions=morethink_extensions if mode == "morethink" else 10)
         rollouts = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)

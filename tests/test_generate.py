@@ -88,32 +88,34 @@ def test_cache_key_separates_configurations(tiny_r1, tmp_path):
 def test_resume_after_kill_loses_nothing_and_duplicates_nothing(tiny_r1, tmp_path, monkeypatch):
     model, tokenizer, spec = tiny_r1
     decoding = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=3, max_answer_tokens=2, batch_size=2)
-    calls = []
-    real = generate.decode_units
+    saves = []
+    real_append = generate.TableStore.append
 
-    def dies_on_third_batch(*args, **kwargs):
-        calls.append(len(args[3]))
-        if len(calls) == 3:
+    def dies_on_third_save(self, frame):
+        saves.append(len(frame))
+        if len(saves) == 3:
             raise KeyboardInterrupt  # as if the process were killed mid-run
-        return real(*args, **kwargs)
+        return real_append(self, frame)
 
-    monkeypatch.setattr(generate, "decode_units", dies_on_third_batch)
+    monkeypatch.setattr(generate.TableStore, "append", dies_on_third_save)
     with pytest.raises(KeyboardInterrupt):
         generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
-    monkeypatch.setattr(generate, "decode_units", real)
+    monkeypatch.setattr(generate.TableStore, "append", real_append)
     first = generate.TableStore(tmp_path, "rollouts", generate.rollout_config(model, tokenizer, spec, decoding),
                                 key=["prompt_id", "sample_index"]).read()
-    assert len(first) == 4  # two finished batches were kept
+    assert len(first) == 4  # the two saved groups of finished samples were kept
 
-    resumed_calls = []
-    monkeypatch.setattr(generate, "decode_units", lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
+    generated = []
+    real_run = generate._run_units
+    monkeypatch.setattr(generate, "_run_units", lambda m, t, s, units, *a, **k: generated.extend(units) or
+                        real_run(m, t, s, units, *a, **k))
     frame = generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
-    assert len(resumed_calls) == 2  # only the missing four samples were generated
+    assert len(generated) == 4  # only the missing four samples were generated
     assert len(frame) == 8 and not frame.duplicated(["prompt_id", "sample_index"]).any()
     kept = frame.merge(first, on=["prompt_id", "sample_index"], suffixes=("", "_first"))
     assert (kept["text"] == kept["text_first"]).all()  # finished rows are served from the cache, unchanged
     again = generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
-    assert len(resumed_calls) == 2 and len(again) == 8
+    assert len(generated) == 4 and len(again) == 8
 
 
 def test_bad_input_names_the_fix(tiny_r1):

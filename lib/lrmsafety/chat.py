@@ -68,6 +68,7 @@ FORMATS = {f.name: f for f in (R1, QWEN3, THINKING_ONLY, PHI4, HARMONY)}
 ZEROTHINK_PREFILL = "\n</think>\n\n"
 LESSTHINK_PREFILL = "Okay, the user ask for this, I can answer it without thinking much. \n</think>\n\n"
 MORETHINK_CONTINUATIONS = ("Wait", "Let me think again")
+MORETHINK_CLOSE = "</think>\n\n"  # SafeChain closes a MoreThink thinking with this string (utils_model.py)
 
 
 def get_format(name: str) -> ThinkingFormat:

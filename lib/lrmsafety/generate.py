@@ -1,14 +1,29 @@
 """Batched rollouts with thinking control, cached and resumable.
 
 Thinking modes (exact strings in :mod:`lrmsafety.chat`, rules in methods.md):
-    natural    think, close when the model does; past ``max_thinking_tokens`` force-close (paper A)
+    natural    think, close when the model does; past ``max_thinking_tokens`` force-close (paper A); then up to
+               ``max_answer_tokens`` answer tokens after the close
     no_think   the family's no-think prompt (paper A)
     zerothink  SafeChain: the thinking is closed at once
     lessthink  SafeChain: one fixed sentence, then closed
-    morethink  SafeChain budget forcing: each time the model closes its thinking, "Wait" or "Let me think again"
-               replaces the close, up to ``morethink_extensions`` times within ``max_thinking_tokens``
+    morethink  SafeChain budget forcing (utils_model.morethink_single): each time the model closes its thinking or
+               ends the sequence inside it, the text so far is kept as generated (whitespace included) and "Wait"
+               or "Let me think again" follows, up to ``morethink_extensions`` times within
+               ``max_thinking_tokens``; then the thinking is closed with SafeChain's "</think>\\n\\n"
     prefix     continue from a given thinking prefix (column ``thinking_prefix``); with ``close_prefix`` the
                prefix is force-closed and only the answer is sampled (paper A's lock-in cuts)
+
+Backends: ``transformers`` runs every sample through :class:`lrmsafety.scheduler.RefillScheduler` (continuous
+batching: a finished row's slot is refilled at once, so no batch waits on its longest row; forward hooks stay
+active; CPU, bf16 and 4-bit alike). ``vllm`` (:mod:`lrmsafety.vllm_backend`, GPU, ``pip install
+"lrmsafety[vllm]"``) takes a ``vllm.LLM`` as the model. ``auto`` picks vLLM when given a vLLM engine.
+
+Extension point for inference-time interventions: ``rollouts(..., on_chunk=callback)``. Every ``chunk_tokens``
+decode steps the callback receives the rows that continue (objects with ``unit`` (prompt_id, sample_index,
+prompt), ``phase`` ("thinking" or "answer"), ``new_tokens`` and ``new_entropies`` (this chunk's tokens and the
+entropy in nats of the distribution each was drawn from, at temperature 1), ``generated_text`` (everything after
+the prompt and prefill) and ``rewrite(text)``). It returns the rows it rewrote; those are re-prefilled from their
+new text and continue. The callback carries a ``config`` dict (its settings), which joins the cache key.
 
 Every sample records its prompt id, sample index, the generated text (prefill included), thinking, answer, token
 counts, whether the thinking closed by itself, and the decoding configuration's hash.
@@ -37,8 +52,10 @@ log = logging.getLogger(__name__)
 Mode = Literal["natural", "no_think", "zerothink", "lessthink", "morethink", "prefix"]
 MODES = ("natural", "no_think", "zerothink", "lessthink", "morethink", "prefix")
 # bumped whenever a change to this module changes what the same configuration generates: caches made before are
-# then not served (2: positions of left-padded rows in the shared prefill; 3: one-token stop strings)
-GENERATOR_VERSION = 3
+# then not served (2: positions of left-padded rows in the shared prefill; 3: one-token stop strings; 4: the refill
+# scheduler, answer budget counted from the close, SafeChain's MoreThink whitespace, EOS and close string)
+GENERATOR_VERSION = 4
+BACKENDS = ("auto", "transformers", "vllm")
 
 
 @dataclass(frozen=True)
@@ -57,13 +74,21 @@ class Decoding:
     system_prompt: str | None = None
     seed: int = 0
     batch_size: int = 32
-    # a static KV cache lets transformers compile the decode step (benchmarks: 20x faster per step on an H100);
-    # "auto" uses it on CUDA and the plain dynamic cache on the CPU, where it does not help
+    # generate_batch only (the batch-synchronous path kept for notebooks and benchmarks): a static, compiled KV
+    # cache; "auto" uses it on CUDA. Rollouts go through the refill scheduler, which does not use it.
     static_cache: bool | Literal["auto"] = "auto"
+    # decode steps between the refill scheduler's looks at the rows (finished rows leave, waiting ones enter)
+    chunk_tokens: int = 16
+    # auto: vLLM when the model is a vllm.LLM, else transformers
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown thinking mode {self.mode!r}; choose one of {MODES}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.chunk_tokens < 1:
+            raise ValueError("chunk_tokens must be at least 1")
         if self.samples_per_prompt < 1 or self.batch_size < 1:
             raise ValueError("samples_per_prompt and batch_size must be at least 1")
 
@@ -78,10 +103,31 @@ class Decoding:
         return sampling.generate_kwargs()
 
 
-def rollout_config(model, tokenizer, spec: ModelSpec, decoding: Decoding) -> dict:
-    """The cache key: model, revision, quantization, chat template, decoding settings, library versions."""
+def is_vllm(model) -> bool:
+    return type(model).__module__.startswith("vllm")
+
+
+def resolve_backend(backend: str, model) -> str:
+    """The backend that runs: ``auto`` follows the model object (a vllm.LLM or a transformers model)."""
+    if backend == "auto":
+        return "vllm" if is_vllm(model) else "transformers"
+    if (backend == "vllm") != is_vllm(model):
+        raise ValueError(f"backend {backend!r} needs a {'vllm.LLM' if backend == 'vllm' else 'transformers'} model; "
+                         "load it with models.load_model (transformers) or vllm_backend.load_llm (vLLM)")
+    return backend
+
+
+def rollout_config(model, tokenizer, spec: ModelSpec, decoding: Decoding, on_chunk=None) -> dict:
+    """The cache key: model, revision, quantization, chat template, decoding settings, backend, library versions."""
+    backend = resolve_backend(decoding.backend, model)
+    if backend == "vllm":
+        from . import vllm_backend
+
+        return vllm_backend.rollout_config(model, tokenizer, spec, decoding)
     quantization = getattr(model.config, "quantization_config", None)
     return {
+        "backend": backend,
+        **({"on_chunk": on_chunk.config} if on_chunk is not None else {}),
         "model": spec.name,
         "source": spec.hf_id,
         "revision": getattr(model.config, "_commit_hash", None),
@@ -89,7 +135,7 @@ def rollout_config(model, tokenizer, spec: ModelSpec, decoding: Decoding) -> dic
         "quantization": quantization.to_dict().get("bnb_4bit_quant_type") if quantization is not None else None,
         "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),
         "sampling": decoding.sampling_kwargs(spec),
-        "decoding": dataclasses.asdict(decoding),
+        "decoding": {**dataclasses.asdict(decoding), "backend": backend},
         "generator": GENERATOR_VERSION,
         "versions": library_versions(),
     }
@@ -202,142 +248,260 @@ def _prefill(mode: str, fmt: chat.ThinkingFormat, prefix: str | None, close_pref
     return "", False
 
 
-def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: Decoding) -> list[dict]:
-    """Generate one batch of (prompt, sample) units through all phases of the thinking mode."""
+class _Sample:
+    """One (prompt, sample) unit as a request of the refill scheduler: the thinking mode's rules, token by token.
+
+    Thinking phase: the close token ends it (MoreThink: the close, or an end-of-sequence, is replaced by a
+    continuation word while extensions and budget last, then the thinking is closed with SafeChain's string);
+    past ``max_thinking_tokens`` the thinking is force-closed. Answer phase: up to ``max_answer_tokens`` tokens
+    after the close, or an end-of-sequence.
+    """
+
+    def __init__(self, unit: dict, prompt: str, prefill: str, closed: bool, decoding: Decoding, fmt, tokenizer,
+                 close_ids: list[int], eos_ids: set[int], rng: random.Random):
+        self.unit, self.rendered_prompt, self.prefill = unit, prompt, prefill
+        self.decoding, self.fmt, self.tokenizer = decoding, fmt, tokenizer
+        self.close_ids, self.eos_ids, self.rng = close_ids, eos_ids, rng
+        self.generated = ""  # text generated after prompt + prefill, inserted words included
+        self.segment: list[int] = []  # tokens accepted since the text was last rebuilt
+        self.closed_early = closed
+        self.phase = "answer" if closed else "thinking"
+        self.budget = decoding.max_answer_tokens if closed else decoding.max_thinking_tokens
+        self.force_closed = self.finished = False
+        self.extensions = 0
+        self.new_tokens: list[int] = []  # this chunk's accepted tokens and their entropies (for on_chunk)
+        self.new_entropies: list[float] | None = None
+        if self.phase == "thinking" and self.budget <= 0:
+            self._close_thinking(forced=True)
+
+    # the scheduler's request interface
+    @property
+    def text(self) -> str:
+        return self.rendered_prompt + self.prefill + self.generated_text
+
+    @property
+    def generated_text(self) -> str:
+        self._flush()
+        return self.generated
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "answer" and (self.finished or self.budget <= 0)
+
+    def max_steps(self) -> int:
+        return max(1, self.budget)
+
+    def advance(self, tokens: list[int], entropies: list[float] | None) -> str:
+        from .scheduler import CONTINUE, DONE, REQUEUE
+
+        self.new_tokens, self.new_entropies = [], [] if entropies is not None else None
+        for i, token in enumerate(tokens):
+            if self.phase == "answer":
+                if token in self.eos_ids:
+                    self.finished = True
+                    return DONE
+                self._accept(token, entropies, i)
+                self.budget -= 1
+                if self.budget <= 0:
+                    return DONE
+                continue
+            if token in self.eos_ids:  # an end-of-sequence inside the thinking
+                if self.decoding.mode == "morethink":
+                    self._morethink_close(forced=True)
+                else:
+                    self._close_thinking(forced=True)
+                return DONE if self.done else REQUEUE
+            self._accept(token, entropies, i)
+            self.budget -= 1
+            if self.segment[-len(self.close_ids):] == self.close_ids:
+                if self.decoding.mode == "morethink":
+                    del self.segment[-len(self.close_ids):]  # the close is replaced (SafeChain drops its stop string)
+                    self._morethink_close(forced=False)
+                    return DONE if self.done else REQUEUE
+                self.phase, self.budget = "answer", self.decoding.max_answer_tokens  # the model closed: answer on
+                if self.budget <= 0:
+                    return DONE
+                continue
+            if self.budget <= 0:
+                self._close_thinking(forced=True) if self.decoding.mode != "morethink" else \
+                    self._morethink_close(forced=True, out_of_budget=True)
+                return DONE if self.done else REQUEUE
+        return CONTINUE
+
+    # the thinking mode's rules
+    def _accept(self, token: int, entropies, i: int) -> None:
+        self.segment.append(token)
+        self.new_tokens.append(token)
+        if entropies is not None:
+            self.new_entropies.append(entropies[i])
+
+    def _flush(self) -> None:
+        if self.segment:
+            self.generated += self.tokenizer.decode(self.segment, skip_special_tokens=False)
+            self.segment = []
+
+    def _close_thinking(self, forced: bool) -> None:
+        self._flush()
+        if forced:
+            self.generated += self.fmt.force_close
+            self.force_closed = True
+        self.phase, self.budget = "answer", self.decoding.max_answer_tokens
+
+    def _morethink_close(self, forced: bool, out_of_budget: bool = False) -> None:
+        """SafeChain's budget forcing (utils_model.morethink_single): the text so far is kept as generated,
+        whitespace included; a continuation word follows while extensions and budget remain, else the close."""
+        self._flush()
+        if not out_of_budget and self.extensions < self.decoding.morethink_extensions and self.budget > 0:
+            self.generated += self.rng.choice(chat.MORETHINK_CONTINUATIONS)
+            self.extensions += 1
+            return
+        self.generated += chat.MORETHINK_CLOSE if self.fmt.close == "</think>" else self.fmt.force_close
+        self.force_closed = forced
+        self.phase, self.budget = "answer", self.decoding.max_answer_tokens
+
+    def rewrite(self, generated: str) -> None:
+        """Replace the text generated so far (an intervention's edit); the row is then re-prefilled."""
+        self._flush()
+        self.generated = generated
+
+
+def _stop_ids(tokenizer, model) -> set[int]:
+    eos_ids = model.generation_config.eos_token_id
+    eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) | {tokenizer.eos_token_id}
+    return {i for i in eos_ids if i is not None}
+
+
+def _make_samples(tokenizer, spec: ModelSpec, units: list[dict], decoding: Decoding, eos_ids: set[int],
+                  rng: random.Random) -> list[_Sample]:
     fmt = spec.thinking_format
-    sampling = decoding.sampling_kwargs(spec)
-    static = decoding.static_cache if decoding.static_cache != "auto" else next(model.parameters()).is_cuda
-    rows = []
+    close_ids = tokenizer(fmt.close, add_special_tokens=False)["input_ids"]
+    samples = []
     for unit in units:
         mode = "no_think" if decoding.mode == "no_think" else "think"
         prompt = chat.render_prompt(tokenizer, fmt, unit["prompt"], mode=mode, system=decoding.system_prompt)
         prefill, closed = _prefill(decoding.mode, fmt, unit.get("thinking_prefix"), decoding.close_prefix)
-        if decoding.mode == "no_think":
-            closed = True
-        rows.append({**unit, "rendered_prompt": prompt, "prefill": prefill, "generated": "", "closed_early": closed,
-                     "thinking_done": closed, "force_closed": False, "finished": False, "extensions": 0})
+        samples.append(_Sample(unit, prompt, prefill, closed or decoding.mode == "no_think", decoding, fmt,
+                               tokenizer, close_ids, eos_ids, rng))
+    return samples
 
-    # phase 1: thinking (rows whose thinking is open), within the thinking budget
-    thinking_rows = [r for r in rows if not r["thinking_done"]]
-    budget = {id(r): decoding.max_thinking_tokens for r in thinking_rows}
-    rng = random.Random(zlib.crc32(f"{decoding.seed}|{units[0]['prompt_id']}|{units[0]['sample_index']}".encode()))
-    while thinking_rows:
-        stops = [fmt.close] if decoding.mode == "morethink" else None
-        step = max(budget[id(r)] for r in thinking_rows)
-        outputs = generate_batch(model, tokenizer, [r["rendered_prompt"] + r["prefill"] + r["generated"]
-                                                    for r in thinking_rows], step, sampling, stops,
-                                 static_cache=static)
-        still = []
-        for row, (text, n_tokens, ended) in zip(thinking_rows, outputs):
-            budget[id(row)] -= n_tokens
-            at = text.find(fmt.close)
-            if at >= 0 and decoding.mode == "morethink" and row["extensions"] < decoding.morethink_extensions \
-                    and budget[id(row)] > 0:
-                # budget forcing: replace the close by a continuation word and think on
-                row["generated"] += text[:at].rstrip() + rng.choice(chat.MORETHINK_CONTINUATIONS)
-                row["extensions"] += 1
-                still.append(row)
-                continue
-            row["generated"] += text
-            row["finished"] = ended
-            row["thinking_done"] = True
-            if at < 0:  # out of budget (or EOS inside the thinking): force-close
-                row["generated"] = (row["generated"].rstrip() if decoding.mode == "morethink" else row["generated"])
-                row["generated"] += fmt.force_close
-                row["force_closed"] = True
-                row["finished"] = False
-        thinking_rows = still
 
-    # phase 2: the answer, for rows that did not reach EOS yet
-    answer_rows = [r for r in rows if not r["finished"]]
-    if answer_rows:
-        outputs = generate_batch(model, tokenizer, [r["rendered_prompt"] + r["prefill"] + r["generated"]
-                                                    for r in answer_rows], decoding.max_answer_tokens, sampling,
-                                 static_cache=static)
-        for row, (text, _, ended) in zip(answer_rows, outputs):
-            row["generated"] += text
-            row["finished"] = ended
+def _record(sample: _Sample, tokenizer, spec: ModelSpec, decoding: Decoding) -> dict:
+    text = sample.prefill + sample.generated_text
+    if decoding.mode == "no_think":
+        parts = chat.Reasoning("", text.strip(), True)
+    else:
+        parts = chat.split_reasoning(text, spec.thinking_format, eos_strings=_special_strings(tokenizer))
+    unit = sample.unit
+    return {
+        "prompt_id": unit["prompt_id"], "sample_index": unit["sample_index"], "prompt": unit["prompt"],
+        "rendered_prompt": sample.rendered_prompt, "text": text, "thinking": parts.thinking, "answer": parts.answer,
+        # closed by the model itself (not by our force-close or a prefill)
+        "closed": parts.closed and not sample.force_closed and not sample.closed_early,
+        "force_closed": sample.force_closed, "finished": sample.finished, "extensions": sample.extensions,
+        "n_prompt_tokens": len(tokenizer(sample.rendered_prompt, add_special_tokens=False)["input_ids"]),
+        "n_thinking_tokens": len(tokenizer(parts.thinking, add_special_tokens=False)["input_ids"]),
+        "n_answer_tokens": len(tokenizer(parts.answer, add_special_tokens=False)["input_ids"]),
+        **{k: unit[k] for k in ("thinking_prefix",) if k in unit},
+    }
 
+
+def _run_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: Decoding, on_record,
+               on_chunk=None, slots: int | None = None) -> None:
+    """Generate every unit through the refill scheduler; ``on_record(record)`` as each sample finishes."""
+    from .scheduler import RefillScheduler
+
+    if not units:
+        return
+    seed = zlib.crc32(f"{decoding.seed}|{units[0]['prompt_id']}|{units[0]['sample_index']}".encode())
+    rng = random.Random(seed)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    samples = _make_samples(tokenizer, spec, units, decoding, _stop_ids(tokenizer, model), rng)
+    scheduler = RefillScheduler(model, tokenizer, decoding.sampling_kwargs(spec), slots or decoding.batch_size,
+                                chunk=decoding.chunk_tokens, generator=generator,
+                                want_entropy=getattr(on_chunk, "wants_entropy", on_chunk is not None),
+                                on_chunk=on_chunk)
+    emit = lambda sample: on_record(_record(sample, tokenizer, spec, decoding))  # noqa: E731
+    for sample in samples:
+        if sample.done:  # nothing to generate (an answer budget of 0)
+            emit(sample)
+    scheduler.run([s for s in samples if not s.done], emit)
+
+
+def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: Decoding,
+                 on_chunk=None) -> list[dict]:
+    """Generate (prompt, sample) units through all phases of the thinking mode; records in the units' order."""
     records = []
-    for row in rows:
-        text = row["prefill"] + row["generated"]
-        if decoding.mode == "no_think":
-            parts = chat.Reasoning("", text.strip(), True)
-        else:
-            parts = chat.split_reasoning(text, fmt, eos_strings=_special_strings(tokenizer))
-        records.append({
-            "prompt_id": row["prompt_id"], "sample_index": row["sample_index"], "prompt": row["prompt"],
-            "rendered_prompt": row["rendered_prompt"], "text": text, "thinking": parts.thinking, "answer": parts.answer,
-            # closed by the model itself (not by our force-close or a prefill)
-            "closed": parts.closed and not row["force_closed"] and not row["closed_early"],
-            "force_closed": row["force_closed"], "finished": row["finished"], "extensions": row["extensions"],
-            "n_prompt_tokens": len(tokenizer(row["rendered_prompt"], add_special_tokens=False)["input_ids"]),
-            "n_thinking_tokens": len(tokenizer(parts.thinking, add_special_tokens=False)["input_ids"]),
-            "n_answer_tokens": len(tokenizer(parts.answer, add_special_tokens=False)["input_ids"]),
-            **{k: row[k] for k in ("thinking_prefix",) if k in row},
-        })
-    return records
+    _run_units(model, tokenizer, spec, units, decoding, records.append, on_chunk=on_chunk)
+    order = {(u["prompt_id"], u["sample_index"]): i for i, u in enumerate(units)}
+    return sorted(records, key=lambda r: order[(r["prompt_id"], r["sample_index"])])
 
 
 # ------------------------------------------------------------------------------------------- the driver
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
 def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding: Decoding,
-             cache_root=None, name: str = "rollouts", progress: bool = True) -> pd.DataFrame:
+             cache_root=None, name: str = "rollouts", progress: bool = True, on_chunk=None) -> pd.DataFrame:
     """K samples per prompt under one decoding configuration; cached under ``cache_root`` when given.
 
-    ``prompts`` needs ``prompt_id`` and ``prompt`` (and ``thinking_prefix`` for mode "prefix"). A batch that does
-    not fit in GPU memory is retried at half the size. Finished batches are saved as they complete, so a killed
-    run resumes where it stopped.
+    ``prompts`` needs ``prompt_id`` and ``prompt`` (and ``thinking_prefix`` for mode "prefix"). All pending samples
+    go through the refill scheduler with ``batch_size`` slots (halved on out-of-memory); finished samples are
+    saved every ``batch_size`` samples, so a killed run resumes where it stopped. ``on_chunk`` (see the module
+    docstring) must carry a ``config`` dict, which joins the cache key.
     """
     for column in ("prompt_id", "prompt") + (("thinking_prefix",) if decoding.mode == "prefix" else ()):
         if column not in prompts.columns:
             raise ValueError(f"the prompts frame needs a {column!r} column; it has {list(prompts.columns)}")
     if prompts["prompt_id"].duplicated().any():
         raise ValueError("prompt_id must be unique in the prompts frame")
-    store = TableStore(cache_root, name, rollout_config(model, tokenizer, spec, decoding),
-                       key=["prompt_id", "sample_index"]) if cache_root is not None else None
+    if on_chunk is not None and not isinstance(getattr(on_chunk, "config", None), dict):
+        raise ValueError("on_chunk needs a `config` dict (its settings), which joins the rollout cache key")
+    backend = resolve_backend(decoding.backend, model)
+    config = rollout_config(model, tokenizer, spec, decoding, on_chunk=on_chunk)
+    store = TableStore(cache_root, name, config, key=["prompt_id", "sample_index"]) if cache_root is not None else None
     columns = [c for c in ("prompt_id", "prompt", "thinking_prefix") if c in prompts.columns]
     units = [{**row, "sample_index": k} for row in prompts[columns].to_dict("records")
              for k in range(decoding.samples_per_prompt)]
     if store is not None:
         pending_keys = set(store.pending([(u["prompt_id"], u["sample_index"]) for u in units]))
         units = [u for u in units if (u["prompt_id"], u["sample_index"]) in pending_keys]
-    done_rows: list[dict] = []
-    batch_size = decoding.batch_size
+    done_rows: list[pd.DataFrame] = []
+    waiting: list[dict] = []
     bar = tqdm(total=len(units), desc=f"{spec.name} {decoding.mode}", unit="sample", disable=not progress)
-    tokens, started = 0, time.perf_counter()
-    position = 0
-    while position < len(units):
-        batch = units[position:position + batch_size]
-        seed = zlib.crc32(f"{decoding.seed}|{batch[0]['prompt_id']}|{batch[0]['sample_index']}".encode())
-        torch.manual_seed(seed)
-        try:
-            records = decode_units(model, tokenizer, spec, batch, decoding)
-        except RuntimeError as err:
-            if not _is_oom(err) or batch_size == 1:
-                raise
-            torch.cuda.empty_cache()
-            batch_size = max(1, batch_size // 2)
-            log.warning("out of memory: retrying with batch size %d", batch_size)
-            continue
+    counter = {"tokens": 0, "started": time.perf_counter()}
+
+    def save(records: list[dict]) -> None:
         frame = pd.DataFrame.from_records(records)
         frame["mode"] = decoding.mode
         if store is not None:
             frame["config_hash"] = store.hash
             store.append(frame)
         done_rows.append(frame)
-        position += len(batch)
-        tokens += int(frame["n_thinking_tokens"].sum() + frame["n_answer_tokens"].sum())
-        elapsed = time.perf_counter() - started
-        bar.update(len(batch))
-        bar.set_postfix(tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
+
+    def on_record(record: dict) -> None:
+        waiting.append(record)
+        counter["tokens"] += record["n_thinking_tokens"] + record["n_answer_tokens"]
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{counter['tokens'] / max(time.perf_counter() - counter['started'], 1e-9):.0f}")
+        if len(waiting) >= decoding.batch_size:
+            save(waiting[:])
+            waiting.clear()
+
+    if backend == "vllm":
+        from . import vllm_backend
+
+        vllm_backend.run_units(model, tokenizer, spec, units, decoding, on_record)
+    else:
+        _run_units(model, tokenizer, spec, units, decoding, on_record, on_chunk=on_chunk)
+    if waiting:
+        save(waiting)
     bar.close()
     if store is not None:
         result = store.read()
         wanted = set(prompts["prompt_id"])
         return result[result["prompt_id"].isin(wanted)
                       & (result["sample_index"] < decoding.samples_per_prompt)].reset_index(drop=True)
-    return pd.concat(done_rows, ignore_index=True) if done_rows else pd.DataFrame()
+    if not done_rows:
+        return pd.DataFrame()
+    frame = pd.concat(done_rows, ignore_index=True)
+    order = {(u["prompt_id"], u["sample_index"]): i for i, u in enumerate(units)}
+    frame["_order"] = [order[k] for k in zip(frame["prompt_id"], frame["sample_index"])]
+    return frame.sort_values("_order").drop(columns="_order").reset_index(drop=True)

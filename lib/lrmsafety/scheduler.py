@@ -1,0 +1,251 @@
+"""The refill scheduler: continuous batching over a transformers model, so finished rows never hold a batch.
+
+``slots`` rows decode together, one token per step, in a plain decode loop (``model(...)`` with a DynamicCache,
+so forward hooks such as head ablation act at every step, and 4-bit models work unchanged). Every few steps (a
+*chunk*) the scheduler hands each row its new tokens; the row says whether it continues, is done, or must be
+re-prefilled with a new text (MoreThink's continuation word, a force-close, an intervention's rewrite). Rows that
+leave free their slots, which are refilled at once from the queue. Only the new rows are prefilled (identical texts
+once); their KV cache is merged into the running one by left padding. Models whose cache layers are not plain
+(sliding windows) are handled by rebuilding the batch from text instead, which is slower but exact.
+
+A request is any object with:
+    text: str                              what to prefill when the row is (re)admitted
+    max_steps() -> int                     steps it may still take before it must decide (chunks never exceed it)
+    advance(tokens, entropies) -> str      "continue", "done" or "requeue"; ``entropies`` is None unless asked for
+The request's ``text`` must include every token it accepted, so that a row can always be rebuilt from text (on
+out-of-memory the slots are halved and the rows re-prefilled; tokens not yet reported are then dropped).
+
+Sampling (temperature, then top-k, then top-p, as transformers orders them) is done here on the device, one
+generator per run: samples are reproducible for the same inputs, batch size and device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CONTINUE, DONE, REQUEUE = "continue", "done", "requeue"
+
+
+def sample(logits: torch.Tensor, sampling: dict, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from the last-position logits, under transformers-style sampling arguments."""
+    if not sampling.get("do_sample", False) or not sampling.get("temperature", 1.0):
+        return logits.argmax(-1)
+    logits = logits.float() / float(sampling.get("temperature", 1.0))
+    top_k = int(sampling.get("top_k") or 0)
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    top_p = sampling.get("top_p")
+    if top_p is not None and top_p < 1.0:
+        ordered, order = logits.sort(dim=-1)
+        remove = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+        remove[:, -1] = False  # keep at least the most likely token
+        logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the model's next-token distribution at temperature 1."""
+    logp = logits.float().log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@dataclass
+class _Batch:
+    """The running rows: their KV cache, left-padded attention mask, next position and last (unfed) token."""
+
+    cache: object
+    mask: torch.Tensor  # [rows, cached length], 0 on left padding
+    positions: torch.Tensor  # [rows] position id of the next token fed
+    last: torch.Tensor  # [rows] the last sampled token, not in the cache yet
+
+
+def _plain_cache(cache) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _merge(a: _Batch | None, b: _Batch) -> _Batch:
+    """Rows of ``a`` then rows of ``b`` in one batch; the shorter cache is left-padded (masked)."""
+    if a is None:
+        return b
+    length = max(a.mask.shape[1], b.mask.shape[1])
+    for layer_a, layer_b in zip(a.cache.layers, b.cache.layers):
+        layer_a.keys = torch.cat([_left_pad(layer_a.keys, length, -2), _left_pad(layer_b.keys, length, -2)])
+        layer_a.values = torch.cat([_left_pad(layer_a.values, length, -2), _left_pad(layer_b.values, length, -2)])
+    return _Batch(a.cache, torch.cat([_left_pad(a.mask, length, 1), _left_pad(b.mask, length, 1)]),
+                  torch.cat([a.positions, b.positions]), torch.cat([a.last, b.last]))
+
+
+def _select(batch: _Batch, keep: list[int]) -> _Batch | None:
+    """Keep some rows, and drop the leading cache columns that are padding in every kept row."""
+    if not keep:
+        return None
+    if len(keep) == batch.mask.shape[0]:
+        return batch
+    index = torch.tensor(keep, device=batch.mask.device)
+    batch.cache.batch_select_indices(index)
+    mask = batch.mask[index]
+    used = mask.any(0).nonzero()
+    start = int(used[0]) if len(used) else 0
+    if start and _plain_cache(batch.cache):
+        for layer in batch.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+        mask = mask[:, start:]
+    return _Batch(batch.cache, mask, batch.positions[index], batch.last[index])
+
+
+class RefillScheduler:
+    """Runs requests through ``slots`` rows of one model; see the module docstring."""
+
+    def __init__(self, model, tokenizer, sampling: dict, slots: int, chunk: int = 16,
+                 generator: torch.Generator | None = None, want_entropy: bool = False,
+                 prefill_tokens: int = 32768, on_chunk=None):
+        self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
+        self.slots, self.chunk, self.generator = slots, chunk, generator
+        self.want_entropy, self.prefill_tokens, self.on_chunk = want_entropy, prefill_tokens, on_chunk
+        self.device = next(model.parameters()).device
+        # refill once this many slots are free (or the batch ran dry): a few rows prefilled together cost about
+        # one prefill, and rows that finished have already left the batch
+        self.refill_at = max(1, slots // 8)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.steps = self.prefills = 0  # counters, for benchmarks and tests
+
+    # ------------------------------------------------------------------ prefill
+    def _prefill(self, requests: list) -> tuple[_Batch, list[list]]:
+        """Prefill the texts of ``requests`` (identical texts once); sample each row's first token.
+
+        Returns the new rows' batch and, per row, its first (token, entropy), not reported to the request yet.
+        """
+        from transformers import DynamicCache
+
+        texts = [r.text for r in requests]
+        distinct = list(dict.fromkeys(texts))
+        ids = self.tokenizer(distinct, add_special_tokens=False)["input_ids"]
+        if any(len(i) == 0 for i in ids):
+            raise ValueError("a request to continue has an empty text; render the prompt first")
+        width = max(len(i) for i in ids)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(i)) + i for i in ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens only, as generate() counts them
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        self.prefills += 1
+        if len(distinct) < len(texts):  # K samples of one text: one prefill, its cache repeated
+            rows = torch.tensor([distinct.index(t) for t in texts], device=self.device)
+            cache.batch_select_indices(rows)
+            logits, mask = logits[rows], mask[rows]
+        first = sample(logits, self.sampling, self.generator)
+        ents = entropy(logits).tolist() if self.want_entropy else [None] * len(texts)
+        return _Batch(cache, mask, mask.sum(-1), first), [[(t, e)] for t, e in zip(first.tolist(), ents)]
+
+    def _prefill_groups(self, requests: list) -> list[list]:
+        """Split admissions so that one prefill forward holds about ``prefill_tokens`` tokens at most."""
+        groups, current, longest = [], [], 0
+        for request in requests:
+            length = len(request.text) // 3  # characters over 3: a cheap overestimate of tokens
+            if current and max(longest, length) * (len(current) + 1) > self.prefill_tokens:
+                groups.append(current)
+                current, longest = [], 0
+            current.append(request)
+            longest = max(longest, length)
+        return groups + ([current] if current else [])
+
+    # ------------------------------------------------------------------ the loop
+    @torch.no_grad()
+    def run(self, requests, on_done) -> None:
+        """Generate until every request is done; ``on_done(request)`` is called as each one finishes.
+
+        Every sampled token is reported to its request exactly once, at the chunk boundary after it was sampled;
+        a row's last sampled token is fed to the model at the start of the next chunk.
+        """
+        queue = deque(requests)
+        active: list = []
+        batch: _Batch | None = None
+        heads: list[list] = []  # per active row: tokens sampled at its prefill, not reported yet
+        while queue or active:
+            try:
+                free = self.slots - len(active)
+                if queue and free > 0 and (free >= min(self.refill_at, len(queue)) or not active):
+                    if active and not _plain_cache(batch.cache):
+                        # caches with sliding-window layers cannot be merged: rebuild the batch from text
+                        queue.extendleft(reversed(active))
+                        active, batch, heads, free = [], None, [], self.slots
+                    admitted = [queue.popleft() for _ in range(min(free, len(queue)))]
+                    for group in self._prefill_groups(admitted):
+                        new, firsts = self._prefill(group)
+                        batch = _merge(batch, new)
+                        active, heads = active + group, heads + firsts
+                # rows may overshoot their stop by up to a chunk (their extra tokens are dropped by advance)
+                steps = max(1, min(self.chunk, max(r.max_steps() for r in active)))
+                tokens, entropies = self._decode(batch, steps)
+            except RuntimeError as err:
+                if not _is_oom(err) or self.slots == 1:
+                    raise
+                # unreported tokens are dropped: the rows are re-prefilled from the text they reported
+                queue.extendleft(reversed(active))
+                active, batch, heads = [], None, []
+                torch.cuda.empty_cache()
+                self.slots = max(1, self.slots // 2)
+                self.refill_at = max(1, self.slots // 8)
+                log.warning("out of memory: continuing with %d slots", self.slots)
+                continue
+            keep = []
+            for i, request in enumerate(active):
+                new_tokens = [t for t, _ in heads[i]] + tokens[i]
+                new_entropy = [e for _, e in heads[i]] + entropies[i] if self.want_entropy else None
+                verdict = request.advance(new_tokens, new_entropy)
+                if verdict == CONTINUE:
+                    keep.append(i)
+                elif verdict == DONE:
+                    on_done(request)
+                elif verdict == REQUEUE:
+                    queue.appendleft(request)  # re-prefilled first, before the waiting requests
+                else:
+                    raise ValueError(f"advance() returned {verdict!r}; expected {CONTINUE!r}, {DONE!r} or {REQUEUE!r}")
+            if self.on_chunk is not None and keep:
+                # an intervention may rewrite a row's text: that row leaves and is re-prefilled
+                rewritten = {id(r) for r in (self.on_chunk([active[i] for i in keep]) or [])}
+                for i in keep:
+                    if id(active[i]) in rewritten:
+                        queue.appendleft(active[i])
+                keep = [i for i in keep if id(active[i]) not in rewritten]
+            batch = _select(batch, keep)
+            active, heads = [active[i] for i in keep], [[] for _ in keep]
+
+    def _decode(self, batch: _Batch, steps: int) -> tuple[list[list[int]], list[list[float]] | None]:
+        """``steps`` decode steps; per row, the tokens sampled and the entropies they were sampled at."""
+        out, ents = [], []
+        for _ in range(steps):
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(batch.mask.shape[0], 1)], dim=1)
+            logits = self.model(input_ids=batch.last[:, None], attention_mask=batch.mask,
+                                position_ids=batch.positions[:, None], past_key_values=batch.cache,
+                                use_cache=True).logits[:, -1]
+            if self.want_entropy:
+                ents.append(entropy(logits))
+            batch.last = sample(logits, self.sampling, self.generator)
+            batch.positions = batch.positions + 1
+            out.append(batch.last)
+        self.steps += steps
+        return torch.stack(out, 1).tolist(), (torch.stack(ents, 1).tolist() if ents else None)
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()

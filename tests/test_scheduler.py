@@ -1,0 +1,214 @@
+"""The refill scheduler: same tokens as transformers' generate, refilled slots, hooks, MoreThink, interventions."""
+
+import pandas as pd
+import pytest
+import torch
+
+from lrmsafety import chat, generate, hooks, models, scheduler
+from tiny_models import build_tiny, tokenizer_for
+
+GREEDY = {"do_sample": False}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, qwen3_tokenizer_path):
+    folder = tmp_path_factory.mktemp("tiny-r1-sched")
+    tokenizer = tokenizer_for("r1")
+    tokenizer.save_pretrained(folder)
+    build_tiny("Qwen2ForCausalLM", len(tokenizer), folder)
+    return models.load_model(str(folder), quantization="fp32")
+
+
+class Fixed:
+    """A request that takes exactly ``n`` tokens (end-of-sequence ignored), like the benchmark's."""
+
+    tokenizer = None
+
+    def __init__(self, text, n):
+        self.prompt, self.n, self.tokens = text, n, []
+
+    @property
+    def text(self):  # the contract: the text includes every accepted token
+        return self.prompt + (self.tokenizer.decode(self.tokens) if self.tokens else "")
+
+    def max_steps(self):
+        return self.n - len(self.tokens)
+
+    def advance(self, tokens, entropies):
+        self.tokens += tokens[: self.n - len(self.tokens)]
+        return scheduler.DONE if len(self.tokens) >= self.n else scheduler.CONTINUE
+
+
+def reference(model, tokenizer, text, n):
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+TEXTS = ["alpha beta gamma", "one", "a much longer prompt with many more words in it than the others", "delta"]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_refill_gives_generate_greedy_tokens(tiny, chunk):
+    """Rows of different lengths, more requests than slots: each row's tokens are those it gets alone."""
+    model, tokenizer, _ = tiny
+    Fixed.tokenizer = tokenizer
+    lengths = [9, 2, 5, 12, 3, 7]
+    requests = [Fixed(TEXTS[i % len(TEXTS)], n) for i, n in enumerate(lengths)]
+    done = []
+    run = scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=2, chunk=chunk)
+    run.run(requests, done.append)
+    assert len(done) == len(requests) and run.prefills >= 3  # slots were refilled
+    for request in requests:
+        assert request.tokens == reference(model, tokenizer, request.prompt, request.n)
+
+
+def test_finished_rows_do_not_hold_the_batch(tiny):
+    """One long row among short ones: steps are about the longest row, not batches x longest."""
+    model, tokenizer, _ = tiny
+    requests = [Fixed("word", 40)] + [Fixed(f"word {i}", 2) for i in range(15)]
+    run = scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=4, chunk=4)
+    run.run(requests, lambda r: None)
+    # batch after batch would take 40 + 3 * 2 = 46 steps (at 4 rows per batch, a batch lasts its longest row)
+    assert run.steps <= 44
+
+
+def test_head_ablation_hooks_act_during_generation(tiny):
+    model, tokenizer, _ = tiny
+    heads = [(0, 0), (1, 1)]
+    with hooks.add_hooks(hooks.head_ablation_hooks(model, heads)):
+        expected = [reference(model, tokenizer, t, 6) for t in TEXTS]
+        requests = [Fixed(t, 6) for t in TEXTS]
+        scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=3, chunk=2).run(requests, lambda r: None)
+    assert [r.tokens for r in requests] == expected
+    plain = [reference(model, tokenizer, t, 6) for t in TEXTS]
+    assert plain != expected  # the ablation changed what the model says
+
+
+def test_sampling_matches_transformers_warpers():
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    logits = torch.randn(3, 50) * 3
+    mine = logits.float() / 0.7
+    for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(10), TopPLogitsWarper(0.8)):
+        logits_ref = warper(None, mine if warper is None else (logits if isinstance(warper, TemperatureLogitsWarper)
+                                                                 else logits_ref))
+    kept = torch.isfinite(logits_ref)
+    draws = torch.stack([scheduler.sample(logits, {"do_sample": True, "temperature": 0.7, "top_k": 10, "top_p": 0.8},
+                                          torch.Generator().manual_seed(i)) for i in range(400)], 1)
+    for row in range(3):
+        assert set(draws[row].tolist()) <= set(kept[row].nonzero().flatten().tolist())
+    assert (scheduler.sample(logits, GREEDY, None) == logits.argmax(-1)).all()
+
+
+def _biased(model, token_id):
+    """Make the model say ``token_id`` every time (a bias on the output layer), to drive a mode's rules."""
+    model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
+    model.lm_head.bias.data[token_id] = 1e4
+
+
+def prompts(n=2):
+    return pd.DataFrame({"prompt_id": [f"p{i}" for i in range(n)], "prompt": [f"Question {i}?" for i in range(n)]})
+
+
+@pytest.mark.parametrize("stop", ["close", "eos"])
+def test_morethink_follows_safechain(tiny, stop):
+    """Each close (or end-of-sequence) inside the thinking becomes a continuation word, with no separator;
+    after the last extension the thinking is closed with SafeChain's string and the answer follows."""
+    model, tokenizer, spec = tiny
+    token = tokenizer.convert_tokens_to_ids("</think>") if stop == "close" else tokenizer.eos_token_id
+    decoding = generate.Decoding(mode="morethink", morethink_extensions=3, max_thinking_tokens=50,
+                                 max_answer_tokens=2, batch_size=2)
+    _biased(model, token)
+    try:
+        frame = generate.rollouts(model, tokenizer, spec, prompts(), decoding, progress=False)
+    finally:
+        model.lm_head.bias = None
+    assert (frame["extensions"] == 3).all()
+    for text in frame["text"]:
+        words = [w for w in ("Wait", "Let me think again") if w in text]
+        assert words and text.count("</think>") >= 1
+        body = text.replace("Let me think again", "|").replace("Wait", "|")
+        # the model's close is replaced and nothing separates the words: "|||</think>\n\n" then the answer
+        assert body.startswith("|||" + chat.MORETHINK_CLOSE)
+    assert (frame["closed"] == (stop == "close")).all() and (frame["force_closed"] == (stop == "eos")).all()
+
+
+def test_morethink_keeps_whitespace_before_the_word(tiny):
+    model, tokenizer, spec = tiny
+    unit = {"prompt_id": "p", "prompt": "Q?", "sample_index": 0}
+    sample = generate._make_samples(tokenizer, spec, [unit], generate.Decoding(mode="morethink"),
+                                    {tokenizer.eos_token_id}, __import__("random").Random(0))[0]
+    close = tokenizer.convert_tokens_to_ids("</think>")
+    sample.advance(tokenizer("I think so.\n\n", add_special_tokens=False)["input_ids"] + [close], None)
+    assert sample.generated_text.startswith("I think so.\n\n") and sample.extensions == 1
+    assert sample.generated_text[len("I think so.\n\n"):] in chat.MORETHINK_CONTINUATIONS
+
+
+def test_answer_budget_counts_from_the_close(tiny):
+    model, tokenizer, spec = tiny
+    unit = {"prompt_id": "p", "prompt": "Q?", "sample_index": 0}
+    decoding = generate.Decoding(max_thinking_tokens=10, max_answer_tokens=3)
+    sample = generate._make_samples(tokenizer, spec, [unit], decoding, {tokenizer.eos_token_id},
+                                    __import__("random").Random(0))[0]
+    close = tokenizer.convert_tokens_to_ids("</think>")
+    a = tokenizer.convert_tokens_to_ids("a")
+    assert sample.advance([a, a, close, a, a], None) == scheduler.CONTINUE and sample.phase == "answer"
+    assert sample.advance([a, a], None) == scheduler.DONE and sample.budget == 0
+    record = generate._record(sample, tokenizer, spec, decoding)
+    assert record["closed"] and record["answer"] == "aaa"
+
+
+class Reminder:
+    """An intervention of the kind SafeRemind is: after the first chunk of thinking, insert a sentence."""
+
+    config = {"name": "reminder", "text": " Remember safety."}
+    seen = []
+
+    def __call__(self, rows):
+        rewritten = []
+        for row in rows:
+            self.seen.append((len(row.new_tokens), len(row.new_entropies)))
+            assert all(e >= 0 for e in row.new_entropies)
+            if row.phase == "thinking" and self.config["text"] not in row.generated_text:
+                row.rewrite(row.generated_text + self.config["text"])
+                rewritten.append(row)
+        return rewritten
+
+
+def test_on_chunk_sees_tokens_and_entropies_and_may_rewrite(tiny, tmp_path):
+    model, tokenizer, spec = tiny
+    decoding = generate.Decoding(max_thinking_tokens=12, max_answer_tokens=2, chunk_tokens=4, batch_size=2)
+    frame = generate.rollouts(model, tokenizer, spec, prompts(3), decoding, progress=False, on_chunk=Reminder(),
+                              cache_root=tmp_path)
+    assert frame["thinking"].str.contains("Remember safety.").all()
+    assert Reminder.seen and all(n == m and n > 0 for n, m in Reminder.seen)
+    plain = generate.rollout_config(model, tokenizer, spec, decoding)
+    assert generate.config_hash(plain) != generate.config_hash(
+        generate.rollout_config(model, tokenizer, spec, decoding, on_chunk=Reminder()))
+    with pytest.raises(ValueError, match="config"):
+        generate.rollouts(model, tokenizer, spec, prompts(1), decoding, on_chunk=lambda rows: [])
+
+
+def test_out_of_memory_halves_the_slots_and_loses_no_row(tiny, monkeypatch):
+    model, tokenizer, _ = tiny
+    run = scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=4, chunk=2)
+    real = run._decode
+    calls = []
+
+    def fails_once(batch, steps):
+        calls.append(batch.mask.shape[0])
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(batch, steps)
+
+    monkeypatch.setattr(run, "_decode", fails_once)
+    requests = [Fixed(t, 5) for t in TEXTS]
+    Fixed.tokenizer = tokenizer
+    done = []
+    run.run(requests, done.append)
+    assert run.slots == 2 and max(calls[2:]) <= 2
+    assert len(done) == 4 and all(len(r.tokens) == 5 for r in requests)
+    # the rows evicted by the failure kept their first chunk: re-prefilled from their text, they went on
+    assert all(r.tokens[:1] == reference(model, tokenizer, r.prompt, 1) for r in requests)
