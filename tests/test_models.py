@@ -54,3 +54,15 @@ def test_nf4_loading_on_cpu(tmp_path, qwen3_tokenizer_path):
         quantized = model(ids["input_ids"]).logits
     # 4-bit weights change the logits a little, not wholesale
     assert torch.corrcoef(torch.stack([reference.flatten(), quantized.flatten()]))[0, 1] > 0.9
+
+
+def test_weights_fingerprint_changes_with_the_weights(tmp_path):
+    # retrained local checkpoints keep their name: the fingerprint keeps their old caches from being served
+    from lrmsafety.models import weights_fingerprint
+
+    (tmp_path / "model.safetensors").write_bytes(b"first weights")
+    first = weights_fingerprint(tmp_path)
+    assert first and weights_fingerprint(tmp_path) == first
+    (tmp_path / "model.safetensors").write_bytes(b"retrained weights")
+    assert weights_fingerprint(tmp_path) != first
+    assert weights_fingerprint(tmp_path / "missing") is None

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from . import chat, paths
+from .models import weights_fingerprint
 from .store import _atomic_write_text, config_hash, library_versions
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ def manifest_for(spec, model, pairs: pd.DataFrame, recipe: Recipe) -> dict:
             versions[name] = __import__(name).__version__
     return {
         "base_model": spec.name, "source": spec.hf_id, "revision": getattr(model.config, "_commit_hash", None),
+        "weights": weights_fingerprint(model),
         "quantization": quantization.to_dict().get("bnb_4bit_quant_type") if quantization is not None else None,
         "data_hash": data_hash, "n_examples": len(pairs), "recipe": dataclasses.asdict(recipe),
         "seed": recipe.seed, "trainer": TRAINER_VERSION, "versions": versions,
@@ -300,7 +302,7 @@ def train_adapter(model, tokenizer, spec, pairs: pd.DataFrame, recipe: Recipe, o
 
 
 def _same(existing: dict, manifest: dict) -> bool:
-    keys = ("base_model", "source", "revision", "quantization", "data_hash", "recipe", "seed", "trainer")
+    keys = ("base_model", "source", "revision", "weights", "quantization", "data_hash", "recipe", "seed", "trainer")
     return all(json.dumps(existing.get(k), default=str) == json.dumps(manifest.get(k), default=str) for k in keys)
 
 

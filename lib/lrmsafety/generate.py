@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import chat
-from .models import ModelSpec
+from .models import ModelSpec, weights_fingerprint
 from .store import TableStore, config_hash, library_versions, text_hash  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def rollout_config(model, tokenizer, spec: ModelSpec, decoding: Decoding, on_chu
         "model": spec.name,
         "source": spec.hf_id,
         "revision": getattr(model.config, "_commit_hash", None),
+        "weights": weights_fingerprint(model),
         "dtype": str(next(model.parameters()).dtype),
         "quantization": quantization.to_dict().get("bnb_4bit_quant_type") if quantization is not None else None,
         "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),

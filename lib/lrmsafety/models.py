@@ -65,6 +65,26 @@ class ModelSpec:
         return path if path.is_absolute() or path.exists() else None
 
 
+def weights_fingerprint(model) -> str | None:  # a loaded model or a checkpoint folder
+    """A hash of a local checkpoint's weight files, so that caches made with other weights are not served.
+
+    Models from the hub are identified by their revision (the commit hash); a local folder (the organisms, a
+    retrained checkpoint) has none, and its name stays the same when it is retrained."""
+    import hashlib
+
+    if isinstance(model, (str, Path)):
+        folder = Path(model)
+    else:
+        folder = Path(str(getattr(getattr(model, "config", None), "_name_or_path", "") or ""))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 R1_SAMPLING = Sampling(0.6, 0.95)  # DeepSeek's recommendation; SafeChain's sampled setting (methods.md 3)
 QWEN3_SAMPLING = Sampling(0.6, 0.95, 20)  # paper A, models.py
 GREEDY = Sampling(temperature=0.0)

@@ -23,7 +23,7 @@ import random
 import zlib
 
 from . import generate
-from .models import ModelSpec
+from .models import ModelSpec, weights_fingerprint
 from .store import library_versions, text_hash
 
 
@@ -56,6 +56,7 @@ def rollout_config(llm, tokenizer, spec: ModelSpec, decoding) -> dict:
         "model": spec.name,
         "source": spec.hf_id,
         "revision": getattr(config, "revision", None),
+        "weights": weights_fingerprint(str(config.model)),
         "dtype": str(config.dtype),
         "quantization": getattr(config, "quantization", None),
         "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),
