@@ -49,16 +49,23 @@ def test_backend_choice_and_cache_key(tiny):
     assert generate.rollout_config(model, tokenizer, spec, generate.Decoding())["backend"] == "transformers"
 
 
+@pytest.fixture(scope="module")
+def organism_llm():
+    """One vLLM engine for every mode: a second engine in the process does not fit beside the first."""
+    _, _, spec = models.load_model("organism-locked")
+    # on the CPU, gpu_memory_utilization is the share of RAM vLLM reserves
+    return vllm_backend.load_llm(spec, dtype="float32", max_model_len=1024, gpu_memory_utilization=0.08)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make test-vllm)")
 @pytest.mark.parametrize("mode", ["natural", "no_think", "zerothink", "lessthink", "morethink", "prefix"])
-def test_organism_rollouts_through_vllm_agree_with_transformers(mode):
+def test_organism_rollouts_through_vllm_agree_with_transformers(mode, organism_llm):
     """The locked organism on its own prompts: refusal and closing rates through vLLM within the transformers
     path's 95% intervals (Wilson; sampling differs, the distribution must not)."""
     from lrmsafety import data, metrics
 
     model, tokenizer, spec = models.load_model("organism-locked")
-    # on the CPU, gpu_memory_utilization is the share of RAM vLLM reserves
-    llm = vllm_backend.load_llm(spec, dtype="float32", max_model_len=1024, gpu_memory_utilization=0.08)
+    llm = organism_llm
     prompts = data.load_prompt_sets(["organism"], n_prompts=40, seed=0)
     if mode == "prefix":
         prompts = prompts.assign(thinking_prefix="Let me think about this request.")
