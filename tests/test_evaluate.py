@@ -79,7 +79,11 @@ def test_paper_a_majority_two_two_tie_is_compliance():
 def test_unavailable_guard_says_so(monkeypatch):
     import pytest
 
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never reach the hub from a test
+    # the constant is read when huggingface_hub is imported: without this the test waits on network timeouts
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     rollouts = frame([("p0", 0, "q", "t</think>a", "t", "a")])
     with pytest.raises(RuntimeError, match="unavailable"):
         evaluate.paper_labels(rollouts, {"A": ["wildguard"]}, chat.R1, quantization="nf4")

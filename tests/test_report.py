@@ -44,7 +44,7 @@ def test_the_repository_ledger_validates_and_covers_the_checklist():
     (lambda m: m["published"].pop("source"), "a published value needs `source:`"),
     (lambda m: m.update(table="results/02.parquet"), "must be a CSV file name"),
     (lambda m: m.update(colour="red"), "unknown field 'colour'"),
-    (lambda m: m["published"]["per_model"].update({"qwen3-8B-instruct": 0.9}), "did you mean 'qwen3-8b'?"),
+    (lambda m: m["published"]["per_model"].update({"Qwen3-8bb": 0.9}), "did you mean 'qwen3-8b'?"),
 ])
 def test_ledger_errors_name_the_place_and_the_fix(tmp_path, edit, message):
     measure = copy.deepcopy(MEASURE)
