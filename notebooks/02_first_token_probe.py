@@ -177,7 +177,9 @@ probe_table[COLUMNS].round(3)
 nulls = []
 for name, (model, tokenizer, frame, n_layers) in runs.items():
     labels, groups = frame["refused"].astype(int).to_numpy(), frame["prompt_id"].to_numpy()
-    named = {k: v for k, v in masks(frame).items() if len(np.unique(labels[v])) == 2}
+    # one boolean mask per group: the benign macro-average's subsets are pooled for the permutation null
+    named = {k: v if isinstance(v, np.ndarray) else (frame["label"] == k).to_numpy() for k, v in masks(frame).items()}
+    named = {k: v for k, v in named.items() if len(np.unique(labels[v])) == 2}
     for feature, states, factory in (("first thinking token", first_states, probes.first_token_probe_pipeline),
                                      ("State A (last prompt token)", prompt_states, probes.state_a_pipeline)):
         test = probes.permutation_test(states[name][n_layers][:, 0, :], labels, groups, named, permutations,
