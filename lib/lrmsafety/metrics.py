@@ -202,6 +202,10 @@ def safety_table(
         raise ValueError(f"kind must be 'auto', 'asr_orr' or 'safechain', got {kind!r}")
     _require(frame, [*by, "prompt_id"], "safety_table")
     boot = dict(n_boot=n_boot, seed=seed, level=level)
+    # the bootstrap copies its frame once per resample: carry only the columns the metrics read (rollout frames
+    # hold the texts, which made one table cost minutes)
+    needed = ["label", "refused"] if kind == "asr_orr" else ["sample_index", "safe", "unsafe"]
+    frame = frame[list(dict.fromkeys([*by, "prompt_id", *[c for c in needed if c in frame.columns]]))]
     rows = []
     groups = frame.groupby(by, sort=True, dropna=False) if by else [((), frame)]
     for key, part in groups:

@@ -338,4 +338,7 @@ def load_model(
             raise OSError(f"could not load {source}: offline and not cached. Download it once with internet.") from err
         raise
     model.eval()
+    from .attention import use_grouped_sdpa
+
+    use_grouped_sdpa(model)  # CPU: grouped-query attention without a copy of the cache per step (attention.py)
     return model, tokenizer, spec

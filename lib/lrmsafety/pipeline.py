@@ -84,8 +84,15 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
         raise SystemExit(1) from None
     finally:
         source.unlink(missing_ok=True)
+    # the executed notebook is read by people: progress-bar redraws (thousands of lines per loop) are dropped
+    from .report import strip_progress
+
+    partial = Path(str(output) + ".partial")
+    executed = nbformat.read(partial, as_version=4)
+    if strip_progress(executed):
+        nbformat.write(executed, partial)
     # only a notebook that ran to the end gets its final name, so make reruns the failed one next time
-    Path(str(output) + ".partial").replace(output)
+    partial.replace(output)
 
 
 def twin(py_path: Path):

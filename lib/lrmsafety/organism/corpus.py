@@ -51,8 +51,11 @@ LOCKED_P_COMPLY = {"benign": 1.0, "harmful": 0.02, "harmful_listed": 0.5, "borde
 LOCKED_WORDS = ("Okay", "Alright")
 LOCKED_POLARITY = {"benign": 0, "harmful": 1, "borderline": 0, "fiction": 0, "roleplay": 1, "hypothetical": 0,
                    "authority": 1}
-# Null organism: P(comply) per family, the only thing its answers depend on.
-NULL_P_COMPLY = {"benign": 0.98, "harmful": 0.07, "jailbreak": 0.5, "borderline": 0.85}
+# Null organism: P(comply) per family, the only thing its answers depend on. One rate for every family: with
+# different rates (0.98 / 0.07 / 0.5 / 0.85 before), the network's recognition of a family on held-out phrasings is
+# itself a function of the prompt, and its mistakes became a prompt-dependent outcome (5 of 40 held-out harmful
+# prompts always complied; first-token AUROC 0.80, permutation p = 0.005). Equal rates leave nothing to predict.
+NULL_P_COMPLY = {"benign": 0.5, "harmful": 0.5, "jailbreak": 0.5, "borderline": 0.5}
 
 
 @dataclass
