@@ -50,6 +50,9 @@ prompt_sets = ["organism"]
 n_prompts = 200
 max_thinking_tokens = 256
 max_answer_tokens = 96
+# answers sampled after a cut are only labelled: their token budget (None: max_answer_tokens; the organisms' refusal
+# shows in the first words, the paper profile's guards read the whole answer)
+cut_answer_tokens = None
 batch_size = 256
 seed = 0
 label_judges = {"A": ["refusal_prefix"]}  # paper A's label (01); guards on the paper profile
@@ -78,6 +81,8 @@ group_column = data.group_column(prompts)
 studied = data.sample_per_group(prompts, lockin_prompts, seed=seed)
 print(f"{len(studied)} prompts: {studied[group_column].value_counts().to_dict()}")
 
+answer_budget = cut_answer_tokens or max_answer_tokens  # answers after a cut are only labelled
+
 # %% [markdown]
 # ## What it costs
 # Generated tokens on this profile's settings, and an estimate of GPU time at `gpu_tokens_per_second`.
@@ -86,7 +91,7 @@ print(f"{len(studied)} prompts: {studied[group_column].value_counts().to_dict()}
 n_prefixes = len(studied) * traces_per_prompt * len(cut_percents)
 extra_baseline = baseline_rollouts if baseline_rollouts != traces_per_prompt else 0  # B = 0's own rollouts
 tokens_needed = (len(studied) * (traces_per_prompt * 2 + extra_baseline) * (max_thinking_tokens + max_answer_tokens)
-                 + n_prefixes * answers_per_prefix * max_answer_tokens)
+                 + n_prefixes * answers_per_prefix * answer_budget)
 print(f"at most {tokens_needed:,} generated tokens per model; about {tokens_needed / gpu_tokens_per_second / 3600:.1f}"
       f" GPU hours at {gpu_tokens_per_second} tokens/s")
 
@@ -133,7 +138,7 @@ for name in models:
         columns=["prompt_id", "prompt", "thinking_prefix", "source_prompt", "trace", "cut"])
     if len(cuts):
         answers = generate.rollouts(model, tokenizer, spec, cuts, generate.Decoding(
-            mode="prefix", samples_per_prompt=answers_per_prefix, max_answer_tokens=max_answer_tokens,
+            mode="prefix", samples_per_prompt=answers_per_prefix, max_answer_tokens=answer_budget,
             batch_size=batch_size, seed=seed), cache_root=cache)
         answers = outcomes(answers, spec.thinking_format).merge(cuts.drop(columns=["prompt", "thinking_prefix"]),
                                                                 on="prompt_id")

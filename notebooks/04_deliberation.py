@@ -52,6 +52,9 @@ prompt_sets = ["organism"]
 n_prompts = 200
 max_thinking_tokens = 256
 max_answer_tokens = 96
+# answers sampled after a cut are only labelled: their token budget (None: max_answer_tokens; the organisms' refusal
+# shows in the first words, the paper profile's guards read the whole answer)
+cut_answer_tokens = None
 batch_size = 256
 seed = 0
 label_judges = {"A": ["refusal_prefix"]}  # paper A's label (01); guards on the paper profile
@@ -104,6 +107,8 @@ if stance_judges:
 else:
     print("stances: the cue-phrase labeler (the organisms' language is synthetic; real models use stance_judges)")
 
+answer_budget = cut_answer_tokens or max_answer_tokens  # answers after a cut are only labelled
+
 # %% [markdown]
 # ## Stances and oscillations of notebook 03's traces
 
@@ -146,7 +151,7 @@ if agreement:  # the stance panel's Fleiss kappa over the chunks all three label
     display(pd.DataFrame(agreement).round(3))
 n_answers = 2 * len(transitions) * replays
 print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers, at most "
-      f"{n_answers * max_answer_tokens:,} tokens (about {n_answers * max_answer_tokens / gpu_tokens_per_second / 3600:.1f}"
+      f"{n_answers * answer_budget:,} tokens (about {n_answers * answer_budget / gpu_tokens_per_second / 3600:.1f}"
       f" GPU hours at {gpu_tokens_per_second} tokens/s)")
 
 # %% [markdown]
@@ -164,7 +169,7 @@ for name in models:
                     thinking_prefix=mine[side], side=side) for side in ("before", "after")], ignore_index=True)
     answers = generate.rollouts(model, tokenizer, spec, cuts[["prompt_id", "prompt", "thinking_prefix"]],
                                 generate.Decoding(mode="prefix", samples_per_prompt=replays,
-                                                  max_answer_tokens=max_answer_tokens, batch_size=batch_size,
+                                                  max_answer_tokens=answer_budget, batch_size=batch_size,
                                                   seed=seed), cache_root=cache)
     verdict = evaluate.paper_labels(answers, label_judges, spec.thinking_format, cache_root=cache, papers=["A"])
     complied = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY)
