@@ -266,8 +266,8 @@ if {"organism-locked", "organism-deliberative"} <= set(curves) and group_column 
     deliberative = complied_jailbreaks("organism-deliberative")
     (l_ms, l_lo, l_hi), (d_ms, d_lo, d_hi) = [cliff.mean_with_ci(f["ms"], f["prompt_id"], seed=seed)
                                               for f in (locked, deliberative)]
-    extra = [("organism-locked", "jailbreak, thinking concludes harmful", locked, (l_ms, l_lo, l_hi)),
-             ("organism-deliberative", "jailbreak", deliberative, (d_ms, d_lo, d_hi))]
+    # the deliberative organism's complied jailbreaks are already a row of the table (group jailbreak)
+    extra = [("organism-locked", "jailbreak, thinking concludes harmful", locked, (l_ms, l_lo, l_hi))]
     cliff_table = pd.concat([cliff_table, pd.DataFrame(
         [{"model": m, "group": g, "outcome": "complied harmful", "metric": "mean ms", "value": v[0], "low": v[1],
           "high": v[2], "n": len(f)} for m, g, f, v in extra])], ignore_index=True)
@@ -280,6 +280,13 @@ if {"organism-locked", "organism-deliberative"} <= set(curves) and group_column 
     for name, (chosen, _) in curves.items():  # a cliff is specific to complied harmful traces, not to any compliance
         by = chosen.groupby("outcome")[["plateau", "ms"]].mean().round(3)
         print(f"{name}: mean plateau / MS per outcome: {by.to_dict('index')}")
+    # is the probe informative along the thinking at all? A plateau as high on benign traces as on refused harmful
+    # ones means the scores there are noise around the probe's bias, and MS measures the last-token score alone
+    for name, (chosen, _) in curves.items():
+        plateau = chosen.groupby("outcome")["plateau"].mean()
+        if {"benign", "refused harmful"} <= set(plateau.index):
+            print(f"{name}: plateau on benign traces {plateau['benign']:.3f} vs refused harmful "
+                  f"{plateau['refused harmful']:.3f}")
 else:
     print("organism controls skipped: they need both organisms and the organisms' prompt families")
 

@@ -53,6 +53,7 @@ label_judges = {"C": ["rs_match"]}  # SafeChain's label `unsafe_c` (01): Llama-G
 morethink_extensions = 10  # SafeChain: up to 10 "Wait" / "Let me think again" within the thinking budget
 budget_thinking_tokens = None  # this notebook's thinking budget (SafeChain: 10,000); None: max_thinking_tokens
 budget_answer_tokens = None  # this notebook's answer budget (SafeChain: 16,000 - 10,000); None: max_answer_tokens
+budget_prompts = None  # harmful prompts per family / dataset compared here; None: all of notebook 01's
 
 # %%
 import matplotlib.pyplot as plt
@@ -67,6 +68,8 @@ results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
 prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
 harmful = prompts[prompts["label"] == "harmful"].reset_index(drop=True)
+if budget_prompts:
+    harmful = data.sample_per_group(harmful, budget_prompts, seed=seed).reset_index(drop=True)
 print(f"{len(harmful)} harmful prompts x {samples_per_prompt} samples x 4 configurations")
 
 # %% [markdown]
