@@ -55,6 +55,7 @@ batch_size = 256
 seed = 0
 judges = ["refusal_prefix"]
 answers_per_prefix = 8  # N answers after each 20% cut (lock-in)
+cut_answer_tokens = None  # tokens of each answer after a cut (only labelled; None: max_answer_tokens), as in 03
 intervention_prompts = 16  # prompts per family or dataset
 intervention_samples = 2  # samples per prompt and condition
 inference_interventions = ["safepath", "saferemind", "psr"]
@@ -281,8 +282,8 @@ def cut_variance(name, condition, frame, percent=20):
                                                                                  frame["sample_index"])],
                              "prompt": frame["prompt"].to_numpy(), "thinking_prefix": cut})
     answers = generate.rollouts(model, tokenizer, spec, prefixes, generate.Decoding(
-        mode="prefix", samples_per_prompt=answers_per_prefix, max_answer_tokens=max_answer_tokens,
-        batch_size=batch_size, seed=seed), cache_root=cache, progress=False)
+        mode="prefix", samples_per_prompt=answers_per_prefix,
+        max_answer_tokens=cut_answer_tokens or max_answer_tokens, batch_size=batch_size, seed=seed), cache_root=cache, progress=False)
     judge, _ = evaluate.make_judge(judges[0], spec.thinking_format)
     verdict = evaluate.judge_rollouts(answers, judge, cache_root=cache)
     q = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY).groupby("prompt_id")["refused"].mean()
