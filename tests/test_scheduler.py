@@ -194,16 +194,23 @@ def test_on_chunk_sees_tokens_and_entropies_and_may_rewrite(tiny, tmp_path):
 def test_out_of_memory_halves_the_slots_and_loses_no_row(tiny, monkeypatch):
     model, tokenizer, _ = tiny
     run = scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=4, chunk=2)
-    real = run._decode
+    make_engine = run._new_engine
     calls = []
 
-    def fails_once(batch, steps):
-        calls.append(batch.mask.shape[0])
-        if len(calls) == 2:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return real(batch, steps)
+    def engine_failing_once():
+        engine = make_engine()
+        real = engine.decode
 
-    monkeypatch.setattr(run, "_decode", fails_once)
+        def fails_once(steps):
+            calls.append(engine.rows)
+            if len(calls) == 2:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return real(steps)
+
+        engine.decode = fails_once
+        return engine
+
+    monkeypatch.setattr(run, "_new_engine", engine_failing_once)
     requests = [Fixed(t, 5) for t in TEXTS]
     Fixed.tokenizer = tokenizer
     done = []
