@@ -269,20 +269,21 @@ class SlotEngine:
         self._ensure(longest + steps)
         width = min(self.capacity, -(-(longest + steps) // BUCKET) * BUCKET)
         graphs = self.graphs_wanted and not user_hooks(self.model)
+        # the running rows' logits, in row order: sampling draws from the generator exactly as the DynamicCache
+        # engine does (same shape, same order), and free slots cost no sampling
+        order = torch.tensor(self.order, device=self.device)
         out, ents = [], []
         for _ in range(steps):
-            logits = self._graph_step(width) if graphs else self._eager_step(width)
+            logits = (self._graph_step(width) if graphs else self._eager_step(width))[order]
             if self.want_entropy:
                 ents.append(entropy(logits))
             token = self.sample(logits, self.sampling, self.generator)
-            self.ids[:, 0] = token
+            self.ids[order, 0] = token
             self.pos += self.live
             out.append(token)
         for s in self.order:
             self.lengths[s] += steps
-        order = torch.tensor(self.order, device=self.device)
-        tokens = torch.stack(out, 1)[order].tolist()
-        return tokens, (torch.stack(ents, 1)[order].tolist() if ents else None)
+        return torch.stack(out, 1).tolist(), (torch.stack(ents, 1).tolist() if ents else None)
 
     # ------------------------------------------------------------------ one step
     def _forward(self, width: int) -> torch.Tensor:
