@@ -186,6 +186,7 @@ class SlotEngine:
         self.cols: torch.Tensor | None = None
         self._graphs: dict[int, tuple] = {}
         self.graph_captures = self.eager_steps = self.graph_steps = 0
+        self.graph_error: str | None = None
 
     @property
     def rows(self) -> int:
@@ -306,7 +307,14 @@ class SlotEngine:
     def _graph_step(self, width: int) -> torch.Tensor:
         entry = self._graphs.get(width)
         if entry is None:
-            entry = self._capture(width)
+            try:
+                entry = self._capture(width)
+            except Exception as err:  # noqa: BLE001 (a step that cannot be captured still runs eagerly)
+                log.warning("CUDA graph capture failed (%s: %s); the slot engine steps eagerly",
+                            type(err).__name__, err)
+                self.graphs_wanted, self.graph_error = False, f"{type(err).__name__}: {err}"
+                torch.cuda.synchronize()
+                return self._eager_step(width)
         graph, logits = entry
         graph.replay()
         self.graph_steps += 1
