@@ -81,6 +81,9 @@ def unsupported(model) -> str | None:
     config = model.config
     if getattr(config, "quantization_config", None) is not None or getattr(model, "is_quantized", False):
         return "quantized weights"
+    devices = set(getattr(model, "hf_device_map", {}).values()) - {"cpu", "disk"}
+    if len(devices) > 1:
+        return "weights spread over several devices"
     if config.get_text_config() is not config:
         return "a multimodal configuration"
     types = getattr(config, "layer_types", None) or ["full_attention"]
@@ -310,6 +313,8 @@ class SlotEngine:
             try:
                 entry = self._capture(width)
             except Exception as err:  # noqa: BLE001 (a step that cannot be captured still runs eagerly)
+                if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
+                    raise  # the scheduler halves the slots
                 log.warning("CUDA graph capture failed (%s: %s); the slot engine steps eagerly",
                             type(err).__name__, err)
                 self.graphs_wanted, self.graph_error = False, f"{type(err).__name__}: {err}"
