@@ -1,14 +1,22 @@
 """Rollout throughput on realistic work: variable trace lengths, many more requests than batch slots.
 
     python benchmarks/realistic_rollouts.py --tokenizer ../shared/tokenizers/qwen3 [--models ...] [--batch-sizes 64 256]
-        [--engines batch refill] [--requests-per-slot 8] [--json out.json] [--deadline-s 480]
+        [--engines batch refill slots] [--plan MODEL:ENGINE:BATCH ...] [--requests-per-slot 8] [--json out.json]
+        [--deadline-s 480] [--run-limit-s 120] [--check]
 
 Each request is a distinct prompt of ``--prompt-tokens`` random tokens; its generated length is drawn from a
-log-normal and the row stops there (random weights never stop by themselves). Two engines:
+log-normal and the row stops there (random weights never stop by themselves). Three engines:
 
     batch   what generate.rollouts did before the refill scheduler: batch after batch of ``generate()`` with the
             static, compiled cache; a batch runs until its longest row stops (rows stop by a forced end-of-sequence)
-    refill  lrmsafety.scheduler.RefillScheduler: finished rows leave and waiting requests take their slots
+    refill  lrmsafety.scheduler.RefillScheduler with ``decode="dynamic"``: finished rows leave and waiting requests
+            take their slots; eager decode steps over a DynamicCache
+    slots   the same scheduler with ``decode="static"`` (what ``auto`` picks on CUDA): a fixed-slot static KV
+            cache, each step replayed as a CUDA graph (lrmsafety.slots)
+
+``--run-limit-s`` stops a run that takes longer and reports the rate over the tokens accepted so far (marked
+``partial``; the batch engine stops between batches). ``--check`` first compares the slot engine's greedy tokens
+with and without CUDA graphs and with the DynamicCache engine's, on a few rows.
 
 Reported: useful tokens per second (the drawn lengths, summed, over the wall time of the whole run, prefills and
 compilation warm-up excluded only where said) and "of limit": the time the same useful tokens would take if every
@@ -69,11 +77,16 @@ class StopAt(LogitsProcessor):
         return scores
 
 
+class OutOfTime(Exception):
+    """Raised from a request when the run passed ``--run-limit-s``."""
+
+
 class Fixed:
     """A refill request that takes exactly its drawn number of tokens."""
 
     useful = 0  # tokens accepted so far by all requests: printed every 30 s, so a run cut short still reports
     started = last_print = 0.0
+    limit = float("inf")  # seconds after ``started`` at which the run stops
 
     def __init__(self, text: str, n: int):
         self.text, self.n, self.taken = text, n, 0
@@ -89,25 +102,101 @@ class Fixed:
             Fixed.last_print = now
             print(f"  ... {Fixed.useful} useful tokens in {now - Fixed.started:.0f} s: "
                   f"{Fixed.useful / (now - Fixed.started):.0f} tokens/s", flush=True)
+        if now - Fixed.started > Fixed.limit:
+            raise OutOfTime
         return scheduler.DONE if self.taken >= self.n else scheduler.CONTINUE
 
 
-def run_batch_engine(model, tokenizer, prompts, lengths, batch, cap, eos) -> None:
+def run_batch_engine(model, tokenizer, prompts, lengths, batch, cap, eos, limit=float("inf")) -> dict:
+    started, useful = time.perf_counter(), 0
     for start in range(0, len(prompts), batch):
+        if time.perf_counter() - started > limit:
+            return {"useful_done": useful, "partial": True}
         texts, want = prompts[start:start + batch], lengths[start:start + batch]
         width = tokenizer(texts, padding=True, add_special_tokens=False, pad_to_multiple_of=64,
                           return_tensors="pt")["input_ids"].shape[1]
         sampling = dict(SAMPLING, logits_processor=LogitsProcessorList([StopAt(want, width, eos)]))
         generate_batch(model, tokenizer, texts, cap, sampling, share_prefixes=False, static_cache=True)
+        useful += sum(want)
+    return {"useful_done": useful}
 
 
-def run_refill_engine(model, tokenizer, prompts, lengths, batch, chunk) -> dict:
-    Fixed.useful, Fixed.started = 0, time.perf_counter()
+def run_refill_engine(model, tokenizer, prompts, lengths, batch, chunk, decode="dynamic",
+                      limit=float("inf")) -> dict:
+    Fixed.useful, Fixed.started, Fixed.limit = 0, time.perf_counter(), limit
     Fixed.last_print = Fixed.started
-    run = scheduler.RefillScheduler(model, tokenizer, SAMPLING, slots=batch, chunk=chunk,
+    run = scheduler.RefillScheduler(model, tokenizer, SAMPLING, slots=batch, chunk=chunk, decode=decode,
                                     generator=torch.Generator(device=model.device).manual_seed(0))
-    run.run([Fixed(p, n) for p, n in zip(prompts, lengths)], lambda r: None)
-    return {"decode_steps": run.steps, "prefills": run.prefills}
+    out = {}
+    try:
+        run.run([Fixed(p, n) for p, n in zip(prompts, lengths)], lambda r: None)
+    except OutOfTime:
+        out["partial"] = True
+    out.update(useful_done=Fixed.useful, decode_steps=run.steps, prefills=run.prefills)
+    engine = run.engine
+    for name in ("graph_steps", "eager_steps", "graph_captures", "capacity", "graph_error"):
+        if hasattr(engine, name):
+            out[name] = getattr(engine, name)
+    return out
+
+
+class Collect:
+    """A request that keeps its ``n`` tokens."""
+
+    def __init__(self, text: str, n: int):
+        self.text, self.n, self.tokens = text, n, []
+
+    def max_steps(self) -> int:
+        return self.n - len(self.tokens)
+
+    def advance(self, tokens, entropies) -> str:
+        self.tokens += tokens[: self.n - len(self.tokens)]
+        return scheduler.DONE if len(self.tokens) >= self.n else scheduler.CONTINUE
+
+
+def check_engines(model, tokenizer, n=12, tokens=48) -> dict:
+    """Greedy tokens of a few rows of different lengths (refills in between) on the slot engine with CUDA
+    graphs, the slot engine stepping eagerly, and the DynamicCache engine: agreement per token."""
+    from lrmsafety import slots
+
+    greedy = {"do_sample": False}
+    prompts = make_prompts(tokenizer, n, 8, seed=7)
+    prompts = [p[: 10 + 9 * i] for i, p in enumerate(prompts)]  # different prompt lengths
+    lengths = [tokens - 3 * (i % 5) for i in range(n)]
+    got = {}
+    for name, decode, graphs in (("graphs", "static", True), ("eager", "static", False), ("dynamic", "dynamic", None)):
+        requests = [Collect(p, k) for p, k in zip(prompts, lengths)]
+        run = scheduler.RefillScheduler(model, tokenizer, greedy, slots=4, chunk=8, decode=decode)
+        if graphs is not None:
+            make = run._new_engine
+
+            def engine_with(graphs=graphs, make=make):
+                engine = make()
+                engine.graphs_wanted = graphs and engine.device.type == "cuda"
+                return engine
+
+            run._new_engine = engine_with
+        run.run(requests, lambda r: None)
+        got[name] = [r.tokens for r in requests]
+        if isinstance(run.engine, slots.SlotEngine):
+            got[name + "_steps"] = (run.engine.graph_steps, run.engine.eager_steps, run.engine.graph_error)
+
+    def agree(a, b):
+        pairs = [(x, y) for ra, rb in zip(got[a], got[b]) for x, y in zip(ra, rb)]
+        return round(sum(x == y for x, y in pairs) / len(pairs), 4)
+
+    # bf16 rounding differs between kernels, and random weights give near-ties: the first differing token then
+    # changes every later one, so the first tokens (before any drift) are the sharper test
+    def prefix(a, b):  # mean share of each row's tokens before its first disagreement
+        shares = []
+        for ra, rb in zip(got[a], got[b]):
+            same = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), len(ra))
+            shares.append(same / len(ra))
+        return round(sum(shares) / len(shares), 4)
+
+    return {"graphs_vs_eager": agree("graphs", "eager"), "graphs_vs_dynamic": agree("graphs", "dynamic"),
+            "common_prefix_graphs_vs_dynamic": prefix("graphs", "dynamic"),
+            "graph_steps": got.get("graphs_steps"), "eager_steps": got.get("eager_steps")}
 
 
 def ideal_seconds(lengths, batch, prompt_tokens, weights, kv_per_token, bandwidth) -> float:
@@ -121,7 +210,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64])
-    parser.add_argument("--engines", nargs="+", default=["refill", "batch"])
+    parser.add_argument("--engines", nargs="+", default=["slots", "batch"])
+    parser.add_argument("--plan", nargs="+", default=None,
+                        help="MODEL:ENGINE:BATCH runs in this order (instead of models x batch sizes x engines)")
     parser.add_argument("--requests-per-slot", type=float, default=8)
     parser.add_argument("--batch-engine-batches", type=int, default=2,
                         help="the batch engine runs this many whole batches (its rate is the same each batch)")
@@ -133,6 +224,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--deadline-s", type=float, default=1e9, help="skip runs that would start after this")
+    parser.add_argument("--run-limit-s", type=float, default=float("inf"),
+                        help="stop a run after this long and report its rate so far (marked partial)")
+    parser.add_argument("--check", action="store_true", help="first compare the engines' greedy tokens")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     began = time.perf_counter()
@@ -147,51 +241,73 @@ def main() -> None:
     else:
         bandwidth, name = float("nan"), "cpu"
     print(f"{name}: copy bandwidth {bandwidth / 1e12:.2f} TB/s", flush=True)
-    results = {"device": name, "bandwidth_bytes_per_s": bandwidth, "args": vars(args), "runs": []}
+    results = {"device": name, "bandwidth_bytes_per_s": bandwidth, "args": vars(args), "runs": [],
+               "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__}}
     from rollout_throughput import kv_bytes_per_token, weight_bytes
 
-    for model_name in args.models:
-        model = build_random(model_name, device=args.device,
-                             dtype=torch.bfloat16 if cuda else torch.float32)
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+
+    plan = [p.split(":") for p in args.plan] if args.plan else \
+        [(m, e, b) for m in args.models for b in args.batch_sizes for e in args.engines]
+    model, model_name = None, None
+    for wanted, engine, batch in plan:
+        batch = int(batch)
+        if time.perf_counter() - began > args.deadline_s:
+            print(f"deadline: skipping {wanted} batch {batch} {engine}", flush=True)
+            results.setdefault("skipped", []).append(f"{wanted}:{engine}:{batch}")
+            save()
+            continue
+        if wanted != model_name:
+            del model
+            if cuda:
+                torch.cuda.empty_cache()
+            model_name = wanted
+            model = build_random(model_name, device=args.device, dtype=torch.bfloat16 if cuda else torch.float32)
+            if args.check and "check" not in results:
+                results["check"] = {"model": model_name, **check_engines(model, tokenizer)}
+                print("check:", results["check"], flush=True)
+                save()
         eos = REAL_CONFIGS[model_name]["eos_token_id"]
         weights, kv = weight_bytes(model), kv_bytes_per_token(model)
-        for batch in args.batch_sizes:
-            for engine in args.engines:
-                if time.perf_counter() - began > args.deadline_s:
-                    print(f"deadline: skipping {model_name} batch {batch} {engine}", flush=True)
-                    continue
-                n = batch * args.batch_engine_batches if engine == "batch" else int(batch * args.requests_per_slot)
-                lengths = draw_lengths(n, args.median, args.sigma, args.cap, seed=batch)
-                prompts = make_prompts(tokenizer, n, args.prompt_tokens, seed=batch)
-                extra = {}
-                if engine == "batch":  # compile at the timed shapes first (one row, one token, same cache size)
-                    warm = time.perf_counter()
-                    run_batch_engine(model, tokenizer, prompts[:batch], [1] * batch, batch, args.cap, eos)
-                    extra["warmup_s"] = round(time.perf_counter() - warm, 1)
-                if cuda:
-                    torch.cuda.synchronize()
-                started = time.perf_counter()
-                if engine == "batch":
-                    run_batch_engine(model, tokenizer, prompts, lengths, batch, args.cap, eos)
-                else:
-                    extra.update(run_refill_engine(model, tokenizer, prompts, lengths, batch, args.chunk))
-                if cuda:
-                    torch.cuda.synchronize()
-                seconds = time.perf_counter() - started
-                useful = sum(lengths)
-                ideal = ideal_seconds(lengths, batch, args.prompt_tokens, weights, kv, bandwidth)
-                row = {"model": model_name, "dtype": "bf16" if cuda else "fp32", "engine": engine, "batch": batch,
-                       "requests": n, "useful_tokens": useful, "seconds": round(seconds, 2),
-                       "useful_tokens_per_s": round(useful / seconds, 1), "of_limit": round(ideal / seconds, 4),
-                       "median_len": float(np.median(lengths)), "mean_len": float(np.mean(lengths)),
-                       "max_len": max(lengths), **extra}
-                print(row, flush=True)
-                results["runs"].append(row)
-                if args.json:
-                    Path(args.json).write_text(json.dumps(results, indent=2))
-        del model
+        n = batch * args.batch_engine_batches if engine == "batch" else int(batch * args.requests_per_slot)
+        lengths = draw_lengths(n, args.median, args.sigma, args.cap, seed=batch)
+        prompts = make_prompts(tokenizer, n, args.prompt_tokens, seed=batch)
+        extra = {}
+        warm = time.perf_counter()
+        if engine == "batch":  # compile at the timed shapes first (one row, one token, same cache size)
+            run_batch_engine(model, tokenizer, prompts[:batch], [1] * batch, batch, args.cap, eos)
+        else:  # CUDA and cuBLAS start-up, not the run's own graph captures (those are timed)
+            run_refill_engine(model, tokenizer, prompts[:batch], [2] * batch, batch, args.chunk,
+                              decode="static" if engine == "slots" else "dynamic")
+        extra["warmup_s"] = round(time.perf_counter() - warm, 1)
         if cuda:
-            torch.cuda.empty_cache()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        if engine == "batch":
+            extra.update(run_batch_engine(model, tokenizer, prompts, lengths, batch, args.cap, eos,
+                                          limit=args.run_limit_s))
+        else:
+            extra.update(run_refill_engine(model, tokenizer, prompts, lengths, batch, args.chunk,
+                                           decode="static" if engine == "slots" else "dynamic",
+                                           limit=args.run_limit_s))
+        if cuda:
+            torch.cuda.synchronize()
+            extra["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
+        seconds = time.perf_counter() - started
+        useful = extra.pop("useful_done")
+        # the bandwidth limit for the tokens done (a partial run: the same share of the whole run's limit)
+        ideal = ideal_seconds(lengths, batch, args.prompt_tokens, weights, kv, bandwidth) * useful / sum(lengths)
+        row = {"model": model_name, "dtype": "bf16" if cuda else "fp32", "engine": engine, "batch": batch,
+               "requests": n, "useful_tokens": useful, "seconds": round(seconds, 2),
+               "useful_tokens_per_s": round(useful / seconds, 1), "of_limit": round(ideal / seconds, 4),
+               "median_len": float(np.median(lengths)), "mean_len": float(np.mean(lengths)),
+               "max_len": max(lengths), **extra}
+        print(row, flush=True)
+        results["runs"].append(row)
+        save()
 
 
 if __name__ == "__main__":

@@ -194,16 +194,23 @@ def test_on_chunk_sees_tokens_and_entropies_and_may_rewrite(tiny, tmp_path):
 def test_out_of_memory_halves_the_slots_and_loses_no_row(tiny, monkeypatch):
     model, tokenizer, _ = tiny
     run = scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=4, chunk=2)
-    real = run._decode
+    make_engine = run._new_engine
     calls = []
 
-    def fails_once(batch, steps):
-        calls.append(batch.mask.shape[0])
-        if len(calls) == 2:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return real(batch, steps)
+    def engine_failing_once():
+        engine = make_engine()
+        real = engine.decode
 
-    monkeypatch.setattr(run, "_decode", fails_once)
+        def fails_once(steps):
+            calls.append(engine.rows)
+            if len(calls) == 2:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return real(steps)
+
+        engine.decode = fails_once
+        return engine
+
+    monkeypatch.setattr(run, "_new_engine", engine_failing_once)
     requests = [Fixed(t, 5) for t in TEXTS]
     Fixed.tokenizer = tokenizer
     done = []
@@ -212,3 +219,108 @@ def test_out_of_memory_halves_the_slots_and_loses_no_row(tiny, monkeypatch):
     assert len(done) == 4 and all(len(r.tokens) == 5 for r in requests)
     # the rows evicted by the failure kept their first chunk: re-prefilled from their text, they went on
     assert all(r.tokens[:1] == reference(model, tokenizer, r.prompt, 1) for r in requests)
+
+
+# ---------------------------------------------------------------- the static slot engine (lrmsafety.slots)
+@pytest.fixture(scope="module", params=["Qwen2ForCausalLM", "Qwen3ForCausalLM"])
+def tiny_arch(request, tmp_path_factory, qwen3_tokenizer_path):
+    folder = tmp_path_factory.mktemp(f"tiny-slots-{request.param}")
+    tokenizer = tokenizer_for("r1")
+    tokenizer.save_pretrained(folder)
+    build_tiny(request.param, len(tokenizer), folder)
+    return models.load_model(str(folder), quantization="fp32")
+
+
+def run_engine(model, tokenizer, requests, decode, slots=3, chunk=3, sampling=GREEDY, seed=None):
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    run = scheduler.RefillScheduler(model, tokenizer, sampling, slots=slots, chunk=chunk, decode=decode,
+                                    generator=generator)
+    done = []
+    run.run(requests, done.append)
+    assert len(done) == len(requests)
+    return run
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_static_slots_give_the_dynamic_cache_tokens(tiny_arch, chunk, monkeypatch):
+    """Greedy: the slot engine's tokens are the DynamicCache engine's (and generate()'s), for rows of different
+    prompt lengths, K rows of one text (one prefill), refills in between, and a capacity that grows mid-run."""
+    from lrmsafety import slots
+
+    monkeypatch.setattr(slots, "BUCKET", 8)  # many attended widths, and the cache grows several times
+    monkeypatch.setattr(slots, "GROWTH", 16)
+    model, tokenizer, _ = tiny_arch
+    Fixed.tokenizer = tokenizer
+    texts = TEXTS + [TEXTS[0], TEXTS[0]]  # identical texts admitted together share one prefill
+    lengths = [9, 2, 5, 30, 3, 7]
+    runs, tokens = {}, {}
+    for decode in ("dynamic", "static"):
+        requests = [Fixed(t, n) for t, n in zip(texts, lengths)]
+        runs[decode] = run_engine(model, tokenizer, requests, decode, chunk=chunk)
+        tokens[decode] = [r.tokens for r in requests]
+    engine = runs["static"].engine
+    assert isinstance(engine, slots.SlotEngine) and engine.capacity >= 2 * 16 and engine.eager_steps > 0  # it grew
+    assert runs["static"].prefills >= 3  # slots were refilled
+    assert tokens["static"] == tokens["dynamic"]
+    assert tokens["static"][3] == reference(model, tokenizer, texts[3], 30)
+
+
+def test_static_slots_sample_like_the_dynamic_cache(tiny_arch):
+    """Sampling draws from one generator in the same order on both engines: same seed, same tokens."""
+    model, tokenizer, _ = tiny_arch
+    Fixed.tokenizer = tokenizer
+    sampling = {"do_sample": True, "temperature": 0.8, "top_p": 0.9, "top_k": 0}
+    tokens = {}
+    for decode in ("dynamic", "static"):
+        requests = [Fixed(t, n) for t, n in zip(TEXTS, [6, 3, 8, 4])]
+        run_engine(model, tokenizer, requests, decode, slots=2, chunk=2, sampling=sampling, seed=3)
+        tokens[decode] = [r.tokens for r in requests]
+    assert tokens["static"] == tokens["dynamic"]
+
+
+def test_static_slots_run_head_ablation_hooks_at_every_step(tiny):
+    """With user hooks the slot engine steps eagerly (no CUDA graph), so the hooks act at every decode step."""
+    from lrmsafety import slots
+
+    model, tokenizer, _ = tiny
+    Fixed.tokenizer = tokenizer
+    with hooks.add_hooks(hooks.head_ablation_hooks(model, [(0, 0), (1, 1)])):
+        assert slots.user_hooks(model)
+        expected = [reference(model, tokenizer, t, 6) for t in TEXTS]
+        requests = [Fixed(t, 6) for t in TEXTS]
+        run = run_engine(model, tokenizer, requests, "static", chunk=2)
+    assert [r.tokens for r in requests] == expected
+    assert run.engine.graph_steps == 0 and not slots.user_hooks(model)
+
+
+def test_decode_choice(tiny, tmp_path):
+    """auto: the DynamicCache on the CPU; static where the model cannot use slots is refused with the reason."""
+    model, tokenizer, _ = tiny
+    assert scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=2).decode == "dynamic"
+    assert scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=2, decode="static").decode == "static"
+    with pytest.raises(ValueError, match="decode"):
+        scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=2, decode="paged")
+    sliding = build_tiny("GptOssForCausalLM", len(tokenizer))
+    with pytest.raises(ValueError, match="sliding"):
+        scheduler.RefillScheduler(sliding, tokenizer, GREEDY, slots=2, decode="static")
+
+
+@pytest.mark.parametrize("mode", ["natural", "no_think", "zerothink", "lessthink", "morethink", "prefix"])
+def test_every_thinking_mode_through_static_slots(tiny, mode, monkeypatch):
+    """generate.rollouts gives the same greedy records on either engine, in every thinking mode."""
+    model, tokenizer, spec = tiny
+    frame = prompts(3)
+    frame["thinking_prefix"] = ["I should", "Let me think about", "Hmm"]
+    decoding = generate.Decoding(mode=mode, temperature=0.0, max_thinking_tokens=9, max_answer_tokens=4,
+                                 morethink_extensions=2, batch_size=2, chunk_tokens=3, close_prefix=False)
+    close = tokenizer.convert_tokens_to_ids("</think>")
+    texts = {}
+    for decode in ("dynamic", "static"):
+        monkeypatch.setenv("LRMSAFETY_DECODE", decode)
+        if mode == "morethink":  # the model closes at once, so that the continuation rounds run
+            _biased(model, close)
+        try:
+            texts[decode] = generate.rollouts(model, tokenizer, spec, frame, decoding, progress=False)["text"].tolist()
+        finally:
+            model.lm_head.bias = None
+    assert texts["static"] == texts["dynamic"] and all(texts["static"])

@@ -18,6 +18,12 @@ batching: a finished row's slot is refilled at once, so no batch waits on its lo
 active; CPU, bf16 and 4-bit alike). ``vllm`` (:mod:`lrmsafety.vllm_backend`, GPU, ``pip install
 "lrmsafety[vllm]"``) takes a ``vllm.LLM`` as the model. ``auto`` picks vLLM when given a vLLM engine.
 
+The scheduler's decode engine is chosen per run (``scheduler.RefillScheduler(decode="auto")``): on CUDA a fixed-slot
+static KV cache whose steps replay as CUDA graphs (:mod:`lrmsafety.slots`), else, and whenever forward hooks are
+installed or the model is quantized, the DynamicCache loop. The environment variable ``LRMSAFETY_DECODE``
+(``auto``, ``static``, ``dynamic``) overrides the choice; it is not part of the cache key (both engines sample the
+same distributions).
+
 Extension point for inference-time interventions: ``rollouts(..., on_chunk=callback)``. Every ``chunk_tokens``
 decode steps the callback receives the rows that continue (objects with ``unit`` (prompt_id, sample_index,
 prompt), ``phase`` ("thinking" or "answer"), ``new_tokens`` and ``new_entropies`` (this chunk's tokens and the
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import time
 import zlib
@@ -421,7 +428,7 @@ def _run_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: D
     scheduler = RefillScheduler(model, tokenizer, decoding.sampling_kwargs(spec), slots or decoding.batch_size,
                                 chunk=decoding.chunk_tokens, generator=generator,
                                 want_entropy=getattr(on_chunk, "wants_entropy", on_chunk is not None),
-                                on_chunk=on_chunk)
+                                on_chunk=on_chunk, decode=os.environ.get("LRMSAFETY_DECODE", "auto"))
     emit = lambda sample: on_record(_record(sample, tokenizer, spec, decoding))  # noqa: E731
     for sample in samples:
         if sample.done:  # nothing to generate (an answer budget of 0)

@@ -8,6 +8,11 @@ leave free their slots, which are refilled at once from the queue. Only the new 
 once); their KV cache is merged into the running one by left padding. Models whose cache layers are not plain
 (sliding windows) are handled by rebuilding the batch from text instead, which is slower but exact.
 
+Two decode engines hold the running rows (``decode=``): ``"dynamic"``, the above (a DynamicCache, merged by
+concatenation; works everywhere: CPU, 4-bit, hooks, sliding windows), and ``"static"`` (:mod:`lrmsafety.slots`:
+a preallocated slot cache, fixed-shape steps replayed as CUDA graphs on a GPU). ``"auto"`` takes ``static`` on
+CUDA for models the slot cache supports when no user forward hooks are installed, else ``dynamic``.
+
 A request is any object with:
     text: str                              what to prefill when the row is (re)admitted
     max_steps() -> int                     steps it may still take before it must decide (chunks never exceed it)
@@ -66,6 +71,17 @@ class _Batch:
     last: torch.Tensor  # [rows] the last sampled token, not in the cache yet
 
 
+@dataclass
+class _Prefilled:
+    """Admitted rows after their prefill: the cache and left-padded mask of the distinct texts, each row's
+    distinct text, and each row's first sampled token."""
+
+    cache: object
+    mask: torch.Tensor  # [distinct, width]
+    rows: list[int]  # per admitted row, the index of its text among the distinct ones
+    first: torch.Tensor  # [rows]
+
+
 def _plain_cache(cache) -> bool:
     from transformers.cache_utils import DynamicLayer
 
@@ -116,7 +132,9 @@ class RefillScheduler:
 
     def __init__(self, model, tokenizer, sampling: dict, slots: int, chunk: int = 16,
                  generator: torch.Generator | None = None, want_entropy: bool = False,
-                 prefill_tokens: int = 32768, on_chunk=None):
+                 prefill_tokens: int = 32768, on_chunk=None, decode: str = "auto"):
+        if decode not in ("auto", "static", "dynamic"):
+            raise ValueError(f"decode must be 'auto', 'static' or 'dynamic'; got {decode!r}")
         self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
         self.slots, self.chunk, self.generator = slots, chunk, generator
         self.want_entropy, self.prefill_tokens, self.on_chunk = want_entropy, prefill_tokens, on_chunk
@@ -126,12 +144,34 @@ class RefillScheduler:
         self.refill_at = max(1, slots // 8)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.steps = self.prefills = 0  # counters, for benchmarks and tests
+        self.decode = self._choose(decode)
+        self.engine = None  # the last run's engine (for its counters)
+
+    def _choose(self, decode: str) -> str:
+        from . import slots
+
+        if decode != "auto":
+            if decode == "static" and (reason := slots.unsupported(self.model)):
+                raise ValueError(f"decode='static' cannot serve this model ({reason}); use decode='dynamic'")
+            return decode
+        if self.device.type != "cuda" or slots.unsupported(self.model) or slots.user_hooks(self.model):
+            return "dynamic"
+        return "static"
+
+    def _new_engine(self):
+        if self.decode == "static":
+            from .slots import SlotEngine
+
+            return SlotEngine(self.model, self.slots, sample, self.sampling, self.generator, self.want_entropy,
+                              self.pad_id)
+        return _DynamicEngine(self)
 
     # ------------------------------------------------------------------ prefill
-    def _prefill(self, requests: list) -> tuple[_Batch, list[list]]:
+    def _prefill(self, requests: list) -> tuple[_Prefilled, list[list]]:
         """Prefill the texts of ``requests`` (identical texts once); sample each row's first token.
 
-        Returns the new rows' batch and, per row, its first (token, entropy), not reported to the request yet.
+        Returns the new rows (for the engine's ``add``) and, per row, its first (token, entropy), not reported to
+        the request yet.
         """
         from transformers import DynamicCache
 
@@ -148,13 +188,12 @@ class RefillScheduler:
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         self.prefills += 1
-        if len(distinct) < len(texts):  # K samples of one text: one prefill, its cache repeated
-            rows = torch.tensor([distinct.index(t) for t in texts], device=self.device)
-            cache.batch_select_indices(rows)
-            logits, mask = logits[rows], mask[rows]
+        rows = [distinct.index(t) for t in texts]
+        if len(distinct) < len(texts):  # K samples of one text: one prefill, its logits repeated
+            logits = logits[torch.tensor(rows, device=self.device)]
         first = sample(logits, self.sampling, self.generator)
         ents = entropy(logits).tolist() if self.want_entropy else [None] * len(texts)
-        return _Batch(cache, mask, mask.sum(-1), first), [[(t, e)] for t, e in zip(first.tolist(), ents)]
+        return _Prefilled(cache, mask, rows, first), [[(t, e)] for t, e in zip(first.tolist(), ents)]
 
     def _prefill_groups(self, requests: list) -> list[list]:
         """Split admissions so that one prefill forward holds about ``prefill_tokens`` tokens at most."""
@@ -178,34 +217,38 @@ class RefillScheduler:
         """
         queue = deque(requests)
         active: list = []
-        batch: _Batch | None = None
+        engine = self.engine = self._new_engine()
         heads: list[list] = []  # per active row: tokens sampled at its prefill, not reported yet
         while queue or active:
             try:
                 free = self.slots - len(active)
                 if queue and free > 0 and (free >= min(self.refill_at, len(queue)) or not active):
-                    if active and not _plain_cache(batch.cache):
+                    if active and not engine.mergeable():
                         # caches with sliding-window layers cannot be merged: rebuild the batch from text
                         queue.extendleft(reversed(active))
-                        active, batch, heads, free = [], None, [], self.slots
+                        active, heads, free = [], [], self.slots
+                        engine = self.engine = self._new_engine()
                     admitted = [queue.popleft() for _ in range(min(free, len(queue)))]
                     for group in self._prefill_groups(admitted):
                         new, firsts = self._prefill(group)
-                        batch = _merge(batch, new)
+                        engine.add(new)
                         active, heads = active + group, heads + firsts
                 # rows may overshoot their stop by up to a chunk (their extra tokens are dropped by advance)
                 steps = max(1, min(self.chunk, max(r.max_steps() for r in active)))
-                tokens, entropies = self._decode(batch, steps)
+                tokens, entropies = engine.decode(steps)
+                self.steps += steps
             except RuntimeError as err:
                 if not _is_oom(err) or self.slots == 1:
                     raise
                 # unreported tokens are dropped: the rows are re-prefilled from the text they reported
                 queue.extendleft(reversed(active))
-                active, batch, heads = [], None, []
+                active, heads = [], []
+                engine = self.engine = None
                 torch.cuda.empty_cache()
                 self.slots = max(1, self.slots // 2)
                 self.refill_at = max(1, self.slots // 8)
                 log.warning("out of memory: continuing with %d slots", self.slots)
+                engine = self.engine = self._new_engine()
                 continue
             keep = []
             for i, request in enumerate(active):
@@ -227,11 +270,39 @@ class RefillScheduler:
                     if id(active[i]) in rewritten:
                         queue.appendleft(active[i])
                 keep = [i for i in keep if id(active[i]) not in rewritten]
-            batch = _select(batch, keep)
+            engine.select(keep)
             active, heads = [active[i] for i in keep], [[] for _ in keep]
 
-    def _decode(self, batch: _Batch, steps: int) -> tuple[list[list[int]], list[list[float]] | None]:
+
+class _DynamicEngine:
+    """The running rows in one DynamicCache: merged by left padding, finished rows dropped by index."""
+
+    def __init__(self, scheduler: RefillScheduler):
+        self.model, self.sampling, self.generator = scheduler.model, scheduler.sampling, scheduler.generator
+        self.want_entropy = scheduler.want_entropy
+        self.batch: _Batch | None = None
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.batch is None else self.batch.mask.shape[0]
+
+    def mergeable(self) -> bool:
+        return self.batch is None or _plain_cache(self.batch.cache)
+
+    def add(self, new: _Prefilled) -> None:
+        cache, mask = new.cache, new.mask
+        if len(new.rows) > mask.shape[0] or new.rows != list(range(mask.shape[0])):
+            rows = torch.tensor(new.rows, device=mask.device)  # K samples of one text: its cache repeated
+            cache.batch_select_indices(rows)
+            mask = mask[rows]
+        self.batch = _merge(self.batch, _Batch(cache, mask, mask.sum(-1), new.first))
+
+    def select(self, keep: list[int]) -> None:
+        self.batch = _select(self.batch, keep)
+
+    def decode(self, steps: int) -> tuple[list[list[int]], list[list[float]] | None]:
         """``steps`` decode steps; per row, the tokens sampled and the entropies they were sampled at."""
+        batch = self.batch
         out, ents = [], []
         for _ in range(steps):
             batch.mask = torch.cat([batch.mask, batch.mask.new_ones(batch.mask.shape[0], 1)], dim=1)
@@ -243,7 +314,6 @@ class RefillScheduler:
             batch.last = sample(logits, self.sampling, self.generator)
             batch.positions = batch.positions + 1
             out.append(batch.last)
-        self.steps += steps
         return torch.stack(out, 1).tolist(), (torch.stack(ents, 1).tolist() if ents else None)
 
 

@@ -1,0 +1,340 @@
+"""A fixed-slot KV cache and a decode step of fixed shapes, for the refill scheduler on a GPU.
+
+The DynamicCache path (:mod:`lrmsafety.scheduler`) concatenates the cache at every step and every merge, and its
+decode step is a plain eager ``model(...)`` call: transformers' Python around ~30 kernels per layer costs more than
+the GPU work itself. Here instead:
+
+- every layer's cache is one preallocated ``[slots, kv_heads, capacity, head_dim]`` tensor per keys and values;
+  row ``s`` of the batch is slot ``s``, and a request's tokens sit at columns ``0 .. length-1`` of its slot, so its
+  position id is its column (no left padding once a row is in its slot);
+- a decode step writes each row's new key and value at that row's own position (:class:`SlotCache`), and
+  attends over the first ``width`` columns with a per-row mask built from the positions (columns past a row's
+  position are masked); ``width`` is the longest live row rounded up to a bucket, so a step has fixed shapes;
+- the attention is a grouped-query matmul that reads each key-value head once (transformers' sdpa path with an
+  explicit mask repeats the key-value heads for every query head first);
+- on CUDA, without user hooks, each bucket's step is captured once as a CUDA graph and replayed; sampling stays
+  outside the graph (so the run's ``torch.Generator`` and the top-p rule are those of the eager path);
+- newly admitted requests are prefilled separately (a batched DynamicCache forward, identical texts once) and their
+  KV is copied into free slots; a finished row frees its slot; the capacity grows (graphs are re-captured) when a
+  row would outgrow it.
+
+Forward hooks do not run when a CUDA graph replays: with user hooks on the model (head ablation) every step runs
+eagerly instead, and ``engine_for`` keeps such runs on the DynamicCache path, so that hooks that look at the whole
+batch (paper B's batch-norm rescaling) see the live rows only. Models with sliding-window or other non-plain
+attention layers, quantized models and multimodal configurations also stay on the DynamicCache path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+ATTENTION_NAME = "lrmsafety_slots"
+BUCKET = 256  # attended width is a multiple of this (one CUDA graph per width)
+GROWTH = 512  # the capacity grows in steps of this many columns
+
+
+def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
+                   **kwargs):
+    """One query token per row over that row's cached columns; ``attention_mask`` is additive, ``[rows,1,1,L]``.
+
+    Grouped-query heads are handled by a reshape (query head ``h`` uses key-value head ``h // groups``, as
+    transformers' ``repeat_kv`` orders them), so the keys and values are read once per key-value head.
+    """
+    if sliding_window is not None:
+        raise ValueError("the slot cache does not handle sliding-window attention")
+    rows, heads, q_len, dim = query.shape
+    if q_len != 1:
+        raise ValueError("the slot cache's attention decodes one token per row")
+    kv_heads = key.shape[1]
+    scale = scaling if scaling is not None else dim ** -0.5
+    q = (query * scale).reshape(rows, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(q, key.transpose(-1, -2)).float() + attention_mask
+    probs = scores.softmax(-1).to(value.dtype)
+    out = torch.matmul(probs, value)  # [rows, kv_heads, groups, dim]
+    return out.reshape(rows, 1, heads, dim), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, slot_attention)
+
+
+def user_hooks(model) -> bool:
+    """Whether any module of ``model`` carries forward hooks other than transformers' own output capture."""
+    def foreign(hooks) -> bool:
+        return any(not getattr(h, "__module__", "").startswith("transformers.") for h in hooks.values())
+
+    if foreign(torch.nn.modules.module._global_forward_hooks) or \
+            foreign(torch.nn.modules.module._global_forward_pre_hooks):
+        return True
+    return any(foreign(m._forward_hooks) or foreign(m._forward_pre_hooks) for m in model.modules())
+
+
+def unsupported(model) -> str | None:
+    """Why the slot cache cannot serve ``model`` (None when it can)."""
+    config = model.config
+    if getattr(config, "quantization_config", None) is not None or getattr(model, "is_quantized", False):
+        return "quantized weights"
+    devices = set(getattr(model, "hf_device_map", {}).values()) - {"cpu", "disk"}
+    if len(devices) > 1:
+        return "weights spread over several devices"
+    if config.get_text_config() is not config:
+        return "a multimodal configuration"
+    types = getattr(config, "layer_types", None) or ["full_attention"]
+    if any(t != "full_attention" for t in types):
+        return f"attention layers of type {sorted(set(types) - {'full_attention'})}"
+    if getattr(config, "attn_logit_softcapping", None):
+        return "attention logit soft-capping"
+    if config._attn_implementation not in ("sdpa", "eager"):
+        return f"attention implementation {config._attn_implementation!r}"
+    return None
+
+
+class SlotLayer:
+    """One layer's keys and values, ``[slots, kv_heads, capacity, dim]``; ``update`` writes row ``s`` at ``pos[s]``."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self, owner: "SlotCache", keys: torch.Tensor, values: torch.Tensor):
+        self.owner, self.keys, self.values = owner, keys, values
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        owner = self.owner
+        self.keys[owner.rows, :, owner.pos] = key_states[:, :, 0]
+        self.values[owner.rows, :, owner.pos] = value_states[:, :, 0]
+        return self.keys[:, :, :owner.width], self.values[:, :, :owner.width]
+
+    def get_seq_length(self) -> int:
+        return self.owner.width
+
+    def get_max_length(self) -> int:
+        return self.keys.shape[2]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.owner.width, 0
+
+
+def _cache_base():
+    from transformers.cache_utils import Cache
+
+    return Cache
+
+
+class SlotCache(_cache_base()):
+    """The transformers ``Cache`` the decode step passes as ``past_key_values``: per-row positions ``pos``,
+    attended ``width``. Only the decode step (one token per row) uses it; prefill goes through a DynamicCache."""
+
+    def __init__(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]], pos: torch.Tensor):
+        self.rows = torch.arange(pos.shape[0], device=pos.device)
+        self.pos = pos
+        self.width = 0
+        super().__init__(layers=[SlotLayer(self, k, v) for k, v in layers_kv])
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return self.layers[layer_idx].update(key_states, value_states)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.width
+
+    @property
+    def is_compileable(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _slot_attention(model):
+    """Route the model's attention layers to :func:`slot_attention` for the duration of the block."""
+    config = model.config
+    before = config._attn_implementation_internal
+    config._attn_implementation_internal = ATTENTION_NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation_internal = before
+
+
+class SlotEngine:
+    """The running rows of the refill scheduler in fixed slots; rows are kept in admission order (``order``).
+
+    The scheduler's interface: ``add(prefilled)``, ``select(keep)``, ``decode(steps)``, ``rows``, ``mergeable()``.
+    """
+
+    def __init__(self, model, slots: int, sample, sampling: dict, generator, want_entropy: bool,
+                 pad_id: int, graphs: bool | str = "auto"):
+        _register()
+        self.model, self.slots, self.sample = model, slots, sample
+        self.sampling, self.generator, self.want_entropy = sampling, generator, want_entropy
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        config = model.config
+        self.n_layers = config.num_hidden_layers
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.graphs_wanted = (self.device.type == "cuda") if graphs == "auto" else bool(graphs)
+        self.ids = torch.full((slots, 1), pad_id, dtype=torch.long, device=self.device)  # the token fed next
+        self.pos = torch.zeros(slots, dtype=torch.long, device=self.device)  # its position (= its column)
+        self.live = torch.zeros(slots, dtype=torch.long, device=self.device)  # 1 where a request holds the slot
+        self.lengths = [0] * slots  # CPU copy of pos for live slots: the cached tokens
+        self.order: list[int] = []  # slot of each running row, in the scheduler's row order
+        self.capacity = 0
+        self.cache: SlotCache | None = None
+        self.cols: torch.Tensor | None = None
+        self._graphs: dict[int, tuple] = {}
+        self.graph_captures = self.eager_steps = self.graph_steps = 0
+        self.graph_error: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.order)
+
+    def mergeable(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ storage
+    def _ensure(self, need: int) -> None:
+        """Make room for ``need`` columns per slot (growing copies the cache and drops the captured graphs)."""
+        if need <= self.capacity:
+            return
+        capacity = -(-need // GROWTH) * GROWTH
+        shape = (self.slots, self.kv_heads, capacity, self.head_dim)
+        layers = []
+        for i in range(self.n_layers):
+            k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            if self.cache is not None:
+                old = self.cache.layers[i]
+                k[:, :, :self.capacity] = old.keys
+                v[:, :, :self.capacity] = old.values
+                old.keys = old.values = None
+            layers.append((k, v))
+        self._graphs.clear()
+        self.cache = SlotCache(layers, self.pos)
+        self.capacity = capacity
+        self.cols = torch.arange(capacity, device=self.device)
+        log.debug("slot cache: %d slots x %d columns", self.slots, capacity)
+
+    # ------------------------------------------------------------------ the scheduler's interface
+    def add(self, prefilled) -> None:
+        """Copy the rows of a prefill (``scheduler._Prefilled``) into free slots; they join at the end."""
+        taken = set(self.order)
+        free = [s for s in range(self.slots) if s not in taken]
+        n = len(prefilled.rows)
+        if n > len(free):
+            raise ValueError(f"{n} rows admitted but only {len(free)} slots are free")
+        slots = free[:n]
+        mask = prefilled.mask  # [distinct, width], left-padded
+        width = mask.shape[1]
+        real = mask.sum(-1).tolist()
+        lengths = [real[d] for d in prefilled.rows]
+        self._ensure(max(lengths) + 1)
+        src_row, src_col, dst_slot, dst_col = [], [], [], []
+        for slot, d, n_tokens in zip(slots, prefilled.rows, lengths):
+            src_row += [d] * n_tokens
+            src_col += range(width - n_tokens, width)
+            dst_slot += [slot] * n_tokens
+            dst_col += range(n_tokens)
+        index = [torch.tensor(x, device=self.device) for x in (src_row, src_col, dst_slot, dst_col)]
+        for layer, source in zip(self.cache.layers, prefilled.cache.layers):
+            layer.keys[index[2], :, index[3]] = source.keys[index[0], :, index[1]].to(self.dtype)
+            layer.values[index[2], :, index[3]] = source.values[index[0], :, index[1]].to(self.dtype)
+        slot_index = torch.tensor(slots, device=self.device)
+        self.ids[slot_index, 0] = prefilled.first
+        self.pos[slot_index] = torch.tensor(lengths, device=self.device)
+        self.live[slot_index] = 1
+        for slot, n_tokens in zip(slots, lengths):
+            self.lengths[slot] = n_tokens
+        self.order += slots
+
+    def select(self, keep: list[int]) -> None:
+        """Keep the rows at these indices of the row order; the others free their slots."""
+        kept = [self.order[i] for i in keep]
+        gone = sorted(set(self.order) - set(kept))
+        if gone:
+            index = torch.tensor(gone, device=self.device)
+            self.live[index] = 0
+            self.pos[index] = 0
+            for slot in gone:
+                self.lengths[slot] = 0
+        self.order = kept
+
+    def decode(self, steps: int) -> tuple[list[list[int]], list[list[float]] | None]:
+        """``steps`` decode steps over every slot; per running row, the tokens sampled and their entropies."""
+        from .scheduler import entropy
+
+        longest = max(self.lengths[s] for s in self.order)
+        self._ensure(longest + steps)
+        width = min(self.capacity, -(-(longest + steps) // BUCKET) * BUCKET)
+        graphs = self.graphs_wanted and not user_hooks(self.model)
+        # the running rows' logits, in row order: sampling draws from the generator exactly as the DynamicCache
+        # engine does (same shape, same order), and free slots cost no sampling
+        order = torch.tensor(self.order, device=self.device)
+        out, ents = [], []
+        for _ in range(steps):
+            logits = (self._graph_step(width) if graphs else self._eager_step(width))[order]
+            if self.want_entropy:
+                ents.append(entropy(logits))
+            token = self.sample(logits, self.sampling, self.generator)
+            self.ids[order, 0] = token
+            self.pos += self.live
+            out.append(token)
+        for s in self.order:
+            self.lengths[s] += steps
+        return torch.stack(out, 1).tolist(), (torch.stack(ents, 1).tolist() if ents else None)
+
+    # ------------------------------------------------------------------ one step
+    def _forward(self, width: int) -> torch.Tensor:
+        """The model on every slot's next token, attending to the first ``width`` columns; last-position logits."""
+        self.cache.width = width
+        visible = self.cols[:width][None, :] <= self.pos[:, None]
+        bias = torch.zeros(visible.shape, dtype=torch.float32, device=self.device)
+        bias = bias.masked_fill(~visible, float("-inf"))[:, None, None, :]
+        with _slot_attention(self.model):
+            # a 4D mask is passed through as it is by transformers' mask builders
+            logits = self.model(input_ids=self.ids, attention_mask=bias,
+                                position_ids=self.pos[:, None], past_key_values=self.cache, use_cache=True,
+                                logits_to_keep=1).logits
+        return logits[:, -1]
+
+    def _eager_step(self, width: int) -> torch.Tensor:
+        self.eager_steps += 1
+        return self._forward(width)
+
+    def _graph_step(self, width: int) -> torch.Tensor:
+        entry = self._graphs.get(width)
+        if entry is None:
+            try:
+                entry = self._capture(width)
+            except Exception as err:  # noqa: BLE001 (a step that cannot be captured still runs eagerly)
+                if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
+                    raise  # the scheduler halves the slots
+                log.warning("CUDA graph capture failed (%s: %s); the slot engine steps eagerly",
+                            type(err).__name__, err)
+                self.graphs_wanted, self.graph_error = False, f"{type(err).__name__}: {err}"
+                torch.cuda.synchronize()
+                return self._eager_step(width)
+        graph, logits = entry
+        graph.replay()
+        self.graph_steps += 1
+        return logits
+
+    def _capture(self, width: int):
+        """Capture the step at this width (a warm-up first: it writes the same keys and values the replay will)."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self._forward(width)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = self._forward(width)
+        self._graphs[width] = (graph, logits)
+        self.graph_captures += 1
+        return graph, logits
