@@ -84,6 +84,16 @@ def hidden_states_at(
         positions = [positions(p, len(ids)) for p, ids in zip(prompt_lengths, encoded)]
     if len(positions) != len(texts) or len({len(p) for p in positions}) > 1:
         raise ValueError("give one list of positions per text, all of the same length")
+    # the model is causal: a state at position p depends on tokens 0..p only, so each text is cut after its last
+    # asked position (a first-thinking-token state then costs the prompt, not the whole rollout)
+    resolved = []
+    for ids, wanted in zip(encoded, positions):
+        index = [p if p >= 0 else len(ids) + p for p in wanted]
+        if any(not 0 <= i < len(ids) for i in index):
+            raise IndexError(f"position out of range for a text of {len(ids)} tokens: {list(wanted)}")
+        resolved.append(index)
+    positions = resolved
+    encoded = [ids[: max(index) + 1] if index else ids for ids, index in zip(encoded, positions)]
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -103,9 +113,7 @@ def hidden_states_at(
                        position_ids=positions_ids.to(device), output_hidden_states=True)
         for row, ids in enumerate(batch):
             offset = width - len(ids)
-            index = [p if p >= 0 else len(ids) + p for p in positions[start + row]]
-            if any(not 0 <= i < len(ids) for i in index):
-                raise IndexError(f"position out of range for text {start + row} of {len(ids)} tokens: {index}")
+            index = positions[start + row]
             index_tensor = torch.tensor(index, device=device) + offset
             for layer in layers:
                 out[layer].append(output.hidden_states[layer][row, index_tensor].float().cpu().numpy())
