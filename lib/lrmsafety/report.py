@@ -76,7 +76,9 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
                     ax.barh(yy, max(t_hi - t_lo, 0.01), left=t_lo, height=0.15, color=colors[r["model"]],
                             alpha=0.35, zorder=1)
                 if pd.notna(r["ours"]):
-                    err = ([[r["ours"] - r["low"]], [r["high"] - r["ours"]]] if pd.notna(r["low"]) else None)
+                    # a percentile bootstrap interval can sit beside a skewed point estimate: no negative arms
+                    err = ([[max(r["ours"] - r["low"], 0.0)], [max(r["high"] - r["ours"], 0.0)]]
+                           if pd.notna(r["low"]) else None)
                     ax.errorbar(r["ours"], yy, xerr=err, fmt="o", color=colors[r["model"]], ms=6, capsize=2,
                                 zorder=3)
                 else:
