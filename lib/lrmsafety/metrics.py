@@ -162,6 +162,11 @@ def bootstrap_ci(
         sample = frame.iloc[rows].reset_index(drop=True)
         sample[cluster] = new_ids
         values[b] = statistic(sample)
+    return _percentile_interval(estimate, values, level)
+
+
+def _percentile_interval(estimate: float, values: np.ndarray, level: float) -> tuple[float, float, float]:
+    """(estimate, low, high) from bootstrap values; resamples whose statistic is NaN are left out."""
     values = values[~np.isnan(values)]
     if values.size == 0:
         return estimate, float("nan"), float("nan")
@@ -202,12 +207,7 @@ def _prompt_ratio_ci(prompts, row_prompts, values, n_boot: int = 1000, seed: int
         weight = np.bincount(rng.integers(0, n, size=n), minlength=n)
         denominator = weight @ sizes
         boots[b] = (weight @ sums) / denominator if denominator else np.nan
-    boots = boots[~np.isnan(boots)]
-    if boots.size == 0:
-        return estimate, float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    low, high = np.quantile(boots, [alpha, 1 - alpha])
-    return estimate, float(low), float(high)
+    return _percentile_interval(estimate, boots, level)
 
 
 def safety_table(
