@@ -215,5 +215,5 @@ for k, (name, rows) in enumerate(plot_frame.groupby("organism")):
 ax.set_yticks(range(len(TARGETS)), list(TARGETS))
 ax.invert_yaxis()
 ax.set(xlabel="rate (held-out prompts, temperature 1.0)", xlim=(0, 1), title="Measured behaviour of the organisms")
-ax.legend(loc="lower right", fontsize=8)
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)  # outside: the bars reach 1.0
 plots.save_figure(fig, "00_organism_behaviour", profile)
