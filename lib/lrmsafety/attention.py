@@ -4,7 +4,7 @@ transformers' ``sdpa`` attention repeats each key/value head for its query group
 cache) whenever an attention mask is present, which is always the case for left-padded batches. On the CPU that
 copy was 37% of the organisms' decode time. torch's ``scaled_dot_product_attention`` handles the groups itself
 (``enable_gqa``), so ``sdpa_gqa`` below is the same computation without the copy: measured on this 2-core
-machine, organism rollouts go from 948 to 1,501 tokens/s with identical samples. It is used on the CPU only; on a
+machine, organism rollouts go from 948 to 1,719 tokens/s with identical samples. It is used on the CPU only; on a
 GPU transformers' own choice stands (its fused kernels take no mask with grouped heads).
 """
 
