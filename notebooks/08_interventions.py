@@ -283,7 +283,8 @@ def cut_variance(name, condition, frame, percent=20):
                              "prompt": frame["prompt"].to_numpy(), "thinking_prefix": cut})
     answers = generate.rollouts(model, tokenizer, spec, prefixes, generate.Decoding(
         mode="prefix", samples_per_prompt=answers_per_prefix,
-        max_answer_tokens=cut_answer_tokens or max_answer_tokens, batch_size=batch_size, seed=seed), cache_root=cache, progress=False)
+        max_answer_tokens=cut_answer_tokens or max_answer_tokens, batch_size=batch_size, seed=seed),
+        cache_root=cache, progress=False)
     judge, _ = evaluate.make_judge(judges[0], spec.thinking_format)
     verdict = evaluate.judge_rollouts(answers, judge, cache_root=cache)
     q = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY).groupby("prompt_id")["refused"].mean()
