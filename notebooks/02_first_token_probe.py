@@ -180,10 +180,12 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
     # one boolean mask per group: the benign macro-average's subsets are pooled for the permutation null
     named = {k: v if isinstance(v, np.ndarray) else (frame["label"] == k).to_numpy() for k, v in masks(frame).items()}
     named = {k: v for k, v in named.items() if len(np.unique(labels[v])) == 2}
-    for feature, states, factory in (("first thinking token", first_states, probes.first_token_probe_pipeline),
-                                     ("State A (last prompt token)", prompt_states, probes.state_a_pipeline)):
+    for feature, slug, states, factory in (
+            ("first thinking token", "first_token", first_states, probes.first_token_probe_pipeline),
+            ("State A (last prompt token)", "state_a", prompt_states, probes.state_a_pipeline)):
         test = probes.permutation_test(states[name][n_layers][:, 0, :], labels, groups, named, permutations,
-                                       strata=frame[group_column].to_numpy(), seed=seed, pipeline_factory=factory)
+                                       strata=frame[group_column].to_numpy(), seed=seed, pipeline_factory=factory,
+                                       n_jobs=-1, cache_path=cache / f"permutations-{name}-{slug}.csv")
         nulls.append(test.assign(model=name, feature=feature))
 NULL_COLUMNS = ["model", "feature", "group", "perm_p", "null_low", "null_high", "n_permutations"]
 nulls = pd.concat(nulls, ignore_index=True) if nulls else pd.DataFrame(columns=NULL_COLUMNS)

@@ -254,3 +254,21 @@ def test_permutation_test_reports_groups_and_checks_input():
     assert table.set_index("group").loc["pooled", "auroc"] == pytest.approx(probes.auroc(y, cv.scores))
     with pytest.raises(ValueError, match="alternative"):
         probes.permutation_test(X, y, groups, alternative="less")
+
+
+def test_permutation_test_is_the_same_in_parallel_and_served_from_its_cache(tmp_path):
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(30), 4)
+    y = np.repeat(rng.integers(0, 2, 30), 4)
+    X = rng.normal(size=(120, 6)) + y[:, None] * 0.5
+    serial = probes.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe)
+    parallel = probes.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe, n_jobs=2,
+                                       cache_path=tmp_path / "null.csv")
+    pd.testing.assert_frame_equal(serial, parallel)
+    cached = probes.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe,
+                                     cache_path=tmp_path / "null.csv")
+    pd.testing.assert_frame_equal(serial, cached, check_dtype=False)
+    # other inputs are not served the cached table
+    other = probes.permutation_test(X[::-1].copy(), y, groups, n_permutations=19, pipeline_factory=_fast_probe,
+                                    cache_path=tmp_path / "null.csv")
+    assert not np.isclose(other["auroc"].iloc[0], serial["auroc"].iloc[0])

@@ -538,10 +538,21 @@ class _FixedFoldScorer:
         return out
 
 
+def _null_aurocs(scorer, permutations, masks):
+    """AUROCs per group for each permuted label vector; None for a permutation that left a fold one-class."""
+    out = []
+    for permuted in permutations:
+        try:
+            out.append(_group_aurocs(permuted, scorer.scores(permuted), masks))
+        except ValueError:
+            out.append(None)
+    return out
+
+
 def permutation_test(features, labels, groups, named_groups: Mapping[str, np.ndarray] | None = None,
                      n_permutations: int = 199, strata=None, seed: int = 0, n_splits: int = 5, cv_seed: int = 42,
                      pipeline_factory: Callable[[], Pipeline] = first_token_probe_pipeline,
-                     alternative: str = "greater", progress: bool = False) -> pd.DataFrame:
+                     alternative: str = "greater", n_jobs: int = 1, cache_path=None) -> pd.DataFrame:
     """The out-of-fold AUROC of the whole cross-validated probe against its prompt-level permutation null.
 
     Each permutation exchanges whole prompts' labels (within `strata`, see permute_prompt_labels), then refits the
@@ -550,6 +561,10 @@ def permutation_test(features, labels, groups, named_groups: Mapping[str, np.nda
     real labels) are the same for the real and the permuted labels. p = (1 + #{null >= observed}) / (1 + valid
     permutations): the smallest p is 1 / (n_permutations + 1), so 199 permutations resolve p = 0.005.
     `alternative="two-sided"` compares |AUROC - 0.5|. One row per named group (boolean masks; "pooled" = all rows).
+
+    The permutations are drawn up front from `seed`, so `n_jobs` (worker processes) changes the speed, not the
+    result. With `cache_path` the table is stored beside a hash of every input and served from there while the
+    inputs are the same (a rerun of the notebook refits nothing).
     """
     if alternative not in ("greater", "two-sided"):
         raise ValueError(f"alternative must be 'greater' or 'two-sided', not {alternative!r}")
@@ -561,25 +576,27 @@ def permutation_test(features, labels, groups, named_groups: Mapping[str, np.nda
         raise ValueError(f"lengths differ: features {len(X)}, labels {len(labels)}, groups {len(groups)}")
     masks = {name: np.asarray(mask, dtype=bool) for name, mask in dict(named_groups or {}).items()}
     masks.setdefault("pooled", np.ones(len(labels), dtype=bool))
+    if cache_path is not None:
+        digest = _inputs_digest(X, labels, groups, strata, masks, pipeline_factory(),
+                                (n_permutations, seed, n_splits, cv_seed, alternative))
+        cached = _read_cached_table(cache_path, digest)
+        if cached is not None:
+            return cached
     scorer = _FixedFoldScorer(X, group_folds(labels, groups, n_splits, cv_seed), pipeline_factory)
     observed = _group_aurocs(labels, scorer.scores(labels), masks)
     rng = np.random.default_rng(seed)
-    null = {name: [] for name in masks}
-    failed = 0
-    steps = range(n_permutations)
-    if progress:
-        from tqdm.auto import tqdm
+    permutations = [permute_prompt_labels(labels, groups, rng, strata) for _ in range(n_permutations)]
+    if n_jobs == 1:
+        draws_per_permutation = _null_aurocs(scorer, permutations, masks)
+    else:
+        from joblib import Parallel, delayed
 
-        steps = tqdm(steps, desc="permutations", leave=False)
-    for _ in steps:
-        permuted = permute_prompt_labels(labels, groups, rng, strata)
-        try:  # a permutation that leaves a fold's training rows with one class is skipped and counted
-            values = _group_aurocs(permuted, scorer.scores(permuted), masks)
-        except ValueError:
-            failed += 1
-            continue
-        for name, value in values.items():
-            null[name].append(value)
+        chunks = np.array_split(np.arange(n_permutations), max(1, 4 * (n_jobs if n_jobs > 0 else 2)))
+        parts = Parallel(n_jobs=n_jobs)(delayed(_null_aurocs)(scorer, [permutations[i] for i in chunk], masks)
+                                        for chunk in chunks if len(chunk))
+        draws_per_permutation = [values for part in parts for values in part]
+    failed = sum(values is None for values in draws_per_permutation)  # a fold's training rows were one class
+    null = {name: [values[name] for values in draws_per_permutation if values is not None] for name in masks}
     rows = []
     for name, value in observed.items():
         draws = np.asarray(null[name], dtype=float)
@@ -592,4 +609,45 @@ def permutation_test(features, labels, groups, named_groups: Mapping[str, np.nda
                      "null_high": np.percentile(draws, 97.5) if len(draws) else np.nan,
                      "perm_p": float(p), "n_permutations": len(draws), "failed_permutations": failed,
                      "n": int(masks[name].sum())})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if cache_path is not None:
+        _write_cached_table(cache_path, digest, table)
+    return table
+
+
+def _inputs_digest(X, labels, groups, strata, masks, pipeline, settings) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in (X, labels, groups, strata, *masks.values()):
+        array = np.asarray(array if array is not None else [])
+        digest.update(repr((array.shape, str(array.dtype))).encode())
+        digest.update(np.ascontiguousarray(array).tobytes() if array.dtype != object else repr(array.tolist()).encode())
+    digest.update(repr((sorted(masks), repr(pipeline), settings)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_cached_table(path, digest: str) -> pd.DataFrame | None:
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    meta = path.with_suffix(path.suffix + ".json")
+    if not (path.exists() and meta.exists()) or json.loads(meta.read_text()).get("inputs") != digest:
+        return None
+    return pd.read_csv(path)
+
+
+def _write_cached_table(path, digest: str, table: pd.DataFrame) -> None:
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, write in ((path, lambda p: table.to_csv(p, index=False)),
+                          (path.with_suffix(path.suffix + ".json"),
+                           lambda p: Path(p).write_text(json.dumps({"inputs": digest})))):
+        temporary = target.with_name(target.name + ".tmp")
+        write(temporary)
+        os.replace(temporary, target)  # atomic: a crash leaves the old cache or none, never half a file
