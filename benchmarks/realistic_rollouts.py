@@ -227,6 +227,9 @@ def main() -> None:
     parser.add_argument("--run-limit-s", type=float, default=float("inf"),
                         help="stop a run after this long and report its rate so far (marked partial)")
     parser.add_argument("--check", action="store_true", help="first compare the engines' greedy tokens")
+    parser.add_argument("--quantization", default="bf16", choices=["bf16", "nf4"],
+                        help="nf4: the random model is saved and reloaded through bitsandbytes (models.load_model)")
+    parser.add_argument("--scratch", default="/tmp/realistic_rollouts_models", help="folder for nf4's saved models")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     began = time.perf_counter()
@@ -264,7 +267,16 @@ def main() -> None:
             if cuda:
                 torch.cuda.empty_cache()
             model_name = wanted
-            model = build_random(model_name, device=args.device, dtype=torch.bfloat16 if cuda else torch.float32)
+            if args.quantization == "nf4":
+                from lrmsafety.models import load_model
+                from real_configs import save_random
+
+                folder = Path(args.scratch) / model_name
+                if not (folder / "config.json").exists():
+                    save_random(model_name, folder, args.tokenizer)
+                model = load_model(str(folder), quantization="nf4")[0]
+            else:
+                model = build_random(model_name, device=args.device, dtype=torch.bfloat16 if cuda else torch.float32)
             if args.check and "check" not in results:
                 results["check"] = {"model": model_name, **check_engines(model, tokenizer)}
                 print("check:", results["check"], flush=True)
@@ -300,7 +312,7 @@ def main() -> None:
         useful = extra.pop("useful_done")
         # the bandwidth limit for the tokens done (a partial run: the same share of the whole run's limit)
         ideal = ideal_seconds(lengths, batch, args.prompt_tokens, weights, kv, bandwidth) * useful / sum(lengths)
-        row = {"model": model_name, "dtype": "bf16" if cuda else "fp32", "engine": engine, "batch": batch,
+        row = {"model": model_name, "dtype": args.quantization if cuda else "fp32", "engine": engine, "batch": batch,
                "requests": n, "useful_tokens": useful, "seconds": round(seconds, 2),
                "useful_tokens_per_s": round(useful / seconds, 1), "of_limit": round(ideal / seconds, 4),
                "median_len": float(np.median(lengths)), "mean_len": float(np.mean(lengths)),
