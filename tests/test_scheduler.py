@@ -64,6 +64,23 @@ def test_refill_gives_generate_greedy_tokens(tiny, chunk):
         assert request.tokens == reference(model, tokenizer, request.prompt, request.n)
 
 
+@pytest.mark.parametrize("spare", [0, 1, 128])
+def test_in_place_cache_gives_generate_greedy_tokens(tiny, spare, monkeypatch):
+    """The DynamicCache engine's in-place layers (a buffer regrown at every step with spare 0, rarely with 128):
+    through refills, merges and row selections each row's tokens are those it gets alone."""
+    model, tokenizer, _ = tiny
+    Fixed.tokenizer = tokenizer
+    layer_class = type(scheduler.growing_cache(model.config).layers[0])
+    assert layer_class.__name__ == "GrowingLayer"
+    monkeypatch.setattr(layer_class, "spare", spare)
+    lengths = [9, 2, 5, 12, 3, 7, 4]
+    requests = [Fixed(TEXTS[i % len(TEXTS)], n) for i, n in enumerate(lengths)]
+    run = scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=3, chunk=2, decode="dynamic")
+    run.run(requests, lambda r: None)
+    for request in requests:
+        assert request.tokens == reference(model, tokenizer, request.prompt, request.n)
+
+
 def test_finished_rows_do_not_hold_the_batch(tiny):
     """One long row among short ones: steps are about the longest row, not batches x longest."""
     model, tokenizer, _ = tiny

@@ -8,8 +8,9 @@ leave free their slots, which are refilled at once from the queue. Only the new 
 once); their KV cache is merged into the running one by left padding. Models whose cache layers are not plain
 (sliding windows) are handled by rebuilding the batch from text instead, which is slower but exact.
 
-Two decode engines hold the running rows (``decode=``): ``"dynamic"``, the above (a DynamicCache, merged by
-concatenation; works everywhere: CPU, 4-bit, hooks, sliding windows), and ``"static"`` (:mod:`lrmsafety.slots`:
+Two decode engines hold the running rows (``decode=``): ``"dynamic"``, the above (a DynamicCache whose layers write
+each step in place, see ``growing_cache``, merged by concatenation; works everywhere: CPU, 4-bit, hooks, sliding
+windows), and ``"static"`` (:mod:`lrmsafety.slots`:
 a preallocated slot cache, fixed-shape steps replayed as CUDA graphs on a GPU). ``"auto"`` takes ``static`` on
 CUDA for models the slot cache supports when no user forward hooks are installed, else ``dynamic``.
 
@@ -82,10 +83,62 @@ class _Prefilled:
     first: torch.Tensor  # [rows]
 
 
+def _growing_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A DynamicLayer whose keys and values are views of a buffer with spare columns: a decode step writes its
+        column in place, where DynamicLayer concatenates the whole cache into a new tensor at every step (on the
+        CPU that copy was most of a decode step's time). Anything that replaces ``keys`` (row selection, merging,
+        trimming) is adopted into a new buffer at the next update."""
+
+        spare = 128  # columns added beyond what an update needs, when the buffer is (re)allocated
+
+        def _owns_keys(self) -> bool:
+            buffer = getattr(self, "_key_buffer", None)
+            return (buffer is not None and self.keys.dim() == 4 and self.keys.data_ptr() == buffer.data_ptr()
+                    and self.keys.shape[:2] == buffer.shape[:2] and self.values.data_ptr() == self._value_buffer.data_ptr())
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            length = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+            end = length + key_states.shape[-2]
+            if not self._owns_keys() or end > self._key_buffer.shape[-2]:
+                shape = (*key_states.shape[:2], end + self.spare, key_states.shape[-1])
+                keys, values = key_states.new_empty(shape), value_states.new_empty(shape)
+                if length:
+                    keys[:, :, :length], values[:, :, :length] = self.keys, self.values
+                self._key_buffer, self._value_buffer = keys, values
+            self._key_buffer[:, :, length:end] = key_states
+            self._value_buffer[:, :, length:end] = value_states
+            self.keys, self.values = self._key_buffer[:, :, :end], self._value_buffer[:, :, :end]
+            return self.keys, self.values
+
+    return GrowingLayer
+
+
+_GROWING_LAYER = None
+
+
+def growing_cache(config):
+    """A DynamicCache for ``config`` whose plain layers write in place (GrowingLayer); other layers (sliding
+    windows) stay as transformers makes them."""
+    global _GROWING_LAYER
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    _GROWING_LAYER = _GROWING_LAYER or _growing_layer_class()
+    cache = DynamicCache(config=config)
+    cache.layers = [_GROWING_LAYER() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 def _plain_cache(cache) -> bool:
     from transformers.cache_utils import DynamicLayer
 
-    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+    plain = (DynamicLayer,) if _GROWING_LAYER is None else (DynamicLayer, _GROWING_LAYER)
+    return all(type(layer) in plain for layer in getattr(cache, "layers", [None]))
 
 
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -173,8 +226,6 @@ class RefillScheduler:
         Returns the new rows (for the engine's ``add``) and, per row, its first (token, entropy), not reported to
         the request yet.
         """
-        from transformers import DynamicCache
-
         texts = [r.text for r in requests]
         distinct = list(dict.fromkeys(texts))
         ids = self.tokenizer(distinct, add_special_tokens=False)["input_ids"]
@@ -183,7 +234,7 @@ class RefillScheduler:
         width = max(len(i) for i in ids)
         input_ids = torch.tensor([[self.pad_id] * (width - len(i)) + i for i in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=self.device)
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens only, as generate() counts them
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
