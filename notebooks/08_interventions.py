@@ -58,6 +58,7 @@ answers_per_prefix = 8  # N answers after each 20% cut (lock-in)
 cut_answer_tokens = None  # tokens of each answer after a cut (only labelled; None: max_answer_tokens), as in 03
 intervention_prompts = 16  # prompts per family or dataset
 intervention_samples = 2  # samples per prompt and condition
+intervention_answer_tokens = None  # answer tokens per sample (only labelled, by `judges[0]`; None: max_answer_tokens)
 inference_interventions = ["safepath", "saferemind", "psr"]
 finetune_recipes = ["organism-safety"]  # names in lib/lrmsafety/finetune_recipes.yaml
 finetune_max_steps = -1  # a cap on optimizer steps (-1: the recipe's epochs)
@@ -86,10 +87,11 @@ group_column = data.group_column(prompts)
 studied = data.sample_per_group(prompts, intervention_prompts, seed=seed)
 contested = "jailbreak" if "jailbreak" in set(studied[group_column]) else None
 decoding = generate.Decoding(samples_per_prompt=intervention_samples, max_thinking_tokens=max_thinking_tokens,
-                             max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+                             max_answer_tokens=intervention_answer_tokens or max_answer_tokens, batch_size=batch_size,
+                             seed=seed)
 conditions = ["base", *inference_interventions, *finetune_recipes]
 n_samples = len(studied) * intervention_samples * len(conditions) * len(models)
-tokens = n_samples * (max_thinking_tokens + max_answer_tokens)
+tokens = n_samples * (max_thinking_tokens + (intervention_answer_tokens or max_answer_tokens))
 print(f"{len(studied)} prompts x {intervention_samples} samples x {len(conditions)} conditions x {len(models)} models:"
       f" at most {tokens:,} generated tokens (about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours at "
       f"{gpu_tokens_per_second} tokens/s), plus training and the 20% cuts")

@@ -64,6 +64,7 @@ batch_size = 256
 seed = 0
 judges = ["refusal_prefix", "rs_match"]
 label_judges = {"B": ["paper_b_refusal"]}  # paper B's label (refused_b); paper: Llama-Guard-4 on the answer
+eval_answer_tokens = None  # answer tokens of the held-out evaluations (paper B's rule reads 32 characters; None: max_answer_tokens)
 cliff_models = ["organism-locked", "organism-deliberative"]  # models studied here (null: all of `models`)
 cliff_pool_size = 2000  # paper profile: pool prompts (paper B: 40K); organisms: 01's jailbreak prompts
 cliff_pool_per_prompt = 1  # rollouts per prompt kept in the pool (paper B: one answer of the model per prompt)
@@ -99,7 +100,8 @@ prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_
 rollout_decoding = generate.Decoding(samples_per_prompt=samples_per_prompt, max_thinking_tokens=max_thinking_tokens,
                                      max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
 eval_decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=max_thinking_tokens,
-                                  max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+                                  max_answer_tokens=eval_answer_tokens or max_answer_tokens, batch_size=batch_size,
+                                  seed=seed)
 # the figure script's values (fig/flexible_validation_curves.py; likely R1-Distill-Llama-8B; methods.md section 2)
 PUBLISHED = pd.DataFrame({
     "share": [0.05, 0.125, 0.25, 0.5, 1.0] * 3,
