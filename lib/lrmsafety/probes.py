@@ -622,7 +622,7 @@ def _inputs_digest(X, labels, groups, strata, masks, pipeline, settings) -> str:
     for array in (X, labels, groups, strata, *masks.values()):
         array = np.asarray(array if array is not None else [])
         digest.update(repr((array.shape, str(array.dtype))).encode())
-        digest.update(np.ascontiguousarray(array).tobytes() if array.dtype != object else repr(array.tolist()).encode())
+        digest.update(repr(array.tolist()).encode() if array.dtype == object else np.ascontiguousarray(array).tobytes())
     digest.update(repr((sorted(masks), repr(pipeline), settings)).encode())
     return digest.hexdigest()[:16]
 

@@ -97,7 +97,8 @@ def _growing_layer_class():
         def _owns_keys(self) -> bool:
             buffer = getattr(self, "_key_buffer", None)
             return (buffer is not None and self.keys.dim() == 4 and self.keys.data_ptr() == buffer.data_ptr()
-                    and self.keys.shape[:2] == buffer.shape[:2] and self.values.data_ptr() == self._value_buffer.data_ptr())
+                    and self.keys.shape[:2] == buffer.shape[:2]
+                    and self.values.data_ptr() == self._value_buffer.data_ptr())
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
