@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from lrmsafety import finetune, models
-from real_configs import save_random
+from real_configs import saved_random
 
 
 def main() -> None:
@@ -31,10 +31,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/lrmsafety-qlora")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    folder = Path(args.workdir) / args.model
     started = time.perf_counter()
-    if not (folder / "config.json").exists():
-        save_random(args.model, folder, args.tokenizer)
+    folder = saved_random(args.model, args.workdir, args.tokenizer)
     print(f"random checkpoint ready in {time.perf_counter() - started:.0f} s", flush=True)
     model, tokenizer, spec = models.load_model(str(folder), quantization="nf4")
     spec = dataclasses.replace(models.get_spec(args.model), hf_id=str(folder))  # the registry's format, our weights

@@ -47,3 +47,24 @@ def save_random(name: str, folder, tokenizer_dir) -> None:
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
     del model
     torch.cuda.empty_cache()
+
+
+def saved_random(name: str, root, tokenizer_dir):
+    """The folder ``root/name`` holding a random-weight checkpoint of the architecture, written on first use (a
+    quantized model is loaded from a folder, as models.load_model does it for real checkpoints)."""
+    from pathlib import Path
+
+    folder = Path(root) / name
+    if not (folder / "config.json").exists():
+        save_random(name, folder, tokenizer_dir)
+    return folder
+
+
+def random_model(name: str, quantization: str, root, tokenizer_dir, device: str = "cuda", dtype=None):
+    """A random-weight model of the architecture: built in place for bf16 (or ``dtype``), otherwise saved under
+    ``root`` and reloaded through models.load_model with ``quantization`` (nf4: bitsandbytes)."""
+    if quantization == "bf16":
+        return build_random(name, dtype=dtype, device=device)
+    from lrmsafety.models import load_model
+
+    return load_model(str(saved_random(name, root, tokenizer_dir)), quantization=quantization)[0]

@@ -44,7 +44,7 @@ from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from lrmsafety import scheduler
 from lrmsafety.generate import generate_batch
-from real_configs import REAL_CONFIGS, build_random
+from real_configs import REAL_CONFIGS, random_model
 
 # a tiny model of the 1.5B's architecture, to check the benchmark on a CPU (`--models tiny --device cpu`)
 REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b"], hidden_size=64,
@@ -267,16 +267,8 @@ def main() -> None:
             if cuda:
                 torch.cuda.empty_cache()
             model_name = wanted
-            if args.quantization == "nf4":
-                from lrmsafety.models import load_model
-                from real_configs import save_random
-
-                folder = Path(args.scratch) / model_name
-                if not (folder / "config.json").exists():
-                    save_random(model_name, folder, args.tokenizer)
-                model = load_model(str(folder), quantization="nf4")[0]
-            else:
-                model = build_random(model_name, device=args.device, dtype=torch.bfloat16 if cuda else torch.float32)
+            model = random_model(model_name, args.quantization, args.scratch, args.tokenizer, device=args.device,
+                                 dtype=torch.bfloat16 if cuda else torch.float32)
             if args.check and "check" not in results:
                 results["check"] = {"model": model_name, **check_engines(model, tokenizer)}
                 print("check:", results["check"], flush=True)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lrmsafety.models import load_model
-from real_configs import build_random, save_random
+from real_configs import random_model
 
 
 def copy_bandwidth(gigabytes: float = 4.0, repeats: int = 20) -> float:
@@ -111,13 +110,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         for quantization in args.quantizations:
-            if quantization == "bf16":
-                model = build_random(name)
-            else:
-                folder = Path(args.workdir) / name
-                if not (folder / "config.json").exists():
-                    save_random(name, folder, args.tokenizer)
-                model = load_model(str(folder), quantization=quantization)[0]
+            model = random_model(name, quantization, args.workdir, args.tokenizer)
             weights, per_token = weight_bytes(model), kv_bytes_per_token(model)
             if args.profile_batch:
                 profile_steps(model, args.profile_batch, args.prompt_tokens, args.cache[0])

@@ -91,7 +91,7 @@ decoding = generate.Decoding(samples_per_prompt=intervention_samples, max_thinki
                              seed=seed)
 conditions = ["base", *inference_interventions, *finetune_recipes]
 n_samples = len(studied) * intervention_samples * len(conditions) * len(models)
-tokens = n_samples * (max_thinking_tokens + (intervention_answer_tokens or max_answer_tokens))
+tokens = n_samples * (max_thinking_tokens + decoding.max_answer_tokens)
 print(f"{len(studied)} prompts x {intervention_samples} samples x {len(conditions)} conditions x {len(models)} models:"
       f" at most {tokens:,} generated tokens (about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours at "
       f"{gpu_tokens_per_second} tokens/s), plus training and the 20% cuts")

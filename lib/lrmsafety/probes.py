@@ -639,15 +639,13 @@ def _read_cached_table(path, digest: str) -> pd.DataFrame | None:
 
 
 def _write_cached_table(path, digest: str, table: pd.DataFrame) -> None:
+    """The table, then the hash of its inputs, each written atomically: a crash leaves a mismatch, never a wrong hit."""
     import json
-    import os
     from pathlib import Path
+
+    from .store import _atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in ((path, lambda p: table.to_csv(p, index=False)),
-                          (path.with_suffix(path.suffix + ".json"),
-                           lambda p: Path(p).write_text(json.dumps({"inputs": digest})))):
-        temporary = target.with_name(target.name + ".tmp")
-        write(temporary)
-        os.replace(temporary, target)  # atomic: a crash leaves the old cache or none, never half a file
+    _atomic_write_text(path, table.to_csv(index=False))
+    _atomic_write_text(path.with_suffix(path.suffix + ".json"), json.dumps({"inputs": digest}))

@@ -27,6 +27,7 @@ generator per run: samples are reproducible for the same inputs, batch size and 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class _Prefilled:
     first: torch.Tensor  # [rows]
 
 
+@functools.cache
 def _growing_layer_class():
     from transformers.cache_utils import DynamicLayer
 
@@ -119,27 +121,21 @@ def _growing_layer_class():
     return GrowingLayer
 
 
-_GROWING_LAYER = None
-
-
 def growing_cache(config):
     """A DynamicCache for ``config`` whose plain layers write in place (GrowingLayer); other layers (sliding
     windows) stay as transformers makes them."""
-    global _GROWING_LAYER
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    _GROWING_LAYER = _GROWING_LAYER or _growing_layer_class()
     cache = DynamicCache(config=config)
-    cache.layers = [_GROWING_LAYER() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [_growing_layer_class()() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
 
 def _plain_cache(cache) -> bool:
     from transformers.cache_utils import DynamicLayer
 
-    plain = (DynamicLayer,) if _GROWING_LAYER is None else (DynamicLayer, _GROWING_LAYER)
-    return all(type(layer) in plain for layer in getattr(cache, "layers", [None]))
+    return all(type(layer) in (DynamicLayer, _growing_layer_class()) for layer in getattr(cache, "layers", [None]))
 
 
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
