@@ -1,4 +1,4 @@
-# The pipeline. `make all` runs every notebook in order on PROFILE (organism by default); `make test` runs the tests.
+# The pipeline. `make all` runs every notebook on PROFILE (organism by default); `make test` runs the tests.
 # Both create and reuse the virtual environment in .venv by themselves.
 #   make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b     a real model (GPU and internet)
 #   make all PROFILE=smoke                                        tiny settings
@@ -18,8 +18,6 @@ LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 .PHONY: all setup test test-vllm organism twins lab clean help
 .DEFAULT_GOAL := all
 
-all: $(EXECUTED)  ## run every notebook in order (skips those whose inputs did not change)
-
 setup: $(STAMP)  ## create the virtual environment (the other targets do it when needed)
 
 $(STAMP): pyproject.toml
@@ -27,15 +25,34 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# Each executed notebook depends on its source, the profile, the library and the notebook before it:
-# later notebooks read the earlier ones' cached results.
+# Each executed notebook depends on its source, the profile, the library and the notebooks whose cached results it
+# reads (rollouts, probes, tables), named below; a notebook with no entry reads none. Independent notebooks run side
+# by side, JOBS at a time (two on the CPU profiles, where a notebook keeps about one core busy; one on the paper
+# profile, where they would share one GPU). `make all JOBS=1` runs them one after another.
+reads_02_first_token_probe := 01_rollouts
+reads_04_deliberation := 01_rollouts 02_first_token_probe 03_lock_in
+reads_05_refusal_cliff := 01_rollouts
+reads_06_refusal_heads := 01_rollouts 05_refusal_cliff
+reads_07_thinking_budget := 01_rollouts
+reads_09_cliff_as_judge := 01_rollouts 05_refusal_cliff
+# the report reads every table and renders every executed notebook, and reads the claims ledger
+reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
+$(BUILD)/10_report.ipynb: paper/claims.yaml
+
+JOBS ?= $(if $(filter paper,$(PROFILE)),1,2)
+MAKEFLAGS += --jobs=$(JOBS) --output-sync=target
+# the order in which ready notebooks start: the long chains first (01 -> 05 -> 09, and 08), so that the two slots
+# finish together
+FIRST := 01_rollouts 08_interventions 05_refusal_cliff 09_cliff_as_judge 03_lock_in 02_first_token_probe
+EXECUTED := $(foreach n,$(FIRST),$(filter %/$(n).ipynb,$(EXECUTED))) $(filter-out $(foreach n,$(FIRST),%/$(n).ipynb),$(EXECUTED))
+
+all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change)
+
 define notebook_rule
-$(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) params/$(PROFILE).yaml $(LIB) $(2) | $(STAMP)
+$(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) params/$(PROFILE).yaml $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
 	$(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
 endef
-$(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call notebook_rule,$(word $(i),$(NOTEBOOKS)),$(if $(filter 1,$(i)),,$(word $(shell expr $(i) - 1),$(EXECUTED))))))
-# The report (last in the chain, so after every notebook whose tables it reads) also reads the claims ledger.
-$(BUILD)/10_report.ipynb: paper/claims.yaml
+$(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 
 test: $(STAMP)  ## run the tests (no hub, no GPU)
 	$(PY) -m pytest

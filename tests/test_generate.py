@@ -118,6 +118,27 @@ def test_resume_after_kill_loses_nothing_and_duplicates_nothing(tiny_r1, tmp_pat
     assert len(generated) == 4 and len(again) == 8
 
 
+def _append_rows(root, writer, n):
+    store = generate.TableStore(root, "rows", {"a": 1}, key=["prompt_id"])
+    for i in range(n):
+        store.append(pd.DataFrame({"prompt_id": [f"{writer}-{i}"]}))
+
+
+def test_two_writers_of_one_store_lose_no_rows(tmp_path):
+    # notebooks run side by side (make -j) can append to one store at the same time: no part may overwrite another
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_append_rows, args=(tmp_path, w, 60)) for w in range(3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    store = generate.TableStore(tmp_path, "rows", {"a": 1}, key=["prompt_id"])
+    assert len(store.read()) == 180 and len(store.parts) == 180
+    assert not list(tmp_path.glob("*/*.tmp"))
+
+
 def test_bad_input_names_the_fix(tiny_r1):
     model, tokenizer, spec = tiny_r1
     with pytest.raises(ValueError, match="needs a 'prompt' column"):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -77,14 +78,26 @@ class TableStore:
         missing = set(self.key) - set(frame.columns)
         if missing:
             raise ValueError(f"rows lack the key columns {sorted(missing)}")
-        index = len(self.parts)
-        while (self.dir / f"part-{index:06d}.parquet").exists():
-            index += 1
-        path = self.dir / f"part-{index:06d}.parquet"
-        tmp = path.with_suffix(".tmp")
+        # notebooks run side by side (make -j) may append to one store: the part is written under a name of this
+        # process, then linked to the first free part name, which fails rather than overwrite another's part
+        tmp = self.dir / f".part-{os.getpid()}-{uuid.uuid4().hex}.tmp"
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        index = len(self.parts)
+        try:
+            while True:
+                path = self.dir / f"part-{index:06d}.parquet"
+                try:
+                    os.link(tmp, path)
+                    return path
+                except FileExistsError:
+                    index += 1
+                except OSError:  # a file system without hard links: one writer at a time is then the rule
+                    if not path.exists():
+                        os.replace(tmp, path)
+                        return path
+                    index += 1
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def pending(self, keys: Iterable[tuple]) -> list[tuple]:
         done = self.done_keys()
