@@ -40,7 +40,15 @@ reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
 $(BUILD)/10_report.ipynb: paper/claims.yaml
 
 JOBS ?= $(if $(filter paper,$(PROFILE)),1,2)
+# only when notebooks are the goal (`make test` keeps printing as it goes); each notebook's log is printed whole
+# when it ends, so that the two do not interleave
+ifeq ($(filter-out all $(EXECUTED),$(or $(MAKECMDGOALS),all)),)
 MAKEFLAGS += --jobs=$(JOBS) --output-sync=target
+endif
+# side by side, each notebook gets its share of the cores: torch's threads on more cores than there are spin and wait
+# for each other (two notebooks of two threads each on two cores ran 4x slower, not 2x)
+CORES := $(shell nproc 2>/dev/null || echo 1)
+THREADS := $(shell expr $(CORES) / $(JOBS) \| 1)
 # the order in which ready notebooks start: the long chains first (01 -> 05 -> 09, and 08), so that the two slots
 # finish together
 FIRST := 01_rollouts 08_interventions 05_refusal_cliff 09_cliff_as_judge 03_lock_in 02_first_token_probe
@@ -50,7 +58,7 @@ all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change
 
 define notebook_rule
 $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) params/$(PROFILE).yaml $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
-	$(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 
