@@ -49,9 +49,10 @@ endif
 # for each other (two notebooks of two threads each on two cores ran 4x slower, not 2x)
 CORES := $(shell nproc 2>/dev/null || echo 1)
 THREADS := $(shell expr $(CORES) / $(JOBS) \| 1)
-# the order in which ready notebooks start: the long chains first (01 -> 05 -> 09, and 08), so that the two slots
-# finish together
-FIRST := 01_rollouts 08_interventions 05_refusal_cliff 09_cliff_as_judge 03_lock_in 02_first_token_probe
+# the order in which make offers notebooks a free slot (one whose inputs are not ready yet waits for make's next pass):
+# chosen with the measured durations so that the long chain 01 -> 05 -> 09 starts early and the two slots end together
+FIRST := 01_rollouts 03_lock_in 05_refusal_cliff 08_interventions 09_cliff_as_judge 02_first_token_probe \
+  06_refusal_heads 07_thinking_budget 04_deliberation
 EXECUTED := $(foreach n,$(FIRST),$(filter %/$(n).ipynb,$(EXECUTED))) $(filter-out $(foreach n,$(FIRST),%/$(n).ipynb),$(EXECUTED))
 
 all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change)

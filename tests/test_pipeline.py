@@ -96,3 +96,33 @@ def test_environment_yml_matches_pyproject():
     environment = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip_pins = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
     assert set(pip_pins) == pins, "environment.yml's pip list must carry exactly pyproject's pins"
+
+
+def declared_reads() -> dict[str, set[str]]:
+    """The Makefile's `reads_<notebook> := <notebooks>` lines (the report's line is computed, so it is left out)."""
+    reads = {}
+    for line in (REPO_ROOT / "Makefile").read_text().splitlines():
+        match = re.match(r"reads_(\w+) := ([\w ]+)$", line)
+        if match:
+            reads[match.group(1)] = set(match.group(2).split())
+    return reads
+
+
+def test_the_makefile_names_every_notebook_a_notebook_reads():
+    # make -j starts a notebook as soon as the notebooks it is declared to read are done: a table or probe read
+    # from an undeclared notebook would be read before it is written (or stale)
+    stems = {path.stem for path in NOTEBOOKS}
+    by_number = {stem[:2]: stem for stem in stems}
+    reads = declared_reads()
+    assert set(reads) <= stems, f"reads_ lines for notebooks that do not exist: {set(reads) - stems}"
+    for path in NOTEBOOKS:
+        if path.stem == "10_report":
+            continue
+        text = path.read_text()
+        needed = {by_number[n] for n in re.findall(r'results / f?"(\d\d)_[^"]*\.(?:csv|parquet)"', text)
+                  if n != path.stem[:2]}
+        needed |= {"04_deliberation" for _ in re.findall(r'read_csv\(results / "paper_a_', text)}
+        if "LinearRefusalProbe.load" in text:
+            needed.add("05_refusal_cliff")
+        missing = needed - reads.get(path.stem, set())
+        assert not missing, f"{path.name} reads results of {sorted(missing)}: add them to reads_{path.stem} in the Makefile"
