@@ -45,7 +45,6 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"
 models = ["organism-locked", "organism-deliberative"]
-intervention_models = None  # models studied here (None: all of `models`)
 quantization = "auto"
 data_dir = None
 prompt_sets = ["organism"]
@@ -83,7 +82,6 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-models = [m for m in models if intervention_models is None or m in intervention_models]
 prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
 group_column = data.group_column(prompts)
 studied = data.sample_per_group(prompts, intervention_prompts, seed=seed)
