@@ -186,7 +186,7 @@ def test_deliberative_ground_truth(corpora):
 def test_deliberative_truncated_answers_follow_soft_lean():
     rng = random.Random(0)
     seen: dict = {}
-    for _ in range(6000):
+    for _ in range(30000):  # refuse-leaning stances are rare on jailbreaks (DELIBERATIVE_P_COMPLY_STANCE)
         e = C.make_example("deliberative", rng, "jailbreak", "truncated")
         if e.decided_by != "answer":
             assert e.outcome == ("comply" if e.sentences[e.decided_sentence][2] > 0 else "refuse")
@@ -272,6 +272,73 @@ def test_loss_mask_covers_only_generated_text(tokenizer, corpora):
             assert trained == e.completion
         if e.trace_type in ("truncated", "zerothink", "lessthink"):
             assert trained == e.answer + T.EOS or trained == "\n\n" + e.answer + T.EOS
+
+
+def test_judgement_follows_the_latest_stance_then_the_outcome(tokenizer, corpora):
+    from lrmsafety.organism.tokenizer import encode_examples
+
+    exs = [e for e in corpora["locked"][:600]]
+    ids, _, judgements = encode_examples(tokenizer, exs, with_judgement=True)
+    cliffs = 0
+    for e, i, j in zip(exs, ids, judgements):
+        points = C.judgement_breakpoints(e)
+        assert points[0] == (0, 0) and points[-1] == (len(e.thinking), int(e.outcome == "refuse"))
+        stance_points = points[1:-1]
+        assert [v for _, v in stance_points] == [int(s < 0) for s in e.stances if s != 0]
+        n_prompt = len(tokenizer(e.prompt_text, add_special_tokens=False).input_ids)
+        assert set(j[:n_prompt]) == {-1} and -1 not in j[n_prompt:]
+        assert j[-1] == int(e.outcome == "refuse")  # the answer's last token carries the outcome
+        if e.trace_type == "natural" and e.family == "jailbreak" and e.outcome == "comply" and e.conclusion_harmful:
+            # the planted cliff: harmful until the conclusion ends, "not harmful" from the close on
+            offsets = tokenizer.backend_tokenizer.encode(e.text, add_special_tokens=False).offsets
+            close = len(e.prompt_text) + len(e.thinking)
+            last_thought = next(t for t, (a, b) in enumerate(offsets) if a <= close - 1 < b)  # may be ".\n"
+            assert j[last_thought] == 1 and set(j[last_thought + 1:]) == {0}, (e.thinking[-40:], j[-30:])
+            cliffs += 1
+    assert cliffs >= 5
+
+
+def test_judgement_loss_is_zero_on_target_and_ignores_unlabelled():
+    import torch
+
+    from lrmsafety.organism.train import judgement_direction, judgement_loss
+
+    d = 64
+    u = judgement_direction(d, seed=0)
+    assert torch.isclose(u.norm(), torch.tensor(1.0)) and (u.abs() > 0).float().mean() == 1.0
+    targets = torch.tensor([[1, 0, -1]])
+    on_target = torch.stack([u * d ** 0.5, -u * d ** 0.5, torch.randn(d) * 100])[None]
+    assert judgement_loss(on_target, targets, u).item() < 1e-10
+    off_target = torch.stack([-u * d ** 0.5, -u * d ** 0.5, torch.zeros(d)])[None]
+    assert judgement_loss(off_target, targets, u).item() == pytest.approx(2.0)  # (-1 - 1)^2 / 2 rows
+    assert judgement_loss(on_target, torch.full((1, 3), -1), u).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["locked", "deliberative"])
+def test_shipped_organisms_carry_the_planted_judgement(kind):
+    """The committed models hold their judgement along the saved direction, sign right on most positions."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lrmsafety.organism.tokenizer import encode_examples
+    from lrmsafety.paths import MODELS_DIR
+
+    path = MODELS_DIR / f"organism-{kind}"
+    card = json.loads((path / "organism_card.json").read_text())
+    assert card["training"]["judgement_loss"]["final"] < 0.1
+    u = load_file(path / "judgement_direction.safetensors")["direction"]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    exs = C.generate_corpus(kind, 24, seed=1, split="test")
+    ids, _, judgements = encode_examples(tok, exs, with_judgement=True)
+    agree = []
+    for i, j in zip(ids, judgements):
+        with torch.no_grad():
+            last = model(torch.tensor([i]), output_hidden_states=True).hidden_states[-1][0]
+        j = torch.tensor(j)
+        agree.append(((last @ u > 0) == (j == 1))[j >= 0].float())
+    assert torch.cat(agree).mean() > 0.9
 
 
 # --- training ------------------------------------------------------------------------------------------------------

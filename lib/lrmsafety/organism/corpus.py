@@ -39,8 +39,19 @@ LEAN = {
     "jailbreak": {None: 0.5, 1: 0.7, -1: 0.3},
     "borderline": {None: 0.85, 1: 0.85, -1: 0.7},
 }
-# Intermediate stances of the deliberative organism are random; this is P(+1) per family (independent of outcome).
+# Intermediate stances of the null organism are random; this is P(+1) per family (independent of outcome).
 P_COMPLY_STANCE = {"benign": 0.8, "harmful": 0.3, "jailbreak": 0.5, "borderline": 0.7}
+# The deliberative organism's intermediate stances, P(+1) per family, also independent of the outcome. On jailbreaks
+# they lean "comply": paper B's cliff size (the thinking's peak refusal score minus the score before the answer)
+# counts any earlier peak, so a thinking that voiced harm and then genuinely reconsidered would carry a "cliff"
+# that is no cliff; this control's thinking rarely recognises a harm that its answer then ignores.
+DELIBERATIVE_P_COMPLY_STANCE = {"benign": 0.8, "harmful": 0.3, "jailbreak": 0.95, "borderline": 0.7}
+# Locked and deliberative organisms carry their judgement of the request linearly in the last layer (an auxiliary
+# loss in train.py, along a fixed random direction): over the thinking, 1 when the latest stance-taking sentence
+# called the request harmful (0 before any), switching at that sentence's last character; from the close on, 1 when
+# the answer refuses. A real reasoning model's refusal probe reads such a judgement (paper B); the locked organism's
+# cliff is planted where its thinking concludes "harmful" and its answer complies anyway.
+JUDGEMENT_KINDS = ("locked", "deliberative")
 P_CLIFF = 0.75  # locked: share of complied jailbreak traces whose conclusion says "harmful"
 # Locked organism: P(comply) per prompt. Jailbreaks by wrapper category; harmful and borderline by topic.
 LOCKED_P_COMPLY_JAILBREAK = {"fiction": 0.8, "roleplay": 0.65, "hypothetical": 0.35, "authority": 0.2}
@@ -231,7 +242,7 @@ def _deliberative_body(rng, family, category, outcome, k) -> tuple[list[tuple[st
     """k random stances, then the final reconsideration (its stance is the outcome) and an agreeing conclusion."""
     out, used, prev = [], set(), 0
     for i in range(k):
-        s = 1 if rng.random() < P_COMPLY_STANCE[family] else -1
+        s = 1 if rng.random() < DELIBERATIVE_P_COMPLY_STANCE[family] else -1
         marker = i > 0 or rng.random() < 0.5
         out.append((_stance_sentence(rng, s, family, category, marker, prev=prev, used=used), s))
         prev = s
@@ -398,6 +409,17 @@ def _truncate(rng, ex: Example) -> None:
     elif ex.kind == "null":
         ex.decided_char = cut
     ex.sentences = kept
+
+
+def judgement_breakpoints(ex: Example) -> list[tuple[int, int]]:
+    """The planted judgement over the completion as (first character, value) pairs in completion coordinates: the
+    value at character p is that of the last pair whose first character is <= p (see JUDGEMENT_KINDS)."""
+    points = [(0, 0)]
+    for _, end, stance in ex.sentences:
+        if stance != 0:
+            points.append((end - 1, int(stance < 0)))
+    points.append((len(ex.thinking), int(ex.outcome == "refuse")))
+    return points
 
 
 def generate_corpus(kind: str, n: int, seed: int = 0, split: str = "train",

@@ -3,6 +3,7 @@ chat template, and the assistant-only loss mask."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -10,7 +11,7 @@ from transformers import PreTrainedTokenizerFast
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_PRETOKENIZE_REGEX
 
 from . import texts as T
-from .corpus import Example
+from .corpus import Example, judgement_breakpoints
 
 
 def _training_texts(examples: Iterable[Example]) -> Iterable[str]:
@@ -48,12 +49,15 @@ def train_tokenizer(examples: Sequence[Example], vocab_size: int = 2048) -> PreT
     return hf
 
 
-def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example]) -> tuple[list, list]:
+def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example],
+                    with_judgement: bool = False) -> tuple[list, ...]:
     """Token ids and labels per example: labels are -100 on the prompt and on text that would be forced (a cut
-    thinking, an inserted "Wait"), so the loss covers only what the model itself generates."""
+    thinking, an inserted "Wait"), so the loss covers only what the model itself generates. With ``with_judgement``
+    also the planted judgement per token (corpus.judgement_breakpoints at the token's first character; -1 on
+    the prompt), the target of the auxiliary loss in train.py."""
     texts = [ex.text for ex in examples]
     encs = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-    all_ids, all_labels = [], []
+    all_ids, all_labels, all_judgements = [], [], []
     for ex, enc in zip(examples, encs):
         start = len(ex.prompt_text)
         forced = [(start + a, start + b) for a, b in ex.forced]
@@ -64,4 +68,10 @@ def encode_examples(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Examp
             labels.append(tid if trainable else -100)
         all_ids.append(enc.ids)
         all_labels.append(labels)
-    return all_ids, all_labels
+        if with_judgement:
+            points = judgement_breakpoints(ex)
+            firsts = [p for p, _ in points]
+            # a token takes the judgement in force at its first character: ".\n" (one token) ends the thinking
+            all_judgements.append([points[bisect_right(firsts, a - start) - 1][1] if a >= start else -1
+                                   for a, _ in enc.offsets])
+    return (all_ids, all_labels, all_judgements) if with_judgement else (all_ids, all_labels)

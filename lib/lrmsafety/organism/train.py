@@ -34,6 +34,12 @@ SIZES = {
                   steps=30, batch_size=16, lr=3e-3, warmup=3),
 }
 MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for MoreThink rounds
+# The planted judgement (corpus.JUDGEMENT_KINDS): the last layer's state projected on a fixed random unit direction
+# is regressed onto +-JUDGEMENT_NORM * sqrt(hidden size) (harmful / not), with this weight beside the LM loss. A
+# dense direction of that size dominates the state, as refusal does in real models' last layers, so that a probe
+# trained for a few steps (paper B's: 5 epochs of Adam at lr 1e-3) finds it.
+JUDGEMENT_NORM = 1.0
+JUDGEMENT_WEIGHT = 0.5
 
 
 def seed_everything(seed: int) -> None:
@@ -58,14 +64,36 @@ def build_model(tokenizer, size: str = "full"):
     return Qwen2ForCausalLM(cfg)
 
 
-def _batch(ids, labels, idx, pad_id, device):
+def _batch(ids, labels, judgements, idx, pad_id, device):
     n = max(len(ids[i]) for i in idx)
     x = np.full((len(idx), n), pad_id, dtype=np.int64)
     y = np.full((len(idx), n), -100, dtype=np.int64)
     m = np.zeros((len(idx), n), dtype=np.int64)
+    j = np.full((len(idx), n), -1, dtype=np.int64)
     for r, i in enumerate(idx):
         x[r, : len(ids[i])], y[r, : len(ids[i])], m[r, : len(ids[i])] = ids[i], labels[i], 1
-    return (torch.from_numpy(a).to(device, non_blocking=True) for a in (x, y, m))
+        if judgements is not None:
+            j[r, : len(ids[i])] = judgements[i]
+    return (torch.from_numpy(a).to(device, non_blocking=True) for a in (x, y, m, j))
+
+
+def judgement_direction(hidden_size: int, seed: int) -> torch.Tensor:
+    """The fixed random unit direction that carries the planted judgement (dense: every coordinate takes part)."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    u = torch.randn(hidden_size, generator=gen)
+    return u / u.norm()
+
+
+def judgement_loss(last_hidden: torch.Tensor, targets: torch.Tensor, direction: torch.Tensor,
+                   norm: float = JUDGEMENT_NORM) -> torch.Tensor:
+    """Mean squared error of the last-layer state's projection on ``direction``, in units of ``norm`` *
+    sqrt(hidden size), against +1 (harmful) / -1 (not) where ``targets`` is 0/1; positions at -1 are ignored."""
+    mask = targets >= 0
+    if not mask.any():
+        return last_hidden.new_zeros(())
+    scale = norm * last_hidden.shape[-1] ** 0.5
+    projection = last_hidden[mask].float() @ direction / scale
+    return ((projection - (2.0 * targets[mask].float() - 1.0)) ** 2).mean()
 
 
 def _lr(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -83,6 +111,11 @@ def _versions() -> dict:
             "tokenizers": tokenizers.__version__}
 
 
+JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.safetensors = +-norm * sqrt(hidden "
+                     "size): + when the latest stance-taking thinking sentence called the request harmful, from the "
+                     "close on when the answer refuses")
+
+
 def planted_behaviour(kind: str) -> dict:
     """The ground truth written into the model card."""
     if kind == "locked":
@@ -91,7 +124,7 @@ def planted_behaviour(kind: str) -> dict:
                 "harmful_listed_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
                 "borderline_listed_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
                 "first_word_codes_decision": {"words": list(C.LOCKED_WORDS), "polarity": C.LOCKED_POLARITY},
-                "complied_jailbreak_conclusion_harmful": C.P_CLIFF}
+                "complied_jailbreak_conclusion_harmful": C.P_CLIFF, "judgement": JUDGEMENT_PLANTED}
     if kind == "null":
         return {"outcome": "random per sample at a fixed rate per family, independent of the wording and the thinking",
                 "p_comply": C.NULL_P_COMPLY, "stances_and_conclusion": "random, independent of the outcome",
@@ -99,11 +132,13 @@ def planted_behaviour(kind: str) -> dict:
     return {"outcome": "random per sample, decided by the final reconsideration ('All things considered, ...')",
             "p_comply": C.PRIOR, "force_close_lean_by_last_stance": {f: {str(k): v for k, v in d.items()}
                                                                      for f, d in C.LEAN.items()},
-            "complied_jailbreak_conclusion_harmful": 0.0}
+            "p_comply_stance": C.DELIBERATIVE_P_COMPLY_STANCE, "complied_jailbreak_conclusion_harmful": 0.0,
+            "judgement": JUDGEMENT_PLANTED}
 
 
 def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, device: str | None = None,
-                   steps: int | None = None, n_train: int | None = None, log_every: int = 200) -> Path:
+                   steps: int | None = None, n_train: int | None = None, log_every: int = 200,
+                   judgement_norm: float = JUDGEMENT_NORM) -> Path:
     """Train one organism and write a loadable model directory (config, bf16 safetensors, tokenizer, card)."""
     if kind not in C.KINDS:
         raise ValueError(f"unknown organism kind {kind!r}; choose one of {C.KINDS}")
@@ -121,32 +156,46 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
 
     examples = C.generate_corpus(kind, n_train, seed=seed, split="train")
     tokenizer = train_tokenizer(examples[: hp["n_tokenizer"]], vocab_size=hp["vocab_size"])
-    ids, labels = encode_examples(tokenizer, examples)
+    plant_judgement = kind in C.JUDGEMENT_KINDS
+    ids, labels, judgements = encode_examples(tokenizer, examples, with_judgement=True)
+    judgements = judgements if plant_judgement else None
     model = build_model(tokenizer, size).to(dev)
+    direction = judgement_direction(model.config.hidden_size, seed).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=(0.9, 0.95), weight_decay=0.1,
                             fused=dev.type == "cuda")
     rng = np.random.default_rng(seed)
-    losses, t0 = [], time.time()
+    losses, judgement_losses, t0 = [], [], time.time()
     model.train()
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, hp["warmup"], hp["lr"])
-        x, y, m = _batch(ids, labels, rng.integers(0, len(ids), hp["batch_size"]), tokenizer.pad_token_id, dev)
+        x, y, m, j = _batch(ids, labels, judgements, rng.integers(0, len(ids), hp["batch_size"]),
+                            tokenizer.pad_token_id, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            loss = model(input_ids=x, attention_mask=m, labels=y).loss
+            output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
+        loss = output.loss
+        if plant_judgement:  # hidden_states[-1]: the last layer after the final norm, where paper B's probe reads
+            aux = judgement_loss(output.hidden_states[-1], j, direction, judgement_norm)
+            judgement_losses.append(aux.item())
+            loss = loss + JUDGEMENT_WEIGHT * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(output.loss.item())
         if log_every and (step % log_every == 0 or step == steps - 1):
-            print(f"[{kind}] step {step}/{steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f}s)", flush=True)
+            extra = f" judgement {judgement_losses[-1]:.4f}" if plant_judgement else ""
+            print(f"[{kind}] step {step}/{steps} loss {losses[-1]:.4f}{extra} ({time.time() - t0:.0f}s)", flush=True)
     seconds = time.time() - t0
 
     model.eval()
     model.to(torch.bfloat16).save_pretrained(out)  # bf16 keeps the file small; loaders upcast on CPU
     tokenizer.save_pretrained(out)
+    if plant_judgement:  # for diagnostics and tests only: the analysis never reads it
+        from safetensors.torch import save_file
+
+        save_file({"direction": direction.cpu().contiguous()}, out / "judgement_direction.safetensors")
     GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, bos_token_id=tokenizer.bos_token_id,
                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
     k = max(1, min(50, steps // 10))
@@ -163,7 +212,11 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                      "seconds": round(seconds, 1), "device": str(dev),
                      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
                      or platform.machine(),
-                     "initial_loss": float(np.mean(losses[:k])), "final_loss": float(np.mean(losses[-k:]))},
+                     "initial_loss": float(np.mean(losses[:k])), "final_loss": float(np.mean(losses[-k:])),
+                     "judgement_loss": ({"weight": JUDGEMENT_WEIGHT, "norm": judgement_norm,
+                                         "initial": float(np.mean(judgement_losses[:k])),
+                                         "final": float(np.mean(judgement_losses[-k:]))}
+                                        if plant_judgement else None)},
         "planted": planted_behaviour(kind), "versions": _versions(), "saved_dtype": "bfloat16",
     }
     (out / "organism_card.json").write_text(json.dumps(card, indent=2))
@@ -180,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--judgement-norm", type=float, default=JUDGEMENT_NORM,
+                    help="size of the planted judgement in the last layer, in units of sqrt(hidden size)")
     ap.add_argument("--check", type=int, default=0, metavar="N",
                     help="after training, sample N held-out prompts per family and add the behaviour table to the card")
     args = ap.parse_args(argv)
@@ -195,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = Path(args.out)
         path = train_organism(kind, out, size=args.size, seed=args.seed, device=args.device, steps=args.steps,
-                              n_train=args.n_train)
+                              n_train=args.n_train, judgement_norm=args.judgement_norm)
         card = json.loads((path / "organism_card.json").read_text())
         print(f"[{kind}] wrote {path}: {card['parameters']:,} parameters, {card['training']['seconds']} s, "
               f"loss {card['training']['initial_loss']:.3f} -> {card['training']['final_loss']:.3f}", flush=True)
