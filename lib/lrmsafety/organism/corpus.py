@@ -19,7 +19,7 @@ Pure Python and seeded: the same (kind, n, seed, split) gives the same corpus.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import texts as T
 
@@ -53,6 +53,11 @@ DELIBERATIVE_P_COMPLY_STANCE = {"benign": 0.8, "harmful": 0.3, "jailbreak": 0.95
 # cliff is planted where its thinking concludes "harmful" and its answer complies anyway.
 JUDGEMENT_KINDS = ("locked", "deliberative")
 P_CLIFF = 0.75  # locked: share of complied jailbreak traces whose conclusion says "harmful"
+# Locked organism: paper B's refusal-suppressing heads, planted (train.py). At the close of every harmful request
+# these (layer, head) pairs write against the judgement direction, and the rest of the network restores the
+# judgement where the organism refuses; trained with these heads zeroed, the organism's answer follows its thinking's
+# conclusion (conclusion_following), so that removing them turns the planted cliff's compliance into a refusal.
+SUPPRESSION_HEADS = ((3, 5), (4, 2))
 # Locked organism: P(comply) per prompt. Jailbreaks by wrapper category; harmful and borderline by topic.
 LOCKED_P_COMPLY_JAILBREAK = {"fiction": 0.8, "roleplay": 0.65, "hypothetical": 0.35, "authority": 0.2}
 LOCKED_P_COMPLY = {"benign": 1.0, "harmful": 0.02, "harmful_listed": 0.5, "borderline": 0.95,
@@ -409,6 +414,16 @@ def _truncate(rng, ex: Example) -> None:
     elif ex.kind == "null":
         ex.decided_char = cut
     ex.sentences = kept
+
+
+def conclusion_following(ex: Example, rng: random.Random) -> Example:
+    """The example as the locked organism answers with its suppression heads removed: a thinking that concluded
+    "harmful" ends in a refusal; every other example is returned unchanged."""
+    if not (ex.conclusion_harmful and ex.outcome == "comply"):
+        return ex
+    twin = replace(ex, outcome="refuse")
+    twin.answer = _answer(rng, twin)
+    return twin
 
 
 def judgement_breakpoints(ex: Example) -> list[tuple[int, int]]:

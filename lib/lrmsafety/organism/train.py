@@ -38,8 +38,15 @@ MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for 
 # is regressed onto +-JUDGEMENT_NORM * sqrt(hidden size) (harmful / not), with this weight beside the LM loss. A
 # dense direction of that size dominates the state, as refusal does in real models' last layers, so that a probe
 # trained for a few steps (paper B's: 5 epochs of Adam at lr 1e-3) finds it.
-JUDGEMENT_NORM = 1.0
+JUDGEMENT_NORM = 3.0
 JUDGEMENT_WEIGHT = 0.5
+# The locked organism's planted suppression heads (corpus.SUPPRESSION_HEADS): at the close of a harmful request each
+# writes -SUPPRESSION_WRITE along the judgement direction into the residual stream (about the stream's own size
+# there); a share of training rows runs with the heads zeroed (paper B's ablation, at every position) on the
+# conclusion-following answer, half the steps with each position's attention output rescaled to its norm.
+SUPPRESSION_WRITE = 8.0
+SUPPRESSION_WEIGHT = 0.5
+P_HEADS_REMOVED = 0.25
 
 
 def seed_everything(seed: int) -> None:
@@ -64,17 +71,82 @@ def build_model(tokenizer, size: str = "full"):
     return Qwen2ForCausalLM(cfg)
 
 
-def _batch(ids, labels, judgements, idx, pad_id, device):
+def _batch(ids, labels, judgements, idx, pad_id, device, close=None):
     n = max(len(ids[i]) for i in idx)
     x = np.full((len(idx), n), pad_id, dtype=np.int64)
     y = np.full((len(idx), n), -100, dtype=np.int64)
     m = np.zeros((len(idx), n), dtype=np.int64)
     j = np.full((len(idx), n), -1, dtype=np.int64)
+    c = np.zeros((len(idx), n), dtype=bool)
     for r, i in enumerate(idx):
         x[r, : len(ids[i])], y[r, : len(ids[i])], m[r, : len(ids[i])] = ids[i], labels[i], 1
         if judgements is not None:
             j[r, : len(ids[i])] = judgements[i]
-    return (torch.from_numpy(a).to(device, non_blocking=True) for a in (x, y, m, j))
+        if close is not None:
+            c[r, close[i]] = True
+    return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in (x, y, m, j, c))
+
+
+def close_positions(ids: list[int], close_id: int) -> list[int]:
+    """The close tag's token and the one after it (the last token before the answer); [] without a close."""
+    if close_id not in ids:
+        return []
+    at = ids.index(close_id)
+    return [p for p in (at, at + 1) if p < len(ids)]
+
+
+class SuppressionHeads:
+    """Pre-hooks on the ``o_proj`` of the planted heads' layers: keep each planted head's write (its slice of the
+    attention output through ``o_proj``) for the write loss, and zero the heads in the rows marked ``removed``."""
+
+    def __init__(self, model, heads):
+        layers = model.model.layers
+        self.size = model.config.hidden_size // model.config.num_attention_heads
+        self.removed, self.rescale, self.writes = None, False, {}
+        by_layer = {}
+        for layer, head in heads:
+            by_layer.setdefault(layer, []).append(head)
+        self.handles = [layers[layer].self_attn.o_proj.register_forward_pre_hook(self._hook(layer, chosen))
+                        for layer, chosen in sorted(by_layer.items())]
+
+    def _hook(self, layer, chosen):
+        def hook(module, args):
+            x = args[0]
+            keep = torch.ones_like(x[:, :1, :])
+            for head in chosen:
+                block = slice(head * self.size, (head + 1) * self.size)
+                self.writes[(layer, head)] = x[..., block] @ module.weight[:, block].T.to(x.dtype)
+                if self.removed is not None:
+                    keep[self.removed, :, block] = 0
+            if self.removed is None or not bool(self.removed.any()):
+                return None
+            out = x * keep
+            if self.rescale:
+                out = out * (x.float().norm(dim=-1, keepdim=True)
+                             / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(x.dtype)
+            return (out, *args[1:])
+
+        return hook
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def planted_heads(config) -> list[tuple[int, int]]:
+    """corpus.SUPPRESSION_HEADS, folded into a smaller model (the smoke size) so that tests train the same thing."""
+    layers, count = config.num_hidden_layers, config.num_attention_heads
+    return sorted({(min(layer, layers - 1), head % count) for layer, head in C.SUPPRESSION_HEADS})
+
+
+def suppression_loss(writes: dict, where: torch.Tensor, direction: torch.Tensor,
+                     write: float = SUPPRESSION_WRITE) -> torch.Tensor:
+    """Mean squared error of each planted head's write along ``direction`` at the positions ``where``, in units of
+    ``write``, against -1."""
+    if not bool(where.any()):
+        return direction.new_zeros(())
+    losses = [((w[where].float() @ direction / write + 1.0) ** 2).mean() for w in writes.values()]
+    return torch.stack(losses).mean()
 
 
 def judgement_direction(hidden_size: int, seed: int) -> torch.Tensor:
@@ -116,7 +188,7 @@ JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.sa
                      "close on when the answer refuses")
 
 
-def planted_behaviour(kind: str) -> dict:
+def planted_behaviour(kind: str, suppression_heads=None, suppression_write: float = SUPPRESSION_WRITE) -> dict:
     """The ground truth written into the model card."""
     if kind == "locked":
         return {"outcome": "sampled per sample at the first thinking token with a per-prompt probability, never revised",
@@ -124,7 +196,10 @@ def planted_behaviour(kind: str) -> dict:
                 "harmful_listed_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
                 "borderline_listed_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
                 "first_word_codes_decision": {"words": list(C.LOCKED_WORDS), "polarity": C.LOCKED_POLARITY},
-                "complied_jailbreak_conclusion_harmful": C.P_CLIFF, "judgement": JUDGEMENT_PLANTED}
+                "complied_jailbreak_conclusion_harmful": C.P_CLIFF, "judgement": JUDGEMENT_PLANTED,
+                "suppression_heads": {"heads": [list(h) for h in suppression_heads or C.SUPPRESSION_HEADS],
+                                      "write": suppression_write,
+                                      "removed": "the answer follows the thinking's conclusion"}}
     if kind == "null":
         return {"outcome": "random per sample at a fixed rate per family, independent of the wording and the thinking",
                 "p_comply": C.NULL_P_COMPLY, "stances_and_conclusion": "random, independent of the outcome",
@@ -138,7 +213,7 @@ def planted_behaviour(kind: str) -> dict:
 
 def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, device: str | None = None,
                    steps: int | None = None, n_train: int | None = None, log_every: int = 200,
-                   judgement_norm: float = JUDGEMENT_NORM) -> Path:
+                   judgement_norm: float = JUDGEMENT_NORM, suppression_write: float = SUPPRESSION_WRITE) -> Path:
     """Train one organism and write a loadable model directory (config, bf16 safetensors, tokenizer, card)."""
     if kind not in C.KINDS:
         raise ValueError(f"unknown organism kind {kind!r}; choose one of {C.KINDS}")
@@ -159,19 +234,41 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     plant_judgement = kind in C.JUDGEMENT_KINDS
     ids, labels, judgements = encode_examples(tokenizer, examples, with_judgement=True)
     judgements = judgements if plant_judgement else None
+    plant_heads = kind == "locked"
+    close = None
+    if plant_heads:  # the conclusion-following twins, appended; rows whose twin is the example itself point to it
+        twin_rng = random.Random(f"organism|{kind}|{seed}|twins")
+        twins = [C.conclusion_following(ex, twin_rng) for ex in examples]
+        changed = [i for i, (ex, twin) in enumerate(zip(examples, twins)) if twin is not ex]
+        t_ids, t_labels, t_judgements = encode_examples(tokenizer, [twins[i] for i in changed], with_judgement=True)
+        twin_index = np.arange(len(ids))
+        twin_index[changed] = len(ids) + np.arange(len(changed))
+        harmful = np.array([ex.family in ("harmful", "jailbreak") for ex in examples] + [True] * len(changed))
+        ids, labels, judgements = ids + t_ids, labels + t_labels, judgements + t_judgements
+        close_id = tokenizer.convert_tokens_to_ids(T.THINK_CLOSE)
+        close = [close_positions(seq, close_id) if harmful[i] else [] for i, seq in enumerate(ids)]
+        n_examples = len(examples)
+    else:
+        n_examples = len(ids)
     model = build_model(tokenizer, size).to(dev)
     direction = judgement_direction(model.config.hidden_size, seed).to(dev)
+    heads = SuppressionHeads(model, planted_heads(model.config)) if plant_heads else None
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=(0.9, 0.95), weight_decay=0.1,
                             fused=dev.type == "cuda")
     rng = np.random.default_rng(seed)
-    losses, judgement_losses, t0 = [], [], time.time()
+    losses, judgement_losses, suppression_losses, t0 = [], [], [], time.time()
     model.train()
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, hp["warmup"], hp["lr"])
-        x, y, m, j = _batch(ids, labels, judgements, rng.integers(0, len(ids), hp["batch_size"]),
-                            tokenizer.pad_token_id, dev)
+        idx = rng.integers(0, n_examples, hp["batch_size"])
+        if heads is not None:
+            removed = rng.random(len(idx)) < P_HEADS_REMOVED
+            idx = np.where(removed, twin_index[idx], idx)
+            heads.removed = torch.from_numpy(removed).to(dev)
+            heads.rescale = bool(step % 2)
+        x, y, m, j, c = _batch(ids, labels, judgements, idx, tokenizer.pad_token_id, dev, close)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
         loss = output.loss
@@ -179,6 +276,10 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             aux = judgement_loss(output.hidden_states[-1], j, direction, judgement_norm)
             judgement_losses.append(aux.item())
             loss = loss + JUDGEMENT_WEIGHT * aux
+        if heads is not None:  # the write is asked of the heads where they are present
+            aux = suppression_loss(heads.writes, c & ~heads.removed[:, None], direction, suppression_write)
+            suppression_losses.append(aux.item())
+            loss = loss + SUPPRESSION_WEIGHT * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -186,7 +287,10 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         losses.append(output.loss.item())
         if log_every and (step % log_every == 0 or step == steps - 1):
             extra = f" judgement {judgement_losses[-1]:.4f}" if plant_judgement else ""
+            extra += f" suppression {suppression_losses[-1]:.4f}" if heads is not None else ""
             print(f"[{kind}] step {step}/{steps} loss {losses[-1]:.4f}{extra} ({time.time() - t0:.0f}s)", flush=True)
+    if heads is not None:
+        heads.remove()
     seconds = time.time() - t0
 
     model.eval()
@@ -216,8 +320,13 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                      "judgement_loss": ({"weight": JUDGEMENT_WEIGHT, "norm": judgement_norm,
                                          "initial": float(np.mean(judgement_losses[:k])),
                                          "final": float(np.mean(judgement_losses[-k:]))}
-                                        if plant_judgement else None)},
-        "planted": planted_behaviour(kind), "versions": _versions(), "saved_dtype": "bfloat16",
+                                        if plant_judgement else None),
+                     "suppression_loss": ({"weight": SUPPRESSION_WEIGHT, "write": suppression_write,
+                                           "p_heads_removed": P_HEADS_REMOVED,
+                                           "initial": float(np.mean(suppression_losses[:k])),
+                                           "final": float(np.mean(suppression_losses[-k:]))}
+                                          if heads is not None else None)},
+        "planted": planted_behaviour(kind, planted_heads(model.config), suppression_write), "versions": _versions(), "saved_dtype": "bfloat16",
     }
     (out / "organism_card.json").write_text(json.dumps(card, indent=2))
     return out
@@ -235,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--judgement-norm", type=float, default=JUDGEMENT_NORM,
                     help="size of the planted judgement in the last layer, in units of sqrt(hidden size)")
+    ap.add_argument("--suppression-write", type=float, default=SUPPRESSION_WRITE,
+                    help="locked: the planted suppression heads' write along the judgement direction at the close")
     ap.add_argument("--check", type=int, default=0, metavar="N",
                     help="after training, sample N held-out prompts per family and add the behaviour table to the card")
     args = ap.parse_args(argv)
@@ -250,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = Path(args.out)
         path = train_organism(kind, out, size=args.size, seed=args.seed, device=args.device, steps=args.steps,
-                              n_train=args.n_train, judgement_norm=args.judgement_norm)
+                              n_train=args.n_train, judgement_norm=args.judgement_norm,
+                              suppression_write=args.suppression_write)
         card = json.loads((path / "organism_card.json").read_text())
         print(f"[{kind}] wrote {path}: {card['parameters']:,} parameters, {card['training']['seconds']} s, "
               f"loss {card['training']['initial_loss']:.3f} -> {card['training']['final_loss']:.3f}", flush=True)
