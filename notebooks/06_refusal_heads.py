@@ -241,7 +241,8 @@ summary[(summary["metric"] == "ASR") & (summary["rescale"].isin(["batch", "none"
 # conclusion); the deliberative and null organisms carry none. The analysis never reads the card: below, where the
 # planted heads fall in the ranking of the head scores, then the ablation target for `organism-locked`: the
 # top-scored heads cut jailbreak ASR by at least half while random sets of the same size move it by less than 10
-# points (paper B's rescaling rule). We judge it at k = 2 (4% of 48 heads); 2% and 10% are shown as measured.
+# points (paper B's rescaling rule). We judge it at k = 2 (4% of 48 heads); 3% (one head) and 10% are shown as
+# measured.
 
 # %%
 import json
