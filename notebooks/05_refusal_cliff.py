@@ -290,5 +290,28 @@ if {"organism-locked", "organism-deliberative"} <= set(curves) and group_column 
 else:
     print("organism controls skipped: they need both organisms and the organisms' prompt families")
 
+# %% [markdown]
+# **Why MS has a floor on the organisms.** Paper B's probe keeps its best-validation epoch; on the organisms the
+# first epoch already validates perfectly, so the probe has taken a few Adam steps (lr 1e-3) from its random
+# initialisation, and in 256 dimensions that initialisation is most of its weight. Below, the cosine between the
+# probe's weight and the direction the organism's judgement was planted along (its card; the analysis above never
+# reads it): the planted part is what makes the cliff, the random part moves the score along every trace, benign
+# ones included, so MS is about 0.2–0.35 even where nothing flips. The cliff shows as MS above that floor, and
+# as the drop at the close in the right-hand panels. On a real model (d = 3584) the same steps move the weight
+# about four times further relative to its initialisation.
+
+# %%
+for name in curves:
+    folder = registry.get_spec(name).local_path()
+    planted = folder / "judgement_direction.safetensors" if folder else None
+    if planted is not None and planted.exists():
+        from safetensors.numpy import load_file
+
+        direction = load_file(planted)["direction"]
+        weight = probes.LinearRefusalProbe.load(cache / f"refusal_probe-{name}.safetensors").direction
+        weight = np.asarray(weight, dtype=np.float64)
+        print(f"{name}: cos(probe weight, planted judgement direction) = "
+              f"{float(weight @ direction / np.linalg.norm(weight) / np.linalg.norm(direction)):.3f}")
+
 # %%
 print(f"wall time {time.perf_counter() - started:.0f} s")
