@@ -1,4 +1,6 @@
-"""The organisms: two small reasoning models with planted, known safety behaviour (controls for papers A and B).
+"""The organisms: small reasoning models with planted, known safety behaviour, and a null (controls for papers A
+and B). Locked and deliberative carry a planted judgement in the last layer (train.judgement_loss); locked also
+carries two planted refusal-suppressing heads (corpus.SUPPRESSION_HEADS, train.SuppressionHeads).
 
     generate_corpus(kind, n, seed, split)   the synthetic chat corpus with per-example ground truth (corpus.py)
     train_organism(kind, out_dir, ...)      corpus -> tokenizer -> Qwen2ForCausalLM -> model directory (train.py)
