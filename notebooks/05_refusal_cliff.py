@@ -303,11 +303,9 @@ else:
 # %%
 for name, (*_, probe, layer) in runs.items():
     folder = registry.get_spec(name).local_path()
-    planted = folder / "judgement_direction.safetensors" if folder else None
+    planted = folder / "judgement_direction.npy" if folder else None
     if planted is not None and planted.exists():
-        from safetensors.numpy import load_file
-
-        direction = load_file(planted)["direction"]
+        direction = np.load(planted)
         weight = np.asarray(probe.direction, dtype=np.float64)
         print(f"{name}: cos(probe weight, planted judgement direction) = "
               f"{float(weight @ direction / np.linalg.norm(weight) / np.linalg.norm(direction)):.3f}")

@@ -317,8 +317,8 @@ def test_judgement_loss_is_zero_on_target_and_ignores_unlabelled():
 @pytest.mark.parametrize("kind", ["locked", "deliberative"])
 def test_shipped_organisms_carry_the_planted_judgement(kind):
     """The committed models hold their judgement along the saved direction, sign right on most positions."""
+    import numpy as np
     import torch
-    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lrmsafety.organism.tokenizer import encode_examples
@@ -327,7 +327,7 @@ def test_shipped_organisms_carry_the_planted_judgement(kind):
     path = MODELS_DIR / f"organism-{kind}"
     card = json.loads((path / "organism_card.json").read_text())
     assert card["training"]["judgement_loss"]["final"] < 0.25  # in units of the target: ~0.15 at norm 3
-    u = load_file(path / "judgement_direction.safetensors")["direction"]
+    u = torch.from_numpy(np.load(path / "judgement_direction.npy"))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(path)
     exs = C.generate_corpus(kind, 24, seed=1, split="test")

@@ -183,7 +183,7 @@ def _versions() -> dict:
             "tokenizers": tokenizers.__version__}
 
 
-JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.safetensors = +-norm * sqrt(hidden "
+JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.npy = +-norm * sqrt(hidden "
                      "size): + when the latest stance-taking thinking sentence called the request harmful, from the "
                      "close on when the answer refuses")
 
@@ -296,10 +296,9 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     model.eval()
     model.to(torch.bfloat16).save_pretrained(out)  # bf16 keeps the file small; loaders upcast on CPU
     tokenizer.save_pretrained(out)
-    if plant_judgement:  # for diagnostics and tests only: the analysis never reads it
-        from safetensors.torch import save_file
-
-        save_file({"direction": direction.cpu().contiguous()}, out / "judgement_direction.safetensors")
+    if plant_judgement:  # for diagnostics and tests only: the analysis never reads it. Not a .safetensors file:
+        # weight loaders (vLLM) read every *.safetensors file of a model folder as weights
+        np.save(out / "judgement_direction.npy", direction.float().cpu().numpy())
     GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, bos_token_id=tokenizer.bos_token_id,
                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
     k = max(1, min(50, steps // 10))
