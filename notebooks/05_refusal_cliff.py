@@ -302,9 +302,8 @@ else:
 
 # %%
 for name, (*_, probe, layer) in runs.items():
-    folder = registry.get_spec(name).local_path()
-    planted = folder / "judgement_direction.npy" if folder else None
-    if planted is not None and planted.exists():
+    planted = registry.local_file(name, "judgement_direction.npy")
+    if planted is not None:
         direction = np.load(planted)
         weight = np.asarray(probe.direction, dtype=np.float64)
         print(f"{name}: cos(probe weight, planted judgement direction) = "

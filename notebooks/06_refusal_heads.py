@@ -249,9 +249,8 @@ summary[(summary["metric"] == "ASR") & (summary["rescale"].isin(["batch", "none"
 import json
 
 for name, (*_, scores) in runs.items():
-    folder = registry.get_spec(name).local_path()
-    card_path = folder / "organism_card.json" if folder else None
-    card = json.loads(card_path.read_text()) if card_path and card_path.exists() else {}
+    card_path = registry.local_file(name, "organism_card.json")
+    card = json.loads(card_path.read_text()) if card_path else {}
     planted = [tuple(h) for h in card.get("planted", {}).get("suppression_heads", {}).get("heads", [])]
     ranks = {(int(r.layer), int(r.head)): int(r.rank) for r in scores.itertuples()}
     print(f"{name}: planted heads {planted or 'none'}" + (f" at ranks {[ranks[h] for h in planted]} of {len(ranks)}"

@@ -224,6 +224,14 @@ def _spec_for_folder(path: Path) -> ModelSpec:
                      sampling=sampling, note="local folder")
 
 
+def local_file(name: str, filename: str) -> Path | None:
+    """A file beside a local checkpoint's weights (an organism's card, its planted judgement direction); None when
+    the model is not a local folder or the folder has no such file."""
+    folder = get_spec(name).local_path()
+    path = folder / filename if folder else None
+    return path if path is not None and path.exists() else None
+
+
 def list_models(role: str | None = None) -> list[str]:
     return [name for name, spec in REGISTRY.items() if role is None or spec.role == role]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import hooks
 from . import corpus as C
 from . import texts as T
 from .tokenizer import encode_examples, train_tokenizer
@@ -100,14 +101,14 @@ class SuppressionHeads:
     attention output through ``o_proj``) for the write loss, and zero the heads in the rows marked ``removed``."""
 
     def __init__(self, model, heads):
-        layers = model.model.layers
-        self.size = model.config.hidden_size // model.config.num_attention_heads
+        layers = hooks.decoder_layers(model)
+        self.size = hooks.head_dim(model)
         self.removed, self.rescale, self.writes = None, False, {}
         by_layer = {}
         for layer, head in heads:
             by_layer.setdefault(layer, []).append(head)
-        self.handles = [layers[layer].self_attn.o_proj.register_forward_pre_hook(self._hook(layer, chosen))
-                        for layer, chosen in sorted(by_layer.items())]
+        self.handles = [hooks.attention_output_projection(layers[layer]).register_forward_pre_hook(
+            self._hook(layer, chosen)) for layer, chosen in sorted(by_layer.items())]
 
     def _hook(self, layer, chosen):
         def hook(module, args):
@@ -232,8 +233,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     examples = C.generate_corpus(kind, n_train, seed=seed, split="train")
     tokenizer = train_tokenizer(examples[: hp["n_tokenizer"]], vocab_size=hp["vocab_size"])
     plant_judgement = kind in C.JUDGEMENT_KINDS
-    ids, labels, judgements = encode_examples(tokenizer, examples, with_judgement=True)
-    judgements = judgements if plant_judgement else None
+    encoded = encode_examples(tokenizer, examples, with_judgement=plant_judgement)
+    ids, labels, judgements = encoded if plant_judgement else (*encoded, None)
     plant_heads = kind == "locked"
     close = None
     if plant_heads:  # the conclusion-following twins, appended; rows whose twin is the example itself point to it
@@ -252,7 +253,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         n_examples = len(ids)
     model = build_model(tokenizer, size).to(dev)
     direction = judgement_direction(model.config.hidden_size, seed).to(dev)
-    heads = SuppressionHeads(model, planted_heads(model.config)) if plant_heads else None
+    suppression_heads = planted_heads(model.config)
+    heads = SuppressionHeads(model, suppression_heads) if plant_heads else None
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=(0.9, 0.95), weight_decay=0.1,
                             fused=dev.type == "cuda")
@@ -325,7 +327,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                                            "initial": float(np.mean(suppression_losses[:k])),
                                            "final": float(np.mean(suppression_losses[-k:]))}
                                           if heads is not None else None)},
-        "planted": planted_behaviour(kind, planted_heads(model.config), suppression_write), "versions": _versions(), "saved_dtype": "bfloat16",
+        "planted": planted_behaviour(kind, suppression_heads, suppression_write), "versions": _versions(),
+        "saved_dtype": "bfloat16",
     }
     (out / "organism_card.json").write_text(json.dumps(card, indent=2))
     return out
