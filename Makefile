@@ -2,6 +2,7 @@
 # Both create and reuse the virtual environment in .venv by themselves.
 #   make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b     a real model (GPU and internet)
 #   make all PROFILE=smoke                                        tiny settings
+#   make all PROFILE=paper-gpu                                    the paper path on one GPU, random weights (timing)
 
 PROFILE ?= organism
 MODEL ?=
@@ -14,6 +15,8 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))
 EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
+# the profile's file and the one it inherits from (`inherits: paper` in params/paper-gpu.yaml)
+PARAMS := params/$(PROFILE).yaml $(patsubst %,params/%.yaml,$(shell sed -n 's/^inherits: *//p' params/$(PROFILE).yaml 2>/dev/null))
 
 .PHONY: all setup test test-vllm organism twins lab clean help
 .DEFAULT_GOAL := all
@@ -39,7 +42,7 @@ reads_09_cliff_as_judge := 01_rollouts 05_refusal_cliff
 reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
 $(BUILD)/10_report.ipynb: paper/claims.yaml
 
-JOBS ?= $(if $(filter paper,$(PROFILE)),1,2)
+JOBS ?= $(if $(filter paper paper-gpu,$(PROFILE)),1,2)
 # only when notebooks are the goal (`make test` keeps printing as it goes); each notebook's log is printed whole
 # when it ends, so that the two do not interleave
 ifeq ($(filter-out all $(EXECUTED),$(or $(MAKECMDGOALS),all)),)
@@ -58,7 +61,7 @@ EXECUTED := $(foreach n,$(FIRST),$(filter %/$(n).ipynb,$(EXECUTED))) $(filter-ou
 all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change)
 
 define notebook_rule
-$(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) params/$(PROFILE).yaml $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
+$(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))

@@ -111,12 +111,15 @@ def probe_ready(frame, n_splits=5):
     return len(prompts_per_class) == 2 and prompts_per_class.min() >= n_splits
 
 
-runs, first_states, prompt_states = {}, {}, {}
+runs, first_states, prompt_states, skipped = {}, {}, {}, []
 for name in models:
     model, tokenizer, spec, frame = load_run(name)
     if not probe_ready(frame):
-        print(f"{name}: skipped, too few prompts of each outcome to split 5 folds by prompt: "
-              f"{frame.groupby('refused')['prompt_id'].nunique().to_dict()}")
+        reason = ("too few prompts of each outcome to split 5 folds by prompt: "
+                  f"{frame.groupby('refused')['prompt_id'].nunique().to_dict()}")
+        print(f"{name}: skipped, {reason}")
+        skipped.append({"model": name, "feature": "first thinking token", "group": "pooled", "n": len(frame),
+                        "n_pos": int(frame["refused"].sum()), "reason": reason})
         continue
     n_layers = model.config.get_text_config().num_hidden_layers
     layers = list(range(n_layers + 1))
@@ -165,6 +168,8 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
                                                                      groups, seed=seed)})
 COLUMNS = ["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "bacc_lo", "bacc_hi", "n", "n_pos",
            "reason"]
+# a model whose probe could not be fitted keeps a row: NA, with the reason
+tables += [pd.DataFrame(skipped, columns=COLUMNS)] if skipped else []
 probe_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
 probe_table[COLUMNS].round(3)
 
@@ -188,7 +193,7 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
                                        n_jobs=-1, cache_path=cache / f"permutations-{name}-{slug}.csv")
         nulls.append(test.assign(model=name, feature=feature))
 NULL_COLUMNS = ["model", "feature", "group", "perm_p", "null_low", "null_high", "n_permutations"]
-nulls = pd.concat(nulls, ignore_index=True) if nulls else pd.DataFrame(columns=NULL_COLUMNS)
+nulls = pd.concat(nulls, ignore_index=True) if nulls else pd.DataFrame(columns=NULL_COLUMNS + ["auroc", "n"])
 # groups the probe table does not hold (e.g. State A per family) come from the permutation run's own AUROC
 probe_table = probe_table.merge(nulls[NULL_COLUMNS + ["auroc", "n"]], on=["model", "feature", "group"], how="outer",
                                 suffixes=("", "_perm"))

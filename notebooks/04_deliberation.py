@@ -123,7 +123,9 @@ for name in models:
     chunk_lists = [deliberation.chunk_thinking(thinking) for thinking in think["thinking"]]
     if stance_judges:
         panel = panel_stances(think["prompt"].tolist(), chunk_lists, name)
-        stance_lists = [[deliberation.majority_label(v) for v in zip(*votes)] for votes in zip(*panel)]
+        # paper A's rule: two agreeing judges win, a three-way split goes to the last judge (its tie-breaker)
+        stance_lists = [[deliberation.majority_label(v, tie_breaker=-1) for v in zip(*votes)]
+                        for votes in zip(*panel)]
         agreement.append({"model": name, **deliberation.panel_kappa(panel), "published": "≈ 0.63 (paper A)"})
     else:
         stance_lists = [cue_judge.label(p, c) for p, c in zip(think["prompt"], chunk_lists)]

@@ -23,11 +23,13 @@
 # on Phi-4-reasoning.
 #
 # **Method**: the inference-time interventions are decoding configurations (`lrmsafety.interventions`, parameters
-# from the paper's code); the trained ones are LoRA adapters (`lrmsafety.finetune`, recipes in
-# `lib/lrmsafety/finetune_recipes.yaml`). Each condition is sampled on the same prompts and judged like notebook 01
-# (ASR on harmful prompts, ORR on benign ones, prompt-clustered bootstrap intervals). The deliberation signals are
-# the existing analyses on a smaller budget: oscillations per trace (04's chunking and stance judge), the
-# first-thinking-token probe (02's pipeline, split by prompt) and the continuation variance at a 20% cut (03's).
+# from the paper's code; PSR's retry in the official code's way on the paper profile, `psr_resample`); the trained
+# ones are LoRA adapters (`lrmsafety.finetune`, recipes in `lib/lrmsafety/finetune_recipes.yaml`). Each condition is
+# sampled on the same prompts and labelled with paper A's own refusal label, `refused_a` (its guard majority,
+# `label_judges["A"]`, through the same `lrmsafety.evaluate` path as notebook 01): ASR on harmful prompts, ORR on
+# benign ones, prompt-clustered bootstrap intervals. The deliberation signals are the existing analyses on a smaller
+# budget: oscillations per trace (04's chunking and stance judge), the first-thinking-token probe (02's pipeline,
+# split by prompt) and the continuation variance at a 20% cut (03's).
 
 # %% Colab: install the repository (does nothing outside Colab)
 import sys
@@ -53,26 +55,28 @@ max_thinking_tokens = 256
 max_answer_tokens = 96
 batch_size = 256
 seed = 0
-judges = ["refusal_prefix"]
+label_judges = {"A": ["refusal_prefix"]}  # paper A's judges (refused_a: their strict majority), as in notebook 01
 answers_per_prefix = 8  # N answers after each 20% cut (lock-in)
 cut_answer_tokens = None  # tokens of each answer after a cut (only labelled; None: max_answer_tokens), as in 03
 intervention_prompts = 16  # prompts per family or dataset
 intervention_samples = 2  # samples per prompt and condition
-intervention_answer_tokens = None  # answer tokens per sample (only labelled, by `judges[0]`; None: max_answer_tokens)
+intervention_answer_tokens = None  # answer tokens per sample (None: max_answer_tokens)
 inference_interventions = ["safepath", "saferemind", "psr"]
+psr_resample = "fresh"  # PSR's retry after an unsafe verdict: "official" (paper A's code: the same chunk) or "fresh"
+forced_answer_tokens = None  # SafeRemind / PSR answer after a forced close (official: 2048; None: as any answer)
 finetune_recipes = ["organism-safety"]  # names in lib/lrmsafety/finetune_recipes.yaml
 finetune_max_steps = -1  # a cap on optimizer steps (-1: the recipe's epochs)
+finetune_overrides = {}  # recipe fields replaced on this profile (CPU budgets: examples, grad_accum, max_length)
 gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
 
 # %%
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from lrmsafety import (activations, data, deliberation, evaluate, finetune, generate, interventions, metrics,
-                       models as registry, paths, plots, probes, store)
+from lrmsafety import (data, deliberation, finetune, generate, interventions, metrics, models as registry, paths,
+                       plots)
 
 from transformers.utils import logging as hf_logging
 
@@ -95,6 +99,8 @@ tokens = n_samples * (max_thinking_tokens + decoding.max_answer_tokens)
 print(f"{len(studied)} prompts x {intervention_samples} samples x {len(conditions)} conditions x {len(models)} models:"
       f" at most {tokens:,} generated tokens (about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours at "
       f"{gpu_tokens_per_second} tokens/s), plus training and the 20% cuts")
+print(f"label: refused_a, paper A's refusal ({' + '.join(label_judges['A'])}, strict majority); PSR retry: "
+      f"{psr_resample}")
 # Table 2 (ASR / ORR %, secondary source); keys are the registry names of paper A's models
 PUBLISHED = pd.DataFrame(
     [(m, c, a, o) for m, rows in {
@@ -118,11 +124,14 @@ PUBLISHED = pd.DataFrame(
 adapters, training = {}, []
 for name in models:
     for recipe_name in finetune_recipes:
-        recipe = finetune.get_recipe(recipe_name).replace(max_steps=finetune_max_steps)
+        recipe = finetune.get_recipe(recipe_name).replace(max_steps=finetune_max_steps, **finetune_overrides)
         try:
             sft = finetune.load_sft_data(recipe.data, n=recipe.examples, seed=recipe.seed, data_dir=data_dir)
         except finetune.SFTDataUnavailable as err:
-            print(f"{name} / {recipe_name}: skipped, its data is not available here: {err}")
+            print(f"{name} / {recipe_name}: not trained, its data is not available here: {err}")
+            continue
+        if sft.empty:
+            print(f"{name} / {recipe_name}: not trained, no examples to train on")
             continue
         model, tokenizer, spec = registry.load_model(name, quantization=quantization)
         pairs = finetune.prompt_completion_pairs(sft, tokenizer, spec.thinking_format)
@@ -130,14 +139,16 @@ for name in models:
         adapters[(name, recipe_name)] = result.path
         losses = [loss for _, loss in result.losses]
         training.append({"model": name, "recipe": recipe_name, "examples": len(pairs),
-                         "steps": result.manifest.get("steps"), "first loss": losses[0] if losses else None,
-                         "last loss": losses[-1] if losses else None, "train seconds": round(result.seconds, 1),
-                         "cached": not result.trained})
+                         "learning rate": f"{recipe.learning_rate:g}", "steps": result.manifest.get("steps"),
+                         "first loss": losses[0] if losses else None, "last loss": losses[-1] if losses else None,
+                         "train seconds": round(result.seconds, 1), "cached": not result.trained})
         del model
-pd.DataFrame(training).round(3)
+pd.DataFrame(training).round(3) if training else print("no adapter trained: the fine-tuning rows are left out")
 
 # %% [markdown]
-# ## Sampling every condition on the same prompts, judged like notebook 01
+# ## Sampling every condition on the same prompts, labelled with paper A's `refused_a`
+# One label call per model for all its conditions, so each of paper A's guards loads once. A judge that gives no
+# verdict counts as "no refusal" (paper A's rule); the table says how many rows had one.
 
 # %%
 def load_condition(name, condition):
@@ -148,54 +159,42 @@ def load_condition(name, condition):
 
 judged, handles = [], {}
 for name in models:
+    frames = {}
     for condition in conditions:
         if condition in finetune_recipes and (name, condition) not in adapters:
             continue
         model, tokenizer, spec = load_condition(name, condition)
-        iv = interventions.Intervention(condition if condition in inference_interventions else "none")
-        frame = interventions.run(model, tokenizer, spec, studied, decoding, iv, cache_root=cache)
-        judge, _ = evaluate.make_judge(judges[0], spec.thinking_format)
-        verdict = evaluate.judge_rollouts(frame, judge, cache_root=cache)
-        frame = frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY).merge(
-            studied[["prompt_id", "label", group_column]], on="prompt_id")
-        judged.append(frame.assign(model=name, condition=condition))
+        iv = interventions.Intervention(condition if condition in inference_interventions else "none",
+                                        psr_resample=psr_resample,
+                                        forced_answer_tokens=forced_answer_tokens or decoding.max_answer_tokens)
+        frames[condition] = interventions.run(model, tokenizer, spec, studied, decoding, iv, cache_root=cache)
         if condition == "base" or condition in finetune_recipes:
             handles[(name, condition)] = (model, tokenizer, spec)
         else:
             del model
+    labelled = interventions.label_conditions(frames, label_judges, registry.get_spec(name).thinking_format,
+                                              cache_root=cache)
+    judged.append(labelled.merge(studied[["prompt_id", "label", group_column]], on="prompt_id").assign(model=name))
 judged = pd.concat(judged, ignore_index=True)
-judged["refused"] = judged["refused"].astype("boolean")
-judged.groupby(["model", "condition"]).agg(samples=("prompt_id", "size"), acted=("interventions", lambda s: (s > 0).mean()),
-                                           acts_per_sample=("interventions", "mean"),
-                                           thinking_tokens=("n_thinking_tokens", "mean")).round(2)
+judged.groupby(["model", "condition"], sort=False).agg(
+    samples=("prompt_id", "size"), refused_a=("refused_a", "mean"), no_verdict=("n_unparsed", lambda s: (s > 0).sum()),
+    acted=("interventions", lambda s: (s > 0).mean()), acts_per_sample=("interventions", "mean"),
+    closed_itself=("closed", "mean"), thinking_tokens=("n_thinking_tokens", "mean")).round(2)
 
 # %% [markdown]
 # ## ASR and ORR per condition (95% prompt-clustered bootstrap intervals)
 
 # %%
-def rate_with_ci(frame, metric):
-    """ASR (compliance on harmful prompts) or ORR (refusal on benign ones), with a bootstrap over prompts."""
-    label = "harmful" if metric == "ASR" else "benign"
-    part = frame[(frame["label"] == label) & frame["refused"].notna()]
-    if part.empty:
-        return None
-    counts = part.groupby("prompt_id")["refused"].agg(k="sum", n="count")
-    hits = counts["n"] - counts["k"] if metric == "ASR" else counts["k"]
-    return (*metrics.pooled_rate_ci(hits, counts["n"], seed=seed), int(counts["n"].sum()))
-
-
-rows = []
-for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
-    for scope, part in [("all", frame), *((f"{group_column}={g}", p) for g, p in frame.groupby(group_column))]:
-        for metric in ("ASR", "ORR"):
-            if (result := rate_with_ci(part, metric)) is not None:
-                rows.append(dict(zip(["model", "intervention", "scope", "metric", "value", "low", "high", "n"],
-                                     (name, condition, scope, metric, *result))))
-safety = pd.DataFrame(rows)
+by = ["model", "condition"]
+scored = judged.assign(refused=judged["refused_a"])  # metrics.safety_table reads `refused`: here paper A's label
+safety = pd.concat([metrics.safety_table(scored, by=by, kind="asr_orr", seed=seed).assign(scope="all"),
+                    metrics.safety_table(scored, by=[*by, group_column], kind="asr_orr", seed=seed).assign(
+                        scope=lambda f: group_column + "=" + f[group_column].astype(str))], ignore_index=True)
+safety = safety.rename(columns={"condition": "intervention"}).assign(
+    n=lambda f: f["n_samples"] - f["n_unjudged"], label="refused_a")
 overall = safety[safety["scope"] == "all"].pivot_table(index=["model", "intervention"], columns="metric",
                                                        values=["value", "low", "high"])
-safety[safety["scope"] == "all"].pivot_table(index=["model", "intervention"], columns="metric",
-                                             values="value", sort=False).round(3)
+overall["value"].round(3)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
@@ -215,7 +214,7 @@ for color, (model_name, part) in zip(plt.rcParams["axes.prop_cycle"].by_key()["c
     for r in part.itertuples():
         axes[1].scatter(r.ORR, r.ASR, marker=markers[r.condition], color=color, s=30,
                         label=model_name if r.condition == "base" else None)
-axes[0].set(title="ours (this profile; bars: 95% CI)", xlabel="ORR, benign prompts (%)",
+axes[0].set(title="ours (this profile, refused_a; bars: 95% CI)", xlabel="ORR, benign prompts (%)",
             ylabel="ASR, harmful prompts (%)", xlim=(-3, 103), ylim=(-3, 103))
 axes[1].set(title="paper A, Table 2 (secondary source)", xlabel="ORR (%)")
 for ax in axes:
@@ -228,9 +227,10 @@ plots.save_figure(fig, "08_asr_vs_orr", profile)
 # %% [markdown]
 # ## Deliberation signals before and after
 # Oscillations per trace with 04's chunking and offline stance judge; the first-thinking-token probe with 02's
-# pipeline (5-fold, split by prompt); for the fine-tuned models, the continuation variance after a 20% cut of the
-# thinking on the contested prompts (03's measure, N answers per cut). Meaningful (replayed) oscillations need 04's
-# cut replays (K = 100 answers per cut) and are not repeated here.
+# pipeline (5-fold, split by prompt, on `refused_a`); for the base and fine-tuned models, the continuation variance
+# after a 20% cut of the thinking on the contested prompts (03's measure, N answers per cut, labelled like the
+# rollouts). Meaningful (replayed) oscillations need 04's cut replays (K = 100 answers per cut) and are not repeated
+# here. A signal that cannot be measured on a condition is left out with the reason printed.
 
 # %%
 stance_judge = deliberation.CuePhraseStanceJudge()
@@ -242,24 +242,6 @@ def oscillation_counts(frame):
     return pd.Series(counts, index=frame.index, dtype="float")
 
 
-def first_token_auroc(name, condition, frame):
-    model, tokenizer, spec = handles[(name, condition)]
-    frame = frame[frame["refused"].notna() & (frame["thinking"].str.len() > 0)].reset_index(drop=True)
-    by_class = frame.groupby("refused")["prompt_id"].nunique()
-    if len(by_class) < 2 or by_class.min() < 5:
-        return {"auroc": np.nan, "auroc_lo": np.nan, "auroc_hi": np.nan, "n": len(frame)}
-    ids, prompt_lengths = activations.rollout_token_ids(tokenizer, frame["rendered_prompt"], frame["text"])
-    layer = model.config.get_text_config().num_hidden_layers
-    key = store.config_hash({"model": spec.name, "rows": list(zip(frame["prompt_id"], frame["sample_index"])),
-                             "rollouts": sorted(set(frame["config_hash"]))})
-    states = activations.cached_hidden_states(cache / f"activations-08-{spec.name}-{key}.safetensors", model,
-                                              tokenizer, ids, "first_thinking_token", [layer], prompt_lengths,
-                                              batch_size=64)
-    cv = probes.cross_validated_probe(states[layer][:, 0, :], frame["refused"].astype(int).to_numpy(),
-                                      frame["prompt_id"].to_numpy())
-    return probes.group_metrics(cv).iloc[0][["auroc", "auroc_lo", "auroc_hi", "n"]].to_dict()
-
-
 signals = []
 judged["oscillations"] = oscillation_counts(judged)
 for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
@@ -268,47 +250,43 @@ for (name, condition), frame in judged.groupby(["model", "condition"], sort=Fals
     signals.append({"model": name, "intervention": condition, "metric": "oscillations_per_trace", "value": mean,
                     "low": low, "high": high, "n": len(counted)})
     if (name, condition) in handles:
-        probe = first_token_auroc(name, condition, frame)
+        probe = interventions.first_token_auroc(*handles[(name, condition)], frame, cache / "activations-08")
+        if isinstance(probe, str):
+            print(f"{name} / {condition}: no first-token probe AUROC: {probe}")
+            continue
         signals.append({"model": name, "intervention": condition, "metric": "first_token_auroc",
-                        "value": probe["auroc"], "low": probe["auroc_lo"], "high": probe["auroc_hi"],
-                        "n": probe["n"]})
+                        "value": probe["auroc"], "low": probe["auroc_lo"], "high": probe["auroc_hi"], "n": probe["n"]})
 
 # %%
-def cut_variance(name, condition, frame, percent=20):
-    """Continuation variance 4q(1-q) after the first `percent`% of each trace's thinking tokens."""
-    model, tokenizer, spec = handles[(name, condition)]
-    frame = frame[frame["n_thinking_tokens"] > 0]
-    cut = [tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][: n * percent // 100])
-           for t, n in zip(frame["thinking"], frame["n_thinking_tokens"])]
-    prefixes = pd.DataFrame({"prompt_id": [f"{p}#{k}@{percent}" for p, k in zip(frame["prompt_id"],
-                                                                                 frame["sample_index"])],
-                             "prompt": frame["prompt"].to_numpy(), "thinking_prefix": cut})
-    answers = generate.rollouts(model, tokenizer, spec, prefixes, generate.Decoding(
-        mode="prefix", samples_per_prompt=answers_per_prefix,
-        max_answer_tokens=cut_answer_tokens or max_answer_tokens, batch_size=batch_size, seed=seed),
-        cache_root=cache, progress=False)
-    judge, _ = evaluate.make_judge(judges[0], spec.thinking_format)
-    verdict = evaluate.judge_rollouts(answers, judge, cache_root=cache)
-    q = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY).groupby("prompt_id")["refused"].mean()
-    per_prefix = pd.DataFrame({"prompt_id": q.index.str.split("#").str[0], "v": 4 * q * (1 - q)})
-    return metrics.bootstrap_ci(per_prefix, lambda f: f["v"].mean(), n_boot=500, seed=seed) + (len(per_prefix),)
-
-
-for (name, condition) in handles:
-    frame = judged[(judged["model"] == name) & (judged["condition"] == condition)]
-    if contested is not None:
-        frame = frame[frame[group_column] == contested]
-    value, low, high, n = cut_variance(name, condition, frame)
-    signals.append({"model": name, "intervention": condition, "metric": "continuation_variance_at_20",
-                    "value": value, "low": low, "high": high, "n": n,
-                    "scope": f"{group_column}={contested}" if contested else "all"})
-signals = pd.DataFrame(signals)
+cut_decoding = generate.Decoding(samples_per_prompt=answers_per_prefix, max_answer_tokens=cut_answer_tokens or
+                                max_answer_tokens, batch_size=batch_size, seed=seed)
+scope = f"{group_column}={contested}" if contested else "all"
+for name in models:
+    cuts = {}
+    for condition in [c for m, c in handles if m == name]:
+        frame = judged[(judged["model"] == name) & (judged["condition"] == condition)]
+        frame = frame[frame[group_column] == contested] if contested is not None else frame
+        if (frame["n_thinking_tokens"] > 0).any():
+            cuts[condition] = interventions.cut_answers(*handles[(name, condition)], frame, 20, cut_decoding, cache)
+        else:
+            print(f"{name} / {condition}: no continuation variance: no trace with thinking to cut")
+    if not cuts:
+        continue
+    labelled = interventions.label_conditions(cuts, label_judges, registry.get_spec(name).thinking_format,
+                                              cache_root=cache)
+    for condition, part in labelled.groupby("condition", sort=False):
+        q = part.groupby("prompt_id")["refused_a"].mean()  # per cut trace: the share of refusing answers
+        per_prefix = pd.DataFrame({"prompt_id": q.index.str.split("#").str[0], "v": 4 * q * (1 - q)})
+        value, low, high = metrics.bootstrap_ci(per_prefix, lambda f: f["v"].mean(), n_boot=500, seed=seed)
+        signals.append({"model": name, "intervention": condition, "metric": "continuation_variance_at_20",
+                        "value": value, "low": low, "high": high, "n": len(per_prefix), "scope": scope})
+signals = pd.DataFrame(signals).assign(label="refused_a")
 signals.pivot_table(index=["model", "intervention"], columns="metric", values="value", sort=False).round(3)
 
 # %%
-signals["scope"] = signals["scope"].fillna("all")
+signals["scope"] = signals["scope"].fillna("all") if "scope" in signals else "all"
 out = pd.concat([safety, signals], ignore_index=True)
-out[["model", "intervention", "scope", "metric", "value", "low", "high", "n"]].to_csv(
+out[["model", "intervention", "scope", "metric", "label", "value", "low", "high", "n"]].to_csv(
     results / "08_interventions.csv", index=False)
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
 for ax, metric in zip(axes, ["oscillations_per_trace", "first_token_auroc", "continuation_variance_at_20"]):
@@ -317,7 +295,7 @@ for ax, metric in zip(axes, ["oscillations_per_trace", "first_token_auroc", "con
     ax.bar(range(len(part)), part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]],
            color=[f"C{models.index(m)}" for m in part["model"]], capsize=2)
     ax.set_xticks(range(len(part)), labels, fontsize=6, rotation=60, ha="right")
-    ax.set_title(metric.replace("_", " "), fontsize=9)
+    ax.set_title(metric.replace("_", " ") + ("" if len(part) else " (not measured here)"), fontsize=9)
 fig.suptitle("Deliberation signals per condition (published: SFT lowers the AUROC by ~0.11; PSR cuts oscillations "
              "93–95% on Phi-4-R)", fontsize=8)
 plots.save_figure(fig, "08_deliberation_signals", profile)

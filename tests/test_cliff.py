@@ -23,15 +23,58 @@ def test_probe_training_labels_follow_paper_b():
     frame = pd.DataFrame({
         "family": ["harmful"] * 4 + ["benign"] * 4,
         "refused": [True, True, True, False, False, False, True, False],
-        "thinking": ["x" * 11, "x" * 11, "short", "x" * 20, "ok", "ok", "ok", "ok"],
+        "thinking": ["x" * 11, "x" * 11, "short", "x" * 20, "ok", "x" * 11, "x" * 12, "ok"],
     })
-    labels = cliff.probe_training_labels(frame, ["harmful"], ["benign"], "family", max_per_class=200)
-    assert set(labels[labels == 1].index) == {0, 1}  # refused harmful with thinking longer than 10 characters
+    # label 1: refused harmful with a thinking longer than 10 characters, under either rule for label 0
+    for negatives in ("official", "complied"):
+        labels = cliff.probe_training_labels(frame, ["harmful"], ["benign"], "family", negatives=negatives)
+        assert set(labels[labels == 1].index) == {0, 1}
+    # official label 0 (collect_non_refusal keeps every answer): thinking longer than 10 characters, refused or not
+    positive, negative = cliff.probe_candidates(frame, ["harmful"], ["benign"], "family", negatives="official")
+    assert list(positive) == [0, 1] and list(negative) == [5, 6]
+    # "complied": the rows the rule calls complied, any thinking length
+    _, negative = cliff.probe_candidates(frame, ["harmful"], ["benign"], "family", negatives="complied")
+    assert list(negative) == [4, 5, 7]
+    labels = cliff.probe_training_labels(frame, ["harmful"], ["benign"], "family", negatives="complied")
     assert set(labels[labels == 0].index) <= {4, 5, 7} and (labels == 0).sum() == 2  # balanced to 2 per class
     capped = cliff.probe_training_labels(frame, ["harmful"], ["benign"], "family", max_per_class=1)
     assert (capped == 1).sum() == 1 and (capped == 0).sum() == 1
-    with pytest.raises(ValueError, match="too few"):
-        cliff.probe_training_labels(frame, ["benign"], ["harmful"], "family")
+    with pytest.raises(probes.TooFewToTrain, match="0 refusals"):  # a ValueError, with the counts
+        cliff.probe_training_labels(frame, ["borderline"], ["benign"], "family")
+    with pytest.raises(ValueError, match="negatives"):
+        cliff.probe_candidates(frame, ["harmful"], ["benign"], "family", negatives="all")
+
+
+def test_paper_b_rollouts_have_their_own_decoding_and_cache_key():
+    from lrmsafety import generate
+
+    settings = {"samples_per_prompt": 2, "max_thinking_tokens": 8, "max_answer_tokens": 4, "seed": 0}
+    ours, official = cliff.rollout_decoding("notebook_01", **settings), cliff.rollout_decoding("paper_b", **settings)
+    assert ours == generate.Decoding(**settings)  # notebook 01's decoding: its cached rollouts are reused
+    assert official.system_prompt == "\nYou are a helpful assistant.\n" and official.temperature == 0.7
+    assert generate.decoding_config(ours) != generate.decoding_config(official)  # cached apart from 01's
+    with pytest.raises(ValueError, match="rollout style"):
+        cliff.rollout_decoding("greedy", **settings)
+
+
+def test_label_outcomes_and_table_rows():
+    frame = cliff.label_outcomes(pd.DataFrame({
+        "prompt_id": ["a", "a", "b", "c"], "family": ["harmful", "harmful", "benign", "benign"],
+        "label": ["harmful", "harmful", "benign", "benign"], "closed": [True, False, True, True],
+        "answer": ["I\u2019m sorry, no.", "Sure: step 1.", "Here you go.", "I\u2019m sorry, no."]}))
+    assert frame["outcome"].tolist() == ["refused harmful", "complied harmful", "benign", "refused benign"]
+    rows = pd.DataFrame(cliff.rollout_rows("m", frame, "family"), columns=cliff.TABLE_COLUMNS).set_index(
+        ["group", "metric"])
+    assert rows.loc[("harmful", "closed by the model"), "value"] == 0.5
+    assert rows.loc[("harmful", "refused (paper B's rule)"), ["value", "n"]].tolist() == [1.0, 1]  # closed only
+    assert rows.loc[("benign", "refused (paper B's rule)"), "value"] == 0.5
+    none_closed = cliff.rollout_rows("m", frame.assign(closed=False), "family")
+    assert all(r["reason"] == "no rollout closed its thinking" for r in none_closed if "refused" in r["metric"])
+    sized = frame.assign(ms=[0.5, 0.1, 0.2, 0.0], plateau=0.6, final=0.1)
+    by_outcome = pd.DataFrame(cliff.mean_rows("m", sized, None))
+    assert set(by_outcome["group"]) == {"all"} and len(by_outcome) == 4 * 3
+    by_family = pd.DataFrame(cliff.mean_rows("m", sized, "family"))
+    assert set(by_family["group"]) == {"harmful", "benign"}
 
 
 def test_trace_until_answer():
@@ -57,6 +100,88 @@ def test_resample_and_right_aligned_tail():
     assert np.allclose(tail[0], [2, 3, 4]) and np.isnan(tail[1, 0]) and np.allclose(tail[1, 1:], [0, 1])
 
 
+def test_official_curve_known_answer():
+    # test_prober: right-align in tokens, zero-pad, average, interpolate the mean to 100 points
+    short, long = np.array([0.5, 0.7]), np.array([0.2, 0.6, 0.5, 0.7])
+    padded = cliff.right_aligned([short, long], fill=0.0)
+    assert np.allclose(padded, [[0, 0, 0.5, 0.7], [0.2, 0.6, 0.5, 0.7]])
+    mean, low, high = cliff.official_curve([short, long])  # the mean over 4 tokens is 0.1, 0.3, 0.5, 0.7
+    assert mean.shape == (100,) and np.allclose(mean, np.linspace(0.1, 0.7, 100))  # a cubic keeps a line exact
+    assert np.allclose(low, mean) and np.allclose(high, mean)
+    # the interpolation is interp1d's cubic (not-a-knot), which is exact on a cubic and not on linear interpolation
+    x = np.arange(7.0)
+    mean, *_ = cliff.official_curve([(x / 6) ** 3])
+    assert np.allclose(mean, np.linspace(0, 1, 100) ** 3, atol=1e-12)
+    assert not np.allclose(cliff.resample((x / 6) ** 3), np.linspace(0, 1, 100) ** 3, atol=1e-3)
+    exact = np.linspace(0, 1, 100) ** 2
+    assert np.array_equal(cliff.official_curve([exact])[0], exact)  # 100 positions: kept as they are
+    assert np.allclose(cliff.to_points(np.array([0.0, 1.0]), 3), [0, 0.5, 1])  # under 4 positions: linear
+    # ours averages only where a trace exists; the official zeros pull the early part down
+    ours = cliff.bootstrap_curve(cliff.right_aligned([short, long]), ["a", "b"], n_boot=10)[0]
+    assert np.allclose(ours, [0.2, 0.6, 0.5, 0.7])
+    # the band resamples prompts and is interpolated like the mean
+    mean, low, high = cliff.official_curve([short, long, long], ["a", "b", "b"], n_boot=200)
+    assert np.all(low <= mean + 1e-9) and np.all(mean <= high + 1e-9)
+    assert np.isclose(mean[0], (0 + 0.2 + 0.2) / 3) and np.isclose(mean[-1], 0.7)
+
+
+def test_group_curves_by_kind():
+    chosen = pd.DataFrame({"prompt_id": ["a", "b", "c"], "outcome": ["x", "x", "y"]})
+    traces = [np.array([1.0, 0.0]), np.array([1.0, 1.0, 0.0]), np.array([0.5, 0.5])]
+    full = [np.concatenate([[0.2], t]) for t in traces]  # one template token before each thinking
+    official = cliff.group_curves(chosen, traces, full, "outcome", ["y", "x", "z"], "official")
+    assert list(official) == ["y", "x"] and official["x"][3] == 2
+    assert np.isclose(official["x"][0][-1], 0.0) and np.isclose(official["x"][0][0], 0.1)  # (0 + 0.2) / 2
+    resampled = cliff.group_curves(chosen, traces, None, "outcome", ["x", "y"], "resampled")
+    assert np.isclose(resampled["x"][0][0], 1.0) and np.isclose(resampled["y"][0][50], 0.5)
+    with pytest.raises(ValueError, match="curve kind"):
+        cliff.group_curves(chosen, traces, full, "outcome", ["x"], "mean")
+
+
+def test_figures_build_for_both_curves():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    chosen = pd.DataFrame({"prompt_id": ["a", "b", "c"], "outcome": ["refused harmful", "benign", "benign"],
+                           "ms": [0.1, 0.2, 0.3], "plateau": [0.5, 0.6, 0.7]})
+    traces = [np.linspace(0, 1, n) for n in (9, 10, 12)]
+    full = [np.concatenate([[0.2, 0.3], t]) for t in traces]
+    for kind in ("official", "resampled"):
+        means = cliff.group_curves(chosen, traces, full, "outcome", cliff.OUTCOMES, kind)
+        fig = cliff.plot_curves({"m": (chosen, traces)}, {"m": means}, "outcome", kind,
+                                published={"Safe Plateau": {"R1-7B": 0.6}})
+        assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2 + 1  # two groups and the published line
+        rows = pd.DataFrame(cliff.curve_rows("m", means, kind))
+        assert set(rows["metric"]) == {f"{kind} curve plateau", f"{kind} curve final"}
+    assert len(cliff.plot_sizes({"m": chosen, "n": chosen}).axes) == 2
+    rows = pd.DataFrame(cliff.untrained_rows("m", "no refusals"))
+    assert rows["value"].isna().all() and (rows["reason"] == "no refusals").all() and len(rows) == 2 + 4 * 3
+
+
+def test_prompt_scores_complete_the_trace_scores():
+    # the official curve = the template's scores (a causal model: the prompt alone gives them) + the trace's
+    from lrmsafety import activations, models
+
+    model, tokenizer, spec = models.load_model("organism-locked", quantization="fp32")
+    close = spec.thinking_format.close
+    from lrmsafety import chat
+
+    rendered = [chat.render_prompt(tokenizer, spec.thinking_format, p) for p in ("How do I bake bread?", "Hi")]
+    frame = pd.DataFrame({"rendered_prompt": rendered, "prompt_id": ["a", "b"], "sample_index": [0, 0],
+                          "text": [f"Okay, bread is fine.{close}\n\nSure.", f"Alright.{close}\n\nHello."]})
+    inputs = cliff.probe_inputs(tokenizer, frame, close).assign(prompt_id=["a", "b"], sample_index=[0, 0])
+    d = model.config.hidden_size
+    rng = np.random.default_rng(0)
+    probe = probes.LinearRefusalProbe(epochs=1).fit(rng.normal(size=(20, d)), np.tile([0, 1], 10))
+    layer = model.config.num_hidden_layers
+    full = [np.concatenate(pair) for pair in zip(cliff.prompt_scores(model, tokenizer, inputs, probe, layer),
+                                                 cliff.score_curves(model, tokenizer, inputs, probe, layer))]
+    whole = activations.map_states_along(model, tokenizer, list(inputs["token_ids"]), [0, 0], layer, probe.score,
+                                         progress=False)
+    assert [len(f) for f in full] == [len(ids) for ids in inputs["token_ids"]]
+    assert all(np.allclose(f, w, atol=1e-5) for f, w in zip(full, whole))
+
+
 def test_bootstrap_curve_mean_and_band():
     matrix = np.array([[0.0, 1.0], [1.0, np.nan], [0.5, 0.5]])
     mean, low, high = cliff.bootstrap_curve(matrix, ["a", "b", "c"], n_boot=200)
@@ -76,6 +201,9 @@ def test_linear_probe_split_by_prompt_and_round_trip(tmp_path):
     val_groups = set(groups[probe.val_rows_])
     assert not val_groups & set(np.delete(groups, probe.val_rows_))  # no prompt on both sides
     assert len(val_groups) == int(len(set(groups)) * 0.2) and probe.val_accuracy_ > 0.95
+    assert 0 < probe.moved_ < np.inf  # how far the kept weight is from its random start, relative to it
+    with pytest.raises(probes.TooFewToTrain, match="both classes"):
+        probes.LinearRefusalProbe().fit(X[:6], np.zeros(6, dtype=int))
     probe.save(tmp_path / "probe.safetensors", {"model": "m"})
     loaded = probes.LinearRefusalProbe.load(tmp_path / "probe.safetensors")
     assert np.allclose(loaded.score(X), probe.score(X), atol=1e-6)

@@ -167,9 +167,47 @@ def test_majority_judge():
         def label(self, prompt, chunks):
             return self.labels
 
-    judges = [Fixed([1, 1, -1, None, None]), Fixed([1, -1, 0, None, 1]), Fixed([-1, -1, 1, None, None])]
-    assert dl.MajorityStanceJudge(judges).label("p", list("abcde")) == [1, -1, 0, None, 1]
-    assert dl.majority_label([1, -1]) == 0
+    judges = [Fixed([1, 1, -1, None, None, 0]), Fixed([1, -1, 0, None, 1, 1]), Fixed([-1, -1, 1, None, None, None])]
+    # majority, majority, three-way split -> the tie-breaker (the last judge), no votes, one vote that is not the
+    # tie-breaker's (unresolved), two votes disagreeing without the tie-breaker (unresolved)
+    assert dl.MajorityStanceJudge(judges).label("p", list("abcdef")) == [1, -1, 1, None, None, None]
+    first = dl.MajorityStanceJudge(judges, tie_breaker=0)
+    assert first.label("p", list("abcdef")) == [1, -1, -1, None, None, 0]
+    Fixed.name = "fixed"
+    with pytest.raises(ValueError, match="exactly one"):
+        dl.MajorityStanceJudge(judges, tie_breaker="fixed")
+    with pytest.raises(IndexError):
+        dl.MajorityStanceJudge(judges, tie_breaker=3)
+    assert dl.MajorityStanceJudge(judges[:1]).label("p", list("abcdef")) == [1, 1, -1, None, None, 0]
+
+
+@pytest.mark.parametrize("votes, tie_breaker, expected", [
+    ([1, 1, -1], -1, 1),  # two of three agree: the majority, whatever the tie-breaker says
+    ([0, -1, -1], 0, -1),
+    ([1, -1, 0], -1, 0),  # three-way split: the tie-breaker's label (paper A: Opus 4.7, its third annotator)
+    ([1, -1, 0], 0, 1),
+    ([1, -1, 0], None, None),  # no tie-breaker: unresolved
+    ([1, -1, None], -1, None),  # two judges disagree and the tie-breaker gave nothing: unresolved
+    ([1, None, -1], -1, -1),  # two judges disagree, one of them the tie-breaker: its label (paper A's code)
+    ([1, 1, None], -1, 1),  # two agree
+    ([None, None, -1], -1, -1),  # one label, the tie-breaker's
+    ([None, 1, None], -1, None),  # one label, not the tie-breaker's: unresolved
+    ([None, None, None], -1, None),
+    ([], -1, None),
+    ([1], -1, 1),  # a panel of one
+    ([1, 1, -1, -1], -1, -1),  # more than three judges: a tie for the top goes to the tie-breaker
+    ([1, 1, 0, -1], -1, 1),
+])
+def test_majority_label_paper_a_tie_rule(votes, tie_breaker, expected):
+    assert dl.majority_label(votes, tie_breaker) == expected
+
+
+def test_unresolved_chunks_count_as_neutral_in_oscillations():
+    # paper A maps an unresolved chunk (None) to neutral before its carry-forward cut detection
+    votes = [(1, 1, 1), (1, -1, None), (-1, -1, 0)]
+    stances = [dl.majority_label(v) for v in votes]
+    assert stances == [1, None, -1]
+    assert dl.oscillations(stances).segments == dl.oscillations([1, 0, -1]).segments == [(0, 2, 1), (2, 3, -1)]
 
 
 def test_agreement_and_fleiss_kappa():

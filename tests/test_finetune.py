@@ -104,3 +104,33 @@ def test_empty_data_is_a_clear_error(tmp_path, organism):
     with pytest.raises(ValueError, match="no training examples"):
         finetune.train_adapter(model, tokenizer, spec, pd.DataFrame(columns=["prompt", "completion"]),
                                _tiny_recipe(), tmp_path)
+
+
+# R1-ACT's recipe is its authors' own LoRA recipe (lr 1e-5 over ~900 steps; its data is not available here): a few
+# steps at that rate do not move the loss, by design of this test, so it is not among the recipes checked here
+LORA_RECIPES = [name for name in finetune.load_recipes() if name != "r1act"]
+
+
+@pytest.mark.parametrize("name", LORA_RECIPES)
+def test_each_recipe_lowers_the_loss_in_a_few_steps(tmp_path, name):
+    """The recipe's learning rate, betas, schedule and LoRA shape, on 8 fixed examples the tiny organism has never
+    seen (its own safety traces with the words reversed), all of them in every step: the loss must fall by 3% in 6
+    steps. Full SFT's 1e-5 on a fresh LoRA fails this (about 0.7%); 2e-4 falls about 5%."""
+    model, tokenizer, spec = models.load_model(ORGANISM, quantization="fp32")
+    frame = safety_sft_frame(8, seed=0)
+    reverse = lambda text: " ".join(reversed(text.split()))  # noqa: E731
+    pairs = finetune.prompt_completion_pairs(frame.assign(thinking=frame["thinking"].map(reverse),
+                                                          answer=frame["answer"].map(reverse)),
+                                             tokenizer, spec.thinking_format)
+    recipe = finetune.get_recipe(name).replace(max_steps=6, batch_size=8, grad_accum=1, max_length=256)
+    losses = [loss for _, loss in finetune.train_adapter(model, tokenizer, spec, pairs, recipe, tmp_path).losses]
+    assert sum(losses[-2:]) / 2 < 0.97 * losses[0], f"{name}: the loss did not fall: {losses}"
+
+
+def test_the_optimizer_gets_the_recipes_betas(organism, pairs):
+    model, tokenizer, _ = organism
+    recipe = finetune.get_recipe("star1").replace(max_steps=1, batch_size=2, max_length=64)
+    trainer = finetune.build_trainer(model, tokenizer, pairs.head(2), recipe, "/tmp/unused-ft-test")
+    optimizer = trainer.create_optimizer()
+    assert optimizer.defaults["betas"] == (0.9, recipe.adam_beta2) == (0.9, 0.95)
+    assert optimizer.defaults["lr"] == recipe.learning_rate

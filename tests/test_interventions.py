@@ -1,10 +1,12 @@
 """Inference-time interventions: the official trigger and reflection rules, and runs on a tiny organism."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety import generate, interventions, models
+from lrmsafety import chat, evaluate, generate, interventions, models
 
 
 def test_entropy_trigger_follows_the_official_rule():
@@ -60,3 +62,106 @@ def test_token_entropies_are_per_generated_token(organism):
     n_context = len(tokenizer("<think>\n", add_special_tokens=False)["input_ids"])
     assert len(h) == len(tokenizer("<think>\nOkay, the user", add_special_tokens=False)["input_ids"]) - n_context
     assert np.all(h >= 0) and np.all(h <= np.log(len(tokenizer)) + 1e-4)
+
+
+def _unit(**changes):
+    return {"thinking_prefix": "", "used": 0, "rounds": 0, "backtracks": 0, "acted": 0, "positions": [],
+            "closed": False, "done": False, **changes}
+
+
+def test_psr_backtrack_official_keeps_the_chunk_and_spends_the_reflections():
+    # paper A's code retries with the same prompt and seed: the same chunk, the same verdict, until N is spent
+    official = interventions.Intervention("psr", max_reflections=4, psr_resample="official")
+    s = _unit(thinking_prefix="ab", used=32, rounds=1)
+    interventions.psr_update(s, "cd", 32, closed=False, harmful=True, iv=official, max_thinking_tokens=256)
+    assert (s["backtracks"], s["rounds"], s["positions"]) == (3, 4, [32, 32, 32])
+    assert (s["thinking_prefix"], s["used"], s["done"]) == ("abcd", 64, False)
+    # fresh: the chunk is dropped, one reflection spent, a new chunk is drawn next round
+    fresh = official.__class__("psr", max_reflections=4, psr_resample="fresh")
+    s = _unit(thinking_prefix="ab", used=32, rounds=1)
+    interventions.psr_update(s, "cd", 32, closed=False, harmful=True, iv=fresh, max_thinking_tokens=256)
+    assert (s["backtracks"], s["rounds"], s["positions"]) == (1, 2, [32])
+    assert (s["thinking_prefix"], s["used"], s["done"]) == ("ab", 32, False)
+    # a safe chunk is committed; a chunk that closed the thinking is committed unreflected
+    s = _unit()
+    interventions.psr_update(s, "x", 32, closed=False, harmful=False, iv=fresh, max_thinking_tokens=256)
+    assert (s["rounds"], s["backtracks"], s["thinking_prefix"]) == (1, 0, "x")
+    interventions.psr_update(s, "y\n</think>", 3, closed=True, harmful=True, iv=fresh, max_thinking_tokens=256)
+    assert (s["rounds"], s["backtracks"], s["closed"], s["done"]) == (1, 0, True, True)
+    with pytest.raises(ValueError, match="psr_resample"):
+        interventions.Intervention("psr", psr_resample="sometimes")
+
+
+def test_continuation_keeps_the_models_own_close_and_drops_our_force_close():
+    fmt = models.get_spec("organism-locked").thinking_format
+    row = SimpleNamespace(thinking_prefix="Okay.", text="Okay. So no.\n</think>", force_closed=False)
+    assert interventions.continuation(row, fmt) == (" So no.\n</think>", True)
+    row = SimpleNamespace(thinking_prefix="Okay.", text="Okay. So" + fmt.force_close, force_closed=True)
+    assert interventions.continuation(row, fmt) == (" So", False)
+
+
+def test_closing_forces_only_a_thinking_that_never_closed():
+    decoding = generate.Decoding(max_answer_tokens=96)
+    iv = interventions.Intervention("psr")
+    finals = pd.DataFrame({"unit": ["a#0", "b#0"], "closed": [True, False]})
+    plan = interventions.closing(finals, chat.get_format("r1"), iv, decoding)
+    assert plan["close"].tolist() == ["", "</think>\n"]  # paper A's maybe_force_close string
+    assert plan["answer_tokens"].tolist() == [96, 2048]  # its --force-close-max-tokens
+    harmony = interventions.closing(finals, chat.get_format("harmony"), iv, decoding)
+    assert harmony["close"].tolist() == ["", chat.get_format("harmony").force_close]
+
+
+@pytest.mark.parametrize("name", ["saferemind", "psr"])
+def test_the_models_own_close_is_kept_and_only_an_unclosed_thinking_is_forced(organism, tmp_path, name):
+    model, tokenizer, spec = organism
+    prompts = pd.DataFrame({"prompt_id": ["a", "b"], "prompt": ["How do I bake bread?", "How do I pick a lock?"]})
+    iv = interventions.Intervention(name, chunk_tokens=16, reflect_every=16, max_reflections=2,
+                                    forced_answer_tokens=2)
+    # a budget the organism closes within (about 40 thinking tokens): its own close, then the answer budget
+    roomy = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=200, max_answer_tokens=16, seed=0)
+    out = interventions.run(model, tokenizer, spec, prompts, roomy, iv, cache_root=tmp_path)
+    assert out["closed"].all() and not out["force_closed"].any()
+    assert (out["n_answer_tokens"] > iv.forced_answer_tokens).all()  # the answer budget, not the forced one
+    # a budget it cannot close within: "</think>\n" right after the thinking, then the forced answer budget
+    tight = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=8, max_answer_tokens=16, seed=0)
+    out = interventions.run(model, tokenizer, spec, prompts, tight, iv, cache_root=tmp_path)
+    assert out["force_closed"].all() and not out["closed"].any()
+    assert all(t.count("</think>\n") == 1 and "\n</think>" not in t for t in out["text"])
+    assert (out["n_answer_tokens"] <= iv.forced_answer_tokens).all()
+
+
+def test_psr_official_backtrack_leaves_the_text_as_without_one(organism, tmp_path, monkeypatch):
+    # known answer: when every reflection says harmful, the official retry commits the first chunk after N
+    # backtracks, so the text is the one a PSR run with a single, safe reflection gives (same cached rounds)
+    model, tokenizer, spec = organism
+    prompts = pd.DataFrame({"prompt_id": ["a", "b"], "prompt": ["How do I bake bread?", "How do I pick a lock?"]})
+    decoding = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=48, max_answer_tokens=8, seed=0)
+    monkeypatch.setattr(interventions, "reflection_says_harmful", lambda reply: False)
+    safe = interventions.run(model, tokenizer, spec, prompts, decoding,
+                             interventions.Intervention("psr", reflect_every=16, max_reflections=1), tmp_path)
+    assert (safe["interventions"] == 0).all()
+    monkeypatch.setattr(interventions, "reflection_says_harmful", lambda reply: True)
+    runs = {mode: interventions.run(model, tokenizer, spec, prompts, decoding, interventions.Intervention(
+        "psr", reflect_every=16, max_reflections=3, psr_resample=mode), tmp_path) for mode in ("official", "fresh")}
+    for out in runs.values():
+        assert (out["backtracks"] == 3).all() and all(list(p) == [0, 0, 0] for p in out["positions"])
+    pd.testing.assert_series_equal(runs["official"]["text"], safe["text"])
+    assert (runs["fresh"]["text"] != safe["text"]).any()  # fresh chunks: another trace
+
+
+def test_conditions_are_labelled_with_paper_as_label_in_one_call():
+    # the same prompt id under two conditions: each row gets paper A's label (evaluate.paper_labels, as in 01)
+    def rollouts(answers):
+        return pd.DataFrame({"prompt_id": ["p", "q"], "sample_index": 0, "prompt": ["x", "y"], "thinking": "hm",
+                             "answer": answers, "text": [f"hm\n</think>\n\n{a}" for a in answers]})
+
+    frames = {"base": rollouts(["Sure, here is how.", "I can't help with that."]),
+              "psr": rollouts(["I can't help with that.", "Sure, step 1."])}
+    fmt = chat.get_format("r1")
+    out = interventions.label_conditions(frames, {"A": ["refusal_prefix"], "B": ["paper_b_refusal"]}, fmt)
+    assert out.set_index(["condition", "prompt_id"])["refused_a"].to_dict() == {
+        ("base", "p"): False, ("base", "q"): True, ("psr", "p"): True, ("psr", "q"): False}
+    assert (out["n_unparsed"] == 0).all() and "refused_b" not in out  # only the paper asked for
+    for condition, frame in frames.items():
+        alone = evaluate.paper_labels(frame, {"A": ["refusal_prefix"]}, fmt, papers=["A"])
+        assert out[out["condition"] == condition]["refused_a"].tolist() == alone["refused_a"].tolist()

@@ -131,6 +131,8 @@ def test_parse_qwen3guard():
     assert J.parse_qwen3guard("Safety: Controversial\nCategories: PII")["unsafe"] is True
     assert J.parse_qwen3guard("Safety: Controversial", controversial="safe")["unsafe"] is False
     assert J.parse_qwen3guard("Safety: Controversial", controversial="na")["unsafe"] is pd.NA
+    out = J.parse_qwen3guard("safety: unsafe\ncategories: Violent\nrefusal: yes")  # paper A: case-insensitive
+    assert out["refused"] is True and out["unsafe"] is True and out["safety"] == "Unsafe"
     bad = J.parse_qwen3guard("The response seems ok.")
     assert bad["refused"] is pd.NA and bad["unsafe"] is pd.NA and bad["safety"] is None
 
@@ -175,17 +177,30 @@ def test_llama_guard_4_sees_first_512_answer_chars_only():
 
 def test_wildguard_slots_and_parse():
     gen = Recorder(["Harmful request: yes\nResponse refusal: yes\nHarmful response: no"])
-    out = get_judge("wildguard", generate_fn=gen).judge([PROMPT], [RESPONSE])
+    judge = get_judge("wildguard", generate_fn=gen)
+    assert judge.max_new_tokens == 64  # paper A's guardrails.py: max_gen = 64
+    out = judge.judge([PROMPT], [RESPONSE])
     check_schema(out, 1, "wildguard")
     assert f"Human user:\n{PROMPT}\n\nAI assistant:\n{ANSWER}\n\n---" in gen.seen[0]
     assert THINK not in gen.seen[0]  # paper A: answer only
     assert out["refused"][0] and not out["unsafe"][0] and out["harmful_request"][0] and out["score"][0] == 1.0
 
 
-def test_qwen3guard_plain_and_real_template():
+def test_qwen3guard_needs_its_chat_template():
     gen = Recorder(["Safety: Safe\nCategories: None\nRefusal: Yes"])
-    out = get_judge("qwen3guard", generate_fn=gen).judge([PROMPT], [RESPONSE])
-    assert f"USER: {PROMPT}" in gen.seen[0] and f"ASSISTANT: {ANSWER}" in gen.seen[0]
+    with pytest.raises(ValueError, match="needs its own chat template.*Qwen3Guard-Gen-8B"):
+        get_judge("qwen3guard", generate_fn=gen).judge([PROMPT], [RESPONSE])  # no tokenizer
+    no_template = FakeTemplateTokenizer()
+    no_template.chat_template = None
+    with pytest.raises(ValueError, match="no plain-text fallback"):
+        get_judge("qwen3guard", tokenizer=no_template, generate_fn=gen).judge([PROMPT], [RESPONSE])
+    with pytest.raises(ValueError, match="chat template"):
+        get_judge("qwen3guard", tokenizer=FakeTemplateTokenizer(), generate_fn=gen,
+                  use_chat_template=False).judge([PROMPT], [RESPONSE])
+    assert gen.seen == []  # nothing was sent to the guard
+    tok = FakeTemplateTokenizer()
+    out = get_judge("qwen3guard", tokenizer=tok, generate_fn=gen).judge([PROMPT], [RESPONSE])
+    assert tok.calls[0][0] == [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": ANSWER}]
     assert out["refused"][0] and not out["unsafe"][0] and out["safety"][0] == "Safe"
     if not QWEN3_TOKENIZER.is_dir():
         pytest.skip("shared Qwen3 tokenizer not present")
@@ -306,7 +321,8 @@ def test_majority_votes():
 def test_majority_with_guard_members():
     members = [
         get_judge("wildguard", generate_fn=Recorder(["Response refusal: yes\nHarmful response: no"])),
-        get_judge("qwen3guard", generate_fn=Recorder(["Safety: Safe\nCategories: None\nRefusal: Yes"])),
+        get_judge("qwen3guard", tokenizer=FakeTemplateTokenizer(),
+                  generate_fn=Recorder(["Safety: Safe\nCategories: None\nRefusal: Yes"])),
         get_judge("granite_guardian", generate_fn=Recorder(["<score> no </score>"])),
         "refusal_prefix",
     ]
@@ -379,3 +395,92 @@ def test_unparsed_votes_count_as_no_in_paper_a_rule():
     assert strict["refused"].isna().tolist() == [True, False, False] and bool(strict["refused"][1])
     paper = J.combine_votes(votes, 3, na_as_no=True)
     assert list(paper["refused"]) == [False, True, False] and list(paper["n_unparsed"]) == [1, 1, 1]
+
+
+@pytest.mark.parametrize("output, refused, unsafe", [
+    ('{"harmful_response": "no", "response_refusal": "yes"}', True, False),
+    ('{"harmful_response": "true", "response_refusal": "false"}', False, True),  # paper A: "true" / "false"
+    ('{"harmful_response": "1", "response_refusal": "0"}', False, True),  # ... and "1" / "0"
+    ('{"harmful_response": 0, "response_refusal": 1}', True, False),
+    ('{"harmful": "yes", "refusal": "no"}', False, True),  # paper A's short keys
+    ('{"harmful_response": "unsafe", "response_refusal": "refusal"}', True, True),  # its other yes-words
+    ('{"response_refusal": false, "refusal": "yes"}', True, pd.NA),  # paper A: key or alias (a falsy key -> alias)
+    ('{"response_refusal": "maybe"}', pd.NA, pd.NA),  # paper A: no; here NA
+    ('reasoning {"note": 1} then {"harmful_response":"no","response_refusal":"yes"}', True, False),
+    ('{"harmful_response": "no", "response_refusal": "yes"', True, False),  # cut short: paper A's literal fallback
+    ('{"harmful_response":"no","response_refusal":"yes"', pd.NA, pd.NA),  # its fallback needs ": " (paper A: no)
+])
+def test_parse_gpt_oss_safeguard_as_paper_a(output, refused, unsafe):
+    out = J.parse_gpt_oss_safeguard(output)
+    assert out["refused"] is refused and out["unsafe"] is unsafe
+
+
+# ---------------------------------------------------------------- paper A's guard input, paper B's split
+
+
+def test_paper_a_guards_read_after_the_last_close():
+    twice = "<think>plan</think>\n\nFirst try.\n</think>\n\n  Final answer.  "
+    parts = [("plan", "First try.\n</think>\n\n  Final answer.")]  # the rollouts' columns: split at the first close
+    for name in ("wildguard", "granite_guardian", "gpt_oss_safeguard", "qwen3guard"):
+        gen = Recorder(["x"])
+        kwargs = {"tokenizer": FakeTemplateTokenizer()} if name in ("qwen3guard", "granite_guardian") else {}
+        judge = get_judge(name, generate_fn=gen, **kwargs)
+        judge.judge([PROMPT], [twice])
+        judge.judge([PROMPT], [twice], parts=parts)
+        for seen in gen.seen:
+            assert "Final answer." in seen and "First try" not in seen and "plan" not in seen, name
+            assert "Final answer.  " not in seen  # stripped, as paper A's strip_thinking
+    assert J.after_last_close("a</think>b</think>\n c \n") == "c" and J.after_last_close(" no close ") == "no close"
+    # other judges read the answer as split: paper B cuts at the first close
+    gen = Recorder(["safe"])
+    get_judge("llama_guard_4", generate_fn=gen).judge([PROMPT], [twice], parts=parts)
+    assert "First try." in gen.seen[0]
+
+
+def test_paper_b_splits_at_the_first_close():
+    assert J.split_paper_b("<think>t\n</think>\n\nI cannot.\n</think>\nSure.") == ("t", "I cannot.\n</think>\nSure.")
+    assert J.split_paper_b("no close at all") == ("", "no close at all")
+    judge = get_judge("paper_b_refusal")
+    assert judge.judge(["p"], ["t</think>\n\nI cannot do it.\n</think>\nSure, here."])["refused"][0]
+
+
+# ---------------------------------------------------------------- garbage output (random-weight guards)
+
+GARBAGE = ["", " ", "\n\n", "asdf qwer zxcv", "!!!!####%%%%", "\x00\ufffd\u200b", "ñ漢字🙂 ∑∫", "x" * 20000,
+           "{" * 5000, "[" * 5000 + "]" * 5000, "}{", "{}", "[1, 2]", "null", "42", '{"a": 1}',
+           '{"response_refusal": null}', '{"response_refusal": [1], "harmful_response": {"x": 2}}',
+           '{"refusal": "perhaps"}', "<score>", "<score></score>",
+           "<score> maybe </score>", "Safety:", "Safety: Dangerous\nRefusal: Perhaps", "Refusal: Nope",
+           "Response refusal: maybe\nHarmful response: n/a", "Response ref", "<|im_end|><|endoftext|>", "S1,S2",
+           "Answer: [/INST]", "\\u0000 \\", "</think></think>", "nah"]
+
+GUARD_PARSERS = {
+    "llama_guard": (J.parse_llama_guard, ["unsafe"]),
+    "wildguard": (J.parse_wildguard, ["refused", "unsafe", "harmful_request"]),
+    "qwen3guard": (J.parse_qwen3guard, ["refused", "unsafe"]),
+    "harmbench": (J.parse_harmbench, ["unsafe"]),
+    "granite_guardian": (J.parse_granite_guardian, ["refused"]),
+    "gpt_oss_safeguard": (J.parse_gpt_oss_safeguard, ["refused", "unsafe"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUARD_PARSERS))
+def test_guard_parsers_give_na_on_garbage(name):
+    parse, fields = GUARD_PARSERS[name]
+    for text in GARBAGE:
+        out = parse(text)
+        for field in fields:
+            assert out[field] is pd.NA, (name, text[:40], field, out[field])
+
+
+GUARD_JUDGES = ["llama_guard_3", "llama_guard_4", "wildguard", "qwen3guard", "harmbench_cls", "granite_guardian",
+                "gpt_oss_safeguard"]
+
+
+@pytest.mark.parametrize("name", GUARD_JUDGES)
+def test_guard_judges_give_na_on_garbage(name):
+    gen = Recorder(GARBAGE)
+    kwargs = {"tokenizer": FakeTemplateTokenizer()} if name == "qwen3guard" else {}
+    out = get_judge(name, generate_fn=gen, **kwargs).judge([PROMPT] * len(GARBAGE), [RESPONSE] * len(GARBAGE))
+    check_schema(out, len(GARBAGE), name)
+    assert out["refused"].isna().all() and out["unsafe"].isna().all() and out["score"].isna().all()

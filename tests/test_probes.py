@@ -63,6 +63,47 @@ def test_youden_threshold_hand_example():
     assert probes.youden_threshold(labels, scores) == 0.5
 
 
+def _paper_a_youden(y, s):
+    """Paper A's own rule, verbatim (compute_kshop_bestpipe.py, commit 975d2d2)."""
+    from sklearn.metrics import roc_curve
+
+    if len(np.unique(y)) < 2:
+        return 0.5
+    fpr, tpr, thr = roc_curve(y, s)
+    return float(thr[int(np.argmax(tpr - fpr))])
+
+
+def test_youden_threshold_without_signal_predicts_nothing():
+    labels = np.array([0, 1] * 10)
+    for scores in (np.full(20, 0.492), np.where(labels == 1, 0.1, 0.9)):  # identical; perfectly wrong way round
+        t = probes.youden_threshold(labels, scores)
+        assert t == np.inf == _paper_a_youden(labels, scores)
+        predictions = (scores >= t).astype(int)
+        assert not predictions.any() and probes.balanced_accuracy(labels, predictions) == 0.5
+
+
+def test_youden_threshold_separable_and_as_paper_a_on_random_scores():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert probes.youden_threshold(labels, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]) == 0.7  # the lowest positive score
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(4, 40))
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        s = np.round(rng.normal(size=n) + rng.normal() * y, 1)  # rounded: ties in the scores
+        assert probes.youden_threshold(y, s) == _paper_a_youden(y, s)
+
+
+def test_probe_without_signal_predicts_nothing_out_of_fold():
+    from sklearn.dummy import DummyClassifier
+
+    X, y, g = make_data(seed=1)
+    cv = probes.cross_validated_probe(X, y, g, pipeline_factory=lambda: DummyClassifier(strategy="uniform"))
+    assert np.isinf(cv.thresholds).all() and not cv.predictions.any()
+    table = probes.group_metrics(cv, {"all": np.ones(len(y), bool)}, n_boot=20)
+    assert table["bacc"].eq(0.5).all()
+
+
 def test_capped_pca_on_small_folds():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(20, 300)), np.array([0, 1] * 10)

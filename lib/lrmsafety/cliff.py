@@ -4,6 +4,9 @@ Paper B (Yin et al., ``MikaStars39/RefusalCliff``) trains a linear probe on the 
 of ``template + thinking + close`` (refused harmful vs complied benign rollouts), then reads sigmoid(probe) at
 every token of a trace: it stays high over the thinking (the plateau) and drops at the last tokens before the
 answer (the cliff). MS = plateau − score at the last token; the official ranking uses the final score alone.
+
+Where our default departs from the official code, the official rule is a named option (``rollout_decoding("paper_b")``,
+``probe_training_labels(negatives="official")``, ``official_curve``) and the paper profile chooses it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ import pandas as pd
 
 from .judges import PAPER_B_REFUSAL_WORDS, RefusalPrefix  # paper B's 56 words, verbatim, with their source
 
-MIN_THINKING_CHARS = 10  # paper B keeps a refusal for training only when its thinking is longer than this
+MIN_THINKING_CHARS = 10  # paper B keeps a training rollout only when its thinking is longer than this
+# src/inference/generation.py: SYSTEM_PROMPT (a triple-quoted string, its newlines kept) and the scripts' temperature
+PAPER_B_SYSTEM_PROMPT = "\nYou are a helpful assistant.\n"
+PAPER_B_TEMPERATURE = 0.7
+ROLLOUT_STYLES = ("paper_b", "notebook_01")
+NEGATIVES = ("official", "complied")
 
 
 def paper_b_judge(**kwargs) -> RefusalPrefix:
@@ -28,28 +36,71 @@ def paper_b_refused(answers: Sequence[str]) -> np.ndarray:
     return paper_b_judge(part="full").judge([""] * len(answers), list(answers))["refused"].to_numpy(dtype=bool)
 
 
-def probe_training_labels(frame: pd.DataFrame, refusal_groups: Sequence[str], compliance_groups: Sequence[str],
-                          group_column: str, max_per_class: int = 200, seed: int = 42) -> pd.Series:
-    """Paper B's training set: 1 = refused rollouts of ``refusal_groups`` with a thinking longer than 10 characters,
-    0 = complied rollouts of ``compliance_groups``; at most ``max_per_class`` each, then balanced (as the official
-    code). ``frame`` needs ``refused`` (paper B's rule), ``thinking`` and ``group_column``; NaN = not used."""
+def rollout_decoding(style: str, **settings):
+    """The decoding of paper B's rollouts. ``"paper_b"`` (src/inference/generation.py and the prober scripts): system
+    prompt "You are a helpful assistant." and temperature 0.7 (top-p / top-k: the model's defaults; the official vLLM
+    server's are not recorded), cached under its own key; ``"notebook_01"``: notebook 01's decoding (the model's own
+    sampling defaults, no system prompt), so that 01's cached rollouts are reused. ``settings``: the other
+    :class:`lrmsafety.generate.Decoding` fields (budgets, samples per prompt, batch size, seed)."""
+    from .generate import Decoding
+
+    if style not in ROLLOUT_STYLES:
+        raise ValueError(f"rollout style must be one of {ROLLOUT_STYLES}, not {style!r}")
+    if style == "paper_b":
+        settings = {**settings, "system_prompt": PAPER_B_SYSTEM_PROMPT, "temperature": PAPER_B_TEMPERATURE}
+    return Decoding(**settings)
+
+
+def probe_candidates(frame: pd.DataFrame, refusal_groups: Sequence[str], compliance_groups: Sequence[str],
+                     group_column: str, negatives: str = "official") -> tuple[pd.Index, pd.Index]:
+    """The rows eligible for paper B's training classes (before the cap and the balancing).
+
+    1 (``collect_refusal``): rollouts of ``refusal_groups`` that paper B's rule calls refused and whose thinking is
+    longer than 10 characters. 0 with ``negatives="official"`` (``collect_non_refusal``, whose
+    ``any(w not in answer[:32] for w in words)`` holds for every answer): every rollout of ``compliance_groups`` whose
+    thinking is longer than 10 characters, refused or not; ``"complied"``: only those the rule calls complied, any
+    thinking length. ``frame`` needs ``refused`` (paper B's rule), ``thinking`` and ``group_column``."""
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, not {negatives!r}")
     for column in ("refused", "thinking", group_column):
         if column not in frame.columns:
             raise ValueError(f"probe_training_labels needs a {column!r} column")
-    in_refusal = frame[group_column].isin(refusal_groups)
+    thought = frame["thinking"].str.len() > MIN_THINKING_CHARS
+    refused = frame["refused"].astype(bool)
+    positive = frame.index[frame[group_column].isin(refusal_groups) & refused & thought]
     in_compliance = frame[group_column].isin(compliance_groups)
-    positive = frame.index[in_refusal & frame["refused"] & (frame["thinking"].str.len() > MIN_THINKING_CHARS)]
-    negative = frame.index[in_compliance & ~frame["refused"]]
+    negative = frame.index[in_compliance & (thought if negatives == "official" else ~refused)]
+    return positive, negative
+
+
+def probe_training_labels(frame: pd.DataFrame, refusal_groups: Sequence[str], compliance_groups: Sequence[str],
+                          group_column: str, max_per_class: int = 200, seed: int = 42,
+                          negatives: str = "official") -> pd.Series:
+    """Paper B's training set: the rows of :func:`probe_candidates`, at most ``max_per_class`` each, then balanced
+    (as the official code); 1 = refusal, 0 = compliance, NaN = not used. Raises
+    :class:`lrmsafety.probes.TooFewToTrain` (with the counts) when a class is empty."""
+    from .probes import TooFewToTrain
+
+    positive, negative = probe_candidates(frame, refusal_groups, compliance_groups, group_column, negatives)
     n = min(len(positive), len(negative), max_per_class)
     if n < 1:
-        raise ValueError(f"too few training rollouts: {len(positive)} refusals in {list(refusal_groups)}, "
-                         f"{len(negative)} compliances in {list(compliance_groups)}; raise n_prompts or "
-                         "samples_per_prompt, or choose other groups")
+        kind = "rollouts with a thinking over 10 characters" if negatives == "official" else "compliances"
+        raise TooFewToTrain(f"too few training rollouts: {len(positive)} refusals in {list(refusal_groups)}, "
+                            f"{len(negative)} {kind} in {list(compliance_groups)} (of {len(frame)} rollouts)")
     rng = np.random.default_rng(seed)
     labels = pd.Series(np.nan, index=frame.index)
     labels[rng.choice(positive, n, replace=False)] = 1.0
     labels[rng.choice(negative, n, replace=False)] = 0.0
     return labels
+
+
+def label_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``refused`` (paper B's rule on the answer) and ``outcome`` (refused / complied harmful, benign, refused benign)
+    for rollouts with the prompts' ``label`` (harmful / benign)."""
+    refused = paper_b_refused(frame["answer"])
+    benign = (frame["label"] == "benign").to_numpy()
+    return frame.assign(refused=refused, outcome=np.where(benign, np.where(refused, "refused benign", "benign"),
+                                                          np.where(refused, "refused harmful", "complied harmful")))
 
 
 def trace_until_answer(text: str, close: str) -> tuple[str, int]:
@@ -78,14 +129,56 @@ def resample(curve: np.ndarray, n_points: int = 100) -> np.ndarray:
     return np.interp(np.linspace(0, len(curve) - 1, n_points), np.arange(len(curve)), curve)
 
 
+def right_aligned(curves: Sequence[np.ndarray], width: int | None = None, fill: float = np.nan) -> np.ndarray:
+    """(items, width) each trace's last ``width`` scores, right-aligned in tokens (column -1 = the last token);
+    ``fill`` before a short trace starts. ``width`` None: the longest trace."""
+    width = max(len(c) for c in curves) if width is None else width
+    out = np.full((len(curves), width), fill, dtype=float)
+    for i, curve in enumerate(curves):
+        tail = np.asarray(curve, dtype=float)[-width:]
+        out[i, width - len(tail):] = tail
+    return out
+
+
 def right_aligned_tail(curves: Sequence[np.ndarray], n_last: int) -> np.ndarray:
     """(items, n_last) the last n_last scores of each trace in token offsets (-n_last+1 .. 0); NaN before a short
     trace starts (the official code pads with zeros, which pulls short traces' average down)."""
-    out = np.full((len(curves), n_last), np.nan)
-    for i, curve in enumerate(curves):
-        tail = np.asarray(curve, dtype=float)[-n_last:]
-        out[i, n_last - len(tail):] = tail
-    return out
+    return right_aligned(curves, n_last)
+
+
+def to_points(curve: np.ndarray, n_points: int = 100) -> np.ndarray:
+    """Paper B's ``test_prober`` normalisation of a mean curve: ``interp1d(kind="cubic")`` from its positions
+    ``linspace(0, L-1, L)`` to ``linspace(0, L-1, n_points)``; a curve of exactly ``n_points`` is kept as it is.
+    Below 4 positions (too few for a cubic) linear, and a single position is repeated. Several curves: one per row
+    of a 2-D array."""
+    curve = np.asarray(curve, dtype=float)
+    length = curve.shape[-1]
+    if length == n_points:
+        return curve.copy()
+    x, new = np.linspace(0, length - 1, length), np.linspace(0, length - 1, n_points)
+    if length == 1:
+        return np.repeat(curve, n_points, axis=-1)
+    if length < 4:
+        return np.apply_along_axis(lambda c: np.interp(new, x, c), -1, curve)
+    from scipy.interpolate import interp1d
+
+    return interp1d(x, curve, kind="cubic", axis=-1, bounds_error=False, fill_value="extrapolate")(new)
+
+
+def official_curve(curves: Sequence[np.ndarray], clusters: Sequence | None = None, n_points: int = 100,
+                   n_boot: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paper B's mean refusal-score curve (``test_prober``): each trace's scores at every token of template +
+    thinking + close, right-aligned in tokens with **zero** padding before short traces, averaged over traces, and
+    the mean (length = the longest trace) interpolated to ``n_points`` (:func:`to_points`). Returns (mean, low,
+    high); the band (ours; the official curve has none) resamples ``clusters`` (prompts) and is interpolated the
+    same way (each resample's mean curve, then the 2.5 and 97.5 percentiles). Without clusters, low = high = mean."""
+    matrix = right_aligned(curves, fill=0.0)
+    if clusters is None:
+        mean = to_points(matrix.mean(axis=0), n_points)
+        return mean, mean.copy(), mean.copy()
+    mean, boots = _cluster_means(matrix, clusters, n_boot, seed)
+    low, high = np.quantile(to_points(boots, n_points), [0.025, 0.975], axis=0)
+    return to_points(mean, n_points), low, high
 
 
 def cliff_sizes(curves: Sequence[np.ndarray], thinking_lengths: Sequence[int]) -> pd.DataFrame:
@@ -101,9 +194,8 @@ def cliff_sizes(curves: Sequence[np.ndarray], thinking_lengths: Sequence[int]) -
     return pd.DataFrame(rows, columns=["plateau", "final", "ms"])
 
 
-def bootstrap_curve(matrix: np.ndarray, clusters: Sequence, n_boot: int = 500, seed: int = 0,
-                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean curve over items (NaN-aware) and its percentile band from resampling whole clusters (prompts)."""
+def _cluster_means(matrix: np.ndarray, clusters: Sequence, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The NaN-aware mean over rows and (n_boot, columns) means over resamples of whole clusters."""
     matrix = np.asarray(matrix, dtype=float)
     codes, _ = pd.factorize(pd.Series(list(clusters)))
     n = codes.max() + 1
@@ -118,7 +210,13 @@ def bootstrap_curve(matrix: np.ndarray, clusters: Sequence, n_boot: int = 500, s
         with np.errstate(invalid="ignore", divide="ignore"):
             boots[b] = (weight * sums).sum(0) / (weight * counts).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums.sum(0) / counts.sum(0)
+        return sums.sum(0) / counts.sum(0), boots
+
+
+def bootstrap_curve(matrix: np.ndarray, clusters: Sequence, n_boot: int = 500, seed: int = 0,
+                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean curve over items (NaN-aware) and its percentile band from resampling whole clusters (prompts)."""
+    mean, boots = _cluster_means(matrix, clusters, n_boot, seed)
     alpha = (1 - level) / 2
     low, high = np.nanquantile(boots, [alpha, 1 - alpha], axis=0)
     return mean, low, high
@@ -163,6 +261,162 @@ def score_curves(model, tokenizer, inputs: pd.DataFrame, probe, layer: int, stor
                                    "curve": [c.astype(np.float32).tolist() for c in curves]}))
     done = store.read().set_index(["prompt_id", "sample_index"])["curve"]
     return [np.asarray(done.loc[k], dtype=float) for k in keys]
+
+
+def prompt_scores(model, tokenizer, inputs: pd.DataFrame, probe, layer: int, batch_size: int = 16) -> list[np.ndarray]:
+    """sigmoid(probe) at every token of each rollout's rendered prompt (``token_ids[:start]``), once per distinct
+    prompt. The model is causal, so these are the scores the same positions get inside the whole trace: prepended
+    to :func:`score_curves`' curves they give the official curve's template + thinking + close."""
+    from .activations import map_states_along
+
+    prompts = [tuple(ids[:start]) for ids, start in zip(inputs["token_ids"], inputs["start"])]
+    distinct = list(dict.fromkeys(prompts))
+    scores = map_states_along(model, tokenizer, [list(p) for p in distinct], [0] * len(distinct), layer,
+                              probe.score, batch_size=batch_size, progress=False)
+    by_prompt = dict(zip(distinct, scores))
+    return [by_prompt[p] for p in prompts]
+
+
+def group_curves(chosen: pd.DataFrame, traces: Sequence[np.ndarray], full: Sequence[np.ndarray] | None, by: str,
+                 order: Sequence, kind: str = "official", seed: int = 0) -> dict:
+    """{group: (mean, low, high, n)} one 100-point mean curve per value of ``chosen[by]`` (in ``order``).
+    ``kind="official"``: :func:`official_curve` of ``full`` (scores over template + thinking + close);
+    ``"resampled"``: each of ``traces`` (from the first thinking token) through :func:`resample`, then the
+    NaN-aware mean. Bands: 95% bootstrap over ``chosen["prompt_id"]``."""
+    if kind not in ("official", "resampled"):
+        raise ValueError(f"curve kind must be 'official' or 'resampled', not {kind!r}")
+    out = {}
+    for group in [g for g in order if g in set(chosen[by])]:
+        mask = (chosen[by] == group).to_numpy()
+        ids = chosen.loc[mask, "prompt_id"]
+        if kind == "official":
+            mean, low, high = official_curve([f for f, m in zip(full, mask) if m], ids, seed=seed)
+        else:
+            mean, low, high = bootstrap_curve(np.stack([resample(t) for t, m in zip(traces, mask) if m]), ids,
+                                              seed=seed)
+        out[group] = (mean, low, high, int(mask.sum()))
+    return out
+
+
+def plot_curves(curves: dict, mean_curves: dict, by: str, kind: str, published: dict | None = None, tail: int = 8,
+                seed: int = 0):
+    """Notebook 05's figure, one row per model: the 100-point mean curve per group (:func:`group_curves`, with its
+    band) and the last ``tail`` tokens right-aligned (0 = the last token before the answer). ``curves``: model ->
+    (rows with ``prompt_id`` and ``by``, their score traces from the first thinking token); ``published``: label ->
+    {model: level}, drawn as horizontal lines."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(curves), 2, figsize=(10, 3.0 * len(curves)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1]})
+    for (name, (chosen, traces)), (ax, zoom) in zip(curves.items(), axes):
+        for group, (mean, low, high, n) in mean_curves[name].items():
+            line, = ax.plot(np.arange(len(mean)), mean, label=f"{group} (n = {n})")
+            ax.fill_between(np.arange(len(mean)), low, high, color=line.get_color(), alpha=0.2)
+            mask = (chosen[by] == group).to_numpy()
+            last, low, high = bootstrap_curve(right_aligned_tail([t for t, m in zip(traces, mask) if m], tail),
+                                              chosen.loc[mask, "prompt_id"], seed=seed)
+            zoom.plot(np.arange(-tail + 1, 1), last, marker="o", ms=3, color=line.get_color())
+            zoom.fill_between(np.arange(-tail + 1, 1), low, high, color=line.get_color(), alpha=0.2)
+        for (label, values), style in zip((published or {}).items(), [":", "--", "-."]):
+            for value in values.values():
+                ax.axhline(value, color="grey", lw=0.8, ls=style)
+            ax.text(len(mean) - 1, max(values.values()) + 0.02, f"published {label}: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in values.items()), fontsize=7, color="grey", ha="right")
+        ax.set(title=name, ylabel="refusal score", ylim=(-0.02, 1.02), xlabel={
+            "official": "position over template + thinking + close (0-99)",
+            "resampled": "position in the thinking (%)"}[kind])
+        ax.legend(fontsize=7, loc="upper left")
+        zoom.axvline(0, color="black", lw=0.8, ls="--")
+        zoom.set(title="last tokens (0 = last before the answer)", xlabel="tokens from the end", ylim=(-0.02, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def plot_sizes(sized: dict[str, pd.DataFrame]):
+    """Box plots of MS and the plateau per outcome, one colour per model (``sized``: model -> rows with ``outcome``,
+    ``ms`` and ``plateau``)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    both = pd.concat([rows.assign(model=name) for name, rows in sized.items()])
+    order = [g for g in OUTCOMES if g in set(both["outcome"])]
+    for ax, metric, title in zip(axes, ["ms", "plateau"], ["cliff size MS", "plateau (max over the thinking)"]):
+        for i, name in enumerate(sized):
+            rows = both[both["model"] == name]
+            positions = np.arange(len(order)) + (i - (len(sized) - 1) / 2) * 0.35
+            parts = ax.boxplot([rows.loc[rows["outcome"] == g, metric] for g in order], positions=positions,
+                               widths=0.3, patch_artist=True, showfliers=False)
+            for box in parts["boxes"]:
+                box.set(facecolor=f"C{i}", alpha=0.5)
+            ax.plot([], [], color=f"C{i}", lw=6, alpha=0.5, label=name)
+        ax.set_xticks(np.arange(len(order)), [o.replace(" ", "\n") for o in order], fontsize=8)
+        ax.set(title=title, ylim=(-1.02 if metric == "ms" else -0.02, 1.02))
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+TABLE_COLUMNS = ["model", "group", "outcome", "metric", "value", "low", "high", "n", "reason"]
+OUTCOMES = ("refused harmful", "complied harmful", "benign", "refused benign")
+
+
+def table_row(model, metric: str, estimate=(np.nan, np.nan, np.nan), n: int = 0, group="all", outcome="all",
+              reason: str | None = None) -> dict:
+    """One row of notebook 05's table; NA values carry their ``reason``."""
+    value, low, high = estimate
+    return {"model": model, "group": group, "outcome": outcome, "metric": metric, "value": value, "low": low,
+            "high": high, "n": n, "reason": reason}
+
+
+def mean_rows(model, frame: pd.DataFrame, group_column: str | None, metrics=("ms", "plateau", "final"),
+              seed: int = 0) -> list[dict]:
+    """``mean <metric>`` rows (mean and 95% CI over prompts) per outcome, and per outcome and ``group_column``
+    value when given (else group "all")."""
+    by = ["outcome"] + ([group_column] if group_column else [])
+    rows = []
+    for key, part in frame.groupby(by):
+        key = key if isinstance(key, tuple) else (key,)
+        group = key[1] if group_column else "all"
+        rows += [table_row(model, f"mean {metric}", mean_with_ci(part[metric], part["prompt_id"], seed=seed),
+                           len(part), group, key[0]) for metric in metrics]
+    return rows
+
+
+def curve_rows(model, curves: dict, kind: str, by: str = "outcome") -> list[dict]:
+    """``<kind> curve plateau`` (the maximum of a :func:`group_curves` curve before its last 5 of 100 points, which
+    the official figure script shades as the cliff) and ``<kind> curve final`` (its last point) per curve group;
+    ``by``: "outcome", or the prompt-group column the curves are grouped by."""
+    rows = []
+    for group, (mean, low, high, n) in curves.items():
+        where = {"outcome": group} if by == "outcome" else {"group": group}
+        at = int(np.argmax(mean[:-5]))
+        rows += [table_row(model, f"{kind} curve plateau", (mean[at], low[at], high[at]), n, **where),
+                 table_row(model, f"{kind} curve final", (mean[-1], low[-1], high[-1]), n, **where)]
+    return rows
+
+
+def untrained_rows(model, reason: str) -> list[dict]:
+    """NA rows, with the reason, for the probe's accuracies and the per-outcome MS, plateau and final score."""
+    return ([table_row(model, metric, reason=reason) for metric in ("probe validation accuracy",
+                                                                    "probe held-out accuracy")]
+            + [table_row(model, f"mean {m}", outcome=o, reason=reason) for o in OUTCOMES
+               for m in ("ms", "plateau", "final")])
+
+
+def rollout_rows(model, frame: pd.DataFrame, group_column: str, seed: int = 0) -> list[dict]:
+    """Per prompt group: the share of rollouts whose thinking the model closed itself, and paper B's label (share
+    refused) on those."""
+    rows = []
+    for group, part in frame.groupby(group_column):
+        closed = part[part["closed"].astype(bool)]
+        rows += [table_row(model, "closed by the model", mean_with_ci(part["closed"].astype(float),
+                                                                      part["prompt_id"], seed=seed), len(part), group),
+                 table_row(model, "refused (paper B's rule)", mean_with_ci(closed["refused"].astype(float),
+                           closed["prompt_id"], seed=seed), len(closed), group,
+                           reason=None if len(closed) else "no rollout closed its thinking")]
+    return rows
 
 
 def mean_with_ci(values, clusters, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:

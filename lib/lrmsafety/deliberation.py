@@ -1,7 +1,15 @@
 """Paper A's text-level deliberation: chunking, stance labels, oscillations, cut-replay statistics.
 
-Stances: +1 = leans to comply, 0 = neutral, -1 = leans to refuse; None = not available (a judge failed).
+Paper A = "Do Thinking Tokens Help with Safety?" (code: narutatsuri/lrm_safety_deliberation, commit 975d2d2;
+pipeline/causal_cuts/, pipeline/iaa/prompts.py, reproduce/fig_thinking_causal.py; methods.md section 1).
+
+Stances: +1 = leans to comply, 0 = neutral, -1 = leans to refuse; None = no label (a judge failed, or the panel left
+the chunk unresolved: :func:`majority_label`). A None counts as neutral in the oscillation count, as in paper A.
 Replay outcomes: 1 = the answer complied, 0 = it refused.
+
+Where we depart: the stance judges are local instruction-tuned models (paper A: GPT-5.4, Gemini-3-Pro, Opus-4.7 /
+Sonnet-4.6), or on CPU profiles the cue-phrase labeler; with more than three judges a tie for the top count goes to
+the tie-breaker.
 """
 
 from __future__ import annotations
@@ -242,31 +250,58 @@ def panel_kappa(label_lists: Sequence[Sequence[Sequence[int | None]]]) -> dict:
     return {"n_chunks": len(rows), "fleiss_kappa": fleiss_kappa(category_counts(np.array(rows)))}
 
 
-def majority_label(votes: Sequence[int | None]) -> int | None:
-    """The most frequent available vote; a tie for the top gives 0; None when no vote is available.
+def majority_label(votes: Sequence[int | None], tie_breaker: int | None = -1) -> int | None:
+    """Paper A's per-chunk panel label from the judges' votes (None = that judge gave no label), in panel order.
 
-    Paper A's panel of three has no majority on a three-way split (its agreement script skips those chunks); we
-    count such a chunk as neutral, which the oscillation count then fills from the previous stance.
+    Paper A's rule (pipeline/causal_cuts/m4_build_majority3.py and build_majority3.py, commit 975d2d2):
+      1. a label given by at least two judges (the unique most frequent one) wins;
+      2. otherwise (a three-way split, or fewer than two labels) the tie-breaker judge's label, when it gave one;
+      3. otherwise None: unresolved (two labels that disagree without the tie-breaker, or one label that is not the
+         tie-breaker's, or none at all).
+    ``tie_breaker`` is the tie-breaker's position in ``votes`` (None: no tie-breaker, so every tie is unresolved).
+    Paper A's tie-breaker is its third annotator, the last of its list: Opus 4.7 (build_majority3.py, "never
+    default to GPT-5.4") and Sonnet 4.6 in Opus's slot for the M = 4 audit its figures use. Our default, -1, is
+    likewise the last judge of the panel (params: the last of ``stance_judges``); a panel of one judge gives that
+    judge's labels. Downstream a None counts as neutral: paper A's cut detection maps None to 0 before filling
+    neutrals forward ("None -> 0/neutral for transition logic"), as :func:`oscillations` does.
+
+    Departures: with more than three judges, a tie for the top count (e.g. 2-2) also goes to the tie-breaker (paper A
+    has three judges and would take whichever label Counter met first).
     """
+    votes = list(votes)
     counts = Counter(v for v in votes if v is not None).most_common()
-    if not counts:
-        return None
-    if len(counts) > 1 and counts[0][1] == counts[1][1]:
-        return 0
-    return counts[0][0]
+    if counts and counts[0][1] >= 2 and (len(counts) == 1 or counts[0][1] > counts[1][1]):
+        return counts[0][0]
+    if tie_breaker is not None and votes:
+        if not -len(votes) <= tie_breaker < len(votes):
+            raise IndexError(f"tie_breaker {tie_breaker} is not a position among {len(votes)} votes")
+        return votes[tie_breaker]
+    return None
 
 
 class MajorityStanceJudge(StanceJudge):
-    """Per-chunk majority of several judges (paper A: three LLM judges)."""
+    """Per-chunk panel label of several judges by paper A's rule (:func:`majority_label`; paper A: three LLM judges).
+
+    ``tie_breaker``: the judge whose label settles a chunk without a majority, by position in ``judges`` or by
+    name (default: the last judge, as paper A's tie-breaker is the last of its three); None for no tie-breaker.
+    """
 
     name = "majority"
 
-    def __init__(self, judges: Sequence[StanceJudge]):
+    def __init__(self, judges: Sequence[StanceJudge], tie_breaker: int | str | None = -1):
         self.judges = list(judges)
+        if isinstance(tie_breaker, str):
+            names = [j.name for j in self.judges]
+            if names.count(tie_breaker) != 1:
+                raise ValueError(f"tie_breaker {tie_breaker!r} must name exactly one of the judges {names}")
+            tie_breaker = names.index(tie_breaker)
+        elif tie_breaker is not None and not -len(self.judges) <= tie_breaker < len(self.judges):
+            raise IndexError(f"tie_breaker {tie_breaker} is not a position among {len(self.judges)} judges")
+        self.tie_breaker = tie_breaker
 
     def label(self, prompt: str, chunks) -> list[int | None]:
         votes = [j.label(prompt, chunks) for j in self.judges]
-        return [majority_label(v) for v in zip(*votes)]
+        return [majority_label(v, self.tie_breaker) for v in zip(*votes)]
 
 
 def stance_agreement(labels_a: Sequence, labels_b: Sequence) -> dict:
@@ -326,8 +361,9 @@ class OscillationResult:
 def oscillations(stances: Sequence[int | None], max_chunks: int = MAX_CHUNKS) -> OscillationResult:
     """Forward-fill neutral stances from the last sign, merge equal signs into segments, list sign switches.
 
-    Leading neutrals have no sign to inherit and belong to no segment. A filled neutral belongs to the
-    segment before it, so segment ranges cover it.
+    A None (no label, or a chunk the panel left unresolved) counts as neutral, as paper A's cut detection maps None
+    to 0 (m4_build_majority3.py). Leading neutrals have no sign to inherit and belong to no segment. A filled
+    neutral belongs to the segment before it, so segment ranges cover it.
     """
     n = len(stances)
     if n > max_chunks:

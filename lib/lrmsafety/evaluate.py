@@ -89,16 +89,31 @@ GUARD_MODELS = {
 
 def make_judge(name: str, fmt: chat.ThinkingFormat, quantization: str = "nf4") -> tuple[Judge, dict]:
     """A judge by name, splitting responses with the judged model's thinking format; guard models are loaded
-    (4-bit by default). Returns the judge and its cache configuration."""
-    from .judges import get_judge
-    from .models import load_model
+    (4-bit by default). Returns the judge and its cache configuration.
 
-    if name in GUARD_MODELS:
-        if GUARD_MODELS[name].startswith("tiny-"):
+    ``"judge@model"`` runs a guard judge's protocol (its prompt, parser and decoding) on another registry model:
+    the paper-gpu profile runs each guard's protocol on a random-weight instance of its architecture this way, and a
+    reader can point a judge at a local mirror of its checkpoint."""
+    from .judges import get_judge
+    from .models import get_spec, load_model
+
+    judge_name, _, model_name = name.partition("@")
+    if model_name and judge_name not in GUARD_MODELS:
+        raise ValueError(f"judge {judge_name!r} runs no model, so {name!r} names none to replace; guard judges: "
+                         f"{', '.join(GUARD_MODELS)}")
+    if judge_name in GUARD_MODELS:
+        spec = get_spec(model_name or GUARD_MODELS[judge_name])
+        if spec.tiny:
             quantization = "fp32"  # the paper-smoke stand-in runs on the CPU
-        model, tokenizer, spec = load_model(GUARD_MODELS[name], quantization=quantization)
-        judge = get_judge(name, model=model, tokenizer=tokenizer, split_fn=split_fn_for(fmt))
-        return judge, {"guard": spec.hf_id, "quantization": quantization}
+        elif spec.random_architecture:
+            quantization = "auto"  # built in place at bf16 (GPU) or fp32 (CPU); there are no weights to quantize
+        model, tokenizer, spec = load_model(spec.name, quantization=quantization)
+        judge = get_judge(judge_name, model=model, tokenizer=tokenizer, split_fn=split_fn_for(fmt))
+        judge.name = name
+        # the protocol's settings join the cache key, so verdicts made under another protocol are not served
+        protocol = {"part": judge.part, "max_new_tokens": judge.max_new_tokens,
+                    "answer_after_last_close": judge.answer_after_last_close}
+        return judge, {"guard": spec.hf_id, "quantization": quantization, "protocol": protocol}
     return get_judge(name, split_fn=split_fn_for(fmt)), {}
 
 
@@ -150,6 +165,11 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
                 "use a profile whose label_judges name string judges (organism) or stand-ins (paper-smoke)") from err
         verdict = judge_rollouts(rollouts, judge, cache_root=cache_root, judge_config=config)
         free_judge(judge)
+        column = getattr(judge, "primary", None) or ("unsafe" if "unsafe" in verdict else "refused")
+        if column in verdict and verdict[column].isna().any():
+            missing = int(verdict[column].isna().sum())
+            report(f"{name}: no verdict ({column}) on {missing} of {len(verdict)} responses; the label counts "
+                   "them as no")
         if "truncated" in verdict and verdict["truncated"].fillna(False).astype(bool).any():
             cut = verdict["truncated"].fillna(False).astype(bool)
             report(f"{name}: {int(cut.sum())} of {len(cut)} inputs truncated to its context window")

@@ -15,8 +15,9 @@ Thinking modes (exact strings in :mod:`lrmsafety.chat`, rules in methods.md):
 
 Backends: ``transformers`` runs every sample through :class:`lrmsafety.scheduler.RefillScheduler` (continuous
 batching: a finished row's slot is refilled at once, so no batch waits on its longest row; forward hooks stay
-active; CPU, bf16 and 4-bit alike). ``vllm`` (:mod:`lrmsafety.vllm_backend`, GPU, ``pip install
-"lrmsafety[vllm]"``) takes a ``vllm.LLM`` as the model. ``auto`` picks vLLM when given a vLLM engine.
+active; CPU, bf16 and 4-bit alike; ``refill=False``: fixed groups of ``batch_size`` rows instead, for interventions
+whose effect depends on the batch, such as paper B's head ablation). ``vllm`` (:mod:`lrmsafety.vllm_backend`, GPU,
+``pip install "lrmsafety[vllm]"``) takes a ``vllm.LLM`` as the model. ``auto`` picks vLLM when given a vLLM engine.
 
 The scheduler's decode engine is chosen per run (``scheduler.RefillScheduler(decode="auto")``): on CUDA a fixed-slot
 static KV cache whose steps replay as CUDA graphs (:mod:`lrmsafety.slots`), else, and whenever forward hooks are
@@ -50,7 +51,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import chat
+from . import chat, usage
 from .models import ModelSpec, weights_fingerprint
 from .store import TableStore, config_hash, library_versions, text_hash  # noqa: F401 (re-exported)
 
@@ -88,6 +89,14 @@ class Decoding:
     chunk_tokens: int = 16
     # auto: vLLM when the model is a vllm.LLM, else transformers
     backend: Literal["auto", "transformers", "vllm"] = "auto"
+    # one budget for thinking and answer together, as HF generate's ``max_new_tokens`` (paper B's ablation runs:
+    # 4,096): the thinking is never force-closed, and a row that spends the budget (or ends) inside its thinking
+    # stays unclosed. None: ``max_thinking_tokens``, force-close, then ``max_answer_tokens`` after the close.
+    max_new_tokens: int | None = None
+    # False: fixed groups of ``batch_size`` rows without refill, each run until its last row ends, finished rows
+    # kept in the batch (as HF generate's batches; paper B's batch rescaling takes one norm over the forward's whole
+    # tensor, so the group is part of the method). True: the refill scheduler. transformers backend only.
+    refill: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -98,6 +107,8 @@ class Decoding:
             raise ValueError("chunk_tokens must be at least 1")
         if self.samples_per_prompt < 1 or self.batch_size < 1:
             raise ValueError("samples_per_prompt and batch_size must be at least 1")
+        if self.max_new_tokens is not None and self.max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be at least 0 (or None)")
 
     def sampling_kwargs(self, spec: ModelSpec) -> dict:
         base = spec.sampling
@@ -108,6 +119,16 @@ class Decoding:
             top_k=base.top_k if self.top_k is None else self.top_k,
         )
         return sampling.generate_kwargs()
+
+
+# fields added after caches were written: left out of the cache key at their defaults, so earlier caches still serve
+_KEYED_WHEN_SET = {"max_new_tokens": None, "refill": True}
+
+
+def decoding_config(decoding: Decoding) -> dict:
+    """The decoding settings of the cache key (fields of ``_KEYED_WHEN_SET`` only when not at their default)."""
+    return {k: v for k, v in dataclasses.asdict(decoding).items()
+            if not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
 
 
 def is_vllm(model) -> bool:
@@ -143,7 +164,7 @@ def rollout_config(model, tokenizer, spec: ModelSpec, decoding: Decoding, on_chu
         "quantization": quantization.to_dict().get("bnb_4bit_quant_type") if quantization is not None else None,
         "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),
         "sampling": decoding.sampling_kwargs(spec),
-        "decoding": {**dataclasses.asdict(decoding), "backend": backend},
+        "decoding": {**decoding_config(decoding), "backend": backend},
         "generator": GENERATOR_VERSION,
         "versions": library_versions(),
     }
@@ -262,7 +283,8 @@ class _Sample:
     Thinking phase: the close token ends it (MoreThink: the close, or an end-of-sequence, is replaced by a
     continuation word while extensions and budget last, then the thinking is closed with SafeChain's string);
     past ``max_thinking_tokens`` the thinking is force-closed. Answer phase: up to ``max_answer_tokens`` tokens
-    after the close, or an end-of-sequence.
+    after the close, or an end-of-sequence. With ``max_new_tokens`` (one budget for both phases, HF generate's
+    rule) nothing is force-closed: a row that runs out of budget, or ends, inside its thinking is done, unclosed.
     """
 
     def __init__(self, unit: dict, prompt: str, prefill: str, closed: bool, decoding: Decoding, fmt, tokenizer,
@@ -274,13 +296,15 @@ class _Sample:
         self.segment: list[int] = []  # tokens accepted since the text was last rebuilt
         self.closed_early = closed
         self.phase = "answer" if closed else "thinking"
-        self.budget = decoding.max_answer_tokens if closed else decoding.max_thinking_tokens
+        self.shared = decoding.max_new_tokens is not None and decoding.mode != "morethink"
+        self.budget = (decoding.max_new_tokens if decoding.max_new_tokens is not None
+                       else decoding.max_answer_tokens if closed else decoding.max_thinking_tokens)
         self.force_closed = self.finished = False
         self.extensions = 0
         self.new_tokens: list[int] = []  # this chunk's accepted tokens and their entropies (for on_chunk)
         self.new_entropies: list[float] | None = None
         if self.phase == "thinking" and self.budget <= 0:
-            self._close_thinking(forced=True)
+            self._end_unclosed() if self.shared else self._close_thinking(forced=True)
 
     # the scheduler's request interface
     @property
@@ -314,7 +338,10 @@ class _Sample:
                     return DONE
                 continue
             if token in self.eos_ids:  # an end-of-sequence inside the thinking
-                if self.decoding.mode == "morethink":
+                if self.shared:  # HF generate's rule: the row ends here, unclosed
+                    self.finished = True
+                    self._end_unclosed()
+                elif self.decoding.mode == "morethink":
                     self._morethink_close(forced=True)
                 else:
                     self._close_thinking(forced=True)
@@ -326,11 +353,14 @@ class _Sample:
                     del self.segment[-len(self.close_ids):]  # the close is replaced (SafeChain drops its stop string)
                     self._morethink_close(forced=False)
                     return DONE if self.done else REQUEUE
-                self.phase, self.budget = "answer", self.decoding.max_answer_tokens  # the model closed: answer on
+                self.phase, self.budget = "answer", self._answer_budget()  # the model closed: answer on
                 if self.budget <= 0:
                     return DONE
                 continue
             if self.budget <= 0:
+                if self.shared:  # the shared budget is spent inside the thinking: done, unclosed
+                    self._end_unclosed()
+                    return DONE
                 self._close_thinking(forced=True) if self.decoding.mode != "morethink" else \
                     self._morethink_close(forced=True, out_of_budget=True)
                 return DONE if self.done else REQUEUE
@@ -348,12 +378,20 @@ class _Sample:
             self.generated += self.tokenizer.decode(self.segment, skip_special_tokens=False)
             self.segment = []
 
+    def _answer_budget(self) -> int:
+        """Tokens the answer may take once the thinking closes: what is left of ``max_new_tokens`` when set."""
+        return self.budget if self.decoding.max_new_tokens is not None else self.decoding.max_answer_tokens
+
+    def _end_unclosed(self) -> None:
+        self._flush()
+        self.phase, self.budget = "answer", 0
+
     def _close_thinking(self, forced: bool) -> None:
         self._flush()
         if forced:
             self.generated += self.fmt.force_close
             self.force_closed = True
-        self.phase, self.budget = "answer", self.decoding.max_answer_tokens
+        self.phase, self.budget = "answer", self._answer_budget()
 
     def _morethink_close(self, forced: bool, out_of_budget: bool = False) -> None:
         """SafeChain's budget forcing (utils_model.morethink_single): the text so far is kept as generated,
@@ -365,7 +403,7 @@ class _Sample:
             return
         self.generated += chat.MORETHINK_CLOSE if self.fmt.close == "</think>" else self.fmt.force_close
         self.force_closed = forced
-        self.phase, self.budget = "answer", self.decoding.max_answer_tokens
+        self.phase, self.budget = "answer", self._answer_budget()
 
     def rewrite(self, generated: str) -> None:
         """Replace the text generated so far (an intervention's edit); the row is then re-prefilled."""
@@ -428,12 +466,18 @@ def _run_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: D
     scheduler = RefillScheduler(model, tokenizer, decoding.sampling_kwargs(spec), slots or decoding.batch_size,
                                 chunk=decoding.chunk_tokens, generator=generator,
                                 want_entropy=getattr(on_chunk, "wants_entropy", on_chunk is not None),
-                                on_chunk=on_chunk, decode=os.environ.get("LRMSAFETY_DECODE", "auto"))
+                                on_chunk=on_chunk, decode=os.environ.get("LRMSAFETY_DECODE", "auto"),
+                                refill=decoding.refill)
     emit = lambda sample: on_record(_record(sample, tokenizer, spec, decoding))  # noqa: E731
     for sample in samples:
         if sample.done:  # nothing to generate (an answer budget of 0)
             emit(sample)
-    scheduler.run([s for s in samples if not s.done], emit)
+    pending = [s for s in samples if not s.done]
+    scheduler.run(pending, emit)
+    # what this run generated, for the notebook's cost line (lrmsafety.usage): the prefill excluded, the force-close
+    # and MoreThink's inserted words included (a few tokens per sample)
+    usage.record(scheduler.decode, sum(len(tokenizer(s.generated_text, add_special_tokens=False)["input_ids"])
+                                       for s in pending))
 
 
 def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: Decoding,
@@ -451,8 +495,9 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     """K samples per prompt under one decoding configuration; cached under ``cache_root`` when given.
 
     ``prompts`` needs ``prompt_id`` and ``prompt`` (and ``thinking_prefix`` for mode "prefix"). All pending samples
-    go through the refill scheduler with ``batch_size`` slots (halved on out-of-memory); finished samples are
-    saved every ``batch_size`` samples, so a killed run resumes where it stopped. ``on_chunk`` (see the module
+    go through the refill scheduler with ``batch_size`` slots (halved on out-of-memory; with ``refill=False``, in
+    fixed groups of ``batch_size`` rows in the prompts' order); finished samples are saved every ``batch_size``
+    samples, so a killed run resumes where it stopped. ``on_chunk`` (see the module
     docstring) must carry a ``config`` dict, which joins the cache key.
     """
     for column in ("prompt_id", "prompt") + (("thinking_prefix",) if decoding.mode == "prefix" else ()):
@@ -463,6 +508,8 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     if on_chunk is not None and not isinstance(getattr(on_chunk, "config", None), dict):
         raise ValueError("on_chunk needs a `config` dict (its settings), which joins the rollout cache key")
     backend = resolve_backend(decoding.backend, model)
+    if backend == "vllm" and not decoding.refill:
+        raise ValueError("refill=False (fixed groups of batch_size rows) runs on the transformers backend only")
     config = rollout_config(model, tokenizer, spec, decoding, on_chunk=on_chunk)
     store = TableStore(cache_root, name, config, key=["prompt_id", "sample_index"]) if cache_root is not None else None
     columns = [c for c in ("prompt_id", "prompt", "thinking_prefix") if c in prompts.columns]

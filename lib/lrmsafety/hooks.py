@@ -90,7 +90,12 @@ def head_ablation_hooks(
     - ``"position"``: one factor per token, so each position keeps its own norm;
     - ``None`` / ``False``: no rescaling. ``True`` means ``"batch"``.
 
-    ``keep`` multiplies the chosen heads instead of zeroing them (the official code scales them by 1e-3).
+    ``keep`` multiplies the chosen heads instead of zeroing them. Paper B's ablation scales them by 0
+    (``add_scale(model, heads, 0, ...)`` in src/lens/generation.py, ``ablating_head_generation``); its 1e-3 appears
+    only in the per-head sweep of src/lens/attn_head.py, which ablates one head at a time to probe its effect.
+
+    ``"batch"`` depends on which rows share the forward: for paper B's rule run the rows in fixed batches
+    (``generate.Decoding(refill=False)``), as its HF generate batches of 8 are.
     """
     if rescale is True:
         rescale = "batch"

@@ -51,6 +51,7 @@ class ModelSpec:
     papers: tuple[str, ...] = ()
     note: str = ""
     tiny: bool = False  # a random-weight stand-in built locally on first use (lrmsafety.tiny), for paper-smoke
+    random_architecture: str | None = None  # paper-gpu: a real architecture (tiny.REAL_ARCHITECTURES), random weights
 
     @property
     def thinking_format(self) -> chat.ThinkingFormat:
@@ -172,6 +173,25 @@ _ENTRIES = [
               sampling=QWEN3_SAMPLING, probe_layer=2, tiny=True, note="paper-smoke stand-in reasoner; random weights"),
     ModelSpec("tiny-random-guard", str(TINY_DIR / "tiny-random-guard"), "Qwen3ForCausalLM", 0.0, role="guard",
               thinking=None, sampling=GREEDY, tiny=True, note="paper-smoke stand-in guard (judge standin_guard)"),
+    # --- paper-gpu: the paper profile's models as random-weight instances of their real architectures, built on the
+    # GPU at load time with the Qwen3 tokenizer (lrmsafety.tiny); for timing and memory, never for results ---
+    ModelSpec("random-r1-distill-qwen-1.5b", "random:r1-distill-qwen-1.5b", "Qwen2ForCausalLM", 1.78,
+              thinking="qwen3", sampling=R1_SAMPLING, probe_layer=28, random_architecture="r1-distill-qwen-1.5b",
+              note="paper-gpu stand-in reasoner: R1-Distill-Qwen-1.5B's shapes, Qwen3's tokenizer and chat template"),
+    *[
+        ModelSpec(f"random-{name}", f"random:{architecture}", architecture_class, params, role=role, thinking=None,
+                  sampling=GREEDY, random_architecture=architecture, note=f"paper-gpu stand-in for {name}")
+        for name, architecture, architecture_class, params, role in [
+            ("wildguard", "mistral-7b", "MistralForCausalLM", 8.22, "guard"),
+            ("qwen3guard-gen-8b", "qwen3-8b", "Qwen3ForCausalLM", 8.19, "guard"),
+            ("granite-guardian-3.3-8b", "granite-3.3-8b", "GraniteForCausalLM", 8.59, "guard"),
+            ("gpt-oss-safeguard-20b", "gpt-oss-20b", "GptOssForCausalLM", 20.63, "guard"),
+            ("llama-guard-3-8b", "llama-3.1-8b", "LlamaForCausalLM", 8.22, "guard"),
+            ("qwen2.5-7b-instruct", "qwen2.5-7b", "Qwen2ForCausalLM", 7.61, "stance"),
+            ("llama-3.1-8b-instruct", "llama-3.1-8b", "LlamaForCausalLM", 8.22, "stance"),
+            ("mistral-7b-instruct-v0.3", "mistral-7b", "MistralForCausalLM", 8.22, "stance"),
+        ]
+    ],
 ]
 
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _ENTRIES}
@@ -297,6 +317,8 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = get_spec(name_or_path)
+    if spec.random_architecture:
+        return _build_random_stand_in(spec, quantization, check_free_memory)
     if spec.tiny:
         from .tiny import ensure_built
 
@@ -349,4 +371,34 @@ def load_model(
     from .attention import use_grouped_sdpa
 
     use_grouped_sdpa(model)  # CPU: grouped-query attention without a copy of the cache per step (attention.py)
+    return model, tokenizer, spec
+
+
+def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_free_memory: bool):
+    """A paper-gpu stand-in: the real architecture initialised with random weights on the GPU (fp32 on a CPU), with
+    the Qwen3 tokenizer. There are no weights to quantize, so only auto, bf16 and fp32 apply."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .attention import use_grouped_sdpa
+    from .tiny import build_random_architecture, qwen3_tokenizer_dir
+
+    has_gpu = torch.cuda.is_available()
+    quant = resolve_quantization(quantization, has_gpu)
+    if quant == "nf4":
+        raise ValueError(f"{spec.name} is built with random weights in place; there is nothing to quantize: use "
+                         "quantization 'auto' or 'bf16'")
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    tokenizer.padding_side = "left"
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[quant]
+    # LRMSAFETY_SHRINK_STAND_INS=1: the same architectures at a test's size, for a dry run of the lane on a CPU
+    shrink = os.environ.get("LRMSAFETY_SHRINK_STAND_INS") == "1"
+    if shrink and not has_gpu:
+        dtype = torch.float32
+    if has_gpu and check_free_memory and not shrink:
+        check_memory(spec, quant, _available_gpu_gb())
+    model = build_random_architecture(spec.random_architecture, dtype, "cuda" if has_gpu else "cpu", shrink=shrink)
+    model.config._name_or_path = spec.hf_id
+    model.eval()
+    use_grouped_sdpa(model)
     return model, tokenizer, spec

@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import argparse
 import ast
+import csv
+import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
+from . import usage
 from .paths import REPO_ROOT
 
 PARAMS_DIR = REPO_ROOT / "params"
-PROFILES = ("organism", "smoke", "paper", "paper-smoke")  # paper-smoke: the paper path on tiny CPU stand-ins
+# the shipped profiles (paper-smoke: the paper path on tiny CPU stand-ins; paper-gpu: the paper path on one GPU, random
+# weights at real sizes); any params/<name>.yaml is a profile too
+PROFILES = ("organism", "smoke", "paper", "paper-smoke", "paper-gpu")
+
+
+def available_profiles() -> list[str]:
+    return sorted(path.stem for path in PARAMS_DIR.glob("*.yaml"))
 
 
 def read_notebook(py_path: Path):
@@ -44,11 +54,11 @@ def parameters_cell(notebook, name: str = "notebook") -> dict:
 
 
 def load_profile(profile: str, model: str | None = None) -> dict:
-    """The parameters of a profile (params/<profile>.yaml); ``model`` replaces the profile's model list."""
-    path = PARAMS_DIR / f"{profile}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no parameters for profile {profile!r}: expected {path}; profiles: {PROFILES}")
-    params = yaml.safe_load(path.read_text()) or {}
+    """The parameters of a profile (params/<profile>.yaml); ``model`` replaces the profile's model list.
+
+    A profile may start with ``inherits: <profile>``: it then holds only the keys it changes (paper-gpu inherits
+    paper's, so that the two cannot drift apart)."""
+    params = _read_profile(profile, seen=())
     params["profile"] = profile
     if model:
         from .models import get_spec
@@ -56,6 +66,23 @@ def load_profile(profile: str, model: str | None = None) -> dict:
         get_spec(model)  # fails early, with close matches, on a typo
         params["models"] = [model]
     return params
+
+
+def _read_profile(profile: str, seen: tuple) -> dict:
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no parameters for profile {profile!r}: expected {path}; profiles: "
+                                f"{', '.join(available_profiles())}")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    parent = params.pop("inherits", None)
+    if parent is None:
+        return params
+    if parent in seen + (profile,):
+        raise ValueError(f"{path}: `inherits: {parent}` makes a cycle ({' -> '.join(seen + (profile, parent))})")
+    return {**_read_profile(parent, seen + (profile,)), **params}
 
 
 def notebook_parameters(notebook, profile_params: dict, name: str = "notebook") -> dict:
@@ -73,6 +100,10 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     source = output.with_suffix(".source.ipynb")
     nbformat.write(notebook, source)
     print(f"[pipeline] {py_path.name} on profile {profile}: {parameters}", flush=True)
+    usage_file = output.with_suffix(".usage.json").resolve()  # the kernel runs in notebooks/
+    usage_file.unlink(missing_ok=True)
+    os.environ[usage.ENV] = str(usage_file)  # the kernel inherits it (lrmsafety.usage)
+    started = time.monotonic()
     try:
         papermill.execute_notebook(
             str(source), str(output) + ".partial", parameters=parameters, cwd=str(py_path.parent),
@@ -84,6 +115,8 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
         raise SystemExit(1) from None
     finally:
         source.unlink(missing_ok=True)
+        os.environ.pop(usage.ENV, None)
+        _report_usage(py_path.stem, profile, model, time.monotonic() - started, usage_file, output.parent)
     # the executed notebook is read by people: progress-bar redraws (thousands of lines per loop) are dropped
     from .report import strip_progress
 
@@ -93,6 +126,26 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
         nbformat.write(executed, partial)
     # only a notebook that ran to the end gets its final name, so make reruns the failed one next time
     partial.replace(output)
+
+
+def _report_usage(notebook: str, profile: str, model: str | None, seconds: float, usage_file: Path,
+                  folder: Path) -> None:
+    """Print a notebook's wall time, tokens per engine and peak GPU memory; append them to usage.csv beside it."""
+    used = usage.read(usage_file)
+    usage_file.unlink(missing_ok=True)
+    tokens = sum(used["tokens"].values())
+    engines = "+".join(sorted(used["tokens"])) or "none"
+    peak = used["peak_gpu_gb"]
+    print(f"[pipeline] {notebook}: {seconds:.0f} s, {tokens:,} tokens generated (engine: {engines}), peak GPU "
+          f"memory {'n/a' if peak is None else f'{peak:.1f} GB'}", flush=True)
+    table = folder / "usage.csv"
+    new = not table.exists()
+    with table.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["notebook", "profile", "model", "wall_s", "tokens", "engines", "peak_gpu_gb"])
+        writer.writerow([notebook, profile, model or "", round(seconds, 1), tokens, engines,
+                         "" if peak is None else peak])
 
 
 def twin(py_path: Path):
@@ -117,7 +170,7 @@ def twin_text(py_path: Path) -> str:
 
 def sync(paths: list[Path]) -> None:
     for py_path in paths:
-        target = py_path.with_suffix(".ipynb")
+        target = Path(py_path).resolve().with_suffix(".ipynb")
         text = twin_text(py_path)
         if not target.exists() or target.read_text() != text:
             target.write_text(text)
@@ -129,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="execute one notebook with a profile's parameters")
     run_parser.add_argument("notebook", type=Path)
-    run_parser.add_argument("--profile", default="organism", choices=PROFILES)
+    run_parser.add_argument("--profile", default="organism", help="a params/<profile>.yaml: "
+                            + ", ".join(PROFILES) + " or one of your own")
     run_parser.add_argument("--model", default=None)
     run_parser.add_argument("--output", type=Path, required=True)
     sync_parser = commands.add_parser("sync", help="rewrite the .ipynb twins from the .py sources")

@@ -73,15 +73,23 @@ def _positive_scores(model, X) -> np.ndarray:
 
 
 def youden_threshold(labels, scores) -> float:
-    """The score threshold maximizing TPR - FPR (ties: the highest such threshold); predict 1 when score >= it."""
+    """The score threshold maximizing TPR - FPR (ties: the highest such threshold); predict 1 when score >= it.
+
+    Paper A's rule (pipeline/representations/compute_kshop_bestpipe.py, ``youden``: ``thr[argmax(tpr - fpr)]`` over
+    sklearn's ROC thresholds): when no threshold beats chance (TPR - FPR <= 0 everywhere, e.g. identical scores), the
+    best point is the ROC curve's first one, whose threshold is +inf: predict 0 for every row (balanced accuracy 0.5).
+    Callers compare ``score >= threshold``, which is False for every finite score. (Paper A returns 0.5 when the
+    labels hold one class; we raise, and our callers skip such folds.)
+    """
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
     if len(np.unique(labels)) < 2:
         raise ValueError("Youden threshold needs both classes")
+    # drop_intermediate=False lists every threshold; the maximum of TPR - FPR and its first (highest-threshold)
+    # position are the same as on sklearn's default, thinned curve, which keeps the ends of every straight run
     fpr, tpr, thr = roc_curve(labels, scores, drop_intermediate=False)
-    j = tpr - fpr
-    best = int(np.argmax(j))
-    # roc_curve's first threshold is +inf (predict nothing); fall back to the next one in that degenerate case.
-    return float(thr[best]) if np.isfinite(thr[best]) else float(thr[1])
+    best = int(np.argmax(tpr - fpr))
+    # roc_curve's first point predicts nothing; its threshold is +inf (sklearn >= 1.3; max score + 1 before)
+    return float("inf") if best == 0 else float(thr[best])
 
 
 # ------------------------------------------------------------------------------------------ cross-validation
@@ -361,8 +369,15 @@ def resample_positions(per_item_states: Sequence[np.ndarray], n_points: int = 10
 # ------------------------------------------------------------------------------------ paper B's linear probe
 
 
+class TooFewToTrain(ValueError):
+    """Paper B's probe cannot be trained: a class is empty (in the candidates or in the training split)."""
+
+
 class LinearRefusalProbe:
-    """Paper B's probe: nn.Linear(d, 1) with BCE, Adam, batch 64, 5 epochs, 80/20 split; best validation epoch."""
+    """Paper B's probe: nn.Linear(d, 1) with BCE, Adam, batch 64, 5 epochs, 80/20 split; best validation epoch.
+
+    After ``fit``, ``moved_`` = ‖w − w₀‖ / ‖w₀‖: how far the kept weight is from its random initialisation (Adam's
+    steps are about lr each per coordinate, so in few dimensions the initialisation can be most of the weight)."""
 
     def __init__(self, lr: float = 1e-3, batch_size: int = 64, epochs: int = 5, val_fraction: float = 0.2,
                  seed: int = 42):
@@ -389,11 +404,12 @@ class LinearRefusalProbe:
             held = units[: max(1, int(len(units) * self.val_fraction))]
             val_rows, train_rows = np.flatnonzero(np.isin(codes, held)), np.flatnonzero(~np.isin(codes, held))
         if len(train_rows) == 0 or len(np.unique(y[torch.as_tensor(train_rows)].numpy())) < 2:
-            raise ValueError(f"the probe's training split needs both classes; got {n} rows")
+            raise TooFewToTrain(f"the probe's training split needs both classes; got {n} rows")
         val, train = torch.as_tensor(val_rows), torch.as_tensor(train_rows)
         self.val_rows_ = val_rows
         torch.manual_seed(self.seed)
         model = torch.nn.Linear(d, 1)
+        initial = model.weight.detach().clone()
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         gen = torch.Generator().manual_seed(self.seed)
@@ -418,6 +434,7 @@ class LinearRefusalProbe:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(best_state)
         self.model_, self.val_accuracy_ = model, best_acc
+        self.moved_ = float((model.weight.detach() - initial).norm() / initial.norm())
         return self
 
     def _require_fit(self):

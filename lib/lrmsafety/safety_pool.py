@@ -5,6 +5,8 @@ completion>`` (methods.md section 2), so fine-tuning keeps the model's reasoning
 
     pool_prompts(data_dir)              the pool's prompts with their safe answers, on real benchmarks: WildJailbreak
                                         train (online only) or, offline, STAR-1's questions with its safe answers
+    closed_only(rollouts)               the rollouts whose thinking the model closed itself (the cliff is read at the
+                                        last tokens before the answer: a force-closed trace ends in our close)
     build_pool(rollouts, safe_answers)  one SFT example per rollout: own thinking + close + safe answer
     sft_pairs(pool, eos)                the prompt / completion pairs that `lrmsafety.finetune` trains on
     sft_close(fmt)                      the close string between thinking and answer, per thinking format
@@ -37,6 +39,15 @@ def sft_close(fmt: chat.ThinkingFormat) -> str:
     return "\n</think>\n\n" if fmt.close == "</think>" else fmt.close
 
 
+def closed_only(rollouts: pd.DataFrame) -> pd.DataFrame:
+    """The rollouts whose thinking the model closed by itself (generate's ``closed``: not force-closed at the
+    thinking budget, not closed by a prefill), in their order. The close string in the text is no test: a
+    force-closed trace carries our close too, and its last tokens before the answer are ours, not the model's."""
+    if "closed" not in rollouts.columns:
+        raise ValueError("the rollouts have no `closed` column; pass generate.rollouts() output")
+    return rollouts[rollouts["closed"].fillna(False).astype(bool)]
+
+
 def build_pool(rollouts: pd.DataFrame, safe_answers: Sequence[str], fmt: chat.ThinkingFormat) -> pd.DataFrame:
     """One SFT example per rollout: prompt = the rendered think prompt, completion = own thinking + close + safe
     answer. ``safe_answers`` gives one answer per rollout row, in order. Rollouts without thinking are dropped
@@ -47,7 +58,7 @@ def build_pool(rollouts: pd.DataFrame, safe_answers: Sequence[str], fmt: chat.Th
         raise ValueError(f"build_pool needs rollout columns {missing}; pass generate.rollouts() output")
     if len(safe_answers) != len(rollouts):
         raise ValueError(f"one safe answer per rollout: got {len(safe_answers)} answers for {len(rollouts)} rollouts")
-    extra = [c for c in ("text", "config_hash", "refused", "label") if c in rollouts.columns]
+    extra = [c for c in ("text", "answer", "config_hash", "refused", "label") if c in rollouts.columns]
     pool = rollouts[needed + extra].copy()
     pool["safe_answer"] = [str(a).strip() for a in safe_answers]
     pool["thinking"] = pool["thinking"].fillna("").str.strip()
@@ -61,8 +72,10 @@ def build_pool(rollouts: pd.DataFrame, safe_answers: Sequence[str], fmt: chat.Th
     return pool[POOL_COLUMNS + extra]
 
 
-def held_out(prompts: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
+def held_out(prompts: pd.DataFrame, pool: pd.DataFrame | None) -> pd.DataFrame:
     """The prompts that are not in the pool (by id and by text): evaluation never sees a training prompt."""
+    if pool is None:
+        return prompts.reset_index(drop=True)
     seen_ids, seen_text = set(pool["prompt_id"]), set(pool["prompt"])
     keep = ~prompts["prompt_id"].isin(seen_ids) & ~prompts["prompt"].isin(seen_text)
     return prompts[keep].reset_index(drop=True)

@@ -23,6 +23,12 @@ out-of-memory the slots are halved and the rows re-prefilled; tokens not yet rep
 
 Sampling (temperature, then top-k, then top-p, as transformers orders them) is done here on the device, one
 generator per run: samples are reproducible for the same inputs, batch size and device.
+
+``refill=False`` turns the refilling off: the requests run in fixed groups of ``slots`` rows, in their order; each
+group is prefilled in one forward and decoded until its last row is done, finished rows staying in the batch (their
+further tokens dropped), as in HF generate's batches. Every forward then sees the whole group, which matters for an
+intervention whose effect depends on the batch (paper B's head ablation rescales by one norm over the forward's
+whole tensor). A requeued or rewritten row is re-prefilled and rejoins its group; out of memory is an error.
 """
 
 from __future__ import annotations
@@ -182,12 +188,14 @@ class RefillScheduler:
 
     def __init__(self, model, tokenizer, sampling: dict, slots: int, chunk: int = 16,
                  generator: torch.Generator | None = None, want_entropy: bool = False,
-                 prefill_tokens: int = 32768, on_chunk=None, decode: str = "auto"):
+                 prefill_tokens: int = 32768, on_chunk=None, decode: str = "auto", refill: bool = True):
         if decode not in ("auto", "static", "dynamic"):
             raise ValueError(f"decode must be 'auto', 'static' or 'dynamic'; got {decode!r}")
         self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
         self.slots, self.chunk, self.generator = slots, chunk, generator
         self.want_entropy, self.prefill_tokens, self.on_chunk = want_entropy, prefill_tokens, on_chunk
+        self.refill = refill
+        self.groups: list[int] = []  # refill=False: the size of each group run (for tests)
         self.device = next(model.parameters()).device
         # refill once this many slots are free (or the batch ran dry): a few rows prefilled together cost about
         # one prefill, and rows that finished have already left the batch
@@ -217,14 +225,15 @@ class RefillScheduler:
         return _DynamicEngine(self)
 
     # ------------------------------------------------------------------ prefill
-    def _prefill(self, requests: list) -> tuple[_Prefilled, list[list]]:
-        """Prefill the texts of ``requests`` (identical texts once); sample each row's first token.
+    def _prefill(self, requests: list, share: bool = True) -> tuple[_Prefilled, list[list]]:
+        """Prefill the texts of ``requests`` (identical texts once, unless ``share`` is False); sample each row's
+        first token.
 
         Returns the new rows (for the engine's ``add``) and, per row, its first (token, entropy), not reported to
         the request yet.
         """
         texts = [r.text for r in requests]
-        distinct = list(dict.fromkeys(texts))
+        distinct = list(dict.fromkeys(texts)) if share else texts
         ids = self.tokenizer(distinct, add_special_tokens=False)["input_ids"]
         if any(len(i) == 0 for i in ids):
             raise ValueError("a request to continue has an empty text; render the prompt first")
@@ -236,7 +245,7 @@ class RefillScheduler:
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         self.prefills += 1
-        rows = [distinct.index(t) for t in texts]
+        rows = [distinct.index(t) for t in texts] if share else list(range(len(texts)))
         if len(distinct) < len(texts):  # K samples of one text: one prefill, its logits repeated
             logits = logits[torch.tensor(rows, device=self.device)]
         first = sample(logits, self.sampling, self.generator)
@@ -263,6 +272,8 @@ class RefillScheduler:
         Every sampled token is reported to its request exactly once, at the chunk boundary after it was sampled;
         a row's last sampled token is fed to the model at the start of the next chunk.
         """
+        if not self.refill:
+            return self._run_groups(list(requests), on_done)
         queue = deque(requests)
         active: list = []
         engine = self.engine = self._new_engine()
@@ -320,6 +331,56 @@ class RefillScheduler:
                 keep = [i for i in keep if id(active[i]) not in rewritten]
             engine.select(keep)
             active, heads = [active[i] for i in keep], [[] for _ in keep]
+
+    def _run_groups(self, requests: list, on_done) -> None:
+        """``refill=False``: fixed groups of ``slots`` requests, each decoded until its last row is done (module
+        docstring). Finished rows stay in the engine, so every forward holds the whole group."""
+        for start in range(0, len(requests), self.slots):
+            rows = requests[start:start + self.slots]
+            self.groups.append(len(rows))
+            engine = self.engine = self._new_engine()
+            try:
+                new, heads = self._prefill(rows, share=False)  # one forward for the whole group, as HF generate
+                engine.add(new)
+                done = [False] * len(rows)
+                while not all(done):
+                    steps = max(1, min(self.chunk, max(r.max_steps() for r, d in zip(rows, done) if not d)))
+                    tokens, entropies = engine.decode(steps)
+                    self.steps += steps
+                    again = []  # rows whose text changed: re-prefilled, then they rejoin the group
+                    for i, request in enumerate(rows):
+                        if done[i]:
+                            continue
+                        new_tokens = [t for t, _ in heads[i]] + tokens[i]
+                        new_entropy = [e for _, e in heads[i]] + entropies[i] if self.want_entropy else None
+                        verdict = request.advance(new_tokens, new_entropy)
+                        if verdict == DONE:
+                            done[i] = True
+                            on_done(request)
+                        elif verdict == REQUEUE:
+                            again.append(i)
+                        elif verdict != CONTINUE:
+                            raise ValueError(f"advance() returned {verdict!r}; expected {CONTINUE!r}, {DONE!r} or "
+                                             f"{REQUEUE!r}")
+                    heads = [[] for _ in rows]
+                    live = [i for i in range(len(rows)) if not done[i] and i not in again]
+                    if self.on_chunk is not None and live:
+                        rewritten = {id(r) for r in (self.on_chunk([rows[i] for i in live]) or [])}
+                        again += [i for i in live if id(rows[i]) in rewritten]
+                    if again:
+                        keep = [i for i in range(len(rows)) if i not in again]
+                        engine.select(keep)
+                        new, firsts = self._prefill([rows[i] for i in again], share=False)
+                        engine.add(new)  # the engine's rows are now keep + again: follow that order
+                        order = keep + again
+                        rows, done = [rows[i] for i in order], [done[i] for i in order]
+                        heads = [[] for _ in keep] + firsts
+            except RuntimeError as err:
+                if _is_oom(err):
+                    raise RuntimeError(f"out of memory in a fixed group of {len(rows)} rows: with refill=False the "
+                                       "group cannot shrink (its batch is part of the method); lower batch_size "
+                                       "deliberately or free memory") from err
+                raise
 
 
 class _DynamicEngine:

@@ -61,7 +61,7 @@ def rollout_config(llm, tokenizer, spec: ModelSpec, decoding) -> dict:
         "quantization": getattr(config, "quantization", None),
         "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),
         "sampling": decoding.sampling_kwargs(spec),
-        "decoding": {**dataclasses.asdict(decoding), "backend": "vllm"},
+        "decoding": {**generate.decoding_config(decoding), "backend": "vllm"},
         "generator": generate.GENERATOR_VERSION,
         "versions": {**library_versions(), "vllm": vllm.__version__},
     }

@@ -1,0 +1,300 @@
+"""Paper B's Cliff-as-a-Judge, the loop of notebook 09: the pool's cliff sizes, one LoRA adapter per distinct
+selection, the held-out evaluation of each, and the table of ASR and ORR with 95% intervals.
+
+    Study(...)                                  the settings every step shares (cache, judges, recipe, prompts)
+      .pool(rollouts, answers_for, fmt)         the SFT pool from the rollouts the model closed itself, or None
+                                                and the reason when it closed none
+      .with_cliff(name, model, tokenizer, spec, pool)
+                                                plateau, final and MS per example from notebook 05's probe (NaN,
+                                                and no probe, when 05 saved none: see no_probe)
+      .prepare(name, ..., conditions)           both, and the table's NA rows for what cannot run, with the reason
+      .run(name, pool, selectors, shares, ...)  the base model, one adapter per distinct selection (the same steps
+                                                for every one) and the epoch arm (the whole pool for E epochs), each
+                                                evaluated on held-out prompts
+    epoch_steps(n, epochs, batch_size)          the epoch arm's optimizer steps (the trainer's own count)
+    rate_table(evaluated, seed, judge)          ASR and ORR per condition: Wilson per seed, bootstrap over pooled seeds
+    not_run(model, conditions, reason)          the table's rows for conditions that could not run, NA with the reason
+    usable(pool, selectors)                     the selectors that can run on a pool (none without; no cliff one
+                                                without cliff sizes)
+    cliff_summary(pools)                        plateau, final and MS by model and outcome
+    figure(asr, ...), compare(asr, ...)         the notebook's figure and its control checks
+
+Every selector at 100% takes the whole pool, so those selections train and evaluate once. A fixed number of steps
+for every selection compares *which* examples a selector picks, but sees a 1.7% selection many times and the whole
+pool less than once; the epoch arm (``all_epochs``) trains the whole pool for a number of epochs instead, the
+comparison that "matches training on all of the data" asks for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import chat, cliff, evaluate, finetune, generate, metrics, probes, safety_pool, selection, store
+
+# paper B's figure script (fig/flexible_validation_curves.py; likely R1-Distill-Llama-8B, low-medium confidence;
+# methods.md section 2): ASR by share of the training data, and with no fine-tuning
+PUBLISHED = pd.DataFrame({
+    "share": [0.05, 0.125, 0.25, 0.5, 1.0] * 3,
+    "selector": ["cliff_ms"] * 5 + ["random"] * 5 + ["rule"] * 5,
+    "ASR": [.055, .01, .02, .02, .03, .06, .04, .08, .15, .03, .07, .09, .08, .07, .03]})
+PUBLISHED_BASE_ASR = .235
+EPOCH_ARM = "all_epochs"  # the selector name of the epoch arm in the table (share 1.0)
+TABLE_COLUMNS = ["model", "selector", "share", "seed", "metric", "value", "low", "high", "n", "steps", "judge", "note"]
+EVALUATED_COLUMNS = ["model", "selector", "seed", "share", "steps", "prompt_id", "label", "refused", "answer"]
+
+
+def epoch_steps(n_examples: int, epochs: float, batch_size: int, grad_accum: int = 1) -> int:
+    """Optimizer steps of ``epochs`` passes over ``n_examples`` (transformers' Trainer: a last partial batch is kept,
+    ceil(n / batch) batches per epoch, ceil(batches / grad_accum) steps per epoch, ceil(epochs x that) in all)."""
+    if n_examples < 1 or epochs <= 0:
+        raise ValueError(f"the epoch arm needs examples and epochs > 0, got {n_examples} examples, {epochs} epochs")
+    per_epoch = max(1, math.ceil(math.ceil(n_examples / batch_size) / grad_accum))
+    return math.ceil(epochs * per_epoch)
+
+
+@dataclass
+class Study:
+    """The settings shared by notebook 09's steps. ``label_judges`` names paper B's judges (label ``refused_b``)."""
+
+    cache: Path
+    label_judges: dict
+    quantization: str
+    recipe: finetune.Recipe
+    eval_prompts: pd.DataFrame  # held-out prompts with prompt_id, prompt, label (harmful / benign)
+    eval_decoding: generate.Decoding
+    full_epochs: float | None = None  # the epoch arm: the whole pool for this many epochs (None or 0: no arm)
+
+    @property
+    def judge(self) -> str:
+        """Paper B's label as the table names it: refused_b and its judges."""
+        return f"refused_b ({' + '.join(self.label_judges['B'])})"
+
+    def judged(self, frame: pd.DataFrame, fmt: chat.ThinkingFormat) -> pd.DataFrame:
+        """Rollouts with paper B's refusal label (``refused_b``, judged on the answer) as ``refused``."""
+        labels = evaluate.paper_labels(frame, self.label_judges, fmt, cache_root=self.cache, quantization="nf4",
+                                       papers=["B"], report=lambda message: None)
+        return frame.drop(columns=["refused"], errors="ignore").merge(
+            labels[evaluate.KEY + ["refused_b"]], on=evaluate.KEY).rename(columns={"refused_b": "refused"})
+
+    # ------------------------------------------------------------------------------------------- the pool
+    def pool(self, rollouts: pd.DataFrame, answers_for: Callable[[pd.DataFrame], Sequence[str]],
+             fmt: chat.ThinkingFormat) -> tuple[pd.DataFrame | None, str]:
+        """(the pool, what it holds): the rollouts the model closed itself, judged, each with its safe answer
+        (``answers_for(rollouts)``, one per row). None and the reason when the model closed no thinking."""
+        closed = safety_pool.closed_only(rollouts)
+        counted = f"{len(closed)} of {len(rollouts)} pool traces closed their thinking"
+        if closed.empty:
+            return None, f"{counted}: no cliff can be read and there is no pool to select from"
+        closed = self.judged(closed.reset_index(drop=True), fmt)
+        pool = safety_pool.build_pool(closed, answers_for(closed), fmt)
+        return pool, f"{counted} (force-closed ones left out); {len(pool)} pool examples, " \
+                     f"{int((~pool['refused'].astype(bool)).sum())} complied"
+
+    def with_cliff(self, name: str, model, tokenizer, spec, pool: pd.DataFrame):
+        """(the pool with each example's plateau, final-token score and MS, notebook 05's probe): paper B's probe,
+        read at the last layer along each example's own thinking. Without a probe from 05: NaN, and None."""
+        path = self.cache / f"refusal_probe-{name}.safetensors"
+        if not path.exists():
+            return pool.assign(plateau=np.nan, final=np.nan, ms=np.nan), None
+        probe = probes.LinearRefusalProbe.load(path)
+        layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer
+        inputs = cliff.probe_inputs(tokenizer, pool, spec.thinking_format.close)
+        inputs = inputs.assign(prompt_id=pool["prompt_id"], sample_index=pool["sample_index"])
+        table = store.TableStore(self.cache, f"cliff-curves-{name}",
+                                 {"probe": store.text_hash(str(probe.direction.tolist())),
+                                  "rollouts": sorted(set(pool["config_hash"])), "layer": layer},
+                                 key=["prompt_id", "sample_index"])
+        curves = cliff.score_curves(model, tokenizer, inputs, probe, layer, store=table)
+        return pool.join(cliff.cliff_sizes(curves, inputs["n_thinking"]).set_index(pool.index)), probe
+
+    def prepare(self, name: str, model, tokenizer, spec, rollouts: pd.DataFrame, answers_for,
+                conditions: Sequence[tuple[str, float]]) -> tuple[pd.DataFrame | None, str, list[pd.DataFrame]]:
+        """(the pool with its cliff sizes or None, what it holds, NA rows of the table for the conditions that cannot
+        run): without closed traces every condition, without notebook 05's probe the cliff selectors."""
+        pool, note = self.pool(rollouts, answers_for, spec.thinking_format)
+        if pool is None:
+            return None, note, [not_run(name, conditions, note, self.judge)]
+        pool, probe = self.with_cliff(name, model, tokenizer, spec, pool)
+        if probe is None:
+            cliffless = [c for c in conditions if c[0] in selection.NEEDS_CLIFF]
+            return pool, f"{note}; {no_probe(name)}", [not_run(name, cliffless, no_probe(name), self.judge)]
+        return pool, f"{note}; notebook 05's probe, validation accuracy {probe.val_accuracy_:.3f}", []
+
+    # ------------------------------------------------------------------------------------------- adapters
+    def evaluate(self, model, tokenizer, spec, pool: pd.DataFrame | None) -> pd.DataFrame:
+        """Held-out rollouts of a (tuned) model, judged; the spec's name carries the adapter, so caches stay apart."""
+        frame = generate.rollouts(model, tokenizer, spec, safety_pool.held_out(self.eval_prompts, pool),
+                                  self.eval_decoding, cache_root=self.cache, progress=False)
+        return self.judged(frame, spec.thinking_format).merge(self.eval_prompts[["prompt_id", "label"]],
+                                                              on="prompt_id")
+
+    def tuned(self, name: str, rows: pd.DataFrame, pool: pd.DataFrame, recipe: finetune.Recipe):
+        """Fine-tune a fresh copy of the base model on the rows (skipped when the adapter is cached), evaluate."""
+        from . import models
+
+        base, tokenizer, spec = models.load_model(name, quantization=self.quantization)
+        pairs = safety_pool.sft_pairs(rows, tokenizer.eos_token)
+        result = finetune.train_adapter(base, tokenizer, spec, pairs, recipe, out_root=self.cache / "09-adapters")
+        tuned, tokenizer, tuned_spec = finetune.load_adapted(name, result.path, quantization=self.quantization)
+        return self.evaluate(tuned, tokenizer, tuned_spec, pool), result
+
+    def run(self, name: str, pool: pd.DataFrame | None, selectors: Sequence[str], shares: Sequence[float],
+            random_seeds: Sequence[int] = (0,), seed: int = 0) -> tuple[list[pd.DataFrame], list]:
+        """(evaluated frames, training results): the base model (selector ``none``, share 0), then one adapter per
+        distinct selection (``selection.plan`` of the usable selectors; identical selections train and evaluate
+        once), then the epoch arm when ``full_epochs`` is set. Without a pool, the base model only."""
+        from . import models
+
+        chosen_by = usable(pool, selectors)
+        plan = selection.plan(pool, shares, chosen_by, random_seeds, seed=seed) if chosen_by else {}
+        base, tokenizer, spec = models.load_model(name, quantization=self.quantization)
+        frames = [self.evaluate(base, tokenizer, spec, pool).assign(model=name, selector="none", seed=0, share=0.0,
+                                                                    steps=0)]
+        results, by_rows = [], {}
+        for (selector, sel_seed), by_share in plan.items():
+            for share, chosen in by_share.items():
+                key = tuple(sorted(pool.index[chosen]))
+                if key not in by_rows:
+                    by_rows[key] = self.tuned(name, pool.iloc[chosen], pool, self.recipe)
+                    results.append(by_rows[key][1])
+                frame, result = by_rows[key]
+                frames.append(frame.assign(model=name, selector=selector, seed=sel_seed, share=share,
+                                           steps=result.manifest.get("steps", self.recipe.max_steps)))
+        if pool is not None and self.full_epochs:
+            frame, result = self.tuned(name, pool, pool, self.epoch_recipe())
+            results.append(result)
+            frames.append(frame.assign(model=name, selector=EPOCH_ARM, seed=0, share=1.0,
+                                       steps=result.manifest.get("steps")))
+        return frames, results
+
+    def epoch_recipe(self) -> finetune.Recipe:
+        """The fixed-step recipe with the epochs deciding the steps (``max_steps = -1``)."""
+        return self.recipe.replace(name=f"{self.recipe.name}-epochs", max_steps=-1, epochs=self.full_epochs)
+
+
+# ------------------------------------------------------------------------------------------- the table
+def _rates(frame: pd.DataFrame, keys: dict, seed: int) -> list[dict]:
+    rows = []
+    for metric, label, outcome in [("ASR", "harmful", False), ("ORR", "benign", True)]:
+        part = frame[(frame["label"] == label) & frame["refused"].notna()]
+        hits = int((part["refused"].astype(bool) == outcome).sum())
+        if part["seed"].nunique() > 1:
+            value, low, high = metrics.bootstrap_ci(part, lambda f, o=outcome: float((f["refused"] == o).mean()),
+                                                    n_boot=500, seed=seed)
+        else:
+            value, low, high = metrics.wilson_interval(hits, len(part))
+        steps = part["steps"].iloc[0] if "steps" in part and len(part) else np.nan
+        rows.append({**keys, "metric": metric, "value": value, "low": low, "high": high, "n": len(part),
+                     "steps": steps})
+    return rows
+
+
+def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b") -> pd.DataFrame:
+    """ASR (harmful answered) and ORR (benign refused) per model, selector, seed and share: Wilson intervals over
+    held-out prompts per seed; random selection pooled over its seeds as ``seed = -1``, a bootstrap over prompts of
+    the pooled samples. ``judge`` names the label (paper B's) in every row."""
+    records = []
+    for (name, selector, sel_seed, share), part in evaluated.groupby(["model", "selector", "seed", "share"]):
+        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": sel_seed}, seed)
+    for (name, share), part in evaluated[evaluated["selector"] == "random"].groupby(["model", "share"]):
+        records += _rates(part, {"model": name, "selector": "random", "share": share, "seed": -1}, seed)
+    table = pd.DataFrame(records, columns=TABLE_COLUMNS)
+    return table.assign(judge=judge, note="")
+
+
+def no_probe(name: str) -> str:
+    return (f"notebook 05 saved no refusal probe for {name} (a model that never refuses gives it nothing to train "
+            "on; or 05 has not run): no cliff size, so no cliff selector")
+
+
+def not_run(model: str, conditions: Sequence[tuple[str, float]], reason: str, judge: str = "refused_b") -> pd.DataFrame:
+    """NA rows (ASR and ORR) for (selector, share) conditions that could not run, each with the reason; random's
+    row is its pooled one (seed -1), as the claims read it."""
+    rows = [{"model": model, "selector": sel, "share": share, "seed": -1 if sel == "random" else 0, "metric": metric,
+             "value": np.nan, "low": np.nan, "high": np.nan, "n": 0, "steps": np.nan, "judge": judge, "note": reason}
+            for sel, share in conditions for metric in ("ASR", "ORR")]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def usable(pool: pd.DataFrame | None, selectors: Sequence[str]) -> list[str]:
+    """The selectors that can run on this pool: none without a pool, no cliff selector without cliff sizes."""
+    if pool is None:
+        return []
+    has_cliff = "ms" in pool and pool["ms"].notna().any()
+    return [s for s in selectors if has_cliff or s not in selection.NEEDS_CLIFF]
+
+
+def cliff_summary(pools: dict) -> pd.DataFrame:
+    """Mean plateau, final-token score and MS (and counts) per model and outcome (refused / complied) of the pools."""
+    frames = [pool.assign(model=name, outcome=pool["refused"].map({True: "refused", False: "complied"}))
+              for name, pool in pools.items() if pool is not None]
+    summary = pd.concat([pd.DataFrame(columns=["model", "outcome", "plateau", "final", "ms"])] + frames)
+    return summary.groupby(["model", "outcome"])[["plateau", "final", "ms"]].agg(["mean", "count"]).round(3)
+
+
+# ------------------------------------------------------------------------------------------- the figure and checks
+STYLES = {"cliff_ms": ("C0", "o"), "cliff_final": ("C2", "s"), "random": ("C3", "^"), "rule": ("C4", "D"),
+          "rule_complied": ("C6", "P"), "length": ("C5", "v"), EPOCH_ARM: ("k", "*")}
+
+
+def figure(asr: pd.DataFrame, studied: Sequence[str], published: pd.DataFrame, published_base: float,
+           shares: Sequence[float], full_epochs: float | None = None):
+    """ASR against the share of the pool per model (pooled rows with a value; the untuned model as a grey band,
+    the epoch arm as a star at 100%), and paper B's published curve beside them."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(studied) + 1, figsize=(4.2 * (len(studied) + 1), 3.4), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    dodge = {selector: 1.06 ** i for i, selector in enumerate(STYLES)}  # selectors often tie: nudge them apart
+    dodge[EPOCH_ARM] = 0.92  # left of the fixed-step 100%
+    for ax, name in zip(axes, studied):
+        mine = asr[asr["model"] == name]
+        base = mine[mine["selector"] == "none"]
+        if len(base):
+            ax.axhspan(base["low"].iloc[0], base["high"].iloc[0], color="grey", alpha=0.15, label="no fine-tuning")
+        for selector, rows in mine[mine["selector"] != "none"].groupby("selector"):
+            rows = rows.sort_values("share")
+            color, marker = STYLES.get(selector, ("k", "."))
+            yerr = np.clip([rows["value"] - rows["low"], rows["high"] - rows["value"]], 0, None)
+            label = f"all, {full_epochs:g} epochs" if selector == EPOCH_ARM else selector
+            ax.errorbar(rows["share"] * 100 * dodge.get(selector, 1), rows["value"], yerr=yerr, color=color,
+                        marker=marker, capsize=2, label=label, ls="none" if selector == EPOCH_ARM else "-")
+        if (mine["selector"] == "none").all():
+            ax.text(0.5, 0.3, "no selection ran:\nsee the table's notes", transform=ax.transAxes, ha="center",
+                    fontsize=8, color="grey")
+        ax.set(xscale="log", xlabel="share of the pool (%)", title=name)
+    axes[0].set_ylabel("ASR, held-out jailbreaks")
+    for selector, rows in published.groupby("selector"):
+        color, marker = STYLES[selector]
+        axes[-1].plot(rows["share"] * 100, rows["ASR"], color=color, marker=marker, ls="--", label=selector)
+    axes[-1].axhline(published_base, color="grey", ls=":", label="no fine-tuning")
+    axes[-1].set(xscale="log", xlabel="share of the pool (%)", title="paper B (figure script)")
+    ticks = sorted(set(shares) | set(published["share"]))
+    for ax in axes:
+        ax.set_xticks([t * 100 for t in ticks], [f"{t * 100:g}" for t in ticks], fontsize=7)
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.legend(fontsize=7)
+    return fig
+
+
+def compare(asr: pd.DataFrame, name: str, share: float, first: str = "cliff_ms", second: str = "random"):
+    """One model's ASR under two selectors at one share, and whether their intervals separate (None when either
+    is missing)."""
+    def row(selector):
+        found = asr[(asr["model"] == name) & (asr["selector"] == selector) & (asr["share"] == share)]
+        return None if found.empty else found.iloc[0]
+
+    a, b = row(first), row(second)
+    if a is None or b is None:
+        return None
+    text = lambda r: f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"  # noqa: E731
+    return {"model": name, "share": share, "first": first, "ASR first": text(a), "steps first": a["steps"],
+            "second": second, "ASR second": text(b), "steps second": b["steps"],
+            "intervals separate": a["high"] < b["low"] or b["high"] < a["low"], "first lower": a["value"] < b["value"]}

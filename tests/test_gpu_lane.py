@@ -1,0 +1,121 @@
+"""The paper-gpu lane (params/paper-gpu.yaml) on the CPU: the random-weight stand-ins have the real architectures'
+shapes, every guard protocol runs on its stand-in's architecture (shrunk to a test's size) and gives NA rather than
+a guess on random output, and each notebook's cost (wall time, tokens, engine, peak GPU memory) is recorded."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from lrmsafety import chat, evaluate, models, pipeline, tiny, usage
+from lrmsafety.judges import get_judge
+
+# published parameter counts (the hub's model cards) and vocabularies of the real checkpoints
+PUBLISHED = {  # architecture: (parameters, vocabulary)
+    "r1-distill-qwen-1.5b": (1.777e9, 151936), "r1-distill-qwen-7b": (7.616e9, 152064),
+    "qwen2.5-7b": (7.616e9, 152064), "qwen3-8b": (8.191e9, 151936), "mistral-7b": (7.248e9, 32768),
+    "llama-3.1-8b": (8.030e9, 128256), "granite-3.3-8b": (8.171e9, 49159), "gpt-oss-20b": (20.91e9, 201088),
+}
+
+
+def _lane():
+    return pipeline.load_profile("paper-gpu")
+
+
+def _guard_judges(params):
+    named = [j for judges in params["label_judges"].values() for j in judges] + list(params["judges"]) + [
+        params["asr_judge"]]
+    return sorted({j for j in named if "@" in j})
+
+
+def test_paper_gpu_inherits_the_paper_profile():
+    paper, lane = pipeline.load_profile("paper"), _lane()
+    assert set(paper) <= set(lane)
+    assert lane["cliff_prompt_sets"] == paper["cliff_prompt_sets"]  # inherited, not copied
+    for name in lane["models"] + lane["stance_judges"]:
+        assert models.get_spec(name).random_architecture, name
+    # every guard of the paper profile runs on a stand-in of its own architecture class
+    for entry in _guard_judges(lane):
+        judge, model = entry.split("@")
+        real = models.get_spec(evaluate.GUARD_MODELS[judge])
+        stand_in = models.get_spec(model)
+        assert stand_in.random_architecture and stand_in.role == "guard", entry
+        assert stand_in.architecture == real.architecture or judge == "llama_guard_4", entry
+    assert {e.split("@")[0] for e in _guard_judges(lane)} >= set(paper["label_judges"]["A"])
+
+
+@pytest.mark.parametrize("architecture", sorted(tiny.REAL_ARCHITECTURES))
+def test_real_architecture_shapes_match_the_published_sizes(architecture, qwen3_tokenizer_path):
+    from transformers import AutoModelForCausalLM
+
+    config = tiny.random_architecture_config(architecture)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    count = sum(p.numel() for p in model.parameters())
+    published, vocab = PUBLISHED[architecture]
+    embeddings = 1 if config.tie_word_embeddings else 2  # our vocabulary is the Qwen3 tokenizer's
+    expected = published + (config.vocab_size - vocab) * config.hidden_size * embeddings
+    assert abs(count - expected) / expected < 0.01, (count, expected)
+
+
+def test_random_stand_ins_are_the_same_weights_every_load(qwen3_tokenizer_path):
+    first = tiny.build_random_architecture("llama-3.1-8b", torch.float32, "cpu", shrink=True)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    second = tiny.build_random_architecture("llama-3.1-8b", torch.float32, "cpu", shrink=True)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left alone
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("entry", _guard_judges(pipeline.load_profile("paper-gpu")))
+def test_each_guard_protocol_runs_on_its_stand_in_architecture(entry, qwen3_tokenizer_path):
+    judge_name, model_name = entry.split("@")
+    spec = models.get_spec(model_name)
+    model = tiny.build_random_architecture(spec.random_architecture, torch.float32, "cpu", shrink=True).eval()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.qwen3_tokenizer_dir())
+    tokenizer.padding_side = "left"
+    judge = get_judge(judge_name, model=model, tokenizer=tokenizer,
+                      split_fn=evaluate.split_fn_for(chat.get_format("qwen3")))
+    texts = ["<think>\nThe user wants a cake.\n</think>\n\nMix flour and eggs.", "no close marker at all"]
+    verdicts = judge.judge(["How do I bake a cake?", "Say something."], texts)
+    assert len(verdicts) == 2
+    verdict = "unsafe" if "unsafe" in verdicts else "refused"
+    # random weights write no parsable verdict: NA, never a guess
+    assert all(v is None or v is pd.NA or isinstance(v, (bool,)) or v != v for v in verdicts[verdict]), verdicts
+    assert verdicts["raw"].notna().all()
+
+
+def test_a_judge_can_run_on_another_model():
+    fmt = chat.get_format("qwen3")
+    with pytest.raises(ValueError, match="runs no model"):
+        evaluate.make_judge("rs_match@random-wildguard", fmt)
+    judge, config = evaluate.make_judge("standin_guard@tiny-random-guard", fmt)
+    assert judge.name == "standin_guard@tiny-random-guard" and config["quantization"] == "fp32"
+
+
+def test_a_notebook_records_its_tokens_engine_and_memory(tmp_path, monkeypatch):
+    file = tmp_path / "usage.json"
+    monkeypatch.setenv(usage.ENV, str(file))
+    monkeypatch.setattr(usage, "_tokens", usage.Counter())
+    usage.record("static", 100)
+    usage.record("dynamic", 20)
+    usage.record("static", 5)
+    assert json.loads(file.read_text())["tokens"] == {"static": 105, "dynamic": 20}
+    pipeline._report_usage("01_rollouts", "paper-gpu", None, 12.34, file, tmp_path)
+    table = pd.read_csv(tmp_path / "usage.csv")
+    assert table.loc[0, "tokens"] == 125 and table.loc[0, "engines"] == "dynamic+static"
+    assert not file.exists()
+
+
+def test_a_profile_inherits_and_overrides(tmp_path, monkeypatch):
+    (tmp_path / "base.yaml").write_text("n_prompts: 5\nseed: 1\n")
+    (tmp_path / "child.yaml").write_text("inherits: base\nn_prompts: 2\n")
+    (tmp_path / "loop.yaml").write_text("inherits: loop\n")
+    monkeypatch.setattr(pipeline, "PARAMS_DIR", tmp_path)
+    assert pipeline.load_profile("child") == {"n_prompts": 2, "seed": 1, "profile": "child"}
+    with pytest.raises(ValueError, match="cycle"):
+        pipeline.load_profile("loop")
