@@ -7,6 +7,7 @@ import torch
 
 from lrmsafety import generate, heads, hooks, models, scheduler
 from tiny_models import build_tiny, tokenizer_for
+from test_scheduler import Fixed
 
 ARCHITECTURES = sorted({spec.architecture for spec in models.REGISTRY.values() if spec.role == "reasoner"})
 
@@ -111,22 +112,12 @@ def test_official_head_counts_per_model():
         heads.head_count(1024, 0.0, "some/Other-8B")
 
 
-class _Fixed:
-    """A request that takes exactly ``n`` tokens (end-of-sequence ignored)."""
+class _Fixed(Fixed):
+    """test_scheduler's fixed-length request, with its own tokenizer."""
 
     def __init__(self, tokenizer, text, n):
-        self.tokenizer, self.prompt, self.n, self.tokens = tokenizer, text, n, []
-
-    @property
-    def text(self):
-        return self.prompt + (self.tokenizer.decode(self.tokens) if self.tokens else "")
-
-    def max_steps(self):
-        return self.n - len(self.tokens)
-
-    def advance(self, tokens, entropies):
-        self.tokens += tokens[: self.n - len(self.tokens)]
-        return scheduler.DONE if len(self.tokens) >= self.n else scheduler.CONTINUE
+        super().__init__(text, n)
+        self.tokenizer = tokenizer
 
 
 @pytest.fixture(scope="module")

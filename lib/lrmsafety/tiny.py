@@ -69,14 +69,10 @@ REAL_ARCHITECTURES = {
         model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
         num_key_value_heads=2, max_position_embeddings=131072, rope_theta=10000.0, rms_norm_eps=1e-6,
         tie_word_embeddings=False),
-    # deepseek-ai/DeepSeek-R1-Distill-Qwen-7B, and Qwen/Qwen2.5-7B-Instruct (same shapes; rope_theta 1e6 there)
+    # deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
     "r1-distill-qwen-7b": dict(
         model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
         num_key_value_heads=4, max_position_embeddings=131072, rope_theta=10000.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=False),
-    "qwen2.5-7b": dict(
-        model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-        num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
         tie_word_embeddings=False),
     # Qwen/Qwen3-8B (and Qwen/Qwen3Guard-Gen-8B)
     "qwen3-8b": dict(
@@ -110,6 +106,9 @@ REAL_ARCHITECTURES = {
                       "original_max_position_embeddings": 4096},
         tie_word_embeddings=False),
 }
+# Qwen/Qwen2.5-7B-Instruct: R1-Distill-Qwen-7B's shapes (its base), with its own rope and context
+REAL_ARCHITECTURES["qwen2.5-7b"] = {**REAL_ARCHITECTURES["r1-distill-qwen-7b"], "max_position_embeddings": 32768,
+                                   "rope_theta": 1000000.0}
 
 
 # the shapes a test shrinks a real architecture to (its type and special fields kept), so that the CPU runs it
