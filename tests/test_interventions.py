@@ -165,3 +165,17 @@ def test_conditions_are_labelled_with_paper_as_label_in_one_call():
     for condition, frame in frames.items():
         alone = evaluate.paper_labels(frame, {"A": ["refusal_prefix"]}, fmt, papers=["A"])
         assert out[out["condition"] == condition]["refused_a"].tolist() == alone["refused_a"].tolist()
+
+
+def test_the_cut_reads_only_traces_the_model_closed(monkeypatch, qwen3_tokenizer_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_path)
+    seen = {}
+    monkeypatch.setattr(interventions.generate, "rollouts",
+                        lambda model, tok, spec, prefixes, decoding, **kw: seen.setdefault("prefixes", prefixes))
+    frame = pd.DataFrame({"prompt_id": ["a", "b"], "sample_index": [0, 0], "prompt": ["p", "q"],
+                          "thinking": ["one two three four five", "six seven eight nine ten"],
+                          "n_thinking_tokens": [5, 5], "closed": [True, False]})
+    interventions.cut_answers(None, tokenizer, None, frame, 40, generate.Decoding())
+    assert seen["prefixes"]["prompt_id"].tolist() == ["a#0@40"]

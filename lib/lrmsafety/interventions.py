@@ -384,8 +384,11 @@ def first_token_auroc(model, tokenizer, spec, frame: pd.DataFrame, cache_file, l
 def cut_answers(model, tokenizer, spec, frame: pd.DataFrame, percent: int, decoding: generate.Decoding,
                 cache_root=None) -> pd.DataFrame:
     """Notebook 03's cut: the first ``percent``% of each trace's thinking tokens, force-closed, and
-    ``decoding.samples_per_prompt`` answers after it (mode "prefix"). Prompt ids are "<prompt>#<sample>@<percent>"."""
-    frame = frame[frame["n_thinking_tokens"] > 0]
+    ``decoding.samples_per_prompt`` answers after it (mode "prefix"). Prompt ids are "<prompt>#<sample>@<percent>".
+
+    Only traces the model closed itself are cut, as in 03 and paper A (the thinking's length L is counted up to the
+    model's own close; a force-closed trace has none)."""
+    frame = frame[frame["closed"].astype(bool) & (frame["n_thinking_tokens"] > 0)]
     cut = [tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][: n * percent // 100])
            for t, n in zip(frame["thinking"], frame["n_thinking_tokens"])]
     prefixes = pd.DataFrame({"prompt_id": [f"{p}#{k}@{percent}" for p, k in zip(frame["prompt_id"],
