@@ -313,3 +313,13 @@ def test_permutation_test_is_the_same_in_parallel_and_served_from_its_cache(tmp_
     other = probes.permutation_test(X[::-1].copy(), y, groups, n_permutations=19, pipeline_factory=_fast_probe,
                                     cache_path=tmp_path / "null.csv")
     assert not np.isclose(other["auroc"].iloc[0], serial["auroc"].iloc[0])
+
+
+def test_layer_sweep_of_a_layer_without_variance_is_chance_without_warnings():
+    import warnings
+
+    y = np.array([0, 1] * 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # executed notebooks carry no library warnings
+        sweep = probes.layer_sweep({0: np.ones((60, 32))}, y, np.arange(60) // 2, n_boot=10)
+    assert sweep.loc[0, "auroc"] == 0.5

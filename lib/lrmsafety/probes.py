@@ -324,9 +324,15 @@ def shuffled_label_control(features, labels, groups, seed: int = 0, n_splits: in
 def layer_sweep(features_by_layer: Mapping[int, np.ndarray], labels, groups, n_splits: int = 5, seed: int = 42,
                 n_boot: int = 500, pipeline_factory=first_token_probe_pipeline) -> pd.DataFrame:
     """The probe at every layer (same folds for all layers): one row per layer with AUROC, BAcc and CIs."""
+    import warnings
+
     rows = []
     for layer, feats in sorted(features_by_layer.items()):
-        cv = cross_validated_probe(feats, labels, groups, n_splits, seed, pipeline_factory)
+        with warnings.catch_warnings():
+            # a layer whose states are all alike (the embedding of one shared first token) has no variance: PCA's
+            # explained-variance ratio divides by 0; the probe then scores chance, which is the answer for that layer
+            warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+            cv = cross_validated_probe(feats, labels, groups, n_splits, seed, pipeline_factory)
         rows.append({"layer": layer} | probe_metrics(cv.labels, cv.scores, cv.predictions, cv.groups, n_boot=n_boot))
     return pd.DataFrame(rows)
 
