@@ -5,18 +5,11 @@ import torch
 import pytest
 
 from lrmsafety import chat, generate, models
-from tiny_models import FAMILY_TEMPLATES, build_tiny, tokenizer_for
+from tiny_models import FAMILY_TEMPLATES, tokenizer_for
 
 FAMILIES = sorted({spec.thinking for spec in models.REGISTRY.values() if spec.thinking})
 
 
-@pytest.fixture(scope="module")
-def tiny_r1(tmp_path_factory, qwen3_tokenizer_path):
-    folder = tmp_path_factory.mktemp("tiny-r1")
-    tokenizer = tokenizer_for("r1")
-    tokenizer.save_pretrained(folder)
-    build_tiny("Qwen2ForCausalLM", len(tokenizer), folder)
-    return models.load_model(str(folder), quantization="fp32")
 
 
 def prompts(n=3):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lrmsafety import generate, heads, hooks, models, scheduler
-from tiny_models import build_tiny, tokenizer_for
+from tiny_models import build_tiny
 from test_scheduler import Fixed
 
 ARCHITECTURES = sorted({spec.architecture for spec in models.REGISTRY.values() if spec.role == "reasoner"})
@@ -120,13 +120,6 @@ class _Fixed(Fixed):
         self.tokenizer = tokenizer
 
 
-@pytest.fixture(scope="module")
-def tiny_r1(tmp_path_factory, qwen3_tokenizer_path):
-    folder = tmp_path_factory.mktemp("tiny-r1-heads")
-    tokenizer = tokenizer_for("r1")
-    tokenizer.save_pretrained(folder)
-    build_tiny("Qwen2ForCausalLM", len(tokenizer), folder)
-    return models.load_model(str(folder), quantization="fp32")
 
 
 def _rows_per_forward(model):

@@ -11,12 +11,8 @@ GREEDY = {"do_sample": False}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, qwen3_tokenizer_path):
-    folder = tmp_path_factory.mktemp("tiny-r1-sched")
-    tokenizer = tokenizer_for("r1")
-    tokenizer.save_pretrained(folder)
-    build_tiny("Qwen2ForCausalLM", len(tokenizer), folder)
-    return models.load_model(str(folder), quantization="fp32")
+def tiny(tiny_r1):
+    return tiny_r1
 
 
 class Fixed:

@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from lrmsafety import generate, hooks, models, vllm_backend
-from tiny_models import build_tiny, tokenizer_for
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, qwen3_tokenizer_path):
-    folder = tmp_path_factory.mktemp("tiny-vllm")
-    tokenizer = tokenizer_for("r1")
-    tokenizer.save_pretrained(folder)
-    build_tiny("Qwen2ForCausalLM", len(tokenizer), folder)
-    return models.load_model(str(folder), quantization="fp32")
+def tiny(tiny_r1):
+    return tiny_r1
 
 
 def test_weight_edited_ablation_gives_the_hooks_logits(tiny):
