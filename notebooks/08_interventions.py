@@ -266,10 +266,10 @@ for name in models:
     for condition in [c for m, c in handles if m == name]:
         frame = judged[(judged["model"] == name) & (judged["condition"] == condition)]
         frame = frame[frame[group_column] == contested] if contested is not None else frame
-        if (frame["n_thinking_tokens"] > 0).any():
+        if (frame["closed"].astype(bool) & (frame["n_thinking_tokens"] > 0)).any():
             cuts[condition] = interventions.cut_answers(*handles[(name, condition)], frame, 20, cut_decoding, cache)
-        else:
-            print(f"{name} / {condition}: no continuation variance: no trace with thinking to cut")
+        else:  # paper A cuts a thinking counted up to the model's own close
+            print(f"{name} / {condition}: no continuation variance: no trace closed its thinking itself")
     if not cuts:
         continue
     labelled = interventions.label_conditions(cuts, label_judges, registry.get_spec(name).thinking_format,
