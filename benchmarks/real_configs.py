@@ -1,27 +1,20 @@
-"""Architectures of real models, written out so that benchmarks can build them with random weights offline.
-
-The numbers are those of each model's public config.json on the Hugging Face hub (only the fields that set shapes).
-"""
+"""The real checkpoints the benchmarks build with random weights offline: the library's shapes
+(lrmsafety.tiny.REAL_ARCHITECTURES, from each model's public config.json) with each checkpoint's own vocabulary."""
 
 from __future__ import annotations
 
+from lrmsafety.tiny import REAL_ARCHITECTURES
+
+# each checkpoint's own vocabulary and special tokens: the lm_head's width is part of what a decode step costs
 REAL_CONFIGS = {
-    # deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
-    "deepseek-r1-distill-qwen-1.5b": dict(
-        model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-        num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=131072, rope_theta=10000.0,
-        rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=151646, eos_token_id=151643),
-    # deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
-    "deepseek-r1-distill-qwen-7b": dict(
-        model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=131072, rope_theta=10000.0,
-        rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=151646, eos_token_id=151643),
-    # Qwen/Qwen3-8B
-    "qwen3-8b": dict(
-        model_type="qwen3", vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-        num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=151643,
-        eos_token_id=151645),
+    name: {**REAL_ARCHITECTURES[architecture], **own}
+    for name, architecture, own in [
+        ("deepseek-r1-distill-qwen-1.5b", "r1-distill-qwen-1.5b",
+         dict(vocab_size=151936, bos_token_id=151646, eos_token_id=151643)),
+        ("deepseek-r1-distill-qwen-7b", "r1-distill-qwen-7b",
+         dict(vocab_size=152064, bos_token_id=151646, eos_token_id=151643)),
+        ("qwen3-8b", "qwen3-8b", dict(vocab_size=151936, bos_token_id=151643, eos_token_id=151645)),
+    ]
 }
 
 

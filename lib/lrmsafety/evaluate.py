@@ -165,7 +165,7 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
                 "use a profile whose label_judges name string judges (organism) or stand-ins (paper-smoke)") from err
         verdict = judge_rollouts(rollouts, judge, cache_root=cache_root, judge_config=config)
         free_judge(judge)
-        column = getattr(judge, "primary", None) or ("unsafe" if "unsafe" in verdict else "refused")
+        column = judge.primary  # the verdict the judge is for (refused, or unsafe for the harm guards)
         if column in verdict and verdict[column].isna().any():
             missing = int(verdict[column].isna().sum())
             report(f"{name}: no verdict ({column}) on {missing} of {len(verdict)} responses; the label counts "
