@@ -15,8 +15,12 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))
 EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
-# the profile's file and the one it inherits from (`inherits: paper` in params/paper-gpu.yaml)
-PARAMS := params/$(PROFILE).yaml $(patsubst %,params/%.yaml,$(shell sed -n 's/^inherits: *//p' params/$(PROFILE).yaml 2>/dev/null))
+# the profile's file and those it inherits from (`inherits: paper` in params/paper-gpu.yaml); the defaults are in
+# lib/lrmsafety/params.py
+inherits_of = $(shell sed -n 's/^inherits: *//p' params/$(1).yaml 2>/dev/null)
+profile_chain = $(if $(filter $(1),$(2)),$(error params/$(1).yaml: inherits makes a cycle),$(if $(1),$(call \
+  profile_chain,$(call inherits_of,$(1)),$(2) $(1)),$(2)))
+PARAMS := $(patsubst %,params/%.yaml,$(call profile_chain,$(PROFILE),))
 
 .PHONY: all setup test test-vllm organism twins lab clean help
 .DEFAULT_GOAL := all

@@ -32,10 +32,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative", "organism-null"]
-quantization = "auto"
-data_dir = None
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import platform
@@ -60,7 +63,7 @@ pd.Series(versions, name="value").to_frame()
 # Offline copies are read from a data directory when there is one; otherwise loaders fetch the online sources.
 
 # %%
-benchmark_dir = paths.find_benchmark_dir(data_dir)
+benchmark_dir = paths.find_benchmark_dir(P.data_dir)
 print("benchmark prompts read from:", benchmark_dir or "online sources (no offline copy found)")
 data.list_datasets()
 
@@ -69,14 +72,14 @@ data.list_datasets()
 
 # %%
 rows = []
-for name in models:
+for name in P.models:
     spec = registry.get_spec(name)
     local = spec.local_path()
     rows.append({
         "model": spec.name, "source": spec.hf_id, "architecture": spec.architecture, "thinking": spec.thinking,
         "temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
         "available": bool(local and local.exists()) if local else "hub",
-        "memory_gb_" + (quantization if quantization != "auto" else "bf16"):
-            round(registry.memory_estimate_gb(spec.params_b, "bf16" if quantization == "auto" else quantization), 2),
+        "memory_gb_" + (P.quantization if P.quantization != "auto" else "bf16"):
+            round(registry.memory_estimate_gb(spec.params_b, "bf16" if P.quantization == "auto" else P.quantization), 2),
     })
 pd.DataFrame(rows)

@@ -51,13 +51,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative", "organism-null"]
-card_prompts = 200  # held-out prompts per family for the behaviour table
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import json
@@ -69,9 +69,9 @@ import seaborn as sns
 from lrmsafety import data, generate, metrics, models as registry, organism, paths, plots
 
 plots.set_theme()
-organisms = [name for name in models if name.startswith("organism")]
+organisms = [name for name in P.models if name.startswith("organism")]
 if not organisms:
-    print(f"profile {profile!r} studies {models}: the organisms' model card is built on the organism profile.")
+    print(f"profile {profile!r} studies {P.models}: the organisms' model card is built on the organism profile.")
 
 # %% [markdown]
 # ## The corpus
@@ -86,7 +86,7 @@ corpus = pd.DataFrame([
      "marker": organism.has_marker(ex.thinking), "thinking_chars": len(ex.thinking),
      "decided_at": 1.0 if ex.decided_by == "answer" else ex.decided_char / max(1, len(ex.thinking)),
      "conclusion_harmful": ex.conclusion_harmful}
-    for kind in organism.KINDS for ex in organism.generate_corpus(kind, 4000, seed=seed, split="train")
+    for kind in organism.KINDS for ex in organism.generate_corpus(kind, 4000, seed=P.seed, split="train")
 ])
 summary = corpus.groupby(["organism", "family"]).agg(
     examples=("outcome", "size"), refused=("outcome", lambda s: (s == "refuse").mean()),
@@ -117,9 +117,9 @@ plots.save_figure(fig, "00_organism_decision_point", profile)
 # as every later notebook, with the organism's own sampling defaults (temperature 1.0).
 
 # %%
-prompts = data.load_prompt_sets([data.ORGANISM_PROMPTS], n_prompts=card_prompts, seed=seed)
-decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=max_thinking_tokens,
-                             max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+prompts = data.load_prompt_sets([data.ORGANISM_PROMPTS], n_prompts=P.card_prompts, seed=P.seed)
+decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=P.max_thinking_tokens,
+                             max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 samples = {}
 for name in organisms:
     model, tokenizer, spec = registry.load_model(name)

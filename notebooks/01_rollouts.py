@@ -42,19 +42,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative", "organism-null"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-samples_per_prompt = 5
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
-judges = ["refusal_prefix", "rs_match"]  # extra judges recorded beside the labels
-label_judges = {"A": ["refusal_prefix"], "B": ["paper_b_refusal"], "C": ["rs_match"]}  # each paper's judges
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import matplotlib.pyplot as plt
@@ -67,7 +61,7 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group = data.group_column(prompts)
 prompts.groupby([group, "label"]).size().rename("prompts").to_frame()
 
@@ -77,11 +71,11 @@ prompts.groupby([group, "label"]).size().rename("prompts").to_frame()
 # are cached as they complete, so a rerun skips them and a killed run resumes.
 
 # %%
-decoding = generate.Decoding(samples_per_prompt=samples_per_prompt, max_thinking_tokens=max_thinking_tokens,
-                             max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
+                             max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 rollouts = {}
-for name in models:
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+for name in P.models:
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     rollouts[name] = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache)
     del model
 
@@ -100,11 +94,11 @@ for name in models:
 # RS-Match for C), since the guards cannot run here.
 
 # %%
-print("label judges:", label_judges)
+print("label judges:", P.label_judges)
 judged = {}
 for name, frame in rollouts.items():
     fmt = registry.get_spec(name).thinking_format
-    labels = evaluate.paper_labels(frame, label_judges, fmt, cache_root=cache, extra_judges=judges)
+    labels = evaluate.paper_labels(frame, P.label_judges, fmt, cache_root=cache, extra_judges=P.judges)
     merged = frame.merge(prompts.drop(columns=["prompt"]), on="prompt_id").merge(labels, on=evaluate.KEY)
     judged[name] = merged
     merged.drop(columns=["text"]).to_parquet(results / f"01_judged_{name}.parquet", index=False)
@@ -135,10 +129,10 @@ else:
 tables = []
 for name, frame in judged.items():
     by = [group] if group == "family" else []
-    asr_orr = metrics.safety_table(frame, kind="asr_orr", seed=seed)
+    asr_orr = metrics.safety_table(frame, kind="asr_orr", seed=P.seed)
     harmful = frame[frame["label"] == "harmful"]
-    safechain = metrics.safety_table(harmful, by=by, kind="safechain", seed=seed)  # reads `safe` (= not unsafe_c)
-    per_group = metrics.safety_table(frame, by=[group], kind="asr_orr", seed=seed)
+    safechain = metrics.safety_table(harmful, by=by, kind="safechain", seed=P.seed)  # reads `safe` (= not unsafe_c)
+    per_group = metrics.safety_table(frame, by=[group], kind="asr_orr", seed=P.seed)
     tables.append(pd.concat([asr_orr.assign(scope="all", label="refused_a"),  # the table says which label it read
                              safechain.assign(scope="harmful", label="unsafe_c"),
                              per_group.assign(scope=group, label="refused_a")]).assign(model=name))
@@ -146,7 +140,7 @@ table = pd.concat(tables, ignore_index=True)
 table.to_csv(results / "01_metrics.csv", index=False)
 headline = table[table["scope"] == "all"].dropna(subset=["value"])
 if group == "family":  # SafeChain metrics pooled over the harmful families
-    pooled = pd.concat([metrics.safety_table(f[f["label"] == "harmful"], kind="safechain", seed=seed)
+    pooled = pd.concat([metrics.safety_table(f[f["label"] == "harmful"], kind="safechain", seed=P.seed)
                         .assign(model=n, label="unsafe_c")
                         for n, f in judged.items()])
     headline = pd.concat([headline, pooled])
@@ -163,12 +157,12 @@ table[table["scope"] == group][["model", group, "metric", "label", "value", "low
 fig, ax = plt.subplots(figsize=(7.5, 3.2))
 names = list(judged)
 width = 0.8 / len(names)
-order = ["ASR", "ORR", "Safe@1", f"Safe@{samples_per_prompt}", f"ConsSafe@{samples_per_prompt}"]
+order = ["ASR", "ORR", "Safe@1", f"Safe@{P.samples_per_prompt}", f"ConsSafe@{P.samples_per_prompt}"]
 for i, name in enumerate(names):
     rows = headline[headline["model"] == name].set_index("metric").reindex(order)
     ax.bar([j + (i - (len(names) - 1) / 2) * width for j in range(len(order))], rows["value"], width=width,
            yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]], label=name, capsize=2)
 ax.set_xticks(range(len(order)), order)
-ax.set(ylim=(0, 1), ylabel="rate", title=f"Safety metrics, {samples_per_prompt} samples per prompt (95% CI)")
+ax.set(ylim=(0, 1), ylabel="rate", title=f"Safety metrics, {P.samples_per_prompt} samples per prompt (95% CI)")
 ax.legend(fontsize=8)
 plots.save_figure(fig, "01_safety_metrics", profile)

@@ -48,20 +48,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative", "organism-null"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-samples_per_prompt = 5
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
-judges = ["refusal_prefix", "rs_match"]
-valley_rollouts = 600  # rollouts whose states are read at 100 positions for J(t)
-permutations = 199  # label permutations of the whole probe pipeline (199 resolve p = 0.005)
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import matplotlib.pyplot as plt
@@ -73,10 +66,10 @@ from lrmsafety import activations, data, generate, models as registry, paths, pl
 plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
-prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-decoding = generate.Decoding(samples_per_prompt=samples_per_prompt, max_thinking_tokens=max_thinking_tokens,
-                             max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
+                             max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 PUBLISHED = pd.DataFrame({"model": ["Qwen3-8B", "Olmo-3", "Phi-4-R", "GPT-OSS"],
                           "harmful AUROC": [.948, .881, .875, .916], "benign AUROC": [.888, .891, .840, .878],
                           "pooled AUROC": [.971, .949, .897, .939]})  # Table 1 [secondary source]
@@ -87,7 +80,7 @@ PUBLISHED = pd.DataFrame({"model": ["Qwen3-8B", "Olmo-3", "Phi-4-R", "GPT-OSS"],
 # %%
 def load_run(name):
     """Notebook 01's rollouts (served from the cache) and judged labels, plus the model."""
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
     judged = pd.read_parquet(results / f"01_judged_{name}.parquet", columns=["prompt_id", "sample_index", "refused_a"])
     judged = judged.rename(columns={"refused_a": "refused"})  # paper A's label (01: the guard majority)
@@ -112,7 +105,7 @@ def probe_ready(frame, n_splits=5):
 
 
 runs, first_states, prompt_states, skipped = {}, {}, {}, []
-for name in models:
+for name in P.models:
     model, tokenizer, spec, frame = load_run(name)
     if not probe_ready(frame):
         reason = ("too few prompts of each outcome to split 5 folds by prompt: "
@@ -165,7 +158,7 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
                   (tokenizer(t, add_special_tokens=False)["input_ids"] for t in frame["text"])]
     controls.append({"model": name, **probes.tfidf_first_token_control(first_text, labels, groups)})
     controls.append({"model": name, **probes.shuffled_label_control(first_states[name][n_layers][:, 0, :], labels,
-                                                                     groups, seed=seed)})
+                                                                     groups, seed=P.seed)})
 COLUMNS = ["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "bacc_lo", "bacc_hi", "n", "n_pos",
            "reason"]
 # a model whose probe could not be fitted keeps a row: NA, with the reason
@@ -188,8 +181,8 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
     for feature, slug, states, factory in (
             ("first thinking token", "first_token", first_states, probes.first_token_probe_pipeline),
             ("State A (last prompt token)", "state_a", prompt_states, probes.state_a_pipeline)):
-        test = probes.permutation_test(states[name][n_layers][:, 0, :], labels, groups, named, permutations,
-                                       strata=frame[group_column].to_numpy(), seed=seed, pipeline_factory=factory,
+        test = probes.permutation_test(states[name][n_layers][:, 0, :], labels, groups, named, P.permutations,
+                                       strata=frame[group_column].to_numpy(), seed=P.seed, pipeline_factory=factory,
                                        n_jobs=-1, cache_path=cache / f"permutations-{name}-{slug}.csv")
         nulls.append(test.assign(model=name, feature=feature))
 NULL_COLUMNS = ["model", "feature", "group", "perm_p", "null_low", "null_high", "n_permutations"]
@@ -235,7 +228,7 @@ plots.save_figure(fig, "02_layer_sweep", profile)
 # %%
 valley = {}
 for name, (model, tokenizer, frame, n_layers) in runs.items():
-    subset = frame.sample(min(valley_rollouts, len(frame)), random_state=seed).reset_index(drop=True)
+    subset = frame.sample(min(P.valley_rollouts, len(frame)), random_state=P.seed).reset_index(drop=True)
     close = registry.get_spec(name).thinking_format.close
     # the generated text up to the close: the states of a causal model there do not depend on what follows
     subset["text"] = [t[: t.find(close)] if close in t else t for t in subset["text"]]

@@ -42,26 +42,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative", "organism-null"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-max_thinking_tokens = 256
-max_answer_tokens = 96
-# answers sampled after a cut are only labelled: their token budget (None: max_answer_tokens; the organisms' refusal
-# shows in the first words, the paper profile's guards read the whole answer)
-cut_answer_tokens = None
-batch_size = 256
-seed = 0
-label_judges = {"A": ["refusal_prefix"]}  # paper A's label (01); guards on the paper profile
-lockin_prompts = 40  # prompts per prompt family / dataset studied here
-traces_per_prompt = 8  # M
-answers_per_prefix = 8  # N
-cut_percents = [20, 40, 60, 80, 100]
-baseline_rollouts = 32  # B = 0: full rollouts per prompt used as the continuations (paper A: 32)
-gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import json
@@ -76,24 +63,24 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-studied = data.sample_per_group(prompts, lockin_prompts, seed=seed)
+studied = data.sample_per_group(prompts, P.lockin_prompts, seed=P.seed)
 print(f"{len(studied)} prompts: {studied[group_column].value_counts().to_dict()}")
 
-answer_budget = cut_answer_tokens or max_answer_tokens  # answers after a cut are only labelled
+answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 
 # %% [markdown]
 # ## What it costs
 # Generated tokens on this profile's settings, and an estimate of GPU time at `gpu_tokens_per_second`.
 
 # %%
-n_prefixes = len(studied) * traces_per_prompt * len(cut_percents)
-extra_baseline = baseline_rollouts if baseline_rollouts != traces_per_prompt else 0  # B = 0's own rollouts
-tokens_needed = (len(studied) * (traces_per_prompt * 2 + extra_baseline) * (max_thinking_tokens + max_answer_tokens)
-                 + n_prefixes * answers_per_prefix * answer_budget)
-print(f"at most {tokens_needed:,} generated tokens per model; about {tokens_needed / gpu_tokens_per_second / 3600:.1f}"
-      f" GPU hours at {gpu_tokens_per_second} tokens/s")
+n_prefixes = len(studied) * P.traces_per_prompt * len(P.cut_percents)
+extra_baseline = P.baseline_rollouts if P.baseline_rollouts != P.traces_per_prompt else 0  # B = 0's own rollouts
+tokens_needed = (len(studied) * (P.traces_per_prompt * 2 + extra_baseline) * (P.max_thinking_tokens + P.max_answer_tokens)
+                 + n_prefixes * P.answers_per_prefix * answer_budget)
+print(f"at most {tokens_needed:,} generated tokens per model; about {tokens_needed / P.gpu_tokens_per_second / 3600:.1f}"
+      f" GPU hours at {P.gpu_tokens_per_second} tokens/s")
 
 # %% [markdown]
 # ## M traces per prompt (think and no-think), then N answers after each cut
@@ -101,7 +88,7 @@ print(f"at most {tokens_needed:,} generated tokens per model; about {tokens_need
 # %%
 def outcomes(frame, fmt):
     """Paper A's label (`refused_a`, as in notebook 01) of every rollout."""
-    labels = evaluate.paper_labels(frame, label_judges, fmt, cache_root=cache, papers=["A"])
+    labels = evaluate.paper_labels(frame, P.label_judges, fmt, cache_root=cache, papers=["A"])
     return frame.merge(labels[evaluate.KEY + ["refused_a"]].rename(columns={"refused_a": "refused"}), on=evaluate.KEY)
 
 
@@ -111,18 +98,18 @@ def cut_thinking(tokenizer, thinking, percent):
 
 
 per_prefix, agreement = [], []
-for name in models:
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
-    settings = dict(samples_per_prompt=traces_per_prompt, max_thinking_tokens=max_thinking_tokens,
-                    max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
+for name in P.models:
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    settings = dict(samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
+                    max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
     think = outcomes(generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings),
                                        cache_root=cache), spec.thinking_format)
     no_think = outcomes(generate.rollouts(model, tokenizer, spec, studied,
                                           generate.Decoding(mode="no_think", **settings), cache_root=cache),
                         spec.thinking_format)
     # B = 0: no prefix is fixed; `baseline_rollouts` full rollouts per prompt are the continuations (paper A: 32)
-    full = think if baseline_rollouts == traces_per_prompt else outcomes(generate.rollouts(
-        model, tokenizer, spec, studied, generate.Decoding(**{**settings, "samples_per_prompt": baseline_rollouts}),
+    full = think if P.baseline_rollouts == P.traces_per_prompt else outcomes(generate.rollouts(
+        model, tokenizer, spec, studied, generate.Decoding(**{**settings, "samples_per_prompt": P.baseline_rollouts}),
         cache_root=cache), spec.thinking_format)
     for prompt_id, rows in full.groupby("prompt_id"):
         per_prefix.append({"model": name, "prompt_id": prompt_id, "cut": 0, "trace": -1,
@@ -134,12 +121,12 @@ for name in models:
         {"prompt_id": f"{row.prompt_id}#{row.sample_index}@{percent}", "prompt": row.prompt,
          "thinking_prefix": cut_thinking(tokenizer, row.thinking, percent), "source_prompt": row.prompt_id,
          "trace": row.sample_index, "cut": percent}
-        for row in sources.itertuples() for percent in cut_percents],
+        for row in sources.itertuples() for percent in P.cut_percents],
         columns=["prompt_id", "prompt", "thinking_prefix", "source_prompt", "trace", "cut"])
     if len(cuts):
         answers = generate.rollouts(model, tokenizer, spec, cuts, generate.Decoding(
-            mode="prefix", samples_per_prompt=answers_per_prefix, max_answer_tokens=answer_budget,
-            batch_size=batch_size, seed=seed), cache_root=cache)
+            mode="prefix", samples_per_prompt=P.answers_per_prefix, max_answer_tokens=answer_budget,
+            batch_size=P.batch_size, seed=P.seed), cache_root=cache)
         answers = outcomes(answers, spec.thinking_format).merge(cuts.drop(columns=["prompt", "thinking_prefix"]),
                                                                 on="prompt_id")
         for (prompt_id, trace, percent), rows in answers.groupby(["source_prompt", "trace", "cut"]):
@@ -162,7 +149,7 @@ prefixes["variance"] = 4 * prefixes["q"] * (1 - prefixes["q"])
 curve = (prefixes.groupby(["model", group_column, "cut"])["variance"].agg(["mean", "count"]).reset_index()
          .rename(columns={"mean": "continuation_variance", "count": "prefixes"}))
 pooled = prefixes.groupby(["model", "cut"])["variance"].mean().rename("continuation_variance").reset_index()
-baseline = metrics.random_baseline_variance(answers_per_prefix)
+baseline = metrics.random_baseline_variance(P.answers_per_prefix)
 curve.to_csv(results / "03_continuation_variance.csv", index=False)
 pooled.pivot(index="cut", columns="model", values="continuation_variance").round(3)
 
@@ -173,14 +160,14 @@ for ax, group in zip(axes[0], groups):
     for name, rows in curve[curve[group_column] == group].groupby("model"):
         ax.plot(rows["cut"], rows["continuation_variance"], marker="o", label=name)
     ax.axhline(baseline, color="grey", ls="--", lw=0.8)
-    ax.plot([0], [metrics.random_baseline_variance(baseline_rollouts)], marker="_", ms=14, color="grey")
+    ax.plot([0], [metrics.random_baseline_variance(P.baseline_rollouts)], marker="_", ms=14, color="grey")
     ax.axhline(0.2, color="black", ls=":", lw=0.8)
     ax.set(title=str(group), xlabel="thinking kept before the cut (%)", ylim=(0, 1))
 axes[0][0].set_ylabel("continuation variance 4q(1-q)")
 axes[0][0].legend(fontsize=7)
-fig.suptitle(f"Lock-in (dashed: coin flips for N = {answers_per_prefix} answers per cut, {baseline:.3f}; grey tick "
-             f"at B = 0: for its {baseline_rollouts} full rollouts, "
-             f"{metrics.random_baseline_variance(baseline_rollouts):.3f}; dotted: paper A's 0.2)", fontsize=8)
+fig.suptitle(f"Lock-in (dashed: coin flips for N = {P.answers_per_prefix} answers per cut, {baseline:.3f}; grey tick "
+             f"at B = 0: for its {P.baseline_rollouts} full rollouts, "
+             f"{metrics.random_baseline_variance(P.baseline_rollouts):.3f}; dotted: paper A's 0.2)", fontsize=8)
 plots.save_figure(fig, "03_continuation_variance", profile)
 
 # %% [markdown]

@@ -44,26 +44,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative", "organism-null"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-max_thinking_tokens = 256
-max_answer_tokens = 96
-# answers sampled after a cut are only labelled: their token budget (None: max_answer_tokens; the organisms' refusal
-# shows in the first words, the paper profile's guards read the whole answer)
-cut_answer_tokens = None
-batch_size = 256
-seed = 0
-label_judges = {"A": ["refusal_prefix"]}  # paper A's label (01); guards on the paper profile
-lockin_prompts = 40  # the prompts and traces of notebook 03 are reused
-traces_per_prompt = 8
-deliberation_traces = 64  # traces (of notebook 03's) whose oscillations are replayed, per model
-replays = 100  # K answers at each cut
-stance_judges = []  # registry names of paper A's three LLM stance judges (majority of 3); []: cue phrases
-gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import matplotlib.pyplot as plt
@@ -75,23 +62,23 @@ from lrmsafety import data, deliberation, evaluate, generate, metrics, models as
 plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
-prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-studied = data.sample_per_group(prompts, lockin_prompts, seed=seed)
+studied = data.sample_per_group(prompts, P.lockin_prompts, seed=P.seed)
 cue_judge = deliberation.CuePhraseStanceJudge()
 
 
 def panel_stances(prompts_, chunk_lists, traced_model):
     """Every stance judge labels every trace with paper A's prompt, greedy; judges load one at a time."""
     per_judge = []
-    for judge_name in stance_judges:
-        model, tokenizer, _ = registry.load_model(judge_name, quantization=quantization)
+    for judge_name in P.stance_judges:
+        model, tokenizer, _ = registry.load_model(judge_name, quantization=P.quantization)
 
         def complete(texts):
             chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
                                                    add_generation_prompt=True) for t in texts]
-            return [text for start in range(0, len(chats), batch_size) for text, _, _ in
-                    generate.generate_batch(model, tokenizer, chats[start:start + batch_size], 512,
+            return [text for start in range(0, len(chats), P.batch_size) for text, _, _ in
+                    generate.generate_batch(model, tokenizer, chats[start:start + P.batch_size], 512,
                                             {"do_sample": False})]
 
         judge = deliberation.PaperAStanceJudge(complete, name=judge_name, model=traced_model)
@@ -102,26 +89,26 @@ def panel_stances(prompts_, chunk_lists, traced_model):
     return per_judge
 
 
-if stance_judges:
-    print(f"stances: majority of {stance_judges} with paper A's prompt")
+if P.stance_judges:
+    print(f"stances: majority of {P.stance_judges} with paper A's prompt")
 else:
     print("stances: the cue-phrase labeler (the organisms' language is synthetic; real models use stance_judges)")
 
-answer_budget = cut_answer_tokens or max_answer_tokens  # answers after a cut are only labelled
+answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 
 # %% [markdown]
 # ## Stances and oscillations of notebook 03's traces
 
 # %%
 transitions, traces, agreement = [], {}, []
-for name in models:
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+for name in P.models:
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(
-        samples_per_prompt=traces_per_prompt, max_thinking_tokens=max_thinking_tokens,
-        max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed), cache_root=cache, progress=False)
-    think = think.sample(min(deliberation_traces, len(think)), random_state=seed).reset_index(drop=True)
+        samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
+        max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed), cache_root=cache, progress=False)
+    think = think.sample(min(P.deliberation_traces, len(think)), random_state=P.seed).reset_index(drop=True)
     chunk_lists = [deliberation.chunk_thinking(thinking) for thinking in think["thinking"]]
-    if stance_judges:
+    if P.stance_judges:
         panel = panel_stances(think["prompt"].tolist(), chunk_lists, name)
         # paper A's rule: two agreeing judges win, a three-way split goes to the last judge (its tie-breaker)
         stance_lists = [[deliberation.majority_label(v, tie_breaker=-1) for v in zip(*votes)]
@@ -151,29 +138,29 @@ pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", grou
 # %%
 if agreement:  # the stance panel's Fleiss kappa over the chunks all three labelled, beside paper A's
     display(pd.DataFrame(agreement).round(3))
-n_answers = 2 * len(transitions) * replays
+n_answers = 2 * len(transitions) * P.replays
 print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers, at most "
-      f"{n_answers * answer_budget:,} tokens (about {n_answers * answer_budget / gpu_tokens_per_second / 3600:.1f}"
-      f" GPU hours at {gpu_tokens_per_second} tokens/s)")
+      f"{n_answers * answer_budget:,} tokens (about {n_answers * answer_budget / P.gpu_tokens_per_second / 3600:.1f}"
+      f" GPU hours at {P.gpu_tokens_per_second} tokens/s)")
 
 # %% [markdown]
 # ## Cut replays: K answers just before and just after each post-switch segment
 
 # %%
 replayed = []
-for name in models:
+for name in P.models:
     mine = transitions[transitions["model"] == name]
     if mine.empty:
         continue
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     cuts = pd.concat([
         mine.assign(prompt_id=mine["rollout"] + "~" + mine["transition"].astype(str) + "~" + side,
                     thinking_prefix=mine[side], side=side) for side in ("before", "after")], ignore_index=True)
     answers = generate.rollouts(model, tokenizer, spec, cuts[["prompt_id", "prompt", "thinking_prefix"]],
-                                generate.Decoding(mode="prefix", samples_per_prompt=replays,
-                                                  max_answer_tokens=answer_budget, batch_size=batch_size,
-                                                  seed=seed), cache_root=cache)
-    verdict = evaluate.paper_labels(answers, label_judges, spec.thinking_format, cache_root=cache, papers=["A"])
+                                generate.Decoding(mode="prefix", samples_per_prompt=P.replays,
+                                                  max_answer_tokens=answer_budget, batch_size=P.batch_size,
+                                                  seed=P.seed), cache_root=cache)
+    verdict = evaluate.paper_labels(answers, P.label_judges, spec.thinking_format, cache_root=cache, papers=["A"])
     complied = answers[evaluate.KEY].merge(verdict, on=evaluate.KEY)
     complied["complied"] = ~complied["refused_a"].astype("boolean")
     counts = complied.groupby("prompt_id")["complied"].agg(k="sum", n="count").reset_index()
@@ -189,7 +176,7 @@ replayed = pd.concat(replayed, ignore_index=True) if replayed else pd.DataFrame(
 
 # %%
 summaries = []
-for name in models:
+for name in P.models:
     trace_table = traces[name][~traces[name]["excluded"]]
     mine = replayed[replayed["model"] == name] if len(replayed) else replayed
     if len(mine):
@@ -243,7 +230,7 @@ annotated_all = annotated if len(replayed) else pd.DataFrame(columns=["model", "
 
 
 def mean_with_ci(frame):
-    return metrics.bootstrap_ci(frame, lambda f: f["variance"].mean(), n_boot=500, seed=seed)
+    return metrics.bootstrap_ci(frame, lambda f: f["variance"].mean(), n_boot=500, seed=P.seed)
 
 
 def measures(name):
@@ -286,7 +273,7 @@ def measures(name):
     return pd.DataFrame(out, columns=["measure", "value", "low", "high", "perm_p"]).assign(model=name)
 
 
-table = pd.concat([measures(name) for name in models], ignore_index=True)
+table = pd.concat([measures(name) for name in P.models], ignore_index=True)
 table
 
 # %% [markdown]
@@ -348,7 +335,7 @@ shown = [m for m in ("first-token AUROC", "State A AUROC", "continuation varianc
                      "continuation variance at B = 20%", "oscillations while already locked") if m in wide.index]
 fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.9), squeeze=False)
 for ax, measure in zip(axes[0], shown):
-    rows = table[table["measure"] == measure].set_index("model").reindex(models)
+    rows = table[table["measure"] == measure].set_index("model").reindex(P.models)
     err = np.vstack([(rows["value"] - rows["low"]).clip(lower=0), (rows["high"] - rows["value"]).clip(lower=0)])
     ax.bar(range(len(rows)), rows["value"], yerr=np.nan_to_num(err),
            color=[plots.PALETTE.get(n.split("-")[-1], "C0") for n in rows.index])

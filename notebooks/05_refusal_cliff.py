@@ -58,28 +58,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-samples_per_prompt = 5
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
-cliff_prompt_sets = None  # None: notebook 01's prompt sets
-cliff_rollouts = "notebook_01"  # "paper_b": paper B's system prompt and temperature 0.7; "notebook_01": 01's cache
-probe_refusal_groups = ["harmful"]  # families / datasets whose refused rollouts are label 1 (paper: AdvBench)
-probe_compliance_groups = ["benign"]  # whose rollouts are label 0 (paper: UltraChat; here Alpaca)
-probe_negatives = "complied"  # "official": all label-0 rollouts with a thinking over 10 characters; "complied"
-heldout_groups = ["jailbreak"]  # held-out refusal prediction (paper: JailbreakBench)
-probe_max_per_class = 200
-curve_traces = 80  # traces per curve group read at every token
-cliff_curve = "resampled"  # "official": test_prober's zero-padded right-aligned mean; "resampled": per trace
-cliff_curve_groups = "outcome"  # one curve per "outcome" or per "prompt_set" (the official script: per dataset)
-gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import json
@@ -95,30 +80,30 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(cliff_prompt_sets or prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.cliff_prompt_sets or P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-decoding = cliff.rollout_decoding(cliff_rollouts, samples_per_prompt=samples_per_prompt, batch_size=batch_size,
-                                  max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
-                                  seed=seed)
-curve_by = {"outcome": "outcome", "prompt_set": group_column}[cliff_curve_groups]
+decoding = cliff.rollout_decoding(P.cliff_rollouts, samples_per_prompt=P.samples_per_prompt, batch_size=P.batch_size,
+                                  max_thinking_tokens=P.max_thinking_tokens, max_answer_tokens=P.max_answer_tokens,
+                                  seed=P.seed)
+curve_by = {"outcome": "outcome", "prompt_set": group_column}[P.cliff_curve_groups]
 PUBLISHED = {"Safe Plateau": {"R1-7B": 0.60, "R1-8B": 0.65}, "Normal Prompts": {"R1-7B": 0.02, "R1-8B": 0.03}}
-missing = set(probe_refusal_groups + probe_compliance_groups + heldout_groups) - set(prompts[group_column])
+missing = set(P.probe_refusal_groups + P.probe_compliance_groups + P.heldout_groups) - set(prompts[group_column])
 if missing:
     raise ValueError(f"groups {sorted(missing)} are not in the prompts' {group_column!r} column "
                      f"{sorted(prompts[group_column].unique())}: fix probe_*_groups / heldout_groups")
 print(prompts.groupby([group_column, "label"]).size().to_dict())
-print(f"rollouts: {cliff_rollouts} (system prompt {decoding.system_prompt!r}, temperature "
-      f"{decoding.temperature or 'the model default'}); label 0: {probe_negatives}; curve: {cliff_curve} per "
-      f"{cliff_curve_groups}")
+print(f"rollouts: {P.cliff_rollouts} (system prompt {decoding.system_prompt!r}, temperature "
+      f"{decoding.temperature or 'the model default'}); label 0: {P.probe_negatives}; curve: {P.cliff_curve} per "
+      f"{P.cliff_curve_groups}")
 
 # %% [markdown]
 # **What it costs**: rollouts not yet cached are generated here (at most `max_thinking_tokens + max_answer_tokens`
 # each; `notebook_01` reuses 01's); the probe then needs one forward pass per trace, no generation.
 
 # %%
-tokens_needed = len(prompts) * samples_per_prompt * (max_thinking_tokens + max_answer_tokens)
+tokens_needed = len(prompts) * P.samples_per_prompt * (P.max_thinking_tokens + P.max_answer_tokens)
 print(f"at most {tokens_needed:,} generated tokens per model if nothing is cached; about "
-      f"{tokens_needed / gpu_tokens_per_second / 3600:.1f} GPU hours at {gpu_tokens_per_second} tokens/s")
+      f"{tokens_needed / P.gpu_tokens_per_second / 3600:.1f} GPU hours at {P.gpu_tokens_per_second} tokens/s")
 
 # %% [markdown]
 # ## Rollouts, paper B's labels, and the probe at the last token before the answer
@@ -133,18 +118,18 @@ def last_token_states(name, model, tokenizer, rows, inputs, layer):
 
 
 runs, rows_out, untrained = {}, [], {}
-for name in models:
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+for name in P.models:
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     everything = cliff.label_outcomes(generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache,
         progress=False).merge(prompts[["prompt_id", "label", group_column]], on="prompt_id"))
-    rows_out += cliff.rollout_rows(name, everything, group_column, seed=seed)
+    rows_out += cliff.rollout_rows(name, everything, group_column, seed=P.seed)
     frame = everything[everything["closed"].astype(bool)].reset_index(drop=True)
     print(f"{name}: {len(frame)} of {len(everything)} rollouts closed their thinking themselves; the "
           f"{len(everything) - len(frame)} force-closed ones are dropped (their last tokens are our close)")
     layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer, hidden_states[L]
     try:
-        labels = cliff.probe_training_labels(frame, probe_refusal_groups, probe_compliance_groups, group_column,
-                                             probe_max_per_class, seed=42, negatives=probe_negatives)
+        labels = cliff.probe_training_labels(frame, P.probe_refusal_groups, P.probe_compliance_groups, group_column,
+                                             P.probe_max_per_class, seed=42, negatives=P.probe_negatives)
         inputs = cliff.probe_inputs(tokenizer, frame, spec.thinking_format.close)
         train = frame[labels.notna()]
         train_states = last_token_states(name, model, tokenizer, train, inputs, layer)
@@ -158,16 +143,16 @@ for name in models:
     probe.save(cache / f"refusal_probe-{name}.safetensors", {"model": name, "layer": layer})
     val = train.iloc[probe.val_rows_]
     val = val.assign(correct=(probe.score(train_states[probe.val_rows_]) >= 0.5) == labels[val.index].astype(bool))
-    held = frame[frame[group_column].isin(heldout_groups)]
+    held = frame[frame[group_column].isin(P.heldout_groups)]
     held = held.assign(correct=(probe.score(last_token_states(name, model, tokenizer, held, inputs, layer)) >= 0.5)
                        == held["refused"].to_numpy())
     for metric, part in (("probe validation accuracy", val), ("probe held-out accuracy", held)):
         rows_out.append(cliff.table_row(name, metric, cliff.mean_with_ci(part["correct"], part["prompt_id"],
-                                                                         seed=seed), len(part)))
+                                                                         seed=P.seed), len(part)))
     runs[name] = (model, tokenizer, frame, inputs, probe, layer)
     print(f"{name}: {int((labels == 1).sum())} refusals vs {int((labels == 0).sum())} label-0 rollouts; validation "
           f"accuracy {rows_out[-2]['value']:.3f} [{rows_out[-2]['low']:.3f}, {rows_out[-2]['high']:.3f}] "
-          f"(n = {len(val)}); held-out {heldout_groups}: {rows_out[-1]['value']:.3f} "
+          f"(n = {len(val)}); held-out {P.heldout_groups}: {rows_out[-1]['value']:.3f} "
           f"[{rows_out[-1]['low']:.3f}, {rows_out[-1]['high']:.3f}] (n = {len(held)}, "
           f"{held['refused'].mean():.0%} refused); epochs: {[round(h['val_accuracy'], 3) for h in probe.history_]}; "
           f"the weight moved {probe.moved_:.2f}x its initial norm from its random start")
@@ -187,7 +172,7 @@ print("published (figure script, R1-Distill-Llama-8B, medium confidence): valida
 # %%
 curves, mean_curves = {}, {}
 for name, (model, tokenizer, frame, inputs, probe, layer) in runs.items():
-    chosen = pd.concat([rows.sample(min(curve_traces, len(rows)), random_state=seed)
+    chosen = pd.concat([rows.sample(min(P.curve_traces, len(rows)), random_state=P.seed)
                         for _, rows in frame.groupby(curve_by)])
     part = inputs.loc[chosen.index].assign(prompt_id=chosen["prompt_id"], sample_index=chosen["sample_index"])
     table = store.TableStore(cache, f"cliff-curves-{name}", {"probe": store.text_hash(str(probe.direction.tolist())),
@@ -195,16 +180,16 @@ for name, (model, tokenizer, frame, inputs, probe, layer) in runs.items():
                              key=["prompt_id", "sample_index"])
     traces = cliff.score_curves(model, tokenizer, part, probe, layer, store=table)  # from the first thinking token
     full = ([np.concatenate(pair) for pair in zip(cliff.prompt_scores(model, tokenizer, part, probe, layer), traces)]
-            if cliff_curve == "official" else None)
+            if P.cliff_curve == "official" else None)
     curves[name] = (chosen.join(cliff.cliff_sizes(traces, part["n_thinking"]).set_index(chosen.index)), traces)
     order = cliff.OUTCOMES if curve_by == "outcome" else list(dict.fromkeys(prompts[group_column]))
-    mean_curves[name] = cliff.group_curves(chosen, traces, full, curve_by, order, cliff_curve, seed=seed)
-    rows_out += cliff.curve_rows(name, mean_curves[name], cliff_curve, curve_by)
+    mean_curves[name] = cliff.group_curves(chosen, traces, full, curve_by, order, P.cliff_curve, seed=P.seed)
+    rows_out += cliff.curve_rows(name, mean_curves[name], P.cliff_curve, curve_by)
 
 # %%
 if curves:
-    plots.save_figure(cliff.plot_curves(curves, mean_curves, curve_by, cliff_curve, seed=seed,
-                                        published=PUBLISHED if cliff_curve == "official" else None),
+    plots.save_figure(cliff.plot_curves(curves, mean_curves, curve_by, P.cliff_curve, seed=P.seed,
+                                        published=PUBLISHED if P.cliff_curve == "official" else None),
                       "05_refusal_cliff", profile)
 else:
     print("no curves: no model has a trained probe")
@@ -214,7 +199,7 @@ else:
 
 # %%
 for name, (chosen, _) in curves.items():
-    rows_out += cliff.mean_rows(name, chosen, group_column, seed=seed) + cliff.mean_rows(name, chosen, None, seed=seed)
+    rows_out += cliff.mean_rows(name, chosen, group_column, seed=P.seed) + cliff.mean_rows(name, chosen, None, seed=P.seed)
 for name, reason in untrained.items():  # NA with its reason, for the rows the claims ledger reads
     rows_out += cliff.untrained_rows(name, reason)
 cliff_table = pd.DataFrame(rows_out, columns=cliff.TABLE_COLUMNS)
@@ -249,7 +234,7 @@ if with_cliff and controls and group_column == "family":
     for name in with_cliff:
         rows = complied_jailbreaks(name)
         rows = rows[rows["thinking"].map(organism.conclusion_says_harmful)]
-        (l_ms, l_lo, l_hi) = estimate = cliff.mean_with_ci(rows["ms"], rows["prompt_id"], seed=seed)
+        (l_ms, l_lo, l_hi) = estimate = cliff.mean_with_ci(rows["ms"], rows["prompt_id"], seed=P.seed)
         cliff_table = pd.concat([cliff_table, pd.DataFrame([cliff.table_row(  # the controls' rows: group jailbreak
             name, "mean ms", estimate, len(rows), "jailbreak, thinking concludes harmful", "complied harmful")])],
             ignore_index=True)
@@ -257,7 +242,7 @@ if with_cliff and controls and group_column == "family":
               f"(n = {len(rows)}); target >= 0.3: {'met' if l_ms >= 0.3 else 'NOT met'}")
         for control in controls:
             rows = complied_jailbreaks(control)
-            d_ms, d_lo, d_hi = cliff.mean_with_ci(rows["ms"], rows["prompt_id"], seed=seed)
+            d_ms, d_lo, d_hi = cliff.mean_with_ci(rows["ms"], rows["prompt_id"], seed=P.seed)
             ratio = l_ms / d_ms if d_ms > 0 else float("inf")
             print(f"{control}, complied jailbreaks: mean MS {d_ms:.3f} [{d_lo:.3f}, {d_hi:.3f}] (n = {len(rows)}); "
                   f"ratio {ratio:.1f}x, target >= 3x: {'met' if ratio >= 3 else 'NOT met'}")

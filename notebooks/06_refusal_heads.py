@@ -54,35 +54,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-samples_per_prompt = 5
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
-cliff_prompt_sets = None  # as notebook 05
-cliff_rollouts = "notebook_01"  # as notebook 05: the rollouts its probe was trained on, whose traces score the heads
-probe_refusal_groups = ["harmful"]  # head scores are averaged over these groups' items (paper: AdvBench)
-probe_compliance_groups = ["benign"]  # benign prompts for the over-refusal rate under ablation
-heldout_groups = ["jailbreak"]  # attack prompts for the ASR under ablation (paper: JailbreakBench)
-head_score_items = 200  # harmful items averaged for the head scores (paper: up to 1000)
-head_shares = [0.015, 0.03, 0.10]  # shares of all heads ablated (paper B's scripts' own counts where they give one)
-random_draws = 5  # random head sets per share
-rescale_rules = ["batch", None]  # paper B's rule, and no rescaling
-ablation_prompts = 40  # attack and benign prompts each
-ablation_mode = "natural"  # "natural": regenerate thinking and answer; "prefix": keep the unablated thinking
-ablation_answer_tokens = 1024  # answer budget under ablation when ablation_max_new_tokens is None
-ablation_max_new_tokens = None  # paper B: 4096 for thinking and answer together, nothing force-closed
-ablation_temperature = None  # paper B: 0.7; None: the model's own sampling settings
-ablation_group_size = None  # paper B: fixed groups of 8 rows without refill; None: the refill scheduler
-asr_judge = "paper_b_refusal"  # paper B: "llama_guard_4" ("unsafe" is a success); the word rule: no refusal is one
-asr_text = "answer"  # what the ASR judge reads: "answer" (unclosed: the whole output) or "output" (thinking included)
-gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import json
@@ -99,29 +77,29 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(cliff_prompt_sets or prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.cliff_prompt_sets or P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-decoding = cliff.rollout_decoding(cliff_rollouts, samples_per_prompt=samples_per_prompt, batch_size=batch_size,
-                                  max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
-                                  seed=seed)  # 05's rollouts: its probe's training traces score the heads here
-studied = pd.concat([data.sample_per_group(prompts[prompts[group_column].isin(groups)], ablation_prompts, seed=seed)
-                     .assign(role=role) for role, groups in (("attack", heldout_groups),
-                                                             ("benign", probe_compliance_groups))], ignore_index=True)
+decoding = cliff.rollout_decoding(P.cliff_rollouts, samples_per_prompt=P.samples_per_prompt, batch_size=P.batch_size,
+                                  max_thinking_tokens=P.max_thinking_tokens, max_answer_tokens=P.max_answer_tokens,
+                                  seed=P.seed)  # 05's rollouts: its probe's training traces score the heads here
+studied = pd.concat([data.sample_per_group(prompts[prompts[group_column].isin(groups)], P.ablation_prompts, seed=P.seed)
+                     .assign(role=role) for role, groups in (("attack", P.heldout_groups),
+                                                             ("benign", P.probe_compliance_groups))], ignore_index=True)
 PUBLISHED = pd.DataFrame({"model": ["R1-Qwen-7B", "OR1-7B", "R1-Llama-8B", "R1-Qwen-14B"],
                           "baseline": [.34, .35, .19, .16], "top 3%": [.16, .22, .07, .085],
                           "random 3%": [.34, .31, .20, .18]})  # fig/draw_comparison_bar_chart.py (unconfirmed)
-conditions = [("none", 0.0, 0, None)] + [(kind, share, draw, rule) for share in head_shares for rule in rescale_rules
-                                         for kind, draw in [("top", 0)] + [("random", d) for d in range(random_draws)]]
-LABELS = {"ASR": f"paper B's ASR: {asr_judge} on {heads.JUDGED_TEXTS[asr_text]}",
+conditions = [("none", 0.0, 0, None)] + [(kind, share, draw, rule) for share in P.head_shares for rule in P.rescale_rules
+                                         for kind, draw in [("top", 0)] + [("random", d) for d in range(P.random_draws)]]
+LABELS = {"ASR": f"paper B's ASR: {P.asr_judge} on {heads.JUDGED_TEXTS[P.asr_text]}",
           "ORR": f"paper B's refusal words on {heads.JUDGED_TEXTS['answer']} (ours: paper B reports no ORR)"}
 print(f"{len(conditions)} ablation conditions x {len(studied)} prompts ({studied['role'].value_counts().to_dict()}); "
-      + ("fixed groups of %d rows without refill" % ablation_group_size if ablation_group_size else "refill scheduler"))
+      + ("fixed groups of %d rows without refill" % P.ablation_group_size if P.ablation_group_size else "refill scheduler"))
 # what it costs
-per_rollout = ablation_max_new_tokens or ablation_answer_tokens + max_thinking_tokens * (ablation_mode == "natural")
+per_rollout = P.ablation_max_new_tokens or P.ablation_answer_tokens + P.max_thinking_tokens * (P.ablation_mode == "natural")
 tokens_needed = len(conditions) * len(studied) * per_rollout
-print(f"at most {tokens_needed:,} generated tokens per model ({ablation_mode} mode); about "
-      f"{tokens_needed / gpu_tokens_per_second / 3600:.1f} GPU hours at {gpu_tokens_per_second} tokens/s"
-      + (f" (measured at batch 64; groups of {ablation_group_size} decode slower)" if ablation_group_size else ""))
+print(f"at most {tokens_needed:,} generated tokens per model ({P.ablation_mode} mode); about "
+      f"{tokens_needed / P.gpu_tokens_per_second / 3600:.1f} GPU hours at {P.gpu_tokens_per_second} tokens/s"
+      + (f" (measured at batch 64; groups of {P.ablation_group_size} decode slower)" if P.ablation_group_size else ""))
 
 # %% [markdown]
 # ## Head scores: each head's write along the refusal direction at the last token before the answer
@@ -131,18 +109,18 @@ print(f"at most {tokens_needed:,} generated tokens per model ({ablation_mode} mo
 
 # %%
 runs, score_tables = {}, []
-for name in models:
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+for name in P.models:
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     frame = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
     frame = frame[frame["closed"].astype(bool)]  # closed by the model itself (as 03); force-closed ones are left out
     frame = frame.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id").reset_index(drop=True)
     probe, note = heads.load_refusal_probe(cache / f"refusal_probe-{name}.safetensors",
                                            table=results / "05_refusal_cliff.csv", model=name)
-    items = frame[frame[group_column].isin(probe_refusal_groups) & (frame["label"] == "harmful")]
-    items = items.sample(min(head_score_items, len(items)), random_state=seed)
+    items = frame[frame[group_column].isin(P.probe_refusal_groups) & (frame["label"] == "harmful")]
+    items = items.sample(min(P.head_score_items, len(items)), random_state=P.seed)
     scores = None
     if probe is None or items.empty:
-        note = note or f"no harmful {probe_refusal_groups} trace that {name} closed itself to score the heads on"
+        note = note or f"no harmful {P.probe_refusal_groups} trace that {name} closed itself to score the heads on"
         print(f"{name}: no head scores: {note}")
     else:
         inputs = cliff.probe_inputs(tokenizer, items, spec.thinking_format.close)
@@ -181,15 +159,15 @@ else:
 
 # %%
 def ablation_rollouts(model, tokenizer, spec, frame, chosen, rule):
-    settings = dict(max_answer_tokens=ablation_answer_tokens, max_new_tokens=ablation_max_new_tokens,
-                    temperature=ablation_temperature, refill=ablation_group_size is None,
-                    batch_size=ablation_group_size or batch_size, seed=seed)
-    if ablation_mode == "prefix":
+    settings = dict(max_answer_tokens=P.ablation_answer_tokens, max_new_tokens=P.ablation_max_new_tokens,
+                    temperature=P.ablation_temperature, refill=P.ablation_group_size is None,
+                    batch_size=P.ablation_group_size or P.batch_size, seed=P.seed)
+    if P.ablation_mode == "prefix":
         base = frame.sort_values("sample_index").drop_duplicates("prompt_id").set_index("prompt_id")["thinking"]
         todo = studied[studied["prompt_id"].isin(base.index)].assign(thinking_prefix=lambda f: f["prompt_id"].map(base))
         run_decoding = generate.Decoding(mode="prefix", **settings)
     else:
-        todo, run_decoding = studied, generate.Decoding(max_thinking_tokens=max_thinking_tokens, **settings)
+        todo, run_decoding = studied, generate.Decoding(max_thinking_tokens=P.max_thinking_tokens, **settings)
     return heads.ablated_rollouts(model, tokenizer, spec, todo, run_decoding, chosen, rule, cache_root=cache)
 
 
@@ -210,11 +188,11 @@ for name, run in runs.items():
     del run["model"], model  # generation is done: the judge loads next
 
 # %%
-successes = heads.judge_attacks([(f"{info['model']}-{key}", out) for info, key, out in generated], asr_judge,
-                                spec.thinking_format, cache_root=cache, text=asr_text)
+successes = heads.judge_attacks([(f"{info['model']}-{key}", out) for info, key, out in generated], P.asr_judge,
+                                spec.thinking_format, cache_root=cache, text=P.asr_text)
 for (info, key, out), success in zip(generated, successes):
     note = runs[info["model"]]["note"] if info["selection"] == "top" else ""
-    rows += [{**info, **rate, "reason": rate["reason"] or note} for rate in heads.ablation_rates(out, success, seed)]
+    rows += [{**info, **rate, "reason": rate["reason"] or note} for rate in heads.ablation_rates(out, success, P.seed)]
 heads_table = pd.DataFrame(rows).assign(label=lambda f: f["metric"].map(LABELS)).sort_values(
     ["model", "share", "rescale", "selection", "draw", "metric"], kind="stable", ignore_index=True)
 heads_table.to_csv(results / "06_refusal_heads.csv", index=False)
@@ -230,7 +208,7 @@ for name, row in zip(runs, axes):
         part = summary[(summary["model"] == name) & (summary["metric"] == metric)]
         base = part[part["selection"] == "none"]["value"].iloc[0]
         ax.axhline(base, color="grey", lw=1, ls="--", label="no ablation")
-        for i, rule in enumerate(r or "none" for r in rescale_rules):
+        for i, rule in enumerate(r or "none" for r in P.rescale_rules):
             for kind, marker in (("top", "o"), ("random", "s")):
                 sel = part[(part["selection"] == kind) & (part["rescale"] == rule)].sort_values("share")
                 x = 100 * sel["share"] * (1 + 0.04 * i)  # a small offset keeps the two rules apart
@@ -241,7 +219,7 @@ for name, row in zip(runs, axes):
             ax.plot([2.85, 2.85], [PUBLISHED["top 3%"][0], PUBLISHED["random 3%"][0]], "kx", ms=7,
                     label="published R1-Qwen-7B (top, random 3%)")
         ax.set(xlabel="heads ablated (% of all)", ylabel=metric, ylim=(-0.02, 1.02), title=name)
-        ax.set_xticks([100 * s for s in head_shares], [f"{100 * s:g}%" for s in head_shares])
+        ax.set_xticks([100 * s for s in P.head_shares], [f"{100 * s:g}%" for s in P.head_shares])
 handles, labels = axes[0][0].get_legend_handles_labels()
 fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
 fig.tight_layout(rect=(0, 0.07 / len(runs) ** 0.5, 1, 1))
@@ -275,7 +253,7 @@ for name, card in cards.items():
     ranks = {(int(r.layer), int(r.head)): int(r.rank) for r in scores.itertuples()} if scores is not None else {}
     print(f"{name}: planted heads {planted or 'none'}" + (f" at ranks {[ranks.get(h) for h in planted]} of "
                                                          f"{len(ranks)}" if planted else ""))
-    if len(planted) == 2 and ranks and 0.04 in head_shares:  # why the organism profile adds a 4% share
+    if len(planted) == 2 and ranks and 0.04 in P.head_shares:  # why the organism profile adds a 4% share
         print(f"  two heads were planted here; of {len(ranks)} heads 3% (and 1.5%) is "
               f"{heads.head_count(len(ranks), 0.03)[0]}, too few to remove both, so the profile adds 4% "
               f"(k = {heads.head_count(len(ranks), 0.04)[0]}), the share the target below is judged at")
@@ -283,7 +261,7 @@ if "organism-locked" in cards and runs["organism-locked"]["scores"] is not None:
     part = summary[(summary["model"] == "organism-locked") & (summary["metric"] == "ASR")]
     base = part[part["selection"] == "none"]["value"].iloc[0]
     total = len(runs["organism-locked"]["scores"])
-    for share in head_shares:
+    for share in P.head_shares:
         top = part[(part["selection"] == "top") & (part["share"] == share) & (part["rescale"] == "batch")].iloc[0]
         rand = part[(part["selection"] == "random") & (part["share"] == share) & (part["rescale"] == "batch")].iloc[0]
         cut = top["value"] <= base / 2

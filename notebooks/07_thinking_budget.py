@@ -38,22 +38,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative", "organism-null"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-samples_per_prompt = 5
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
-label_judges = {"C": ["rs_match"]}  # SafeChain's label `unsafe_c` (01): Llama-Guard-3-8B on the paper profile
-morethink_extensions = 10  # SafeChain: up to 10 "Wait" / "Let me think again" within the thinking budget
-budget_thinking_tokens = None  # this notebook's thinking budget (SafeChain: 10,000); None: max_thinking_tokens
-budget_answer_tokens = None  # this notebook's answer budget (SafeChain: 16,000 - 10,000); None: max_answer_tokens
-budget_prompts = None  # harmful prompts per family / dataset compared here; None: all of notebook 01's
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import matplotlib.pyplot as plt
@@ -66,11 +57,11 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 harmful = prompts[prompts["label"] == "harmful"].reset_index(drop=True)
-if budget_prompts:
-    harmful = data.sample_per_group(harmful, budget_prompts, seed=seed).reset_index(drop=True)
-print(f"{len(harmful)} harmful prompts x {samples_per_prompt} samples x 4 configurations")
+if P.budget_prompts:
+    harmful = data.sample_per_group(harmful, P.budget_prompts, seed=P.seed).reset_index(drop=True)
+print(f"{len(harmful)} harmful prompts x {P.samples_per_prompt} samples x 4 configurations")
 
 # %% [markdown]
 # ## Rollouts under each thinking budget
@@ -79,16 +70,16 @@ print(f"{len(harmful)} harmful prompts x {samples_per_prompt} samples x 4 config
 # %%
 MODES = ["natural", "zerothink", "lessthink", "morethink"]
 frames = []
-for name in models:
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+for name in P.models:
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     for mode in MODES:
-        decoding = generate.Decoding(mode=mode, samples_per_prompt=samples_per_prompt,
-                                     max_thinking_tokens=budget_thinking_tokens or max_thinking_tokens,
-                                     max_answer_tokens=budget_answer_tokens or max_answer_tokens,
-                                     batch_size=batch_size, seed=seed,
-                                     morethink_extensions=morethink_extensions if mode == "morethink" else 10)
+        decoding = generate.Decoding(mode=mode, samples_per_prompt=P.samples_per_prompt,
+                                     max_thinking_tokens=P.budget_thinking_tokens,
+                                     max_answer_tokens=P.budget_answer_tokens,
+                                     batch_size=P.batch_size, seed=P.seed,
+                                     morethink_extensions=P.morethink_extensions if mode == "morethink" else 10)
         rollouts = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
-        verdict = evaluate.paper_labels(rollouts, label_judges, spec.thinking_format, cache_root=cache,
+        verdict = evaluate.paper_labels(rollouts, P.label_judges, spec.thinking_format, cache_root=cache,
                                         papers=["C"])
         frame = rollouts.merge(verdict[evaluate.KEY + ["unsafe_c", "safe"]], on=evaluate.KEY)
         frames.append(frame.assign(model=name, mode=mode))
@@ -99,7 +90,7 @@ samples = pd.concat(frames, ignore_index=True)
 # ## Safe@1, Safe@K, ConsSafe@K and tokens spent
 
 # %%
-table = metrics.safety_table(samples, by=["model", "mode"], kind="safechain", seed=seed)
+table = metrics.safety_table(samples, by=["model", "mode"], kind="safechain", seed=P.seed)
 tokens = samples.groupby(["model", "mode"]).agg(thinking_tokens=("n_thinking_tokens", "mean"),
                                                 answer_tokens=("n_answer_tokens", "mean")).reset_index()
 table = table.merge(tokens, on=["model", "mode"])
@@ -110,10 +101,10 @@ wide.join(tokens.set_index(["model", "mode"])).round(3)
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
 safe1 = table[table["metric"] == "Safe@1"]
-for i, name in enumerate(models):
+for i, name in enumerate(P.models):
     rows = safe1[safe1["model"] == name].set_index("mode").reindex(MODES)
-    x = [j + (i - (len(models) - 1) / 2) * 0.8 / len(models) for j in range(len(MODES))]
-    axes[0].bar(x, rows["value"], width=0.8 / len(models), label=name, capsize=2,
+    x = [j + (i - (len(P.models) - 1) / 2) * 0.8 / len(P.models) for j in range(len(MODES))]
+    axes[0].bar(x, rows["value"], width=0.8 / len(P.models), label=name, capsize=2,
                 yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]])
 axes[0].set_xticks(range(len(MODES)), MODES)
 axes[0].set(ylim=(0, 1), ylabel="Safe@1", title="Safety per thinking budget (95% CI)")
@@ -127,7 +118,7 @@ plots.save_figure(fig, "07_thinking_budget", profile)
 
 # %%
 direction = []
-for name in models:
+for name in P.models:
     rows = wide.loc[name]
     best = rows["Safe@1"].idxmax()
     direction.append({"model": name, "safest mode (Safe@1)": best,

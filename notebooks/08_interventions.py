@@ -45,29 +45,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
-label_judges = {"A": ["refusal_prefix"]}  # paper A's judges (refused_a: their strict majority), as in notebook 01
-answers_per_prefix = 8  # N answers after each 20% cut (lock-in)
-cut_answer_tokens = None  # tokens of each answer after a cut (only labelled; None: max_answer_tokens), as in 03
-intervention_prompts = 16  # prompts per family or dataset
-intervention_samples = 2  # samples per prompt and condition
-intervention_answer_tokens = None  # answer tokens per sample (None: max_answer_tokens)
-inference_interventions = ["safepath", "saferemind", "psr"]
-psr_resample = "fresh"  # PSR's retry after an unsafe verdict: "official" (paper A's code: the same chunk) or "fresh"
-forced_answer_tokens = None  # SafeRemind / PSR answer after a forced close (official: 2048; None: as any answer)
-finetune_recipes = ["organism-safety"]  # names in lib/lrmsafety/finetune_recipes.yaml
-finetune_max_steps = -1  # a cap on optimizer steps (-1: the recipe's epochs)
-finetune_overrides = {}  # recipe fields replaced on this profile (CPU budgets: examples, grad_accum, max_length)
-gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 import time
@@ -86,21 +70,21 @@ plots.set_theme()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
+prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-studied = data.sample_per_group(prompts, intervention_prompts, seed=seed)
+studied = data.sample_per_group(prompts, P.intervention_prompts, seed=P.seed)
 contested = "jailbreak" if "jailbreak" in set(studied[group_column]) else None
-decoding = generate.Decoding(samples_per_prompt=intervention_samples, max_thinking_tokens=max_thinking_tokens,
-                             max_answer_tokens=intervention_answer_tokens or max_answer_tokens, batch_size=batch_size,
-                             seed=seed)
-conditions = ["base", *inference_interventions, *finetune_recipes]
-n_samples = len(studied) * intervention_samples * len(conditions) * len(models)
-tokens = n_samples * (max_thinking_tokens + decoding.max_answer_tokens)
-print(f"{len(studied)} prompts x {intervention_samples} samples x {len(conditions)} conditions x {len(models)} models:"
-      f" at most {tokens:,} generated tokens (about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours at "
-      f"{gpu_tokens_per_second} tokens/s), plus training and the 20% cuts")
-print(f"label: refused_a, paper A's refusal ({' + '.join(label_judges['A'])}, strict majority); PSR retry: "
-      f"{psr_resample}")
+decoding = generate.Decoding(samples_per_prompt=P.intervention_samples, max_thinking_tokens=P.max_thinking_tokens,
+                             max_answer_tokens=P.intervention_answer_tokens, batch_size=P.batch_size,
+                             seed=P.seed)
+conditions = ["base", *P.inference_interventions, *P.finetune_recipes]
+n_samples = len(studied) * P.intervention_samples * len(conditions) * len(P.models)
+tokens = n_samples * (P.max_thinking_tokens + decoding.max_answer_tokens)
+print(f"{len(studied)} prompts x {P.intervention_samples} samples x {len(conditions)} conditions x {len(P.models)} models:"
+      f" at most {tokens:,} generated tokens (about {tokens / P.gpu_tokens_per_second / 3600:.1f} GPU hours at "
+      f"{P.gpu_tokens_per_second} tokens/s), plus training and the 20% cuts")
+print(f"label: refused_a, paper A's refusal ({' + '.join(P.label_judges['A'])}, strict majority); PSR retry: "
+      f"{P.psr_resample}")
 # Table 2 (ASR / ORR %, secondary source); keys are the registry names of paper A's models
 PUBLISHED = pd.DataFrame(
     [(m, c, a, o) for m, rows in {
@@ -122,18 +106,18 @@ PUBLISHED = pd.DataFrame(
 
 # %%
 adapters, training = {}, []
-for name in models:
-    for recipe_name in finetune_recipes:
-        recipe = finetune.get_recipe(recipe_name).replace(max_steps=finetune_max_steps, **finetune_overrides)
+for name in P.models:
+    for recipe_name in P.finetune_recipes:
+        recipe = finetune.get_recipe(recipe_name).replace(max_steps=P.finetune_max_steps, **P.finetune_overrides)
         try:
-            sft = finetune.load_sft_data(recipe.data, n=recipe.examples, seed=recipe.seed, data_dir=data_dir)
+            sft = finetune.load_sft_data(recipe.data, n=recipe.examples, seed=recipe.seed, data_dir=P.data_dir)
         except finetune.SFTDataUnavailable as err:
             print(f"{name} / {recipe_name}: not trained, its data is not available here: {err}")
             continue
         if sft.empty:
             print(f"{name} / {recipe_name}: not trained, no examples to train on")
             continue
-        model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+        model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
         pairs = finetune.prompt_completion_pairs(sft, tokenizer, spec.thinking_format)
         result = finetune.train_adapter(model, tokenizer, spec, pairs, recipe, cache / "adapters")
         adapters[(name, recipe_name)] = result.path
@@ -152,27 +136,27 @@ pd.DataFrame(training).round(3) if training else print("no adapter trained: the 
 
 # %%
 def load_condition(name, condition):
-    if condition in finetune_recipes:
-        return finetune.load_adapted(name, adapters[(name, condition)], quantization=quantization)
-    return registry.load_model(name, quantization=quantization)
+    if condition in P.finetune_recipes:
+        return finetune.load_adapted(name, adapters[(name, condition)], quantization=P.quantization)
+    return registry.load_model(name, quantization=P.quantization)
 
 
 judged, handles = [], {}
-for name in models:
+for name in P.models:
     frames = {}
     for condition in conditions:
-        if condition in finetune_recipes and (name, condition) not in adapters:
+        if condition in P.finetune_recipes and (name, condition) not in adapters:
             continue
         model, tokenizer, spec = load_condition(name, condition)
-        iv = interventions.Intervention(condition if condition in inference_interventions else "none",
-                                        psr_resample=psr_resample,
-                                        forced_answer_tokens=forced_answer_tokens or decoding.max_answer_tokens)
+        iv = interventions.Intervention(condition if condition in P.inference_interventions else "none",
+                                        psr_resample=P.psr_resample,
+                                        forced_answer_tokens=P.forced_answer_tokens)
         frames[condition] = interventions.run(model, tokenizer, spec, studied, decoding, iv, cache_root=cache)
-        if condition == "base" or condition in finetune_recipes:
+        if condition == "base" or condition in P.finetune_recipes:
             handles[(name, condition)] = (model, tokenizer, spec)
         else:
             del model
-    labelled = interventions.label_conditions(frames, label_judges, registry.get_spec(name).thinking_format,
+    labelled = interventions.label_conditions(frames, P.label_judges, registry.get_spec(name).thinking_format,
                                               cache_root=cache)
     judged.append(labelled.merge(studied[["prompt_id", "label", group_column]], on="prompt_id").assign(model=name))
 judged = pd.concat(judged, ignore_index=True)
@@ -187,8 +171,8 @@ judged.groupby(["model", "condition"], sort=False).agg(
 # %%
 by = ["model", "condition"]
 scored = judged.assign(refused=judged["refused_a"])  # metrics.safety_table reads `refused`: here paper A's label
-safety = pd.concat([metrics.safety_table(scored, by=by, kind="asr_orr", seed=seed).assign(scope="all"),
-                    metrics.safety_table(scored, by=[*by, group_column], kind="asr_orr", seed=seed).assign(
+safety = pd.concat([metrics.safety_table(scored, by=by, kind="asr_orr", seed=P.seed).assign(scope="all"),
+                    metrics.safety_table(scored, by=[*by, group_column], kind="asr_orr", seed=P.seed).assign(
                         scope=lambda f: group_column + "=" + f[group_column].astype(str))], ignore_index=True)
 safety = safety.rename(columns={"condition": "intervention"}).assign(
     n=lambda f: f["n_samples"] - f["n_unjudged"], label="refused_a")
@@ -200,7 +184,7 @@ overall["value"].round(3)
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
 every = list(dict.fromkeys([*conditions, *PUBLISHED["condition"]]))
 markers = dict(zip(every, "osD^vPX*ph<>"))
-for color, name in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], models):
+for color, name in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], P.models):
     for condition in conditions:
         if (name, condition) not in overall.index:
             continue
@@ -209,7 +193,7 @@ for color, name in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], models
         axes[0].errorbar(x, y, xerr=[[x - 100 * r["low"]["ORR"]], [100 * r["high"]["ORR"] - x]],
                          yerr=[[y - 100 * r["low"]["ASR"]], [100 * r["high"]["ASR"] - y]], fmt=markers[condition],
                          color=color, ms=7, capsize=2, label=name if condition == "base" else None)
-for color, (model_name, part) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"][len(models):],
+for color, (model_name, part) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"][len(P.models):],
                                      PUBLISHED.groupby("model")):
     for r in part.itertuples():
         axes[1].scatter(r.ORR, r.ASR, marker=markers[r.condition], color=color, s=30,
@@ -246,7 +230,7 @@ signals = []
 judged["oscillations"] = oscillation_counts(judged)
 for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
     counted = frame[["prompt_id", "oscillations"]].dropna()
-    mean, low, high = metrics.bootstrap_ci(counted, lambda f: f["oscillations"].mean(), n_boot=500, seed=seed)
+    mean, low, high = metrics.bootstrap_ci(counted, lambda f: f["oscillations"].mean(), n_boot=500, seed=P.seed)
     signals.append({"model": name, "intervention": condition, "metric": "oscillations_per_trace", "value": mean,
                     "low": low, "high": high, "n": len(counted)})
     if (name, condition) in handles:
@@ -258,10 +242,10 @@ for (name, condition), frame in judged.groupby(["model", "condition"], sort=Fals
                         "value": probe["auroc"], "low": probe["auroc_lo"], "high": probe["auroc_hi"], "n": probe["n"]})
 
 # %%
-cut_decoding = generate.Decoding(samples_per_prompt=answers_per_prefix, max_answer_tokens=cut_answer_tokens or
-                                max_answer_tokens, batch_size=batch_size, seed=seed)
+cut_decoding = generate.Decoding(samples_per_prompt=P.answers_per_prefix, max_answer_tokens=P.cut_answer_tokens or
+                                P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 scope = f"{group_column}={contested}" if contested else "all"
-for name in models:
+for name in P.models:
     cuts = {}
     for condition in [c for m, c in handles if m == name]:
         frame = judged[(judged["model"] == name) & (judged["condition"] == condition)]
@@ -272,12 +256,12 @@ for name in models:
             print(f"{name} / {condition}: no continuation variance: no trace closed its thinking itself")
     if not cuts:
         continue
-    labelled = interventions.label_conditions(cuts, label_judges, registry.get_spec(name).thinking_format,
+    labelled = interventions.label_conditions(cuts, P.label_judges, registry.get_spec(name).thinking_format,
                                               cache_root=cache)
     for condition, part in labelled.groupby("condition", sort=False):
         q = part.groupby("prompt_id")["refused_a"].mean()  # per cut trace: the share of refusing answers
         per_prefix = pd.DataFrame({"prompt_id": q.index.str.split("#").str[0], "v": 4 * q * (1 - q)})
-        value, low, high = metrics.bootstrap_ci(per_prefix, lambda f: f["v"].mean(), n_boot=500, seed=seed)
+        value, low, high = metrics.bootstrap_ci(per_prefix, lambda f: f["v"].mean(), n_boot=500, seed=P.seed)
         signals.append({"model": name, "intervention": condition, "metric": "continuation_variance_at_20",
                         "value": value, "low": low, "high": high, "n": len(per_prefix), "scope": scope})
 signals = pd.DataFrame(signals).assign(label="refused_a")
@@ -293,7 +277,7 @@ for ax, metric in zip(axes, ["oscillations_per_trace", "first_token_auroc", "con
     part = signals[signals["metric"] == metric].reset_index(drop=True)
     labels = [f"{m.replace('organism-', '')} · {c}" for m, c in zip(part["model"], part["intervention"])]
     ax.bar(range(len(part)), part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]],
-           color=[f"C{models.index(m)}" for m in part["model"]], capsize=2)
+           color=[f"C{P.models.index(m)}" for m in part["model"]], capsize=2)
     ax.set_xticks(range(len(part)), labels, fontsize=6, rotation=60, ha="right")
     ax.set_title(metric.replace("_", " ") + ("" if len(part) else " (not measured here)"), fontsize=9)
 fig.suptitle("Deliberation signals per condition (published: SFT lowers the AUROC by ~0.11; PSR cuts oscillations "
@@ -304,14 +288,14 @@ plots.save_figure(fig, "08_deliberation_signals", profile)
 # ## The organisms as controls: does the trained intervention at least halve the jailbreak ASR?
 
 # %%
-if profile != "organism" or contested is None or not finetune_recipes:
+if profile != "organism" or contested is None or not P.finetune_recipes:
     print("organism-only check: skipped (this profile studies real models, or has no jailbreak family)")
 else:
     jb = safety[(safety["scope"] == f"{group_column}={contested}") & (safety["metric"] == "ASR")]
     checks = []
-    for name in models:
+    for name in P.models:
         base = jb[(jb["model"] == name) & (jb["intervention"] == "base")]
-        for recipe_name in finetune_recipes:
+        for recipe_name in P.finetune_recipes:
             tuned = jb[(jb["model"] == name) & (jb["intervention"] == recipe_name)]
             if base.empty or tuned.empty:
                 continue

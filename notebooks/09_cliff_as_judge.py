@@ -60,31 +60,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative"]
-quantization = "auto"
-data_dir = None
-prompt_sets = ["organism"]
-n_prompts = 200
-samples_per_prompt = 5
-max_thinking_tokens = 256
-max_answer_tokens = 96
-batch_size = 256
-seed = 0
-judges = ["refusal_prefix", "rs_match"]
-label_judges = {"B": ["paper_b_refusal"]}  # paper B's label (refused_b); paper: Llama-Guard-4 on the answer
-eval_answer_tokens = None  # answer tokens of the held-out evaluations (None: max_answer_tokens)
-cliff_models = ["organism-locked", "organism-deliberative"]  # models studied here (null: all of `models`)
-cliff_pool_size = 2000  # paper profile: pool prompts (paper B: 40K); organisms: 01's jailbreak prompts
-cliff_pool_per_prompt = 1  # rollouts per prompt kept in the pool (paper B: one answer of the model per prompt)
-cliff_shares = [0.017, 0.05, 0.125, 0.25, 1.0]
-cliff_selectors = ["cliff_ms", "cliff_final", "random", "rule", "rule_complied"]
-cliff_random_seeds = [0, 1, 2]
-cliff_eval_prompts = 100  # held-out harmful (jailbreak) prompts; half as many benign ones for ORR
-cliff_train = {"max_steps": 10, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16,
-               "max_length": 512, "scheduler": "constant"}  # a finetune.Recipe; the same steps for every selection
-cliff_full_epochs = 3  # the epoch arm: the whole pool for this many epochs (transformers' default; 0: no arm)
-gpu_tokens_per_second = 907  # for the cost estimate: R1-Distill-Qwen-7B, nf4, batch 64 on an H100 (README)
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 
 # %%
@@ -103,46 +85,46 @@ started = time.perf_counter()
 cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
-organisms = prompt_sets == ["organism"]
-studied = [m for m in models if cliff_models is None or m in cliff_models]
-prompts = data.load_prompt_sets(prompt_sets, n_prompts=n_prompts, data_dir=data_dir, seed=seed)
-rollout_decoding = generate.Decoding(samples_per_prompt=samples_per_prompt, max_thinking_tokens=max_thinking_tokens,
-                                     max_answer_tokens=max_answer_tokens, batch_size=batch_size, seed=seed)
-eval_decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=max_thinking_tokens,
-                                  max_answer_tokens=eval_answer_tokens or max_answer_tokens, batch_size=batch_size,
-                                  seed=seed)
-recipe = finetune.Recipe(name="cliff-as-a-judge", data="09 pool", **cliff_train)
-print(f"models: {studied}; shares: {cliff_shares}; selectors: {cliff_selectors}; "
-      f"epoch arm: {cliff_full_epochs or 'none'} epochs")
+organisms = P.prompt_sets == ["organism"]
+studied = [m for m in P.models if P.cliff_models is None or m in P.cliff_models]
+prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
+rollout_decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
+                                     max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
+eval_decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=P.max_thinking_tokens,
+                                  max_answer_tokens=P.eval_answer_tokens, batch_size=P.batch_size,
+                                  seed=P.seed)
+recipe = finetune.Recipe(name="cliff-as-a-judge", data="09 pool", **P.cliff_train)
+print(f"models: {studied}; shares: {P.cliff_shares}; selectors: {P.cliff_selectors}; "
+      f"epoch arm: {P.cliff_full_epochs or 'none'} epochs")
 
 # %% [markdown]
 # ## Held-out evaluation prompts, and what it costs
 
 # %%
 if organisms:
-    candidates = data.load_prompt_sets(["organism"], n_prompts=cliff_eval_prompts, seed=seed + 1)
+    candidates = data.load_prompt_sets(["organism"], n_prompts=P.cliff_eval_prompts, seed=P.seed + 1)
     eval_harmful = candidates[candidates["family"] == "jailbreak"]
-    eval_benign = candidates[candidates["label"] == "benign"].groupby("family").head(cliff_eval_prompts // 4)
+    eval_benign = candidates[candidates["label"] == "benign"].groupby("family").head(P.cliff_eval_prompts // 4)
     pool_source = "notebook 01's jailbreak rollouts; safe answers: refusals from the organism's corpus"
 else:
-    eval_harmful = data.load_datasets(["wildjailbreak"], data_dir, limit=cliff_eval_prompts, seed=seed)
-    eval_benign = data.load_datasets(["xstest"], data_dir, seed=seed).query("label == 'benign'")
-    eval_benign = eval_benign.head(cliff_eval_prompts // 2)
-    pool_prompt_frame, pool_source = safety_pool.pool_prompts(data_dir, n=cliff_pool_size, seed=seed)
-study = Study(cache, label_judges, quantization, recipe, pd.concat([eval_harmful, eval_benign], ignore_index=True),
-              eval_decoding, full_epochs=cliff_full_epochs)
-partial = [share for share in cliff_shares if share < 1]  # at 100% every selector takes the same data: one run
-n_runs = len(partial) * (len(cliff_selectors) - 1 + len(cliff_random_seeds)) + (len(partial) < len(cliff_shares))
+    eval_harmful = data.load_datasets(["wildjailbreak"], P.data_dir, limit=P.cliff_eval_prompts, seed=P.seed)
+    eval_benign = data.load_datasets(["xstest"], P.data_dir, seed=P.seed).query("label == 'benign'")
+    eval_benign = eval_benign.head(P.cliff_eval_prompts // 2)
+    pool_prompt_frame, pool_source = safety_pool.pool_prompts(P.data_dir, n=P.cliff_pool_size, seed=P.seed)
+study = Study(cache, P.label_judges, P.quantization, recipe, pd.concat([eval_harmful, eval_benign], ignore_index=True),
+              eval_decoding, full_epochs=P.cliff_full_epochs)
+partial = [share for share in P.cliff_shares if share < 1]  # at 100% every selector takes the same data: one run
+n_runs = len(partial) * (len(P.cliff_selectors) - 1 + len(P.cliff_random_seeds)) + (len(partial) < len(P.cliff_shares))
 print(f"pool: {pool_source}")
 print(f"held-out evaluation: {len(eval_harmful)} harmful, {len(eval_benign)} benign prompts; "
-      f"{n_runs} fixed-step adapters per model{' and the epoch arm' if cliff_full_epochs else ''}")
+      f"{n_runs} fixed-step adapters per model{' and the epoch arm' if P.cliff_full_epochs else ''}")
 if not organisms:
-    n_evaluated = (n_runs + 1 + bool(cliff_full_epochs)) * len(study.eval_prompts)  # the base model too
-    tokens = (cliff_pool_size + n_evaluated) * (max_thinking_tokens + max_answer_tokens)
-    epochs = epoch_steps(cliff_pool_size, cliff_full_epochs or 1, recipe.batch_size, recipe.grad_accum)
-    print(f"at most {tokens:,} generated tokens per model; about {tokens / gpu_tokens_per_second / 3600:.1f} GPU hours "
-          f"at {gpu_tokens_per_second} tokens/s, plus {n_runs} LoRA runs of {recipe.max_steps} steps"
-          + (f" and one of at most {epochs} (the whole pool, {cliff_full_epochs} epochs)" if cliff_full_epochs else ""))
+    n_evaluated = (n_runs + 1 + bool(P.cliff_full_epochs)) * len(study.eval_prompts)  # the base model too
+    tokens = (P.cliff_pool_size + n_evaluated) * (P.max_thinking_tokens + P.max_answer_tokens)
+    epochs = epoch_steps(P.cliff_pool_size, P.cliff_full_epochs or 1, recipe.batch_size, recipe.grad_accum)
+    print(f"at most {tokens:,} generated tokens per model; about {tokens / P.gpu_tokens_per_second / 3600:.1f} GPU hours "
+          f"at {P.gpu_tokens_per_second} tokens/s, plus {n_runs} LoRA runs of {recipe.max_steps} steps"
+          + (f" and one of at most {epochs} (the whole pool, {P.cliff_full_epochs} epochs)" if P.cliff_full_epochs else ""))
 
 # %% [markdown]
 # ## The pool and each example's cliff size
@@ -159,18 +141,18 @@ def pool_rollouts(name, model, tokenizer, spec):
         rollouts = generate.rollouts(model, tokenizer, spec, prompts, rollout_decoding, cache_root=cache,
                                      progress=False)
         rollouts = rollouts[rollouts["prompt_id"].isin(prompts.query("family == 'jailbreak'")["prompt_id"])
-                            & (rollouts["sample_index"] < cliff_pool_per_prompt)]
-        return rollouts, lambda frame: safe_answers(len(frame), kind=name.removeprefix("organism-"), seed=seed)
+                            & (rollouts["sample_index"] < P.cliff_pool_per_prompt)]
+        return rollouts, lambda frame: safe_answers(len(frame), kind=name.removeprefix("organism-"), seed=P.seed)
     rollouts = generate.rollouts(model, tokenizer, spec, pool_prompt_frame, eval_decoding, cache_root=cache)
     return rollouts.merge(pool_prompt_frame[["prompt_id", "safe_answer"]], on="prompt_id"), \
         lambda frame: frame["safe_answer"]
 
 
-conditions = [(s, share) for s in cliff_selectors for share in cliff_shares]
-conditions += [(EPOCH_ARM, 1.0)] * bool(cliff_full_epochs)  # what the table holds for each model, NA or not
+conditions = [(s, share) for s in P.cliff_selectors for share in P.cliff_shares]
+conditions += [(EPOCH_ARM, 1.0)] * bool(P.cliff_full_epochs)  # what the table holds for each model, NA or not
 pools, not_measured = {}, []
 for name in studied:
-    model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     pools[name], note, missing = study.prepare(name, model, tokenizer, spec, *pool_rollouts(name, model, tokenizer,
                                                                                             spec), conditions)
     not_measured += missing
@@ -187,11 +169,11 @@ cliff_as_judge.cliff_summary(pools)
 # %%
 evaluations, trained = [], []
 for name, pool in pools.items():
-    frames, runs = study.run(name, pool, cliff_selectors, cliff_shares, cliff_random_seeds, seed=seed)
+    frames, runs = study.run(name, pool, P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, seed=P.seed)
     evaluations, trained = evaluations + frames, trained + runs
 evaluated = pd.concat(evaluations, ignore_index=True)
 seconds = sum(r.seconds for r in trained if r.trained)
-print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions; "
+print(f"{evaluated.groupby(['model', 'selector', 'P.seed', 'share']).ngroups} evaluated conditions; "
       f"{sum(r.trained for r in trained)} adapters trained here in {seconds:.0f} s")
 
 # %% [markdown]
@@ -201,7 +183,7 @@ print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} eval
 # with the reason in `note`.
 
 # %%
-table = pd.concat([rate_table(evaluated, seed=seed, judge=study.judge)] + not_measured, ignore_index=True)
+table = pd.concat([rate_table(evaluated, seed=P.seed, judge=study.judge)] + not_measured, ignore_index=True)
 table.to_csv(results / "09_cliff_as_judge.csv", index=False)
 pooled = table[(table["seed"] == -1) | (table["selector"] != "random")]
 for note, rows in pooled[pooled["note"] != ""].groupby("note"):
@@ -213,7 +195,7 @@ pooled.set_index(["model", "selector", "share", "metric"])["value"].unstack("met
 
 # %%
 asr = pooled[(pooled["metric"] == "ASR") & pooled["value"].notna()]
-fig = cliff_as_judge.figure(asr, studied, PUBLISHED, PUBLISHED_BASE_ASR, cliff_shares, cliff_full_epochs)
+fig = cliff_as_judge.figure(asr, studied, PUBLISHED, PUBLISHED_BASE_ASR, P.cliff_shares, P.cliff_full_epochs)
 plots.save_figure(fig, "09_cliff_as_judge", profile)
 
 # %% [markdown]
@@ -236,7 +218,7 @@ if organisms:
 # At the smallest shares, cliff (MS) against random; at 100%, the fixed-step arm against the epoch arm.
 
 # %%
-checks = [c for name in studied for share in cliff_shares if share <= 0.05
+checks = [c for name in studied for share in P.cliff_shares if share <= 0.05
           and (c := cliff_as_judge.compare(asr, name, share))]
 checks += [c for name in studied if (c := cliff_as_judge.compare(asr, name, 1.0, "cliff_ms", EPOCH_ARM))]
 if organisms:

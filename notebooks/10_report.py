@@ -42,8 +42,13 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"
-models = ["organism-locked", "organism-deliberative"]
+profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
+model = None  # one registry name in place of the profile's models (make all MODEL=...)
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
 from lrmsafety import ledger as claims, paths, plots, report
@@ -63,7 +68,7 @@ print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims
 # %%
 # On the full profiles a measure that does not fit its table is a ledger error (it stops here, naming the fix);
 # the tiny smoke tables may lack a column (no oscillation at all), which is then "not measured".
-filled = claims.fill(ledger, results, profile, models, strict=profile in ("organism", "paper"))
+filled = claims.fill(ledger, results, profile, P.models, strict=profile in ("organism", "paper"))
 results.mkdir(parents=True, exist_ok=True)
 filled.to_csv(results / "10_claims.csv", index=False)  # the filled ledger, one row per claim × measure × model
 print("verdicts:", claims.verdict_counts(filled))
@@ -83,7 +88,7 @@ missing[["measure_id", "model", "reason"]].drop_duplicates("reason").reset_index
 # with the 95% interval. On the organisms, the light bars are the planted targets the verdicts use.
 
 # %%
-fig = report.summary_figure(filled, ledger, models, control)
+fig = report.summary_figure(filled, ledger, P.models, control)
 summary_png = plots.save_figure(fig, "10_summary", profile)
 
 # %% [markdown]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lrmsafety import chat, evaluate, models, pipeline, tiny, usage
+from lrmsafety import chat, evaluate, models, params, pipeline, tiny, usage
 from lrmsafety.judges import get_judge
 
 # published parameter counts (the hub's model cards) and vocabularies of the real checkpoints
@@ -20,20 +20,18 @@ PUBLISHED = {  # architecture: (parameters, vocabulary)
 
 
 def _lane():
-    return pipeline.load_profile("paper-gpu")
+    return params.load("paper-gpu")
 
 
-def _guard_judges(params):
-    named = [j for judges in params["label_judges"].values() for j in judges] + list(params["judges"]) + [
-        params["asr_judge"]]
+def _guard_judges(values):
+    named = [j for judges in values.label_judges.values() for j in judges] + list(values.judges) + [values.asr_judge]
     return sorted({j for j in named if "@" in j})
 
 
 def test_paper_gpu_inherits_the_paper_profile():
-    paper, lane = pipeline.load_profile("paper"), _lane()
-    assert set(paper) <= set(lane)
-    assert lane["cliff_prompt_sets"] == paper["cliff_prompt_sets"]  # inherited, not copied
-    for name in lane["models"] + lane["stance_judges"]:
+    paper, lane = params.load("paper"), _lane()
+    assert lane.cliff_prompt_sets == paper.cliff_prompt_sets  # inherited, not copied
+    for name in lane.models + lane.stance_judges:
         assert models.get_spec(name).random_architecture, name
     # every guard of the paper profile runs on a stand-in of its own architecture class
     for entry in _guard_judges(lane):
@@ -42,7 +40,7 @@ def test_paper_gpu_inherits_the_paper_profile():
         stand_in = models.get_spec(model)
         assert stand_in.random_architecture and stand_in.role == "guard", entry
         assert stand_in.architecture == real.architecture or judge == "llama_guard_4", entry
-    assert {e.split("@")[0] for e in _guard_judges(lane)} >= set(paper["label_judges"]["A"])
+    assert {e.split("@")[0] for e in _guard_judges(lane)} >= set(paper.label_judges["A"])
 
 
 @pytest.mark.parametrize("architecture", sorted(tiny.REAL_ARCHITECTURES))
@@ -69,7 +67,7 @@ def test_random_stand_ins_are_the_same_weights_every_load(qwen3_tokenizer_path):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("entry", _guard_judges(pipeline.load_profile("paper-gpu")))
+@pytest.mark.parametrize("entry", _guard_judges(params.load("paper-gpu")))
 def test_each_guard_protocol_runs_on_its_stand_in_architecture(entry, qwen3_tokenizer_path):
     judge_name, model_name = entry.split("@")
     spec = models.get_spec(model_name)
@@ -111,11 +109,3 @@ def test_a_notebook_records_its_tokens_engine_and_memory(tmp_path, monkeypatch):
     assert not file.exists()
 
 
-def test_a_profile_inherits_and_overrides(tmp_path, monkeypatch):
-    (tmp_path / "base.yaml").write_text("n_prompts: 5\nseed: 1\n")
-    (tmp_path / "child.yaml").write_text("inherits: base\nn_prompts: 2\n")
-    (tmp_path / "loop.yaml").write_text("inherits: loop\n")
-    monkeypatch.setattr(pipeline, "PARAMS_DIR", tmp_path)
-    assert pipeline.load_profile("child") == {"n_prompts": 2, "seed": 1, "profile": "child"}
-    with pytest.raises(ValueError, match="cycle"):
-        pipeline.load_profile("loop")

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from lrmsafety import models, paths, pipeline
+from lrmsafety import models, params, paths, pipeline
 from lrmsafety.paths import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -61,8 +61,7 @@ def test_notebooks_run_on_the_paper_smoke_profile(tmp_path, qwen3_tokenizer_path
                 assert column in table and table[column].notna().all(), (table_path.name, column)
         if py_path.stem == "01_rollouts":
             # every paper's label is there for every rollout, with the judges' raw outputs: never a NaN table
-            params = pipeline.load_profile("paper-smoke")
-            for name in params["models"]:
+            for name in params.load("paper-smoke").models:
                 judged = pd.read_parquet(results / f"01_judged_{name}.parquet")
                 for column in ("refused_a", "refusal_score_a", "refused_b", "unsafe_c", "refused", "safe",
                                "standin_guard.raw"):

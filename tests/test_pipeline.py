@@ -18,13 +18,17 @@ SOURCE = '''# %% [markdown]
 # # A test notebook
 
 # %% tags=["parameters"]
-profile = "default"
-n_prompts = 1
-unused = "kept"
+profile = "organism"
+model = None
+
+# %%
+from lrmsafety import params
+
+P = params.load(profile, model)
 
 # %%
 import json, pathlib
-pathlib.Path("seen.json").write_text(json.dumps({"profile": profile, "n_prompts": n_prompts, "unused": unused}))
+pathlib.Path("seen.json").write_text(json.dumps({"profile": profile, "n_prompts": P.n_prompts, "model": model}))
 {FAIL}
 '''
 
@@ -40,15 +44,16 @@ def test_notebook_runs_with_injected_parameters(tmp_path):
     pipeline.run(write_notebook(tmp_path), "smoke", output)
     seen = json.loads((tmp_path / "seen.json").read_text())
     smoke = yaml.safe_load((REPO_ROOT / "params" / "smoke.yaml").read_text())
-    assert seen == {"profile": "smoke", "n_prompts": smoke["n_prompts"], "unused": "kept"}
+    assert seen == {"profile": "smoke", "n_prompts": smoke["n_prompts"], "model": None}
     executed = nbformat.read(output, as_version=4)
     assert any("injected-parameters" in cell.metadata.get("tags", []) for cell in executed.cells)
 
 
-def test_model_option_replaces_the_model_list():
-    assert pipeline.load_profile("organism", model="qwen3-8b")["models"] == ["qwen3-8b"]
-    with pytest.raises(KeyError, match="Did you mean"):
-        pipeline.load_profile("organism", model="qwen3-8")
+def test_a_notebook_declaring_other_parameters_is_refused(tmp_path):
+    path = tmp_path / "02_old.py"
+    path.write_text('# %% tags=["parameters"]\nprofile = "organism"\nmodel = None\nn_prompts = 3\n')
+    with pytest.raises(ValueError, match="only `profile` and `model`"):
+        pipeline.notebook_parameters(pipeline.read_notebook(path), "organism", None, path.name)
 
 
 def test_failing_notebook_exits_nonzero_and_leaves_no_output(tmp_path, capsys):
@@ -80,10 +85,8 @@ def test_notebook_has_parameters_badge_and_colab_install(py_path):
     assert '# %% tags=["parameters"]' in text
     assert f"blob/main/notebooks/{py_path.stem}.ipynb" in text and "colab-badge.svg" in text
     assert '"google.colab" in sys.modules' in text
-    declared = pipeline.parameters_cell(pipeline.read_notebook(py_path), py_path.name)
-    for profile in pipeline.PROFILES:
-        assert set(pipeline.notebook_parameters(pipeline.read_notebook(py_path),
-                                                pipeline.load_profile(profile))) <= set(declared)
+    assert pipeline.parameters_cell(pipeline.read_notebook(py_path), py_path.name) == {
+        "profile": "organism", "model": None}  # Jupyter and Colab run the default profile, as `make all` does
 
 
 def _names(requirements):

@@ -2,7 +2,7 @@
 
 ``python -m lrmsafety.pipeline run notebooks/01_rollouts.py --profile organism [--model NAME] --output build/…``
 is what ``make all`` calls for each notebook; ``sync`` rewrites the ``.ipynb`` twins that Colab opens.
-Each notebook receives only the parameters its ``parameters`` cell declares.
+Each notebook receives only ``profile`` and ``model``; it reads its values with ``params.load`` (lrmsafety.params).
 """
 
 from __future__ import annotations
@@ -15,20 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
-from . import usage
+from . import params, usage
 from .paths import REPO_ROOT
-
-PARAMS_DIR = REPO_ROOT / "params"
-# the shipped profiles (paper-smoke: the paper path on tiny CPU stand-ins; paper-gpu: the paper path on one GPU, random
-# weights at real sizes); any params/<name>.yaml is a profile too
-PROFILES = ("organism", "smoke", "paper", "paper-smoke", "paper-gpu")
-
-
-def available_profiles() -> list[str]:
-    return sorted(path.stem for path in PARAMS_DIR.glob("*.yaml"))
-
 
 def read_notebook(py_path: Path):
     import jupytext
@@ -53,41 +42,16 @@ def parameters_cell(notebook, name: str = "notebook") -> dict:
     return defaults
 
 
-def load_profile(profile: str, model: str | None = None) -> dict:
-    """The parameters of a profile (params/<profile>.yaml); ``model`` replaces the profile's model list.
-
-    A profile may start with ``inherits: <profile>``: it then holds only the keys it changes (paper-gpu inherits
-    paper's, so that the two cannot drift apart)."""
-    params = _read_profile(profile, seen=())
-    params["profile"] = profile
-    if model:
-        from .models import get_spec
-
-        get_spec(model)  # fails early, with close matches, on a typo
-        params["models"] = [model]
-    return params
-
-
-def _read_profile(profile: str, seen: tuple) -> dict:
-    path = PARAMS_DIR / f"{profile}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no parameters for profile {profile!r}: expected {path}; profiles: "
-                                f"{', '.join(available_profiles())}")
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
-    parent = params.pop("inherits", None)
-    if parent is None:
-        return params
-    if parent in seen + (profile,):
-        raise ValueError(f"{path}: `inherits: {parent}` makes a cycle ({' -> '.join(seen + (profile, parent))})")
-    return {**_read_profile(parent, seen + (profile,)), **params}
-
-
-def notebook_parameters(notebook, profile_params: dict, name: str = "notebook") -> dict:
+def notebook_parameters(notebook, profile: str, model: str | None, name: str = "notebook") -> dict:
+    """What papermill injects: the profile's name and the model, after checking that the profile validates and that
+    the notebook's parameters cell declares exactly these two (every other value comes from ``params.load``)."""
     declared = parameters_cell(notebook, name)
-    return {key: value for key, value in profile_params.items() if key in declared}
+    if set(declared) != {"profile", "model"}:
+        raise ValueError(f"{name}'s parameters cell declares {sorted(declared)}: it must declare only `profile` and "
+                         "`model` and read every other value from `P = params.load(profile, model)`; declare a new "
+                         "parameter in lib/lrmsafety/params.py")
+    params.load(profile, model)  # a profile that does not validate fails here, before the kernel starts
+    return {"profile": profile, "model": model}
 
 
 def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> None:
@@ -95,7 +59,7 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     import papermill
 
     notebook = twin(py_path)
-    parameters = notebook_parameters(notebook, load_profile(profile, model), py_path.name)
+    parameters = notebook_parameters(notebook, profile, model, py_path.name)
     output.parent.mkdir(parents=True, exist_ok=True)
     source = output.with_suffix(".source.ipynb")
     nbformat.write(notebook, source)
@@ -182,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="execute one notebook with a profile's parameters")
     run_parser.add_argument("notebook", type=Path)
-    run_parser.add_argument("--profile", default="organism", help="a params/<profile>.yaml: "
-                            + ", ".join(PROFILES) + " or one of your own")
+    run_parser.add_argument("--profile", default="organism", help="a params/<profile>.yaml (python -m "
+                            "lrmsafety.params <profile> lists its values)")
     run_parser.add_argument("--model", default=None)
     run_parser.add_argument("--output", type=Path, required=True)
     sync_parser = commands.add_parser("sync", help="rewrite the .ipynb twins from the .py sources")
