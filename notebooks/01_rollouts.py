@@ -46,9 +46,10 @@ profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
 model = None  # one registry name in place of the profile's models (make all MODEL=...)
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
 
 # %%
 import matplotlib.pyplot as plt
@@ -77,6 +78,7 @@ rollouts = {}
 for name in P.models:
     model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     rollouts[name] = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache)
+    S.publish_rollouts("01", name, rollouts[name])  # read by 02, 05, 06 and 09
     del model
 
 # %% [markdown]

@@ -52,9 +52,10 @@ profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
 model = None  # one registry name in place of the profile's models (make all MODEL=...)
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
 
 # %%
 import matplotlib.pyplot as plt
@@ -68,8 +69,6 @@ cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
-                             max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 PUBLISHED = pd.DataFrame({"model": ["Qwen3-8B", "Olmo-3", "Phi-4-R", "GPT-OSS"],
                           "harmful AUROC": [.948, .881, .875, .916], "benign AUROC": [.888, .891, .840, .878],
                           "pooled AUROC": [.971, .949, .897, .939]})  # Table 1 [secondary source]
@@ -81,7 +80,7 @@ PUBLISHED = pd.DataFrame({"model": ["Qwen3-8B", "Olmo-3", "Phi-4-R", "GPT-OSS"],
 def load_run(name):
     """Notebook 01's rollouts (served from the cache) and judged labels, plus the model."""
     model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
-    rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
+    rollouts = S.rollouts("01", name)
     judged = pd.read_parquet(results / f"01_judged_{name}.parquet", columns=["prompt_id", "sample_index", "refused_a"])
     judged = judged.rename(columns={"refused_a": "refused"})  # paper A's label (01: the guard majority)
     frame = rollouts.merge(judged, on=["prompt_id", "sample_index"]).merge(

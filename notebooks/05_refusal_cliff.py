@@ -62,9 +62,10 @@ profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
 model = None  # one registry name in place of the profile's models (make all MODEL=...)
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
 
 # %%
 import json
@@ -120,8 +121,9 @@ def last_token_states(name, model, tokenizer, rows, inputs, layer):
 runs, rows_out, untrained = {}, [], {}
 for name in P.models:
     model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
-    everything = cliff.label_outcomes(generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache,
-        progress=False).merge(prompts[["prompt_id", "label", group_column]], on="prompt_id"))
+    rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
+    S.publish_rollouts("05", name, rollouts)  # 06 scores the heads on the traces its probe was trained on
+    everything = cliff.label_outcomes(rollouts.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id"))
     rows_out += cliff.rollout_rows(name, everything, group_column, seed=P.seed)
     frame = everything[everything["closed"].astype(bool)].reset_index(drop=True)
     print(f"{name}: {len(frame)} of {len(everything)} rollouts closed their thinking themselves; the "

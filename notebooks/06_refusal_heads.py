@@ -58,9 +58,10 @@ profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
 model = None  # one registry name in place of the profile's models (make all MODEL=...)
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
 
 # %%
 import json
@@ -79,9 +80,6 @@ results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
 prompts = data.load_prompt_sets(P.cliff_prompt_sets or P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 group_column = data.group_column(prompts)
-decoding = cliff.rollout_decoding(P.cliff_rollouts, samples_per_prompt=P.samples_per_prompt, batch_size=P.batch_size,
-                                  max_thinking_tokens=P.max_thinking_tokens, max_answer_tokens=P.max_answer_tokens,
-                                  seed=P.seed)  # 05's rollouts: its probe's training traces score the heads here
 studied = pd.concat([data.sample_per_group(prompts[prompts[group_column].isin(groups)], P.ablation_prompts, seed=P.seed)
                      .assign(role=role) for role, groups in (("attack", P.heldout_groups),
                                                              ("benign", P.probe_compliance_groups))], ignore_index=True)
@@ -111,7 +109,7 @@ print(f"at most {tokens_needed:,} generated tokens per model ({P.ablation_mode} 
 runs, score_tables = {}, []
 for name in P.models:
     model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
-    frame = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
+    frame = S.rollouts("05", name)  # the traces 05's probe was trained on score the heads
     frame = frame[frame["closed"].astype(bool)]  # closed by the model itself (as 03); force-closed ones are left out
     frame = frame.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id").reset_index(drop=True)
     probe, note = heads.load_refusal_probe(cache / f"refusal_probe-{name}.safetensors",

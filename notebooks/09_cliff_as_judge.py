@@ -64,9 +64,10 @@ profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
 model = None  # one registry name in place of the profile's models (make all MODEL=...)
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
 
 
 # %%
@@ -88,8 +89,6 @@ results.mkdir(parents=True, exist_ok=True)
 organisms = P.prompt_sets == ["organism"]
 studied = [m for m in P.models if P.cliff_models is None or m in P.cliff_models]
 prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
-rollout_decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
-                                     max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 eval_decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=P.max_thinking_tokens,
                                   max_answer_tokens=P.eval_answer_tokens, batch_size=P.batch_size,
                                   seed=P.seed)
@@ -138,8 +137,7 @@ def pool_rollouts(name, model, tokenizer, spec):
     if organisms:
         from lrmsafety.organism.safe_answers import safe_answers
 
-        rollouts = generate.rollouts(model, tokenizer, spec, prompts, rollout_decoding, cache_root=cache,
-                                     progress=False)
+        rollouts = S.rollouts("01", name)
         rollouts = rollouts[rollouts["prompt_id"].isin(prompts.query("family == 'jailbreak'")["prompt_id"])
                             & (rollouts["sample_index"] < P.cliff_pool_per_prompt)]
         return rollouts, lambda frame: safe_answers(len(frame), kind=name.removeprefix("organism-"), seed=P.seed)
@@ -173,7 +171,7 @@ for name, pool in pools.items():
     evaluations, trained = evaluations + frames, trained + runs
 evaluated = pd.concat(evaluations, ignore_index=True)
 seconds = sum(r.seconds for r in trained if r.trained)
-print(f"{evaluated.groupby(['model', 'selector', 'P.seed', 'share']).ngroups} evaluated conditions; "
+print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions; "
       f"{sum(r.trained for r in trained)} adapters trained here in {seconds:.0f} s")
 
 # %% [markdown]
