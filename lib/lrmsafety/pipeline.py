@@ -61,7 +61,7 @@ def load_profile(profile: str, model: str | None = None) -> dict:
     params = _read_profile(profile, seen=())
     params["profile"] = profile
     if model:
-        from .models import get_spec
+        from .registry import get_spec
 
         get_spec(model)  # fails early, with close matches, on a typo
         params["models"] = [model]

@@ -213,7 +213,7 @@ def get_spec(name_or_path: str) -> ModelSpec:
     close = difflib.get_close_matches(name_or_path, list(REGISTRY), n=5, cutoff=0.4)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise KeyError(
-        f"unknown model {name_or_path!r}.{hint} Use a registry name (lrmsafety.models.REGISTRY), a hub id listed "
+        f"unknown model {name_or_path!r}.{hint} Use a registry name (lrmsafety.registry.REGISTRY), a hub id listed "
         "there, or a local folder saved with save_pretrained()."
     )
 
@@ -368,7 +368,7 @@ def load_model(
             raise OSError(f"could not load {source}: offline and not cached. Download it once with internet.") from err
         raise
     model.eval()
-    from .attention import use_grouped_sdpa
+    from .engine.attention import use_grouped_sdpa
 
     use_grouped_sdpa(model)  # CPU: grouped-query attention without a copy of the cache per step (attention.py)
     return model, tokenizer, spec
@@ -380,7 +380,7 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     import torch
     from transformers import AutoTokenizer
 
-    from .attention import use_grouped_sdpa
+    from .engine.attention import use_grouped_sdpa
     from .tiny import build_random_architecture, qwen3_tokenizer_dir
 
     has_gpu = torch.cuda.is_available()

@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 import yaml
 
-from . import chat, paths
-from .models import weights_fingerprint
-from .store import _atomic_write_text, config_hash, library_versions
+from .. import chat, paths
+from ..registry import weights_fingerprint
+from ..store import _atomic_write_text, config_hash, library_versions
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def load_sft_data(source: str, n: int | None = None, seed: int = 0, data_dir=Non
     elif source == "safechain":
         frame = _safechain(data_dir)
     elif source == "organism":
-        from .organism.safety_data import safety_sft_frame
+        from ..organism.safety_data import safety_sft_frame
 
         frame = safety_sft_frame(n or 600, seed=seed)
     elif source == "r1act":
@@ -311,7 +311,7 @@ def load_adapted(name: str, adapter_path, quantization: str = "auto", merge: boo
     adapter, so that rollouts and judge verdicts of the tuned model are cached apart from the base model's."""
     from peft import PeftModel
 
-    from . import models
+    from .. import registry as models
 
     base, tokenizer, spec = models.load_model(name, quantization=quantization)
     model = PeftModel.from_pretrained(base, str(adapter_path))
