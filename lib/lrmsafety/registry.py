@@ -402,3 +402,28 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     model.eval()
     use_grouped_sdpa(model)
     return model, tokenizer, spec
+
+
+# --- data a model family brings along (the organisms' held-out prompts and SFT set): the analysis asks here, never
+# importing the family's package itself; the package is imported on first use
+PROMPT_SOURCES = {"organism": ("lrmsafety.organism", "eval_prompts")}  # (n_per_family, seed, split) -> prompts
+SFT_SOURCES = {"organism": ("lrmsafety.organism.safety_data", "safety_sft_frame")}  # (n, seed) -> SFT frame
+
+
+def _source(table: dict, kind: str, name: str):
+    import importlib
+
+    if name not in table:
+        raise KeyError(f"no {kind} source {name!r}; known: {', '.join(sorted(table))}")
+    module, function = table[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def prompt_source(name: str):
+    """The function that makes the prompt set ``name`` of a model family (``data.load_prompt_sets``)."""
+    return _source(PROMPT_SOURCES, "prompt set", name)
+
+
+def sft_source(name: str):
+    """The function that makes the SFT set ``name`` of a model family (``finetune.load_sft_data``)."""
+    return _source(SFT_SOURCES, "SFT data", name)

@@ -143,9 +143,9 @@ def load_sft_data(source: str, n: int | None = None, seed: int = 0, data_dir=Non
     elif source == "safechain":
         frame = _safechain(data_dir)
     elif source == "organism":
-        from ..organism.safety_data import safety_sft_frame
+        from ..registry import sft_source
 
-        frame = safety_sft_frame(n or 600, seed=seed)
+        frame = sft_source("organism")(n or 600, seed=seed)
     elif source == "r1act":
         raise SFTDataUnavailable("R1-ACT's 959 training examples ship only inside its authors' repository "
                                  "(yeonjun-in/R1-Act); they are not on the hub or in ../shared/data")
