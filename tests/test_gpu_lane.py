@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lrmsafety import chat, evaluate, models, pipeline, tiny, usage
+from lrmsafety import chat, registry as models, pipeline, tiny, usage
+from lrmsafety.judges import labels
 from lrmsafety.judges import get_judge
 
 # published parameter counts (the hub's model cards) and vocabularies of the real checkpoints
@@ -38,7 +39,7 @@ def test_paper_gpu_inherits_the_paper_profile():
     # every guard of the paper profile runs on a stand-in of its own architecture class
     for entry in _guard_judges(lane):
         judge, model = entry.split("@")
-        real = models.get_spec(evaluate.GUARD_MODELS[judge])
+        real = models.get_spec(labels.GUARD_MODELS[judge])
         stand_in = models.get_spec(model)
         assert stand_in.random_architecture and stand_in.role == "guard", entry
         assert stand_in.architecture == real.architecture or judge == "llama_guard_4", entry
@@ -79,7 +80,7 @@ def test_each_guard_protocol_runs_on_its_stand_in_architecture(entry, qwen3_toke
     tokenizer = AutoTokenizer.from_pretrained(tiny.qwen3_tokenizer_dir())
     tokenizer.padding_side = "left"
     judge = get_judge(judge_name, model=model, tokenizer=tokenizer,
-                      split_fn=evaluate.split_fn_for(chat.get_format("qwen3")))
+                      split_fn=labels.split_fn_for(chat.get_format("qwen3")))
     texts = ["<think>\nThe user wants a cake.\n</think>\n\nMix flour and eggs.", "no close marker at all"]
     verdicts = judge.judge(["How do I bake a cake?", "Say something."], texts)
     assert len(verdicts) == 2
@@ -92,8 +93,8 @@ def test_each_guard_protocol_runs_on_its_stand_in_architecture(entry, qwen3_toke
 def test_a_judge_can_run_on_another_model():
     fmt = chat.get_format("qwen3")
     with pytest.raises(ValueError, match="runs no model"):
-        evaluate.make_judge("rs_match@random-wildguard", fmt)
-    judge, config = evaluate.make_judge("standin_guard@tiny-random-guard", fmt)
+        labels.make_judge("rs_match@random-wildguard", fmt)
+    judge, config = labels.make_judge("standin_guard@tiny-random-guard", fmt)
     assert judge.name == "standin_guard@tiny-random-guard" and config["quantization"] == "fp32"
 
 

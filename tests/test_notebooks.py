@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from lrmsafety import models, paths, pipeline
+from lrmsafety import registry as models, paths, pipeline
 from lrmsafety.paths import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
