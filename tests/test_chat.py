@@ -139,3 +139,15 @@ LEGACY = {
 @pytest.mark.parametrize("rule,text,expected", SPLIT_TABLE)
 def test_split_rules_keep_their_edge_behaviour(rule, text, expected):
     assert LEGACY[rule](text) == expected
+
+
+@pytest.mark.parametrize("rule,text,expected", SPLIT_TABLE)
+def test_chat_split_is_the_one_splitter(rule, text, expected):
+    parts = chat.split(text, chat.R1, rule)
+    assert (parts.thinking, parts.answer) == expected
+    assert parts.closed == ("</think>" in text)
+
+
+def test_chat_split_rejects_unknown_rule():
+    with pytest.raises(ValueError, match="unknown split rule"):
+        chat.split("x", chat.R1, "middle")

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,15 +96,10 @@ class SFTDataUnavailable(RuntimeError):
     """A recipe's data cannot be loaded here (online only, or not published); the message says why."""
 
 
-_THINK = re.compile(r"^\s*(?:<think>)?\s*(?P<thinking>.*?)\s*</think>\s*(?P<answer>.*)$", re.DOTALL)
-
-
 def split_trace(response: str) -> tuple[str, str]:
     """(thinking, answer) of an R1-style response "<think>\\n...</think>\\n\\nanswer"; ("", response) without a close."""
-    match = _THINK.match(response)
-    if match is None:
-        return "", response.strip()
-    return match["thinking"], match["answer"].strip()
+    parts = chat.split(response, chat.R1, "trace")
+    return parts.thinking, parts.answer
 
 
 def _star1(data_dir) -> pd.DataFrame:

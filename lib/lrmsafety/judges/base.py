@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
+from .. import chat
+
 SplitFn = Callable[[str], tuple[str, str]]
 GenerateFn = Callable[[list[str]], list[str]]
 COLUMNS = ["judge", "refused", "unsafe", "score", "raw"]
@@ -52,11 +54,8 @@ def split_last_think(response: str) -> tuple[str, str]:
     Newlines around the tag are dropped, like paper B's regex `\\n*</think>\\n*`, so prefix rules see the answer's
     first real characters. lrmsafety.chat.split_reasoning is the family-aware version; pass it as split_fn.
     """
-    head, sep, tail = response.rpartition("</think>")
-    if not sep:
-        return response, ""
-    thinking = head.removeprefix("<think>").rstrip("\n")
-    return thinking, tail.lstrip("\n")
+    parts = chat.split(response, chat.R1, "last_close")
+    return parts.thinking, parts.answer
 
 
 def after_last_close(answer: str, close: str = "</think>") -> str:

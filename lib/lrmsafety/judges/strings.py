@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from .. import chat
 from .base import Judge, SplitFn, register_judge
 
 
@@ -117,9 +118,7 @@ class PaperBRefusal(RefusalPrefix):
 def split_paper_b(response: str) -> tuple[str, str]:
     """Paper B's split on the FIRST ``\\n*</think>\\n*`` (RefusalCliff src/inference/generation.py and utils.py,
     ``think_pattern.split(text, 1)``): the answer is everything after it, the whole text when nothing closes."""
-    pieces = re.split(r"\n*</think>\n*", response, maxsplit=1)
-    if len(pieces) == 1:
-        return "", response
-    return pieces[0].removeprefix("<think>"), pieces[1]
+    parts = chat.split(response, chat.R1, "paper_b")
+    return parts.thinking, parts.answer
 
 
