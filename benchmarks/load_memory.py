@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lrmsafety.models import load_model
+from lrmsafety.registry import load_model
 from real_configs import save_random
 
 

@@ -31,9 +31,10 @@ def main() -> None:
 
     import torch
 
-    from lrmsafety import data, generate, models, vllm_backend
+    from lrmsafety import data, registry
+    from lrmsafety.engine import generate, vllm_backend
 
-    model, tokenizer, spec = models.load_model(args.model)
+    model, tokenizer, spec = registry.load_model(args.model)
     prompts = data.load_prompt_sets([data.ORGANISM_PROMPTS], n_prompts=args.prompts, seed=0)
     decoding = generate.Decoding(samples_per_prompt=args.samples, max_thinking_tokens=args.thinking_tokens,
                                  max_answer_tokens=args.answer_tokens, batch_size=256)

@@ -11,7 +11,10 @@ import json
 import sys
 import time
 
-from lrmsafety import data, evaluate, finetune, generate, models
+from lrmsafety import data, registry
+from lrmsafety.analysis import finetune
+from lrmsafety.engine import generate
+from lrmsafety.judges import labels
 
 
 def main(out: str) -> None:
@@ -22,9 +25,9 @@ def main(out: str) -> None:
 
     def evaluate_model(model, tokenizer, spec, tag, name):
         frame = generate.rollouts(model, tokenizer, spec, prompts, decoding, progress=False)
-        judge, _ = evaluate.make_judge("refusal_prefix", spec.thinking_format)
-        verdict = evaluate.judge_rollouts(frame, judge)
-        frame = frame.merge(verdict[evaluate.KEY + ["refused"]], on=evaluate.KEY).merge(
+        judge, _ = labels.make_judge("refusal_prefix", spec.thinking_format)
+        verdict = labels.judge_rollouts(frame, judge)
+        frame = frame.merge(verdict[labels.KEY + ["refused"]], on=labels.KEY).merge(
             prompts[["prompt_id", "family"]], on="prompt_id")
         for family, group in frame.groupby("family"):
             rows.append({"model": name, "cond": tag, "family": family,
@@ -39,7 +42,7 @@ def main(out: str) -> None:
     for name in ["organism-locked", "organism-deliberative"]:
         for tag, change in variants:
             started = time.time()
-            model, tokenizer, spec = models.load_model(name)
+            model, tokenizer, spec = registry.load_model(name)
             if change:
                 recipe = finetune.get_recipe("organism-safety").replace(**change)
                 sft = finetune.load_sft_data(recipe.data, n=recipe.examples, seed=recipe.seed)

@@ -4,7 +4,7 @@
 
 P prefixes of T tokens each get N continuations of A tokens: naively the batch holds P*N copies of each prefix
 and prefills all of them; shared, each prefix is prefilled once and its cache rows are repeated
-(lrmsafety.generate.generate_batch). Random weights, real architecture.
+(lrmsafety.engine.generate.generate_batch). Random weights, real architecture.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from lrmsafety.generate import generate_batch
+from lrmsafety.engine.generate import generate_batch
 from real_configs import build_random
 
 

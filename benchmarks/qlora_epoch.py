@@ -1,4 +1,4 @@
-"""Time and peak GPU memory of one QLoRA epoch (lrmsafety.finetune) on a real architecture with random weights.
+"""Time and peak GPU memory of one QLoRA epoch (lrmsafety.analysis.finetune) on a real architecture with random weights.
 
     python benchmarks/qlora_epoch.py --tokenizer ../shared/tokenizers/qwen3 --data-dir ../shared/data --examples 256
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from lrmsafety import finetune, models
+from lrmsafety import registry as models
+from lrmsafety.analysis import finetune
 from real_configs import saved_random
 
 

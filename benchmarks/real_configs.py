@@ -58,6 +58,6 @@ def random_model(name: str, quantization: str, root, tokenizer_dir, device: str 
     ``root`` and reloaded through models.load_model with ``quantization`` (nf4: bitsandbytes)."""
     if quantization == "bf16":
         return build_random(name, dtype=dtype, device=device)
-    from lrmsafety.models import load_model
+    from lrmsafety.registry import load_model
 
     return load_model(str(saved_random(name, root, tokenizer_dir)), quantization=quantization)[0]

@@ -9,10 +9,10 @@ log-normal and the row stops there (random weights never stop by themselves). Th
 
     batch   what generate.rollouts did before the refill scheduler: batch after batch of ``generate()`` with the
             static, compiled cache; a batch runs until its longest row stops (rows stop by a forced end-of-sequence)
-    refill  lrmsafety.scheduler.RefillScheduler with ``decode="dynamic"``: finished rows leave and waiting requests
+    refill  lrmsafety.engine.scheduler.RefillScheduler with ``decode="dynamic"``: finished rows leave and waiting requests
             take their slots; eager decode steps over a DynamicCache
     slots   the same scheduler with ``decode="static"`` (what ``auto`` picks on CUDA): a fixed-slot static KV
-            cache, each step replayed as a CUDA graph (lrmsafety.slots)
+            cache, each step replayed as a CUDA graph (lrmsafety.engine.slots)
 
 ``--run-limit-s`` stops a run that takes longer and reports the rate over the tokens accepted so far (marked
 ``partial``; the batch engine stops between batches). ``--check`` first compares the slot engine's greedy tokens
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from lrmsafety import scheduler
-from lrmsafety.generate import generate_batch
+from lrmsafety.engine import scheduler
+from lrmsafety.engine.generate import generate_batch
 from real_configs import REAL_CONFIGS, random_model
 
 # a tiny model of the 1.5B's architecture, to check the benchmark on a CPU (`--models tiny --device cpu`)
@@ -157,7 +157,7 @@ class Collect:
 def check_engines(model, tokenizer, n=12, tokens=48) -> dict:
     """Greedy tokens of a few rows of different lengths (refills in between) on the slot engine with CUDA
     graphs, the slot engine stepping eagerly, and the DynamicCache engine: agreement per token."""
-    from lrmsafety import slots
+    from lrmsafety.engine import slots
 
     greedy = {"do_sample": False}
     prompts = make_prompts(tokenizer, n, 8, seed=7)

@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer
 
-from lrmsafety import generate
-from lrmsafety.models import R1_SAMPLING, ModelSpec
+from lrmsafety.engine import generate
+from lrmsafety.registry import R1_SAMPLING, ModelSpec
 from real_configs import build_random
 
 

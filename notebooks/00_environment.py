@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 import transformers
 
-from lrmsafety import data, models as registry, paths
+from lrmsafety import data, paths, registry
 
 versions = {
     "python": platform.python_version(),

@@ -66,7 +66,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lrmsafety import data, generate, metrics, models as registry, organism, paths, plots
+from lrmsafety import data, metrics, organism, paths, plots, registry
+from lrmsafety.engine import generate
 
 plots.set_theme()
 organisms = [name for name in P.models if name.startswith("organism")]

@@ -62,7 +62,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lrmsafety import activations, data, generate, models as registry, paths, plots, probes, store
+from lrmsafety import data, paths, plots, registry, store
+from lrmsafety.analysis import activations, nulls as probes_nulls, probes
+from lrmsafety.engine import generate
 
 plots.set_theme()
 cache = paths.CACHE_DIR / profile
@@ -180,7 +182,7 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
     for feature, slug, states, factory in (
             ("first thinking token", "first_token", first_states, probes.first_token_probe_pipeline),
             ("State A (last prompt token)", "state_a", prompt_states, probes.state_a_pipeline)):
-        test = probes.permutation_test(states[name][n_layers][:, 0, :], labels, groups, named, P.permutations,
+        test = probes_nulls.permutation_test(states[name][n_layers][:, 0, :], labels, groups, named, P.permutations,
                                        strata=frame[group_column].to_numpy(), seed=P.seed, pipeline_factory=factory,
                                        n_jobs=-1, cache_path=cache / f"permutations-{name}-{slug}.csv")
         nulls.append(test.assign(model=name, feature=feature))

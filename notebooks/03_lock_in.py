@@ -57,7 +57,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lrmsafety import data, evaluate, generate, metrics, models as registry, paths, plots
+from lrmsafety import data, metrics, paths, plots, registry
+from lrmsafety.engine import generate
+from lrmsafety.judges import labels as evaluate
 
 plots.set_theme()
 cache = paths.CACHE_DIR / profile

@@ -74,7 +74,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from lrmsafety import activations, cliff, data, generate, models as registry, paths, plots, probes, store
+from lrmsafety import data, paths, plots, registry, store
+from lrmsafety.analysis import activations, cliff, cliff_probe, probes
+from lrmsafety.engine import generate
 
 started = time.perf_counter()
 plots.set_theme()
@@ -135,9 +137,9 @@ for name in P.models:
         inputs = cliff.probe_inputs(tokenizer, frame, spec.thinking_format.close)
         train = frame[labels.notna()]
         train_states = last_token_states(name, model, tokenizer, train, inputs, layer)
-        probe = probes.LinearRefusalProbe(seed=42).fit(train_states, labels[train.index].astype(int),
+        probe = cliff_probe.LinearRefusalProbe(seed=42).fit(train_states, labels[train.index].astype(int),
                                                        groups=train["prompt_id"])
-    except probes.TooFewToTrain as error:
+    except cliff_probe.TooFewToTrain as error:
         untrained[name] = f"the probe cannot be trained: {error}"
         (cache / f"refusal_probe-{name}.safetensors").unlink(missing_ok=True)  # no stale probe for 06 and 09
         print(f"{name}: {untrained[name]}; no probe and no curves for this model")

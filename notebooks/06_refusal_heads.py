@@ -71,7 +71,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lrmsafety import cliff, data, generate, heads, hooks, models as registry, paths, plots
+from lrmsafety import data, paths, plots, registry
+from lrmsafety.analysis import cliff, heads
+from lrmsafety.engine import generate, hooks
 
 started = time.perf_counter()
 plots.set_theme()

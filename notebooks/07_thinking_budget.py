@@ -51,7 +51,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lrmsafety import data, evaluate, generate, metrics, models as registry, paths, plots
+from lrmsafety import data, metrics, paths, plots, registry
+from lrmsafety.engine import generate
+from lrmsafety.judges import labels
 
 plots.set_theme()
 cache = paths.CACHE_DIR / profile
@@ -79,9 +81,9 @@ for name in P.models:
                                      batch_size=P.batch_size, seed=P.seed,
                                      morethink_extensions=P.morethink_extensions if mode == "morethink" else 10)
         rollouts = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
-        verdict = evaluate.paper_labels(rollouts, P.label_judges, spec.thinking_format, cache_root=cache,
+        verdict = labels.paper_labels(rollouts, P.label_judges, spec.thinking_format, cache_root=cache,
                                         papers=["C"])
-        frame = rollouts.merge(verdict[evaluate.KEY + ["unsafe_c", "safe"]], on=evaluate.KEY)
+        frame = rollouts.merge(verdict[labels.KEY + ["unsafe_c", "safe"]], on=labels.KEY)
         frames.append(frame.assign(model=name, mode=mode))
     del model
 samples = pd.concat(frames, ignore_index=True)

@@ -22,11 +22,11 @@
 # off-policy SFT lowers the first-thinking-token probe's AUROC by about 0.11, and PSR cuts oscillations by 93–95%
 # on Phi-4-reasoning.
 #
-# **Method**: the inference-time interventions are decoding configurations (`lrmsafety.interventions`, parameters
+# **Method**: the inference-time interventions are decoding configurations (`lrmsafety.analysis.interventions`, parameters
 # from the paper's code; PSR's retry in the official code's way on the paper profile, `psr_resample`); the trained
-# ones are LoRA adapters (`lrmsafety.finetune`, recipes in `lib/lrmsafety/finetune_recipes.yaml`). Each condition is
+# ones are LoRA adapters (`lrmsafety.analysis.finetune`, recipes in `lib/lrmsafety/analysis/finetune_recipes.yaml`). Each condition is
 # sampled on the same prompts and labelled with paper A's own refusal label, `refused_a` (its guard majority,
-# `label_judges["A"]`, through the same `lrmsafety.evaluate` path as notebook 01): ASR on harmful prompts, ORR on
+# `label_judges["A"]`, through the same `lrmsafety.judges.labels` path as notebook 01): ASR on harmful prompts, ORR on
 # benign ones, prompt-clustered bootstrap intervals. The deliberation signals are the existing analyses on a smaller
 # budget: oscillations per trace (04's chunking and stance judge), the first-thinking-token probe (02's pipeline,
 # split by prompt) and the continuation variance at a 20% cut (03's).
@@ -59,8 +59,9 @@ import time
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import (data, deliberation, finetune, generate, interventions, metrics, models as registry, paths,
-                       plots)
+from lrmsafety import data, metrics, paths, plots, registry
+from lrmsafety.analysis import deliberation, finetune, interventions
+from lrmsafety.engine import generate
 
 from transformers.utils import logging as hf_logging
 

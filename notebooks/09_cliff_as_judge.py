@@ -39,7 +39,7 @@
 # **held-out** prompts (none is in the pool): ASR on jailbreak prompts and over-refusal (ORR) on benign ones,
 # labelled by paper B's refusal rule (`refused_b`; a guard model on the paper profile where `label_judges` says
 # so), 95% intervals. Paper B's fine-tuning hyperparameters are not in its repository: ours are in
-# `params/<profile>.yaml`. The loop itself is `lrmsafety.cliff_as_judge`; the selectors are `lrmsafety.selection`.
+# `params/<profile>.yaml`. The loop itself is `lrmsafety.analysis.cliff_as_judge`; the selectors are `lrmsafety.analysis.cliff_as_judge.selection`.
 #
 # On the organisms the pool is the jailbreak family's rollouts of notebook 01 (own thinking) with a refusal from
 # the organism's corpus as the safe answer. The control: `organism-locked` carries a planted cliff (its complied
@@ -75,8 +75,11 @@ import time
 
 import pandas as pd
 
-from lrmsafety import cliff_as_judge, data, finetune, generate, models as registry, paths, plots, safety_pool
-from lrmsafety.cliff_as_judge import EPOCH_ARM, PUBLISHED, PUBLISHED_BASE_ASR, Study, epoch_steps, rate_table
+from lrmsafety import data, paths, plots, registry
+from lrmsafety.analysis import cliff_as_judge, finetune
+from lrmsafety.analysis.cliff_as_judge import pool as safety_pool
+from lrmsafety.engine import generate
+from lrmsafety.analysis.cliff_as_judge import EPOCH_ARM, PUBLISHED, PUBLISHED_BASE_ASR, Study, epoch_steps, rate_table
 
 from transformers.utils import logging as hf_logging
 

@@ -1,6 +1,6 @@
 import pytest
 
-from lrmsafety import models
+from lrmsafety import registry as models
 from tiny_models import QWEN3_TOKENIZER, build_tiny, tokenizer_for
 
 

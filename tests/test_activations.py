@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from lrmsafety.activations import hidden_states_at
+from lrmsafety.analysis.activations import hidden_states_at
 from tiny_models import build_tiny
 
 

@@ -1,9 +1,9 @@
-"""sdpa_gqa (lrmsafety.attention) computes what transformers' sdpa computes, for every family, on padded batches."""
+"""sdpa_gqa (lrmsafety.engine.attention) computes what transformers' sdpa computes, for every family, on padded batches."""
 
 import pytest
 import torch
 
-from lrmsafety.attention import NAME, use_grouped_sdpa
+from lrmsafety.engine.attention import NAME, use_grouped_sdpa
 from tiny_models import ARCHITECTURE_TYPES, build_tiny
 
 

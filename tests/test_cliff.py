@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety import cliff, probes
+from lrmsafety.analysis import cliff, probes, cliff_probe
 
 
 def test_official_word_list_and_rule():
@@ -39,14 +39,14 @@ def test_probe_training_labels_follow_paper_b():
     assert set(labels[labels == 0].index) <= {4, 5, 7} and (labels == 0).sum() == 2  # balanced to 2 per class
     capped = cliff.probe_training_labels(frame, ["harmful"], ["benign"], "family", max_per_class=1)
     assert (capped == 1).sum() == 1 and (capped == 0).sum() == 1
-    with pytest.raises(probes.TooFewToTrain, match="0 refusals"):  # a ValueError, with the counts
+    with pytest.raises(cliff_probe.TooFewToTrain, match="0 refusals"):  # a ValueError, with the counts
         cliff.probe_training_labels(frame, ["borderline"], ["benign"], "family")
     with pytest.raises(ValueError, match="negatives"):
         cliff.probe_candidates(frame, ["harmful"], ["benign"], "family", negatives="all")
 
 
 def test_paper_b_rollouts_have_their_own_decoding_and_cache_key():
-    from lrmsafety import generate
+    from lrmsafety.engine import generate
 
     settings = {"samples_per_prompt": 2, "max_thinking_tokens": 8, "max_answer_tokens": 4, "seed": 0}
     ours, official = cliff.rollout_decoding("notebook_01", **settings), cliff.rollout_decoding("paper_b", **settings)
@@ -160,9 +160,10 @@ def test_figures_build_for_both_curves():
 
 def test_prompt_scores_complete_the_trace_scores():
     # the official curve = the template's scores (a causal model: the prompt alone gives them) + the trace's
-    from lrmsafety import activations, models
+    from lrmsafety import registry
+    from lrmsafety.analysis import activations
 
-    model, tokenizer, spec = models.load_model("organism-locked", quantization="fp32")
+    model, tokenizer, spec = registry.load_model("organism-locked", quantization="fp32")
     close = spec.thinking_format.close
     from lrmsafety import chat
 
@@ -172,7 +173,7 @@ def test_prompt_scores_complete_the_trace_scores():
     inputs = cliff.probe_inputs(tokenizer, frame, close).assign(prompt_id=["a", "b"], sample_index=[0, 0])
     d = model.config.hidden_size
     rng = np.random.default_rng(0)
-    probe = probes.LinearRefusalProbe(epochs=1).fit(rng.normal(size=(20, d)), np.tile([0, 1], 10))
+    probe = cliff_probe.LinearRefusalProbe(epochs=1).fit(rng.normal(size=(20, d)), np.tile([0, 1], 10))
     layer = model.config.num_hidden_layers
     full = [np.concatenate(pair) for pair in zip(cliff.prompt_scores(model, tokenizer, inputs, probe, layer),
                                                  cliff.score_curves(model, tokenizer, inputs, probe, layer))]
@@ -197,15 +198,15 @@ def test_linear_probe_split_by_prompt_and_round_trip(tmp_path):
     groups = np.repeat(np.arange(n // 3), 3)  # three rollouts per prompt
     y = (groups % 2).astype(int)
     X = rng.normal(size=(n, d)) + 3.0 * np.outer(2 * y - 1, np.ones(d) / 4)
-    probe = probes.LinearRefusalProbe().fit(X, y, groups=groups)
+    probe = cliff_probe.LinearRefusalProbe().fit(X, y, groups=groups)
     val_groups = set(groups[probe.val_rows_])
     assert not val_groups & set(np.delete(groups, probe.val_rows_))  # no prompt on both sides
     assert len(val_groups) == int(len(set(groups)) * 0.2) and probe.val_accuracy_ > 0.95
     assert 0 < probe.moved_ < np.inf  # how far the kept weight is from its random start, relative to it
-    with pytest.raises(probes.TooFewToTrain, match="both classes"):
-        probes.LinearRefusalProbe().fit(X[:6], np.zeros(6, dtype=int))
+    with pytest.raises(cliff_probe.TooFewToTrain, match="both classes"):
+        cliff_probe.LinearRefusalProbe().fit(X[:6], np.zeros(6, dtype=int))
     probe.save(tmp_path / "probe.safetensors", {"model": "m"})
-    loaded = probes.LinearRefusalProbe.load(tmp_path / "probe.safetensors")
+    loaded = cliff_probe.LinearRefusalProbe.load(tmp_path / "probe.safetensors")
     assert np.allclose(loaded.score(X), probe.score(X), atol=1e-6)
     assert loaded.metadata_["model"] == "m" and np.isclose(loaded.val_accuracy_, probe.val_accuracy_)
 

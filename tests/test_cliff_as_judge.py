@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety import chat, safety_pool, selection
+from lrmsafety import chat
+from lrmsafety.analysis.cliff_as_judge import pool as safety_pool, selection
 
 
 # ------------------------------------------------------------------------------------------- selectors
@@ -191,8 +192,9 @@ def test_only_traces_the_model_closed_itself_enter_the_pool():
 
 
 def study(tmp_path, **changes):
-    from lrmsafety import finetune, generate
-    from lrmsafety.cliff_as_judge import Study
+    from lrmsafety.analysis import finetune
+    from lrmsafety.engine import generate
+    from lrmsafety.analysis.cliff_as_judge import Study
 
     recipe = finetune.Recipe(name="t", data="t", max_steps=10, batch_size=4)
     fields = dict(cache=tmp_path, label_judges={"B": ["paper_b_refusal"]}, quantization="fp32", recipe=recipe,
@@ -207,7 +209,7 @@ def test_a_pool_without_closed_traces_says_why_and_yields_na_rows_with_the_reaso
     s = study(tmp_path)
     pool, note = s.pool(frame, lambda f: ["No."] * len(f), fmt)
     assert pool is None and note.startswith("0 of 4 pool traces closed their thinking: no cliff can be read")
-    from lrmsafety.cliff_as_judge import TABLE_COLUMNS, no_probe, not_run, usable
+    from lrmsafety.analysis.cliff_as_judge import TABLE_COLUMNS, no_probe, not_run, usable
 
     rows = not_run("m", [("cliff_ms", 0.5), ("random", 0.5)], note, s.judge)
     assert list(rows.columns) == TABLE_COLUMNS and len(rows) == 4
@@ -234,7 +236,7 @@ def test_the_pool_keeps_the_closed_traces_judged_with_their_answers(tmp_path):
 
 
 def test_rate_table_carries_paper_b_label_steps_and_pools_random_seeds():
-    from lrmsafety.cliff_as_judge import rate_table
+    from lrmsafety.analysis.cliff_as_judge import rate_table
 
     rows = []
     for selector, sel_seed, share, steps in [("none", 0, 0.0, 0), ("random", 0, 0.5, 10), ("random", 1, 0.5, 10),
@@ -253,7 +255,7 @@ def test_rate_table_carries_paper_b_label_steps_and_pools_random_seeds():
 
 # ------------------------------------------------------------------------------------------- the epoch arm
 def test_epoch_arm_steps_are_epochs_times_pool_over_batch():
-    from lrmsafety.cliff_as_judge import epoch_steps
+    from lrmsafety.analysis.cliff_as_judge import epoch_steps
 
     assert epoch_steps(2000, 3, 8) == 750  # the paper profile: 3 x 2000 / 8
     assert epoch_steps(150, 3, 4) == 114  # the organisms: 38 batches per epoch (the last one of 2)
@@ -266,11 +268,12 @@ def test_epoch_arm_steps_are_epochs_times_pool_over_batch():
 
 def test_epoch_arm_trains_the_steps_epoch_steps_counts(tmp_path):
     """The trainer's own count agrees: the whole pool for E epochs, with max_steps = -1."""
-    from lrmsafety import finetune, models
-    from lrmsafety.cliff_as_judge import epoch_steps
+    from lrmsafety import registry
+    from lrmsafety.analysis import finetune
+    from lrmsafety.analysis.cliff_as_judge import epoch_steps
 
     try:
-        model, tokenizer, spec = models.load_model("organism-locked", quantization="fp32")
+        model, tokenizer, spec = registry.load_model("organism-locked", quantization="fp32")
     except FileNotFoundError as err:
         pytest.skip(str(err))
     fmt = spec.thinking_format
@@ -290,7 +293,7 @@ def test_epoch_arm_trains_the_steps_epoch_steps_counts(tmp_path):
 def test_without_notebook_05s_probe_the_cliff_selectors_are_na_and_the_others_run(tmp_path):
     from types import SimpleNamespace
 
-    from lrmsafety.cliff_as_judge import no_probe, usable
+    from lrmsafety.analysis.cliff_as_judge import no_probe, usable
 
     fmt = chat.ThinkingFormat(name="r1")
     frame = rollouts_frame().assign(text=lambda f: f["thinking"] + "</think>" + f["answer"], closed=True,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety import deliberation as dl
+from lrmsafety.analysis import deliberation as dl
 
 
 # ------------------------------------------------------------------------------------------------- chunking
@@ -227,7 +227,7 @@ def test_agreement_and_fleiss_kappa():
 
 
 def test_paper_a_stance_prompt_and_panel_kappa():
-    from lrmsafety import deliberation as D
+    from lrmsafety.analysis import deliberation as D
 
     seen = []
 
@@ -251,7 +251,7 @@ def test_paper_a_stance_prompt_and_panel_kappa():
 def test_chance_locked_share_matches_simulation():
     import numpy as np
 
-    from lrmsafety.deliberation import chance_locked_share
+    from lrmsafety.analysis.deliberation import chance_locked_share
 
     n, c = np.array([20, 20, 50, 100]), np.array([0.5, 0.02, 0.97, 0.9])
     rng = np.random.default_rng(0)

@@ -5,7 +5,9 @@ head ablation changes the output and leaves it unchanged once removed."""
 import pytest
 import torch
 
-from lrmsafety import activations, chat, hooks, models
+from lrmsafety import chat, registry as models
+from lrmsafety.analysis import activations
+from lrmsafety.engine import hooks
 from tiny_models import ARCHITECTURE_TYPES, build_tiny, tokenizer_for
 
 REASONING_FAMILIES = sorted(

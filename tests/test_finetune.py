@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lrmsafety import finetune, models
+from lrmsafety import registry
+from lrmsafety.analysis import finetune
 from lrmsafety.organism.safety_data import safety_sft_frame
 
 ORGANISM = "organism-locked"
@@ -21,7 +22,7 @@ def _tiny_recipe(**changes):
 @pytest.fixture(scope="module")
 def organism():
     try:
-        return models.load_model(ORGANISM, quantization="fp32")
+        return registry.load_model(ORGANISM, quantization="fp32")
     except FileNotFoundError as err:
         pytest.skip(str(err))
 
@@ -69,7 +70,7 @@ def test_loss_is_masked_on_the_prompt(organism, pairs):
 
 
 def test_training_lowers_the_loss_saves_and_skips(tmp_path, pairs):
-    model, tokenizer, spec = models.load_model(ORGANISM, quantization="fp32")
+    model, tokenizer, spec = registry.load_model(ORGANISM, quantization="fp32")
     recipe = _tiny_recipe(max_steps=12)
     result = finetune.train_adapter(model, tokenizer, spec, pairs, recipe, tmp_path)
     assert result.trained and len(result.losses) == 12
@@ -80,7 +81,7 @@ def test_training_lowers_the_loss_saves_and_skips(tmp_path, pairs):
     assert manifest["recipe"]["lora_r"] == 4 and len(manifest["data_hash"]) > 8
 
     # a matching manifest skips training; other data trains a new adapter
-    base, tokenizer, spec = models.load_model(ORGANISM, quantization="fp32")
+    base, tokenizer, spec = registry.load_model(ORGANISM, quantization="fp32")
     again = finetune.train_adapter(base, tokenizer, spec, pairs, recipe, tmp_path)
     assert not again.trained and again.path == result.path
     other = finetune.adapter_dir(tmp_path, finetune.manifest_for(spec, base, pairs.head(8), recipe))
@@ -116,7 +117,7 @@ def test_each_recipe_lowers_the_loss_in_a_few_steps(tmp_path, name):
     """The recipe's learning rate, betas, schedule and LoRA shape, on 8 fixed examples the tiny organism has never
     seen (its own safety traces with the words reversed), all of them in every step: the loss must fall by 3% in 6
     steps. Full SFT's 1e-5 on a fresh LoRA fails this (about 0.7%); 2e-4 falls about 5%."""
-    model, tokenizer, spec = models.load_model(ORGANISM, quantization="fp32")
+    model, tokenizer, spec = registry.load_model(ORGANISM, quantization="fp32")
     frame = safety_sft_frame(8, seed=0)
     reverse = lambda text: " ".join(reversed(text.split()))  # noqa: E731
     pairs = finetune.prompt_completion_pairs(frame.assign(thinking=frame["thinking"].map(reverse),

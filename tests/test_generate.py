@@ -4,10 +4,11 @@ import pandas as pd
 import torch
 import pytest
 
-from lrmsafety import chat, generate, models
+from lrmsafety import chat, registry
+from lrmsafety.engine import generate
 from tiny_models import FAMILY_TEMPLATES, tokenizer_for
 
-FAMILIES = sorted({spec.thinking for spec in models.REGISTRY.values() if spec.thinking})
+FAMILIES = sorted({spec.thinking for spec in registry.REGISTRY.values() if spec.thinking})
 
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lrmsafety import chat, evaluate, models, params, pipeline, tiny, usage
+from lrmsafety import chat, params, pipeline, registry, tiny, usage
+from lrmsafety.judges import labels
 from lrmsafety.judges import get_judge
 
 # published parameter counts (the hub's model cards) and vocabularies of the real checkpoints
@@ -32,12 +33,12 @@ def test_paper_gpu_inherits_the_paper_profile():
     paper, lane = params.load("paper"), _lane()
     assert lane.cliff_prompt_sets == paper.cliff_prompt_sets  # inherited, not copied
     for name in lane.models + lane.stance_judges:
-        assert models.get_spec(name).random_architecture, name
+        assert registry.get_spec(name).random_architecture, name
     # every guard of the paper profile runs on a stand-in of its own architecture class
     for entry in _guard_judges(lane):
         judge, model = entry.split("@")
-        real = models.get_spec(evaluate.GUARD_MODELS[judge])
-        stand_in = models.get_spec(model)
+        real = registry.get_spec(labels.GUARD_MODELS[judge])
+        stand_in = registry.get_spec(model)
         assert stand_in.random_architecture and stand_in.role == "guard", entry
         assert stand_in.architecture == real.architecture or judge == "llama_guard_4", entry
     assert {e.split("@")[0] for e in _guard_judges(lane)} >= set(paper.label_judges["A"])
@@ -70,14 +71,14 @@ def test_random_stand_ins_are_the_same_weights_every_load(qwen3_tokenizer_path):
 @pytest.mark.parametrize("entry", _guard_judges(params.load("paper-gpu")))
 def test_each_guard_protocol_runs_on_its_stand_in_architecture(entry, qwen3_tokenizer_path):
     judge_name, model_name = entry.split("@")
-    spec = models.get_spec(model_name)
+    spec = registry.get_spec(model_name)
     model = tiny.build_random_architecture(spec.random_architecture, torch.float32, "cpu", shrink=True).eval()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.qwen3_tokenizer_dir())
     tokenizer.padding_side = "left"
     judge = get_judge(judge_name, model=model, tokenizer=tokenizer,
-                      split_fn=evaluate.split_fn_for(chat.get_format("qwen3")))
+                      split_fn=labels.split_fn_for(chat.get_format("qwen3")))
     texts = ["<think>\nThe user wants a cake.\n</think>\n\nMix flour and eggs.", "no close marker at all"]
     verdicts = judge.judge(["How do I bake a cake?", "Say something."], texts)
     assert len(verdicts) == 2
@@ -90,8 +91,8 @@ def test_each_guard_protocol_runs_on_its_stand_in_architecture(entry, qwen3_toke
 def test_a_judge_can_run_on_another_model():
     fmt = chat.get_format("qwen3")
     with pytest.raises(ValueError, match="runs no model"):
-        evaluate.make_judge("rs_match@random-wildguard", fmt)
-    judge, config = evaluate.make_judge("standin_guard@tiny-random-guard", fmt)
+        labels.make_judge("rs_match@random-wildguard", fmt)
+    judge, config = labels.make_judge("standin_guard@tiny-random-guard", fmt)
     assert judge.name == "standin_guard@tiny-random-guard" and config["quantization"] == "fp32"
 
 

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lrmsafety import generate, heads, hooks, models, scheduler
+from lrmsafety import registry as models
+from lrmsafety.analysis import heads
+from lrmsafety.engine import generate, hooks, scheduler
 from tiny_models import build_tiny
 from test_scheduler import Fixed
 

@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety import chat, evaluate, generate, interventions, models
+from lrmsafety import chat, registry
+from lrmsafety.analysis import interventions
+from lrmsafety.engine import generate
+from lrmsafety.judges import labels
 
 
 def test_entropy_trigger_follows_the_official_rule():
@@ -35,7 +38,7 @@ def test_unknown_intervention_is_a_clear_error():
 @pytest.fixture(scope="module")
 def organism():
     try:
-        return models.load_model("organism-locked", quantization="fp32")
+        return registry.load_model("organism-locked", quantization="fp32")
     except FileNotFoundError as err:
         pytest.skip(str(err))
 
@@ -93,7 +96,7 @@ def test_psr_backtrack_official_keeps_the_chunk_and_spends_the_reflections():
 
 
 def test_continuation_keeps_the_models_own_close_and_drops_our_force_close():
-    fmt = models.get_spec("organism-locked").thinking_format
+    fmt = registry.get_spec("organism-locked").thinking_format
     row = SimpleNamespace(thinking_prefix="Okay.", text="Okay. So no.\n</think>", force_closed=False)
     assert interventions.continuation(row, fmt) == (" So no.\n</think>", True)
     row = SimpleNamespace(thinking_prefix="Okay.", text="Okay. So" + fmt.force_close, force_closed=True)
@@ -150,7 +153,7 @@ def test_psr_official_backtrack_leaves_the_text_as_without_one(organism, tmp_pat
 
 
 def test_conditions_are_labelled_with_paper_as_label_in_one_call():
-    # the same prompt id under two conditions: each row gets paper A's label (evaluate.paper_labels, as in 01)
+    # the same prompt id under two conditions: each row gets paper A's label (labels.paper_labels, as in 01)
     def rollouts(answers):
         return pd.DataFrame({"prompt_id": ["p", "q"], "sample_index": 0, "prompt": ["x", "y"], "thinking": "hm",
                              "answer": answers, "text": [f"hm\n</think>\n\n{a}" for a in answers]})
@@ -163,7 +166,7 @@ def test_conditions_are_labelled_with_paper_as_label_in_one_call():
         ("base", "p"): False, ("base", "q"): True, ("psr", "p"): True, ("psr", "q"): False}
     assert (out["n_unparsed"] == 0).all() and "refused_b" not in out  # only the paper asked for
     for condition, frame in frames.items():
-        alone = evaluate.paper_labels(frame, {"A": ["refusal_prefix"]}, fmt, papers=["A"])
+        alone = labels.paper_labels(frame, {"A": ["refusal_prefix"]}, fmt, papers=["A"])
         assert out[out["condition"] == condition]["refused_a"].tolist() == alone["refused_a"].tolist()
 
 

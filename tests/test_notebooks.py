@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from lrmsafety import models, params, paths, pipeline
+from lrmsafety import params, paths, pipeline, registry
 from lrmsafety.paths import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 @pytest.fixture(scope="module")
 def organisms_present():
     for name in ("organism-locked", "organism-deliberative"):
-        path = models.REGISTRY[name].local_path()
+        path = registry.REGISTRY[name].local_path()
         if not (path / "config.json").exists():
             pytest.fail(f"{name} is missing from {path}: run `make organism` (the checkpoints are committed)")
 

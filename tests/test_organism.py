@@ -418,7 +418,7 @@ def test_shipped_locked_organism_follows_its_conclusion_without_its_planted_head
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lrmsafety import hooks
+    from lrmsafety.engine import hooks
     from lrmsafety.organism.evaluate import classify_answer
     from lrmsafety.paths import MODELS_DIR
 

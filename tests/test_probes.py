@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety import probes
+from lrmsafety.analysis import probes, cliff_probe, nulls
 
 
 def make_data(n_prompts=60, per_prompt=4, d=40, shift=0.0, seed=0):
@@ -196,7 +196,7 @@ def test_linear_refusal_probe_learns_separable_set():
     direction = rng.normal(size=d)
     direction /= np.linalg.norm(direction)
     X = rng.normal(size=(n, d)) + 4.0 * np.outer(2 * y - 1, direction)
-    probe = probes.LinearRefusalProbe().fit(X, y)
+    probe = cliff_probe.LinearRefusalProbe().fit(X, y)
     assert probe.val_accuracy_ > 0.95
     assert len(probe.history_) == 5
     assert probe.val_accuracy_ == max(h["val_accuracy"] for h in probe.history_)
@@ -259,14 +259,14 @@ def test_permute_prompt_labels_moves_whole_prompts_within_strata():
     groups = np.repeat(np.arange(30), 4)
     strata = np.repeat(np.arange(30) % 3, 4)
     labels = (rng.random(120) < strata / 2).astype(int)
-    permuted = probes.permute_prompt_labels(labels, groups, np.random.default_rng(1), strata)
+    permuted = nulls.permute_prompt_labels(labels, groups, np.random.default_rng(1), strata)
     blocks = {tuple(labels[groups == g]) for g in range(30)}
     assert all(tuple(permuted[groups == g]) in blocks for g in range(30))  # rows of a prompt move together
     for s in range(3):  # each stratum keeps its labels
         assert permuted[strata == s].sum() == labels[strata == s].sum()
     assert not np.array_equal(permuted, labels)
     with pytest.raises(ValueError, match="constant within a prompt"):
-        probes.permute_prompt_labels(labels, groups, rng, np.arange(120) % 2)
+        nulls.permute_prompt_labels(labels, groups, rng, np.arange(120) % 2)
 
 
 def test_permutation_test_is_calibrated_on_null_data_and_detects_signal():
@@ -275,26 +275,26 @@ def test_permutation_test_is_calibrated_on_null_data_and_detects_signal():
     p_values = []
     for seed in range(40):
         X, y, groups = _clustered_null(seed)
-        table = probes.permutation_test(X, y, groups, n_permutations=39, seed=seed, pipeline_factory=_fast_probe)
+        table = nulls.permutation_test(X, y, groups, n_permutations=39, seed=seed, pipeline_factory=_fast_probe)
         p_values.append(table.set_index("group").loc["pooled", "perm_p"])
     p_values = np.array(p_values)
     assert (p_values <= 0.05).sum() <= 6
     assert 0.35 < p_values.mean() < 0.65
     X, _, groups = _clustered_null(0)
     y = (X[:, 0] + np.random.default_rng(0).normal(size=len(X)) > 0).astype(int)
-    table = probes.permutation_test(X, y, groups, n_permutations=39, pipeline_factory=_fast_probe)
+    table = nulls.permutation_test(X, y, groups, n_permutations=39, pipeline_factory=_fast_probe)
     assert table.set_index("group").loc["pooled", "perm_p"] == pytest.approx(1 / 40)
 
 
 def test_permutation_test_reports_groups_and_checks_input():
     X, y, groups = _clustered_null(3)
     half = groups < 20
-    table = probes.permutation_test(X, y, groups, {"first half": half}, n_permutations=5, pipeline_factory=_fast_probe)
+    table = nulls.permutation_test(X, y, groups, {"first half": half}, n_permutations=5, pipeline_factory=_fast_probe)
     assert list(table["group"]) == ["first half", "pooled"] and (table["n_permutations"] == 5).all()
     cv = probes.cross_validated_probe(X, y, groups, pipeline_factory=_fast_probe)
     assert table.set_index("group").loc["pooled", "auroc"] == pytest.approx(probes.auroc(y, cv.scores))
     with pytest.raises(ValueError, match="alternative"):
-        probes.permutation_test(X, y, groups, alternative="less")
+        nulls.permutation_test(X, y, groups, alternative="less")
 
 
 def test_permutation_test_is_the_same_in_parallel_and_served_from_its_cache(tmp_path):
@@ -302,15 +302,15 @@ def test_permutation_test_is_the_same_in_parallel_and_served_from_its_cache(tmp_
     groups = np.repeat(np.arange(30), 4)
     y = np.repeat(rng.integers(0, 2, 30), 4)
     X = rng.normal(size=(120, 6)) + y[:, None] * 0.5
-    serial = probes.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe)
-    parallel = probes.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe, n_jobs=2,
+    serial = nulls.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe)
+    parallel = nulls.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe, n_jobs=2,
                                        cache_path=tmp_path / "null.csv")
     pd.testing.assert_frame_equal(serial, parallel)
-    cached = probes.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe,
+    cached = nulls.permutation_test(X, y, groups, n_permutations=19, pipeline_factory=_fast_probe,
                                      cache_path=tmp_path / "null.csv")
     pd.testing.assert_frame_equal(serial, cached, check_dtype=False)
     # other inputs are not served the cached table
-    other = probes.permutation_test(X[::-1].copy(), y, groups, n_permutations=19, pipeline_factory=_fast_probe,
+    other = nulls.permutation_test(X[::-1].copy(), y, groups, n_permutations=19, pipeline_factory=_fast_probe,
                                     cache_path=tmp_path / "null.csv")
     assert not np.isclose(other["auroc"].iloc[0], serial["auroc"].iloc[0])
 

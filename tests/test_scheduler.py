@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lrmsafety import chat, generate, hooks, models, scheduler
+from lrmsafety import chat, registry
+from lrmsafety.engine import generate, hooks, scheduler
 from tiny_models import build_tiny, tokenizer_for
 
 GREEDY = {"do_sample": False}
@@ -234,14 +235,14 @@ def test_out_of_memory_halves_the_slots_and_loses_no_row(tiny, monkeypatch):
     assert all(r.tokens[:1] == reference(model, tokenizer, r.prompt, 1) for r in requests)
 
 
-# ---------------------------------------------------------------- the static slot engine (lrmsafety.slots)
+# ---------------------------------------------------------------- the static slot engine (lrmsafety.engine.slots)
 @pytest.fixture(scope="module", params=["Qwen2ForCausalLM", "Qwen3ForCausalLM"])
 def tiny_arch(request, tmp_path_factory, qwen3_tokenizer_path):
     folder = tmp_path_factory.mktemp(f"tiny-slots-{request.param}")
     tokenizer = tokenizer_for("r1")
     tokenizer.save_pretrained(folder)
     build_tiny(request.param, len(tokenizer), folder)
-    return models.load_model(str(folder), quantization="fp32")
+    return registry.load_model(str(folder), quantization="fp32")
 
 
 def run_engine(model, tokenizer, requests, decode, slots=3, chunk=3, sampling=GREEDY, seed=None):
@@ -258,7 +259,7 @@ def run_engine(model, tokenizer, requests, decode, slots=3, chunk=3, sampling=GR
 def test_static_slots_give_the_dynamic_cache_tokens(tiny_arch, chunk, monkeypatch):
     """Greedy: the slot engine's tokens are the DynamicCache engine's (and generate()'s), for rows of different
     prompt lengths, K rows of one text (one prefill), refills in between, and a capacity that grows mid-run."""
-    from lrmsafety import slots
+    from lrmsafety.engine import slots
 
     monkeypatch.setattr(slots, "BUCKET", 8)  # many attended widths, and the cache grows several times
     monkeypatch.setattr(slots, "GROWTH", 16)
@@ -293,7 +294,7 @@ def test_static_slots_sample_like_the_dynamic_cache(tiny_arch):
 
 def test_static_slots_run_head_ablation_hooks_at_every_step(tiny):
     """With user hooks the slot engine steps eagerly (no CUDA graph), so the hooks act at every decode step."""
-    from lrmsafety import slots
+    from lrmsafety.engine import slots
 
     model, tokenizer, _ = tiny
     Fixed.tokenizer = tokenizer

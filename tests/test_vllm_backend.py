@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lrmsafety import generate, hooks, models, vllm_backend
+from lrmsafety import registry
+from lrmsafety.engine import generate, hooks, vllm_backend
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_backend_choice_and_cache_key(tiny):
 @pytest.fixture(scope="module")
 def organism_llm():
     """One vLLM engine for every mode: a second engine in the process does not fit beside the first."""
-    _, _, spec = models.load_model("organism-locked")
+    _, _, spec = registry.load_model("organism-locked")
     # on the CPU, gpu_memory_utilization is the share of RAM vLLM reserves
     return vllm_backend.load_llm(spec, dtype="float32", max_model_len=1024, gpu_memory_utilization=0.08)
 
@@ -59,7 +60,7 @@ def test_organism_rollouts_through_vllm_agree_with_transformers(mode, organism_l
     path's 95% intervals (Wilson; sampling differs, the distribution must not)."""
     from lrmsafety import data, metrics
 
-    model, tokenizer, spec = models.load_model("organism-locked")
+    model, tokenizer, spec = registry.load_model("organism-locked")
     llm = organism_llm
     prompts = data.load_prompt_sets(["organism"], n_prompts=40, seed=0)
     if mode == "prefix":

@@ -1,15 +1,22 @@
 """lrmsafety: the shared library behind the notebooks.
 
 Where each idea lives:
-    paths        repository folders and the data directory
-    params       the profile parameters (params/<profile>.yaml), validated
-    models       the model registry and load_model()
-    chat         prompt rendering per thinking format, split_reasoning()
-    data         benchmark loaders into one tidy frame
-    hooks        add_hooks(), decoder layers, head ablation at the o_proj input
-    activations  hidden states at named positions
-    organism     the synthetic corpus, tokenizer and training of the organisms
-    plots        one seaborn theme and save_figure()
+    paths         repository folders and the data directory
+    params        the profile parameters (params/<profile>.yaml), validated
+    registry      the model registry, load_model(), and the data a model family brings (prompt and SFT sources)
+    chat          prompt rendering per thinking format; split(): one thinking/answer splitter, the papers' rules
+    data          benchmark loaders into one tidy frame
+    store         content-addressed caches with manifests
+    engine/       decoding (settings, thinking modes), generate (rollouts), scheduler, slots, sampling, attention,
+                  hooks (add_hooks, head ablation), vllm_backend
+    judges/       base (Judge, registry), strings, guards, guard_models, ensembles, labels (each paper's label), stance
+    metrics       ASR, ORR, Safe@1/K, ConsSafe@K, intervals
+    analysis/     one module per finding: activations, probes (+ nulls, cliff_probe), deliberation, cliff, heads,
+                  interventions, finetune, cliff_as_judge/ (pool, selection, study)
+    ledger        the claims ledger; report: the generated report; plots: one seaborn theme and save_figure()
+    pipeline      running notebooks (papermill) and syncing their .ipynb twins; usage: token accounting
+    tiny          random-weight stand-ins of the real architectures
+    organism/     the organisms as a model family: corpus, tokenizer, training (the analysis never imports it)
 """
 
 __version__ = "0.1.0"

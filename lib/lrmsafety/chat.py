@@ -9,6 +9,7 @@ The text a model generates after a think prompt is therefore ``thinking + close 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -145,23 +146,68 @@ class Reasoning:
     closed: bool  # False when the thinking never closed (ran out of budget): the answer is then empty
 
 
+SplitRule = Literal["first_close", "last_close", "paper_b", "trace"]
+SPLIT_RULES = ("first_close", "last_close", "paper_b", "trace")
+
+
+@functools.lru_cache(maxsize=None)
+def _trace_pattern(open_tag: str, close: str) -> re.Pattern:
+    return re.compile(rf"^\s*(?:{re.escape(open_tag)})?\s*(?P<thinking>.*?)\s*{re.escape(close)}\s*(?P<answer>.*)$",
+                      re.DOTALL)
+
+
+def split(text: str, fmt: ThinkingFormat = R1, rule: SplitRule = "first_close",
+          eos_strings: tuple[str, ...] = ()) -> Reasoning:
+    """Split a generation into thinking and answer, by one of the papers' rules (``closed``: a close was found).
+
+    first_close  the rollouts' split (split_reasoning): ``eos_strings`` stripped from the end, a repeated opener
+                 (``fmt.open``) removed, split at the first ``fmt.split_pattern``; both parts stripped; unclosed:
+                 the whole text (stripped) is thinking, the answer is ""
+    last_close   paper A's guard input (judges.split_last_think): split at the LAST ``fmt.close``; "<think>" removed
+                 from the thinking's start, newlines around the close dropped; unclosed: all thinking, answer ""
+    paper_b      paper B (RefusalCliff ``think_pattern.split(text, 1)``; judges.split_paper_b): split at the first
+                 ``fmt.split_pattern``, "<think>" removed from the thinking's start, nothing else stripped; unclosed:
+                 thinking "", the whole text is the answer
+    trace        SFT data ("<think>\\n...</think>\\n\\nanswer"; finetune.split_trace): first close, whitespace around
+                 both parts dropped; unclosed: thinking "", the answer is the whole text stripped
+    """
+    for eos in eos_strings:
+        if eos and text.endswith(eos):
+            text = text[: -len(eos)]
+    tag = fmt.open.strip()
+    if rule == "first_close":
+        if text.startswith(fmt.open):
+            text = text[len(fmt.open) :]
+        match = re.search(fmt.split_pattern, text)
+        if match is None:
+            return Reasoning(thinking=text.strip(), answer="", closed=False)
+        answer = text[match.end() :]
+        if fmt.name == "harmony":
+            answer = re.sub(r"<\|(return|end)\|>\s*$", "", answer)
+        return Reasoning(thinking=text[: match.start()].strip(), answer=answer.strip(), closed=True)
+    if rule == "last_close":
+        head, sep, tail = text.rpartition(fmt.close)
+        if not sep:
+            return Reasoning(thinking=text, answer="", closed=False)
+        return Reasoning(thinking=head.removeprefix(tag).rstrip("\n"), answer=tail.lstrip("\n"), closed=True)
+    if rule == "paper_b":
+        pieces = re.split(fmt.split_pattern, text, maxsplit=1)
+        if len(pieces) == 1:
+            return Reasoning(thinking="", answer=text, closed=False)
+        return Reasoning(thinking=pieces[0].removeprefix(tag), answer=pieces[1], closed=True)
+    if rule == "trace":
+        match = _trace_pattern(tag, fmt.close).match(text)
+        if match is None:
+            return Reasoning(thinking="", answer=text.strip(), closed=False)
+        return Reasoning(thinking=match["thinking"], answer=match["answer"].strip(), closed=True)
+    raise ValueError(f"unknown split rule {rule!r}; known: {', '.join(SPLIT_RULES)}")
+
+
 def split_reasoning(generated: str, fmt: ThinkingFormat, eos_strings: tuple[str, ...] = ()) -> Reasoning:
-    """Split text generated after a think prompt into thinking and answer.
+    """Split text generated after a think prompt into thinking and answer (``split(..., rule="first_close")``).
 
     The thinking ends at the first close marker; everything after the separator is the answer. An unclosed
     thinking returns the whole text as thinking and an empty answer. ``eos_strings`` are stripped from the end.
     A generation that repeats the opener (models that write "<think>" themselves) has it removed.
     """
-    text = generated
-    for eos in eos_strings:
-        if eos and text.endswith(eos):
-            text = text[: -len(eos)]
-    if text.startswith(fmt.open):
-        text = text[len(fmt.open) :]
-    match = re.search(fmt.split_pattern, text)
-    if match is None:
-        return Reasoning(thinking=text.strip(), answer="", closed=False)
-    answer = text[match.end() :]
-    if fmt.name == "harmony":
-        answer = re.sub(r"<\|(return|end)\|>\s*$", "", answer)
-    return Reasoning(thinking=text[: match.start()].strip(), answer=answer.strip(), closed=True)
+    return split(generated, fmt, "first_close", eos_strings)

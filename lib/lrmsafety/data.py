@@ -415,9 +415,9 @@ def load_prompt_sets(names: Iterable[str], n_prompts: int | None = None, data_di
     names = list(names)
     frames = []
     if ORGANISM_PROMPTS in names:
-        from .organism import eval_prompts
+        from .registry import prompt_source
 
-        frames.append(eval_prompts(n_per_family=n_prompts or 200, seed=seed, split=split))
+        frames.append(prompt_source(ORGANISM_PROMPTS)(n_per_family=n_prompts or 200, seed=seed, split=split))
         names.remove(ORGANISM_PROMPTS)
     if names:
         frames.append(load_datasets(names, data_dir, limit=n_prompts, seed=seed))

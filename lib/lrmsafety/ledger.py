@@ -157,7 +157,7 @@ class Ledger(_Strict):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"ids must be unique; repeated: {duplicates}")
-        from .models import REGISTRY
+        from .registry import REGISTRY
 
         for measure in (m for c in self.claims for m in c.measures):
             named = list(measure.published.per_model if measure.published else []) + list(measure.targets)
@@ -165,7 +165,7 @@ class Ledger(_Strict):
                 if name not in REGISTRY:
                     close = difflib.get_close_matches(name.lower(), list(REGISTRY), n=1)
                     raise ValueError(f"{measure.id} names model {name!r}, which is not in the registry"
-                                     + (f"; did you mean {close[0]!r}?" if close else " (lrmsafety.models)"))
+                                     + (f"; did you mean {close[0]!r}?" if close else " (lrmsafety.registry)"))
         missing = sorted(set(range(1, 15)) - {c.checklist for c in self.claims})
         if missing:
             raise ValueError(f"checklist items {missing} of methods.md have no claim: add one (with "

@@ -56,7 +56,7 @@ class Params(BaseModel):
                            "judges recorded in 01 beside the per-paper labels (name or name@registry-model)")
     label_judges: dict[Literal["A", "B", "C"], list[str]] = _f(
         {"A": ["refusal_prefix"], "B": ["paper_b_refusal"], "C": ["rs_match"]},
-        "each paper's label (lrmsafety.evaluate): A refusal by a strict majority of these on the answer (paper: "
+        "each paper's label (lrmsafety.judges.labels): A refusal by a strict majority of these on the answer (paper: "
         "wildguard, qwen3guard, granite_guardian, gpt_oss_safeguard); B paper B's word rule; C harmfulness of the "
         "whole response (paper: llama_guard_3). On the CPU string judges stand in for the guards")
     gpu_tokens_per_second: float = _f(
@@ -180,7 +180,7 @@ class Params(BaseModel):
     cliff_train: dict[str, Any] = _f(
         {"max_steps": 10, "batch_size": 4, "learning_rate": 0.0006, "lora_r": 8, "lora_alpha": 16,
          "max_length": 512, "scheduler": "constant"},
-        "09: the LoRA recipe (lrmsafety.finetune.Recipe fields), the same steps for every selection. On the "
+        "09: the LoRA recipe (lrmsafety.analysis.finetune.Recipe fields), the same steps for every selection. On the "
         "organisms at lr 1e-3 a single complied example repairs the ASR and every selection that holds one ties; at "
         "3e-4 nothing moves; at 6e-4 the repair grows with the number of useful examples chosen")
     cliff_full_epochs: int = _f(3, "09: the epoch arm beside the fixed-step 100%: the whole pool for this many "
@@ -261,7 +261,7 @@ def load(profile: str = "organism", model: str | None = None) -> Params:
     for _, layer in _read(profile):
         values.update(layer)
     if model:
-        from .models import get_spec
+        from .registry import get_spec
 
         get_spec(model)  # fails early, with close matches, on a typo
         values["models"] = [model]

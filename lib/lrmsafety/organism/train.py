@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import hooks
+from ..engine import hooks
 from . import corpus as C
 from . import texts as T
 from .tokenizer import encode_examples, train_tokenizer

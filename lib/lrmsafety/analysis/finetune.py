@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,9 @@ import pandas as pd
 import torch
 import yaml
 
-from . import chat, paths
-from .models import weights_fingerprint
-from .store import _atomic_write_text, config_hash, library_versions
+from .. import chat, paths
+from ..registry import weights_fingerprint
+from ..store import _atomic_write_text, config_hash, library_versions
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +96,10 @@ class SFTDataUnavailable(RuntimeError):
     """A recipe's data cannot be loaded here (online only, or not published); the message says why."""
 
 
-_THINK = re.compile(r"^\s*(?:<think>)?\s*(?P<thinking>.*?)\s*</think>\s*(?P<answer>.*)$", re.DOTALL)
-
-
 def split_trace(response: str) -> tuple[str, str]:
     """(thinking, answer) of an R1-style response "<think>\\n...</think>\\n\\nanswer"; ("", response) without a close."""
-    match = _THINK.match(response)
-    if match is None:
-        return "", response.strip()
-    return match["thinking"], match["answer"].strip()
+    parts = chat.split(response, chat.R1, "trace")
+    return parts.thinking, parts.answer
 
 
 def _star1(data_dir) -> pd.DataFrame:
@@ -143,9 +137,9 @@ def load_sft_data(source: str, n: int | None = None, seed: int = 0, data_dir=Non
     elif source == "safechain":
         frame = _safechain(data_dir)
     elif source == "organism":
-        from .organism.safety_data import safety_sft_frame
+        from ..registry import sft_source
 
-        frame = safety_sft_frame(n or 600, seed=seed)
+        frame = sft_source("organism")(n or 600, seed=seed)
     elif source == "r1act":
         raise SFTDataUnavailable("R1-ACT's 959 training examples ship only inside its authors' repository "
                                  "(yeonjun-in/R1-Act); they are not on the hub or in ../shared/data")
@@ -311,7 +305,7 @@ def load_adapted(name: str, adapter_path, quantization: str = "auto", merge: boo
     adapter, so that rollouts and judge verdicts of the tuned model are cached apart from the base model's."""
     from peft import PeftModel
 
-    from . import models
+    from .. import registry as models
 
     base, tokenizer, spec = models.load_model(name, quantization=quantization)
     model = PeftModel.from_pretrained(base, str(adapter_path))

@@ -35,7 +35,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import chat, cliff, evaluate, finetune, generate, metrics, probes, safety_pool, selection, store
+from ... import chat, metrics, store
+from .. import cliff, cliff_probe, finetune
+from . import pool as safety_pool, selection
+from ...engine import generate
+from ...judges import labels as evaluate
 
 # paper B's figure script (fig/flexible_validation_curves.py; likely R1-Distill-Llama-8B, low-medium confidence;
 # methods.md section 2): ASR by share of the training data, and with no fine-tuning
@@ -102,7 +106,7 @@ class Study:
         path = self.cache / f"refusal_probe-{name}.safetensors"
         if not path.exists():
             return pool.assign(plateau=np.nan, final=np.nan, ms=np.nan), None
-        probe = probes.LinearRefusalProbe.load(path)
+        probe = cliff_probe.LinearRefusalProbe.load(path)
         layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer
         inputs = cliff.probe_inputs(tokenizer, pool, spec.thinking_format.close)
         inputs = inputs.assign(prompt_id=pool["prompt_id"], sample_index=pool["sample_index"])
@@ -136,9 +140,9 @@ class Study:
 
     def tuned(self, name: str, rows: pd.DataFrame, pool: pd.DataFrame, recipe: finetune.Recipe):
         """Fine-tune a fresh copy of the base model on the rows (skipped when the adapter is cached), evaluate."""
-        from . import models
+        from ... import registry
 
-        base, tokenizer, spec = models.load_model(name, quantization=self.quantization)
+        base, tokenizer, spec = registry.load_model(name, quantization=self.quantization)
         pairs = safety_pool.sft_pairs(rows, tokenizer.eos_token)
         result = finetune.train_adapter(base, tokenizer, spec, pairs, recipe, out_root=self.cache / "09-adapters")
         tuned, tokenizer, tuned_spec = finetune.load_adapted(name, result.path, quantization=self.quantization)
@@ -149,11 +153,11 @@ class Study:
         """(evaluated frames, training results): the base model (selector ``none``, share 0), then one adapter per
         distinct selection (``selection.plan`` of the usable selectors; identical selections train and evaluate
         once), then the epoch arm when ``full_epochs`` is set. Without a pool, the base model only."""
-        from . import models
+        from ... import registry
 
         chosen_by = usable(pool, selectors)
         plan = selection.plan(pool, shares, chosen_by, random_seeds, seed=seed) if chosen_by else {}
-        base, tokenizer, spec = models.load_model(name, quantization=self.quantization)
+        base, tokenizer, spec = registry.load_model(name, quantization=self.quantization)
         frames = [self.evaluate(base, tokenizer, spec, pool).assign(model=name, selector="none", seed=0, share=0.0,
                                                                     steps=0)]
         results, by_rows = [], {}

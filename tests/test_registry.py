@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lrmsafety import models
+from lrmsafety import registry as models
 from tiny_models import build_tiny, tokenizer_for
 
 
@@ -58,7 +58,7 @@ def test_nf4_loading_on_cpu(tmp_path, qwen3_tokenizer_path):
 
 def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     # retrained local checkpoints keep their name: the fingerprint keeps their old caches from being served
-    from lrmsafety.models import weights_fingerprint
+    from lrmsafety.registry import weights_fingerprint
 
     (tmp_path / "model.safetensors").write_bytes(b"first weights")
     first = weights_fingerprint(tmp_path)

@@ -213,7 +213,7 @@ def get_spec(name_or_path: str) -> ModelSpec:
     close = difflib.get_close_matches(name_or_path, list(REGISTRY), n=5, cutoff=0.4)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise KeyError(
-        f"unknown model {name_or_path!r}.{hint} Use a registry name (lrmsafety.models.REGISTRY), a hub id listed "
+        f"unknown model {name_or_path!r}.{hint} Use a registry name (lrmsafety.registry.REGISTRY), a hub id listed "
         "there, or a local folder saved with save_pretrained()."
     )
 
@@ -368,7 +368,7 @@ def load_model(
             raise OSError(f"could not load {source}: offline and not cached. Download it once with internet.") from err
         raise
     model.eval()
-    from .attention import use_grouped_sdpa
+    from .engine.attention import use_grouped_sdpa
 
     use_grouped_sdpa(model)  # CPU: grouped-query attention without a copy of the cache per step (attention.py)
     return model, tokenizer, spec
@@ -380,7 +380,7 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     import torch
     from transformers import AutoTokenizer
 
-    from .attention import use_grouped_sdpa
+    from .engine.attention import use_grouped_sdpa
     from .tiny import build_random_architecture, qwen3_tokenizer_dir
 
     has_gpu = torch.cuda.is_available()
@@ -402,3 +402,28 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     model.eval()
     use_grouped_sdpa(model)
     return model, tokenizer, spec
+
+
+# --- data a model family brings along (the organisms' held-out prompts and SFT set): the analysis asks here, never
+# importing the family's package itself; the package is imported on first use
+PROMPT_SOURCES = {"organism": ("lrmsafety.organism", "eval_prompts")}  # (n_per_family, seed, split) -> prompts
+SFT_SOURCES = {"organism": ("lrmsafety.organism.safety_data", "safety_sft_frame")}  # (n, seed) -> SFT frame
+
+
+def _source(table: dict, kind: str, name: str):
+    import importlib
+
+    if name not in table:
+        raise KeyError(f"no {kind} source {name!r}; known: {', '.join(sorted(table))}")
+    module, function = table[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def prompt_source(name: str):
+    """The function that makes the prompt set ``name`` of a model family (``data.load_prompt_sets``)."""
+    return _source(PROMPT_SOURCES, "prompt set", name)
+
+
+def sft_source(name: str):
+    """The function that makes the SFT set ``name`` of a model family (``finetune.load_sft_data``)."""
+    return _source(SFT_SOURCES, "SFT data", name)

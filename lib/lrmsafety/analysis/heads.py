@@ -5,7 +5,7 @@ bias removed: a bias belongs to no head) it is that head's write into the residu
 at the last token projected on w/‖w‖, w the refusal probe's weight vector, averaged over items (official:
 ``find_refusal_head`` in src/lens/refusal.py with the patched attention of src/model/modeling_qwen.py; the same w
 at every layer). Sorted ascending, the most negative heads push away from refusal: the "suppression heads".
-Ablation itself is :func:`lrmsafety.hooks.head_ablation_hooks`; how many heads, :func:`head_count`; what paper B's
+Ablation itself is :func:`lrmsafety.engine.hooks.head_ablation_hooks`; how many heads, :func:`head_count`; what paper B's
 judge reads of an ablated rollout, :func:`paper_b_response`.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import hooks
+from ..engine import hooks
 
 
 @torch.no_grad()
@@ -74,7 +74,7 @@ def load_refusal_probe(path, table=None, model: str | None = None) -> tuple[obje
     properly trained (its metadata's ``flag``, ``untrained``, ``warning`` or ``reason``)."""
     from pathlib import Path
 
-    from .probes import LinearRefusalProbe
+    from .cliff_probe import LinearRefusalProbe
 
     if not Path(path).exists():
         why = pd.Series(dtype=str)
@@ -141,7 +141,7 @@ def paper_b_response(rollouts: pd.DataFrame, close: str) -> pd.Series:
     """What paper B judges of each rollout: the answer after the close (``\\n*</think>\\n*`` split); the whole
     generated output when it never closes (its split keeps the whole text; methods.md section 2).
 
-    ``rollouts`` are :func:`lrmsafety.generate.rollouts` rows (``text``: prefill and generated text, ``answer``).
+    ``rollouts`` are :func:`lrmsafety.engine.generate.rollouts` rows (``text``: prefill and generated text, ``answer``).
     """
     closed = rollouts["text"].str.contains(close, regex=False)
     return rollouts["answer"].where(closed, rollouts["text"].str.strip())
@@ -172,19 +172,19 @@ def judge_attacks(frames: Sequence[tuple[str, pd.DataFrame]], judge_name: str, f
     (column ``output``: scripts/trace/*/ablate.sh saves the undivided output as ``response``, and the guard reads
     ``response[:512]``). Guard verdicts are cached under ``cache_root``, keyed by the condition (every condition's
     rollouts share one decoding configuration, so the rollouts' hash alone would not tell them apart)."""
-    from . import evaluate
+    from ..judges import labels
 
     if text not in JUDGED_TEXTS:
         raise ValueError(f"text must be one of {sorted(JUDGED_TEXTS)}, not {text!r}")
-    judge, config = evaluate.make_judge(judge_name, fmt, quantization=quantization)
-    guard = judge_name.partition("@")[0] in evaluate.GUARD_MODELS
+    judge, config = labels.make_judge(judge_name, fmt, quantization=quantization)
+    guard = judge_name.partition("@")[0] in labels.GUARD_MODELS
     try:
-        return [attack_success(evaluate.judge_rollouts(
+        return [attack_success(labels.judge_rollouts(
             frame.assign(answer=frame[text]), judge, cache_root=cache_root if guard else None,
             judge_config={**config, "condition": key, "judged": JUDGED_TEXTS[text]})).set_axis(frame.index)
             for key, frame in frames]
     finally:
-        evaluate.free_judge(judge)
+        labels.free_judge(judge)
 
 
 def ablation_rates(rollouts: pd.DataFrame, success, seed: int = 0) -> list[dict]:
@@ -215,12 +215,12 @@ def summarize_draws(table: pd.DataFrame) -> pd.DataFrame:
 def ablated_rollouts(model, tokenizer, spec, prompts: pd.DataFrame, decoding, chosen: Sequence[tuple[int, int]],
                      rescale: str | None, cache_root=None) -> tuple[str, pd.DataFrame]:
     """Rollouts of ``prompts`` with the ``chosen`` heads ablated (times 0, paper B's ablation) at every position and
-    decode step, rescaled by ``rescale`` (:func:`lrmsafety.hooks.head_ablation_hooks`); cached under a name that
+    decode step, rescaled by ``rescale`` (:func:`lrmsafety.engine.hooks.head_ablation_hooks`); cached under a name that
     holds the heads, the rule and (mode "prefix") the thinking prefixes continued. Returns (that key, the rollouts
     with the prompts' other columns, paper B's split as ``answer`` (:func:`paper_b_response`) and the whole generated
     text as ``output``)."""
-    from . import generate
-    from .store import config_hash, text_hash
+    from ..engine import generate
+    from ..store import config_hash, text_hash
 
     condition = {"heads": sorted(tuple(h) for h in chosen), "rescale": rescale, "keep": 0.0}
     if "thinking_prefix" in prompts:  # the rollout cache is keyed by prompt, not by the prefix it continues

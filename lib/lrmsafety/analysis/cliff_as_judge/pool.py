@@ -8,7 +8,7 @@ completion>`` (methods.md section 2), so fine-tuning keeps the model's reasoning
     closed_only(rollouts)               the rollouts whose thinking the model closed itself (the cliff is read at the
                                         last tokens before the answer: a force-closed trace ends in our close)
     build_pool(rollouts, safe_answers)  one SFT example per rollout: own thinking + close + safe answer
-    sft_pairs(pool, eos)                the prompt / completion pairs that `lrmsafety.finetune` trains on
+    sft_pairs(pool, eos)                the prompt / completion pairs that `lrmsafety.analysis.finetune` trains on
     sft_close(fmt)                      the close string between thinking and answer, per thinking format
     held_out(prompts, pool)             evaluation prompts that share no prompt with the pool
 """
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import chat
+from ... import chat
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ POOL_COLUMNS = ["example_id", "prompt_id", "sample_index", "prompt", "rendered_p
 
 
 def sft_pairs(pool: pd.DataFrame, eos: str | None) -> pd.DataFrame:
-    """trl's prompt / completion columns for `lrmsafety.finetune`: the rendered prompt, the completion + EOS."""
+    """trl's prompt / completion columns for `lrmsafety.analysis.finetune`: the rendered prompt, the completion + EOS."""
     return pd.DataFrame({"prompt": pool["rendered_prompt"].to_numpy(),
                          "completion": (pool["completion"] + (eos or "")).to_numpy()})
 
@@ -100,7 +100,7 @@ def pool_prompts(data_dir=None, n: int | None = None, seed: int = 0) -> tuple[pd
         source = "WildJailbreak train, adversarial_harmful (online, allenai/wildjailbreak)"
         frame["source"] = "wildjailbreak_train"
     except Exception as err:  # no internet, no access to the gated set, or no `datasets`
-        from .data import load_dataset as load_local
+        from ...data import load_dataset as load_local
 
         log.info("WildJailbreak train is not reachable (%s); using STAR-1", err)
         frame = load_local("star1", data_dir)

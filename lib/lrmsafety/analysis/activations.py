@@ -132,7 +132,7 @@ def cached_hidden_states(path, model, tokenizer, token_ids, positions, layers, p
                          batch_size: int = 16, metadata: dict | None = None,
                          progress: bool = True) -> dict[int, np.ndarray]:
     """hidden_states_at, stored as safetensors at ``path`` (one tensor per layer) and read back when present."""
-    from .store import load_tensors, save_tensors
+    from ..store import load_tensors, save_tensors
 
     from pathlib import Path
 

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .cliff import PAPER_B_REFUSAL_WORDS  # paper B's 56 `refusal_words`, verbatim
+from ..cliff import PAPER_B_REFUSAL_WORDS  # paper B's 56 `refusal_words`, verbatim
 
 
 def subset_size(n_pool: int, share: float) -> int:

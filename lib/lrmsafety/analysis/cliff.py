@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .judges import PAPER_B_REFUSAL_WORDS, RefusalPrefix  # paper B's 56 words, verbatim, with their source
+from ..judges import PAPER_B_REFUSAL_WORDS, RefusalPrefix  # paper B's 56 words, verbatim, with their source
 
 MIN_THINKING_CHARS = 10  # paper B keeps a training rollout only when its thinking is longer than this
 # src/inference/generation.py: SYSTEM_PROMPT (a triple-quoted string, its newlines kept) and the scripts' temperature
@@ -41,8 +41,8 @@ def rollout_decoding(style: str, **settings):
     prompt "You are a helpful assistant." and temperature 0.7 (top-p / top-k: the model's defaults; the official vLLM
     server's are not recorded), cached under its own key; ``"notebook_01"``: notebook 01's decoding (the model's own
     sampling defaults, no system prompt), so that 01's cached rollouts are reused. ``settings``: the other
-    :class:`lrmsafety.generate.Decoding` fields (budgets, samples per prompt, batch size, seed)."""
-    from .generate import Decoding
+    :class:`lrmsafety.engine.generate.Decoding` fields (budgets, samples per prompt, batch size, seed)."""
+    from ..engine.generate import Decoding
 
     if style not in ROLLOUT_STYLES:
         raise ValueError(f"rollout style must be one of {ROLLOUT_STYLES}, not {style!r}")
@@ -78,8 +78,8 @@ def probe_training_labels(frame: pd.DataFrame, refusal_groups: Sequence[str], co
                           negatives: str = "official") -> pd.Series:
     """Paper B's training set: the rows of :func:`probe_candidates`, at most ``max_per_class`` each, then balanced
     (as the official code); 1 = refusal, 0 = compliance, NaN = not used. Raises
-    :class:`lrmsafety.probes.TooFewToTrain` (with the counts) when a class is empty."""
-    from .probes import TooFewToTrain
+    :class:`lrmsafety.analysis.probes.TooFewToTrain` (with the counts) when a class is empty."""
+    from .cliff_probe import TooFewToTrain
 
     positive, negative = probe_candidates(frame, refusal_groups, compliance_groups, group_column, negatives)
     n = min(len(positive), len(negative), max_per_class)

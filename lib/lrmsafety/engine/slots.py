@@ -1,6 +1,6 @@
 """A fixed-slot KV cache and a decode step of fixed shapes, for the refill scheduler on a GPU.
 
-The DynamicCache path (:mod:`lrmsafety.scheduler`) concatenates the cache at every step and every merge, and its
+The DynamicCache path (:mod:`lrmsafety.engine.scheduler`) concatenates the cache at every step and every merge, and its
 decode step is a plain eager ``model(...)`` call: transformers' Python around ~30 kernels per layer costs more than
 the GPU work itself. Here instead:
 
@@ -267,7 +267,7 @@ class SlotEngine:
 
     def decode(self, steps: int) -> tuple[list[list[int]], list[list[float]] | None]:
         """``steps`` decode steps over every slot; per running row, the tokens sampled and their entropies."""
-        from .scheduler import entropy
+        from .sampling import entropy
 
         longest = max(self.lengths[s] for s in self.order)
         self._ensure(longest + steps)

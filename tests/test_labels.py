@@ -2,7 +2,9 @@
 
 import pandas as pd
 
-from lrmsafety import chat, data, evaluate, generate, models, organism
+from lrmsafety import chat, data, registry, organism
+from lrmsafety.engine import generate
+from lrmsafety.judges import labels as evaluate
 
 
 def frame(rows):
@@ -33,7 +35,7 @@ def test_the_thinking_is_not_judged_as_the_answer():
 def test_no_think_refusals_of_a_real_rollout_are_judged_refusals(tmp_path):
     # End to end on the locked organism: its no-think answers to plain harmful requests are mostly refusals;
     # the judge must agree with the answer's known template on every sample.
-    model, tokenizer, spec = models.load_model("organism-locked", quantization="fp32")
+    model, tokenizer, spec = registry.load_model("organism-locked", quantization="fp32")
     prompts = organism.eval_prompts(4, seed=1)
     prompts = prompts[prompts["family"] == "harmful"].reset_index(drop=True)
     rollouts = generate.rollouts(model, tokenizer, spec, prompts, generate.Decoding(

@@ -6,7 +6,7 @@
 
 How the modes run: vLLM generates each sample until its next decision point (the close token, end-of-sequence,
 or the phase's budget) and hands the tokens to the same per-sample rules as the transformers path
-(``generate._Sample``): natural and prefix continue after the close into the answer; MoreThink replaces the
+(``decoding._Sample``): natural and prefix continue after the close into the answer; MoreThink replaces the
 close (or an end-of-sequence) by a continuation word and resumes; past the budget the thinking is force-closed.
 Continuing rows are resubmitted as text; vLLM's prefix cache makes the shared part free, and the K samples of
 one prompt share their prompt the same way.
@@ -22,9 +22,9 @@ import dataclasses
 import random
 import zlib
 
-from . import generate
-from .models import ModelSpec, weights_fingerprint
-from .store import library_versions, text_hash
+from .decoding import GENERATOR_VERSION, _make_samples, _record, decoding_config
+from ..registry import ModelSpec, weights_fingerprint
+from ..store import library_versions, text_hash
 
 
 def load_llm(spec_or_path, tensor_parallel_size: int = 1, dtype: str = "bfloat16", quantization: str | None = None,
@@ -61,8 +61,8 @@ def rollout_config(llm, tokenizer, spec: ModelSpec, decoding) -> dict:
         "quantization": getattr(config, "quantization", None),
         "chat_template": text_hash(getattr(tokenizer, "chat_template", None)),
         "sampling": decoding.sampling_kwargs(spec),
-        "decoding": {**generate.decoding_config(decoding), "backend": "vllm"},
-        "generator": generate.GENERATOR_VERSION,
+        "decoding": {**decoding_config(decoding), "backend": "vllm"},
+        "generator": GENERATOR_VERSION,
         "versions": {**library_versions(), "vllm": vllm.__version__},
     }
 
@@ -91,10 +91,10 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
     eos_ids = set(llm.get_tokenizer().eos_token_id if isinstance(llm.get_tokenizer().eos_token_id, list)
                   else [llm.get_tokenizer().eos_token_id]) | {tokenizer.eos_token_id}
     eos_ids = {i for i in eos_ids if i is not None}
-    samples = generate._make_samples(tokenizer, spec, units, decoding, eos_ids, random.Random(seed))
+    samples = _make_samples(tokenizer, spec, units, decoding, eos_ids, random.Random(seed))
     close_ids = tokenizer(spec.thinking_format.close, add_special_tokens=False)["input_ids"]
     sampling = decoding.sampling_kwargs(spec)
-    emit = lambda s: on_record(generate._record(s, tokenizer, spec, decoding))  # noqa: E731
+    emit = lambda s: on_record(_record(s, tokenizer, spec, decoding))  # noqa: E731
     active = []
     for sample in samples:
         (emit if sample.done else active.append)(sample)

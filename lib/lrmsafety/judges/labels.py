@@ -23,9 +23,9 @@ from __future__ import annotations
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import chat
-from .judges import Judge
-from .store import TableStore
+from .. import chat
+from .base import Judge
+from ..store import TableStore
 
 KEY = ["prompt_id", "sample_index"]
 
@@ -43,7 +43,7 @@ def split_fn_for(fmt: chat.ThinkingFormat):
 def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk: int = 256,
                    judge_config: dict | None = None) -> pd.DataFrame:
     """Judge every (prompt, sample) of ``rollouts`` (columns prompt_id, sample_index, prompt, text; with columns
-    thinking and answer, as lrmsafety.generate writes them, those are the split the judges read).
+    thinking and answer, as lrmsafety.engine.generate writes them, those are the split the judges read).
 
     Returns the rollouts' key columns with the judge's columns. With ``cache_root``, finished chunks are stored
     under a key made of the judge's name, the judged part, ``judge_config`` (e.g. the guard model) and the
@@ -94,8 +94,8 @@ def make_judge(name: str, fmt: chat.ThinkingFormat, quantization: str = "nf4") -
     ``"judge@model"`` runs a guard judge's protocol (its prompt, parser and decoding) on another registry model:
     the paper-gpu profile runs each guard's protocol on a random-weight instance of its architecture this way, and a
     reader can point a judge at a local mirror of its checkpoint."""
-    from .judges import get_judge
-    from .models import get_spec, load_model
+    from .base import get_judge
+    from ..registry import get_spec, load_model
 
     judge_name, _, model_name = name.partition("@")
     if model_name and judge_name not in GUARD_MODELS:
@@ -147,7 +147,7 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
     at a time and are freed before the next; ``report`` prints how many inputs each guard had to truncate.
     ``papers`` restricts which labels are computed (all named in label_judges by default).
     """
-    from .judges import combine_votes
+    from .ensembles import combine_votes
 
     papers = list(papers or label_judges)
     unknown = [p for p in papers if p not in LABELS or p not in label_judges]

@@ -1,0 +1,10 @@
+"""Paper B's Cliff-as-a-Judge (notebook 09): `pool` builds the SFT pool from the model's own closed rollouts,
+`selection` picks the training subsets (by cliff size, rule, length or at random), `study` runs the loop (one LoRA
+adapter per distinct selection, held-out evaluation, the table of ASR and ORR). The study's names are re-exported."""
+
+from __future__ import annotations
+
+from . import pool, selection  # noqa: F401
+from .study import (  # noqa: F401
+    EPOCH_ARM, EVALUATED_COLUMNS, PUBLISHED, PUBLISHED_BASE_ASR, STYLES, TABLE_COLUMNS, Study, cliff_summary, compare,
+    epoch_steps, figure, no_probe, not_run, rate_table, usable)

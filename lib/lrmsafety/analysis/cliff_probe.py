@@ -1,0 +1,133 @@
+"""Paper B's refusal probe: a linear layer on hidden states, trained as the paper trains it (BCE, Adam, 5 epochs).
+
+Labels are 1 = refusal, 0 = compliance throughout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .probes import _check_binary
+
+
+class TooFewToTrain(ValueError):
+    """Paper B's probe cannot be trained: a class is empty (in the candidates or in the training split)."""
+
+
+class LinearRefusalProbe:
+    """Paper B's probe: nn.Linear(d, 1) with BCE, Adam, batch 64, 5 epochs, 80/20 split; best validation epoch.
+
+    After ``fit``, ``moved_`` = ‖w − w₀‖ / ‖w₀‖: how far the kept weight is from its random initialisation (Adam's
+    steps are about lr each per coordinate, so in few dimensions the initialisation can be most of the weight)."""
+
+    def __init__(self, lr: float = 1e-3, batch_size: int = 64, epochs: int = 5, val_fraction: float = 0.2,
+                 seed: int = 42):
+        self.lr, self.batch_size, self.epochs = lr, batch_size, epochs
+        self.val_fraction, self.seed = val_fraction, seed
+        self.model_ = None
+
+    def fit(self, features, labels, groups=None) -> LinearRefusalProbe:
+        """Train on an 80/20 split; with ``groups`` (prompt ids) the split is by prompt, so that samples of one
+        prompt never sit on both sides (paper B has one rollout per prompt, where both splits coincide)."""
+        import torch
+
+        X = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        y = torch.as_tensor(_check_binary(labels).astype(np.float32))
+        n, d = X.shape
+        rng = np.random.default_rng(self.seed)
+        if groups is None:
+            order = rng.permutation(n)
+            n_val = max(1, int(n * self.val_fraction))  # the official split: int(n * 0.2) rows
+            val_rows, train_rows = order[:n_val], order[n_val:]
+        else:
+            codes, _ = pd.factorize(pd.Series(np.asarray(groups)))
+            units = rng.permutation(codes.max() + 1)
+            held = units[: max(1, int(len(units) * self.val_fraction))]
+            val_rows, train_rows = np.flatnonzero(np.isin(codes, held)), np.flatnonzero(~np.isin(codes, held))
+        if len(train_rows) == 0 or len(np.unique(y[torch.as_tensor(train_rows)].numpy())) < 2:
+            raise TooFewToTrain(f"the probe's training split needs both classes; got {n} rows")
+        val, train = torch.as_tensor(val_rows), torch.as_tensor(train_rows)
+        self.val_rows_ = val_rows
+        torch.manual_seed(self.seed)
+        model = torch.nn.Linear(d, 1)
+        initial = model.weight.detach().clone()
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        gen = torch.Generator().manual_seed(self.seed)
+        best_acc, best_state, self.history_ = -1.0, None, []
+        for epoch in range(self.epochs):
+            model.train()
+            perm = train[torch.randperm(len(train), generator=gen)]
+            losses = []
+            for start in range(0, len(perm), self.batch_size):
+                idx = perm[start:start + self.batch_size]
+                opt.zero_grad()
+                loss = loss_fn(model(X[idx]).squeeze(-1), y[idx])
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            model.eval()
+            with torch.no_grad():
+                acc = ((model(X[val]).squeeze(-1) >= 0).float() == y[val]).float().mean().item()  # sigmoid >= .5
+            self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": acc})
+            if acc > best_acc:
+                best_acc = acc
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best_state)
+        self.model_, self.val_accuracy_ = model, best_acc
+        self.moved_ = float((model.weight.detach() - initial).norm() / initial.norm())
+        return self
+
+    def _require_fit(self):
+        if self.model_ is None:
+            raise RuntimeError("LinearRefusalProbe is not fitted; call fit() first")
+
+    def logits(self, features) -> np.ndarray:
+        """Raw probe outputs for features of shape (..., d), e.g. (T, d) for every token of a trace."""
+        import torch
+
+        self._require_fit()
+        with torch.no_grad():
+            out = self.model_(torch.as_tensor(np.asarray(features, dtype=np.float32)))
+        return out.squeeze(-1).numpy()
+
+    def score(self, features) -> np.ndarray:
+        """Sigmoid refusal probabilities, shape features.shape[:-1]."""
+        return 1.0 / (1.0 + np.exp(-self.logits(features)))
+
+    @property
+    def direction(self) -> np.ndarray:
+        self._require_fit()
+        return self.model_.weight.detach().numpy()[0].copy()
+
+    @property
+    def bias(self) -> float:
+        self._require_fit()
+        return float(self.model_.bias.detach()[0])
+
+    def save(self, path, metadata: dict | None = None):
+        """The weights (and the best validation accuracy) as safetensors, for the notebooks that read the probe."""
+        from ..store import save_tensors
+
+        self._require_fit()
+        return save_tensors(path, {"weight": self.direction, "bias": np.array([self.bias], dtype=np.float32)},
+                            {"val_accuracy": self.val_accuracy_, **(metadata or {})})
+
+    @classmethod
+    def load(cls, path) -> LinearRefusalProbe:
+        import torch
+        from safetensors import safe_open
+
+        from ..store import load_tensors
+
+        tensors = load_tensors(path)
+        probe = cls()
+        probe.model_ = torch.nn.Linear(tensors["weight"].shape[0], 1)
+        with torch.no_grad():
+            probe.model_.weight.copy_(torch.as_tensor(tensors["weight"])[None])
+            probe.model_.bias.copy_(torch.as_tensor(tensors["bias"]))
+        with safe_open(str(path), "np") as handle:
+            probe.metadata_ = handle.metadata() or {}
+        probe.val_accuracy_ = float(probe.metadata_.get("val_accuracy", "nan"))
+        return probe

@@ -1,0 +1,4 @@
+"""The generation engine: decoding settings and thinking modes (`decoding`), the transformers driver (`generate`:
+rollouts, cached and resumable), its refill scheduler (`scheduler`) and fixed-slot decode engine (`slots`), token
+sampling (`sampling`), grouped attention for CPU (`attention`), forward hooks and head ablation (`hooks`), and the vLLM
+backend (`vllm_backend`). Imports flow one way: generate -> scheduler -> slots -> sampling; vllm_backend -> decoding."""
