@@ -370,3 +370,26 @@ def tables_read(filled: pd.DataFrame, results_dir: Path) -> dict[str, int]:
     """The result tables the ledger names that exist on this profile, with their row counts."""
     names = sorted(set(filled["table"].dropna()))
     return {t: len(pd.read_csv(results_dir / t)) for t in names if (results_dir / t).exists()}
+
+
+BOARD_COLUMNS = ["measure_id", "what", "model", "published", "target", "ours", "low", "high", "n", "verdict"]
+
+
+def board(notebook: str, profile: str, models: list[str], results_dir: Path | None = None) -> pd.DataFrame:
+    """A notebook's rows of the claims ledger: our number beside the published one (or, on the organisms, the
+    planted target) with the ledger's verdict. Notebooks show this instead of judging their own numbers."""
+    from .paths import RESULTS_DIR
+
+    filled = fill(load_ledger(), results_dir or RESULTS_DIR / profile, profile, models, strict=False)
+    return filled[filled["notebook"] == notebook][BOARD_COLUMNS].reset_index(drop=True)
+
+
+def published(measure_id: str, model: str | None = None) -> tuple[float | None, float | None, str]:
+    """A measure's published value as (low, high, text), for drawing it beside ours; ``model`` picks a per-model
+    value where the paper gives one."""
+    measure = next((m for c in load_ledger().claims for m in c.measures if m.id == measure_id), None)
+    if measure is None:
+        raise LedgerError(f"no measure {measure_id!r} in {LEDGER_PATH}")
+    if measure.published is None:
+        return None, None, "–"
+    return measure.published.for_model(model or "")
