@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the organisms on one GPU, check their behaviour on held-out prompts, and pack each model directory as one
-# tar (the device tool returns at most 8 files). Usage: scripts/train_organisms_gpu.sh OUT_DIR [extra train args]
+# tar (one file per organism to copy back from a remote GPU machine).
+# Usage: scripts/train_organisms_gpu.sh OUT_DIR [extra train args]
 # KINDS=locked,null trains a subset (default: all).
 set -euo pipefail
 out=${1:?usage: $0 OUT_DIR [extra args]}; shift || true
