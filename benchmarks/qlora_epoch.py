@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import torch
+from real_configs import saved_random
 
 from lrmsafety import registry as models
 from lrmsafety.analysis import finetune
-from real_configs import saved_random
 
 
 def main() -> None:

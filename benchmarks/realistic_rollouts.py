@@ -9,7 +9,8 @@ log-normal and the row stops there (random weights never stop by themselves). Th
 
     batch   what generate.rollouts did before the refill scheduler: batch after batch of ``generate()`` with the
             static, compiled cache; a batch runs until its longest row stops (rows stop by a forced end-of-sequence)
-    refill  lrmsafety.engine.scheduler.RefillScheduler with ``decode="dynamic"``: finished rows leave and waiting requests
+    refill  lrmsafety.engine.scheduler.RefillScheduler with ``decode="dynamic"``: finished rows leave and waiting
+    requests
             take their slots; eager decode steps over a DynamicCache
     slots   the same scheduler with ``decode="static"`` (what ``auto`` picks on CUDA): a fixed-slot static KV
             cache, each step replayed as a CUDA graph (lrmsafety.engine.slots)
@@ -40,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from real_configs import REAL_CONFIGS, random_model
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from lrmsafety.engine import scheduler
 from lrmsafety.engine.generate import generate_batch
-from real_configs import REAL_CONFIGS, random_model
 
 # a tiny model of the 1.5B's architecture, to check the benchmark on a CPU (`--models tiny --device cpu`)
 REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b"], hidden_size=64,

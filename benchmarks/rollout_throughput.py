@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from real_configs import random_model
 
 
@@ -133,7 +132,7 @@ def main() -> None:
                     rows.append(row)
             del model
             torch.cuda.empty_cache()
-    print(f"\n{'model':30} {'quant':5} {'cache':7} {'batch':>5} {'ms/step':>8} {'tok/s':>8} {'limit ms':>9} {'of limit':>8}")
+    print(f"\n{'model':30} {'quant':5} {'cache':7} {'batch':>5} {'ms/step':>8} {'tok/s':>8} {'limit ms':>9} {'of limit':>8}")  # noqa: E501
     for r in rows:
         print(f"{r['model']:30} {r['quantization']:5} {r['cache']:7} {r['batch']:5d} {r['ms_per_step']:8.2f} "
               f"{r['tokens_per_s']:8d} {r['limit_ms']:9.2f} {r['of_limit']:8.1%}")

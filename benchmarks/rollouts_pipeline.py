@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from real_configs import build_random
 from transformers import AutoTokenizer
 
 from lrmsafety.engine import generate
 from lrmsafety.registry import R1_SAMPLING, ModelSpec
-from real_configs import build_random
 
 
 def main() -> None:
@@ -34,7 +34,8 @@ def main() -> None:
     model = build_random(args.model)
     spec = ModelSpec(args.model, args.model, type(model).__name__, 0.0, thinking="qwen3", sampling=R1_SAMPLING)
     prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(args.prompts)],
-                            "prompt": [f"Question number {i}: explain topic {i % 17} in detail." for i in range(args.prompts)]})
+                            "prompt": [f"Question number {i}: explain topic {i % 17} in detail."
+                                       for i in range(args.prompts)]})
     rows = []
     for static in (True, False, True):  # the first static run includes compilation
         decoding = generate.Decoding(max_thinking_tokens=args.thinking_tokens, max_answer_tokens=args.answer_tokens,

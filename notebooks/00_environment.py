@@ -54,7 +54,8 @@ versions = {
     "torch": torch.__version__,
     "transformers": transformers.__version__,
     "pandas": pd.__version__,
-    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)",
+    "device": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+               else f"CPU ({torch.get_num_threads()} threads)"),
 }
 pd.Series(versions, name="value").to_frame()
 
@@ -80,6 +81,7 @@ for name in P.models:
         "temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
         "available": bool(local and local.exists()) if local else "hub",
         "memory_gb_" + (P.quantization if P.quantization != "auto" else "bf16"):
-            round(registry.memory_estimate_gb(spec.params_b, "bf16" if P.quantization == "auto" else P.quantization), 2),
+            round(registry.memory_estimate_gb(spec.params_b, "bf16" if P.quantization == "auto" else P.quantization),
+                  2),
     })
 pd.DataFrame(rows)

@@ -54,7 +54,6 @@ S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by nam
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from lrmsafety import data, metrics, paths, plots, registry
 from lrmsafety.engine import generate

@@ -51,7 +51,8 @@ from lrmsafety import params
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 
 # %%
-from lrmsafety import ledger as claims, paths, plots, report
+from lrmsafety import ledger as claims
+from lrmsafety import paths, plots, report
 
 plots.set_theme()
 results = paths.RESULTS_DIR / profile

@@ -1,7 +1,7 @@
 import pytest
+from tiny_models import QWEN3_TOKENIZER, build_tiny, tokenizer_for
 
 from lrmsafety import registry as models
-from tiny_models import QWEN3_TOKENIZER, build_tiny, tokenizer_for
 
 
 @pytest.fixture(scope="session")

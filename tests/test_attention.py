@@ -1,10 +1,11 @@
-"""sdpa_gqa (lrmsafety.engine.attention) computes what transformers' sdpa computes, for every family, on padded batches."""
+"""sdpa_gqa (lrmsafety.engine.attention) computes what transformers' sdpa computes, for every family, on padded
+batches."""
 
 import pytest
 import torch
+from tiny_models import ARCHITECTURE_TYPES, build_tiny
 
 from lrmsafety.engine.attention import NAME, use_grouped_sdpa
-from tiny_models import ARCHITECTURE_TYPES, build_tiny
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURE_TYPES))

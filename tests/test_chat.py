@@ -3,7 +3,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from lrmsafety import chat, registry as models
+from lrmsafety import chat
+from lrmsafety import registry as models
 
 
 @pytest.fixture(scope="module")

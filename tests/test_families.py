@@ -4,11 +4,12 @@ head ablation changes the output and leaves it unchanged once removed."""
 
 import pytest
 import torch
+from tiny_models import ARCHITECTURE_TYPES, build_tiny, tokenizer_for
 
-from lrmsafety import chat, registry as models
+from lrmsafety import chat
+from lrmsafety import registry as models
 from lrmsafety.analysis import activations
 from lrmsafety.engine import hooks
-from tiny_models import ARCHITECTURE_TYPES, build_tiny, tokenizer_for
 
 REASONING_FAMILIES = sorted(
     {(spec.architecture, spec.thinking) for spec in models.REGISTRY.values() if spec.role == "reasoner"}

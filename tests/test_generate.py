@@ -1,12 +1,12 @@
 """Rollouts: every thinking mode's prompt for each family, the phases, the cache key, resume after a kill."""
 
 import pandas as pd
-import torch
 import pytest
+import torch
+from tiny_models import FAMILY_TEMPLATES, tokenizer_for
 
 from lrmsafety import chat, registry
 from lrmsafety.engine import generate
-from tiny_models import FAMILY_TEMPLATES, tokenizer_for
 
 FAMILIES = sorted({spec.thinking for spec in registry.REGISTRY.values() if spec.thinking})
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from lrmsafety import chat, params, pipeline, registry, tiny, usage
-from lrmsafety.judges import labels
-from lrmsafety.judges import get_judge
+from lrmsafety.judges import get_judge, labels
 
 # published parameter counts (the hub's model cards) and vocabularies of the real checkpoints
 PUBLISHED = {  # architecture: (parameters, vocabulary)

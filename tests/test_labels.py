@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from lrmsafety import chat, data, registry, organism
+from lrmsafety import chat, organism, registry
 from lrmsafety.engine import generate
 from lrmsafety.judges import labels as evaluate
 
@@ -79,9 +79,8 @@ def test_paper_a_majority_two_two_tie_is_compliance():
 
 
 def test_unavailable_guard_says_so(monkeypatch):
-    import pytest
-
     import huggingface_hub.constants
+    import pytest
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never reach the hub from a test
     # the constant is read when huggingface_hub is imported: without this the test waits on network timeouts

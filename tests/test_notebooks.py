@@ -11,6 +11,7 @@ from lrmsafety import params, paths, pipeline, registry
 from lrmsafety.paths import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+pytestmark = pytest.mark.slow  # the slow lane
 
 
 @pytest.fixture(scope="module")

@@ -129,4 +129,5 @@ def test_the_makefile_names_every_notebook_a_notebook_reads():
         if "LinearRefusalProbe.load" in text:
             needed.add("05_refusal_cliff")
         missing = needed - reads.get(path.stem, set())
-        assert not missing, f"{path.name} reads results of {sorted(missing)}: add them to reads_{path.stem} in the Makefile"
+        assert not missing, (f"{path.name} reads results of {sorted(missing)}: add them to reads_{path.stem} in "
+                             "the Makefile")

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from tiny_models import build_tiny, tokenizer_for
 
 from lrmsafety import registry as models
-from tiny_models import build_tiny, tokenizer_for
 
 
 def test_registry_covers_the_papers_models():

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lrmsafety import ledger as claims, report
+from lrmsafety import ledger as claims
+from lrmsafety import report
 
 MEASURE = {"id": "A1.harmful", "what": "first-token probe AUROC, harmful", "notebook": "02_first_token_probe",
            "table": "02_first_token_probe.csv", "select": "group == 'harmful'", "value": "auroc",

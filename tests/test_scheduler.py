@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 import torch
+from tiny_models import build_tiny, tokenizer_for
 
 from lrmsafety import chat, registry
 from lrmsafety.engine import generate, hooks, scheduler
-from tiny_models import build_tiny, tokenizer_for
 
 GREEDY = {"do_sample": False}
 
@@ -104,10 +104,9 @@ def test_sampling_matches_transformers_warpers():
     from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     logits = torch.randn(3, 50) * 3
-    mine = logits.float() / 0.7
+    logits_ref = logits
     for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(10), TopPLogitsWarper(0.8)):
-        logits_ref = warper(None, mine if warper is None else (logits if isinstance(warper, TemperatureLogitsWarper)
-                                                                 else logits_ref))
+        logits_ref = warper(None, logits_ref)
     kept = torch.isfinite(logits_ref)
     draws = torch.stack([scheduler.sample(logits, {"do_sample": True, "temperature": 0.7, "top_k": 10, "top_p": 0.8},
                                           torch.Generator().manual_seed(i)) for i in range(400)], 1)

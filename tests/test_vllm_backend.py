@@ -3,7 +3,6 @@
 
 import importlib.util
 
-import pandas as pd
 import pytest
 import torch
 

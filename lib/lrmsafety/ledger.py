@@ -194,7 +194,8 @@ def load_ledger(path: Path | str = LEDGER_PATH) -> Ledger:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise LedgerError(f"{path} is not valid YAML (quote a value that holds ': ' or ', ' in braces):\n{err}") from None
+        raise LedgerError(f"{path} is not valid YAML (quote a value that holds ': ' or ', ' in braces):"
+                          f"\n{err}") from None
     try:
         return Ledger.model_validate(raw)
     except ValidationError as err:

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-
 from . import params, usage
 from .paths import REPO_ROOT
+
 
 def read_notebook(py_path: Path):
     import jupytext
@@ -114,7 +114,6 @@ def _report_usage(notebook: str, profile: str, model: str | None, seconds: float
 
 def twin(py_path: Path):
     """The .ipynb twin of a jupytext source, without outputs (what Colab opens)."""
-    import nbformat
 
     notebook = read_notebook(py_path)
     notebook.metadata.pop("jupytext", None)

@@ -144,7 +144,8 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
         glance = " · ".join(f"{n} {v}" for v, n in verdict_counts(rows).items())
         if measured.empty:
             glance = f"not measured: {rows['reason'].iloc[0]}"
-        out.append(f"| [{claim.id}](#{claim.id.lower()}) | {claim.checklist} | {_cell(claim.claim)} | {_cell(glance)} |")
+        out.append(f"| [{claim.id}](#{claim.id.lower()}) | {claim.checklist} | {_cell(claim.claim)} "
+                   f"| {_cell(glance)} |")
     out.append("")
     shown = set()
     for paper, title in ledger.papers.items():

@@ -1,7 +1,8 @@
 """What a notebook cost: tokens generated per decode engine and the peak GPU memory of its kernel.
 
 ``pipeline.run`` names a file in the environment variable ``LRMSAFETY_USAGE`` for the notebook's kernel. The rollout
-driver (:mod:`lrmsafety.engine.generate`) records each run's engine and the tokens it generated; the file is rewritten at
+driver (:mod:`lrmsafety.engine.generate`) records each run's engine and the tokens it generated; the file is rewritten
+at
 every record and when the kernel exits, so a kernel that dies still leaves its numbers. ``pipeline.run`` prints them
 with the wall time when the notebook ends and appends them to ``build/<profile>/usage.csv``. Without the variable
 (a notebook opened in Jupyter) nothing is written. Guard and stance judges' short greedy generations are not counted.

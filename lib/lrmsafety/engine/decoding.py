@@ -15,7 +15,6 @@ import torch
 from .. import chat
 from ..registry import ModelSpec
 
-
 Mode = Literal["natural", "no_think", "zerothink", "lessthink", "morethink", "prefix"]
 MODES = ("natural", "no_think", "zerothink", "lessthink", "morethink", "prefix")
 # bumped whenever a change to this module changes what the same configuration generates: caches made before are

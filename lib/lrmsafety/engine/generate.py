@@ -16,7 +16,8 @@ Thinking modes (exact strings in :mod:`lrmsafety.chat`, rules in methods.md):
 Backends: ``transformers`` runs every sample through :class:`lrmsafety.engine.scheduler.RefillScheduler` (continuous
 batching: a finished row's slot is refilled at once, so no batch waits on its longest row; forward hooks stay
 active; CPU, bf16 and 4-bit alike; ``refill=False``: fixed groups of ``batch_size`` rows instead, for interventions
-whose effect depends on the batch, such as paper B's head ablation). ``vllm`` (:mod:`lrmsafety.engine.vllm_backend`, GPU,
+whose effect depends on the batch, such as paper B's head ablation). ``vllm`` (:mod:`lrmsafety.engine.vllm_backend`,
+GPU,
 ``pip install "lrmsafety[vllm]"``) takes a ``vllm.LLM`` as the model. ``auto`` picks vLLM when given a vLLM engine.
 
 The scheduler's decode engine is chosen per run (``scheduler.RefillScheduler(decode="auto")``): on CUDA a fixed-slot
@@ -50,10 +51,24 @@ from tqdm.auto import tqdm
 
 from .. import usage
 from ..registry import ModelSpec, weights_fingerprint
-from .decoding import (  # noqa: F401 (re-exported: notebooks call generate.Decoding)
-    _KEYED_WHEN_SET, BACKENDS, GENERATOR_VERSION, MODES, Decoding, Mode, _make_samples, _prefill, _record, _Sample,
-    _special_strings, _stop_ids, decoding_config, is_vllm, resolve_backend)
 from ..store import TableStore, config_hash, library_versions, text_hash  # noqa: F401 (re-exported)
+from .decoding import (  # noqa: F401 (re-exported: notebooks call generate.Decoding)
+    _KEYED_WHEN_SET,
+    BACKENDS,
+    GENERATOR_VERSION,
+    MODES,
+    Decoding,
+    Mode,
+    _make_samples,
+    _prefill,
+    _record,
+    _Sample,
+    _special_strings,
+    _stop_ids,
+    decoding_config,
+    is_vllm,
+    resolve_backend,
+)
 
 log = logging.getLogger(__name__)
 

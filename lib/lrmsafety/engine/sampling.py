@@ -1,5 +1,6 @@
 """Sampling one token per row from last-position logits, and the entropy of the distribution; shared by the
-refill scheduler's DynamicCache loop (:mod:`lrmsafety.engine.scheduler`) and the slot engine (:mod:`lrmsafety.engine.slots`)."""
+refill scheduler's DynamicCache loop (:mod:`lrmsafety.engine.scheduler`) and the slot engine
+(:mod:`lrmsafety.engine.slots`)."""
 
 from __future__ import annotations
 

@@ -18,13 +18,12 @@ rescaling), and paper A's extension past the natural close.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import zlib
 
-from .decoding import GENERATOR_VERSION, _make_samples, _record, decoding_config
 from ..registry import ModelSpec, weights_fingerprint
 from ..store import library_versions, text_hash
+from .decoding import GENERATOR_VERSION, _make_samples, _record, decoding_config
 
 
 def load_llm(spec_or_path, tensor_parallel_size: int = 1, dtype: str = "bfloat16", quantization: str | None = None,

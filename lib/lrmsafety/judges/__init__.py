@@ -20,7 +20,8 @@ on what follows the second close. Paper B splits on the FIRST close (RefusalClif
 ``split(..., 1)``), which the rollouts' columns and split_paper_b give.
 
 Where we depart from the papers: an unparsable guard output is NA here (paper A's parsers read it as "no"; its
-label, lrmsafety.judges.labels.paper_labels, counts NA as no, so the label is the same); paper A passes a no-think output
+label, lrmsafety.judges.labels.paper_labels, counts NA as no, so the label is the same); paper A passes a no-think
+output
 whole, while our paper-A guards would also cut a no-think answer after a "</think>" the model wrote in it (they
 cannot tell the two apart from the (thinking, answer) pair); Qwen3Guard needs its own chat template (no plain-text
 fallback).
@@ -32,16 +33,50 @@ Modules: `base` (the Judge interface and registry), `strings` (string rules), `g
 
 from __future__ import annotations
 
-from .base import (COLUMNS, GenerateFn, Judge, SplitFn, after_last_close, available_judges, get_judge, register_judge,
-                   select_part, split_last_think)
+from .base import (
+                   COLUMNS,
+                   GenerateFn,
+                   Judge,
+                   SplitFn,
+                   after_last_close,
+                   available_judges,
+                   get_judge,
+                   register_judge,
+                   select_part,
+                   split_last_think,
+)
 from .ensembles import MajorityRefusal, combine_votes
-from .guard_models import (GPT_OSS_SAFEGUARD_POLICY, GRANITE_REFUSAL_CRITERION, GptOssSafeguard, GraniteGuardian,
-                           HarmBenchClassifier, LlamaGuard3, LlamaGuard4, Qwen3Guard, StandInGuard, WildGuard,
-                           parse_gpt_oss_safeguard)
-from .guards import (NA, GuardJudge, parse_granite_guardian, parse_harmbench, parse_llama_guard, parse_qwen3guard,
-                     parse_wildguard)
-from .strings import (PAPER_B_REFUSAL_WORDS, REFUSAL_WORDS, RS_MATCH_STRINGS, PaperBRefusal, RefusalPrefix, RSMatch,
-                      split_paper_b)
+from .guard_models import (
+                   GPT_OSS_SAFEGUARD_POLICY,
+                   GRANITE_REFUSAL_CRITERION,
+                   GptOssSafeguard,
+                   GraniteGuardian,
+                   HarmBenchClassifier,
+                   LlamaGuard3,
+                   LlamaGuard4,
+                   Qwen3Guard,
+                   StandInGuard,
+                   WildGuard,
+                   parse_gpt_oss_safeguard,
+)
+from .guards import (
+                   NA,
+                   GuardJudge,
+                   parse_granite_guardian,
+                   parse_harmbench,
+                   parse_llama_guard,
+                   parse_qwen3guard,
+                   parse_wildguard,
+)
+from .strings import (
+                   PAPER_B_REFUSAL_WORDS,
+                   REFUSAL_WORDS,
+                   RS_MATCH_STRINGS,
+                   PaperBRefusal,
+                   RefusalPrefix,
+                   RSMatch,
+                   split_paper_b,
+)
 
 __all__ = [
     "COLUMNS", "GenerateFn", "Judge", "SplitFn", "after_last_close", "available_judges", "get_judge", "register_judge",

@@ -6,8 +6,15 @@ import json
 import re
 
 from .base import register_judge
-from .guards import (NA, GuardJudge, parse_granite_guardian, parse_harmbench, parse_llama_guard,
-                     parse_qwen3guard, parse_wildguard)
+from .guards import (
+    NA,
+    GuardJudge,
+    parse_granite_guardian,
+    parse_harmbench,
+    parse_llama_guard,
+    parse_qwen3guard,
+    parse_wildguard,
+)
 
 _LLAMA_GUARD_CATEGORIES = "\n".join(
     f"S{i}: {c}." for i, c in enumerate(
@@ -256,7 +263,6 @@ def parse_gpt_oss_safeguard(output: str) -> dict:
     their "no" / false forms). Departure: paper A reads anything else (no JSON, an unknown value, a missing key) as
     "no"; here it is NA, and the paper-A label (evaluate.paper_labels) counts NA votes as no, as the paper does.
     """
-    import json
 
     candidates = []
     try:

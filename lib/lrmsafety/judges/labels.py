@@ -24,8 +24,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import chat
-from .base import Judge
 from ..store import TableStore
+from .base import Judge
 
 KEY = ["prompt_id", "sample_index"]
 
@@ -94,8 +94,8 @@ def make_judge(name: str, fmt: chat.ThinkingFormat, quantization: str = "nf4") -
     ``"judge@model"`` runs a guard judge's protocol (its prompt, parser and decoding) on another registry model:
     the paper-gpu profile runs each guard's protocol on a random-weight instance of its architecture this way, and a
     reader can point a judge at a local mirror of its checkpoint."""
-    from .base import get_judge
     from ..registry import get_spec, load_model
+    from .base import get_judge
 
     judge_name, _, model_name = name.partition("@")
     if model_name and judge_name not in GUARD_MODELS:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import pandas as pd
 
 from .. import chat
 from .base import Judge, SplitFn, register_judge
-
 
 # --------------------------------------------------------------------------------------------------------------
 # String judges
