@@ -1,4 +1,4 @@
-"""How much organism-safety SFT the organisms need (issue 10): refusal rate per prompt family after the recipe's
+"""How much organism-safety SFT the organisms need: refusal rate per prompt family after the recipe's
 LoRA at several step counts and learning rates, on 60 held-out prompts per family x 2 samples (more than notebook 08
 evaluates). Run on a GPU (a few minutes on an H200; the recipe is the one `make all` trains on the CPU):
 

@@ -24,7 +24,7 @@ compilation warm-up excluded only where said) and "of limit": the time the same 
 decode step at this batch size ran at the memory-bandwidth limit (weights plus each row's KV cache read once per
 step, at the device-to-device copy bandwidth measured here), over the measured time.
 
-The length distribution: log-normal with median 396 and mean 537 tokens, capped at 2,048 (the issue-13 workload);
+The length distribution: log-normal with median 396 and mean 537 tokens, capped at 2,048;
 its median is close to that of real DeepSeek-R1 traces on safety prompts: STAR-1's 1,000 R1 responses
 (UCSC-VLAA/STAR-1, ../shared/data/star1) have a median of 321 Qwen3 tokens (p90 568, max 1,120); raw rollouts
 spread wider than that curated set (σ = 0.33 in log space), so the wider σ = 0.78 is used. ``--median``,
