@@ -61,16 +61,18 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     notebook = twin(py_path)
     parameters = notebook_parameters(notebook, profile, model, py_path.name)
     output.parent.mkdir(parents=True, exist_ok=True)
-    source = output.with_suffix(".source.ipynb")
+    # the run's files are its own (two runs of one notebook side by side do not share them); .ipynb for papermill
+    run_id = f"{output.stem}.{os.getpid()}"
+    source, partial = output.with_name(f"{run_id}.source.ipynb"), output.with_name(f"{run_id}.partial.ipynb")
     nbformat.write(notebook, source)
     print(f"[pipeline] {py_path.name} on profile {profile}: {parameters}", flush=True)
-    usage_file = output.with_suffix(".usage.json").resolve()  # the kernel runs in notebooks/
+    usage_file = output.with_name(f"{run_id}.usage.json").resolve()  # the kernel runs in notebooks/
     usage_file.unlink(missing_ok=True)
     os.environ[usage.ENV] = str(usage_file)  # the kernel inherits it (lrmsafety.usage)
     started = time.monotonic()
     try:
         papermill.execute_notebook(
-            str(source), str(output) + ".partial", parameters=parameters, cwd=str(py_path.parent),
+            str(source), str(partial), parameters=parameters, cwd=str(py_path.parent),
             kernel_name="python3", progress_bar=False, log_output=True, stdout_file=sys.stdout,
         )
     except papermill.PapermillExecutionError as err:
@@ -84,7 +86,6 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     # the executed notebook is read by people: progress-bar redraws (thousands of lines per loop) are dropped
     from .report import strip_progress
 
-    partial = Path(str(output) + ".partial")
     executed = nbformat.read(partial, as_version=4)
     if strip_progress(executed):
         nbformat.write(executed, partial)
