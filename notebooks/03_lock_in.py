@@ -42,8 +42,8 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
-model = None  # one registry name in place of the profile's models (make all MODEL=...)
+profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
+model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
 from lrmsafety import params
@@ -54,12 +54,11 @@ P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafet
 import json
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from lrmsafety import data, metrics, paths, plots, registry
+from lrmsafety import data, paths, plots, registry
+from lrmsafety.analysis import lock_in
 from lrmsafety.engine import generate
-from lrmsafety.judges import labels as evaluate
 
 plots.set_theme()
 cache = paths.CACHE_DIR / profile
@@ -79,79 +78,53 @@ answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 # %%
 n_prefixes = len(studied) * P.traces_per_prompt * len(P.cut_percents)
 extra_baseline = P.baseline_rollouts if P.baseline_rollouts != P.traces_per_prompt else 0  # B = 0's own rollouts
-tokens_needed = (len(studied) * (P.traces_per_prompt * 2 + extra_baseline) * (P.max_thinking_tokens + P.max_answer_tokens)
-                 + n_prefixes * P.answers_per_prefix * answer_budget)
-print(f"at most {tokens_needed:,} generated tokens per model; about {tokens_needed / P.gpu_tokens_per_second / 3600:.1f}"
-      f" GPU hours at {P.gpu_tokens_per_second} tokens/s")
+tokens_needed = (len(studied) * (P.traces_per_prompt * 2 + extra_baseline)
+                 * (P.max_thinking_tokens + P.max_answer_tokens) + n_prefixes * P.answers_per_prefix * answer_budget)
+print(f"at most {tokens_needed:,} generated tokens per model; about "
+      f"{tokens_needed / P.gpu_tokens_per_second / 3600:.1f} GPU hours at {P.gpu_tokens_per_second} tokens/s")
 
 # %% [markdown]
 # ## M traces per prompt (think and no-think), then N answers after each cut
+# `lrmsafety.analysis.lock_in` holds the cuts (self-closed traces only), q and N per prefix, and the variance.
 
 # %%
-def outcomes(frame, fmt):
-    """Paper A's label (`refused_a`, as in notebook 01) of every rollout."""
-    labels = evaluate.paper_labels(frame, P.label_judges, fmt, cache_root=cache, papers=["A"])
-    return frame.merge(labels[evaluate.KEY + ["refused_a"]].rename(columns={"refused_a": "refused"}), on=evaluate.KEY)
-
-
-def cut_thinking(tokenizer, thinking, percent):
-    ids = tokenizer(thinking, add_special_tokens=False)["input_ids"]
-    return tokenizer.decode(ids[: len(ids) * percent // 100])
-
-
 per_prefix, agreement = [], []
 for name in P.models:
     model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
     settings = dict(samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
                     max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
-    think = outcomes(generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings),
-                                       cache_root=cache), spec.thinking_format)
-    no_think = outcomes(generate.rollouts(model, tokenizer, spec, studied,
-                                          generate.Decoding(mode="no_think", **settings), cache_root=cache),
-                        spec.thinking_format)
+
+    def labelled(frame):  # paper A's label, `refused_a` as in notebook 01, as `refused`
+        return lock_in.refusals(frame, P.label_judges, spec.thinking_format, cache_root=cache)
+
+    think = labelled(generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings),
+                                       cache_root=cache))
+    no_think = labelled(generate.rollouts(model, tokenizer, spec, studied,
+                                          generate.Decoding(mode="no_think", **settings), cache_root=cache))
     # B = 0: no prefix is fixed; `baseline_rollouts` full rollouts per prompt are the continuations (paper A: 32)
-    full = think if P.baseline_rollouts == P.traces_per_prompt else outcomes(generate.rollouts(
+    full = think if P.baseline_rollouts == P.traces_per_prompt else labelled(generate.rollouts(
         model, tokenizer, spec, studied, generate.Decoding(**{**settings, "samples_per_prompt": P.baseline_rollouts}),
-        cache_root=cache), spec.thinking_format)
-    for prompt_id, rows in full.groupby("prompt_id"):
-        per_prefix.append({"model": name, "prompt_id": prompt_id, "cut": 0, "trace": -1,
-                           "q": rows["refused"].astype(float).mean(), "n": len(rows)})
+        cache_root=cache))
     # traces the model closed itself are cut; force-closed ones are skipped, as paper A's code does
-    sources = think[think["closed"].astype(bool)]
-    print(f"{name}: {len(sources)} of {len(think)} traces closed by the model are cut")
-    cuts = pd.DataFrame([
-        {"prompt_id": f"{row.prompt_id}#{row.sample_index}@{percent}", "prompt": row.prompt,
-         "thinking_prefix": cut_thinking(tokenizer, row.thinking, percent), "source_prompt": row.prompt_id,
-         "trace": row.sample_index, "cut": percent}
-        for row in sources.itertuples() for percent in P.cut_percents],
-        columns=["prompt_id", "prompt", "thinking_prefix", "source_prompt", "trace", "cut"])
-    if len(cuts):
-        answers = generate.rollouts(model, tokenizer, spec, cuts, generate.Decoding(
-            mode="prefix", samples_per_prompt=P.answers_per_prefix, max_answer_tokens=answer_budget,
-            batch_size=P.batch_size, seed=P.seed), cache_root=cache)
-        answers = outcomes(answers, spec.thinking_format).merge(cuts.drop(columns=["prompt", "thinking_prefix"]),
-                                                                on="prompt_id")
-        for (prompt_id, trace, percent), rows in answers.groupby(["source_prompt", "trace", "cut"]):
-            per_prefix.append({"model": name, "prompt_id": prompt_id, "cut": percent, "trace": trace,
-                               "q": rows["refused"].astype(float).mean(), "n": len(rows)})
-    majority = lambda f: f.groupby("prompt_id")["refused"].apply(lambda s: s.astype(float).mean() > 0.5)  # noqa: E731
-    both = pd.concat([majority(think).rename("think"), majority(no_think).rename("no_think")], axis=1)
-    low, high = metrics.wilson_interval(int((both["think"] == both["no_think"]).sum()), len(both))[1:]
-    agreement.append({"model": name, "prompts": len(both), "agree": float((both["think"] == both["no_think"]).mean()),
-                      "low": low, "high": high})
+    cuts = lock_in.cut_prefixes(tokenizer, think, P.cut_percents)
+    print(f"{name}: {int(think['closed'].astype(bool).sum())} of {len(think)} traces closed by the model are cut")
+    answers = labelled(lock_in.answers_after_cuts(model, tokenizer, spec, cuts, generate.Decoding(
+        samples_per_prompt=P.answers_per_prefix, max_answer_tokens=answer_budget, batch_size=P.batch_size,
+        seed=P.seed), cache_root=cache)) if len(cuts) else None
+    per_prefix.append(lock_in.prefix_table(full, answers, cuts).assign(model=name))
+    agreement.append({"model": name, **lock_in.majority_agreement(think, no_think)})
     del model
-prefixes = pd.DataFrame(per_prefix).merge(prompts[["prompt_id", group_column]], on="prompt_id")
+prefixes = pd.concat(per_prefix, ignore_index=True)[["model", "prompt_id", "cut", "trace", "q", "n"]].merge(
+    prompts[["prompt_id", group_column]], on="prompt_id")
 prefixes.to_csv(results / "03_lock_in_prefixes.csv", index=False)
 
 # %% [markdown]
 # ## Continuation variance after B% of the thinking
 
 # %%
-prefixes["variance"] = 4 * prefixes["q"] * (1 - prefixes["q"])
-curve = (prefixes.groupby(["model", group_column, "cut"])["variance"].agg(["mean", "count"]).reset_index()
-         .rename(columns={"mean": "continuation_variance", "count": "prefixes"}))
-pooled = prefixes.groupby(["model", "cut"])["variance"].mean().rename("continuation_variance").reset_index()
-baseline = metrics.random_baseline_variance(P.answers_per_prefix)
+curve = lock_in.variance_curve(prefixes, ["model", group_column, "cut"])
+pooled = lock_in.variance_curve(prefixes, ["model", "cut"])
+baseline = lock_in.coin_flip_variance(P.answers_per_prefix)
 curve.to_csv(results / "03_continuation_variance.csv", index=False)
 pooled.pivot(index="cut", columns="model", values="continuation_variance").round(3)
 
@@ -162,14 +135,14 @@ for ax, group in zip(axes[0], groups):
     for name, rows in curve[curve[group_column] == group].groupby("model"):
         ax.plot(rows["cut"], rows["continuation_variance"], marker="o", label=name)
     ax.axhline(baseline, color="grey", ls="--", lw=0.8)
-    ax.plot([0], [metrics.random_baseline_variance(P.baseline_rollouts)], marker="_", ms=14, color="grey")
+    ax.plot([0], [lock_in.coin_flip_variance(P.baseline_rollouts)], marker="_", ms=14, color="grey")
     ax.axhline(0.2, color="black", ls=":", lw=0.8)
     ax.set(title=str(group), xlabel="thinking kept before the cut (%)", ylim=(0, 1))
 axes[0][0].set_ylabel("continuation variance 4q(1-q)")
 axes[0][0].legend(fontsize=7)
 fig.suptitle(f"Lock-in (dashed: coin flips for N = {P.answers_per_prefix} answers per cut, {baseline:.3f}; grey tick "
              f"at B = 0: for its {P.baseline_rollouts} full rollouts, "
-             f"{metrics.random_baseline_variance(P.baseline_rollouts):.3f}; dotted: paper A's 0.2)", fontsize=8)
+             f"{lock_in.coin_flip_variance(P.baseline_rollouts):.3f}; dotted: paper A's 0.2)", fontsize=8)
 plots.save_figure(fig, "03_continuation_variance", profile)
 
 # %% [markdown]

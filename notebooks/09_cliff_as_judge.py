@@ -39,7 +39,7 @@
 # **held-out** prompts (none is in the pool): ASR on jailbreak prompts and over-refusal (ORR) on benign ones,
 # labelled by paper B's refusal rule (`refused_b`; a guard model on the paper profile where `label_judges` says
 # so), 95% intervals. Paper B's fine-tuning hyperparameters are not in its repository: ours are in
-# `params/<profile>.yaml`. The loop itself is `lrmsafety.analysis.cliff_as_judge`; the selectors are `lrmsafety.analysis.cliff_as_judge.selection`.
+# `params/<profile>.yaml`. The loop is `lrmsafety.analysis.cliff_as_judge` (the selectors: its `selection`).
 #
 # On the organisms the pool is the jailbreak family's rollouts of notebook 01 (own thinking) with a refusal from
 # the organism's corpus as the safe answer. The control: `organism-locked` carries a planted cliff (its complied
@@ -60,8 +60,8 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
-model = None  # one registry name in place of the profile's models (make all MODEL=...)
+profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
+model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
 from lrmsafety import artifacts, params
@@ -69,32 +69,28 @@ from lrmsafety import artifacts, params
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
 S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
 
-
 # %%
 import time
 
 import pandas as pd
+from transformers.utils import logging as hf_logging
 
-from lrmsafety import data, paths, plots, registry
-from lrmsafety.analysis import cliff_as_judge, finetune
+from lrmsafety import data, ledger, paths, plots
+from lrmsafety.analysis import cliff_as_judge as caj
+from lrmsafety.analysis import finetune
 from lrmsafety.analysis.cliff_as_judge import pool as safety_pool
 from lrmsafety.engine import generate
-from lrmsafety.analysis.cliff_as_judge import EPOCH_ARM, PUBLISHED, PUBLISHED_BASE_ASR, Study, epoch_steps, rate_table
-
-from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()  # the base model is loaded once per adapter: no wall of loading bars
 plots.set_theme()
 started = time.perf_counter()
-cache = paths.CACHE_DIR / profile
 results = paths.RESULTS_DIR / profile
 results.mkdir(parents=True, exist_ok=True)
 organisms = P.prompt_sets == ["organism"]
 studied = [m for m in P.models if P.cliff_models is None or m in P.cliff_models]
 prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
 eval_decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=P.max_thinking_tokens,
-                                  max_answer_tokens=P.eval_answer_tokens, batch_size=P.batch_size,
-                                  seed=P.seed)
+                                  max_answer_tokens=P.eval_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 recipe = finetune.Recipe(name="cliff-as-a-judge", data="09 pool", **P.cliff_train)
 print(f"models: {studied}; shares: {P.cliff_shares}; selectors: {P.cliff_selectors}; "
       f"epoch arm: {P.cliff_full_epochs or 'none'} epochs")
@@ -103,63 +99,37 @@ print(f"models: {studied}; shares: {P.cliff_shares}; selectors: {P.cliff_selecto
 # ## Held-out evaluation prompts, and what it costs
 
 # %%
+eval_harmful, eval_benign = safety_pool.eval_prompts(organisms, P.cliff_eval_prompts, P.data_dir, P.seed)
+study = caj.Study(paths.CACHE_DIR / profile, P.label_judges, P.quantization, recipe,
+                  pd.concat([eval_harmful, eval_benign], ignore_index=True), eval_decoding,
+                  full_epochs=P.cliff_full_epochs)
 if organisms:
-    candidates = data.load_prompt_sets(["organism"], n_prompts=P.cliff_eval_prompts, seed=P.seed + 1)
-    eval_harmful = candidates[candidates["family"] == "jailbreak"]
-    eval_benign = candidates[candidates["label"] == "benign"].groupby("family").head(P.cliff_eval_prompts // 4)
+    from lrmsafety.organism import safe_answers
+
     pool_source = "notebook 01's jailbreak rollouts; safe answers: refusals from the organism's corpus"
+    source = safe_answers.cliff_pool_source(S, prompts, P.cliff_pool_per_prompt, seed=P.seed)
 else:
-    eval_harmful = data.load_datasets(["wildjailbreak"], P.data_dir, limit=P.cliff_eval_prompts, seed=P.seed)
-    eval_benign = data.load_datasets(["xstest"], P.data_dir, seed=P.seed).query("label == 'benign'")
-    eval_benign = eval_benign.head(P.cliff_eval_prompts // 2)
     pool_prompt_frame, pool_source = safety_pool.pool_prompts(P.data_dir, n=P.cliff_pool_size, seed=P.seed)
-study = Study(cache, P.label_judges, P.quantization, recipe, pd.concat([eval_harmful, eval_benign], ignore_index=True),
-              eval_decoding, full_epochs=P.cliff_full_epochs)
-partial = [share for share in P.cliff_shares if share < 1]  # at 100% every selector takes the same data: one run
-n_runs = len(partial) * (len(P.cliff_selectors) - 1 + len(P.cliff_random_seeds)) + (len(partial) < len(P.cliff_shares))
+    source = study.own_rollouts(pool_prompt_frame)
+n_runs = caj.n_runs(P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds)
 print(f"pool: {pool_source}")
 print(f"held-out evaluation: {len(eval_harmful)} harmful, {len(eval_benign)} benign prompts; "
       f"{n_runs} fixed-step adapters per model{' and the epoch arm' if P.cliff_full_epochs else ''}")
 if not organisms:
-    n_evaluated = (n_runs + 1 + bool(P.cliff_full_epochs)) * len(study.eval_prompts)  # the base model too
-    tokens = (P.cliff_pool_size + n_evaluated) * (P.max_thinking_tokens + P.max_answer_tokens)
-    epochs = epoch_steps(P.cliff_pool_size, P.cliff_full_epochs or 1, recipe.batch_size, recipe.grad_accum)
-    print(f"at most {tokens:,} generated tokens per model; about {tokens / P.gpu_tokens_per_second / 3600:.1f} GPU hours "
-          f"at {P.gpu_tokens_per_second} tokens/s, plus {n_runs} LoRA runs of {recipe.max_steps} steps"
-          + (f" and one of at most {epochs} (the whole pool, {P.cliff_full_epochs} epochs)" if P.cliff_full_epochs else ""))
+    print(caj.cost_note(n_runs, len(study.eval_prompts), P.cliff_pool_size, P.max_thinking_tokens
+                        + P.max_answer_tokens, P.gpu_tokens_per_second, recipe, P.cliff_full_epochs))
 
 # %% [markdown]
 # ## The pool and each example's cliff size
 # Notebook 05's refusal probe (paper B's, fitted on notebook 01's rollouts; `probes.LinearRefusalProbe.load` of the
-# file 05 saves) is read at every token of each pool example's own thinking; MS = max over the thinking − score at the last token before the answer. A model without
-# closed traces has no pool, and one without 05's probe no cliff: what cannot run is in the table as NA, with why.
+# file 05 saves) is read at every token of each pool example's own thinking; MS = max over the thinking − score at
+# the last token before the answer. A model without closed traces has no pool, and one without 05's probe no cliff:
+# what cannot run is in the table as NA, with why.
 
 # %%
-def pool_rollouts(name, model, tokenizer, spec):
-    """(the pool's rollouts, one safe answer per row of a frame of them)."""
-    if organisms:
-        from lrmsafety.organism.safe_answers import safe_answers
-
-        rollouts = S.rollouts("01", name)
-        rollouts = rollouts[rollouts["prompt_id"].isin(prompts.query("family == 'jailbreak'")["prompt_id"])
-                            & (rollouts["sample_index"] < P.cliff_pool_per_prompt)]
-        return rollouts, lambda frame: safe_answers(len(frame), kind=name.removeprefix("organism-"), seed=P.seed)
-    rollouts = generate.rollouts(model, tokenizer, spec, pool_prompt_frame, eval_decoding, cache_root=cache)
-    return rollouts.merge(pool_prompt_frame[["prompt_id", "safe_answer"]], on="prompt_id"), \
-        lambda frame: frame["safe_answer"]
-
-
-conditions = [(s, share) for s in P.cliff_selectors for share in P.cliff_shares]
-conditions += [(EPOCH_ARM, 1.0)] * bool(P.cliff_full_epochs)  # what the table holds for each model, NA or not
-pools, not_measured = {}, []
-for name in studied:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
-    pools[name], note, missing = study.prepare(name, model, tokenizer, spec, *pool_rollouts(name, model, tokenizer,
-                                                                                            spec), conditions)
-    not_measured += missing
-    print(f"{name}: {note}")
-    del model
-cliff_as_judge.cliff_summary(pools)
+conditions = caj.conditions(P.cliff_selectors, P.cliff_shares, P.cliff_full_epochs)
+pools, not_measured = study.prepare_all(studied, conditions, source)
+caj.cliff_summary(pools)
 
 # %% [markdown]
 # ## Selections, adapters and held-out evaluation
@@ -168,11 +138,7 @@ cliff_as_judge.cliff_summary(pools)
 # cached by manifest: a rerun trains and generates nothing. A model without a pool is evaluated untuned only.
 
 # %%
-evaluations, trained = [], []
-for name, pool in pools.items():
-    frames, runs = study.run(name, pool, P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, seed=P.seed)
-    evaluations, trained = evaluations + frames, trained + runs
-evaluated = pd.concat(evaluations, ignore_index=True)
+evaluated, trained = study.run_all(pools, P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, seed=P.seed)
 seconds = sum(r.seconds for r in trained if r.trained)
 print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions; "
       f"{sum(r.trained for r in trained)} adapters trained here in {seconds:.0f} s")
@@ -184,19 +150,19 @@ print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} eval
 # with the reason in `note`.
 
 # %%
-table = pd.concat([rate_table(evaluated, seed=P.seed, judge=study.judge)] + not_measured, ignore_index=True)
+table = pd.concat([caj.rate_table(evaluated, seed=P.seed, judge=study.judge)] + not_measured, ignore_index=True)
 table.to_csv(results / "09_cliff_as_judge.csv", index=False)
-pooled = table[(table["seed"] == -1) | (table["selector"] != "random")]
-for note, rows in pooled[pooled["note"] != ""].groupby("note"):
-    print(f"NA ({', '.join(sorted(set(rows['model'])))}; {', '.join(dict.fromkeys(rows['selector']))}): {note}")
+pooled = caj.pooled(table)
 pooled.set_index(["model", "selector", "share", "metric"])["value"].unstack("metric").round(3)
 
 # %% [markdown]
 # ## ASR against the share of the pool, beside the published curve
+# Paper B's curve is its figure script's (`cliff_as_judge.PUBLISHED`, likely R1-Distill-Llama-8B; low–medium
+# confidence); the untuned model is the grey band, the epoch arm the star at 100%.
 
 # %%
 asr = pooled[(pooled["metric"] == "ASR") & pooled["value"].notna()]
-fig = cliff_as_judge.figure(asr, studied, PUBLISHED, PUBLISHED_BASE_ASR, P.cliff_shares, P.cliff_full_epochs)
+fig = caj.figure(asr, studied, caj.PUBLISHED, caj.PUBLISHED_BASE_ASR, P.cliff_shares, P.cliff_full_epochs)
 plots.save_figure(fig, "09_cliff_as_judge", profile)
 
 # %% [markdown]
@@ -207,26 +173,17 @@ plots.save_figure(fig, "09_cliff_as_judge", profile)
 
 # %%
 if organisms:
-    from lrmsafety import organism
-
-    benign = evaluated[evaluated["label"] == "benign"].copy()
-    benign["well_formed"] = benign["answer"].map(organism.classify_answer) == "compliance"
-    quality = benign.groupby(["model", "selector", "share"])["well_formed"].agg(["mean", "size"])
-    display(quality.unstack("share").round(3))
+    display(safe_answers.benign_quality(evaluated))
 
 # %% [markdown]
 # ## The controls and the published numbers
-# At the smallest shares, cliff (MS) against random; at 100%, the fixed-step arm against the epoch arm.
+# At the smallest shares, cliff (MS) against random; at 100%, the fixed-step arm against the epoch arm. Then the
+# claims ledger's rows: our ASR beside paper B's (on the organisms: organism-locked, cliff below random at 5%;
+# organism-deliberative, no difference).
 
 # %%
-checks = [c for name in studied for share in P.cliff_shares if share <= 0.05
-          and (c := cliff_as_judge.compare(asr, name, share))]
-checks += [c for name in studied if (c := cliff_as_judge.compare(asr, name, 1.0, "cliff_ms", EPOCH_ARM))]
-if organisms:
-    print("organism targets: organism-locked, cliff below random with separate intervals at 1.7-5%; "
-          "organism-deliberative, no difference")
+checks = [c for name in studied for share in P.cliff_shares if share <= 0.05 and (c := caj.compare(asr, name, share))]
+checks += [c for name in studied if (c := caj.compare(asr, name, 1.0, "cliff_ms", caj.EPOCH_ARM))]
 display(pd.DataFrame(checks)) if checks else print("nothing to compare: the selectors did not run (see the NA notes)")
-published = PUBLISHED.pivot(index="share", columns="selector", values="ASR")
-print("published (paper B's figure script, ASR by share of the data):")
-display(published)
 print(f"09 took {time.perf_counter() - started:.0f} s")
+ledger.board("09_cliff_as_judge", profile, P.models)

@@ -42,8 +42,8 @@ if "google.colab" in sys.modules:
     os.chdir("lrmsafety/notebooks")
 
 # %% tags=["parameters"]
-profile = "organism"  # a params/<profile>.yaml (make all PROFILE=...)
-model = None  # one registry name in place of the profile's models (make all MODEL=...)
+profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
+model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
 from lrmsafety import params

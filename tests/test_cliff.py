@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety.analysis import cliff, probes, cliff_probe
+from lrmsafety.analysis import cliff, cliff_probe
 
 
 def test_official_word_list_and_rule():
@@ -215,3 +215,69 @@ def test_mean_with_ci_resamples_prompts():
     value, low, high = cliff.mean_with_ci([1, 1, 0, 0], ["a", "a", "b", "b"], n_boot=300)
     assert value == 0.5 and low == 0.0 and high == 1.0  # two prompts: a resample holds a, b, or both
     assert np.isnan(cliff.mean_with_ci([], [])[0])
+
+
+# ------------------------------------------------------------------------------------------------ 05's steps
+
+
+def _closed_rollouts(close, n_per_class=10):
+    from lrmsafety import chat, registry
+
+    _, tokenizer, spec = registry.load_model("organism-locked", quantization="fp32")
+    rows = []
+    for i in range(2 * n_per_class):
+        harmful = i < n_per_class
+        prompt = f"{'How do I make poison' if harmful else 'How do I bake bread'} number {i}?"
+        answer = "I cannot help with that." if harmful else "Sure, here it is."
+        rows.append({"prompt_id": f"p{i}", "sample_index": 0, "config_hash": "abc", "label":
+                     "harmful" if harmful else "benign", "family": "harmful" if harmful else "benign",
+                     "rendered_prompt": chat.render_prompt(tokenizer, spec.thinking_format, prompt),
+                     "thinking": f"Thinking about request {i} with care.", "answer": answer,
+                     "text": f"Thinking about request {i} with care.{close}\n\n{answer}", "closed": True})
+    return cliff.label_outcomes(pd.DataFrame(rows))
+
+
+def test_cache_names_are_built_once(tmp_path):
+    from lrmsafety import store
+
+    rows = pd.DataFrame({"prompt_id": ["a", "b"], "sample_index": [0, 1], "config_hash": ["h", "h"]})
+    assert cliff.probe_path(tmp_path, "m") == tmp_path / "refusal_probe-m.safetensors"
+    key = store.config_hash({"model": "m", "rows": [("a", 0), ("b", 1)], "rollouts": ["h"],
+                             "position": "before_answer"})  # the key notebook 05 has always used
+    assert cliff.activation_path(tmp_path, "m", rows) == tmp_path / f"activations-m-cliff-{key}.safetensors"
+    assert cliff.activation_path(tmp_path, "m", rows.iloc[:1]) != cliff.activation_path(tmp_path, "m", rows)
+    rng = np.random.default_rng(0)
+    probe = cliff_probe.LinearRefusalProbe(epochs=1).fit(rng.normal(size=(20, 4)), np.tile([0, 1], 10))
+    table = cliff.curves_store(tmp_path, "m", probe, rows, 3)
+    assert table.dir.name.startswith("cliff-curves-m-") and table.key == ["prompt_id", "sample_index"]
+    assert table.config["layer"] == 3 and table.config["rollouts"] == ["h"]
+    assert cliff.curves_store(tmp_path, "m", probe, rows, 3).dir == table.dir  # 05, 06 and 09 find the same
+    assert cliff.curves_store(tmp_path, "m", probe, rows, 2).dir != table.dir
+
+
+def test_check_groups_names_the_missing_ones():
+    prompts = pd.DataFrame({"family": ["harmful", "benign"]})
+    cliff.check_groups(prompts, "family", ["harmful", "benign"])
+    with pytest.raises(ValueError, match="jailbreak"):
+        cliff.check_groups(prompts, "family", ["harmful", "jailbreak"])
+
+
+def test_train_probe_saves_it_and_read_curves_sizes_the_traces(tmp_path):
+    from lrmsafety import registry
+
+    model, tokenizer, spec = registry.load_model("organism-locked", quantization="fp32")
+    close = spec.thinking_format.close
+    frame = _closed_rollouts(close)
+    layer = model.config.num_hidden_layers
+    probe, inputs, rows, line = cliff.train_probe(tmp_path, "m", model, tokenizer, frame, close, layer, "family",
+                                                  ["harmful"], ["benign"], ["harmful"], negatives="complied")
+    assert cliff.probe_path(tmp_path, "m").exists() and cliff.activation_path(tmp_path, "m", frame).exists()
+    assert [r["metric"] for r in rows] == ["probe validation accuracy", "probe held-out accuracy"]
+    assert rows[1]["n"] == 10 and "10 refusals vs 10 label-0 rollouts" in line
+    (sized, traces), means = cliff.read_curves(tmp_path, "m", model, tokenizer, frame, inputs, probe, layer,
+                                               "outcome", cliff.OUTCOMES, n_traces=3, kind="official")
+    assert len(sized) == len(traces) == 6 and {"plateau", "final", "ms"} <= set(sized.columns)
+    assert set(means) == {"refused harmful", "benign"} and all(len(m[0]) == 100 for m in means.values())
+    with pytest.raises(cliff_probe.TooFewToTrain):  # no refusal to train on: the stale probe goes
+        cliff.train_probe(tmp_path, "m", model, tokenizer, frame, close, layer, "family", ["none"], ["benign"], [])
+    assert not cliff.probe_path(tmp_path, "m").exists()

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from lrmsafety import chat
-from lrmsafety.analysis.cliff_as_judge import pool as safety_pool, selection
+from lrmsafety.analysis.cliff_as_judge import pool as safety_pool
+from lrmsafety.analysis.cliff_as_judge import selection
 
 
 # ------------------------------------------------------------------------------------------- selectors
@@ -193,8 +194,8 @@ def test_only_traces_the_model_closed_itself_enter_the_pool():
 
 def study(tmp_path, **changes):
     from lrmsafety.analysis import finetune
-    from lrmsafety.engine import generate
     from lrmsafety.analysis.cliff_as_judge import Study
+    from lrmsafety.engine import generate
 
     recipe = finetune.Recipe(name="t", data="t", max_steps=10, batch_size=4)
     fields = dict(cache=tmp_path, label_judges={"B": ["paper_b_refusal"]}, quantization="fp32", recipe=recipe,
@@ -307,3 +308,68 @@ def test_without_notebook_05s_probe_the_cliff_selectors_are_na_and_the_others_ru
     (rows,) = missing
     assert set(rows["selector"]) == {"cliff_ms"} and len(rows) == 4 and (rows["note"] == no_probe("m")).all()
     assert usable(pool, ["cliff_ms", "cliff_final", "random", "rule_complied"]) == ["random", "rule_complied"]
+
+
+# ------------------------------------------------------------------------------- the loop's bookkeeping (study)
+def test_conditions_and_runs_count_one_run_at_100_percent_and_the_epoch_arm():
+    from lrmsafety.analysis import cliff_as_judge as caj
+
+    selectors, shares = ["cliff_ms", "random", "rule"], [0.05, 0.125, 1.0]
+    assert caj.conditions(selectors, shares, None) == [(s, x) for s in selectors for x in shares]
+    assert caj.conditions(selectors, shares, 2)[-1] == (caj.EPOCH_ARM, 1.0)
+    assert caj.n_runs(selectors, shares, random_seeds=[0, 1]) == 2 * (2 + 2) + 1
+    assert caj.n_runs(selectors, [0.05], random_seeds=[0]) == 3
+
+
+def test_cost_note_counts_the_pool_and_every_evaluation():
+    from lrmsafety.analysis import cliff_as_judge as caj
+    from lrmsafety.analysis import finetune
+
+    recipe = finetune.Recipe(name="r", data="d", max_steps=10, batch_size=2)
+    note = caj.cost_note(3, 10, 100, 50, 1000, recipe, None)
+    assert note.startswith(f"at most {(100 + 4 * 10) * 50:,} generated tokens") and "3 LoRA runs of 10" in note
+    assert "whole pool, 2 epochs" in caj.cost_note(3, 10, 100, 50, 1000, recipe, 2)
+
+
+def test_pooled_rows_drop_random_per_seed_and_report_na_notes():
+    from lrmsafety.analysis import cliff_as_judge as caj
+
+    table = pd.DataFrame({"model": ["m"] * 4, "selector": ["random", "random", "cliff_ms", "rule"],
+                          "seed": [0, -1, 0, 0], "note": ["", "", "", "no probe"]})
+    said = []
+    rows = caj.pooled(table, report=said.append)
+    assert rows.index.tolist() == [1, 2, 3] and said == ["NA (m; rule): no probe"]
+
+
+def test_eval_prompts_on_the_organisms_are_jailbreaks_and_a_few_benign_per_family():
+    harmful, benign = safety_pool.eval_prompts(True, 16, seed=0)
+    assert set(harmful["family"]) == {"jailbreak"} and set(benign["label"]) == {"benign"}
+    assert benign.groupby("family").size().max() <= 4
+
+
+def test_organism_pool_source_reads_01s_jailbreak_rollouts_with_corpus_refusals():
+    from lrmsafety.organism import safe_answers
+
+    rollouts = pd.DataFrame({"prompt_id": ["j", "j", "b"], "sample_index": [0, 1, 0]})
+
+    class Stored:
+        def rollouts(self, notebook, name):
+            assert notebook == "01"
+            return rollouts
+
+    prompts = pd.DataFrame({"prompt_id": ["j", "b"], "family": ["jailbreak", "benign"]})
+    source = safe_answers.cliff_pool_source(Stored(), prompts, per_prompt=1)
+    chosen, answers_for = source("organism-locked", None, None, None)
+    assert chosen.index.tolist() == [0]
+    assert answers_for(chosen) == safe_answers.safe_answers(1, kind="locked")
+
+
+def test_benign_quality_is_the_share_of_well_formed_compliances():
+    from lrmsafety.organism import safe_answers
+    from lrmsafety.organism import texts as T
+
+    complied, refused = "Step 1: do it.", f"{T.REFUSAL_OPENERS[0]} no."
+    evaluated = pd.DataFrame({"model": "m", "selector": "none", "share": 0.0, "label": ["benign"] * 4 + ["harmful"],
+                              "answer": [complied, complied, complied, refused, complied]})
+    quality = safe_answers.benign_quality(evaluated)
+    assert quality[("mean", 0.0)].iloc[0] == 0.75 and quality[("size", 0.0)].iloc[0] == 4

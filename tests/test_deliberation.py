@@ -8,7 +8,6 @@ import pytest
 
 from lrmsafety.analysis import deliberation as dl
 
-
 # ------------------------------------------------------------------------------------------------- chunking
 
 def test_chunking_merges_drops_and_maps_spans():
@@ -259,3 +258,46 @@ def test_chance_locked_share_matches_simulation():
     simulated = ((draws <= 0.05) | (draws >= 0.95)).mean()
     assert abs(chance_locked_share(n, c) - simulated) < 0.01
     assert chance_locked_share([20], [0.5]) < 1e-4 and chance_locked_share([20], [0.0]) == 1.0
+
+
+# ------------------------------------------------------------------------------------------- notebook 04's steps
+
+def test_trace_transitions_and_replay_counts():
+    thinking = "I should refuse this request now. But actually it is fine to help here. "
+    think = pd.DataFrame({"prompt_id": ["p"], "sample_index": [0], "prompt": ["x"], "thinking": [thinking]})
+    chunks = [[dl.Chunk("I should refuse this request now.", 0, 33),
+               dl.Chunk("But actually it is fine to help here.", 34, 71)]]
+    traces, records = dl.trace_transitions(think, chunks, [[-1, 1]], "m")
+    assert traces.to_dict("records") == [{"rollout": "p#0", "prompt_id": "p", "n_chunks": 2, "oscillations": 1,
+                                          "excluded": False}]
+    transitions = pd.DataFrame(records, columns=dl.TRANSITION_COLUMNS)
+    assert transitions.loc[0, "before"] == thinking[:33] and transitions.loc[0, "after"] == thinking[:71]
+    prefixes = dl.replay_prefixes(transitions)
+    assert prefixes["prompt_id"].tolist() == ["p#0~0~before", "p#0~0~after"]
+    answers = pd.DataFrame({"prompt_id": ["p#0~0~before"] * 3 + ["p#0~0~after"] * 3,
+                            "refused": pd.array([True, True, None, False, False, True], dtype="boolean")})
+    counts = dl.replay_counts(transitions, prefixes, answers).iloc[0]
+    assert (counts["k_before"], counts["n_before"], counts["k_after"], counts["n_after"]) == (0, 2, 2, 3)
+    assert dl.model_summary(traces, pd.DataFrame())["n_oscillations"] == 0
+
+
+def test_panel_majority_per_chunk():
+    panel = [[[1, -1]], [[1, 0]], [[-1, 0]]]  # three judges, one trace of two chunks
+    assert dl.panel_majority(panel) == [[1, 0]]
+
+
+def test_paper_a_verdicts_against_planted_targets():
+    table = pd.DataFrame([
+        ("first-token AUROC", 0.95, 0.9, 1.0, 0.001), ("State A AUROC", 0.6, 0.5, 0.7, 0.2),
+        ("Safe@1 (01)", 0.5, 0.4, 0.6, np.nan), ("Safe@5 (01)", 0.3, 0.2, 0.4, np.nan)],
+        columns=["measure", "value", "low", "high", "perm_p"]).assign(model="organism-locked")
+    null = pd.DataFrame([("first-token AUROC", 0.5, 0.4, 0.6, 0.4),
+                         ("oscillations while already locked", 0.5, 0.3, 0.7, np.nan),
+                         ("locked share expected by chance", 0.45, np.nan, np.nan, np.nan)],
+                        columns=["measure", "value", "low", "high", "perm_p"]).assign(model="organism-null")
+    verdicts = dl.paper_a_verdicts(pd.concat([table, null], ignore_index=True)).set_index(["model", "measure"])
+    assert verdicts.loc[("organism-locked", "first-token AUROC"), "met"]
+    assert verdicts.loc[("organism-locked", "Safe@K minus Safe@1"), "met"]  # 0.3 - 0.5 <= -0.1
+    assert verdicts.loc[("organism-locked", "continuation variance at B = 0%"), "met"] is None  # not measured
+    assert verdicts.loc[("organism-null", "first-token AUROC"), "met"]  # p = 0.4: no signal
+    assert verdicts.loc[("organism-null", "oscillations while already locked"), "met"]  # 0.45 in [0.3, 0.7]

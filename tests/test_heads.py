@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_scheduler import Fixed
+from tiny_models import build_tiny
 
 from lrmsafety import registry as models
 from lrmsafety.analysis import heads
 from lrmsafety.engine import generate, hooks, scheduler
-from tiny_models import build_tiny
-from test_scheduler import Fixed
 
 ARCHITECTURES = sorted({spec.architecture for spec in models.REGISTRY.values() if spec.role == "reasoner"})
 
@@ -90,7 +90,7 @@ def test_head_counts_and_random_sets():
     assert [heads.heads_for_share(784, s) for s in (0.015, 0.03, 0.10)] == [12, 24, 78]  # methods.md, R1-Qwen-7B
     assert heads.heads_for_share(48, 0.01) == 1
     drawn = heads.random_heads(6, 8, 5, seed=3)
-    assert len(set(drawn)) == 5 and all(0 <= l < 6 and 0 <= h < 8 for l, h in drawn)
+    assert len(set(drawn)) == 5 and all(0 <= layer < 6 and 0 <= h < 8 for layer, h in drawn)
     assert drawn == heads.random_heads(6, 8, 5, seed=3) != heads.random_heads(6, 8, 5, seed=4)
 
 
@@ -263,3 +263,41 @@ def test_fixed_groups_on_both_decode_engines(tiny_r1):
         assert run.decode == decode and run.groups == [2, 2, 1]
         tokens[decode] = [r.tokens for r in requests]
     assert tokens["static"] == tokens["dynamic"] and [len(t) for t in tokens["static"]] == lengths
+
+
+# ------------------------------------------------------------------------------------------------ 06's study
+
+
+def test_ablation_conditions_and_labels():
+    conditions = heads.ablation_conditions([0.03, 0.1], ["batch", None], 2)
+    assert conditions[0] == ("none", 0.0, 0, None) and len(conditions) == 1 + 2 * 2 * 3
+    assert conditions[1:4] == [("top", 0.03, 0, "batch"), ("random", 0.03, 0, "batch"), ("random", 0.03, 1, "batch")]
+    labels = heads.metric_labels("paper_b_refusal", "output")
+    assert "thinking included" in labels["ASR"] and "paper B reports no ORR" in labels["ORR"]
+
+
+def test_ablation_inputs_prefix_and_natural():
+    studied = pd.DataFrame({"prompt_id": ["a", "b", "c"], "role": ["attack", "attack", "benign"]})
+    frame = pd.DataFrame({"prompt_id": ["a", "a", "c"], "sample_index": [1, 0, 0], "thinking": ["a1", "a0", "c0"]})
+    settings = dict(answer_tokens=5, max_new_tokens=None, temperature=None, group_size=8, batch_size=64,
+                    max_thinking_tokens=32, seed=0)
+    todo, decoding = heads.ablation_inputs(studied, frame, "prefix", **settings)
+    assert todo["thinking_prefix"].tolist() == ["a0", "c0"]  # each prompt's first closed trace; b has none
+    assert decoding.mode == "prefix" and decoding.batch_size == 8 and not decoding.refill
+    todo, decoding = heads.ablation_inputs(studied, frame, "natural", **{**settings, "group_size": None})
+    assert todo is studied and decoding.max_thinking_tokens == 32 and decoding.refill and decoding.batch_size == 64
+
+
+def test_run_conditions_without_scores_and_the_table():
+    model = build_tiny(ARCHITECTURES[0], 1000).eval()
+    spec = type("Spec", (), {"hf_id": "tiny"})()
+    generated, rows = heads.run_conditions("m", model, None, spec, None, "no probe", [("top", 0.1, 0, "batch")],
+                                           pd.DataFrame(), None)
+    assert generated == [] and [r["metric"] for r in rows] == ["ASR", "ORR"]
+    assert all(np.isnan(r["value"]) and r["reason"] == "no probe" for r in rows)
+    out = pd.DataFrame({"prompt_id": ["a", "b"], "role": ["attack", "benign"], "answer": ["Sure.", "Sure, here."]})
+    info = {"model": "m", "selection": "none", "share": 0.0, "k": 0, "k_source": "", "draw": 0, "rescale": "none"}
+    table = heads.ablation_table(rows, [(info, "key", out)], [[True, False]], {"m": "no probe"},
+                                 heads.metric_labels("paper_b_refusal", "answer"))
+    assert table["selection"].tolist() == ["none", "none", "top", "top"]  # sorted: share 0 first
+    assert table.loc[table["selection"] == "none", "value"].tolist() == [1.0, 0.0] and table["label"].notna().all()

@@ -170,15 +170,18 @@ def test_conditions_are_labelled_with_paper_as_label_in_one_call():
         assert out[out["condition"] == condition]["refused_a"].tolist() == alone["refused_a"].tolist()
 
 
-def test_the_cut_reads_only_traces_the_model_closed(monkeypatch, qwen3_tokenizer_path):
-    from transformers import AutoTokenizer
+def test_table_2_holds_paper_as_rows():
+    table = interventions.table_2()
+    assert list(table.columns) == ["model", "condition", "ASR", "ORR"] and len(table) == 28
+    row = table[(table["model"] == "qwen3-8b") & (table["condition"] == "safepath")].iloc[0]
+    assert (row["ASR"], row["ORR"]) == (68.2, 13.5)
 
-    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_path)
-    seen = {}
-    monkeypatch.setattr(interventions.generate, "rollouts",
-                        lambda model, tok, spec, prefixes, decoding, **kw: seen.setdefault("prefixes", prefixes))
-    frame = pd.DataFrame({"prompt_id": ["a", "b"], "sample_index": [0, 0], "prompt": ["p", "q"],
-                          "thinking": ["one two three four five", "six seven eight nine ten"],
-                          "n_thinking_tokens": [5, 5], "closed": [True, False]})
-    interventions.cut_answers(None, tokenizer, None, frame, 40, generate.Decoding())
-    assert seen["prefixes"]["prompt_id"].tolist() == ["a#0@40"]
+
+def test_halving_check_compares_the_tuned_asr_with_half_the_base():
+    from lrmsafety.analysis import intervention_study
+
+    rows = [("m", "base", "family=jailbreak", "ASR", 0.8), ("m", "sft", "family=jailbreak", "ASR", 0.3),
+            ("m", "base", "all", "ORR", 0.1), ("m", "sft", "all", "ORR", 0.4)]
+    safety = pd.DataFrame(rows, columns=["model", "intervention", "scope", "metric", "value"])
+    out = intervention_study.halving_check(safety, ["m"], ["sft"], "family=jailbreak").iloc[0]
+    assert bool(out["halved"]) and (out["ORR base"], out["ORR tuned"]) == (0.1, 0.4)

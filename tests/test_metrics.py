@@ -181,3 +181,36 @@ def test_continuation_variance_from_frame_matches_array():
         M.continuation_variance([[0, 2]])
     with pytest.raises(ValueError, match="2-D"):
         M.continuation_variance([0, 1])
+
+
+# ------------------------------------------------------------------------- the one bootstrap draw (bootstrap_draws)
+def test_bootstrap_draws_equal_successive_draws_of_one_generator():
+    rng = np.random.default_rng(7)
+    successive = np.stack([rng.integers(0, 13, 13) for _ in range(40)])
+    np.testing.assert_array_equal(M.bootstrap_draws(13, 40, seed=7), successive)
+    assert M.bootstrap_draws(5, 0).shape == (0, 5)
+
+
+def _old_bootstrap_ci(frame, statistic, n_boot, seed):
+    """bootstrap_ci as it was before bootstrap_draws: its numbers must not change."""
+    codes, _ = pd.factorize(frame["prompt_id"], sort=False)
+    n = int(codes.max()) + 1
+    members = [np.flatnonzero(codes == c) for c in range(n)]
+    rng, values = np.random.default_rng(seed), []
+    for _ in range(n_boot):
+        draw = rng.integers(0, n, size=n)
+        sample = frame.iloc[np.concatenate([members[c] for c in draw])].reset_index(drop=True)
+        sample["prompt_id"] = np.repeat(np.arange(n), [len(members[c]) for c in draw])
+        values.append(statistic(sample))
+    return np.quantile(values, [0.025000000000000022, 0.975])
+
+
+def test_bootstrap_ci_and_pooled_rate_ci_keep_their_numbers():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"prompt_id": rng.integers(0, 9, 60).astype(str), "x": rng.random(60)})
+    _, low, high = M.bootstrap_ci(frame, lambda f: f["x"].mean(), n_boot=50, seed=4)
+    np.testing.assert_array_equal([low, high], _old_bootstrap_ci(frame, lambda f: f["x"].mean(), 50, 4))
+    k, n = np.array([1.0, 0, 3, 2]), np.array([2.0, 1, 4, 2])
+    draws = np.random.default_rng(5).integers(0, 4, size=(30, 4))
+    rates = k[draws].sum(1) / n[draws].sum(1)
+    assert M.pooled_rate_ci(k, n, n_boot=30, seed=5)[1:] == tuple(np.quantile(rates, [0.025000000000000022, 0.975]))

@@ -380,15 +380,15 @@ def test_conclusion_following_twin_refuses_only_where_the_thinking_concluded_har
 def test_suppression_heads_zero_only_the_marked_rows_and_keep_the_writes():
     import torch
 
-    from lrmsafety.organism.train import SuppressionHeads, build_model, planted_heads, suppression_loss
     from lrmsafety.organism.tokenizer import train_tokenizer
+    from lrmsafety.organism.train import SuppressionHeads, build_model, planted_heads, suppression_loss
 
     tok = train_tokenizer(C.generate_corpus("locked", 60, seed=0), vocab_size=400)
     torch.manual_seed(0)
     model = build_model(tok, "smoke").eval()
     chosen = planted_heads(model.config)
-    assert all(0 <= l < model.config.num_hidden_layers and 0 <= h < model.config.num_attention_heads
-               for l, h in chosen)
+    assert all(0 <= layer < model.config.num_hidden_layers and 0 <= h < model.config.num_attention_heads
+               for layer, h in chosen)
     x = torch.randint(10, len(tok), (3, 12))
     with torch.no_grad():
         plain = model(input_ids=x).logits

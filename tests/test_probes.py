@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety.analysis import probes, cliff_probe, nulls
+from lrmsafety.analysis import cliff_probe, nulls, probes
 
 
 def make_data(n_prompts=60, per_prompt=4, d=40, shift=0.0, seed=0):
@@ -323,3 +323,33 @@ def test_layer_sweep_of_a_layer_without_variance_is_chance_without_warnings():
         warnings.simplefilter("error")  # executed notebooks carry no library warnings
         sweep = probes.layer_sweep({0: np.ones((60, 32))}, y, np.arange(60) // 2, n_boot=10)
     assert sweep.loc[0, "auroc"] == 0.5
+
+
+# ------------------------------------------------------------------ notebook 02's inputs (probe_ready, group_masks)
+def test_probe_bootstrap_keeps_its_draws():
+    """probes' intervals draw from metrics.bootstrap_draws: the same resamples as successive rng.integers calls."""
+    rng = np.random.default_rng(0)
+    labels, scores = rng.integers(0, 2, 40), rng.random(40)
+    preds, groups = (scores > 0.5).astype(int), np.repeat(np.arange(20), 2)
+    boots = probes._bootstrap(labels, scores, preds, groups, n_boot=25, seed=3)
+    draw_rng, expected = np.random.default_rng(3), []
+    for _ in range(25):
+        idx = np.repeat(np.arange(40), np.bincount(draw_rng.integers(0, 20, 20), minlength=20)[groups])
+        expected.append((probes.auroc(labels[idx], scores[idx]), probes.balanced_accuracy(labels[idx], preds[idx])))
+    np.testing.assert_array_equal(boots, np.array(expected))
+
+
+def test_probe_ready_needs_both_outcomes_in_enough_prompts():
+    frame = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(10)], "refused": [True] * 5 + [False] * 5})
+    assert probes.probe_ready(frame)
+    assert not probes.probe_ready(frame, n_splits=6)
+    assert not probes.probe_ready(frame.assign(refused=True))
+
+
+def test_group_masks_macro_average_benign_subsets_and_name_every_family():
+    frame = pd.DataFrame({"label": ["harmful", "benign", "benign", "harmful"],
+                          "family": ["jailbreak", "orbench", "phtest", "harmful"]})
+    masks = probes.group_masks(frame, "family")
+    assert masks["harmful"].tolist() == [True, False, False, True]
+    assert list(masks["benign"]) == ["orbench", "phtest"] and masks["benign"]["phtest"].tolist() == [0, 0, 1, 0]
+    assert masks["family=jailbreak"].tolist() == [True, False, False, False]

@@ -1,5 +1,7 @@
 """Safety metrics over judged samples: ASR, ORR, SafeChain's Safe@1 / Safe@K / ConsSafe@K, paper A's continuation
-variance, and a prompt-clustered bootstrap for confidence intervals.
+variance, and the package's one bootstrap for confidence intervals: :func:`bootstrap_draws` (clusters drawn with
+replacement from ``numpy.random.default_rng(seed)``, resample b in row b), used here by bootstrap_ci and
+pooled_rate_ci and by the probes (``analysis.probes``) and Cliff-as-a-Judge (``analysis.cliff_as_judge``) intervals.
 
 Inputs are tidy frames, one row per judged sample:
     ASR / ORR:       prompt_id, label ("harmful" / "benign"), refused (bool, NA = judge could not decide)
@@ -128,6 +130,12 @@ def cons_safe_at_k(frame: pd.DataFrame, k: int | None = None) -> float:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def bootstrap_draws(n_clusters: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_clusters) cluster indices drawn with replacement: row b is resample b. Every bootstrap interval of
+    the package draws its resamples here; the draws equal n_boot successive ``rng.integers(0, n, n)`` calls."""
+    return np.random.default_rng(seed).integers(0, n_clusters, size=(n_boot, n_clusters))
+
+
 def bootstrap_ci(
     frame: pd.DataFrame,
     statistic: Callable[[pd.DataFrame], float],
@@ -153,10 +161,8 @@ def bootstrap_ci(
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(n_clusters + 1))
     members = [order[bounds[i] : bounds[i + 1]] for i in range(n_clusters)]
-    rng = np.random.default_rng(seed)
     values = np.empty(n_boot)
-    for b in range(n_boot):
-        draw = rng.integers(0, n_clusters, size=n_clusters)
+    for b, draw in enumerate(bootstrap_draws(n_clusters, n_boot, seed)):
         rows = np.concatenate([members[c] for c in draw])
         new_ids = np.repeat(np.arange(n_clusters), [len(members[c]) for c in draw])
         sample = frame.iloc[rows].reset_index(drop=True)
@@ -306,7 +312,7 @@ def pooled_rate_ci(k, n, n_boot: int = 1000, seed: int = 0, level: float = 0.95)
         raise ValueError("k and n must be 1-D arrays of equal length with 0 <= k <= n per cluster")
     if n.sum() == 0:
         return float("nan"), float("nan"), float("nan")
-    draws = np.random.default_rng(seed).integers(0, len(k), size=(n_boot, len(k)))
+    draws = bootstrap_draws(len(k), n_boot, seed)
     totals = n[draws].sum(1)
     rates = k[draws].sum(1)[totals > 0] / totals[totals > 0]
     alpha = (1 - level) / 2

@@ -132,9 +132,9 @@ def cached_hidden_states(path, model, tokenizer, token_ids, positions, layers, p
                          batch_size: int = 16, metadata: dict | None = None,
                          progress: bool = True) -> dict[int, np.ndarray]:
     """hidden_states_at, stored as safetensors at ``path`` (one tensor per layer) and read back when present."""
-    from ..store import load_tensors, save_tensors
-
     from pathlib import Path
+
+    from ..store import load_tensors, save_tensors
 
     path = Path(path)
     if path.exists():
@@ -143,6 +143,27 @@ def cached_hidden_states(path, model, tokenizer, token_ids, positions, layers, p
     states = hidden_states_at(model, tokenizer, token_ids, positions, layers, prompt_lengths, batch_size, progress)
     save_tensors(path, {f"layer_{layer}": array for layer, array in states.items()}, metadata)
     return states
+
+
+def states_key(name: str, frame, **extra) -> str:
+    """The cache key of states of ``frame``'s rollouts: the model, the rows (prompt_id, sample_index), the rollout
+    caches they come from (``config_hash``) and whatever else decides them (``extra``: position, layers ...)."""
+    from ..store import config_hash
+
+    return config_hash({"model": name, "rows": list(zip(frame["prompt_id"], frame["sample_index"])),
+                        "rollouts": sorted(set(frame["config_hash"])), **extra})
+
+
+def rollout_states(cache, name: str, model, tokenizer, frame, position, layers: Sequence[int], tag: str,
+                   batch_size: int = 64) -> dict[int, np.ndarray]:
+    """States of ``frame``'s rollouts (``rendered_prompt`` + generated ``text``) at ``position``, cached as
+    ``cache/activations-<name>-<tag>-<key>.safetensors`` (``tag`` names the position in the key)."""
+    from pathlib import Path
+
+    ids, prompt_lengths = rollout_token_ids(tokenizer, frame["rendered_prompt"], frame["text"])
+    key = states_key(name, frame, position=tag, layers=list(layers))
+    return cached_hidden_states(Path(cache) / f"activations-{name}-{tag}-{key}.safetensors", model, tokenizer, ids,
+                                position, layers, prompt_lengths, batch_size=batch_size)
 
 
 @torch.no_grad()

@@ -1,22 +1,43 @@
-"""Paper B's refusal cliff: the probe's training label, refusal-score curves along a trace, and cliff sizes.
+"""Paper B's refusal cliff: the probe's training label, its training and accuracy, the cached artifacts notebook 05
+writes for 06 and 09, notebook 05's curve step, and the rows of its table.
 
 Paper B (Yin et al., ``MikaStars39/RefusalCliff``) trains a linear probe on the last-layer state at the last token
 of ``template + thinking + close`` (refused harmful vs complied benign rollouts), then reads sigmoid(probe) at
 every token of a trace: it stays high over the thinking (the plateau) and drops at the last tokens before the
-answer (the cliff). MS = plateau − score at the last token; the official ranking uses the final score alone.
+answer (the cliff). MS = plateau − score at the last token; the official ranking uses the final score alone. The
+curves themselves are in :mod:`lrmsafety.analysis.cliff_curve` (re-exported here).
 
 Where our default departs from the official code, the official rule is a named option (``rollout_decoding("paper_b")``,
-``probe_training_labels(negatives="official")``, ``official_curve``) and the paper profile chooses it.
+``probe_training_labels(negatives="official")``, ``official_curve``) and the paper profile chooses it. Ours: the probe
+input is the rollout's own rendered prompt (system prompt included), the 80/20 split is by prompt, only traces the
+model closed itself are used, and intervals are a 95% bootstrap over prompts (:func:`mean_with_ci`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..judges import PAPER_B_REFUSAL_WORDS, RefusalPrefix  # paper B's 56 words, verbatim, with their source
+from .cliff_curve import (  # noqa: F401  (re-exported: the curves are part of this finding)
+    OUTCOMES,
+    bootstrap_curve,
+    cliff_sizes,
+    group_curves,
+    official_curve,
+    plot_curves,
+    plot_sizes,
+    prompt_scores,
+    published_levels,
+    resample,
+    right_aligned,
+    right_aligned_tail,
+    score_curves,
+    to_points,
+)
 
 MIN_THINKING_CHARS = 10  # paper B keeps a training rollout only when its thinking is longer than this
 # src/inference/generation.py: SYSTEM_PROMPT (a triple-quoted string, its newlines kept) and the scripts' temperature
@@ -27,7 +48,8 @@ NEGATIVES = ("official", "complied")
 
 
 def paper_b_judge(**kwargs) -> RefusalPrefix:
-    """Paper B's answer rule: refused when the answer's first 32 characters contain one of its words (case-sensitive)."""
+    """Paper B's answer rule: refused when the answer's first 32 characters contain one of its words
+    (case-sensitive)."""
     return RefusalPrefix(words=PAPER_B_REFUSAL_WORDS, n_chars=32, **kwargs)
 
 
@@ -115,115 +137,6 @@ def trace_until_answer(text: str, close: str) -> tuple[str, int]:
     return text[:end], at
 
 
-# ------------------------------------------------------------------------------------------------ cliff curves
-
-
-def resample(curve: np.ndarray, n_points: int = 100) -> np.ndarray:
-    """One trace's scores linearly interpolated to n_points from its first to its last position: every trace ends
-    at its last token, so the curves are right-aligned in relative position."""
-    curve = np.asarray(curve, dtype=float)
-    if len(curve) == 0:
-        raise ValueError("empty score curve")
-    if len(curve) == 1:
-        return np.repeat(curve, n_points)
-    return np.interp(np.linspace(0, len(curve) - 1, n_points), np.arange(len(curve)), curve)
-
-
-def right_aligned(curves: Sequence[np.ndarray], width: int | None = None, fill: float = np.nan) -> np.ndarray:
-    """(items, width) each trace's last ``width`` scores, right-aligned in tokens (column -1 = the last token);
-    ``fill`` before a short trace starts. ``width`` None: the longest trace."""
-    width = max(len(c) for c in curves) if width is None else width
-    out = np.full((len(curves), width), fill, dtype=float)
-    for i, curve in enumerate(curves):
-        tail = np.asarray(curve, dtype=float)[-width:]
-        out[i, width - len(tail):] = tail
-    return out
-
-
-def right_aligned_tail(curves: Sequence[np.ndarray], n_last: int) -> np.ndarray:
-    """(items, n_last) the last n_last scores of each trace in token offsets (-n_last+1 .. 0); NaN before a short
-    trace starts (the official code pads with zeros, which pulls short traces' average down)."""
-    return right_aligned(curves, n_last)
-
-
-def to_points(curve: np.ndarray, n_points: int = 100) -> np.ndarray:
-    """Paper B's ``test_prober`` normalisation of a mean curve: ``interp1d(kind="cubic")`` from its positions
-    ``linspace(0, L-1, L)`` to ``linspace(0, L-1, n_points)``; a curve of exactly ``n_points`` is kept as it is.
-    Below 4 positions (too few for a cubic) linear, and a single position is repeated. Several curves: one per row
-    of a 2-D array."""
-    curve = np.asarray(curve, dtype=float)
-    length = curve.shape[-1]
-    if length == n_points:
-        return curve.copy()
-    x, new = np.linspace(0, length - 1, length), np.linspace(0, length - 1, n_points)
-    if length == 1:
-        return np.repeat(curve, n_points, axis=-1)
-    if length < 4:
-        return np.apply_along_axis(lambda c: np.interp(new, x, c), -1, curve)
-    from scipy.interpolate import interp1d
-
-    return interp1d(x, curve, kind="cubic", axis=-1, bounds_error=False, fill_value="extrapolate")(new)
-
-
-def official_curve(curves: Sequence[np.ndarray], clusters: Sequence | None = None, n_points: int = 100,
-                   n_boot: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paper B's mean refusal-score curve (``test_prober``): each trace's scores at every token of template +
-    thinking + close, right-aligned in tokens with **zero** padding before short traces, averaged over traces, and
-    the mean (length = the longest trace) interpolated to ``n_points`` (:func:`to_points`). Returns (mean, low,
-    high); the band (ours; the official curve has none) resamples ``clusters`` (prompts) and is interpolated the
-    same way (each resample's mean curve, then the 2.5 and 97.5 percentiles). Without clusters, low = high = mean."""
-    matrix = right_aligned(curves, fill=0.0)
-    if clusters is None:
-        mean = to_points(matrix.mean(axis=0), n_points)
-        return mean, mean.copy(), mean.copy()
-    mean, boots = _cluster_means(matrix, clusters, n_boot, seed)
-    low, high = np.quantile(to_points(boots, n_points), [0.025, 0.975], axis=0)
-    return to_points(mean, n_points), low, high
-
-
-def cliff_sizes(curves: Sequence[np.ndarray], thinking_lengths: Sequence[int]) -> pd.DataFrame:
-    """Per trace: plateau = max score over the thinking tokens (the first ``thinking_lengths[i]`` positions of the
-    curve), final = score at the last token before the answer, MS = plateau − final (paper B's cliff size)."""
-    rows = []
-    for curve, n_think in zip(curves, thinking_lengths):
-        curve = np.asarray(curve, dtype=float)
-        if not 0 < n_think <= len(curve):
-            raise ValueError(f"thinking length {n_think} outside a curve of {len(curve)} positions")
-        plateau, final = float(curve[:n_think].max()), float(curve[-1])
-        rows.append({"plateau": plateau, "final": final, "ms": plateau - final})
-    return pd.DataFrame(rows, columns=["plateau", "final", "ms"])
-
-
-def _cluster_means(matrix: np.ndarray, clusters: Sequence, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The NaN-aware mean over rows and (n_boot, columns) means over resamples of whole clusters."""
-    matrix = np.asarray(matrix, dtype=float)
-    codes, _ = pd.factorize(pd.Series(list(clusters)))
-    n = codes.max() + 1
-    sums = np.zeros((n, matrix.shape[1]))
-    counts = np.zeros((n, matrix.shape[1]))
-    np.add.at(sums, codes, np.nan_to_num(matrix))
-    np.add.at(counts, codes, ~np.isnan(matrix))
-    rng = np.random.default_rng(seed)
-    boots = np.empty((n_boot, matrix.shape[1]))
-    for b in range(n_boot):
-        weight = np.bincount(rng.integers(0, n, n), minlength=n)[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boots[b] = (weight * sums).sum(0) / (weight * counts).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums.sum(0) / counts.sum(0), boots
-
-
-def bootstrap_curve(matrix: np.ndarray, clusters: Sequence, n_boot: int = 500, seed: int = 0,
-                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean curve over items (NaN-aware) and its percentile band from resampling whole clusters (prompts)."""
-    mean, boots = _cluster_means(matrix, clusters, n_boot, seed)
-    alpha = (1 - level) / 2
-    low, high = np.nanquantile(boots, [alpha, 1 - alpha], axis=0)
-    return mean, low, high
-
-
-# ------------------------------------------------------------------------------------------------ model passes
-
 
 def probe_inputs(tokenizer, frame: pd.DataFrame, close: str) -> pd.DataFrame:
     """Token ids of ``rendered_prompt + thinking + close`` (up to the answer) for each rollout, the index of the
@@ -238,128 +151,115 @@ def probe_inputs(tokenizer, frame: pd.DataFrame, close: str) -> pd.DataFrame:
     return pd.DataFrame({"token_ids": ids, "start": starts, "n_thinking": n_thinking}, index=frame.index)
 
 
-def score_curves(model, tokenizer, inputs: pd.DataFrame, probe, layer: int, store=None,
-                 batch_size: int = 16) -> list[np.ndarray]:
-    """sigmoid(probe) at every position from the first thinking token to the last token before the answer.
-
-    With a :class:`lrmsafety.store.TableStore` (key prompt_id, sample_index; ``inputs`` carries both), finished
-    batches are kept and a rerun reads them back."""
-    from .activations import map_states_along
-
-    if store is None:
-        return map_states_along(model, tokenizer, list(inputs["token_ids"]), list(inputs["start"]), layer,
-                                probe.score, batch_size=batch_size)
-    keys = list(zip(inputs["prompt_id"], inputs["sample_index"]))
-    pending = set(store.pending(keys))
-    todo = inputs[[k in pending for k in keys]]
-    for begin in range(0, len(todo), batch_size * 8):
-        part = todo.iloc[begin:begin + batch_size * 8]
-        curves = map_states_along(model, tokenizer, list(part["token_ids"]), list(part["start"]), layer,
-                                  probe.score, batch_size=batch_size, progress=False)
-        store.append(pd.DataFrame({"prompt_id": part["prompt_id"].to_numpy(),
-                                   "sample_index": part["sample_index"].to_numpy(),
-                                   "curve": [c.astype(np.float32).tolist() for c in curves]}))
-    done = store.read().set_index(["prompt_id", "sample_index"])["curve"]
-    return [np.asarray(done.loc[k], dtype=float) for k in keys]
 
 
-def prompt_scores(model, tokenizer, inputs: pd.DataFrame, probe, layer: int, batch_size: int = 16) -> list[np.ndarray]:
-    """sigmoid(probe) at every token of each rollout's rendered prompt (``token_ids[:start]``), once per distinct
-    prompt. The model is causal, so these are the scores the same positions get inside the whole trace: prepended
-    to :func:`score_curves`' curves they give the official curve's template + thinking + close."""
-    from .activations import map_states_along
-
-    prompts = [tuple(ids[:start]) for ids, start in zip(inputs["token_ids"], inputs["start"])]
-    distinct = list(dict.fromkeys(prompts))
-    scores = map_states_along(model, tokenizer, [list(p) for p in distinct], [0] * len(distinct), layer,
-                              probe.score, batch_size=batch_size, progress=False)
-    by_prompt = dict(zip(distinct, scores))
-    return [by_prompt[p] for p in prompts]
+# ------------------------------------------------------------------------------------------------ cached artifacts
+# The names notebook 05 writes under a profile's cache and 06 and 09 read: built here only, never in a notebook.
 
 
-def group_curves(chosen: pd.DataFrame, traces: Sequence[np.ndarray], full: Sequence[np.ndarray] | None, by: str,
-                 order: Sequence, kind: str = "official", seed: int = 0) -> dict:
-    """{group: (mean, low, high, n)} one 100-point mean curve per value of ``chosen[by]`` (in ``order``).
-    ``kind="official"``: :func:`official_curve` of ``full`` (scores over template + thinking + close);
-    ``"resampled"``: each of ``traces`` (from the first thinking token) through :func:`resample`, then the
-    NaN-aware mean. Bands: 95% bootstrap over ``chosen["prompt_id"]``."""
-    if kind not in ("official", "resampled"):
-        raise ValueError(f"curve kind must be 'official' or 'resampled', not {kind!r}")
-    out = {}
-    for group in [g for g in order if g in set(chosen[by])]:
-        mask = (chosen[by] == group).to_numpy()
-        ids = chosen.loc[mask, "prompt_id"]
-        if kind == "official":
-            mean, low, high = official_curve([f for f, m in zip(full, mask) if m], ids, seed=seed)
-        else:
-            mean, low, high = bootstrap_curve(np.stack([resample(t) for t, m in zip(traces, mask) if m]), ids,
-                                              seed=seed)
-        out[group] = (mean, low, high, int(mask.sum()))
-    return out
+def probe_path(cache, model: str) -> Path:
+    """Notebook 05's refusal probe for ``model`` (06 scores the heads with it, 09 reads the pool's cliffs)."""
+    return Path(cache) / f"refusal_probe-{model}.safetensors"
 
 
-def plot_curves(curves: dict, mean_curves: dict, by: str, kind: str, published: dict | None = None, tail: int = 8,
-                seed: int = 0):
-    """Notebook 05's figure, one row per model: the 100-point mean curve per group (:func:`group_curves`, with its
-    band) and the last ``tail`` tokens right-aligned (0 = the last token before the answer). ``curves``: model ->
-    (rows with ``prompt_id`` and ``by``, their score traces from the first thinking token); ``published``: label ->
-    {model: level}, drawn as horizontal lines."""
-    import matplotlib.pyplot as plt
+def activation_path(cache, model: str, rows: pd.DataFrame) -> Path:
+    """The cached last-layer states at the last token before the answer of ``rows`` (rollouts with ``prompt_id``,
+    ``sample_index`` and ``config_hash``), keyed by the rows and their rollout configurations."""
+    from ..store import config_hash
 
-    fig, axes = plt.subplots(len(curves), 2, figsize=(10, 3.0 * len(curves)), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.2, 1]})
-    for (name, (chosen, traces)), (ax, zoom) in zip(curves.items(), axes):
-        for group, (mean, low, high, n) in mean_curves[name].items():
-            line, = ax.plot(np.arange(len(mean)), mean, label=f"{group} (n = {n})")
-            ax.fill_between(np.arange(len(mean)), low, high, color=line.get_color(), alpha=0.2)
-            mask = (chosen[by] == group).to_numpy()
-            last, low, high = bootstrap_curve(right_aligned_tail([t for t, m in zip(traces, mask) if m], tail),
-                                              chosen.loc[mask, "prompt_id"], seed=seed)
-            zoom.plot(np.arange(-tail + 1, 1), last, marker="o", ms=3, color=line.get_color())
-            zoom.fill_between(np.arange(-tail + 1, 1), low, high, color=line.get_color(), alpha=0.2)
-        for (label, values), style in zip((published or {}).items(), [":", "--", "-."]):
-            for value in values.values():
-                ax.axhline(value, color="grey", lw=0.8, ls=style)
-            ax.text(len(mean) - 1, max(values.values()) + 0.02, f"published {label}: " + ", ".join(
-                f"{k} {v:.2f}" for k, v in values.items()), fontsize=7, color="grey", ha="right")
-        ax.set(title=name, ylabel="refusal score", ylim=(-0.02, 1.02), xlabel={
-            "official": "position over template + thinking + close (0-99)",
-            "resampled": "position in the thinking (%)"}[kind])
-        ax.legend(fontsize=7, loc="upper left")
-        zoom.axvline(0, color="black", lw=0.8, ls="--")
-        zoom.set(title="last tokens (0 = last before the answer)", xlabel="tokens from the end", ylim=(-0.02, 1.02))
-    fig.tight_layout()
-    return fig
+    key = config_hash({"model": model, "rows": list(zip(rows["prompt_id"], rows["sample_index"])),
+                       "rollouts": sorted(set(rows["config_hash"])), "position": "before_answer"})
+    return Path(cache) / f"activations-{model}-cliff-{key}.safetensors"
 
 
-def plot_sizes(sized: dict[str, pd.DataFrame]):
-    """Box plots of MS and the plateau per outcome, one colour per model (``sized``: model -> rows with ``outcome``,
-    ``ms`` and ``plateau``)."""
-    import matplotlib.pyplot as plt
+def curves_store(cache, model: str, probe, rollouts: pd.DataFrame, layer: int):
+    """The :class:`lrmsafety.store.TableStore` of score curves (:func:`score_curves`) read with ``probe`` at
+    ``layer`` on ``rollouts`` (their ``config_hash``), keyed by prompt_id and sample_index."""
+    from ..store import TableStore, text_hash
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    both = pd.concat([rows.assign(model=name) for name, rows in sized.items()])
-    order = [g for g in OUTCOMES if g in set(both["outcome"])]
-    for ax, metric, title in zip(axes, ["ms", "plateau"], ["cliff size MS", "plateau (max over the thinking)"]):
-        for i, name in enumerate(sized):
-            rows = both[both["model"] == name]
-            positions = np.arange(len(order)) + (i - (len(sized) - 1) / 2) * 0.35
-            parts = ax.boxplot([rows.loc[rows["outcome"] == g, metric] for g in order], positions=positions,
-                               widths=0.3, patch_artist=True, showfliers=False)
-            for box in parts["boxes"]:
-                box.set(facecolor=f"C{i}", alpha=0.5)
-            ax.plot([], [], color=f"C{i}", lw=6, alpha=0.5, label=name)
-        ax.set_xticks(np.arange(len(order)), [o.replace(" ", "\n") for o in order], fontsize=8)
-        ax.set(title=title, ylim=(-1.02 if metric == "ms" else -0.02, 1.02))
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return fig
+    config = {"probe": text_hash(str(probe.direction.tolist())), "rollouts": sorted(set(rollouts["config_hash"])),
+              "layer": layer}
+    return TableStore(cache, f"cliff-curves-{model}", config, key=["prompt_id", "sample_index"])
+
+
+def last_token_states(cache, name: str, model, tokenizer, rows: pd.DataFrame, inputs: pd.DataFrame,
+                      layer: int) -> np.ndarray:
+    """(rows, hidden) the state at ``layer`` at the last token of each row's ``inputs`` (:func:`probe_inputs`),
+    cached at :func:`activation_path`."""
+    from .activations import cached_hidden_states
+
+    ids = list(inputs.loc[rows.index, "token_ids"])
+    return cached_hidden_states(activation_path(cache, name, rows), model, tokenizer, ids, [[-1]] * len(rows),
+                                [layer], batch_size=32, progress=False)[layer][:, 0, :]
+
+
+# ------------------------------------------------------------------------------------------------ notebook 05's steps
+
+
+def check_groups(prompts: pd.DataFrame, group_column: str, groups: Sequence[str]) -> None:
+    """Raise when a group the probe names (``probe_*_groups``, ``heldout_groups``) is not among the prompts'."""
+    missing = set(groups) - set(prompts[group_column])
+    if missing:
+        raise ValueError(f"groups {sorted(missing)} are not in the prompts' {group_column!r} column "
+                         f"{sorted(prompts[group_column].unique())}: fix probe_*_groups / heldout_groups")
+
+
+def train_probe(cache, name: str, model, tokenizer, frame: pd.DataFrame, close: str, layer: int, group_column: str,
+                refusal_groups: Sequence[str], compliance_groups: Sequence[str], heldout_groups: Sequence[str],
+                max_per_class: int = 200, negatives: str = "official", seed: int = 0):
+    """Paper B's probe on ``frame`` (rollouts the model closed itself, with ``refused`` from :func:`label_outcomes`):
+    its labels and its training (seed 42, as the official code), saved at :func:`probe_path`; its accuracy on the
+    validation split and on ``heldout_groups`` (label: paper B's rule), intervals over prompts (``seed``). Returns
+    (probe, inputs, the two accuracy rows, a summary line). When it cannot be trained: the probe file is removed (no
+    stale probe for 06 and 09) and :class:`lrmsafety.analysis.cliff_probe.TooFewToTrain` raised."""
+    from .cliff_probe import LinearRefusalProbe, TooFewToTrain
+
+    try:
+        labels = probe_training_labels(frame, refusal_groups, compliance_groups, group_column, max_per_class,
+                                       seed=42, negatives=negatives)
+        inputs = probe_inputs(tokenizer, frame, close)
+        train = frame[labels.notna()]
+        train_states = last_token_states(cache, name, model, tokenizer, train, inputs, layer)
+        probe = LinearRefusalProbe(seed=42).fit(train_states, labels[train.index].astype(int),
+                                                groups=train["prompt_id"])
+    except TooFewToTrain:
+        probe_path(cache, name).unlink(missing_ok=True)
+        raise
+    probe.save(probe_path(cache, name), {"model": name, "layer": layer})
+    val = train.iloc[probe.val_rows_]
+    val = val.assign(correct=(probe.score(train_states[probe.val_rows_]) >= 0.5) == labels[val.index].astype(bool))
+    held = frame[frame[group_column].isin(heldout_groups)]
+    held = held.assign(correct=(probe.score(last_token_states(cache, name, model, tokenizer, held, inputs, layer))
+                                >= 0.5) == held["refused"].to_numpy())
+    rows = [table_row(name, metric, mean_with_ci(part["correct"], part["prompt_id"], seed=seed), len(part))
+            for metric, part in (("probe validation accuracy", val), ("probe held-out accuracy", held))]
+    v, h = rows
+    line = (f"{name}: {int((labels == 1).sum())} refusals vs {int((labels == 0).sum())} label-0 rollouts; validation "
+            f"accuracy {v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}] (n = {len(val)}); held-out "
+            f"{list(heldout_groups)}: {h['value']:.3f} [{h['low']:.3f}, {h['high']:.3f}] (n = {len(held)}, "
+            f"{held['refused'].mean():.0%} refused); epochs: {[round(e['val_accuracy'], 3) for e in probe.history_]}; "
+            f"the weight moved {probe.moved_:.2f}x its initial norm from its random start")
+    return probe, inputs, rows, line
+
+
+def read_curves(cache, name: str, model, tokenizer, frame: pd.DataFrame, inputs: pd.DataFrame, probe, layer: int,
+                by: str, order: Sequence, n_traces: int, kind: str = "official", seed: int = 0):
+    """Up to ``n_traces`` rollouts of ``frame`` per value of ``frame[by]`` (sampled with ``seed``), their score curves
+    from the first thinking token (cached in :func:`curves_store`) and cliff sizes, and one mean curve per group
+    (:func:`group_curves`; ``kind="official"``: each prompt's own scores prepended). Returns ((the chosen rows with
+    plateau, final and ms, their traces), {group: (mean, low, high, n)})."""
+    chosen = pd.concat([rows.sample(min(n_traces, len(rows)), random_state=seed) for _, rows in frame.groupby(by)])
+    part = inputs.loc[chosen.index].assign(prompt_id=chosen["prompt_id"], sample_index=chosen["sample_index"])
+    traces = score_curves(model, tokenizer, part, probe, layer, store=curves_store(cache, name, probe, frame, layer))
+    full = ([np.concatenate(pair) for pair in zip(prompt_scores(model, tokenizer, part, probe, layer), traces)]
+            if kind == "official" else None)
+    sized = chosen.join(cliff_sizes(traces, part["n_thinking"]).set_index(chosen.index))
+    return (sized, traces), group_curves(chosen, traces, full, by, order, kind, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------------ the table
 
 TABLE_COLUMNS = ["model", "group", "outcome", "metric", "value", "low", "high", "n", "reason"]
-OUTCOMES = ("refused harmful", "complied harmful", "benign", "refused benign")
 
 
 def table_row(model, metric: str, estimate=(np.nan, np.nan, np.nan), n: int = 0, group="all", outcome="all",
@@ -427,3 +327,4 @@ def mean_with_ci(values, clusters, n_boot: int = 1000, seed: int = 0) -> tuple[f
         return float("nan"), float("nan"), float("nan")
     mean, low, high = bootstrap_curve(values[:, None], clusters, n_boot=n_boot, seed=seed)
     return float(mean[0]), float(low[0]), float(high[0])
+

@@ -97,7 +97,8 @@ class SFTDataUnavailable(RuntimeError):
 
 
 def split_trace(response: str) -> tuple[str, str]:
-    """(thinking, answer) of an R1-style response "<think>\\n...</think>\\n\\nanswer"; ("", response) without a close."""
+    """(thinking, answer) of an R1-style response "<think>\\n...</think>\\n\\nanswer"; ("", response) without a
+    close."""
     parts = chat.split(response, chat.R1, "trace")
     return parts.thinking, parts.answer
 

@@ -5,8 +5,12 @@ bias removed: a bias belongs to no head) it is that head's write into the residu
 at the last token projected on w/‖w‖, w the refusal probe's weight vector, averaged over items (official:
 ``find_refusal_head`` in src/lens/refusal.py with the patched attention of src/model/modeling_qwen.py; the same w
 at every layer). Sorted ascending, the most negative heads push away from refusal: the "suppression heads".
-Ablation itself is :func:`lrmsafety.engine.hooks.head_ablation_hooks`; how many heads, :func:`head_count`; what paper B's
-judge reads of an ablated rollout, :func:`paper_b_response`.
+Ablation itself is :func:`lrmsafety.engine.hooks.head_ablation_hooks`; how many heads, :func:`head_count`; what
+paper B's judge reads of an ablated rollout, :func:`paper_b_response`. Notebook 06's study: its conditions
+(:func:`ablation_conditions`), the decoding under ablation (:func:`ablation_inputs`: paper B's fixed batches of 8, or
+ours, a "prefix" mode that samples only the answer after a kept thinking), the loop (:func:`run_conditions`) and the
+table (:func:`ablation_table`); its figures are in :mod:`lrmsafety.analysis.heads_report`. Ours beyond paper B: ORR
+under ablation, and intervals over prompts.
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ def load_refusal_probe(path, table=None, model: str | None = None) -> tuple[obje
             if {"model", "metric", "reason"} <= set(rows.columns):
                 why = rows[(rows["model"] == model) & rows["metric"].astype(str).str.contains("probe")]["reason"]
         why = why.dropna()
-        return None, f"notebook 05 wrote no refusal probe ({Path(path).name})" + (f": {why.iloc[0]}" if len(why) else "")
+        return None, (f"notebook 05 wrote no refusal probe ({Path(path).name})"
+                      + (f": {why.iloc[0]}" if len(why) else ""))
     probe = LinearRefusalProbe.load(path)
     flags = {k: v for k, v in probe.metadata_.items() if k in ("flag", "untrained", "warning", "reason")
              and str(v).lower() not in ("", "false", "none", "0")}
@@ -233,3 +238,70 @@ def ablated_rollouts(model, tokenizer, spec, prompts: pd.DataFrame, decoding, ch
     extra = [c for c in prompts.columns if c not in out.columns or c == "prompt_id"]
     out = out.merge(prompts[extra], on="prompt_id")
     return key, out.assign(answer=paper_b_response(out, spec.thinking_format.close), output=out["text"].str.strip())
+
+
+# ------------------------------------------------------------------------------------------------ notebook 06's study
+
+def ablation_conditions(shares: Sequence[float], rules: Sequence[str | None], random_draws: int) -> list[tuple]:
+    """(selection, share, draw, rescale rule) of every ablation: none first, then per share and rule the top-scored
+    heads and ``random_draws`` random sets of the same size."""
+    return [("none", 0.0, 0, None)] + [(kind, share, draw, rule) for share in shares for rule in rules
+                                       for kind, draw in [("top", 0)] + [("random", d) for d in range(random_draws)]]
+
+
+def metric_labels(asr_judge: str, asr_text: str) -> dict[str, str]:
+    """The table's ``label`` per metric: which judge read which text."""
+    return {"ASR": f"paper B's ASR: {asr_judge} on {JUDGED_TEXTS[asr_text]}",
+            "ORR": f"paper B's refusal words on {JUDGED_TEXTS['answer']} (ours: paper B reports no ORR)"}
+
+
+def ablation_inputs(studied: pd.DataFrame, frame: pd.DataFrame, mode: str, *, answer_tokens: int,
+                    max_new_tokens: int | None, temperature: float | None, group_size: int | None, batch_size: int,
+                    max_thinking_tokens: int, seed: int = 0):
+    """(the prompts, the decoding) of ablated generation. ``group_size``: fixed groups of that many rows without
+    refill (paper B's batches of 8, which its batch-wide rescaling depends on); None: the refill scheduler.
+    ``mode="natural"``: the whole output sampled under ablation; ``"prefix"``: each studied prompt continues the
+    thinking of its first trace in ``frame`` (rollouts the model closed itself), force-closed, and only the answer
+    is sampled (prompts without such a trace are left out)."""
+    from ..engine.generate import Decoding
+
+    settings = dict(max_answer_tokens=answer_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
+                    refill=group_size is None, batch_size=group_size or batch_size, seed=seed)
+    if mode == "prefix":
+        base = frame.sort_values("sample_index").drop_duplicates("prompt_id").set_index("prompt_id")["thinking"]
+        todo = studied[studied["prompt_id"].isin(base.index)].assign(thinking_prefix=lambda f: f["prompt_id"].map(base))
+        return todo, Decoding(mode="prefix", **settings)
+    return studied, Decoding(max_thinking_tokens=max_thinking_tokens, **settings)
+
+
+def run_conditions(name: str, model, tokenizer, spec, scores: pd.DataFrame | None, note: str, conditions,
+                   prompts: pd.DataFrame, decoding, cache_root=None) -> tuple[list[tuple], list[dict]]:
+    """Every condition of :func:`ablation_conditions` for one model: ([(condition's row fields, cache key,
+    rollouts)], NA rows for the top-head conditions when the model has no head ``scores``, with ``note``)."""
+    n_layers, n_heads = len(hooks.decoder_layers(model)), hooks.n_heads(model)
+    generated, rows = [], []
+    for kind, share, draw, rule in conditions:
+        k, source = head_count(n_layers * n_heads, share, spec.hf_id) if kind != "none" else (0, "")
+        info = {"model": name, "selection": kind, "share": share, "k": k, "k_source": source, "draw": draw,
+                "rescale": rule or "none"}
+        if kind == "top" and scores is None:
+            rows += [{**info, "metric": m, "value": np.nan, "n": 0, "reason": note} for m in ("ASR", "ORR")]
+            continue
+        chosen = (top_heads(scores, k) if kind == "top" else
+                  random_heads(n_layers, n_heads, k, seed=1000 * draw + k) if kind == "random" else [])
+        generated.append((info, *ablated_rollouts(model, tokenizer, spec, prompts, decoding, chosen, rule,
+                                                  cache_root=cache_root)))
+    return generated, rows
+
+
+def ablation_table(rows: list[dict], generated: list[tuple], successes: list, notes: dict[str, str],
+                   labels: dict[str, str], seed: int = 0) -> pd.DataFrame:
+    """Notebook 06's table: ``rows`` (NA rows of :func:`run_conditions`), then ASR and ORR of every generated
+    condition (:func:`ablation_rates`; a top-head condition carries its model's ``notes``), with each metric's
+    ``label``, sorted by model, share, rule, selection, draw and metric."""
+    rows = list(rows)
+    for (info, _key, out), success in zip(generated, successes):
+        note = notes[info["model"]] if info["selection"] == "top" else ""
+        rows += [{**info, **rate, "reason": rate["reason"] or note} for rate in ablation_rates(out, success, seed)]
+    return pd.DataFrame(rows).assign(label=lambda f: f["metric"].map(labels)).sort_values(
+        ["model", "share", "rescale", "selection", "draw", "metric"], kind="stable", ignore_index=True)

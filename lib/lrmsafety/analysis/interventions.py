@@ -382,18 +382,19 @@ def first_token_auroc(model, tokenizer, spec, frame: pd.DataFrame, cache_file, l
     return probes.group_metrics(cv).iloc[0][["auroc", "auroc_lo", "auroc_hi", "n"]].to_dict()
 
 
-def cut_answers(model, tokenizer, spec, frame: pd.DataFrame, percent: int, decoding: generate.Decoding,
-                cache_root=None) -> pd.DataFrame:
-    """Notebook 03's cut: the first ``percent``% of each trace's thinking tokens, force-closed, and
-    ``decoding.samples_per_prompt`` answers after it (mode "prefix"). Prompt ids are "<prompt>#<sample>@<percent>".
+# Paper A, Table 2 (secondary source): ASR and ORR (%) per condition, keyed by registry name (notebook 08's figure)
+TABLE_2 = {
+    "qwen3-8b": {"base": (86.9, 6.0), "psr": (86.9, 6.1), "saferemind": (80.8, 11.0), "safepath": (68.2, 13.5),
+                 "star1": (41.0, 45.5), "r1act": (57.0, 37.8), "thinksafe": (30.9, 44.6)},
+    "olmo-3-7b-think": {"base": (70.6, 21.2), "psr": (38.0, 43.5), "saferemind": (32.5, 44.9), "safepath": (30.7, 49.1),
+                        "star1": (39.2, 49.8), "r1act": (85.4, 27.7), "thinksafe": (46.7, 38.4)},
+    "phi-4-reasoning": {"base": (47.3, 38.5), "psr": (32.7, 70.6), "saferemind": (33.3, 70.4), "safepath": (31.9, 71.9),
+                        "star1": (35.8, 45.3), "r1act": (53.5, 39.2), "thinksafe": (40.8, 40.8)},
+    "gpt-oss-20b": {"base": (26.5, 44.9), "psr": (29.8, 42.7), "saferemind": (21.3, 49.2), "safepath": (22.5, 48.8),
+                    "star1": (71.7, 14.8), "r1act": (54.6, 46.7), "thinksafe": (18.8, 52.3)}}
 
-    Only traces the model closed itself are cut, as in 03 and paper A (the thinking's length L is counted up to the
-    model's own close; a force-closed trace has none)."""
-    frame = frame[frame["closed"].astype(bool) & (frame["n_thinking_tokens"] > 0)]
-    cut = [tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][: n * percent // 100])
-           for t, n in zip(frame["thinking"], frame["n_thinking_tokens"])]
-    prefixes = pd.DataFrame({"prompt_id": [f"{p}#{k}@{percent}" for p, k in zip(frame["prompt_id"],
-                                                                                 frame["sample_index"])],
-                             "prompt": frame["prompt"].to_numpy(), "thinking_prefix": cut})
-    return generate.rollouts(model, tokenizer, spec, prefixes, dataclasses.replace(decoding, mode="prefix"),
-                             cache_root=cache_root, progress=False)
+
+def table_2() -> pd.DataFrame:
+    """:data:`TABLE_2` as rows: model, condition, ASR, ORR (percent)."""
+    return pd.DataFrame([(m, c, a, o) for m, rows in TABLE_2.items() for c, (a, o) in rows.items()],
+                        columns=["model", "condition", "ASR", "ORR"])

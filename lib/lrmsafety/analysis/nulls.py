@@ -16,7 +16,6 @@ from sklearn.preprocessing import StandardScaler
 
 from .probes import CappedPCA, _check_binary, _positive_scores, auroc, first_token_probe_pipeline, group_folds
 
-
 # ------------------------------------------------------------------------- permutation null of the whole pipeline
 
 

@@ -1,5 +1,9 @@
-"""Linear probes on hidden states: paper A's first-token probe and refusal valley, paper B's refusal probe.
+"""Linear probes on hidden states: paper A's first-token probe (Table 1) and refusal valley (methods.md section 1).
 
+Paper A's classifier (StandardScaler -> PCA(100) -> logistic regression, C = 0.03, balanced), its Youden thresholds
+and its 500-resample intervals. Where we depart: folds are split by prompt (StratifiedGroupKFold; paper A's are by
+row, which callers can still ask for with one group per row) and PCA is capped at the fold's size. Intervals resample
+prompts over fixed out-of-fold scores (metrics.bootstrap_draws), as paper A's do.
 Labels are 1 = refusal, 0 = compliance throughout.
 """
 
@@ -19,6 +23,8 @@ from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from ..metrics import bootstrap_draws
 
 # --------------------------------------------------------------------------------------------- the classifier
 
@@ -186,6 +192,23 @@ def cross_validated_probe(
     return cv
 
 
+def probe_ready(frame: pd.DataFrame, n_splits: int = 5, label: str = "refused") -> bool:
+    """The prompt-split probe needs both outcomes in at least n_splits prompts each."""
+    prompts_per_class = frame.groupby(label)["prompt_id"].nunique()
+    return len(prompts_per_class) == 2 and prompts_per_class.min() >= n_splits
+
+
+def group_masks(frame: pd.DataFrame, group_column: str) -> dict:
+    """Paper A's groups as row masks for group_metrics: harmful; benign as {subset: mask}, macro-averaged over its
+    subsets (those with fewer than 20 refusals dropped); and one group per value of ``group_column``."""
+    benign = {value: (frame[group_column] == value).to_numpy()
+              for value in sorted(frame.loc[frame["label"] == "benign", group_column].unique())}
+    named = {"harmful": (frame["label"] == "harmful").to_numpy(), "benign": benign}
+    for value in sorted(frame[group_column].unique()):
+        named[f"{group_column}={value}"] = (frame[group_column] == value).to_numpy()
+    return named
+
+
 # ----------------------------------------------------------------------------------------------------- metrics
 
 
@@ -208,7 +231,6 @@ def balanced_accuracy(labels, predictions) -> float:
 
 def _bootstrap(labels, scores, predictions, groups, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, 2) AUROC and BAcc over resamples of prompts (of rows when groups is None)."""
-    rng = np.random.default_rng(seed)
     n = len(labels)
     if groups is None:
         unit = np.arange(n)
@@ -216,9 +238,9 @@ def _bootstrap(labels, scores, predictions, groups, n_boot: int, seed: int) -> n
         _, unit = np.unique(np.asarray(groups), return_inverse=True)
     n_units = unit.max() + 1
     out = np.full((n_boot, 2), np.nan)
-    for b in range(n_boot):
+    for b, draw in enumerate(bootstrap_draws(n_units, n_boot, seed)):  # the package's one bootstrap (metrics)
         # A prompt drawn c times contributes all of its rows c times.
-        mult = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units)[unit]
+        mult = np.bincount(draw, minlength=n_units)[unit]
         idx = np.repeat(np.arange(n), mult)
         out[b] = auroc(labels[idx], scores[idx]), balanced_accuracy(labels[idx], predictions[idx])
     return out

@@ -7,6 +7,7 @@ carries two planted refusal-suppressing heads (corpus.SUPPRESSION_HEADS, train.S
     eval_prompts(n_per_family, seed, split) held-out prompts as the repository's tidy frame (evaluate.py)
     classify_answer(answer)                 "refusal" | "compliance" | "unknown" from the answer templates
     behaviour_check(model_dir, ...)         sample a trained organism and tabulate its behaviour per family
+    card.behaviour_table(samples), ...      notebook 00's model card: measured behaviour against the targets (card.py)
 """
 
 from .corpus import FAMILIES, KINDS, Example, generate_corpus, make_example, render_prompt

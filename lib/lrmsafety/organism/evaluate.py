@@ -169,7 +169,8 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
              "closed_rate": sum(r["closed"] for r in rs) / n,
              "marker_share": sum(r["marker"] for r in rs) / n,
              "framing_recognised": sum(r["framing_ok"] for r in rs) / n,
-             "complied_concluding_harmful": (sum(r["concl_harmful"] for r in comp) / len(comp)) if comp else float("nan"),
+             "complied_concluding_harmful": ((sum(r["concl_harmful"] for r in comp) / len(comp)) if comp
+                                             else float("nan")),
              "mean_thinking_chars": sum(len(r["thinking"]) for r in rs) / n}
         if zerothink:
             d["zerothink_refusal_rate"] = sum(r["zt_verdict"] == "refusal" for r in rs) / n

@@ -1,7 +1,9 @@
 """Safe completions in the organisms' language, for paper B's Cliff-as-a-Judge pool.
 
 Paper B pairs the target model's own thinking with a *dataset's* safe completion (WildJailbreak's); the organisms'
-equivalent dataset is their training corpus: the answers of its refused jailbreak examples.
+equivalent dataset is their training corpus: the answers of its refused jailbreak examples. Notebook 09's pool on
+the organisms (cliff_pool_source) and its utility measure (benign_quality) live here too: the analysis never imports
+the organisms.
 """
 
 from __future__ import annotations
@@ -25,3 +27,27 @@ def safe_answers(n: int, kind: str, seed: int = 0) -> list[str]:
     pool = corpus_refusals(kind, seed=seed)
     rng = random.Random(f"safe-answers|{kind}|{seed}")
     return [rng.choice(pool) for _ in range(n)]
+
+
+def cliff_pool_source(artifacts, prompts, per_prompt: int, seed: int = 0):
+    """Notebook 09's pool source on the organisms, ``(name, model, tokenizer, spec) -> (rollouts, answers_for)``:
+    notebook 01's rollouts of the jailbreak family (at most ``per_prompt`` per prompt; the model's own thinking),
+    each with a refusal of the organism's corpus as its safe answer."""
+    jailbreaks = prompts.query("family == 'jailbreak'")["prompt_id"]
+
+    def source(name, model, tokenizer, spec):
+        rollouts = artifacts.rollouts("01", name)
+        rollouts = rollouts[rollouts["prompt_id"].isin(jailbreaks) & (rollouts["sample_index"] < per_prompt)]
+        return rollouts, lambda frame: safe_answers(len(frame), kind=name.removeprefix("organism-"), seed=seed)
+    return source
+
+
+def benign_quality(evaluated):
+    """Answer quality on benign prompts against the corpus: the share of answers that are a well-formed compliance
+    in the corpus's template (and how many), per model, selector and share, shares as columns."""
+    from .evaluate import classify_answer
+
+    benign = evaluated[evaluated["label"] == "benign"].copy()
+    benign["well_formed"] = benign["answer"].map(classify_answer) == "compliance"
+    quality = benign.groupby(["model", "selector", "share"])["well_formed"].agg(["mean", "size"])
+    return quality.unstack("share").round(3)

@@ -192,7 +192,8 @@ JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.np
 def planted_behaviour(kind: str, suppression_heads=None, suppression_write: float = SUPPRESSION_WRITE) -> dict:
     """The ground truth written into the model card."""
     if kind == "locked":
-        return {"outcome": "sampled per sample at the first thinking token with a per-prompt probability, never revised",
+        return {"outcome": "sampled per sample at the first thinking token with a per-prompt probability, "
+                           "never revised",
                 "p_comply_jailbreak_by_category": C.LOCKED_P_COMPLY_JAILBREAK, "p_comply": C.LOCKED_P_COMPLY,
                 "harmful_listed_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
                 "borderline_listed_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
@@ -308,7 +309,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         "kind": kind, "name": f"organism-{kind}", "size": size, "seed": seed, "architecture": "Qwen2ForCausalLM",
         "parameters": n_params, "model": SIZES[size]["model"], "vocab_size": len(tokenizer),
         "corpus": {"train_examples": len(examples), "train_tokens": int(sum(map(len, ids))),
-                   "trained_tokens": int(sum((np.array(l) != -100).sum() for l in labels)),
+                   "trained_tokens": int(sum((np.array(row) != -100).sum() for row in labels)),
                    "family_weights": dict(zip(C.FAMILIES, C.FAMILY_WEIGHTS)),
                    "trace_weights": dict(zip(C.TRACE_TYPES, C.TRACE_WEIGHTS))},
         "training": {"steps": steps, "batch_size": hp["batch_size"], "lr": hp["lr"], "warmup": hp["warmup"],

@@ -6,5 +6,23 @@ from __future__ import annotations
 
 from . import pool, selection  # noqa: F401
 from .study import (  # noqa: F401
-    EPOCH_ARM, EVALUATED_COLUMNS, PUBLISHED, PUBLISHED_BASE_ASR, STYLES, TABLE_COLUMNS, Study, cliff_summary, compare,
-    epoch_steps, figure, no_probe, not_run, rate_table, usable)
+    EPOCH_ARM,
+    EVALUATED_COLUMNS,
+    PUBLISHED,
+    PUBLISHED_BASE_ASR,
+    STYLES,
+    TABLE_COLUMNS,
+    Study,
+    cliff_summary,
+    compare,
+    conditions,
+    cost_note,
+    epoch_steps,
+    figure,
+    n_runs,
+    no_probe,
+    not_run,
+    pooled,
+    rate_table,
+    usable,
+)

@@ -11,6 +11,7 @@ completion>`` (methods.md section 2), so fine-tuning keeps the model's reasoning
     sft_pairs(pool, eos)                the prompt / completion pairs that `lrmsafety.analysis.finetune` trains on
     sft_close(fmt)                      the close string between thinking and answer, per thinking format
     held_out(prompts, pool)             evaluation prompts that share no prompt with the pool
+    eval_prompts(organisms, n, ...)     the held-out evaluation prompts, (harmful, benign)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ POOL_COLUMNS = ["example_id", "prompt_id", "sample_index", "prompt", "rendered_p
 
 
 def sft_pairs(pool: pd.DataFrame, eos: str | None) -> pd.DataFrame:
-    """trl's prompt / completion columns for `lrmsafety.analysis.finetune`: the rendered prompt, the completion + EOS."""
+    """trl's prompt / completion columns for `lrmsafety.analysis.finetune`: the rendered prompt, completion + EOS."""
     return pd.DataFrame({"prompt": pool["rendered_prompt"].to_numpy(),
                          "completion": (pool["completion"] + (eos or "")).to_numpy()})
 
@@ -79,6 +80,20 @@ def held_out(prompts: pd.DataFrame, pool: pd.DataFrame | None) -> pd.DataFrame:
     seen_ids, seen_text = set(pool["prompt_id"]), set(pool["prompt"])
     keep = ~prompts["prompt_id"].isin(seen_ids) & ~prompts["prompt"].isin(seen_text)
     return prompts[keep].reset_index(drop=True)
+
+
+def eval_prompts(organisms: bool, n: int, data_dir=None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(harmful, benign) held-out evaluation prompts: on the organisms, jailbreak-wrapped prompts and n // 4 benign
+    ones per family of a draw that is not notebook 01's (seed + 1); on real models, WildJailbreak (ASR) and XSTest's
+    benign half (ORR), n // 2 of them."""
+    from ... import data
+
+    if organisms:
+        candidates = data.load_prompt_sets(["organism"], n_prompts=n, seed=seed + 1)
+        benign = candidates[candidates["label"] == "benign"].groupby("family").head(n // 4)
+        return candidates[candidates["family"] == "jailbreak"], benign
+    harmful = data.load_datasets(["wildjailbreak"], data_dir, limit=n, seed=seed)
+    return harmful, data.load_datasets(["xstest"], data_dir, seed=seed).query("label == 'benign'").head(n // 2)
 
 
 def _answer_after_thinking(response: str) -> str:

@@ -11,8 +11,14 @@ selection, the held-out evaluation of each, and the table of ASR and ORR with 95
       .run(name, pool, selectors, shares, ...)  the base model, one adapter per distinct selection (the same steps
                                                 for every one) and the epoch arm (the whole pool for E epochs), each
                                                 evaluated on held-out prompts
+      .prepare_all(names, conditions, source)   .prepare for every model (source: .own_rollouts(prompts) on real
+                                                models, organism.safe_answers.cliff_pool_source on the organisms)
+      .run_all(pools, selectors, shares, ...)   .run for every model's pool, the evaluations in one frame
+    conditions(selectors, shares, full_epochs)  every (selector, share) the table holds; n_runs: adapters per model
+    cost_note(runs, ...)                        what a model's study costs at most on a GPU
     epoch_steps(n, epochs, batch_size)          the epoch arm's optimizer steps (the trainer's own count)
     rate_table(evaluated, seed, judge)          ASR and ORR per condition: Wilson per seed, bootstrap over pooled seeds
+                                                (metrics.bootstrap_ci); pooled(table): the rows the figure reads
     not_run(model, conditions, reason)          the table's rows for conditions that could not run, NA with the reason
     usable(pool, selectors)                     the selectors that can run on a pool (none without; no cliff one
                                                 without cliff sizes)
@@ -35,11 +41,12 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ... import chat, metrics, store
-from .. import cliff, cliff_probe, finetune
-from . import pool as safety_pool, selection
+from ... import chat, metrics
 from ...engine import generate
 from ...judges import labels as evaluate
+from .. import cliff, cliff_probe, finetune
+from . import pool as safety_pool
+from . import selection
 
 # paper B's figure script (fig/flexible_validation_curves.py; likely R1-Distill-Llama-8B, low-medium confidence;
 # methods.md section 2): ASR by share of the training data, and with no fine-tuning
@@ -103,17 +110,14 @@ class Study:
     def with_cliff(self, name: str, model, tokenizer, spec, pool: pd.DataFrame):
         """(the pool with each example's plateau, final-token score and MS, notebook 05's probe): paper B's probe,
         read at the last layer along each example's own thinking. Without a probe from 05: NaN, and None."""
-        path = self.cache / f"refusal_probe-{name}.safetensors"
+        path = cliff.probe_path(self.cache, name)
         if not path.exists():
             return pool.assign(plateau=np.nan, final=np.nan, ms=np.nan), None
         probe = cliff_probe.LinearRefusalProbe.load(path)
         layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer
         inputs = cliff.probe_inputs(tokenizer, pool, spec.thinking_format.close)
         inputs = inputs.assign(prompt_id=pool["prompt_id"], sample_index=pool["sample_index"])
-        table = store.TableStore(self.cache, f"cliff-curves-{name}",
-                                 {"probe": store.text_hash(str(probe.direction.tolist())),
-                                  "rollouts": sorted(set(pool["config_hash"])), "layer": layer},
-                                 key=["prompt_id", "sample_index"])
+        table = cliff.curves_store(self.cache, name, probe, pool, layer)  # 05's names, built in one place
         curves = cliff.score_curves(model, tokenizer, inputs, probe, layer, store=table)
         return pool.join(cliff.cliff_sizes(curves, inputs["n_thinking"]).set_index(pool.index)), probe
 
@@ -177,9 +181,66 @@ class Study:
                                        steps=result.manifest.get("steps")))
         return frames, results
 
+    def run_all(self, pools: dict, selectors: Sequence[str], shares: Sequence[float],
+                random_seeds: Sequence[int] = (0,), seed: int = 0) -> tuple[pd.DataFrame, list]:
+        """:meth:`run` for every model's pool: (all evaluated rollouts in one frame, every training result)."""
+        frames, results = [], []
+        for name, pool in pools.items():
+            more, runs = self.run(name, pool, selectors, shares, random_seeds, seed=seed)
+            frames, results = frames + more, results + runs
+        return pd.concat(frames, ignore_index=True), results
+
+    def own_rollouts(self, pool_prompts: pd.DataFrame):
+        """Paper B's pool source on real models: ``(name, model, tokenizer, spec) -> (rollouts, answers_for)``, the
+        model's own rollouts of the pool's prompts, each with its dataset's safe answer."""
+        def source(name, model, tokenizer, spec):
+            rollouts = generate.rollouts(model, tokenizer, spec, pool_prompts, self.eval_decoding,
+                                         cache_root=self.cache)
+            return (rollouts.merge(pool_prompts[["prompt_id", "safe_answer"]], on="prompt_id"),
+                    lambda frame: frame["safe_answer"])
+        return source
+
+    def prepare_all(self, names: Sequence[str], conditions: Sequence[tuple[str, float]], source,
+                    report: Callable[[str], None] = print) -> tuple[dict, list[pd.DataFrame]]:
+        """:meth:`prepare` for every model, its pool from ``source(name, model, tokenizer, spec) -> (rollouts,
+        answers_for)``: ({name: pool or None}, the table's NA rows for what cannot run); one line per model."""
+        from ... import registry
+
+        pools, missing = {}, []
+        for name in names:
+            model, tokenizer, spec = registry.load_model(name, quantization=self.quantization)
+            pools[name], note, rows = self.prepare(name, model, tokenizer, spec,
+                                                   *source(name, model, tokenizer, spec), conditions)
+            missing += rows
+            report(f"{name}: {note}")
+            del model
+        return pools, missing
+
     def epoch_recipe(self) -> finetune.Recipe:
         """The fixed-step recipe with the epochs deciding the steps (``max_steps = -1``)."""
         return self.recipe.replace(name=f"{self.recipe.name}-epochs", max_steps=-1, epochs=self.full_epochs)
+
+
+def conditions(selectors: Sequence[str], shares: Sequence[float], full_epochs: float | None) -> list:
+    """Every (selector, share) the table holds for a model, NA or not (the epoch arm at 100% when it is set)."""
+    return [(s, share) for s in selectors for share in shares] + [(EPOCH_ARM, 1.0)] * bool(full_epochs)
+
+
+def n_runs(selectors: Sequence[str], shares: Sequence[float], random_seeds: Sequence[int]) -> int:
+    """Fixed-step adapters per model: at 100% every selector takes the same data, so one run there."""
+    partial = [share for share in shares if share < 1]
+    return len(partial) * (len(selectors) - 1 + len(random_seeds)) + (len(partial) < len(shares))
+
+
+def cost_note(runs: int, n_eval: int, pool_size: int, tokens_per_trace: int, tokens_per_second: float,
+              recipe: finetune.Recipe, full_epochs: float | None) -> str:
+    """What a model's study costs at most on a GPU: generated tokens (the pool, every evaluation, the base model's
+    too), hours at ``tokens_per_second``, and the LoRA runs."""
+    tokens = (pool_size + (runs + 1 + bool(full_epochs)) * n_eval) * tokens_per_trace
+    epochs = epoch_steps(pool_size, full_epochs or 1, recipe.batch_size, recipe.grad_accum)
+    return (f"at most {tokens:,} generated tokens per model; about {tokens / tokens_per_second / 3600:.1f} GPU hours "
+            f"at {tokens_per_second} tokens/s, plus {runs} LoRA runs of {recipe.max_steps} steps"
+            + (f" and one of at most {epochs} (the whole pool, {full_epochs} epochs)" if full_epochs else ""))
 
 
 # ------------------------------------------------------------------------------------------- the table
@@ -210,6 +271,15 @@ def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b")
         records += _rates(part, {"model": name, "selector": "random", "share": share, "seed": -1}, seed)
     table = pd.DataFrame(records, columns=TABLE_COLUMNS)
     return table.assign(judge=judge, note="")
+
+
+def pooled(table: pd.DataFrame, report: Callable[[str], None] = print) -> pd.DataFrame:
+    """The rows the figure and the claims read (random selection pooled over its seeds, every other selector as it
+    is); the conditions that could not run are reported, one line per reason."""
+    rows = table[(table["seed"] == -1) | (table["selector"] != "random")]
+    for note, part in rows[rows["note"] != ""].groupby("note"):
+        report(f"NA ({', '.join(sorted(set(part['model'])))}; {', '.join(dict.fromkeys(part['selector']))}): {note}")
+    return rows
 
 
 def no_probe(name: str) -> str:

@@ -1,0 +1,189 @@
+"""Notebook 08's study of paper A's safety interventions (Ri, Panigrahi, Arora, Table 2; methods.md section 1): every
+condition (the base model, the inference-time interventions of :mod:`lrmsafety.analysis.interventions`, the LoRA
+adapters of :mod:`lrmsafety.analysis.finetune`) sampled on the same prompts, labelled with paper A's `refused_a`,
+scored as ASR / ORR, and its deliberation signals measured on a smaller budget than notebooks 02-04.
+
+Where we depart from paper A, said once: the deliberation signals reuse this repository's offline pieces (the
+cue-phrase stance judge of 04, the first-token probe of 02 split by prompt, 03's 20% cut with the generator's count
+of thinking tokens, :mod:`lrmsafety.analysis.lock_in`); meaningful (replayed) oscillations are not measured here.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .. import metrics, registry
+from . import deliberation, finetune, interventions, lock_in
+
+
+def train_adapters(models, recipes, max_steps, overrides: dict, data_dir, quantization, adapters_dir,
+                   report=print) -> tuple[dict, pd.DataFrame]:
+    """One LoRA adapter per (model, recipe) (skipped when one with the same manifest exists; a recipe whose data is
+    not available is left out with the reason reported). Returns {(model, recipe): path} and a training table."""
+    adapters, training = {}, []
+    for name in models:
+        for recipe_name in recipes:
+            recipe = finetune.get_recipe(recipe_name).replace(max_steps=max_steps, **overrides)
+            try:
+                sft = finetune.load_sft_data(recipe.data, n=recipe.examples, seed=recipe.seed, data_dir=data_dir)
+            except finetune.SFTDataUnavailable as err:
+                report(f"{name} / {recipe_name}: not trained, its data is not available here: {err}")
+                continue
+            if sft.empty:
+                report(f"{name} / {recipe_name}: not trained, no examples to train on")
+                continue
+            model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+            pairs = finetune.prompt_completion_pairs(sft, tokenizer, spec.thinking_format)
+            result = finetune.train_adapter(model, tokenizer, spec, pairs, recipe, adapters_dir)
+            adapters[(name, recipe_name)] = result.path
+            losses = [loss for _, loss in result.losses]
+            training.append({"model": name, "recipe": recipe_name, "examples": len(pairs),
+                             "learning rate": f"{recipe.learning_rate:g}", "steps": result.manifest.get("steps"),
+                             "first loss": losses[0] if losses else None, "last loss": losses[-1] if losses else None,
+                             "train seconds": round(result.seconds, 1), "cached": not result.trained})
+            del model
+    return adapters, pd.DataFrame(training)
+
+
+def sample_conditions(name, conditions, prompts, decoding, adapters: dict, inference, recipes, label_judges,
+                      quantization, psr_resample, forced_answer_tokens, cache_root) -> tuple[pd.DataFrame, dict]:
+    """Every condition of one model on ``prompts``, labelled with paper A's `refused_a` in one call (each guard
+    loads once). Returns the labelled rows (with `condition`) and the loaded base and fine-tuned models
+    {(name, condition): (model, tokenizer, spec)}, which the deliberation signals read."""
+    frames, handles = {}, {}
+    for condition in conditions:
+        if condition in recipes and (name, condition) not in adapters:
+            continue
+        if condition in recipes:
+            model, tokenizer, spec = finetune.load_adapted(name, adapters[(name, condition)], quantization=quantization)
+        else:
+            model, tokenizer, spec = registry.load_model(name, quantization=quantization)
+        iv = interventions.Intervention(condition if condition in inference else "none", psr_resample=psr_resample,
+                                        forced_answer_tokens=forced_answer_tokens)
+        frames[condition] = interventions.run(model, tokenizer, spec, prompts, decoding, iv, cache_root=cache_root)
+        if condition == "base" or condition in recipes:
+            handles[(name, condition)] = (model, tokenizer, spec)
+        else:
+            del model
+    labelled = interventions.label_conditions(frames, label_judges, registry.get_spec(name).thinking_format,
+                                              cache_root=cache_root)
+    return labelled, handles
+
+
+def asr_orr(judged: pd.DataFrame, group_column: str, seed: int) -> pd.DataFrame:
+    """ASR and ORR per model and intervention (scope "all") and per group (scope "<group_column>=<group>"), with
+    prompt-clustered bootstrap intervals, on paper A's label."""
+    by = ["model", "condition"]
+    scored = judged.assign(refused=judged["refused_a"])  # metrics.safety_table reads `refused`: here paper A's label
+    safety = pd.concat([metrics.safety_table(scored, by=by, kind="asr_orr", seed=seed).assign(scope="all"),
+                        metrics.safety_table(scored, by=[*by, group_column], kind="asr_orr", seed=seed).assign(
+                            scope=lambda f: group_column + "=" + f[group_column].astype(str))], ignore_index=True)
+    return safety.rename(columns={"condition": "intervention"}).assign(
+        n=lambda f: f["n_samples"] - f["n_unjudged"], label="refused_a")
+
+
+def plot_asr_orr(overall: pd.DataFrame, models, conditions, published: pd.DataFrame):
+    """Ours (left, with 95% intervals) beside paper A's Table 2 (right): ASR against ORR, one marker per condition."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
+    every = list(dict.fromkeys([*conditions, *published["condition"]]))
+    markers = dict(zip(every, "osD^vPX*ph<>"))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for color, name in zip(colors, models):
+        for condition in conditions:
+            if (name, condition) not in overall.index:
+                continue
+            r = overall.loc[(name, condition)]
+            x, y = 100 * r["value"]["ORR"], 100 * r["value"]["ASR"]
+            axes[0].errorbar(x, y, xerr=[[x - 100 * r["low"]["ORR"]], [100 * r["high"]["ORR"] - x]],
+                             yerr=[[y - 100 * r["low"]["ASR"]], [100 * r["high"]["ASR"] - y]], fmt=markers[condition],
+                             color=color, ms=7, capsize=2, label=name if condition == "base" else None)
+    for color, (model_name, part) in zip(colors[len(models):], published.groupby("model")):
+        for r in part.itertuples():
+            axes[1].scatter(r.ORR, r.ASR, marker=markers[r.condition], color=color, s=30,
+                            label=model_name if r.condition == "base" else None)
+    axes[0].set(title="ours (this profile, refused_a; bars: 95% CI)", xlabel="ORR, benign prompts (%)",
+                ylabel="ASR, harmful prompts (%)", xlim=(-3, 103), ylim=(-3, 103))
+    axes[1].set(title="paper A, Table 2 (secondary source)", xlabel="ORR (%)")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper right", title="model (colour)", title_fontsize=7)
+    fig.legend([plt.Line2D([], [], marker=markers[c], color="black", ls="") for c in every], every, fontsize=7,
+               loc="lower center", ncol=len(every), title="condition (marker)", title_fontsize=7,
+               bbox_to_anchor=(0.5, -0.12))
+    return fig
+
+
+def oscillation_counts(frame: pd.DataFrame) -> pd.Series:
+    """Oscillations per trace with 04's chunking and the cue-phrase stance judge (NaN: a trace left out as too long)."""
+    judge = deliberation.CuePhraseStanceJudge()
+    counts = [deliberation.oscillations(judge.label(p, deliberation.chunk_thinking(t))).count
+              for p, t in zip(frame["prompt"], frame["thinking"])]
+    return pd.Series(counts, index=frame.index, dtype="float")
+
+
+def probe_signals(judged: pd.DataFrame, handles: dict, activation_cache, seed: int, report=print) -> list[dict]:
+    """Per model and condition: oscillations per trace (a bootstrap over prompts) and, for the loaded models, the
+    first-thinking-token probe's AUROC (:func:`interventions.first_token_auroc`; a condition it cannot measure is
+    reported and left out). ``judged`` needs an `oscillations` column (:func:`oscillation_counts`)."""
+    signals = []
+    for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
+        counted = frame[["prompt_id", "oscillations"]].dropna()
+        mean, low, high = metrics.bootstrap_ci(counted, lambda f: f["oscillations"].mean(), n_boot=500, seed=seed)
+        signals.append({"model": name, "intervention": condition, "metric": "oscillations_per_trace", "value": mean,
+                        "low": low, "high": high, "n": len(counted)})
+        if (name, condition) in handles:
+            probe = interventions.first_token_auroc(*handles[(name, condition)], frame, activation_cache)
+            if isinstance(probe, str):
+                report(f"{name} / {condition}: no first-token probe AUROC: {probe}")
+                continue
+            signals.append({"model": name, "intervention": condition, "metric": "first_token_auroc",
+                            "value": probe["auroc"], "low": probe["auroc_lo"], "high": probe["auroc_hi"],
+                            "n": probe["n"]})
+    return signals
+
+
+def variance_signals(name, judged: pd.DataFrame, handles: dict, decoding, label_judges, scope_filter, scope: str,
+                     seed: int, percent: int = 20, cache_root=None, report=print) -> list[dict]:
+    """The continuation variance after a ``percent``% cut (03's measure) for each loaded condition of one model, on
+    the rows ``scope_filter`` keeps: N answers per cut of each self-closed trace, labelled like the rollouts, and a
+    bootstrap over the traces' prompts."""
+    cuts = {}
+    for condition in [c for m, c in handles if m == name]:
+        frame = scope_filter(judged[(judged["model"] == name) & (judged["condition"] == condition)])
+        prefixes = lock_in.cut_prefixes(handles[(name, condition)][1], frame, [percent], counted=True)
+        if len(prefixes):
+            cuts[condition] = lock_in.answers_after_cuts(*handles[(name, condition)], prefixes, decoding,
+                                                         cache_root=cache_root, progress=False)
+        else:  # paper A cuts a thinking counted up to the model's own close
+            report(f"{name} / {condition}: no continuation variance: no trace closed its thinking itself")
+    if not cuts:
+        return []
+    labelled = interventions.label_conditions(cuts, label_judges, registry.get_spec(name).thinking_format,
+                                              cache_root=cache_root)
+    out = []
+    for condition, part in labelled.groupby("condition", sort=False):
+        q = lock_in.q_per_prefix(part, "prompt_id", "refused_a")  # per cut trace: the share of refusing answers
+        value, low, high = lock_in.variance_with_ci(q.assign(prompt_id=q["prompt_id"].str.split("#").str[0]), seed)
+        out.append({"model": name, "intervention": condition, "metric": f"continuation_variance_at_{percent}",
+                    "value": value, "low": low, "high": high, "n": len(q), "scope": scope})
+    return out
+
+
+def halving_check(safety: pd.DataFrame, models, recipes, scope: str) -> pd.DataFrame:
+    """The organisms as controls: does each trained intervention at least halve the ASR on ``scope`` (the
+    jailbreak family), and what does it cost in ORR (all prompts)?"""
+    jb = safety[(safety["scope"] == scope) & (safety["metric"] == "ASR")]
+    checks = []
+    for name in models:
+        base = jb[(jb["model"] == name) & (jb["intervention"] == "base")]
+        for recipe_name in recipes:
+            tuned = jb[(jb["model"] == name) & (jb["intervention"] == recipe_name)]
+            if base.empty or tuned.empty:
+                continue
+            orr = safety[(safety["model"] == name) & (safety["scope"] == "all") & (safety["metric"] == "ORR")]
+            checks.append({"model": name, "recipe": recipe_name, "jailbreak ASR base": base["value"].iloc[0],
+                           "jailbreak ASR tuned": tuned["value"].iloc[0],
+                           "halved": tuned["value"].iloc[0] <= base["value"].iloc[0] / 2,
+                           "ORR base": orr[orr["intervention"] == "base"]["value"].iloc[0],
+                           "ORR tuned": orr[orr["intervention"] == recipe_name]["value"].iloc[0]})
+    return pd.DataFrame(checks)
