@@ -1,0 +1,47 @@
+"""lrmsafety.store: a folder per configuration, parts appended atomically, a manifest that guards the hash."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrmsafety import store
+
+
+def test_a_store_keeps_the_first_copy_of_a_key_and_reports_what_is_pending(tmp_path):
+    table = store.TableStore(tmp_path, "rollouts", {"k": 1}, key=["prompt_id", "sample_index"])
+    table.append(pd.DataFrame({"prompt_id": ["a", "b"], "sample_index": [0, 0], "text": ["first", "x"]}))
+    table.append(pd.DataFrame({"prompt_id": ["a"], "sample_index": [0], "text": ["second"]}))
+    read = table.read()
+    assert read.set_index("prompt_id").loc["a", "text"] == "first" and len(read) == 2
+    assert table.pending([("a", 0), ("b", 1)]) == [("b", 1)]
+    assert [p.name for p in table.parts] == ["part-000000.parquet", "part-000001.parquet"]
+
+
+def test_another_configuration_gets_another_folder_and_a_tampered_manifest_is_refused(tmp_path):
+    first = store.TableStore(tmp_path, "rollouts", {"k": 1}, key=["id"])
+    second = store.TableStore(tmp_path, "rollouts", {"k": 2}, key=["id"])
+    assert first.dir != second.dir and first.hash == store.config_hash({"k": 1})
+    manifest = first.dir / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "config": {"k": 3}}))
+    with pytest.raises(RuntimeError, match="another configuration"):
+        store.TableStore(tmp_path, "rollouts", {"k": 1}, key=["id"])
+
+
+def test_rows_without_the_key_columns_are_refused(tmp_path):
+    table = store.TableStore(tmp_path, "t", {}, key=["prompt_id"])
+    with pytest.raises(ValueError, match="key columns"):
+        table.append(pd.DataFrame({"text": ["x"]}))
+
+
+def test_tensors_round_trip(tmp_path):
+    path = store.save_tensors(tmp_path / "states.safetensors", {"h": np.arange(6, dtype=np.float32).reshape(2, 3)},
+                              metadata={"layer": 4})
+    assert np.array_equal(store.load_tensors(path)["h"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_hashes_do_not_depend_on_key_order():
+    assert store.config_hash({"a": 1, "b": [1, 2]}) == store.config_hash({"b": [1, 2], "a": 1})
+    assert store.text_hash(None) == store.text_hash("")
