@@ -18,27 +18,29 @@
 # What this run of the pipeline stands on: library versions, the device, where the benchmark prompts are read
 # from, and the models of the chosen profile. Every later notebook assumes what this one prints.
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import platform

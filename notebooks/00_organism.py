@@ -37,33 +37,35 @@
 # This notebook shows the corpus, sample traces, and the behaviour **measured** by sampling the trained models on
 # held-out phrasings (temperature 1.0), next to the targets the organisms were built to meet.
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 
 # %%
 import pandas as pd
 
-from lrmsafety import data, ledger, organism, paths, plots, registry
+from lrmsafety import data, ledger, organism, plots, registry
 from lrmsafety.engine import generate
 from lrmsafety.organism import card
 
@@ -111,7 +113,7 @@ samples = {}
 for name in organisms:
     model, tokenizer, spec = registry.load_model(name)
     print(card.card_line(name, spec.local_path()))
-    frame = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=paths.CACHE_DIR / profile)
+    frame = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=S.cache)
     samples[name] = card.annotate(frame.merge(prompts[["prompt_id", "family", "category"]], on="prompt_id"))
 
 # %% [markdown]
@@ -131,8 +133,7 @@ for name, frame in samples.items():
 
 # %%
 behaviour = card.behaviour_table(samples)
-(paths.RESULTS_DIR / profile).mkdir(parents=True, exist_ok=True)
-behaviour.to_csv(paths.RESULTS_DIR / profile / "00_organism_behaviour.csv", index=False)
+behaviour.to_csv(S.results / "00_organism_behaviour.csv", index=False)
 behaviour.round(3)
 
 # %%

@@ -34,18 +34,19 @@
 # permutation test of the whole cross-validated pipeline (whole prompts' labels exchanged within their family, every
 # fold refitted, `permutations` times); "no signal" is judged by its p-value.
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
@@ -55,17 +56,17 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import pandas as pd
 
-from lrmsafety import data, ledger, paths, plots, registry
+from lrmsafety import data, ledger, plots, registry
 from lrmsafety.analysis import activations, first_token, probes
 
 plots.set_theme()
-cache = paths.CACHE_DIR / profile
-prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
+cache = S.cache
+prompts = data.profile_prompts(P)
 group_column = data.group_column(prompts)
 
 # %% [markdown]
@@ -105,7 +106,7 @@ for name, (model, tokenizer, frame, n_layers) in runs.items():
     controls += first_token.controls(name, frame, tokenizer, first, P.seed)
     nulls += first_token.permutation_rows(name, frame, first, state_a, group_column, P.permutations, P.seed, cache)
 probe_table = first_token.probe_table(tables, skipped, nulls)
-probe_table.to_csv(paths.RESULTS_DIR / profile / "02_first_token_probe.csv", index=False)
+probe_table.to_csv(S.results / "02_first_token_probe.csv", index=False)
 probe_table[["model", "feature", "group", "auroc", "auroc_lo", "auroc_hi", "bacc", "bacc_lo", "bacc_hi", "perm_p",
              "null_low", "null_high", "n", "n_pos"]].round(3)
 

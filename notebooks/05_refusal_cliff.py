@@ -44,18 +44,19 @@
 # - *Cliff size* per trace: MS = max over the thinking − score at the last token (the paper); the official ranking
 #   uses the final score alone (we report both).
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
@@ -65,24 +66,21 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import time
 
 import pandas as pd
 
-from lrmsafety import data, ledger, organism, paths, plots, registry
+from lrmsafety import data, ledger, organism, plots, registry
 from lrmsafety.analysis import cliff, cliff_controls, cliff_probe
 from lrmsafety.engine import generate
 
 started = time.perf_counter()
 plots.set_theme()
-cache = paths.CACHE_DIR / profile
-results = paths.RESULTS_DIR / profile
-results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(P.cliff_prompt_sets or P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir,
-                                seed=P.seed)
+cache, results = S.cache, S.results
+prompts = data.profile_prompts(P, P.cliff_prompt_sets)
 group_column = data.group_column(prompts)
 decoding = cliff.rollout_decoding(P.cliff_rollouts, samples_per_prompt=P.samples_per_prompt, batch_size=P.batch_size,
                                   max_thinking_tokens=P.max_thinking_tokens, max_answer_tokens=P.max_answer_tokens,

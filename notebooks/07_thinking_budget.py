@@ -24,42 +24,42 @@
 # **Method**: the same harmful prompts, K samples each, under four decoding configurations with SafeChain's exact
 # strings; each sample judged; Safe@1, Safe@K, ConsSafe@K with 95% bootstrap intervals, and the tokens spent.
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lrmsafety import data, metrics, paths, plots, registry
+from lrmsafety import data, metrics, plots, registry
 from lrmsafety.engine import generate
 from lrmsafety.judges import labels
 
 plots.set_theme()
-cache = paths.CACHE_DIR / profile
-results = paths.RESULTS_DIR / profile
-results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
+cache, results = S.cache, S.results
+prompts = data.profile_prompts(P)
 harmful = prompts[prompts["label"] == "harmful"].reset_index(drop=True)
 if P.budget_prompts:
     harmful = data.sample_per_group(harmful, P.budget_prompts, seed=P.seed).reset_index(drop=True)

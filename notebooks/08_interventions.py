@@ -32,27 +32,29 @@
 # budget: oscillations per trace (04's chunking and stance judge), the first-thinking-token probe (02's pipeline,
 # split by prompt) and the continuation variance at a 20% cut (03's).
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import time
@@ -61,7 +63,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers.utils import logging as hf_logging
 
-from lrmsafety import data, paths, plots
+from lrmsafety import data, plots
 from lrmsafety.analysis import intervention_study as study
 from lrmsafety.analysis import interventions
 from lrmsafety.engine import generate
@@ -69,10 +71,8 @@ from lrmsafety.engine import generate
 hf_logging.disable_progress_bar()  # one "Loading weights" bar per condition otherwise
 started = time.perf_counter()
 plots.set_theme()
-cache = paths.CACHE_DIR / profile
-results = paths.RESULTS_DIR / profile
-results.mkdir(parents=True, exist_ok=True)
-prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
+cache, results = S.cache, S.results
+prompts = data.profile_prompts(P)
 group_column = data.group_column(prompts)
 studied = data.sample_per_group(prompts, P.intervention_prompts, seed=P.seed)
 contested = "jailbreak" if "jailbreak" in set(studied[group_column]) else None

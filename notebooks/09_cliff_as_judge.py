@@ -46,18 +46,19 @@
 # jailbreaks conclude "harmful" and comply anyway), so selection by cliff should beat random at the smallest
 # shares; `organism-deliberative` has no cliff, so the two should not differ.
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
@@ -67,7 +68,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # what earlier notebooks stored, opened by name
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import time
@@ -75,7 +76,7 @@ import time
 import pandas as pd
 from transformers.utils import logging as hf_logging
 
-from lrmsafety import data, ledger, paths, plots
+from lrmsafety import data, ledger, plots
 from lrmsafety.analysis import cliff_as_judge as caj
 from lrmsafety.analysis import finetune
 from lrmsafety.analysis.cliff_as_judge import pool as safety_pool
@@ -84,11 +85,10 @@ from lrmsafety.engine import generate
 hf_logging.disable_progress_bar()  # the base model is loaded once per adapter: no wall of loading bars
 plots.set_theme()
 started = time.perf_counter()
-results = paths.RESULTS_DIR / profile
-results.mkdir(parents=True, exist_ok=True)
+results = S.results
 organisms = P.prompt_sets == ["organism"]
 studied = [m for m in P.models if P.cliff_models is None or m in P.cliff_models]
-prompts = data.load_prompt_sets(P.prompt_sets, n_prompts=P.n_prompts, data_dir=P.data_dir, seed=P.seed)
+prompts = data.profile_prompts(P)
 eval_decoding = generate.Decoding(samples_per_prompt=1, max_thinking_tokens=P.max_thinking_tokens,
                                   max_answer_tokens=P.eval_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 recipe = finetune.Recipe(name="cliff-as-a-judge", data="09 pool", **P.cliff_train)
@@ -100,7 +100,7 @@ print(f"models: {studied}; shares: {P.cliff_shares}; selectors: {P.cliff_selecto
 
 # %%
 eval_harmful, eval_benign = safety_pool.eval_prompts(organisms, P.cliff_eval_prompts, P.data_dir, P.seed)
-study = caj.Study(paths.CACHE_DIR / profile, P.label_judges, P.quantization, recipe,
+study = caj.Study(S.cache, P.label_judges, P.quantization, recipe,
                   pd.concat([eval_harmful, eval_benign], ignore_index=True), eval_decoding,
                   full_epochs=P.cliff_full_epochs)
 if organisms:

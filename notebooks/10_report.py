@@ -28,34 +28,36 @@
 # paper did not study it), within the ledger's tolerance. A claim whose table is missing is *not measured*, with
 # the reason; it never disappears.
 
-# %% Colab: install the repository (does nothing outside Colab)
+# %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO = "https://github.com/lrmsafety/lrmsafety"  # the repository's public address; point it at your fork
-    if not os.path.exists("lrmsafety"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "lrmsafety"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lrmsafety[quant,online]"], check=True)
-    os.chdir("lrmsafety/notebooks")
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    if not os.path.exists(HOME):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
+    sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
 
 # %%
-from lrmsafety import params
+from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 from lrmsafety import ledger as claims
 from lrmsafety import paths, plots, report
 
 plots.set_theme()
-results = paths.RESULTS_DIR / profile
+results = S.results
 out_dir = paths.REPO_ROOT / "paper" / profile
 control = profile in claims.CONTROL_PROFILES
 ledger = claims.load_ledger()
@@ -70,7 +72,6 @@ print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims
 # On the full profiles a measure that does not fit its table is a ledger error (it stops here, naming the fix);
 # the tiny smoke tables may lack a column (no oscillation at all), which is then "not measured".
 filled = claims.fill(ledger, results, profile, P.models, strict=profile in ("organism", "paper"))
-results.mkdir(parents=True, exist_ok=True)
 filled.to_csv(results / "10_claims.csv", index=False)  # the filled ledger, one row per claim × measure × model
 print("verdicts:", claims.verdict_counts(filled))
 view = filled[["claim_id", "measure_id", "model", "published", "target", "ours", "low", "high", "n", "verdict"]]

@@ -27,13 +27,15 @@ NOTEBOOK_FILES = {path.stem[:2]: path.stem for path in (paths.REPO_ROOT / "noteb
 
 
 class Artifacts:
-    """The artifacts of one profile (``S = artifacts.Artifacts(profile)``)."""
+    """The artifacts of one profile (``S = artifacts.Artifacts(profile)``): ``S.cache`` and ``S.results`` are its
+    cache and results folders."""
 
     def __init__(self, profile: str):
         self.profile = profile
         self.cache = paths.CACHE_DIR / profile
         self.results = paths.RESULTS_DIR / profile
         self.index = self.results / "artifacts"
+        self.results.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ writing
     def publish_rollouts(self, notebook: str, model: str, rollouts: pd.DataFrame) -> Path:

@@ -408,6 +408,13 @@ def _flatten(value: Any) -> str | None:
 ORGANISM_PROMPTS = "organism"
 
 
+def profile_prompts(params, prompt_sets: Iterable[str] | None = None) -> pd.DataFrame:
+    """A profile's prompts (``params``: :func:`lrmsafety.params.load`): ``prompt_sets`` or the profile's own, with
+    its ``n_prompts``, ``data_dir`` and ``seed``."""
+    return load_prompt_sets(prompt_sets or params.prompt_sets, n_prompts=params.n_prompts, data_dir=params.data_dir,
+                            seed=params.seed)
+
+
 def load_prompt_sets(names: Iterable[str], n_prompts: int | None = None, data_dir=None, seed: int = 0,
                      split: str = "test") -> pd.DataFrame:
     """The prompts a notebook runs on: benchmark datasets, or ``"organism"`` for the organisms' own held-out
