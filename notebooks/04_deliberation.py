@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from lrmsafety import data, ledger, plots, registry
-from lrmsafety.analysis import deliberation, lock_in
+from lrmsafety.analysis import deliberation, lock_in, paper_a_measures
 from lrmsafety.engine import generate
 
 plots.set_theme()
@@ -164,15 +164,15 @@ if len(replayed):
 # everywhere, where "no signal" is judged by the permutation p-value of notebook 02 (p ≥ 0.05) and "chance" by
 # what answers that ignore the thinking would give (4q(1−q)(N−1)/N at the family's refusal rate q; the locked
 # share expected from each prompt's own compliance rate). The row for a real model is the reproduction itself.
-# The targets (`deliberation.PAPER_A_TARGETS`) are not in the claims ledger, so the verdicts are judged here.
+# The targets (`paper_a_measures.PAPER_A_TARGETS`) are not in the claims ledger, so the verdicts are judged here.
 
 # %%
-table = deliberation.paper_a_measures(
+table = paper_a_measures.paper_a_measures(
     P.models, pd.read_csv(results / "02_first_token_probe.csv"), pd.read_csv(results / "03_lock_in_prefixes.csv"),
     pd.read_csv(results / "01_metrics.csv"), annotated if len(replayed) else None, prompts, group_column, P.seed)
 table.to_csv(results / "paper_a_measures.csv", index=False)
 if profile == "organism":
-    verdicts = deliberation.paper_a_verdicts(table)
+    verdicts = paper_a_measures.paper_a_verdicts(table)
     verdicts.to_csv(results / "paper_a_verdicts.csv", index=False)
     display(verdicts.round(3))
 wide = table.pivot_table(index="measure", columns="model", values="value", sort=False)

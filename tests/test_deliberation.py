@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from lrmsafety.analysis import deliberation as dl
+from lrmsafety.analysis import paper_a_measures
 
 # ------------------------------------------------------------------------------------------------- chunking
 
@@ -295,7 +296,8 @@ def test_paper_a_verdicts_against_planted_targets():
                          ("oscillations while already locked", 0.5, 0.3, 0.7, np.nan),
                          ("locked share expected by chance", 0.45, np.nan, np.nan, np.nan)],
                         columns=["measure", "value", "low", "high", "perm_p"]).assign(model="organism-null")
-    verdicts = dl.paper_a_verdicts(pd.concat([table, null], ignore_index=True)).set_index(["model", "measure"])
+    verdicts = paper_a_measures.paper_a_verdicts(pd.concat([table, null], ignore_index=True))
+    verdicts = verdicts.set_index(["model", "measure"])
     assert verdicts.loc[("organism-locked", "first-token AUROC"), "met"]
     assert verdicts.loc[("organism-locked", "Safe@K minus Safe@1"), "met"]  # 0.3 - 0.5 <= -0.1
     assert verdicts.loc[("organism-locked", "continuation variance at B = 0%"), "met"] is None  # not measured

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .. import metrics
+
 OUTCOMES = ("refused harmful", "complied harmful", "benign", "refused benign")
 # the official figure's "Normal Prompts" line (RefusalCliff fig/run.sh, curve annotations; its "Safe Plateau" line is
 # the ledger's B7.plateau), per model, over the official mean curve
@@ -116,10 +118,9 @@ def _cluster_means(matrix: np.ndarray, clusters: Sequence, n_boot: int, seed: in
     counts = np.zeros((n, matrix.shape[1]))
     np.add.at(sums, codes, np.nan_to_num(matrix))
     np.add.at(counts, codes, ~np.isnan(matrix))
-    rng = np.random.default_rng(seed)
     boots = np.empty((n_boot, matrix.shape[1]))
-    for b in range(n_boot):
-        weight = np.bincount(rng.integers(0, n, n), minlength=n)[:, None]
+    for b, drawn in enumerate(metrics.bootstrap_draws(n, n_boot, seed)):  # the package's one resampling
+        weight = np.bincount(drawn, minlength=n)[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             boots[b] = (weight * sums).sum(0) / (weight * counts).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
