@@ -40,7 +40,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import platform

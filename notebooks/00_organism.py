@@ -59,7 +59,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 
 # %%
@@ -98,7 +98,7 @@ pd.crosstab([corpus["organism"], corpus["trace"]], corpus["family"])
 # the null organism the answer itself (position 1: after the thinking).
 
 # %%
-plots.save_figure(card.decision_figure(corpus, plots.PALETTE), "00_organism_decision_point", profile)
+plots.save_figure(card.decision_figure(corpus, plots.PALETTE), "00_organism_decision_point", S.run)
 
 # %% [markdown]
 # ## Sampling the trained organisms
@@ -144,11 +144,11 @@ wide.style.format("{:.1%}") if len(wide) else wide
 card.checks(samples, behaviour)
 
 # %%
-plots.save_figure(card.behaviour_figure(behaviour, plots.PALETTE), "00_organism_behaviour", profile)
+plots.save_figure(card.behaviour_figure(behaviour, plots.PALETTE), "00_organism_behaviour", S.run)
 
 # %% [markdown]
 # ## The claims ledger
 # The card's measure that the ledger holds (B7.planted: the planted refusal cliff), against its planted target.
 
 # %%
-ledger.board("00_organism", profile, P.models)
+ledger.board("00_organism", profile, P.models, S.results)

@@ -50,7 +50,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import matplotlib.pyplot as plt
@@ -167,4 +167,4 @@ for i, name in enumerate(names):
 ax.set_xticks(range(len(order)), order)
 ax.set(ylim=(0, 1), ylabel="rate", title=f"Safety metrics, {P.samples_per_prompt} samples per prompt (95% CI)")
 ax.legend(fontsize=8)
-plots.save_figure(fig, "01_safety_metrics", profile)
+plots.save_figure(fig, "01_safety_metrics", S.run)

@@ -56,7 +56,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import pandas as pd
@@ -121,7 +121,7 @@ sweeps = [probes.layer_sweep({layer: array[:, 0, :] for layer, array in first_st
                              frame["refused"].astype(int).to_numpy(), frame["prompt_id"].to_numpy(),
                              n_boot=100).assign(model=name) for name, (_, _, frame, _) in runs.items()]
 sweep = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame(columns=["model", "layer", "auroc"])
-plots.save_figure(first_token.sweep_figure(sweep), "02_layer_sweep", profile)
+plots.save_figure(first_token.sweep_figure(sweep), "02_layer_sweep", S.run)
 
 # %% [markdown]
 # ## The "refusal valley": J(t) along the trace
@@ -134,7 +134,7 @@ valley = {}
 for name, (model, tokenizer, frame, n_layers) in runs.items():
     valley |= first_token.valley_curves(cache, name, model, tokenizer, frame, n_layers,
                                         registry.get_spec(name).thinking_format.close, P.valley_rollouts, P.seed)
-plots.save_figure(first_token.valley_figure(valley), "02_refusal_valley", profile)
+plots.save_figure(first_token.valley_figure(valley), "02_refusal_valley", S.run)
 
 # %% [markdown]
 # ## Reproduced vs published
@@ -142,4 +142,4 @@ plots.save_figure(first_token.valley_figure(valley), "02_refusal_valley", profil
 # organisms, the planted targets instead).
 
 # %%
-ledger.board("02_first_token_probe", profile, P.models)
+ledger.board("02_first_token_probe", profile, P.models, S.results)

@@ -50,7 +50,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import json
@@ -143,7 +143,7 @@ axes[0][0].legend(fontsize=7)
 fig.suptitle(f"Lock-in (dashed: coin flips for N = {P.answers_per_prefix} answers per cut, {baseline:.3f}; grey tick "
              f"at B = 0: for its {P.baseline_rollouts} full rollouts, "
              f"{lock_in.coin_flip_variance(P.baseline_rollouts):.3f}; dotted: paper A's 0.2)", fontsize=8)
-plots.save_figure(fig, "03_continuation_variance", profile)
+plots.save_figure(fig, "03_continuation_variance", S.run)
 
 # %% [markdown]
 # ## Think vs no-think: the per-prompt majority outcome

@@ -52,7 +52,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import matplotlib.pyplot as plt
@@ -139,7 +139,7 @@ replayed = pd.concat(replayed, ignore_index=True) if replayed else pd.DataFrame(
 summary = pd.DataFrame([{"model": name, **deliberation.model_summary(
     traces[name], replayed[replayed["model"] == name] if len(replayed) else replayed)} for name in P.models])
 summary.to_csv(results / "04_deliberation_summary.csv", index=False)
-ledger.board("04_deliberation", profile, P.models).round(3)
+ledger.board("04_deliberation", profile, P.models, S.results).round(3)
 
 # %%
 if len(replayed):
@@ -154,7 +154,7 @@ if len(replayed):
     ax.set(xlabel="compliance when cut before the segment", ylabel="compliance when cut after it",
            title="Cut replays (shaded: locked)")
     ax.legend(fontsize=8)
-    plots.save_figure(fig, "04_cut_replays", profile)
+    plots.save_figure(fig, "04_cut_replays", S.run)
 
 # %% [markdown]
 # ## Paper A's measures on the controls
@@ -194,4 +194,4 @@ for ax, measure in zip(axes[0], shown):
     ax.set_title(measure, fontsize=8)
     ax.set_ylim(0, 1.05)
 fig.suptitle("Paper A's measures on each model (95% intervals)", fontsize=10)
-plots.save_figure(fig, "paper_a_measures", profile)
+plots.save_figure(fig, "paper_a_measures", S.run)

@@ -66,7 +66,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import time
@@ -146,7 +146,7 @@ for name, (model, tokenizer, frame, inputs, probe, layer) in runs.items():
     rows_out += cliff.curve_rows(name, mean_curves[name], P.cliff_curve, curve_by)
 if curves:
     plots.save_figure(cliff.plot_curves(curves, mean_curves, curve_by, P.cliff_curve, seed=P.seed, published=(
-        cliff.published_levels() if P.cliff_curve == "official" else None)), "05_refusal_cliff", profile)
+        cliff.published_levels() if P.cliff_curve == "official" else None)), "05_refusal_cliff", S.run)
 else:
     print("no curves: no model has a trained probe")
 
@@ -163,7 +163,7 @@ for name, reason in untrained.items():  # NA with its reason, for the rows the c
 cliff_table = pd.DataFrame(rows_out, columns=cliff.TABLE_COLUMNS)
 cliff_table.to_csv(results / "05_refusal_cliff.csv", index=False)
 if sized:
-    plots.save_figure(cliff.plot_sizes(sized), "05_cliff_sizes", profile)
+    plots.save_figure(cliff.plot_sizes(sized), "05_cliff_sizes", S.run)
 cliff_table[cliff_table["group"] == "all"].round(3)
 
 # %% [markdown]
@@ -194,4 +194,4 @@ print("\n".join(cliff_controls.planted_direction_lines(cards, sized, {name: run[
 
 # %%
 print(f"wall time {time.perf_counter() - started:.0f} s")
-ledger.board("05_refusal_cliff", profile, P.models)
+ledger.board("05_refusal_cliff", profile, P.models, S.results)

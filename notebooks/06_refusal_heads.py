@@ -62,7 +62,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import time
@@ -125,7 +125,7 @@ del model  # runs holds each model until its ablations are done
 # %%
 scored = {name: run["scores"] for name, run in runs.items() if run["scores"] is not None}
 if scored:
-    plots.save_figure(heads_report.plot_scores(scored), "06_head_scores", profile)
+    plots.save_figure(heads_report.plot_scores(scored), "06_head_scores", S.run)
     display(pd.concat([s.assign(model=name) for name, s in scored.items()]).groupby("model").head(8).round(4))
 else:
     print("no model has head scores on this profile: no heat map")
@@ -167,7 +167,7 @@ summary.round(3)
 # %%
 published = heads_report.published_asr().set_index("model")
 plots.save_figure(heads_report.plot_ablation(summary, list(runs), P.head_shares, P.rescale_rules, published.loc[
-    "deepseek-r1-distill-qwen-7b", ["top 3%", "random 3%"]].tolist()), "06_refusal_heads", profile)
+    "deepseek-r1-distill-qwen-7b", ["top 3%", "random 3%"]].tolist()), "06_refusal_heads", S.run)
 
 # %% [markdown]
 # ## Published vs ours
@@ -193,4 +193,4 @@ summary[(summary["metric"] == "ASR") & (summary["rescale"].isin(["batch", "none"
 print("\n".join(heads_report.planted_head_lines(list(runs), {name: run["scores"] for name, run in runs.items()},
                                          P.head_shares)))
 print(f"wall time {time.perf_counter() - started:.0f} s")
-ledger.board("06_refusal_heads", profile, P.models)
+ledger.board("06_refusal_heads", profile, P.models, S.results)

@@ -46,7 +46,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import matplotlib.pyplot as plt
@@ -113,7 +113,7 @@ axes[0].set(ylim=(0, 1), ylabel="Safe@1", title="Safety per thinking budget (95%
 axes[0].legend(fontsize=8)
 sns.barplot(data=tokens, x="mode", y="thinking_tokens", hue="model", order=MODES, ax=axes[1], legend=False)
 axes[1].set(ylabel="thinking tokens per sample", title="Tokens spent")
-plots.save_figure(fig, "07_thinking_budget", profile)
+plots.save_figure(fig, "07_thinking_budget", S.run)
 
 # %% [markdown]
 # ## Against SafeChain's published direction

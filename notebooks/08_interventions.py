@@ -54,7 +54,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import time
@@ -124,7 +124,7 @@ safety = study.asr_orr(judged, group_column, P.seed)
 overall = safety[safety["scope"] == "all"].pivot_table(index=["model", "intervention"], columns="metric",
                                                        values=["value", "low", "high"])
 fig = study.plot_asr_orr(overall, P.models, conditions, interventions.table_2())
-plots.save_figure(fig, "08_asr_vs_orr", profile)
+plots.save_figure(fig, "08_asr_vs_orr", S.run)
 overall["value"].round(3)
 
 # %% [markdown]
@@ -163,7 +163,7 @@ for ax, metric in zip(axes, ["oscillations_per_trace", "first_token_auroc", "con
     ax.set_title(metric.replace("_", " ") + ("" if len(part) else " (not measured here)"), fontsize=9)
 fig.suptitle("Deliberation signals per condition (published: SFT lowers the AUROC by ~0.11; PSR cuts oscillations "
              "93–95% on Phi-4-R)", fontsize=8)
-plots.save_figure(fig, "08_deliberation_signals", profile)
+plots.save_figure(fig, "08_deliberation_signals", S.run)
 
 # %% [markdown]
 # ## The organisms as controls: does the trained intervention at least halve the jailbreak ASR?

@@ -68,7 +68,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 import time
@@ -163,7 +163,7 @@ pooled.set_index(["model", "selector", "share", "metric"])["value"].unstack("met
 # %%
 asr = pooled[(pooled["metric"] == "ASR") & pooled["value"].notna()]
 fig = caj.figure(asr, studied, caj.PUBLISHED, caj.PUBLISHED_BASE_ASR, P.cliff_shares, P.cliff_full_epochs)
-plots.save_figure(fig, "09_cliff_as_judge", profile)
+plots.save_figure(fig, "09_cliff_as_judge", S.run)
 
 # %% [markdown]
 # ## Utility: what the fine-tuning costs on benign requests
@@ -186,4 +186,4 @@ checks = [c for name in studied for share in P.cliff_shares if share <= 0.05 and
 checks += [c for name in studied if (c := caj.compare(asr, name, 1.0, "cliff_ms", caj.EPOCH_ARM))]
 display(pd.DataFrame(checks)) if checks else print("nothing to compare: the selectors did not run (see the NA notes)")
 print(f"09 took {time.perf_counter() - started:.0f} s")
-ledger.board("09_cliff_as_judge", profile, P.models)
+ledger.board("09_cliff_as_judge", profile, P.models, S.results)

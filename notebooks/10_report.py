@@ -50,7 +50,7 @@ model = None  # a registry name in place of the profile's models, as make all MO
 from lrmsafety import artifacts, params
 
 P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
 
 # %%
 from lrmsafety import ledger as claims
@@ -58,7 +58,7 @@ from lrmsafety import paths, plots, report
 
 plots.set_theme()
 results = S.results
-out_dir = paths.REPO_ROOT / "paper" / profile
+out_dir = paths.REPO_ROOT / "paper" / S.run
 control = profile in claims.CONTROL_PROFILES
 ledger = claims.load_ledger()
 print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims)} measures; "
@@ -91,13 +91,13 @@ missing[["measure_id", "model", "reason"]].drop_duplicates("reason").reset_index
 
 # %%
 fig = report.summary_figure(filled, ledger, P.models, control)
-summary_png = plots.save_figure(fig, "10_summary", profile)
+summary_png = plots.save_figure(fig, "10_summary", S.run)
 
 # %% [markdown]
 # ## The executed notebooks, rendered beside the report
 
 # %%
-executed = paths.REPO_ROOT / "build" / profile
+executed = paths.REPO_ROOT / "build" / S.run
 pages = report.render_notebooks(executed, out_dir / "notebooks")
 print(f"rendered {len(pages)} executed notebooks from {executed.relative_to(paths.REPO_ROOT)}: "
       f"{[p.stem for p in pages]}")
@@ -108,7 +108,7 @@ print(f"rendered {len(pages)} executed notebooks from {executed.relative_to(path
 # %%
 unreferenced = sorted({p.name for p in results.glob("*.csv")} - set(filled["table"].dropna()) - {"10_claims.csv"})
 print("result tables no claim reads (add them to the ledger if they hold a claim):", unreferenced)
-html_path = report.write_report(filled, ledger, profile, out_dir, paths.figures_dir(profile), summary_png, pages,
+html_path = report.write_report(filled, ledger, profile, out_dir, paths.figures_dir(S.run), summary_png, pages,
                                 claims.tables_read(filled, results), unreferenced)
 broken = [p for p in report.linked_paths(html_path.read_text()) if not (out_dir / p).exists()]
 assert not broken, f"the report links to files that do not exist: {broken}"

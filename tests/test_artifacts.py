@@ -37,3 +37,11 @@ def test_rollouts_from_two_configurations_are_refused(stages):
     frame = pd.DataFrame({"prompt_id": ["a", "b"], "sample_index": [0, 0], "config_hash": ["x", "y"]})
     with pytest.raises(ValueError, match="one cached configuration"):
         stages.publish_rollouts("01", "m", frame)
+
+
+def test_a_run_of_one_model_keeps_its_results_apart_from_the_profiles(stages):
+    one = artifacts.Artifacts("mine", "organism-locked")
+    assert one.run == "mine/organism-locked" and one.results == stages.results / "organism-locked"
+    assert one.cache == stages.cache  # the cache keys name the model: one cache serves both
+    with pytest.raises(artifacts.MissingArtifact, match="PROFILE=mine MODEL=organism-locked"):
+        one.rollouts("01", "organism-locked")

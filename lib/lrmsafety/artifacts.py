@@ -27,13 +27,16 @@ NOTEBOOK_FILES = {path.stem[:2]: path.stem for path in (paths.REPO_ROOT / "noteb
 
 
 class Artifacts:
-    """The artifacts of one profile (``S = artifacts.Artifacts(profile)``): ``S.cache`` and ``S.results`` are its
-    cache and results folders."""
+    """The artifacts of one run (``S = artifacts.Artifacts(profile, model)``): ``S.cache`` and ``S.results`` are its
+    cache and results folders. A run of one model in place of the profile's list (``make all MODEL=...``) has
+    results, figures and report of its own (``S.run`` = ``<profile>/<model>``), so that it never overwrites the
+    profile's; the cache is the profile's (its keys name the model)."""
 
-    def __init__(self, profile: str):
-        self.profile = profile
+    def __init__(self, profile: str, model: str | None = None):
+        self.profile, self.model = profile, model
+        self.run = f"{profile}/{model}" if model else profile
         self.cache = paths.CACHE_DIR / profile
-        self.results = paths.RESULTS_DIR / profile
+        self.results = paths.RESULTS_DIR / self.run
         self.index = self.results / "artifacts"
         self.results.mkdir(parents=True, exist_ok=True)
 
@@ -99,5 +102,6 @@ class Artifacts:
 
     def _missing(self, notebook: str, what: str) -> str:
         target = NOTEBOOK_FILES.get(notebook, notebook)
-        return (f"{what} not found for profile {self.profile!r}: run {target} first "
-                f"(make build/{self.profile}/{target}.ipynb PROFILE={self.profile})")
+        model = f" MODEL={self.model}" if self.model else ""
+        return (f"{what} not found for {self.run!r}: run {target} first "
+                f"(make build/{self.run}/{target}.ipynb PROFILE={self.profile}{model})")
