@@ -88,3 +88,14 @@ def test_the_graph_sees_lazy_and_relative_imports():
     assert "lrmsafety.engine.vllm_backend" in GRAPH["lrmsafety.engine.generate"]  # a lazy import inside a function
     assert "lrmsafety.engine.decoding" in GRAPH["lrmsafety.engine.vllm_backend"]
     assert "lrmsafety.registry" in GRAPH["lrmsafety.data"]
+
+
+NOTEBOOKS = sorted((LIB.parent / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+@pytest.mark.parametrize("py_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_read_in_under_200_lines(py_path):
+    """A notebook is the paper's argument (claim, method, figure, our number beside the published one); its
+    mechanics live in the library."""
+    n = len(py_path.read_text().splitlines())
+    assert n < 200, f"{py_path.name} has {n} lines: move its mechanics into lrmsafety.analysis"
