@@ -27,6 +27,15 @@ PARAMS := $(patsubst %,params/%.yaml,$(call profile_chain,$(PROFILE),))
 
 setup: $(STAMP)  ## create the virtual environment (the other targets do it when needed)
 
+# a checkout moved or copied elsewhere keeps the old path in its editable install (import lrmsafety would load the
+# other copy's code and write into its folders): the install is redone when it points away from this checkout
+ifneq ($(wildcard $(STAMP)),)
+ifneq ($(shell $(PY) -c 'import lrmsafety, pathlib; print(pathlib.Path(lrmsafety.__file__).resolve().parents[2])' \
+  2>/dev/null),$(realpath $(CURDIR)))
+$(shell rm -f $(STAMP))
+endif
+endif
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[test]"
@@ -100,8 +109,8 @@ organism: $(STAMP)  ## train the organisms into data/models/ (a GPU is used when
 twins: $(STAMP)  ## rewrite the .ipynb twins (for Colab) from the .py sources
 	$(PY) -m lrmsafety.pipeline sync
 
-lab: $(STAMP)  ## open the notebooks in JupyterLab (paired through jupytext)
-	$(PY) -m pip install -q -e ".[lab]" && $(PY) -m jupyter lab notebooks
+lab: $(STAMP)  ## open the notebooks in JupyterLab (each .ipynb paired with its .py through jupytext.toml)
+	$(PY) -m pip install -q -e ".[lab]" && $(PY) -m jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:  ## remove executed notebooks and caches of PROFILE (keeps the organisms and the venv)
 	rm -rf build/$(PROFILE) data/cache/$(PROFILE) figures/$(PROFILE)

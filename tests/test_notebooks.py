@@ -19,7 +19,8 @@ def organisms_present():
     for name in ("organism-locked", "organism-deliberative"):
         path = registry.REGISTRY[name].local_path()
         if not (path / "config.json").exists():
-            pytest.fail(f"{name} is missing from {path}: run `make organism` (the checkpoints are committed)")
+            pytest.fail(f"{name} is missing from {path}: the checkpoints are committed; restore them with "
+                        f"`git checkout -- data/models/{name}`")
 
 
 def test_notebooks_run_on_the_smoke_profile(tmp_path, organisms_present):

@@ -66,3 +66,12 @@ def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"retrained weights")
     assert weights_fingerprint(tmp_path) != first
     assert weights_fingerprint(tmp_path / "missing") is None
+
+
+def test_a_missing_organism_folder_advises_restoring_the_committed_weights(monkeypatch, tmp_path):
+    from lrmsafety import catalogue, paths
+
+    monkeypatch.setattr(catalogue, "MODELS_DIR", tmp_path)  # the organisms' folder, emptied
+    monkeypatch.setattr(paths, "MODELS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="git checkout -- .*organism-locked.*retrains them instead"):
+        models.load_model("organism-locked")

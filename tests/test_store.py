@@ -45,3 +45,35 @@ def test_tensors_round_trip(tmp_path):
 def test_hashes_do_not_depend_on_key_order():
     assert store.config_hash({"a": 1, "b": [1, 2]}) == store.config_hash({"b": [1, 2], "a": 1})
     assert store.text_hash(None) == store.text_hash("")
+
+
+def _hold(directory, started, seconds):
+    table = store.TableStore(directory, "rollouts", {"k": 1}, key=["id"])
+    with table.writing():
+        started.set()
+        import time
+
+        time.sleep(seconds)
+        (table.dir / "first-writer-done").write_text("")
+
+
+def test_a_second_writer_waits_for_the_first(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    started = context.Event()
+    other = context.Process(target=_hold, args=(tmp_path, started, 1.0))
+    other.start()
+    assert started.wait(60)
+    table = store.TableStore(tmp_path, "rollouts", {"k": 1}, key=["id"])
+    with table.writing():
+        assert (table.dir / "first-writer-done").exists()
+    other.join(30)
+
+
+def test_a_corrupt_part_names_the_file_and_the_fix(tmp_path):
+    table = store.TableStore(tmp_path, "rollouts", {"k": 1}, key=["id"])
+    table.append(pd.DataFrame({"id": [1]}))
+    table.parts[0].write_bytes(b"not parquet")
+    with pytest.raises(RuntimeError, match=r"part-000000.parquet cannot be read .*delete that file"):
+        table.read()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from .catalogue import GREEDY, QWEN3_SAMPLING, R1_SAMPLING, REGISTRY, ModelSpec, Sampling  # noqa: F401 (re-exported)
+from .paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,11 @@ def load_model(
         ensure_built(spec.hf_id)
     source = str(spec.local_path() or spec.hf_id)
     if spec.hf_id.startswith("organism") and spec.local_path() and not Path(source).exists():
-        raise FileNotFoundError(f"{spec.name} is not built yet: run `make organism` (it writes {source})")
+        folder = Path(source)
+        shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
+        raise FileNotFoundError(f"{spec.name} is missing from {source}: its weights are committed, so restore them "
+                                f"with `git checkout -- {shown}`; `make organism` retrains them instead, which "
+                                "changes every number")
     has_gpu = torch.cuda.is_available()
     quant = resolve_quantization(quantization, has_gpu)
 

@@ -9,6 +9,7 @@ configuration, because the configuration's hash names the folder and the manifes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -65,13 +66,13 @@ class TableStore:
         parts = self.parts
         if not parts:
             return pd.DataFrame(columns=self.key)
-        frame = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+        frame = pd.concat([_read_part(part) for part in parts], ignore_index=True)
         return frame.drop_duplicates(self.key, keep="first").reset_index(drop=True)
 
     def done_keys(self) -> set[tuple]:
         if not self.parts:
             return set()
-        frame = pd.concat([pd.read_parquet(part, columns=self.key) for part in self.parts])
+        frame = pd.concat([_read_part(part, self.key) for part in self.parts])
         return set(map(tuple, frame[self.key].itertuples(index=False)))
 
     def append(self, frame: pd.DataFrame) -> Path:
@@ -99,12 +100,36 @@ class TableStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def writing(self):
+        """Hold the store for one writer. Two notebooks side by side (make -j) asking for the same rows would both
+        compute them and append two copies; with the lock the second waits, then finds the rows done."""
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks (Windows): one writer at a time is then the rule
+            yield
+            return
+        with open(self.dir / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def pending(self, keys: Iterable[tuple]) -> list[tuple]:
         done = self.done_keys()
         pending = [key for key in keys if key not in done]
         if done:
             log.info("%s: %d rows cached, %d to do", self.dir.name, len(done), len(pending))
         return pending
+
+
+def _read_part(path: Path, columns=None) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as err:  # pyarrow raises several types for a truncated or foreign file
+        raise RuntimeError(f"{path} cannot be read ({type(err).__name__}: {err}): delete that file; the next run "
+                           "recomputes its rows and keeps every other part") from None
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:

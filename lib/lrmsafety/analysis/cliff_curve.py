@@ -153,15 +153,16 @@ def score_curves(model, tokenizer, inputs: pd.DataFrame, probe, layer: int, stor
         return map_states_along(model, tokenizer, list(inputs["token_ids"]), list(inputs["start"]), layer,
                                 probe.score, batch_size=batch_size)
     keys = list(zip(inputs["prompt_id"], inputs["sample_index"]))
-    pending = set(store.pending(keys))
-    todo = inputs[[k in pending for k in keys]]
-    for begin in range(0, len(todo), batch_size * 8):
-        part = todo.iloc[begin:begin + batch_size * 8]
-        curves = map_states_along(model, tokenizer, list(part["token_ids"]), list(part["start"]), layer,
-                                  probe.score, batch_size=batch_size, progress=False)
-        store.append(pd.DataFrame({"prompt_id": part["prompt_id"].to_numpy(),
-                                   "sample_index": part["sample_index"].to_numpy(),
-                                   "curve": [c.astype(np.float32).tolist() for c in curves]}))
+    with store.writing():  # one writer at a time
+        pending = set(store.pending(keys))
+        todo = inputs[[k in pending for k in keys]]
+        for begin in range(0, len(todo), batch_size * 8):
+            part = todo.iloc[begin:begin + batch_size * 8]
+            curves = map_states_along(model, tokenizer, list(part["token_ids"]), list(part["start"]), layer,
+                                      probe.score, batch_size=batch_size, progress=False)
+            store.append(pd.DataFrame({"prompt_id": part["prompt_id"].to_numpy(),
+                                       "sample_index": part["sample_index"].to_numpy(),
+                                       "curve": [c.astype(np.float32).tolist() for c in curves]}))
     done = store.read().set_index(["prompt_id", "sample_index"])["curve"]
     return [np.asarray(done.loc[k], dtype=float) for k in keys]
 

@@ -39,6 +39,7 @@ counts, whether the thinking closed by itself, and the decoding configuration's 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -247,39 +248,41 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     columns = [c for c in ("prompt_id", "prompt", "thinking_prefix") if c in prompts.columns]
     units = [{**row, "sample_index": k} for row in prompts[columns].to_dict("records")
              for k in range(decoding.samples_per_prompt)]
-    if store is not None:
-        pending_keys = set(store.pending([(u["prompt_id"], u["sample_index"]) for u in units]))
-        units = [u for u in units if (u["prompt_id"], u["sample_index"]) in pending_keys]
-    done_rows: list[pd.DataFrame] = []
-    waiting: list[dict] = []
-    bar = tqdm(total=len(units), desc=f"{spec.name} {decoding.mode}", unit="sample", disable=not progress)
-    counter = {"tokens": 0, "started": time.perf_counter()}
-
-    def save(records: list[dict]) -> None:
-        frame = pd.DataFrame.from_records(records)
-        frame["mode"] = decoding.mode
+    # one writer per store at a time: a notebook beside this one asking for the same rows waits, then reads them
+    with store.writing() if store is not None else contextlib.nullcontext():
         if store is not None:
-            frame["config_hash"] = store.hash
-            store.append(frame)
-        done_rows.append(frame)
+            pending_keys = set(store.pending([(u["prompt_id"], u["sample_index"]) for u in units]))
+            units = [u for u in units if (u["prompt_id"], u["sample_index"]) in pending_keys]
+        done_rows: list[pd.DataFrame] = []
+        waiting: list[dict] = []
+        bar = tqdm(total=len(units), desc=f"{spec.name} {decoding.mode}", unit="sample", disable=not progress)
+        counter = {"tokens": 0, "started": time.perf_counter()}
 
-    def on_record(record: dict) -> None:
-        waiting.append(record)
-        counter["tokens"] += record["n_thinking_tokens"] + record["n_answer_tokens"]
-        bar.update(1)
-        bar.set_postfix(tok_s=f"{counter['tokens'] / max(time.perf_counter() - counter['started'], 1e-9):.0f}")
-        if len(waiting) >= decoding.batch_size:
-            save(waiting[:])
-            waiting.clear()
+        def save(records: list[dict]) -> None:
+            frame = pd.DataFrame.from_records(records)
+            frame["mode"] = decoding.mode
+            if store is not None:
+                frame["config_hash"] = store.hash
+                store.append(frame)
+            done_rows.append(frame)
 
-    if backend == "vllm":
-        from . import vllm_backend
+        def on_record(record: dict) -> None:
+            waiting.append(record)
+            counter["tokens"] += record["n_thinking_tokens"] + record["n_answer_tokens"]
+            bar.update(1)
+            bar.set_postfix(tok_s=f"{counter['tokens'] / max(time.perf_counter() - counter['started'], 1e-9):.0f}")
+            if len(waiting) >= decoding.batch_size:
+                save(waiting[:])
+                waiting.clear()
 
-        vllm_backend.run_units(model, tokenizer, spec, units, decoding, on_record)
-    else:
-        _run_units(model, tokenizer, spec, units, decoding, on_record, on_chunk=on_chunk)
-    if waiting:
-        save(waiting)
+        if backend == "vllm":
+            from . import vllm_backend
+
+            vllm_backend.run_units(model, tokenizer, spec, units, decoding, on_record)
+        else:
+            _run_units(model, tokenizer, spec, units, decoding, on_record, on_chunk=on_chunk)
+        if waiting:
+            save(waiting)
     bar.close()
     if store is not None:
         result = store.read()

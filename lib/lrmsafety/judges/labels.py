@@ -20,6 +20,8 @@ On CPU profiles string judges stand in for the guard models (params/organism.yam
 
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -59,19 +61,20 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
               "split": "rollout-columns" if has_parts else "split_fn",
               "rollouts": sorted(set(rollouts.get("config_hash", pd.Series(["uncached"])).astype(str)))}
     store = TableStore(cache_root, f"judge-{judge.name}", config, KEY) if cache_root is not None else None
-    todo = rollouts
-    if store is not None:
-        pending = set(store.pending(map(tuple, rollouts[KEY].itertuples(index=False))))
-        todo = rollouts[[key in pending for key in map(tuple, rollouts[KEY].itertuples(index=False))]]
-    frames = []
-    for start in tqdm(range(0, len(todo), chunk), desc=f"judge {judge.name}", disable=len(todo) <= chunk):
-        part = todo.iloc[start:start + chunk]
-        parts = list(zip(part["thinking"].fillna(""), part["answer"].fillna(""))) if has_parts else None
-        verdicts = judge.judge(part["prompt"].tolist(), part["text"].tolist(), parts=parts).reset_index(drop=True)
-        out = pd.concat([part[KEY].reset_index(drop=True), verdicts], axis=1)
+    with store.writing() if store is not None else contextlib.nullcontext():  # one writer at a time
+        todo = rollouts
         if store is not None:
-            store.append(out)
-        frames.append(out)
+            pending = set(store.pending(map(tuple, rollouts[KEY].itertuples(index=False))))
+            todo = rollouts[[key in pending for key in map(tuple, rollouts[KEY].itertuples(index=False))]]
+        frames = []
+        for start in tqdm(range(0, len(todo), chunk), desc=f"judge {judge.name}", disable=len(todo) <= chunk):
+            part = todo.iloc[start:start + chunk]
+            parts = list(zip(part["thinking"].fillna(""), part["answer"].fillna(""))) if has_parts else None
+            verdicts = judge.judge(part["prompt"].tolist(), part["text"].tolist(), parts=parts).reset_index(drop=True)
+            out = pd.concat([part[KEY].reset_index(drop=True), verdicts], axis=1)
+            if store is not None:
+                store.append(out)
+            frames.append(out)
     if store is not None:
         judged = store.read()
         return rollouts[KEY].merge(judged, on=KEY, how="left")
