@@ -152,7 +152,7 @@ def test_morethink_keeps_whitespace_before_the_word(tiny):
     model, tokenizer, spec = tiny
     unit = {"prompt_id": "p", "prompt": "Q?", "sample_index": 0}
     sample = generate._make_samples(tokenizer, spec, [unit], generate.Decoding(mode="morethink"),
-                                    {tokenizer.eos_token_id}, __import__("random").Random(0))[0]
+                                    {tokenizer.eos_token_id})[0]
     close = tokenizer.convert_tokens_to_ids("</think>")
     sample.advance(tokenizer("I think so.\n\n", add_special_tokens=False)["input_ids"] + [close], None)
     assert sample.generated_text.startswith("I think so.\n\n") and sample.extensions == 1
@@ -163,8 +163,7 @@ def test_answer_budget_counts_from_the_close(tiny):
     model, tokenizer, spec = tiny
     unit = {"prompt_id": "p", "prompt": "Q?", "sample_index": 0}
     decoding = generate.Decoding(max_thinking_tokens=10, max_answer_tokens=3)
-    sample = generate._make_samples(tokenizer, spec, [unit], decoding, {tokenizer.eos_token_id},
-                                    __import__("random").Random(0))[0]
+    sample = generate._make_samples(tokenizer, spec, [unit], decoding, {tokenizer.eos_token_id})[0]
     close = tokenizer.convert_tokens_to_ids("</think>")
     a = tokenizer.convert_tokens_to_ids("a")
     assert sample.advance([a, a, close, a, a], None) == scheduler.CONTINUE and sample.phase == "answer"

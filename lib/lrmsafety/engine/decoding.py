@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,8 +20,9 @@ Mode = Literal["natural", "no_think", "zerothink", "lessthink", "morethink", "pr
 MODES = ("natural", "no_think", "zerothink", "lessthink", "morethink", "prefix")
 # bumped whenever a change to this module changes what the same configuration generates: caches made before are
 # then not served (2: positions of left-padded rows in the shared prefill; 3: one-token stop strings; 4: the refill
-# scheduler, answer budget counted from the close, SafeChain's MoreThink whitespace, EOS and close string)
-GENERATOR_VERSION = 4
+# scheduler, answer budget counted from the close, SafeChain's MoreThink whitespace, EOS and close string; 5: per-sample
+# counter-based sampling, each token drawn from a hash of the sample's seed and its token count)
+GENERATOR_VERSION = 5
 BACKENDS = ("auto", "transformers", "vllm")
 
 
@@ -103,6 +105,12 @@ def resolve_backend(backend: str, model) -> str:
     return backend
 
 
+def sample_seed(seed: int, prompt_id, sample_index: int) -> int:
+    """The seed of one (prompt, sample) unit: all its randomness (token draws, MoreThink's words) comes from it, so
+    a sample is the same whichever samples run before or beside it (a resumed run regenerates it identically)."""
+    return zlib.crc32(f"{seed}|{prompt_id}|{sample_index}".encode())
+
+
 def _special_strings(tokenizer) -> tuple[str, ...]:
     ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     return tuple(tokenizer.convert_ids_to_tokens(i) for i in ids if i is not None)
@@ -132,13 +140,20 @@ class _Sample:
     past ``max_thinking_tokens`` the thinking is force-closed. Answer phase: up to ``max_answer_tokens`` tokens
     after the close, or an end-of-sequence. With ``max_new_tokens`` (one budget for both phases, HF generate's
     rule) nothing is force-closed: a row that runs out of budget, or ends, inside its thinking is done, unclosed.
+
+    Randomness: ``seed`` (:func:`sample_seed`) and ``n_drawn`` (tokens handed to ``advance`` and looked at, over all
+    phases) key the scheduler's draws, so the sample's n-th token is drawn from hash(seed, n) wherever it runs;
+    MoreThink's words come from ``random.Random(seed)``, the sample's own.
     """
 
     def __init__(self, unit: dict, prompt: str, prefill: str, closed: bool, decoding: Decoding, fmt, tokenizer,
-                 close_ids: list[int], eos_ids: set[int], rng: random.Random):
+                 close_ids: list[int], eos_ids: set[int]):
         self.unit, self.rendered_prompt, self.prefill = unit, prompt, prefill
         self.decoding, self.fmt, self.tokenizer = decoding, fmt, tokenizer
-        self.close_ids, self.eos_ids, self.rng = close_ids, eos_ids, rng
+        self.close_ids, self.eos_ids = close_ids, eos_ids
+        self.seed = sample_seed(decoding.seed, unit["prompt_id"], unit["sample_index"])
+        self.rng = random.Random(self.seed)
+        self.n_drawn = 0  # tokens looked at by advance (the one that ended a phase included; dropped ones not)
         self.generated = ""  # text generated after prompt + prefill, inserted words included
         self.segment: list[int] = []  # tokens accepted since the text was last rebuilt
         self.closed_early = closed
@@ -175,6 +190,7 @@ class _Sample:
 
         self.new_tokens, self.new_entropies = [], [] if entropies is not None else None
         for i, token in enumerate(tokens):
+            self.n_drawn += 1
             if self.phase == "answer":
                 if token in self.eos_ids:
                     self.finished = True
@@ -264,8 +280,9 @@ def _stop_ids(tokenizer, model) -> set[int]:
     return {i for i in eos_ids if i is not None}
 
 
-def _make_samples(tokenizer, spec: ModelSpec, units: list[dict], decoding: Decoding, eos_ids: set[int],
-                  rng: random.Random) -> list[_Sample]:
+def _make_samples(tokenizer, spec: ModelSpec, units: list[dict], decoding: Decoding,
+                  eos_ids: set[int]) -> list[_Sample]:
+    """One request per unit; each carries its own seed and random.Random (nothing shared between samples)."""
     fmt = spec.thinking_format
     close_ids = tokenizer(fmt.close, add_special_tokens=False)["input_ids"]
     samples = []
@@ -274,7 +291,7 @@ def _make_samples(tokenizer, spec: ModelSpec, units: list[dict], decoding: Decod
         prompt = chat.render_prompt(tokenizer, fmt, unit["prompt"], mode=mode, system=decoding.system_prompt)
         prefill, closed = _prefill(decoding.mode, fmt, unit.get("thinking_prefix"), decoding.close_prefix)
         samples.append(_Sample(unit, prompt, prefill, closed or decoding.mode == "no_think", decoding, fmt,
-                               tokenizer, close_ids, eos_ids, rng))
+                               tokenizer, close_ids, eos_ids))
     return samples
 
 

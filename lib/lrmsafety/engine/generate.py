@@ -33,6 +33,11 @@ entropy in nats of the distribution each was drawn from, at temperature 1), ``ge
 the prompt and prefill) and ``rewrite(text)``). It returns the rows it rewrote; those are re-prefilled from their
 new text and continue. The callback carries a ``config`` dict (its settings), which joins the cache key.
 
+Randomness is per sample: a sample's n-th token (counted over all its phases) is drawn from a hash of its own seed
+(``decoding.sample_seed``: the decoding's seed, prompt id and sample index) and n, and MoreThink's words from a
+``random.Random`` of that seed, so a sample is the same whatever ran before or beside it (a resumed run, another
+order, other batch sizes), up to the model's numerics on different batch shapes.
+
 Every sample records its prompt id, sample index, the generated text (prefill included), thinking, answer, token
 counts, whether the thinking closed by itself, and the decoding configuration's hash.
 """
@@ -42,9 +47,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import time
-import zlib
 
 import pandas as pd
 import torch
@@ -69,6 +72,7 @@ from .decoding import (  # noqa: F401 (re-exported: notebooks call generate.Deco
     decoding_config,
     is_vllm,
     resolve_backend,
+    sample_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -191,13 +195,11 @@ def _run_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: D
 
     if not units:
         return
-    seed = zlib.crc32(f"{decoding.seed}|{units[0]['prompt_id']}|{units[0]['sample_index']}".encode())
-    rng = random.Random(seed)
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    samples = _make_samples(tokenizer, spec, units, decoding, _stop_ids(tokenizer, model), rng)
+    # every sample carries its own seed (decoding.sample_seed) and token count: the scheduler draws its n-th token
+    # from hash(seed, n), so no generator is shared between samples
+    samples = _make_samples(tokenizer, spec, units, decoding, _stop_ids(tokenizer, model))
     scheduler = RefillScheduler(model, tokenizer, decoding.sampling_kwargs(spec), slots or decoding.batch_size,
-                                chunk=decoding.chunk_tokens, generator=generator,
+                                chunk=decoding.chunk_tokens,
                                 want_entropy=getattr(on_chunk, "wants_entropy", on_chunk is not None),
                                 on_chunk=on_chunk, decode=os.environ.get("LRMSAFETY_DECODE", "auto"),
                                 refill=decoding.refill)

@@ -1,16 +1,53 @@
 """Sampling one token per row from last-position logits, and the entropy of the distribution; shared by the
 refill scheduler's DynamicCache loop (:mod:`lrmsafety.engine.scheduler`) and the slot engine
-(:mod:`lrmsafety.engine.slots`)."""
+(:mod:`lrmsafety.engine.slots`).
+
+Counter-based sampling: with ``keys`` (one int64 per row, :func:`row_keys` of the sample's seed and the number of
+tokens it has been given so far), each row's uniform draw is a hash of its key alone and its token the inverse CDF
+of its filtered distribution, so a sample's tokens never depend on the rows beside it or on what ran before.
+"""
 
 from __future__ import annotations
 
 import torch
 
 
-def sample(logits: torch.Tensor, sampling: dict, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row from the last-position logits, under transformers-style sampling arguments."""
-    if not sampling.get("do_sample", False) or not sampling.get("temperature", 1.0):
-        return logits.argmax(-1)
+def _signed(value: int) -> int:
+    """A 64-bit unsigned constant as the int64 of the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic: the sign bit is masked off after it)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function of ``x`` (int64 tensor, arithmetic modulo 2**64), elementwise."""
+    z = x + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def row_keys(seeds: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The key of each row's next draw: its sample's seed (any int64) and its count of tokens so far, hashed
+    together (the seed is hashed first, so keys of different seeds do not run into each other's counters)."""
+    return splitmix64(splitmix64(seeds.long()) + counts.long())
+
+
+def uniform(keys: torch.Tensor) -> torch.Tensor:
+    """One float64 in [0, 1) per key: the top 53 bits of splitmix64(key)."""
+    return _shr(splitmix64(keys.long()), 11).double() * (2.0 ** -53)
+
+
+def filtered_logits(logits: torch.Tensor, sampling: dict) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (transformers' order); filtered-out tokens get -inf."""
     logits = logits.float() / float(sampling.get("temperature", 1.0))
     top_k = int(sampling.get("top_k") or 0)
     if 0 < top_k < logits.shape[-1]:
@@ -22,7 +59,36 @@ def sample(logits: torch.Tensor, sampling: dict, generator: torch.Generator | No
         remove = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
         remove[:, -1] = False  # keep at least the most likely token
         logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+    return logits
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first token whose cumulative probability exceeds ``u`` times the row's total; a token of
+    probability 0 is never chosen (its cumulative sum equals its predecessor's, and rounding at the top end falls
+    back to the last token of positive probability)."""
+    probs = probs.double()
+    cdf = probs.cumsum(-1)
+    target = (u.to(cdf.device, torch.float64) * cdf[:, -1]).unsqueeze(1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    positive = probs > 0
+    last = probs.shape[-1] - 1 - positive.flip(-1).int().argmax(-1)
+    return torch.minimum(index, last)
+
+
+def sample(logits: torch.Tensor, sampling: dict, generator: torch.Generator | None = None,
+           keys: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row from the last-position logits, under transformers-style sampling arguments.
+
+    With ``keys`` (int64, one per row) each row's draw is :func:`uniform` of its key and the token the inverse
+    CDF of the row's filtered distribution; without, ``torch.multinomial`` on ``generator`` (shared by the rows).
+    Greedy (``do_sample`` False or temperature 0) is the argmax either way.
+    """
+    if not sampling.get("do_sample", False) or not sampling.get("temperature", 1.0):
+        return logits.argmax(-1)
+    probs = filtered_logits(logits, sampling).softmax(-1)
+    if keys is not None:
+        return inverse_cdf(probs, uniform(keys.to(logits.device)))
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

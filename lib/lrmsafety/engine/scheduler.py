@@ -18,11 +18,16 @@ A request is any object with:
     text: str                              what to prefill when the row is (re)admitted
     max_steps() -> int                     steps it may still take before it must decide (chunks never exceed it)
     advance(tokens, entropies) -> str      "continue", "done" or "requeue"; ``entropies`` is None unless asked for
+    seed: int, n_drawn: int                (optional, both or neither) the sample's seed, and how many tokens
+                                           ``advance`` has looked at so far (dropped ones not counted)
 The request's ``text`` must include every token it accepted, so that a row can always be rebuilt from text (on
 out-of-memory the slots are halved and the rows re-prefilled; tokens not yet reported are then dropped).
 
-Sampling (temperature, then top-k, then top-p, as transformers orders them) is done here on the device, one
-generator per run: samples are reproducible for the same inputs, batch size and device.
+Sampling (temperature, then top-k, then top-p, as transformers orders them) is done here on the device and is
+counter-based: a row's n-th token (n counted over all its phases, ``n_drawn`` at a prefill) is the inverse CDF at a
+uniform hashed from (its request's ``seed``, n) (:mod:`lrmsafety.engine.sampling`), so a sample's draws never depend
+on the order, batch or slots it ran in, nor on its requeues. Requests without a ``seed`` fall back to the run's one
+``generator``, shared by the rows (reproducible only for the same inputs, batch size and device).
 
 ``refill=False`` turns the refilling off: the requests run in fixed groups of ``slots`` rows, in their order; each
 group is prefilled in one forward and decoded until its last row is done, finished rows staying in the batch (their
@@ -40,7 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .sampling import entropy, sample  # noqa: F401 (re-exported)
+from .sampling import entropy, row_keys, sample  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class _Batch:
     mask: torch.Tensor  # [rows, cached length], 0 on left padding
     positions: torch.Tensor  # [rows] position id of the next token fed
     last: torch.Tensor  # [rows] the last sampled token, not in the cache yet
+    seeds: torch.Tensor | None = None  # [rows] each row's sample seed (None: the shared generator)
+    counts: torch.Tensor | None = None  # [rows] each row's count of tokens given, the key of its next draw
 
 
 @dataclass
@@ -66,6 +73,8 @@ class _Prefilled:
     mask: torch.Tensor  # [distinct, width]
     rows: list[int]  # per admitted row, the index of its text among the distinct ones
     first: torch.Tensor  # [rows]
+    seeds: torch.Tensor | None = None  # [rows] the requests' seeds (None: the shared generator)
+    counts: torch.Tensor | None = None  # [rows] the counter of each row's next draw (its first token's + 1)
 
 
 @functools.cache
@@ -139,8 +148,11 @@ def _merge(a: _Batch | None, b: _Batch) -> _Batch:
     for layer_a, layer_b in zip(a.cache.layers, b.cache.layers):
         layer_a.keys = torch.cat([_left_pad(layer_a.keys, length, -2), _left_pad(layer_b.keys, length, -2)])
         layer_a.values = torch.cat([_left_pad(layer_a.values, length, -2), _left_pad(layer_b.values, length, -2)])
+    keyed = a.seeds is not None and b.seeds is not None
     return _Batch(a.cache, torch.cat([_left_pad(a.mask, length, 1), _left_pad(b.mask, length, 1)]),
-                  torch.cat([a.positions, b.positions]), torch.cat([a.last, b.last]))
+                  torch.cat([a.positions, b.positions]), torch.cat([a.last, b.last]),
+                  torch.cat([a.seeds, b.seeds]) if keyed else None,
+                  torch.cat([a.counts, b.counts]) if keyed else None)
 
 
 def _select(batch: _Batch, keep: list[int]) -> _Batch | None:
@@ -158,7 +170,9 @@ def _select(batch: _Batch, keep: list[int]) -> _Batch | None:
         for layer in batch.cache.layers:
             layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
         mask = mask[:, start:]
-    return _Batch(batch.cache, mask, batch.positions[index], batch.last[index])
+    keyed = batch.seeds is not None
+    return _Batch(batch.cache, mask, batch.positions[index], batch.last[index],
+                  batch.seeds[index] if keyed else None, batch.counts[index] if keyed else None)
 
 
 class RefillScheduler:
@@ -226,9 +240,16 @@ class RefillScheduler:
         rows = [distinct.index(t) for t in texts] if share else list(range(len(texts)))
         if len(distinct) < len(texts):  # K samples of one text: one prefill, its logits repeated
             logits = logits[torch.tensor(rows, device=self.device)]
-        first = sample(logits, self.sampling, self.generator)
+        seeds = counts = None
+        if _keyed(requests):  # each row's first token: the key of its own seed and count so far
+            seeds = torch.tensor([r.seed for r in requests], dtype=torch.long, device=self.device)
+            counts = torch.tensor([r.n_drawn for r in requests], dtype=torch.long, device=self.device)
+            first = sample(logits, self.sampling, keys=row_keys(seeds, counts))
+            counts = counts + 1
+        else:
+            first = sample(logits, self.sampling, self.generator)
         ents = entropy(logits).tolist() if self.want_entropy else [None] * len(texts)
-        return _Prefilled(cache, mask, rows, first), [[(t, e)] for t, e in zip(first.tolist(), ents)]
+        return _Prefilled(cache, mask, rows, first, seeds, counts), [[(t, e)] for t, e in zip(first.tolist(), ents)]
 
     def _prefill_groups(self, requests: list) -> list[list]:
         """Split admissions so that one prefill forward holds about ``prefill_tokens`` tokens at most."""
@@ -382,7 +403,8 @@ class _DynamicEngine:
             rows = torch.tensor(new.rows, device=mask.device)  # K samples of one text: its cache repeated
             cache.batch_select_indices(rows)
             mask = mask[rows]
-        self.batch = _merge(self.batch, _Batch(cache, mask, mask.sum(-1), new.first))
+        seeds, counts = new.seeds, new.counts
+        self.batch = _merge(self.batch, _Batch(cache, mask, mask.sum(-1), new.first, seeds, counts))
 
     def select(self, keep: list[int]) -> None:
         self.batch = _select(self.batch, keep)
@@ -398,10 +420,19 @@ class _DynamicEngine:
                                 use_cache=True).logits[:, -1]
             if self.want_entropy:
                 ents.append(entropy(logits))
-            batch.last = sample(logits, self.sampling, self.generator)
+            if batch.seeds is not None:  # each row's own stream: its seed and its count of tokens so far
+                batch.last = sample(logits, self.sampling, keys=row_keys(batch.seeds, batch.counts))
+                batch.counts = batch.counts + 1
+            else:
+                batch.last = sample(logits, self.sampling, self.generator)
             batch.positions = batch.positions + 1
             out.append(batch.last)
         return torch.stack(out, 1).tolist(), (torch.stack(ents, 1).tolist() if ents else None)
+
+
+def _keyed(requests) -> bool:
+    """Whether the requests carry their own seeds (counter-based draws) rather than sharing the generator."""
+    return all(hasattr(r, "seed") and hasattr(r, "n_drawn") for r in requests)
 
 
 def _is_oom(err: BaseException) -> bool:

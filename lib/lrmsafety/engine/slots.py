@@ -13,7 +13,8 @@ the GPU work itself. Here instead:
 - the attention is a grouped-query matmul that reads each key-value head once (transformers' sdpa path with an
   explicit mask repeats the key-value heads for every query head first);
 - on CUDA, without user hooks, each bucket's step is captured once as a CUDA graph and replayed; sampling stays
-  outside the graph (so the run's ``torch.Generator`` and the top-p rule are those of the eager path);
+  outside the graph (so the counter-based draws, keyed by each slot's sample seed and token count, and the top-p
+  rule are those of the eager path);
 - newly admitted requests are prefilled separately (a batched DynamicCache forward, identical texts once) and their
   KV is copied into free slots; a finished row frees its slot; the capacity grows (graphs are re-captured) when a
   row would outgrow it.
@@ -183,6 +184,9 @@ class SlotEngine:
         self.pos = torch.zeros(slots, dtype=torch.long, device=self.device)  # its position (= its column)
         self.live = torch.zeros(slots, dtype=torch.long, device=self.device)  # 1 where a request holds the slot
         self.lengths = [0] * slots  # CPU copy of pos for live slots: the cached tokens
+        self.seeds = torch.zeros(slots, dtype=torch.long, device=self.device)  # each slot's sample seed
+        self.counts = torch.zeros(slots, dtype=torch.long, device=self.device)  # its count of tokens given so far
+        self.keyed: bool | None = None  # whether the rows carry seeds (else the shared generator)
         self.order: list[int] = []  # slot of each running row, in the scheduler's row order
         self.capacity = 0
         self.cache: SlotCache | None = None
@@ -249,6 +253,13 @@ class SlotEngine:
         self.ids[slot_index, 0] = prefilled.first
         self.pos[slot_index] = torch.tensor(lengths, device=self.device)
         self.live[slot_index] = 1
+        keyed = prefilled.seeds is not None
+        if self.keyed is not None and keyed != self.keyed:
+            raise ValueError("rows with and without seeds in one slot engine")
+        self.keyed = keyed
+        if keyed:
+            self.seeds[slot_index] = prefilled.seeds.to(self.device)
+            self.counts[slot_index] = prefilled.counts.to(self.device)
         for slot, n_tokens in zip(slots, lengths):
             self.lengths[slot] = n_tokens
         self.order += slots
@@ -273,15 +284,22 @@ class SlotEngine:
         self._ensure(longest + steps)
         width = min(self.capacity, -(-(longest + steps) // BUCKET) * BUCKET)
         graphs = self.graphs_wanted and not user_hooks(self.model)
-        # the running rows' logits, in row order: sampling draws from the generator exactly as the DynamicCache
-        # engine does (same shape, same order), and free slots cost no sampling
+        # the running rows' logits, in row order: each row draws from its own key (seed, count), as in the
+        # DynamicCache engine; without seeds, from the generator in the DynamicCache engine's order; free slots
+        # cost no sampling
         order = torch.tensor(self.order, device=self.device)
         out, ents = [], []
         for _ in range(steps):
             logits = (self._graph_step(width) if graphs else self._eager_step(width))[order]
             if self.want_entropy:
                 ents.append(entropy(logits))
-            token = self.sample(logits, self.sampling, self.generator)
+            if self.keyed:
+                from .sampling import row_keys
+
+                token = self.sample(logits, self.sampling, keys=row_keys(self.seeds[order], self.counts[order]))
+                self.counts[order] += 1
+            else:
+                token = self.sample(logits, self.sampling, self.generator)
             self.ids[order, 0] = token
             self.pos += self.live
             out.append(token)

