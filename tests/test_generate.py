@@ -206,3 +206,88 @@ def test_one_token_stop_strings_stop_and_are_kept(tiny_r1):
         finally:
             model.lm_head.bias = None
     assert out == [("</think>", 1, False), ("</think>", 1, False)]
+
+
+# ------------------------------------------------------------------------------------------- per-sample randomness
+SAMPLED = dict(temperature=1.0, top_p=0.95, top_k=40)
+
+
+def _units(n_prompts=4, k=2):
+    return [{"prompt_id": f"p{i}", "prompt": f"Question {i}?", "sample_index": j}
+            for i in range(n_prompts) for j in range(k)]
+
+
+def _texts(model, tokenizer, spec, units, decoding, slots=None):
+    records = []
+    generate._run_units(model, tokenizer, spec, units, decoding, records.append, slots=slots)
+    assert len(records) == len(units)
+    return {(r["prompt_id"], r["sample_index"]): r["text"] for r in records}
+
+
+@pytest.mark.parametrize("refill", [True, False])
+def test_a_sample_is_the_same_in_any_order_subset_or_batch(tiny_r1, refill):
+    """The resume property: each (prompt_id, sample_index) gets the same text in one run, in reverse order, in two
+    halves (as a killed and resumed run does) and with other slot counts; natural mode with force-closes (a row
+    requeued mid-run, its stream continued)."""
+    model, tokenizer, spec = tiny_r1
+    decoding = generate.Decoding(max_thinking_tokens=6, max_answer_tokens=4, batch_size=3, chunk_tokens=4,
+                                 refill=refill, **SAMPLED)
+    units = _units()
+    whole = _texts(model, tokenizer, spec, units, decoding)
+    assert len(set(whole.values())) == len(units)  # sampled: the samples differ
+    assert _texts(model, tokenizer, spec, units[::-1], decoding) == whole
+    halves = {**_texts(model, tokenizer, spec, units[5:], decoding), **_texts(model, tokenizer, spec, units[:5],
+                                                                              decoding)}
+    assert halves == whole
+    for slots in (1, 8):
+        assert _texts(model, tokenizer, spec, units, decoding, slots=slots) == whole, slots
+    other_seed = _texts(model, tokenizer, spec, units, generate.Decoding(**{**decoding.__dict__, "seed": 1}))
+    assert all(other_seed[key] != whole[key] for key in whole)
+
+
+def test_morethink_in_two_halves_equals_one_run(tiny_r1):
+    """MoreThink: closes replaced by a word of the sample's own random.Random, the row re-prefilled and its draws
+    continued; the words and tokens of each sample do not depend on the other samples."""
+    model, tokenizer, spec = tiny_r1
+    close = tokenizer.convert_tokens_to_ids("</think>")
+    model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
+    try:
+        # the close among the 40 most likely tokens, often drawn, so that the rows requeue at different steps
+        model.lm_head.bias.data[close] = 3.0
+        decoding = generate.Decoding(mode="morethink", morethink_extensions=4, max_thinking_tokens=12,
+                                     max_answer_tokens=3, batch_size=3, chunk_tokens=3, **SAMPLED)
+        units = _units(4, 3)
+        whole = _texts(model, tokenizer, spec, units, decoding)
+        halves = {**_texts(model, tokenizer, spec, units[7:][::-1], decoding),
+                  **_texts(model, tokenizer, spec, units[:7], decoding, slots=2)}
+    finally:
+        model.lm_head.bias = None
+    assert halves == whole
+    extended = [t for t in whole.values() if "Wait" in t or "Let me think again" in t]
+    assert len(extended) >= len(units) // 2  # the continuation rounds did run
+    assert len(set(whole.values())) == len(units)
+
+
+def test_rollouts_resumed_equal_one_run(tiny_r1, tmp_path, monkeypatch):
+    """generate.rollouts killed after its first save and resumed gives the texts of an uninterrupted run."""
+    model, tokenizer, spec = tiny_r1
+    decoding = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=5, max_answer_tokens=3, batch_size=2,
+                                 **SAMPLED)
+    whole = generate.rollouts(model, tokenizer, spec, prompts(4), decoding, progress=False)
+    real_append = generate.TableStore.append
+    saves = []
+
+    def dies_on_second_save(self, frame):
+        saves.append(len(frame))
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        return real_append(self, frame)
+
+    monkeypatch.setattr(generate.TableStore, "append", dies_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
+    monkeypatch.setattr(generate.TableStore, "append", real_append)
+    resumed = generate.rollouts(model, tokenizer, spec, prompts(4), decoding, cache_root=tmp_path, progress=False)
+    key = ["prompt_id", "sample_index"]
+    merged = whole.merge(resumed, on=key, suffixes=("", "_resumed"))
+    assert len(merged) == 8 and (merged["text"] == merged["text_resumed"]).all()

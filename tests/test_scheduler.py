@@ -336,3 +336,49 @@ def test_every_thinking_mode_through_static_slots(tiny, mode, monkeypatch):
         finally:
             model.lm_head.bias = None
     assert texts["static"] == texts["dynamic"] and all(texts["static"])
+
+
+class Seeded(Fixed):
+    """A Fixed request with its own seed: the scheduler's draws are keyed by (seed, tokens looked at so far)."""
+
+    def __init__(self, text, n, seed):
+        super().__init__(text, n)
+        self.seed, self.n_drawn = seed, 0
+
+    def advance(self, tokens, entropies):
+        looked = tokens[: self.n - len(self.tokens)]
+        self.n_drawn += len(looked)
+        return super().advance(tokens, entropies)
+
+
+SAMPLED = {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 0}
+
+
+def test_seeded_rows_draw_the_same_tokens_on_either_engine_any_slots_or_order(tiny_arch):
+    """Counter-based draws: per request the same tokens on the DynamicCache and slot engines, with 1, 2 or 3 slots,
+    other chunk sizes, and the requests in reverse order (refills at other steps)."""
+    model, tokenizer, _ = tiny_arch
+    Fixed.tokenizer = tokenizer
+    specs = [(t, n, 100 + i) for i, (t, n) in enumerate(zip(TEXTS + TEXTS[:2], [6, 3, 8, 4, 5, 7]))]
+    results = []
+    for decode, slots, chunk, order in [("dynamic", 2, 2, 1), ("static", 3, 3, 1), ("dynamic", 1, 5, -1),
+                                        ("static", 2, 1, -1), ("dynamic", 6, 4, -1)]:
+        requests = [Seeded(*s) for s in specs]
+        run_engine(model, tokenizer, requests[::order], decode, slots=slots, chunk=chunk, sampling=SAMPLED)
+        results.append([r.tokens for r in requests])
+    assert all(r == results[0] for r in results[1:])
+    assert results[0][0] != results[0][4]  # same text, other seed: other tokens
+
+
+def test_seeded_rows_in_fixed_groups_draw_their_own_tokens(tiny):
+    """refill=False: a row's tokens do not depend on its group (same seeds, other group sizes and orders)."""
+    model, tokenizer, _ = tiny
+    Fixed.tokenizer = tokenizer
+    specs = [(t, n, 7 + i) for i, (t, n) in enumerate(zip(TEXTS, [5, 2, 6, 3]))]
+    results = []
+    for slots, order in [(4, 1), (1, 1), (3, -1)]:
+        requests = [Seeded(*s) for s in specs]
+        run = scheduler.RefillScheduler(model, tokenizer, SAMPLED, slots=slots, chunk=2, refill=False)
+        run.run(requests[::order], lambda r: None)
+        results.append([r.tokens for r in requests])
+    assert results[1] == results[0] and results[2] == results[0]
