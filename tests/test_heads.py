@@ -229,7 +229,10 @@ def test_fixed_groups_with_force_closed_rows(tiny_r1):
     decoding = generate.Decoding(max_thinking_tokens=3, max_answer_tokens=2, refill=False, batch_size=3)
     frame = generate.rollouts(model, tokenizer, spec, prompts, decoding, progress=False)
     assert sorted(frame["prompt_id"]) == list(prompts["prompt_id"]) and frame["force_closed"].all()
-    assert frame["text"].str.contains("</think>").all() and (frame["n_answer_tokens"] <= 3).all()
+    # answer tokens are counted by re-tokenizing the decoded text: random tokens may re-encode to more (as in
+    # test_generate's force-close test, twice the budget at most)
+    assert frame["text"].str.contains("</think>").all()
+    assert (frame["n_answer_tokens"] <= 2 * decoding.max_answer_tokens).all()
 
 
 def test_ablated_rollouts_are_cached_per_heads_rule_and_prefix(tiny_r1, tmp_path):
