@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from lrmsafety import artifacts, paths
-from lrmsafety.store import TableStore
+from lrmsafety.store import TableStore, in_prompt_order
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def test_published_rollouts_read_back_as_the_producer_returned_them(stages):
     store.append(rows.iloc[:2])
     store.append(rows.iloc[2:])
     store.append(rows.iloc[:1].assign(text="later duplicate"))  # a second writer's copy: the first one wins
-    returned = store.read().query("prompt_id != 'c'").reset_index(drop=True)  # the producer's prompts: a and b
+    returned = in_prompt_order(store.read().query("prompt_id != 'c'"), ["b", "a"])  # what rollouts() returns
     stages.publish_rollouts("01", "m", returned)
     pd.testing.assert_frame_equal(stages.rollouts("01", "m"), returned)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import paths
-from .store import _atomic_write_text
+from .store import _atomic_write_text, in_prompt_order
 
 
 class MissingArtifact(FileNotFoundError):
@@ -70,7 +70,8 @@ class Artifacts:
         frame = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
         frame = frame.drop_duplicates(["prompt_id", "sample_index"], keep="first").reset_index(drop=True)
         frame = frame[frame["prompt_id"].isin(set(record["prompt_ids"]))
-                      & (frame["sample_index"] < record["samples_per_prompt"])].reset_index(drop=True)
+                      & (frame["sample_index"] < record["samples_per_prompt"])]
+        frame = in_prompt_order(frame, record["prompt_ids"])  # the producer's order
         if len(frame) != record["rows"]:
             raise MissingArtifact(self._missing(notebook, f"all {record['rows']} rollouts of {model} (the cache holds "
                                                           f"{len(frame)})"))

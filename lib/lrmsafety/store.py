@@ -124,6 +124,14 @@ class TableStore:
         return pending
 
 
+def in_prompt_order(frame: pd.DataFrame, prompt_ids) -> pd.DataFrame:
+    """Rows in the prompts' order, then by sample index: the order a cache's parts were written in (which a killed
+    and resumed run changes) never reaches an analysis that resamples or draws from the rows."""
+    position = {prompt_id: i for i, prompt_id in enumerate(prompt_ids)}
+    order = [position[p] * 1_000_000 + int(k) for p, k in zip(frame["prompt_id"], frame["sample_index"])]
+    return frame.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
 def _read_part(path: Path, columns=None) -> pd.DataFrame:
     try:
         return pd.read_parquet(path, columns=columns)

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from .. import usage
 from ..registry import ModelSpec, weights_fingerprint
-from ..store import TableStore, config_hash, library_versions, text_hash  # noqa: F401 (re-exported)
+from ..store import TableStore, config_hash, in_prompt_order, library_versions, text_hash  # noqa: F401 (re-exported)
 from .decoding import (  # noqa: F401 (re-exported: notebooks call generate.Decoding)
     _KEYED_WHEN_SET,
     BACKENDS,
@@ -289,11 +289,10 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     if store is not None:
         result = store.read()
         wanted = set(prompts["prompt_id"])
-        return result[result["prompt_id"].isin(wanted)
-                      & (result["sample_index"] < decoding.samples_per_prompt)].reset_index(drop=True)
-    if not done_rows:
+        frame = result[result["prompt_id"].isin(wanted) & (result["sample_index"] < decoding.samples_per_prompt)]
+    elif not done_rows:
         return pd.DataFrame()
-    frame = pd.concat(done_rows, ignore_index=True)
-    order = {(u["prompt_id"], u["sample_index"]): i for i, u in enumerate(units)}
-    frame["_order"] = [order[k] for k in zip(frame["prompt_id"], frame["sample_index"])]
-    return frame.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    else:
+        frame = pd.concat(done_rows, ignore_index=True)
+    return in_prompt_order(frame, prompts["prompt_id"])
+
