@@ -6,7 +6,7 @@ import torch
 from tiny_models import build_tiny, tokenizer_for
 
 from lrmsafety import chat, registry
-from lrmsafety.engine import generate, hooks, scheduler
+from lrmsafety.engine import dynamic, generate, hooks, scheduler
 
 GREEDY = {"do_sample": False}
 
@@ -67,7 +67,7 @@ def test_in_place_cache_gives_generate_greedy_tokens(tiny, spare, monkeypatch):
     through refills, merges and row selections each row's tokens are those it gets alone."""
     model, tokenizer, _ = tiny
     Fixed.tokenizer = tokenizer
-    layer_class = type(scheduler.growing_cache(model.config).layers[0])
+    layer_class = type(dynamic.growing_cache(model.config).layers[0])
     assert layer_class.__name__ == "GrowingLayer"
     monkeypatch.setattr(layer_class, "spare", spare)
     lengths = [9, 2, 5, 12, 3, 7, 4]

@@ -91,6 +91,16 @@ def sample(logits: torch.Tensor, sampling: dict, generator: torch.Generator | No
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+
+def draw(logits: torch.Tensor, sampling: dict, generator: torch.Generator | None = None,
+         seeds: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row for the decode engines: from each row's own stream, keyed by its sample's seed and its
+    count of tokens so far, when ``seeds`` is given (the caller then advances ``counts`` by one); else from the
+    shared ``generator``."""
+    if seeds is not None:
+        return sample(logits, sampling, keys=row_keys(seeds, counts))
+    return sample(logits, sampling, generator)
+
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of the model's next-token distribution at temperature 1."""
     logp = logits.float().log_softmax(-1)

@@ -8,10 +8,10 @@ leave free their slots, which are refilled at once from the queue. Only the new 
 once); their KV cache is merged into the running one by left padding. Models whose cache layers are not plain
 (sliding windows) are handled by rebuilding the batch from text instead, which is slower but exact.
 
-Two decode engines hold the running rows (``decode=``): ``"dynamic"``, the above (a DynamicCache whose layers write
-each step in place, see ``growing_cache``, merged by concatenation; works everywhere: CPU, 4-bit, hooks, sliding
-windows), and ``"static"`` (:mod:`lrmsafety.engine.slots`:
-a preallocated slot cache, fixed-shape steps replayed as CUDA graphs on a GPU). ``"auto"`` takes ``static`` on
+Two decode engines hold the running rows (``decode=``): ``"dynamic"``, the above (:mod:`lrmsafety.engine.dynamic`:
+a DynamicCache whose layers write each step in place, merged by concatenation; works everywhere: CPU, 4-bit, hooks,
+sliding windows), and ``"static"`` (:mod:`lrmsafety.engine.slots`: a preallocated slot cache, fixed-shape steps
+replayed as CUDA graphs on a GPU). ``"auto"`` takes ``static`` on
 CUDA for models the slot cache supports when no user forward hooks are installed, else ``dynamic``.
 
 A request is any object with:
@@ -38,30 +38,18 @@ whole tensor). A requeued or rewritten row is re-prefilled and rejoins its group
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
 
 import torch
 
-from .sampling import entropy, row_keys, sample  # noqa: F401 (re-exported)
+from .dynamic import _DynamicEngine, growing_cache
+from .sampling import draw, entropy, sample  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 CONTINUE, DONE, REQUEUE = "continue", "done", "requeue"
-
-
-@dataclass
-class _Batch:
-    """The running rows: their KV cache, left-padded attention mask, next position and last (unfed) token."""
-
-    cache: object
-    mask: torch.Tensor  # [rows, cached length], 0 on left padding
-    positions: torch.Tensor  # [rows] position id of the next token fed
-    last: torch.Tensor  # [rows] the last sampled token, not in the cache yet
-    seeds: torch.Tensor | None = None  # [rows] each row's sample seed (None: the shared generator)
-    counts: torch.Tensor | None = None  # [rows] each row's count of tokens given, the key of its next draw
 
 
 @dataclass
@@ -75,104 +63,6 @@ class _Prefilled:
     first: torch.Tensor  # [rows]
     seeds: torch.Tensor | None = None  # [rows] the requests' seeds (None: the shared generator)
     counts: torch.Tensor | None = None  # [rows] the counter of each row's next draw (its first token's + 1)
-
-
-@functools.cache
-def _growing_layer_class():
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        """A DynamicLayer whose keys and values are views of a buffer with spare columns: a decode step writes its
-        column in place, where DynamicLayer concatenates the whole cache into a new tensor at every step (on the
-        CPU that copy was most of a decode step's time). Anything that replaces ``keys`` (row selection, merging,
-        trimming) is adopted into a new buffer at the next update."""
-
-        spare = 128  # columns added beyond what an update needs, when the buffer is (re)allocated
-
-        def _owns_keys(self) -> bool:
-            buffer = getattr(self, "_key_buffer", None)
-            return (buffer is not None and self.keys.dim() == 4 and self.keys.data_ptr() == buffer.data_ptr()
-                    and self.keys.shape[:2] == buffer.shape[:2]
-                    and self.values.data_ptr() == self._value_buffer.data_ptr())
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            length = self.keys.shape[-2] if self.keys.dim() == 4 else 0
-            end = length + key_states.shape[-2]
-            if not self._owns_keys() or end > self._key_buffer.shape[-2]:
-                shape = (*key_states.shape[:2], end + self.spare, key_states.shape[-1])
-                keys, values = key_states.new_empty(shape), value_states.new_empty(shape)
-                if length:
-                    keys[:, :, :length], values[:, :, :length] = self.keys, self.values
-                self._key_buffer, self._value_buffer = keys, values
-            self._key_buffer[:, :, length:end] = key_states
-            self._value_buffer[:, :, length:end] = value_states
-            self.keys, self.values = self._key_buffer[:, :, :end], self._value_buffer[:, :, :end]
-            return self.keys, self.values
-
-    return GrowingLayer
-
-
-def growing_cache(config):
-    """A DynamicCache for ``config`` whose plain layers write in place (GrowingLayer); other layers (sliding
-    windows) stay as transformers makes them."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    cache = DynamicCache(config=config)
-    cache.layers = [_growing_layer_class()() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
-
-
-def _plain_cache(cache) -> bool:
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) in (DynamicLayer, _growing_layer_class()) for layer in getattr(cache, "layers", [None]))
-
-
-def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    missing = length - tensor.shape[dim]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _merge(a: _Batch | None, b: _Batch) -> _Batch:
-    """Rows of ``a`` then rows of ``b`` in one batch; the shorter cache is left-padded (masked)."""
-    if a is None:
-        return b
-    length = max(a.mask.shape[1], b.mask.shape[1])
-    for layer_a, layer_b in zip(a.cache.layers, b.cache.layers):
-        layer_a.keys = torch.cat([_left_pad(layer_a.keys, length, -2), _left_pad(layer_b.keys, length, -2)])
-        layer_a.values = torch.cat([_left_pad(layer_a.values, length, -2), _left_pad(layer_b.values, length, -2)])
-    keyed = a.seeds is not None and b.seeds is not None
-    return _Batch(a.cache, torch.cat([_left_pad(a.mask, length, 1), _left_pad(b.mask, length, 1)]),
-                  torch.cat([a.positions, b.positions]), torch.cat([a.last, b.last]),
-                  torch.cat([a.seeds, b.seeds]) if keyed else None,
-                  torch.cat([a.counts, b.counts]) if keyed else None)
-
-
-def _select(batch: _Batch, keep: list[int]) -> _Batch | None:
-    """Keep some rows, and drop the leading cache columns that are padding in every kept row."""
-    if not keep:
-        return None
-    if len(keep) == batch.mask.shape[0]:
-        return batch
-    index = torch.tensor(keep, device=batch.mask.device)
-    batch.cache.batch_select_indices(index)
-    mask = batch.mask[index]
-    used = mask.any(0).nonzero()
-    start = int(used[0]) if len(used) else 0
-    if start and _plain_cache(batch.cache):
-        for layer in batch.cache.layers:
-            layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-        mask = mask[:, start:]
-    keyed = batch.seeds is not None
-    return _Batch(batch.cache, mask, batch.positions[index], batch.last[index],
-                  batch.seeds[index] if keyed else None, batch.counts[index] if keyed else None)
 
 
 class RefillScheduler:
@@ -212,7 +102,7 @@ class RefillScheduler:
         if self.decode == "static":
             from .slots import SlotEngine
 
-            return SlotEngine(self.model, self.slots, sample, self.sampling, self.generator, self.want_entropy,
+            return SlotEngine(self.model, self.slots, self.sampling, self.generator, self.want_entropy,
                               self.pad_id)
         return _DynamicEngine(self)
 
@@ -244,10 +134,8 @@ class RefillScheduler:
         if _keyed(requests):  # each row's first token: the key of its own seed and count so far
             seeds = torch.tensor([r.seed for r in requests], dtype=torch.long, device=self.device)
             counts = torch.tensor([r.n_drawn for r in requests], dtype=torch.long, device=self.device)
-            first = sample(logits, self.sampling, keys=row_keys(seeds, counts))
-            counts = counts + 1
-        else:
-            first = sample(logits, self.sampling, self.generator)
+        first = draw(logits, self.sampling, self.generator, seeds, counts)
+        counts = counts + 1 if counts is not None else None
         ents = entropy(logits).tolist() if self.want_entropy else [None] * len(texts)
         return _Prefilled(cache, mask, rows, first, seeds, counts), [[(t, e)] for t, e in zip(first.tolist(), ents)]
 
@@ -380,54 +268,6 @@ class RefillScheduler:
                                        "group cannot shrink (its batch is part of the method); lower batch_size "
                                        "deliberately or free memory") from err
                 raise
-
-
-class _DynamicEngine:
-    """The running rows in one DynamicCache: merged by left padding, finished rows dropped by index."""
-
-    def __init__(self, scheduler: RefillScheduler):
-        self.model, self.sampling, self.generator = scheduler.model, scheduler.sampling, scheduler.generator
-        self.want_entropy = scheduler.want_entropy
-        self.batch: _Batch | None = None
-
-    @property
-    def rows(self) -> int:
-        return 0 if self.batch is None else self.batch.mask.shape[0]
-
-    def mergeable(self) -> bool:
-        return self.batch is None or _plain_cache(self.batch.cache)
-
-    def add(self, new: _Prefilled) -> None:
-        cache, mask = new.cache, new.mask
-        if len(new.rows) > mask.shape[0] or new.rows != list(range(mask.shape[0])):
-            rows = torch.tensor(new.rows, device=mask.device)  # K samples of one text: its cache repeated
-            cache.batch_select_indices(rows)
-            mask = mask[rows]
-        seeds, counts = new.seeds, new.counts
-        self.batch = _merge(self.batch, _Batch(cache, mask, mask.sum(-1), new.first, seeds, counts))
-
-    def select(self, keep: list[int]) -> None:
-        self.batch = _select(self.batch, keep)
-
-    def decode(self, steps: int) -> tuple[list[list[int]], list[list[float]] | None]:
-        """``steps`` decode steps; per row, the tokens sampled and the entropies they were sampled at."""
-        batch = self.batch
-        out, ents = [], []
-        for _ in range(steps):
-            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(batch.mask.shape[0], 1)], dim=1)
-            logits = self.model(input_ids=batch.last[:, None], attention_mask=batch.mask,
-                                position_ids=batch.positions[:, None], past_key_values=batch.cache,
-                                use_cache=True).logits[:, -1]
-            if self.want_entropy:
-                ents.append(entropy(logits))
-            if batch.seeds is not None:  # each row's own stream: its seed and its count of tokens so far
-                batch.last = sample(logits, self.sampling, keys=row_keys(batch.seeds, batch.counts))
-                batch.counts = batch.counts + 1
-            else:
-                batch.last = sample(logits, self.sampling, self.generator)
-            batch.positions = batch.positions + 1
-            out.append(batch.last)
-        return torch.stack(out, 1).tolist(), (torch.stack(ents, 1).tolist() if ents else None)
 
 
 def _keyed(requests) -> bool:

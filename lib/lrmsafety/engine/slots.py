@@ -32,6 +32,8 @@ import logging
 
 import torch
 
+from .sampling import draw, entropy
+
 log = logging.getLogger(__name__)
 
 ATTENTION_NAME = "lrmsafety_slots"
@@ -168,10 +170,10 @@ class SlotEngine:
     The scheduler's interface: ``add(prefilled)``, ``select(keep)``, ``decode(steps)``, ``rows``, ``mergeable()``.
     """
 
-    def __init__(self, model, slots: int, sample, sampling: dict, generator, want_entropy: bool,
+    def __init__(self, model, slots: int, sampling: dict, generator, want_entropy: bool,
                  pad_id: int, graphs: bool | str = "auto"):
         _register()
-        self.model, self.slots, self.sample = model, slots, sample
+        self.model, self.slots = model, slots
         self.sampling, self.generator, self.want_entropy = sampling, generator, want_entropy
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -278,8 +280,6 @@ class SlotEngine:
 
     def decode(self, steps: int) -> tuple[list[list[int]], list[list[float]] | None]:
         """``steps`` decode steps over every slot; per running row, the tokens sampled and their entropies."""
-        from .sampling import entropy
-
         longest = max(self.lengths[s] for s in self.order)
         self._ensure(longest + steps)
         width = min(self.capacity, -(-(longest + steps) // BUCKET) * BUCKET)
@@ -293,13 +293,10 @@ class SlotEngine:
             logits = (self._graph_step(width) if graphs else self._eager_step(width))[order]
             if self.want_entropy:
                 ents.append(entropy(logits))
+            seeds, counts = (self.seeds[order], self.counts[order]) if self.keyed else (None, None)
+            token = draw(logits, self.sampling, self.generator, seeds, counts)
             if self.keyed:
-                from .sampling import row_keys
-
-                token = self.sample(logits, self.sampling, keys=row_keys(self.seeds[order], self.counts[order]))
                 self.counts[order] += 1
-            else:
-                token = self.sample(logits, self.sampling, self.generator)
             self.ids[order, 0] = token
             self.pos += self.live
             out.append(token)
