@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import paths
-from .store import _atomic_write_text, in_prompt_order
+from .store import _atomic_write_text, read_parts, rollout_rows
 
 
 class MissingArtifact(FileNotFoundError):
@@ -64,14 +64,11 @@ class Artifacts:
         if not pointer.exists():
             raise MissingArtifact(self._missing(notebook, f"its rollouts of {model}"))
         record = json.loads(pointer.read_text())
-        parts = sorted((self.cache / record["store"]).glob("part-*.parquet"))
-        if not parts:
+        stored = read_parts(self.cache / record["store"], ["prompt_id", "sample_index"])
+        if stored.empty:
             raise MissingArtifact(self._missing(notebook, f"the rollout cache {record['store']} (deleted?)"))
-        frame = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
-        frame = frame.drop_duplicates(["prompt_id", "sample_index"], keep="first").reset_index(drop=True)
-        frame = frame[frame["prompt_id"].isin(set(record["prompt_ids"]))
-                      & (frame["sample_index"] < record["samples_per_prompt"])]
-        frame = in_prompt_order(frame, record["prompt_ids"])  # the producer's order
+        # the producer's rows, in its order (engine.generate.rollouts returns the same selection)
+        frame = rollout_rows(stored, record["prompt_ids"], record["samples_per_prompt"])
         if len(frame) != record["rows"]:
             raise MissingArtifact(self._missing(notebook, f"all {record['rows']} rollouts of {model} (the cache holds "
                                                           f"{len(frame)})"))

@@ -63,11 +63,7 @@ class TableStore:
         return sorted(self.dir.glob("part-*.parquet"))
 
     def read(self) -> pd.DataFrame:
-        parts = self.parts
-        if not parts:
-            return pd.DataFrame(columns=self.key)
-        frame = pd.concat([_read_part(part) for part in parts], ignore_index=True)
-        return frame.drop_duplicates(self.key, keep="first").reset_index(drop=True)
+        return read_parts(self.dir, self.key)
 
     def done_keys(self) -> set[tuple]:
         if not self.parts:
@@ -123,6 +119,21 @@ class TableStore:
             log.info("%s: %d rows cached, %d to do", self.dir.name, len(done), len(pending))
         return pending
 
+
+def read_parts(folder: Path, key: Sequence[str]) -> pd.DataFrame:
+    """The rows of a store's folder, part by part; of a key written twice, the first copy."""
+    parts = sorted(Path(folder).glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame(columns=list(key))
+    frame = pd.concat([_read_part(part) for part in parts], ignore_index=True)
+    return frame.drop_duplicates(list(key), keep="first").reset_index(drop=True)
+
+
+def rollout_rows(frame: pd.DataFrame, prompt_ids, samples_per_prompt: int) -> pd.DataFrame:
+    """The rows of ``prompt_ids`` with a sample index under ``samples_per_prompt``, in the prompts' order."""
+    prompt_ids = list(prompt_ids)
+    wanted = frame["prompt_id"].isin(set(prompt_ids)) & (frame["sample_index"] < samples_per_prompt)
+    return in_prompt_order(frame[wanted], prompt_ids)
 
 def in_prompt_order(frame: pd.DataFrame, prompt_ids) -> pd.DataFrame:
     """Rows in the prompts' order, then by sample index: the order a cache's parts were written in (which a killed

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from .. import usage
 from ..registry import ModelSpec, weights_fingerprint
-from ..store import TableStore, config_hash, in_prompt_order, library_versions, text_hash  # noqa: F401 (re-exported)
+from ..store import TableStore, config_hash, library_versions, rollout_rows, text_hash  # noqa: F401 (re-exported)
 from .decoding import (  # noqa: F401 (re-exported: notebooks call generate.Decoding)
     _KEYED_WHEN_SET,
     BACKENDS,
@@ -287,12 +287,10 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
             save(waiting)
     bar.close()
     if store is not None:
-        result = store.read()
-        wanted = set(prompts["prompt_id"])
-        frame = result[result["prompt_id"].isin(wanted) & (result["sample_index"] < decoding.samples_per_prompt)]
+        frame = store.read()
     elif not done_rows:
         return pd.DataFrame()
     else:
         frame = pd.concat(done_rows, ignore_index=True)
-    return in_prompt_order(frame, prompts["prompt_id"])
+    return rollout_rows(frame, prompts["prompt_id"], decoding.samples_per_prompt)
 
