@@ -9,8 +9,8 @@ Where each idea lives:
     chat          prompt rendering per thinking format; split(): one thinking/answer splitter, the papers' rules
     data          benchmark loaders into one tidy frame
     store         content-addressed caches with manifests
-    engine/       decoding (settings, thinking modes), generate (rollouts), scheduler, slots, sampling, attention,
-                  hooks (add_hooks, head ablation), vllm_backend
+    engine/       decoding (settings, thinking modes), generate (rollouts), scheduler, dynamic, slots, sampling,
+                  attention, hooks (add_hooks, head ablation), vllm_backend
     judges/       base (Judge, registry), strings, guards, guard_models, ensembles, labels (each paper's label), stance
     metrics       ASR, ORR, Safe@1/K, ConsSafe@K, intervals
     analysis/     one module per finding. Paper A: activations, probes (+ first_token, nulls), lock_in,
