@@ -34,6 +34,7 @@ spread wider than that curated set (σ = 0.33 in log space), so the wider σ = 0
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -44,7 +45,7 @@ import torch
 from real_configs import REAL_CONFIGS, random_model
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from lrmsafety.engine import scheduler
+from lrmsafety.engine import hooks, scheduler
 from lrmsafety.engine.generate import generate_batch
 
 # a tiny model of the 1.5B's architecture, to check the benchmark on a CPU (`--models tiny --device cpu`)
@@ -231,6 +232,9 @@ def main() -> None:
     parser.add_argument("--quantization", default="bf16", choices=["bf16", "nf4"],
                         help="nf4: the random model is saved and reloaded through bitsandbytes (models.load_model)")
     parser.add_argument("--scratch", default="/tmp/realistic_rollouts_models", help="folder for nf4's saved models")
+    parser.add_argument("--ablate-share", type=float, default=0.0,
+                        help="zero this share of the attention heads (notebook 06's ablation without rescaling, "
+                             "random heads) during the refill and slots runs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     began = time.perf_counter()
@@ -280,6 +284,15 @@ def main() -> None:
         lengths = draw_lengths(n, args.median, args.sigma, args.cap, seed=batch)
         prompts = make_prompts(tokenizer, n, args.prompt_tokens, seed=batch)
         extra = {}
+        ablation = contextlib.nullcontext()
+        if args.ablate_share and engine != "batch":
+            from lrmsafety.analysis.heads import random_heads
+
+            n_layers, n_heads = len(hooks.decoder_layers(model)), hooks.n_heads(model)
+            chosen = random_heads(n_layers, n_heads, max(1, round(args.ablate_share * n_layers * n_heads)), seed=0)
+            ablation = hooks.add_hooks(forward_pre_hooks=hooks.head_ablation_hooks(model, chosen))
+            extra["ablated_heads"] = len(chosen)
+        ablation.__enter__()
         warm = time.perf_counter()
         if engine == "batch":  # compile at the timed shapes first (one row, one token, same cache size)
             run_batch_engine(model, tokenizer, prompts[:batch], [1] * batch, batch, args.cap, eos)
@@ -302,6 +315,7 @@ def main() -> None:
             torch.cuda.synchronize()
             extra["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
         seconds = time.perf_counter() - started
+        ablation.__exit__(None, None, None)
         useful = extra.pop("useful_done")
         # the bandwidth limit for the tokens done (a partial run: the same share of the whole run's limit)
         ideal = ideal_seconds(lengths, batch, args.prompt_tokens, weights, kv, bandwidth) * useful / sum(lengths)

@@ -76,7 +76,7 @@ decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinki
                              max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 rollouts = {}
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     rollouts[name] = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache)
     S.publish_rollouts("01", name, rollouts[name])  # read by 02, 05, 06 and 09
     del model

@@ -75,7 +75,7 @@ group_column = data.group_column(prompts)
 # %%
 runs, first_states, prompt_states, skipped = {}, {}, {}, []
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     frame = first_token.probe_frame(S.rollouts("01", name), S.judged(name), prompts, group_column)
     if not probes.probe_ready(frame):
         skipped.append(first_token.skipped_row(name, frame))

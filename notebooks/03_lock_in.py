@@ -90,7 +90,7 @@ print(f"at most {tokens_needed:,} generated tokens per model; about "
 # %%
 per_prefix, agreement = [], []
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     settings = dict(samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
                     max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 

@@ -82,7 +82,7 @@ answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 # %%
 transitions, traces, agreement = [], {}, []
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(
         samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
         max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed), cache_root=cache, progress=False)
@@ -121,7 +121,7 @@ for name in P.models:
     mine = transitions[transitions["model"] == name]
     if mine.empty:
         continue
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     cuts = deliberation.replay_prefixes(mine)
     answers = lock_in.answers_after_cuts(model, tokenizer, spec, cuts, generate.Decoding(
         samples_per_prompt=P.replays, max_answer_tokens=answer_budget, batch_size=P.batch_size, seed=P.seed),

@@ -104,7 +104,7 @@ print(f"at most {tokens_needed:,} generated tokens per model if nothing is cache
 # %%
 runs, rows_out, untrained = {}, [], {}
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
     S.publish_rollouts("05", name, rollouts)  # 06 scores the heads on the traces its probe was trained on
     everything = cliff.label_outcomes(rollouts.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id"))

@@ -34,8 +34,9 @@
 # paper B's on the paper profile): temperature 0.7; 4,096 new tokens for thinking and answer together, nothing
 # force-closed, an output that never closes judged whole; HF generate on batches of 8 prompts. As the rescaling
 # takes one norm over the batch's whole tensor, the batch is part of the method: `ablation_group_size = 8` runs
-# fixed groups of 8 rows without refill, finished rows staying in the batch until their group ends (None: the
-# refill scheduler); no system prompt (unlike paper B's vLLM rollouts). ASR (`asr_judge`): paper B's Llama-Guard-4
+# fixed groups of 8 rows without refill for that rule, finished rows staying in the batch until their group ends;
+# the conditions without it (or with per-token rescaling) run on the refill scheduler, each row drawing the same
+# tokens as in a group; no system prompt (unlike paper B's vLLM rollouts). ASR (`asr_judge`): paper B's Llama-Guard-4
 # on the first 512 characters of that text, "unsafe" = success; the CPU profiles use paper B's refusal words (no
 # refusal = success). Which text (`asr_text`): the answer (methods.md), or the whole output, thinking included,
 # which is what `ablate.sh` literally passes (`ablating_head_generation` saves the undivided output as `response`).
@@ -82,8 +83,8 @@ studied = pd.concat([data.sample_per_group(prompts[prompts[group_column].isin(gr
                                                              ("benign", P.probe_compliance_groups))], ignore_index=True)
 conditions = heads.ablation_conditions(P.head_shares, P.rescale_rules, P.random_draws)
 print(f"{len(conditions)} ablation conditions x {len(studied)} prompts ({studied['role'].value_counts().to_dict()}); "
-      + (f"fixed groups of {P.ablation_group_size} rows without refill" if P.ablation_group_size
-         else "refill scheduler"))
+      + (f"batch rescaling in fixed groups of {P.ablation_group_size} rows without refill, the other rules on the "
+         "refill scheduler" if P.ablation_group_size else "refill scheduler"))
 # what it costs
 per_rollout = (P.ablation_max_new_tokens
                or P.ablation_answer_tokens + P.max_thinking_tokens * (P.ablation_mode == "natural"))
@@ -101,7 +102,7 @@ print(f"at most {tokens_needed:,} generated tokens per model ({P.ablation_mode} 
 # %%
 runs = {}
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     frame = S.rollouts("05", name)  # the traces 05's probe was trained on score the heads
     frame = frame[frame["closed"].astype(bool)]  # closed by the model itself (as 03); force-closed ones are left out
     frame = frame.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id").reset_index(drop=True)
@@ -144,13 +145,13 @@ else:
 generated, rows = [], []
 for name, run in runs.items():
     spec = run["spec"]
-    todo, decoding = heads.ablation_inputs(
+    todo, decodings = heads.ablation_inputs(
         studied, run["frame"], P.ablation_mode, answer_tokens=P.ablation_answer_tokens,
         max_new_tokens=P.ablation_max_new_tokens, temperature=P.ablation_temperature,
         group_size=P.ablation_group_size, batch_size=P.batch_size, max_thinking_tokens=P.max_thinking_tokens,
         seed=P.seed)
     done, missing = heads.run_conditions(name, run.pop("model"), run["tokenizer"], spec, run["scores"], run["note"],
-                                         conditions, todo, decoding, cache_root=cache)
+                                         conditions, todo, decodings, cache_root=cache)
     generated, rows = generated + done, rows + missing  # the model is freed: the judge loads next
 
 # %%

@@ -73,7 +73,7 @@ print(f"{len(harmful)} harmful prompts x {P.samples_per_prompt} samples x 4 conf
 MODES = ["natural", "zerothink", "lessthink", "morethink"]
 frames = []
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization)
+    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
     for mode in MODES:
         decoding = generate.Decoding(mode=mode, samples_per_prompt=P.samples_per_prompt,
                                      max_thinking_tokens=P.budget_thinking_tokens,

@@ -284,11 +284,15 @@ def test_ablation_inputs_prefix_and_natural():
     frame = pd.DataFrame({"prompt_id": ["a", "a", "c"], "sample_index": [1, 0, 0], "thinking": ["a1", "a0", "c0"]})
     settings = dict(answer_tokens=5, max_new_tokens=None, temperature=None, group_size=8, batch_size=64,
                     max_thinking_tokens=32, seed=0)
-    todo, decoding = heads.ablation_inputs(studied, frame, "prefix", **settings)
+    todo, decodings = heads.ablation_inputs(studied, frame, "prefix", **settings)
     assert todo["thinking_prefix"].tolist() == ["a0", "c0"]  # each prompt's first closed trace; b has none
-    assert decoding.mode == "prefix" and decoding.batch_size == 8 and not decoding.refill
-    todo, decoding = heads.ablation_inputs(studied, frame, "natural", **{**settings, "group_size": None})
-    assert todo is studied and decoding.max_thinking_tokens == 32 and decoding.refill and decoding.batch_size == 64
+    grouped, refill = decodings["batch"], decodings[None]
+    assert grouped.mode == refill.mode == "prefix" and grouped.batch_size == 8 and not grouped.refill
+    # the rules that act on each row alone run on the refill scheduler (the slot engine on a GPU)
+    assert decodings["position"] is refill and refill.refill and refill.batch_size == 64
+    todo, decodings = heads.ablation_inputs(studied, frame, "natural", **{**settings, "group_size": None})
+    assert todo is studied and all(d.max_thinking_tokens == 32 and d.refill and d.batch_size == 64
+                                   for d in decodings.values())
 
 
 def test_run_conditions_without_scores_and_the_table():

@@ -290,19 +290,64 @@ def test_static_slots_sample_like_the_dynamic_cache(tiny_arch):
     assert tokens["static"] == tokens["dynamic"]
 
 
-def test_static_slots_run_head_ablation_hooks_at_every_step(tiny):
-    """With user hooks the slot engine steps eagerly (no CUDA graph), so the hooks act at every decode step."""
+@pytest.mark.parametrize("rescale", [None, "position"])
+def test_static_slots_run_row_local_ablation_hooks_at_every_step(tiny, rescale):
+    """Head zeroing and per-position rescaling act on each row alone: the slot engine runs them (inside its CUDA
+    graphs on a GPU) and gives the eager tokens under the same hooks."""
     from lrmsafety.engine import slots
 
     model, tokenizer, _ = tiny
     Fixed.tokenizer = tokenizer
-    with hooks.add_hooks(hooks.head_ablation_hooks(model, [(0, 0), (1, 1)])):
-        assert slots.user_hooks(model)
+    with hooks.add_hooks(hooks.head_ablation_hooks(model, [(0, 0), (1, 1)], rescale=rescale)):
+        assert not slots.user_hooks(model) and slots.row_local_hooks(model)
+        assert scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=2).decode == (
+            "static" if next(model.parameters()).is_cuda else "dynamic")
         expected = [reference(model, tokenizer, t, 6) for t in TEXTS]
         requests = [Fixed(t, 6) for t in TEXTS]
-        run = run_engine(model, tokenizer, requests, "static", chunk=2)
+        run_engine(model, tokenizer, requests, "static", chunk=2)
     assert [r.tokens for r in requests] == expected
-    assert run.engine.graph_steps == 0 and not slots.user_hooks(model)
+    unhooked = [reference(model, tokenizer, t, 6) for t in TEXTS]
+    assert unhooked != expected  # the hooks changed the tokens, and they are gone
+    assert not slots.row_local_hooks(model)
+
+
+def test_batch_rescaling_keeps_a_run_off_the_slot_engine(tiny):
+    """Paper B's rescaling takes one norm over the whole batch, which in the slot engine would include free slots."""
+    from lrmsafety.engine import slots
+
+    model, tokenizer, _ = tiny
+    with hooks.add_hooks(hooks.head_ablation_hooks(model, [(0, 0)], rescale="batch")):
+        assert slots.user_hooks(model)
+    capture: dict = {}
+    with hooks.add_hooks(forward_hooks=hooks.capture_hooks({"last": hooks.decoder_layers(model)[-1]}, capture)):
+        assert slots.user_hooks(model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graph_replay_runs_row_local_hooks(tiny_arch, monkeypatch):
+    """On a GPU, a captured step replays the hooks' operations: in fp32 the graph's tokens equal the eager step's,
+    with the hooks and without them (graphs are keyed by the hooks present)."""
+    from lrmsafety.engine import slots
+
+    model, tokenizer, _ = tiny_arch
+    model = model.to("cuda")
+    Fixed.tokenizer = tokenizer
+    ablate = hooks.head_ablation_hooks(model, [(0, 0), (1, 1)])
+    tokens = {}
+    for graphs in (True, False):
+        if not graphs:
+            monkeypatch.setattr(slots.SlotEngine, "_graph_step", slots.SlotEngine._eager_step)
+        for hooked in (False, True):
+            requests = [Seeded(t, n, seed=11 * i) for i, (t, n) in enumerate(zip(TEXTS, [12, 5, 9, 7]))]
+            with hooks.add_hooks(ablate if hooked else ()):
+                run = scheduler.RefillScheduler(model, tokenizer, SAMPLED, slots=2, chunk=3)
+                assert run.decode == "static"
+                run.run(requests, lambda r: None)
+            assert (run.engine.graph_steps > 0) == graphs
+            tokens[graphs, hooked] = [r.tokens for r in requests]
+    model.to("cpu")
+    assert tokens[True, True] == tokens[False, True] and tokens[True, False] == tokens[False, False]
+    assert tokens[True, True] != tokens[True, False]
 
 
 def test_decode_choice(tiny, tmp_path):

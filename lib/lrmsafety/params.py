@@ -31,6 +31,9 @@ def _f(default, description: str, **constraints):
     return Field(default, description=description, **constraints)
 
 
+PROMPT_TOKENS = 512  # a long benchmark prompt with its chat template (WildJailbreak's adversarial ones run to ~400)
+
+
 class Params(BaseModel):
     """The parameters of one profile (see the module docstring)."""
 
@@ -41,8 +44,9 @@ class Params(BaseModel):
     # ---- models, data, generation (01 and every notebook that reads its rollouts)
     models: list[str] = _f(["organism-locked", "organism-deliberative", "organism-null"],
                            "registry names of the models studied (MODEL= replaces the list with one model)")
-    quantization: Literal["auto", "bf16", "fp32", "nf4"] = _f(
-        "auto", "weights: auto (bf16 on a GPU, fp32 on the CPU), bf16, fp32 or nf4 (4-bit, bitsandbytes)")
+    quantization: Literal["auto", "bf16", "fp16", "fp32", "nf4"] = _f(
+        "auto", "weights: auto (on a GPU bf16, or fp16 without bf16, when the weights and the batch's KV cache fit, "
+                "else nf4; fp32 on the CPU), bf16, fp16, fp32 or nf4 (4-bit, bitsandbytes)")
     data_dir: Optional[str] = _f(None, "folder with offline benchmark copies; null finds ../shared/data or data/raw, "
                                        "else loads online")
     prompt_sets: list[str] = _f(["organism"], "prompt sets; organism: the organisms' own held-out prompt families")
@@ -200,6 +204,12 @@ class Params(BaseModel):
         if self.cliff_models is None:
             object.__setattr__(self, "cliff_models", list(self.models))
         return self
+
+    @property
+    def kv_tokens(self) -> int:
+        """Tokens the KV cache holds at worst: every row of the batch at the full budget, with a prompt of up to
+        ``PROMPT_TOKENS`` (what ``quantization: auto`` weighs against the GPU's memory)."""
+        return self.batch_size * (PROMPT_TOKENS + self.max_thinking_tokens + self.max_answer_tokens)
 
     def changed(self) -> dict:
         """The keys whose value differs from the default (what a profile sets)."""

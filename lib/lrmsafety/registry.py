@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from . import memory
 from .catalogue import GREEDY, QWEN3_SAMPLING, R1_SAMPLING, REGISTRY, ModelSpec, Sampling  # noqa: F401 (re-exported)
 from .paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-Quantization = Literal["auto", "bf16", "nf4", "fp32"]
+Quantization = Literal["auto", "bf16", "fp16", "nf4", "fp32"]
 
 
 def weights_fingerprint(model) -> str | None:  # a loaded model or a checkpoint folder
@@ -100,18 +101,7 @@ def list_models(role: str | None = None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- memory
-BYTES_PER_PARAM = {"bf16": 2.0, "fp32": 4.0, "nf4": 0.56}  # nf4: 4 bits + block scales + unquantized embeddings
-
-
-def memory_estimate_gb(params_b: float, quantization: str) -> float:
-    """Weights only, plus 15% for activations and the CUDA context; the KV cache comes on top."""
-    return params_b * BYTES_PER_PARAM[quantization] * 1.15
-
-
-def _available_gpu_gb() -> float:
-    import torch
-
-    return sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) / 1e9
+BYTES_PER_PARAM, memory_estimate_gb = memory.BYTES_PER_PARAM, memory.memory_estimate_gb  # re-exported
 
 
 def _bitsandbytes_error() -> str | None:
@@ -123,24 +113,21 @@ def _bitsandbytes_error() -> str | None:
     return None
 
 
-def resolve_quantization(quantization: Quantization, has_gpu: bool) -> str:
-    if quantization == "auto":
-        return "bf16" if has_gpu else "fp32"
-    if quantization not in BYTES_PER_PARAM:
-        raise ValueError(f"quantization must be one of auto, bf16, nf4, fp32; not {quantization!r}")
-    return quantization
-
-
 def check_memory(spec: ModelSpec, quantization: str, available_gb: float) -> None:
-    needed = memory_estimate_gb(spec.params_b, quantization)
-    if needed <= available_gb:
-        return
-    fitting = [q for q in ("bf16", "nf4") if memory_estimate_gb(spec.params_b, q) <= available_gb]
-    fix = f"quantization={fitting[0]!r} would fit" if fitting else "use a smaller model or more GPUs"
-    raise MemoryError(
-        f"{spec.name} needs about {needed:.1f} GB in {quantization} but {available_gb:.1f} GB of GPU memory is free; "
-        f"{fix}."
-    )
+    memory.check(spec.name, spec.params_b, quantization, available_gb)
+
+
+def choose_weights(spec: ModelSpec, quantization: Quantization, config=None, kv_tokens: int | None = None):
+    """The weights ``load_model`` uses (:func:`lrmsafety.memory.choose`): ``auto`` weighs the 16-bit weights and the
+    KV cache of ``kv_tokens`` tokens (``config`` gives its bytes per token) against the GPU's free memory."""
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    if quantization != "auto" or not has_gpu:
+        return memory.choose(quantization, spec.params_b, has_gpu=has_gpu)
+    kv_gb = memory.kv_bytes_per_token(config) * kv_tokens / 1e9 if config is not None and kv_tokens else 0.0
+    return memory.choose("auto", spec.params_b, has_gpu=True, bf16_supported=torch.cuda.is_bf16_supported(),
+                         kv_gb=kv_gb, free_gb=memory.available_gpu_gb())
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -150,18 +137,21 @@ def load_model(
     device_map: str | dict | None = "auto",
     revision: str | None = None,
     check_free_memory: bool = True,
+    kv_tokens: int | None = None,
 ):
-    """Load a registry model or a local folder: bf16 on GPU, 4-bit NF4 through bitsandbytes, float32 on CPU.
+    """Load a registry model or a local folder: 16-bit on a GPU, 4-bit NF4 through bitsandbytes, float32 on CPU.
 
     Returns ``(model, tokenizer, spec)``. The tokenizer pads on the left (for batched generation).
-    ``device_map="auto"`` spreads a model larger than one GPU over several.
+    ``device_map="auto"`` spreads a model larger than one GPU over several. ``quantization="auto"`` on a GPU takes
+    bf16 (fp16 without bf16) when the weights and the KV cache of ``kv_tokens`` tokens (a profile's
+    ``Params.kv_tokens``: every row of the batch at its full budget) fit, else nf4, and prints why.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = get_spec(name_or_path)
     if spec.random_architecture:
-        return _build_random_stand_in(spec, quantization, check_free_memory)
+        return _build_random_stand_in(spec, quantization, check_free_memory, kv_tokens)
     if spec.tiny:
         from .tiny import ensure_built
 
@@ -174,7 +164,15 @@ def load_model(
                                 f"with `git checkout -- {shown}`; `make organism` retrains them instead, which "
                                 "changes every number")
     has_gpu = torch.cuda.is_available()
-    quant = resolve_quantization(quantization, has_gpu)
+    config = None
+    if quantization == "auto" and has_gpu and kv_tokens:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source, revision=revision)
+    choice = choose_weights(spec, quantization, config, kv_tokens)
+    quant = choice.quantization
+    if has_gpu:
+        print(f"{spec.name}: {choice.why}")
 
     kwargs: dict = {"revision": revision} if revision else {}
     if quant == "nf4":
@@ -193,11 +191,11 @@ def load_model(
         )
         kwargs["dtype"] = compute
     else:
-        kwargs["dtype"] = {"bf16": torch.bfloat16, "fp32": torch.float32}[quant]
+        kwargs["dtype"] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[quant]
 
     if has_gpu:
         if check_free_memory and spec.params_b:
-            check_memory(spec, quant, _available_gpu_gb())
+            check_memory(spec, quant, memory.available_gpu_gb())
         kwargs["device_map"] = device_map
     else:
         if quant == "bf16":
@@ -221,29 +219,37 @@ def load_model(
     return model, tokenizer, spec
 
 
-def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_free_memory: bool):
+def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_free_memory: bool,
+                           kv_tokens: int | None = None):
     """A paper-gpu stand-in: the real architecture initialised with random weights on the GPU (fp32 on a CPU), with
     the Qwen3 tokenizer. There are no weights to quantize, so only auto, bf16 and fp32 apply."""
     import torch
     from transformers import AutoTokenizer
 
     from .engine.attention import use_grouped_sdpa
-    from .tiny import build_random_architecture, qwen3_tokenizer_dir
+    from .tiny import build_random_architecture, qwen3_tokenizer_dir, random_architecture_config
 
     has_gpu = torch.cuda.is_available()
-    quant = resolve_quantization(quantization, has_gpu)
-    if quant == "nf4":
+    if quantization == "nf4":
         raise ValueError(f"{spec.name} is built with random weights in place; there is nothing to quantize: use "
                          "quantization 'auto' or 'bf16'")
+    config = random_architecture_config(spec.random_architecture)
+    choice = choose_weights(spec, quantization, config, kv_tokens)
+    quant = choice.quantization
+    if quant == "nf4":  # auto found no room for 16-bit weights: a random stand-in cannot be quantized
+        raise MemoryError(f"{spec.name}: {choice.why}; random weights cannot be quantized: lower batch_size or the "
+                          "budgets")
+    if has_gpu:
+        print(f"{spec.name}: {choice.why}")
     tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     tokenizer.padding_side = "left"
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[quant]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[quant]
     # LRMSAFETY_SHRINK_STAND_INS=1: the same architectures at a test's size, for a dry run of the lane on a CPU
     shrink = os.environ.get("LRMSAFETY_SHRINK_STAND_INS") == "1"
     if shrink and not has_gpu:
         dtype = torch.float32
     if has_gpu and check_free_memory and not shrink:
-        check_memory(spec, quant, _available_gpu_gb())
+        check_memory(spec, quant, memory.available_gpu_gb())
     model = build_random_architecture(spec.random_architecture, dtype, "cuda" if has_gpu else "cpu", shrink=shrink)
     model.config._name_or_path = spec.hf_id
     model.eval()

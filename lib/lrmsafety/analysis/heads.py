@@ -258,26 +258,34 @@ def metric_labels(asr_judge: str, asr_text: str) -> dict[str, str]:
 def ablation_inputs(studied: pd.DataFrame, frame: pd.DataFrame, mode: str, *, answer_tokens: int,
                     max_new_tokens: int | None, temperature: float | None, group_size: int | None, batch_size: int,
                     max_thinking_tokens: int, seed: int = 0):
-    """(the prompts, the decoding) of ablated generation. ``group_size``: fixed groups of that many rows without
-    refill (paper B's batches of 8, which its batch-wide rescaling depends on); None: the refill scheduler.
+    """(the prompts, the decoding per rescaling rule) of ablated generation. ``group_size``: fixed groups of that
+    many rows without refill for paper B's rule ``"batch"`` (its batches of 8, over whose whole tensor the rescaling
+    takes one norm); None, and the rules that act on each row alone (``None``, ``"position"``), take the refill
+    scheduler with ``batch_size`` slots (the slot engine on a GPU, whose draws are the fixed groups' draws).
     ``mode="natural"``: the whole output sampled under ablation; ``"prefix"``: each studied prompt continues the
     thinking of its first trace in ``frame`` (rollouts the model closed itself), force-closed, and only the answer
     is sampled (prompts without such a trace are left out)."""
     from ..engine.generate import Decoding
 
     settings = dict(max_answer_tokens=answer_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
-                    refill=group_size is None, batch_size=group_size or batch_size, seed=seed)
+                    seed=seed)
     if mode == "prefix":
+        settings["mode"] = "prefix"
         base = frame.sort_values("sample_index").drop_duplicates("prompt_id").set_index("prompt_id")["thinking"]
         todo = studied[studied["prompt_id"].isin(base.index)].assign(thinking_prefix=lambda f: f["prompt_id"].map(base))
-        return todo, Decoding(mode="prefix", **settings)
-    return studied, Decoding(max_thinking_tokens=max_thinking_tokens, **settings)
+    else:
+        settings["max_thinking_tokens"] = max_thinking_tokens
+        todo = studied
+    refill = Decoding(refill=True, batch_size=batch_size, **settings)
+    grouped = Decoding(refill=False, batch_size=group_size, **settings) if group_size else refill
+    return todo, {None: refill, "position": refill, "batch": grouped}
 
 
 def run_conditions(name: str, model, tokenizer, spec, scores: pd.DataFrame | None, note: str, conditions,
-                   prompts: pd.DataFrame, decoding, cache_root=None) -> tuple[list[tuple], list[dict]]:
-    """Every condition of :func:`ablation_conditions` for one model: ([(condition's row fields, cache key,
-    rollouts)], NA rows for the top-head conditions when the model has no head ``scores``, with ``note``)."""
+                   prompts: pd.DataFrame, decodings: dict, cache_root=None) -> tuple[list[tuple], list[dict]]:
+    """Every condition of :func:`ablation_conditions` for one model, each rule with its decoding of ``decodings``
+    (:func:`ablation_inputs`): ([(condition's row fields, cache key, rollouts)], NA rows for the top-head conditions
+    when the model has no head ``scores``, with ``note``)."""
     n_layers, n_heads = len(hooks.decoder_layers(model)), hooks.n_heads(model)
     generated, rows = [], []
     for kind, share, draw, rule in conditions:
@@ -289,7 +297,7 @@ def run_conditions(name: str, model, tokenizer, spec, scores: pd.DataFrame | Non
             continue
         chosen = (top_heads(scores, k) if kind == "top" else
                   random_heads(n_layers, n_heads, k, seed=1000 * draw + k) if kind == "random" else [])
-        generated.append((info, *ablated_rollouts(model, tokenizer, spec, prompts, decoding, chosen, rule,
+        generated.append((info, *ablated_rollouts(model, tokenizer, spec, prompts, decodings[rule], chosen, rule,
                                                   cache_root=cache_root)))
     return generated, rows
 

@@ -95,7 +95,8 @@ def head_ablation_hooks(
     only in the per-head sweep of src/lens/attn_head.py, which ablates one head at a time to probe its effect.
 
     ``"batch"`` depends on which rows share the forward: for paper B's rule run the rows in fixed batches
-    (``generate.Decoding(refill=False)``), as its HF generate batches of 8 are.
+    (``generate.Decoding(refill=False)``), as its HF generate batches of 8 are. The other rules act on each row
+    alone, so their hooks are marked ``row_local``: the slot engine runs them, inside its CUDA graphs too.
     """
     if rescale is True:
         rescale = "batch"
@@ -125,6 +126,7 @@ def head_ablation_hooks(
                     hidden.dtype)
             return (ablated, *rest)
 
+        hook.row_local = rescale != "batch"  # slots.user_hooks: a row's output depends on that row alone
         return hook
 
     return [(attention_output_projection(layers[i]), make_hook(ids)) for i, ids in sorted(by_layer.items())]

@@ -19,9 +19,11 @@ the GPU work itself. Here instead:
   KV is copied into free slots; a finished row frees its slot; the capacity grows (graphs are re-captured) when a
   row would outgrow it.
 
-Forward hooks do not run when a CUDA graph replays: with user hooks on the model (head ablation) every step runs
-eagerly instead, and ``engine_for`` keeps such runs on the DynamicCache path, so that hooks that look at the whole
-batch (paper B's batch-norm rescaling) see the live rows only. Models with sliding-window or other non-plain
+Hooks marked ``row_local`` (a row's output depends on that row alone: head zeroing, per-position rescaling) run
+inside the step, and a CUDA graph captured with them replays their tensor operations; the captured graphs are keyed
+by the hooks present, so a step never replays hooks that were since removed. Other user hooks (paper B's rescaling
+by one norm over the whole batch, activation capture) keep a run on the DynamicCache path, where the batch holds the
+live rows only and every step runs eagerly. Models with sliding-window or other non-plain
 attention layers, quantized models and multimodal configurations also stay on the DynamicCache path.
 """
 
@@ -68,15 +70,25 @@ def _register() -> None:
     AttentionInterface.register(ATTENTION_NAME, slot_attention)
 
 
-def user_hooks(model) -> bool:
-    """Whether any module of ``model`` carries forward hooks other than transformers' own output capture."""
-    def foreign(hooks) -> bool:
-        return any(not getattr(h, "__module__", "").startswith("transformers.") for h in hooks.values())
+def _foreign(hooks) -> list:
+    """The hooks not installed by transformers itself (its output capture)."""
+    return [h for h in hooks.values() if not getattr(h, "__module__", "").startswith("transformers.")]
 
-    if foreign(torch.nn.modules.module._global_forward_hooks) or \
-            foreign(torch.nn.modules.module._global_forward_pre_hooks):
+
+def user_hooks(model) -> bool:
+    """Whether ``model`` carries forward hooks, other than transformers' own and ``row_local`` ones, that the slot
+    engine cannot serve (a hook that reads the whole batch sees the free slots there)."""
+    module_hooks = [h for m in model.modules() for h in _foreign(m._forward_hooks) + _foreign(m._forward_pre_hooks)]
+    if _foreign(torch.nn.modules.module._global_forward_hooks) or \
+            _foreign(torch.nn.modules.module._global_forward_pre_hooks):
         return True
-    return any(foreign(m._forward_hooks) or foreign(m._forward_pre_hooks) for m in model.modules())
+    return any(not getattr(h, "row_local", False) for h in module_hooks)
+
+
+def row_local_hooks(model) -> tuple[int, ...]:
+    """The identities of the ``row_local`` hooks on ``model`` (a captured graph is valid for this set only)."""
+    return tuple(sorted(id(h) for m in model.modules() for h in _foreign(m._forward_hooks) +
+                        _foreign(m._forward_pre_hooks) if getattr(h, "row_local", False)))
 
 
 def unsupported(model) -> str | None:
@@ -193,7 +205,7 @@ class SlotEngine:
         self.capacity = 0
         self.cache: SlotCache | None = None
         self.cols: torch.Tensor | None = None
-        self._graphs: dict[int, tuple] = {}
+        self._graphs: dict[tuple, tuple] = {}  # (width, hooks) -> (graph, logits)
         self.graph_captures = self.eager_steps = self.graph_steps = 0
         self.graph_error: str | None = None
 
@@ -323,10 +335,11 @@ class SlotEngine:
         return self._forward(width)
 
     def _graph_step(self, width: int) -> torch.Tensor:
-        entry = self._graphs.get(width)
+        key = (width, row_local_hooks(self.model))
+        entry = self._graphs.get(key)
         if entry is None:
             try:
-                entry = self._capture(width)
+                entry = self._capture(key)
             except Exception as err:  # noqa: BLE001 (a step that cannot be captured still runs eagerly)
                 if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
                     raise  # the scheduler halves the slots
@@ -340,8 +353,10 @@ class SlotEngine:
         self.graph_steps += 1
         return logits
 
-    def _capture(self, width: int):
-        """Capture the step at this width (a warm-up first: it writes the same keys and values the replay will)."""
+    def _capture(self, key: tuple):
+        """Capture the step at this width with these hooks (a warm-up first: it writes the same keys and values the
+        replay will)."""
+        width = key[0]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -350,6 +365,6 @@ class SlotEngine:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             logits = self._forward(width)
-        self._graphs[width] = (graph, logits)
+        self._graphs[key] = (graph, logits)
         self.graph_captures += 1
         return graph, logits

@@ -1,0 +1,209 @@
+"""Where a decode step of the slot engine spends its time, against the bandwidth limit of that step.
+
+    python benchmarks/step_breakdown.py --tokenizer ../shared/tokenizers/qwen3 [--models ...] [--slots 64]
+        [--context 650] [--json out.json]
+
+The slot engine (:mod:`lrmsafety.engine.slots`) is filled with ``--slots`` live rows of ``--context`` cached tokens
+each (random weights, bf16; a prompt of 256 tokens, then decode steps until the rows reach the context: the mean
+length of the realistic benchmark's traces is about 540 tokens), and one step at that width is measured:
+
+    graph        the step replayed as a CUDA graph (what the engine runs), CUDA events over 50 replays
+    eager        the same step run eagerly (Python and kernel launches included)
+    kernels      the eager step under torch.profiler: GPU time of the kernels inside each module kind (attention
+                 blocks, MLPs, the lm_head, everything else: embeddings, norms, the mask), summed per step
+    sampling     drawing the rows' tokens from the step's logits (sampling.draw: temperature, top-p by a full sort
+                 over the vocabulary, the inverse CDF in float64), outside the graph
+    limit        the step's bytes (weights once, each row's KV cache once) at the measured copy bandwidth
+
+A step's real cost is graph + sampling; "launch gaps" is what the graph's replay takes beyond its kernels' GPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from real_configs import REAL_CONFIGS, build_random
+from rollout_throughput import copy_bandwidth, kv_bytes_per_token, weight_bytes
+from transformers import AutoTokenizer
+
+from lrmsafety.engine import scheduler, slots
+from lrmsafety.engine.sampling import draw
+
+# a tiny model of the 1.5B's architecture, to check the script on a CPU (`--models tiny --device cpu`)
+REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b"], hidden_size=64,
+                                     intermediate_size=128, num_hidden_layers=2, num_attention_heads=4))
+
+SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 0}
+
+
+class Hold:
+    """A request that runs ``n`` tokens, then stays (the engine is measured while every row is live)."""
+
+    def __init__(self, text: str, n: int):
+        self.text, self.n, self.taken = text, n, 0
+
+    def max_steps(self) -> int:
+        return max(1, self.n - self.taken)
+
+    def advance(self, tokens, entropies) -> str:
+        self.taken += len(tokens)
+        return scheduler.DONE if self.taken >= self.n else scheduler.CONTINUE
+
+
+class Measured(Exception):
+    pass
+
+
+def cuda_ms(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    if not torch.cuda.is_available():  # the CPU check of this script (--device cpu)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - started) * 1000 / repeats
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def kernel_breakdown(model, engine, width: int) -> dict:
+    """GPU time per module kind over one eager step (record_function ranges opened by module hooks)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    kinds = {"attention": [], "mlp": [], "lm_head": []}
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("self_attn", "attention"):
+            kinds["attention"].append(module)
+        elif leaf in ("mlp", "feed_forward"):
+            kinds["mlp"].append(module)
+        elif leaf == "lm_head":
+            kinds["lm_head"].append(module)
+    handles, open_ranges = [], []
+    for kind, modules in kinds.items():
+        for module in modules:
+            def pre(_m, _a, kind=kind):
+                r = record_function(f"step::{kind}")
+                r.__enter__()
+                open_ranges.append(r)
+
+            def post(_m, _a, _o):
+                open_ranges.pop().__exit__(None, None, None)
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        engine._forward(width)  # warm the profiled path
+        cuda = engine.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            with record_function("step::all"):
+                engine._forward(width)
+            if cuda:
+                torch.cuda.synchronize()
+    finally:
+        for h in handles:
+            h.remove()
+    totals, kernels = {}, 0.0
+    for event in prof.key_averages():
+        device = getattr(event, "device_time_total", None)
+        if device is None:
+            device = event.cuda_time_total
+        if event.key.startswith("step::"):
+            totals[event.key[6:]] = device / 1000
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels += event.device_time / 1000 if hasattr(event, "device_time") else event.cuda_time / 1000
+    n_kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    out = {k: round(totals.get(k, 0.0), 3) for k in ("attention", "mlp", "lm_head")}
+    out["kernels_total"] = round(kernels, 3)
+    out["other"] = round(kernels - sum(out[k] for k in ("attention", "mlp", "lm_head")), 3)
+    out["kernel_launches"] = n_kernels
+    return out
+
+
+def measure(model, tokenizer, slots_n: int, context: int, bandwidth: float) -> dict:
+    prompt = tokenizer.decode(list(range(1000, 1256)))  # about 256 tokens
+    got = {}
+    original = slots.SlotEngine.decode
+
+    def decode(engine, steps):
+        if engine.rows == slots_n and min(engine.lengths[s] for s in engine.order) >= context:
+            longest = max(engine.lengths[s] for s in engine.order)
+            width = min(engine.capacity, -(-(longest + 1) // slots.BUCKET) * slots.BUCKET)
+            got["width"], got["live_tokens"] = width, sum(engine.lengths[s] for s in engine.order)
+            step = engine._graph_step if engine.device.type == "cuda" else engine._forward
+            got["graph_ms"] = cuda_ms(lambda: step(width), 50)
+            got["eager_ms"] = cuda_ms(lambda: engine._forward(width), 20)
+            logits = engine._forward(width)
+            seeds, counts = engine.seeds[:slots_n], engine.counts[:slots_n]
+            got["sampling_ms"] = cuda_ms(lambda: draw(logits, SAMPLING, None, seeds, counts), 20)
+            got["kernels_ms"] = kernel_breakdown(model, engine, width)
+            raise Measured
+        return original(engine, steps)
+
+    slots.SlotEngine.decode = decode
+    try:
+        run = scheduler.RefillScheduler(model, tokenizer, SAMPLING, slots=slots_n, chunk=16, decode="static")
+        requests = [Hold(prompt + f" {i}", context + 64) for i in range(slots_n)]
+        for i, r in enumerate(requests):
+            r.seed, r.n_drawn = i, 0
+        try:
+            run.run(requests, lambda r: None)
+        except Measured:
+            pass
+    finally:
+        slots.SlotEngine.decode = original
+    weights, kv = weight_bytes(model), kv_bytes_per_token(model)
+    limit_ms = (weights + got["live_tokens"] * kv) / bandwidth * 1000
+    step_ms = got["graph_ms"] + got["sampling_ms"]
+    got.update(limit_ms=round(limit_ms, 3), step_ms=round(step_ms, 3), of_limit=round(limit_ms / step_ms, 4),
+               launch_gaps_ms=round(got["graph_ms"] - got["kernels_ms"]["kernels_total"], 3),
+               tokens_per_s=round(slots_n / step_ms * 1000, 1))
+    for k in ("graph_ms", "eager_ms", "sampling_ms"):
+        got[k] = round(got[k], 3)
+    return got
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b"])
+    parser.add_argument("--slots", nargs="+", type=int, default=[64])
+    parser.add_argument("--context", type=int, default=650)
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--device", default="cuda", help="cpu: check the script on a tiny model (no timings)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    tokenizer.padding_side = "left"
+    cuda = args.device == "cuda"
+    bandwidth = copy_bandwidth() if cuda else float("nan")
+    report = {"device": torch.cuda.get_device_name() if cuda else "cpu", "bandwidth_bytes_per_s": bandwidth,
+              "args": vars(args) | {"json": str(args.json)}, "rows": []}
+    for name in args.models:
+        model = build_random(name, device=args.device, dtype=None if cuda else torch.float32)
+        for n in args.slots:
+            started = time.perf_counter()
+            row = {"model": name, "slots": n, "context": args.context,
+                   **measure(model, tokenizer, n, args.context, bandwidth),
+                   "seconds": round(time.perf_counter() - started, 1)}
+            print(json.dumps(row), flush=True)
+            report["rows"].append(row)
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=1))
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
