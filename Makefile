@@ -21,6 +21,14 @@ inherits_of = $(shell sed -n 's/^inherits: *//p' params/$(1).yaml 2>/dev/null)
 profile_chain = $(if $(filter $(1),$(2)),$(error params/$(1).yaml: inherits makes a cycle),$(if $(1),$(call \
   profile_chain,$(call inherits_of,$(1)),$(2) $(1)),$(2)))
 PARAMS := $(patsubst %,params/%.yaml,$(call profile_chain,$(PROFILE),))
+# a profile may run some notebooks only (`notebooks: [...]` on one line, as in params/paper-lite.yaml; the nearest
+# file of the chain that sets it decides; null: all)
+SELECTED := $(shell for f in $(PARAMS); do v=$$(sed -n 's/^notebooks: *//p' $$f); \
+  if [ -n "$$v" ]; then echo "$$v" | tr -d '[],'; break; fi; done)
+ifneq ($(filter-out null,$(SELECTED)),)
+NOTEBOOKS := $(filter $(patsubst %,notebooks/%.py,$(SELECTED)),$(NOTEBOOKS))
+EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
+endif
 
 .PHONY: all setup test test-fast test-vllm organism twins lab clean help
 .DEFAULT_GOAL := all
@@ -55,7 +63,7 @@ reads_09_cliff_as_judge := 01_rollouts 05_refusal_cliff
 reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
 $(BUILD)/10_report.ipynb: paper/claims.yaml
 
-JOBS ?= $(if $(filter paper paper-gpu,$(PROFILE)),1,2)
+JOBS ?= $(if $(filter params/paper.yaml,$(PARAMS)),1,2)
 # only when notebooks are the goal (`make test` keeps printing as it goes); each notebook's log is printed whole
 # when it ends, so that the two do not interleave
 ifeq ($(filter-out all $(EXECUTED),$(or $(MAKECMDGOALS),all)),)

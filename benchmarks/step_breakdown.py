@@ -15,7 +15,8 @@ length of the realistic benchmark's traces is about 540 tokens), and one step at
                  over the vocabulary, the inverse CDF in float64), outside the graph
     limit        the step's bytes (weights once, each row's KV cache once) at the measured copy bandwidth
 
-A step's real cost is graph + sampling; "launch gaps" is what the graph's replay takes beyond its kernels' GPU time.
+A step's real cost is graph + sampling; "launch gaps" is what the graph's replay takes beyond its kernels' GPU time
+(the kernels are timed in the eager step, the graph replays the same kernels).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rollout_throughput import copy_bandwidth, kv_bytes_per_token, weight_bytes
 from transformers import AutoTokenizer
 
 from lrmsafety.engine import scheduler, slots
-from lrmsafety.engine.sampling import draw
+from lrmsafety.engine.sampling import draw, filtered_logits, inverse_cdf, row_keys, uniform
 
 # a tiny model of the 1.5B's architecture, to check the script on a CPU (`--models tiny --device cpu`)
 REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b"], hidden_size=64,
@@ -113,21 +114,20 @@ def kernel_breakdown(model, engine, width: int) -> dict:
     finally:
         for h in handles:
             h.remove()
-    totals, kernels = {}, 0.0
-    for event in prof.key_averages():
-        device = getattr(event, "device_time_total", None)
-        if device is None:
-            device = event.cuda_time_total
-        if event.key.startswith("step::"):
-            totals[event.key[6:]] = device / 1000
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            kernels += event.device_time / 1000 if hasattr(event, "device_time") else event.cuda_time / 1000
-    n_kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    out = {k: round(totals.get(k, 0.0), 3) for k in ("attention", "mlp", "lm_head")}
-    out["kernels_total"] = round(kernels, 3)
-    out["other"] = round(kernels - sum(out[k] for k in ("attention", "mlp", "lm_head")), 3)
-    out["kernel_launches"] = n_kernels
+    # the profiler also puts each record_function range on the GPU's timeline (a "user annotation" spanning its
+    # kernels and the idle time between them): kernels are attributed to the range whose span holds them
+    gpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    ranges = [(e.name[6:], e.time_range.start, e.time_range.end) for e in gpu
+              if e.name.startswith("step::") and e.name != "step::all"]
+    kernels = [e for e in gpu if not e.name.startswith("step::")]
+    totals = {"attention": 0.0, "mlp": 0.0, "lm_head": 0.0, "other": 0.0}
+    for kernel in kernels:
+        kind = next((k for k, lo, hi in ranges if lo <= kernel.time_range.start and kernel.time_range.end <= hi),
+                    "other")
+        totals[kind] += kernel.time_range.elapsed_us() / 1000
+    out = {k: round(v, 3) for k, v in totals.items()}
+    out["kernels_total"] = round(sum(totals.values()), 3)
+    out["kernel_launches"] = len(kernels)
     return out
 
 
@@ -147,6 +147,13 @@ def measure(model, tokenizer, slots_n: int, context: int, bandwidth: float) -> d
             logits = engine._forward(width)
             seeds, counts = engine.seeds[:slots_n], engine.counts[:slots_n]
             got["sampling_ms"] = cuda_ms(lambda: draw(logits, SAMPLING, None, seeds, counts), 20)
+            filtered = filtered_logits(logits, SAMPLING)
+            probs = filtered.softmax(-1)
+            u = uniform(row_keys(seeds, counts))
+            got["sampling_parts_ms"] = {  # where the draw's time goes
+                "top_p_filter": round(cuda_ms(lambda: filtered_logits(logits, SAMPLING), 20), 3),
+                "softmax": round(cuda_ms(lambda: filtered.softmax(-1), 20), 3),
+                "inverse_cdf": round(cuda_ms(lambda: inverse_cdf(probs, u), 20), 3)}
             got["kernels_ms"] = kernel_breakdown(model, engine, width)
             raise Measured
         return original(engine, steps)

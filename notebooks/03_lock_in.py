@@ -58,7 +58,7 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, paths, plots, registry
+from lrmsafety import data, paths, plots, rates, registry
 from lrmsafety.analysis import lock_in
 from lrmsafety.engine import generate
 
@@ -73,15 +73,15 @@ answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 
 # %% [markdown]
 # ## What it costs
-# Generated tokens on this profile's settings, and an estimate of GPU time at `gpu_tokens_per_second`.
+# Generated tokens on this profile's settings, and GPU time at the measured rate of the engine that will run
+# (`lrmsafety.rates`): at most (every trace at its budget) and at realistic trace lengths (an estimate).
 
 # %%
 n_prefixes = len(studied) * P.traces_per_prompt * len(P.cut_percents)
 extra_baseline = P.baseline_rollouts if P.baseline_rollouts != P.traces_per_prompt else 0  # B = 0's own rollouts
-tokens_needed = (len(studied) * (P.traces_per_prompt * 2 + extra_baseline)
-                 * (P.max_thinking_tokens + P.max_answer_tokens) + n_prefixes * P.answers_per_prefix * answer_budget)
-print(f"at most {tokens_needed:,} generated tokens per model; about "
-      f"{tokens_needed / P.gpu_tokens_per_second / 3600:.1f} GPU hours at {P.gpu_tokens_per_second} tokens/s")
+print(rates.cost(P, [(len(studied) * (P.traces_per_prompt * 2 + extra_baseline),
+                      P.max_thinking_tokens + P.max_answer_tokens),
+                     (n_prefixes * P.answers_per_prefix, answer_budget)]))
 
 # %% [markdown]
 # ## M traces per prompt (think and no-think), then N answers after each cut

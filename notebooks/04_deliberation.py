@@ -59,7 +59,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lrmsafety import data, ledger, plots, registry
+from lrmsafety import data, ledger, plots, rates, registry
 from lrmsafety.analysis import deliberation, lock_in, paper_a_measures
 from lrmsafety.engine import generate
 
@@ -108,9 +108,8 @@ pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", grou
 if agreement:  # the stance panel's Fleiss kappa over the chunks all three labelled, beside paper A's
     display(pd.DataFrame(agreement).round(3))
 n_answers = 2 * len(transitions) * P.replays
-print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers, at most "
-      f"{n_answers * answer_budget:,} tokens (about {n_answers * answer_budget / P.gpu_tokens_per_second / 3600:.1f}"
-      f" GPU hours at {P.gpu_tokens_per_second} tokens/s)")
+print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers: "
+      + rates.cost(P, [(n_answers, answer_budget)]))
 
 # %% [markdown]
 # ## Cut replays: K answers just before and just after each post-switch segment

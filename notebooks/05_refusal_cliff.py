@@ -73,7 +73,7 @@ import time
 
 import pandas as pd
 
-from lrmsafety import data, ledger, organism, plots, registry
+from lrmsafety import data, ledger, organism, plots, rates, registry
 from lrmsafety.analysis import cliff, cliff_controls, cliff_probe
 from lrmsafety.engine import generate
 
@@ -93,9 +93,8 @@ print(f"rollouts: {P.cliff_rollouts} (system prompt {decoding.system_prompt!r}, 
       f"{P.cliff_curve_groups}")
 # what it costs: rollouts not yet cached are generated here (at most max_thinking_tokens + max_answer_tokens each;
 # notebook_01 reuses 01's); the probe then needs one forward pass per trace, no generation
-tokens_needed = len(prompts) * P.samples_per_prompt * (P.max_thinking_tokens + P.max_answer_tokens)
-print(f"at most {tokens_needed:,} generated tokens per model if nothing is cached; about "
-      f"{tokens_needed / P.gpu_tokens_per_second / 3600:.1f} GPU hours at {P.gpu_tokens_per_second} tokens/s")
+print("if nothing is cached: " + rates.cost(P, [(len(prompts) * P.samples_per_prompt,
+                                                 P.max_thinking_tokens + P.max_answer_tokens)]))
 
 # %% [markdown]
 # ## Rollouts, paper B's labels, and the probe at the last token before the answer

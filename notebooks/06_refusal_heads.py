@@ -70,7 +70,7 @@ import time
 
 import pandas as pd
 
-from lrmsafety import data, ledger, plots, registry
+from lrmsafety import data, ledger, plots, rates, registry
 from lrmsafety.analysis import cliff, heads, heads_report
 
 started = time.perf_counter()
@@ -88,10 +88,11 @@ print(f"{len(conditions)} ablation conditions x {len(studied)} prompts ({studied
 # what it costs
 per_rollout = (P.ablation_max_new_tokens
                or P.ablation_answer_tokens + P.max_thinking_tokens * (P.ablation_mode == "natural"))
-tokens_needed = len(conditions) * len(studied) * per_rollout
-print(f"at most {tokens_needed:,} generated tokens per model ({P.ablation_mode} mode); about "
-      f"{tokens_needed / P.gpu_tokens_per_second / 3600:.1f} GPU hours at {P.gpu_tokens_per_second} tokens/s"
-      + (f" (measured at batch 64; groups of {P.ablation_group_size} decode slower)" if P.ablation_group_size else ""))
+batch_rescaled = sum(rule == "batch" for *_, rule in conditions)  # its hooks read the whole batch: DynamicCache loop
+for n, label in ((len(conditions) - batch_rescaled, "on the slot engine"), (batch_rescaled, "batch rescaling")):
+    if n:
+        print(f"{n} conditions {label} ({P.ablation_mode} mode): "
+              + rates.cost(P, [(n * len(studied), per_rollout)], batch_hooks=label == "batch rescaling"))
 
 # %% [markdown]
 # ## Head scores: each head's write along the refusal direction at the last token before the answer

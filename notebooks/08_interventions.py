@@ -63,7 +63,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers.utils import logging as hf_logging
 
-from lrmsafety import data, plots
+from lrmsafety import data, plots, rates
 from lrmsafety.analysis import intervention_study as study
 from lrmsafety.analysis import interventions
 from lrmsafety.engine import generate
@@ -81,11 +81,10 @@ decoding = generate.Decoding(samples_per_prompt=P.intervention_samples, max_thin
                              seed=P.seed)
 conditions = ["base", *P.inference_interventions, *P.finetune_recipes]
 n_samples = len(studied) * P.intervention_samples * len(conditions) * len(P.models)
-tokens = n_samples * (P.max_thinking_tokens + decoding.max_answer_tokens)
 print(f"{len(studied)} prompts x {P.intervention_samples} samples x {len(conditions)} conditions x "
-      f"{len(P.models)} models: at most {tokens:,} generated tokens (about "
-      f"{tokens / P.gpu_tokens_per_second / 3600:.1f} GPU hours at {P.gpu_tokens_per_second} tokens/s), plus "
-      "training and the 20% cuts")
+      f"{len(P.models)} models: "
+      + rates.cost(P, [(n_samples, P.max_thinking_tokens + decoding.max_answer_tokens)]).replace(" per model", "")
+      + "; plus training and the 20% cuts")
 print(f"label: refused_a, paper A's refusal ({' + '.join(P.label_judges['A'])}, strict majority); PSR retry: "
       f"{P.psr_resample}")
 

@@ -116,8 +116,7 @@ print(f"pool: {pool_source}")
 print(f"held-out evaluation: {len(eval_harmful)} harmful, {len(eval_benign)} benign prompts; "
       f"{n_runs} fixed-step adapters per model{' and the epoch arm' if P.cliff_full_epochs else ''}")
 if not organisms:
-    print(caj.cost_note(n_runs, len(study.eval_prompts), P.cliff_pool_size, P.max_thinking_tokens
-                        + P.max_answer_tokens, P.gpu_tokens_per_second, recipe, P.cliff_full_epochs))
+    print(caj.cost_note(P, n_runs, len(study.eval_prompts), recipe))
 
 # %% [markdown]
 # ## The pool and each example's cliff size

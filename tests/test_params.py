@@ -110,3 +110,20 @@ def test_show_lists_every_key_with_its_origin():
     text = params.show("paper-gpu")
     assert "[paper-gpu.yaml]" in text and "[paper.yaml]" in text and "[default]" in text
     assert len(text.splitlines()) == len(FIELDS) - 1
+
+
+@pytest.mark.parametrize("profile", params.available_profiles())
+def test_make_runs_the_notebooks_the_profile_names(profile):
+    """make reads `notebooks:` with sed (before the environment exists): it must agree with the validated value."""
+    import re
+    import subprocess
+
+    from lrmsafety.paths import REPO_ROOT
+
+    chosen = params.load(profile).notebooks
+    every = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert chosen is None or set(chosen) <= set(every), f"{profile}: unknown notebooks {set(chosen) - set(every)}"
+    dry = subprocess.run(["make", "-n", "-B", "all", f"PROFILE={profile}"], cwd=REPO_ROOT, capture_output=True,
+                         text=True)
+    run = sorted(set(re.findall(r"pipeline run notebooks/(\S+)\.py", dry.stdout)))
+    assert run == sorted(chosen or every), dry.stderr

@@ -240,7 +240,7 @@ def tiny_arch(request, tmp_path_factory, qwen3_tokenizer_path):
     tokenizer = tokenizer_for("r1")
     tokenizer.save_pretrained(folder)
     build_tiny(request.param, len(tokenizer), folder)
-    return registry.load_model(str(folder), quantization="fp32")
+    return registry.load_model(str(folder), quantization="fp32", device_map="cpu")  # CPU: see conftest.tiny_r1
 
 
 def run_engine(model, tokenizer, requests, decode, slots=3, chunk=3, sampling=GREEDY, seed=None):

@@ -151,6 +151,9 @@ ENTRIES = [
     ModelSpec("random-r1-distill-qwen-1.5b", "random:r1-distill-qwen-1.5b", "Qwen2ForCausalLM", 1.78,
               thinking="qwen3", sampling=R1_SAMPLING, probe_layer=28, random_architecture="r1-distill-qwen-1.5b",
               note="paper-gpu stand-in reasoner: R1-Distill-Qwen-1.5B's shapes, Qwen3's tokenizer and chat template"),
+    ModelSpec("random-r1-distill-qwen-7b", "random:r1-distill-qwen-7b", "Qwen2ForCausalLM", 7.62,
+              thinking="qwen3", sampling=R1_SAMPLING, probe_layer=28, random_architecture="r1-distill-qwen-7b",
+              note="paper-lite-gpu stand-in reasoner: R1-Distill-Qwen-7B's shapes, Qwen3's tokenizer and template"),
     *[
         ModelSpec(f"random-{name}", f"random:{architecture}", architecture_class, params, role=role, thinking=None,
                   sampling=GREEDY, random_architecture=architecture, note=f"paper-gpu stand-in for {name}")

@@ -40,6 +40,9 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     profile: str = _f("organism", "the profile's name (params/<profile>.yaml)")
+    notebooks: Optional[list[str]] = _f(
+        None, "the notebooks `make all` runs on this profile, by name (null: all); written on one line, as make "
+              "reads it")
 
     # ---- models, data, generation (01 and every notebook that reads its rollouts)
     models: list[str] = _f(["organism-locked", "organism-deliberative", "organism-null"],
@@ -63,8 +66,6 @@ class Params(BaseModel):
         "each paper's label (lrmsafety.judges.labels): A refusal by a strict majority of these on the answer (paper: "
         "wildguard, qwen3guard, granite_guardian, gpt_oss_safeguard); B paper B's word rule; C harmfulness of the "
         "whole response (paper: llama_guard_3). On the CPU string judges stand in for the guards")
-    gpu_tokens_per_second: float = _f(
-        907, "rate for the notebooks' GPU-hour estimates: R1-Distill-Qwen-7B, nf4, batch 64 (README)", gt=0)
 
     # ---- 00_organism
     card_prompts: int = _f(100, "00_organism: held-out prompts per family for the behaviour table", ge=1)

@@ -15,7 +15,7 @@ selection, the held-out evaluation of each, and the table of ASR and ORR with 95
                                                 models, organism.safe_answers.cliff_pool_source on the organisms)
       .run_all(pools, selectors, shares, ...)   .run for every model's pool, the evaluations in one frame
     conditions(selectors, shares, full_epochs)  every (selector, share) the table holds; n_runs: adapters per model
-    cost_note(runs, ...)                        what a model's study costs at most on a GPU
+    cost_note(P, runs, ...)                     what a model's study costs on a GPU
     epoch_steps(n, epochs, batch_size)          the epoch arm's optimizer steps (the trainer's own count)
     rate_table(evaluated, seed, judge)          ASR and ORR per condition: Wilson per seed, bootstrap over pooled seeds
                                                 (metrics.bootstrap_ci); pooled(table): the rows the figure reads
@@ -232,15 +232,17 @@ def n_runs(selectors: Sequence[str], shares: Sequence[float], random_seeds: Sequ
     return len(partial) * (len(selectors) - 1 + len(random_seeds)) + (len(partial) < len(shares))
 
 
-def cost_note(runs: int, n_eval: int, pool_size: int, tokens_per_trace: int, tokens_per_second: float,
-              recipe: finetune.Recipe, full_epochs: float | None) -> str:
-    """What a model's study costs at most on a GPU: generated tokens (the pool, every evaluation, the base model's
-    too), hours at ``tokens_per_second``, and the LoRA runs."""
-    tokens = (pool_size + (runs + 1 + bool(full_epochs)) * n_eval) * tokens_per_trace
-    epochs = epoch_steps(pool_size, full_epochs or 1, recipe.batch_size, recipe.grad_accum)
-    return (f"at most {tokens:,} generated tokens per model; about {tokens / tokens_per_second / 3600:.1f} GPU hours "
-            f"at {tokens_per_second} tokens/s, plus {runs} LoRA runs of {recipe.max_steps} steps"
-            + (f" and one of at most {epochs} (the whole pool, {full_epochs} epochs)" if full_epochs else ""))
+def cost_note(P, runs: int, n_eval: int, recipe: finetune.Recipe) -> str:
+    """What a model's study costs on a GPU (:func:`lrmsafety.rates.cost`): generated tokens (the pool, every
+    evaluation, the base model's too) and the LoRA runs."""
+    from ... import rates
+
+    rollouts = P.cliff_pool_size + (runs + 1 + bool(P.cliff_full_epochs)) * n_eval
+    epochs = epoch_steps(P.cliff_pool_size, P.cliff_full_epochs or 1, recipe.batch_size, recipe.grad_accum)
+    return (rates.cost(P, [(rollouts, P.max_thinking_tokens + P.max_answer_tokens)])
+            + f"; plus {runs} LoRA runs of {recipe.max_steps} steps"
+            + (f" and one of at most {epochs} (the whole pool, {P.cliff_full_epochs} epochs)"
+               if P.cliff_full_epochs else ""))
 
 
 # ------------------------------------------------------------------------------------------- the table
