@@ -121,7 +121,7 @@ sweeps = [probes.layer_sweep({layer: array[:, 0, :] for layer, array in first_st
                              frame["refused"].astype(int).to_numpy(), frame["prompt_id"].to_numpy(),
                              n_boot=100).assign(model=name) for name, (_, _, frame, _) in runs.items()]
 sweep = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame(columns=["model", "layer", "auroc"])
-plots.save_figure(first_token.sweep_figure(sweep), "02_layer_sweep", S.run)
+plots.save_figure(first_token.sweep_figure(sweep, P.models), "02_layer_sweep", S.run)
 
 # %% [markdown]
 # ## The "refusal valley": J(t) along the trace

@@ -146,8 +146,9 @@ if len(replayed):
     annotated = pd.concat([deliberation.annotate_transitions(rows) for _, rows in replayed.groupby("model")])
     annotated.to_csv(results / "04_transitions.csv", index=False)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for name, rows in annotated.groupby("model"):
-        ax.scatter(rows["rate_before"], rows["rate_after"], s=12, alpha=0.6, label=name)
+    for name, colour in plots.model_colours(P.models).items():
+        rows = annotated[annotated["model"] == name]
+        ax.scatter(rows["rate_before"], rows["rate_after"], s=12, alpha=0.6, label=name, color=colour)
     ax.axvspan(0, 0.05, color="grey", alpha=0.15)
     ax.axvspan(0.95, 1, color="grey", alpha=0.15)
     ax.plot([0, 1], [0, 1], color="black", lw=0.6)
@@ -189,7 +190,7 @@ for ax, measure in zip(axes[0], shown):
     rows = table[table["measure"] == measure].set_index("model").reindex(P.models)
     err = np.vstack([(rows["value"] - rows["low"]).clip(lower=0), (rows["high"] - rows["value"]).clip(lower=0)])
     ax.bar(range(len(rows)), rows["value"], yerr=np.nan_to_num(err),
-           color=[plots.PALETTE.get(n.split("-")[-1], "C0") for n in rows.index])
+           color=[plots.model_colour(n) for n in rows.index])
     ax.set_xticks(range(len(rows)), [n.replace("organism-", "") for n in rows.index], fontsize=8, rotation=30)
     ax.set_title(measure, fontsize=8)
     ax.set_ylim(0, 1.05)

@@ -26,15 +26,6 @@ def _short_title(paper: str, ledger: Ledger) -> str:
     return f"{paper} · {quoted.group(1) if quoted else ledger.papers[paper]}"
 
 
-def model_colors(models: list[str]) -> dict[str, str]:
-    import seaborn as sns
-
-    from .plots import PALETTE
-
-    palette = sns.color_palette("colorblind", len(models)).as_hex()
-    return {m: PALETTE.get(m.removeprefix("organism-"), palette[i]) for i, m in enumerate(models)}
-
-
 def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], control: bool):
     """Published (grey) vs ours (a dot per model, 95% CI) for the headline rows of A, B and C; planted targets
     (light bars) on the organism profile; 'not measured' where a table is missing."""
@@ -44,8 +35,10 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    from .plots import model_colours
+
     head = filled[filled["headline"].fillna(False).astype(bool)]
-    colors = model_colors(models)
+    colors = model_colours(models)
     labels = {p: list(dict.fromkeys(head[head["paper"] == p]["label"])) for p in ("A", "B", "C")}
     height = max(2.4, 0.62 * max(len(v) for v in labels.values()) + 1.2)
     fig, axes = plt.subplots(1, 3, figsize=(11.5, height))

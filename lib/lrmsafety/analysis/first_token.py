@@ -132,14 +132,17 @@ def valley_curves(cache, name: str, model, tokenizer, frame: pd.DataFrame, layer
     return curves
 
 
-def sweep_figure(sweep: pd.DataFrame):
-    """The pooled out-of-fold AUROC per layer with its interval, one line per model."""
+def sweep_figure(sweep: pd.DataFrame, models: list[str]):
+    """The pooled out-of-fold AUROC per layer with its interval, one line per model in its colour."""
     import matplotlib.pyplot as plt
 
+    from ..plots import model_colour
+
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name, rows in sweep.groupby("model"):
-        ax.plot(rows["layer"], rows["auroc"], marker="o", label=name)
-        ax.fill_between(rows["layer"], rows["auroc_lo"], rows["auroc_hi"], alpha=0.2)
+    for name in [m for m in models if m in set(sweep["model"])]:
+        rows = sweep[sweep["model"] == name]
+        ax.plot(rows["layer"], rows["auroc"], marker="o", label=name, color=model_colour(name))
+        ax.fill_between(rows["layer"], rows["auroc_lo"], rows["auroc_hi"], alpha=0.2, color=model_colour(name))
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="layer (hidden_states index)", ylabel="AUROC (pooled, out of fold)", ylim=(0.3, 1.02),
            title="First-thinking-token probe per layer")
