@@ -74,3 +74,25 @@ def test_rendered_notebooks_keep_outputs_and_lose_progress_bars(tmp_path):
     text = pages[0].read_text()
     assert "AUROC 0.93" in text and "a real warning" in text
     assert "4/8" not in text and "IProgress" not in text
+
+
+def test_the_summary_legend_lists_only_what_is_drawn(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ledger = claims.load_ledger()
+    models = ["organism-locked", "organism-deliberative"]
+    results = tmp_path / "results"
+    probe_table(results, "organism-locked", 0.95, group="family=jailbreak")
+    filled = claims.fill(ledger, results, "organism", models)
+
+    def drawn_and_listed(frame):
+        fig = report.summary_figure(frame, ledger, models, control=True)
+        diamonds = any(line.get_marker() == "D" for ax in fig.axes for line in ax.lines)
+        return diamonds, "published (value)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+    assert drawn_and_listed(filled) == (False, False)  # the organism headline rows publish ranges and bounds only
+    point = filled.copy()
+    first = point["headline"].fillna(False).astype(bool).idxmax()
+    point.loc[point["measure_id"] == point.loc[first, "measure_id"], ["published_low", "published_high"]] = 0.5
+    assert drawn_and_listed(point) == (True, True)

@@ -32,6 +32,7 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
     import textwrap
 
     import matplotlib.pyplot as plt
+    from matplotlib.legend_handler import HandlerTuple
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -39,6 +40,7 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
 
     head = filled[filled["headline"].fillna(False).astype(bool)]
     colors = model_colours(models)
+    drawn = set()  # what the panels hold, so that the legend lists only that
     labels = {p: list(dict.fromkeys(head[head["paper"] == p]["label"])) for p in ("A", "B", "C")}
     height = max(2.4, 0.62 * max(len(v) for v in labels.values()) + 1.2)
     fig, axes = plt.subplots(1, 3, figsize=(11.5, height))
@@ -58,8 +60,13 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
                 lo, hi = max(float(lo), xmin), min(float(hi), xmax)
                 if hi - lo > 1e-9:
                     ax.barh(y, hi - lo, left=lo, height=0.8, color="0.9", zorder=0)
+                    drawn.add("range")
                 else:
                     ax.plot(lo, y, marker="D", color="0.45", ms=7, zorder=2)
+                    drawn.add("value")
+            else:  # say so, rather than leave the reader looking for a grey mark
+                ax.text(xmax - 0.02 * (xmax - xmin), y - 0.36, "no published value", ha="right", va="center",
+                        fontsize=7, color="0.4", style="italic")
             for _, r in measure.iterrows():
                 yy = y + offsets[r["model"]]
                 if control and r["target"] not in (None, "–") and isinstance(r["target"], str):
@@ -68,6 +75,7 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
                     t_hi = xmax if target.max is None else target.max
                     ax.barh(yy, max(t_hi - t_lo, 0.01), left=t_lo, height=0.15, color=colors[r["model"]],
                             alpha=0.35, zorder=1)
+                    drawn.add(("target", r["model"]))
                 if pd.notna(r["ours"]):
                     # a percentile bootstrap interval can sit beside a skewed point estimate: no negative arms
                     err = ([[max(r["ours"] - r["low"], 0.0)], [max(r["high"] - r["ours"], 0.0)]]
@@ -82,12 +90,22 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
         ax.set_xlim(xmin, xmax)
         ax.set_title(_short_title(paper, ledger), fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
-    handles = [Patch(color="0.9", label="published (range or bound)"),
-               Line2D([], [], marker="D", color="0.45", ls="", label="published (value)")]
-    if control:
-        handles.append(Patch(color="0.5", alpha=0.35, label="planted target (model colour)"))
-    handles += [Line2D([], [], marker="o", color=colors[m], ls="", label=m) for m in models]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    handles, names = [], []
+    if "range" in drawn:
+        handles.append(Patch(color="0.9"))
+        names.append("published (range or bound)")
+    if "value" in drawn:
+        handles.append(Line2D([], [], marker="D", color="0.45", ls=""))
+        names.append("published (value)")
+    targeted = [m for m in models if ("target", m) in drawn]
+    if targeted:  # a light patch in each colour the target bars are drawn in
+        handles.append(tuple(Patch(color=colors[m], alpha=0.35) for m in targeted))
+        names.append("planted target")
+    for m in models:
+        handles.append(Line2D([], [], marker="o", color=colors[m], ls=""))
+        names.append(m)
+    fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0)})
     fig.suptitle("Published vs ours" + (" (organisms: controls with planted targets)" if control else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     return fig
