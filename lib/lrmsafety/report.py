@@ -1,8 +1,9 @@
 """The reproduction report in paper/<profile>/, from the filled claims ledger (lrmsafety.ledger).
 
 ``summary_figure()`` draws the headline rows published vs ours; ``write_report()`` writes index.md and a
-self-contained index.html (images inlined, each still linked to its file); ``render_notebooks()`` renders the
-executed notebooks to HTML beside it, outputs kept and progress-bar noise stripped.
+self-contained index.html (images inlined, each still linked to its file, notebooks linked to their committed
+sources); ``render_notebooks()`` renders the executed notebooks to HTML beside it, outputs kept and progress-bar
+noise stripped (generated for local reading, not committed: the report never links them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from .ledger import CONTROL_PROFILES, VERDICTS, Ledger, fmt, target_of, verdict_counts
+from .paths import REPO_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 # ---------------------------------------------------------------- the summary figure
 
@@ -191,9 +195,11 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
             out += [f"![{Path(f).stem}]({f})" for f in paper_figures] + [""]
         if caveats:
             out += ["**Caveats**", ""] + caveats + [""]
-    out += ["## Executed notebooks", ""]
-    out += [f"- [{Path(nb).with_suffix('').as_posix().removeprefix('notebooks/')}]({nb})" for nb in notebooks] or [
-        "- none rendered: run `make all` first"]
+    # the sources, which every clone has; the rendered pages are generated, never committed, so only named
+    out += ["## Notebooks", "", "The notebooks behind this page as committed, without outputs (each has an \"Open in "
+            "Colab\" badge). `make all` executes them and renders each with its outputs to `notebooks/<name>.html` "
+            "beside this page (generated, not committed).", ""]
+    out += [f"- [{Path(nb).stem}]({nb})" for nb in notebooks] or ["- none executed yet: run `make all` first"]
     out += ["", "## How this page is made", "",
             f"Notebook `10_report` fills `paper/claims.yaml` (published values, sources, tolerances, planted targets "
             f"and the table row that measures each claim) from `data/results/{profile}/`. Nothing on this page is "
@@ -305,12 +311,14 @@ def notebook_figures(figure_folder: Path, notebooks: list[str], relative_to: Pat
 def write_report(filled: pd.DataFrame, ledger: Ledger, profile: str, out_dir: Path, figure_folder: Path,
                  summary_png: Path | None, notebook_pages: list[Path], tables_read: dict[str, int],
                  unreferenced: list[str] = ()) -> Path:
-    """Write out_dir/index.md (the source) and out_dir/index.html (self-contained); returns the HTML path."""
+    """Write out_dir/index.md (the source) and out_dir/index.html (self-contained); returns the HTML path.
+    ``notebook_pages``: the rendered notebooks (:func:`render_notebooks`); the report links their sources."""
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = notebook_figures(figure_folder, list(dict.fromkeys(filled["notebook"].dropna())), out_dir)
     summary = os.path.relpath(summary_png, out_dir) if summary_png else None
-    pages = [os.path.relpath(p, out_dir) for p in notebook_pages]
+    # each rendered page links to its notebook's committed .ipynb twin
+    pages = [os.path.relpath(NOTEBOOKS_DIR / f"{Path(p).stem}.ipynb", out_dir) for p in notebook_pages]
     markdown = markdown_report(filled, ledger, profile, summary, figures, pages, tables_read, unreferenced)
     (out_dir / "index.md").write_text(markdown)
     target = out_dir / "index.html"
