@@ -98,7 +98,8 @@ pd.crosstab([corpus["organism"], corpus["trace"]], corpus["family"])
 # the null organism the answer itself (position 1: after the thinking).
 
 # %%
-plots.save_figure(card.decision_figure(corpus, plots.PALETTE), "00_organism_decision_point", S.run)
+plots.save_figure(card.decision_figure(corpus, plots.model_colours(organisms)), "00_organism_decision_point",
+                  S.run)
 
 # %% [markdown]
 # ## Sampling the trained organisms
@@ -144,7 +145,7 @@ wide.style.format("{:.1%}") if len(wide) else wide
 card.checks(samples, behaviour)
 
 # %%
-plots.save_figure(card.behaviour_figure(behaviour, plots.PALETTE), "00_organism_behaviour", S.run)
+plots.save_figure(card.behaviour_figure(behaviour, plots.model_colours(organisms)), "00_organism_behaviour", S.run)
 
 # %% [markdown]
 # ## The claims ledger

@@ -163,7 +163,8 @@ order = ["ASR", "ORR", "Safe@1", f"Safe@{P.samples_per_prompt}", f"ConsSafe@{P.s
 for i, name in enumerate(names):
     rows = headline[headline["model"] == name].set_index("metric").reindex(order)
     ax.bar([j + (i - (len(names) - 1) / 2) * width for j in range(len(order))], rows["value"], width=width,
-           yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]], label=name, capsize=2)
+           yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]], label=name, capsize=2,
+           color=plots.model_colour(name))
 ax.set_xticks(range(len(order)), order)
 ax.set(ylim=(0, 1), ylabel="rate", title=f"Safety metrics, {P.samples_per_prompt} samples per prompt (95% CI)")
 ax.legend(fontsize=8)

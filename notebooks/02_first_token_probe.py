@@ -121,20 +121,22 @@ sweeps = [probes.layer_sweep({layer: array[:, 0, :] for layer, array in first_st
                              frame["refused"].astype(int).to_numpy(), frame["prompt_id"].to_numpy(),
                              n_boot=100).assign(model=name) for name, (_, _, frame, _) in runs.items()]
 sweep = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame(columns=["model", "layer", "auroc"])
-plots.save_figure(first_token.sweep_figure(sweep), "02_layer_sweep", S.run)
+plots.save_figure(first_token.sweep_figure(sweep, P.models), "02_layer_sweep", S.run)
 
 # %% [markdown]
 # ## The "refusal valley": J(t) along the trace
 # J(t) = ‖μ_r − μ_c‖² / (σ²_r + σ²_c) on standardized last-layer states at 100 evenly spaced positions over
 # the thinking span (first thinking token to the last before the close), computed per pool (harmful, benign), as in
-# paper A's code. Paper A finds it U-shaped (high at the start, low mid-trace, rising at the end).
+# paper A's code. Paper A finds it U-shaped (high at the start, low mid-trace, rising at the end). J is never 0 by
+# chance: the grey null is its 95th percentile when the outcomes are shuffled among the pool's rollouts
+# (`permutations` times).
 
 # %%
-valley = {}
-for name, (model, tokenizer, frame, n_layers) in runs.items():
-    valley |= first_token.valley_curves(cache, name, model, tokenizer, frame, n_layers,
-                                        registry.get_spec(name).thinking_format.close, P.valley_rollouts, P.seed)
-plots.save_figure(first_token.valley_figure(valley), "02_refusal_valley", S.run)
+valley = pd.concat([first_token.valley_curves(
+    cache, name, model, tokenizer, frame, n_layers, registry.get_spec(name).thinking_format.close,
+    P.valley_rollouts, P.seed, P.permutations) for name, (model, tokenizer, frame, n_layers) in runs.items()]
+    or [pd.DataFrame(columns=["model", "pool", "position", "J", "null"])], ignore_index=True)
+plots.save_figure(first_token.valley_figure(valley, P.models), "02_refusal_valley", S.run)
 
 # %% [markdown]
 # ## Reproduced vs published

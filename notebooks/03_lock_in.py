@@ -130,19 +130,23 @@ pooled.pivot(index="cut", columns="model", values="continuation_variance").round
 
 # %%
 groups = sorted(curve[group_column].unique())
-fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3), sharey=True, squeeze=False)
+fig, axes = plt.subplots(1, len(groups), figsize=(2.9 * len(groups) + 3, 3.3), sharey=True, squeeze=False,
+                         layout="constrained")
+at_zero = lock_in.coin_flip_variance(P.baseline_rollouts)
 for ax, group in zip(axes[0], groups):
-    for name, rows in curve[curve[group_column] == group].groupby("model"):
-        ax.plot(rows["cut"], rows["continuation_variance"], marker="o", label=name)
-    ax.axhline(baseline, color="grey", ls="--", lw=0.8)
-    ax.plot([0], [lock_in.coin_flip_variance(P.baseline_rollouts)], marker="_", ms=14, color="grey")
-    ax.axhline(0.2, color="black", ls=":", lw=0.8)
-    ax.set(title=str(group), xlabel="thinking kept before the cut (%)", ylim=(0, 1))
+    for name, colour in plots.model_colours(P.models).items():
+        rows = curve[(curve[group_column] == group) & (curve["model"] == name)]
+        ax.plot(rows["cut"], rows["continuation_variance"], marker="o", color=colour, label=name)
+    ax.axhline(baseline, color="grey", ls="--", lw=0.8, label=f"coin flips, N = {P.answers_per_prefix} answers\n"
+               f"per cut ({baseline:.3f})")
+    ax.plot([0], [at_zero], marker="_", ms=14, color="grey", ls="", label=f"coin flips at B = 0, its\n"
+            f"{P.baseline_rollouts} full rollouts ({at_zero:.3f})")
+    ax.axhline(0.2, color="black", ls=":", lw=0.8, label="paper A: below ~0.2 at B = 20%")
+    ax.set(title=str(group), ylim=(0, 1))
 axes[0][0].set_ylabel("continuation variance 4q(1-q)")
-axes[0][0].legend(fontsize=7)
-fig.suptitle(f"Lock-in (dashed: coin flips for N = {P.answers_per_prefix} answers per cut, {baseline:.3f}; grey tick "
-             f"at B = 0: for its {P.baseline_rollouts} full rollouts, "
-             f"{lock_in.coin_flip_variance(P.baseline_rollouts):.3f}; dotted: paper A's 0.2)", fontsize=8)
+fig.supxlabel("thinking kept before the cut (%)", fontsize=10)
+fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
+fig.suptitle("Lock-in: continuation variance after a cut, per family", fontsize=10)
 plots.save_figure(fig, "03_continuation_variance", S.run)
 
 # %% [markdown]

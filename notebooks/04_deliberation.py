@@ -56,7 +56,6 @@ S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and 
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from lrmsafety import data, ledger, plots, rates, registry
@@ -145,8 +144,9 @@ if len(replayed):
     annotated = pd.concat([deliberation.annotate_transitions(rows) for _, rows in replayed.groupby("model")])
     annotated.to_csv(results / "04_transitions.csv", index=False)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for name, rows in annotated.groupby("model"):
-        ax.scatter(rows["rate_before"], rows["rate_after"], s=12, alpha=0.6, label=name)
+    for name, colour in plots.model_colours(P.models).items():
+        rows = annotated[annotated["model"] == name]
+        ax.scatter(rows["rate_before"], rows["rate_after"], s=12, alpha=0.6, label=name, color=colour)
     ax.axvspan(0, 0.05, color="grey", alpha=0.15)
     ax.axvspan(0.95, 1, color="grey", alpha=0.15)
     ax.plot([0, 1], [0, 1], color="black", lw=0.6)
@@ -175,22 +175,11 @@ if profile == "organism":
     verdicts.to_csv(results / "paper_a_verdicts.csv", index=False)
     display(verdicts.round(3))
 wide = table.pivot_table(index="measure", columns="model", values="value", sort=False)
-wide["published (paper A)"] = pd.Series({measure: ledger.published(measure_id)[2] for measure, measure_id in {
+published = {measure: ledger.published(measure_id) for measure, measure_id in {
     "first-token AUROC": "A1.harmful", "continuation variance at B = 20%": "A3.variance",
-    "oscillations while already locked": "A4.locked"}.items()})
+    "oscillations while already locked": "A4.locked"}.items()}
+wide["published (paper A)"] = pd.Series({measure: value[2] for measure, value in published.items()})
 wide
 
 # %%
-shown = [m for m in ("first-token AUROC", "State A AUROC", "continuation variance at B = 0%",
-                     "continuation variance at B = 20%", "oscillations while already locked") if m in wide.index]
-fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.9), squeeze=False)
-for ax, measure in zip(axes[0], shown):
-    rows = table[table["measure"] == measure].set_index("model").reindex(P.models)
-    err = np.vstack([(rows["value"] - rows["low"]).clip(lower=0), (rows["high"] - rows["value"]).clip(lower=0)])
-    ax.bar(range(len(rows)), rows["value"], yerr=np.nan_to_num(err),
-           color=[plots.PALETTE.get(n.split("-")[-1], "C0") for n in rows.index])
-    ax.set_xticks(range(len(rows)), [n.replace("organism-", "") for n in rows.index], fontsize=8, rotation=30)
-    ax.set_title(measure, fontsize=8)
-    ax.set_ylim(0, 1.05)
-fig.suptitle("Paper A's measures on each model (95% intervals)", fontsize=10)
-plots.save_figure(fig, "paper_a_measures", S.run)
+plots.save_figure(paper_a_measures.figure(table, P.models, published), "paper_a_measures", S.run)

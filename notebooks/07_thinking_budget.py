@@ -106,13 +106,15 @@ safe1 = table[table["metric"] == "Safe@1"]
 for i, name in enumerate(P.models):
     rows = safe1[safe1["model"] == name].set_index("mode").reindex(MODES)
     x = [j + (i - (len(P.models) - 1) / 2) * 0.8 / len(P.models) for j in range(len(MODES))]
-    axes[0].bar(x, rows["value"], width=0.8 / len(P.models), label=name, capsize=2,
+    axes[0].bar(x, rows["value"], width=0.8 / len(P.models), label=name, capsize=2, color=plots.model_colour(name),
                 yerr=[rows["value"] - rows["low"], rows["high"] - rows["value"]])
 axes[0].set_xticks(range(len(MODES)), MODES)
 axes[0].set(ylim=(0, 1), ylabel="Safe@1", title="Safety per thinking budget (95% CI)")
 axes[0].legend(fontsize=8)
-sns.barplot(data=tokens, x="mode", y="thinking_tokens", hue="model", order=MODES, ax=axes[1], legend=False)
+sns.barplot(data=tokens, x="mode", y="thinking_tokens", hue="model", order=MODES, hue_order=P.models, ax=axes[1],
+            palette=plots.model_colours(P.models), saturation=1, legend=False)
 axes[1].set(ylabel="thinking tokens per sample", title="Tokens spent")
+axes[1].tick_params(axis="x", labelsize=8)  # four modes in the narrower panel
 plots.save_figure(fig, "07_thinking_budget", S.run)
 
 # %% [markdown]

@@ -59,7 +59,6 @@ S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and 
 # %%
 import time
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from transformers.utils import logging as hf_logging
 
@@ -152,17 +151,7 @@ signals["scope"] = signals["scope"].fillna("all") if "scope" in signals else "al
 out = pd.concat([safety, signals], ignore_index=True)
 out[["model", "intervention", "scope", "metric", "label", "value", "low", "high", "n"]].to_csv(
     results / "08_interventions.csv", index=False)
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-for ax, metric in zip(axes, ["oscillations_per_trace", "first_token_auroc", "continuation_variance_at_20"]):
-    part = signals[signals["metric"] == metric].reset_index(drop=True)
-    labels = [f"{m.replace('organism-', '')} · {c}" for m, c in zip(part["model"], part["intervention"])]
-    ax.bar(range(len(part)), part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]],
-           color=[f"C{P.models.index(m)}" for m in part["model"]], capsize=2)
-    ax.set_xticks(range(len(part)), labels, fontsize=6, rotation=60, ha="right")
-    ax.set_title(metric.replace("_", " ") + ("" if len(part) else " (not measured here)"), fontsize=9)
-fig.suptitle("Deliberation signals per condition (published: SFT lowers the AUROC by ~0.11; PSR cuts oscillations "
-             "93–95% on Phi-4-R)", fontsize=8)
-plots.save_figure(fig, "08_deliberation_signals", S.run)
+plots.save_figure(study.plot_signals(signals, P.models, P.finetune_recipes), "08_deliberation_signals", S.run)
 
 # %% [markdown]
 # ## The organisms as controls: does the trained intervention at least halve the jailbreak ASR?

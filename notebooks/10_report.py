@@ -95,6 +95,7 @@ summary_png = plots.save_figure(fig, "10_summary", S.run)
 
 # %% [markdown]
 # ## The executed notebooks, rendered beside the report
+# For reading them locally with their outputs; the report links the committed sources, which every clone has.
 
 # %%
 executed = paths.REPO_ROOT / "build" / S.run

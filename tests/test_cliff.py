@@ -140,6 +140,7 @@ def test_group_curves_by_kind():
 
 def test_figures_build_for_both_curves():
     import matplotlib
+    from matplotlib.patches import PathPatch
 
     matplotlib.use("Agg")
     chosen = pd.DataFrame({"prompt_id": ["a", "b", "c"], "outcome": ["refused harmful", "benign", "benign"],
@@ -153,7 +154,14 @@ def test_figures_build_for_both_curves():
         assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2 + 1  # two groups and the published line
         rows = pd.DataFrame(cliff.curve_rows("m", means, kind))
         assert set(rows["metric"]) == {f"{kind} curve plateau", f"{kind} curve final"}
-    assert len(cliff.plot_sizes({"m": chosen, "n": chosen}).axes) == 2
+    sizes = cliff.plot_sizes({"m": chosen, "n": chosen, "o": chosen})
+    assert len(sizes.axes) == 2
+    for ax in sizes.axes:  # each outcome's boxes sit centred on its tick
+        edges = np.array([[p.get_path().vertices[:, 0].min(), p.get_path().vertices[:, 0].max()]
+                          for p in ax.patches if isinstance(p, PathPatch)]).reshape(3, -1, 2)  # model, outcome
+        ticks = ax.get_xticks()
+        np.testing.assert_allclose(edges.mean(axis=(0, 2)), ticks)
+        assert (edges[0, :, 0] > ticks - 0.45).all() and (edges[-1, :, 1] < ticks + 0.45).all()  # groups apart
     rows = pd.DataFrame(cliff.untrained_rows("m", "no refusals"))
     assert rows["value"].isna().all() and (rows["reason"] == "no refusals").all() and len(rows) == 2 + 4 * 3
 

@@ -353,3 +353,19 @@ def test_group_masks_macro_average_benign_subsets_and_name_every_family():
     assert masks["harmful"].tolist() == [True, False, False, True]
     assert list(masks["benign"]) == ["orbench", "phtest"] and masks["benign"]["phtest"].tolist() == [0, 0, 1, 0]
     assert masks["family=jailbreak"].tolist() == [True, False, False, False]
+
+
+def test_separation_null_is_the_quantile_of_shuffled_curves():
+    from lrmsafety.analysis import nulls
+
+    rng = np.random.default_rng(3)
+    labels = np.array([1] * 30 + [0] * 50)
+    states = rng.normal(size=(80, 6, 5)) * np.arange(1, 6)
+    states[:, :, 4] = 2.0  # a constant feature is left out, as in the curve
+    states[labels == 1, 3:, :2] += 2.0
+    null = nulls.separation_null(states, labels, permutations=40, seed=5, chunk=7)
+    shuffles = np.random.default_rng(5)
+    brute = [probes.separation_curve(states, shuffles.permutation(labels)) for _ in range(40)]
+    np.testing.assert_allclose(null, np.quantile(brute, 0.95, axis=0), rtol=1e-9)
+    J = probes.separation_curve(states, labels)
+    assert (J[3:] > null[3:]).all() and (J[:3] < 2 * null[:3]).all()  # the planted positions clear the null

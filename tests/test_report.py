@@ -1,7 +1,13 @@
-"""The report shows what the result tables hold: Markdown, self-contained HTML, rendered notebooks."""
+"""The report shows what the result tables hold: Markdown, self-contained HTML, rendered notebooks; the committed
+report links only committed files."""
 
+import os
+import re
+import subprocess
+from pathlib import Path
 
 import nbformat
+import pytest
 from ledger_fixtures import ledger_dict, probe_table, write
 
 from lrmsafety import ledger as claims
@@ -55,9 +61,33 @@ def test_every_file_the_html_links_exists(tmp_path):
     html = html_path.read_text()
     linked = report.linked_paths(html)
     assert "../figures/10_summary.png" in linked and "../figures/02_layer_sweep.png" in linked
-    assert "notebooks/02_first_token_probe.html" in linked
+    # the rendered page is not committed: the report links the notebook's committed twin instead
+    source = os.path.relpath(report.NOTEBOOKS_DIR / "02_first_token_probe.ipynb", tmp_path / "paper")
+    assert source in linked and not any(p.endswith(".html") for p in linked)
     assert all((html_path.parent / p).exists() for p in linked), linked
     assert "These are controls, not the papers' models" in html and "data:image/png;base64," in html
+
+
+def test_the_summary_legend_lists_only_what_is_drawn(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ledger = claims.load_ledger()
+    models = ["organism-locked", "organism-deliberative"]
+    results = tmp_path / "results"
+    probe_table(results, "organism-locked", 0.95, group="family=jailbreak")
+    filled = claims.fill(ledger, results, "organism", models)
+
+    def drawn_and_listed(frame):
+        fig = report.summary_figure(frame, ledger, models, control=True)
+        diamonds = any(line.get_marker() == "D" for ax in fig.axes for line in ax.lines)
+        return diamonds, "published (value)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+    assert drawn_and_listed(filled) == (False, False)  # the organism headline rows publish ranges and bounds only
+    point = filled.copy()
+    first = point["headline"].fillna(False).astype(bool).idxmax()
+    point.loc[point["measure_id"] == point.loc[first, "measure_id"], ["published_low", "published_high"]] = 0.5
+    assert drawn_and_listed(point) == (True, True)
 
 
 def test_rendered_notebooks_keep_outputs_and_lose_progress_bars(tmp_path):
@@ -74,3 +104,31 @@ def test_rendered_notebooks_keep_outputs_and_lose_progress_bars(tmp_path):
     text = pages[0].read_text()
     assert "AUROC 0.93" in text and "a real warning" in text
     assert "4/8" not in text and "IProgress" not in text
+
+
+def _tracked_files() -> set[str]:
+    root = report.REPO_ROOT
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    return set(filter(None, listed.stdout.split("\0")))
+
+
+TRACKED = _tracked_files()
+COMMITTED_PAGES = sorted(f for f in TRACKED if re.fullmatch(r"paper/.+/index\.(md|html)", f))
+
+
+@pytest.mark.skipif(not TRACKED, reason="not a git checkout")
+@pytest.mark.parametrize("page", COMMITTED_PAGES or ["none"])
+def test_the_committed_report_links_only_committed_files(page):
+    """A fresh clone has only what is committed: every relative link of a committed report page must be in git."""
+    if page == "none":
+        pytest.skip("no report is committed")
+    text = (report.REPO_ROOT / page).read_text()
+    links = (report.linked_paths(text) if page.endswith(".html") else
+             [p for p in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"^(#|https?:|mailto:)", p)])
+    assert links, f"{page} links nothing: the pattern no longer finds its links"
+    resolved = {link: os.path.normpath(Path(page).parent / link.split("#")[0]) for link in links}
+    missing = sorted(link for link, path in resolved.items() if path not in TRACKED)
+    assert not missing, f"{page} links files a fresh clone does not have: {missing}"

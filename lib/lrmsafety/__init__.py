@@ -16,7 +16,8 @@ Where each idea lives:
     analysis/     one module per finding. Paper A: activations, probes (+ first_token, nulls), lock_in,
                   deliberation (+ paper_a_measures), interventions (+ intervention_study), finetune. Paper B:
                   cliff_probe, cliff (+ cliff_curve, cliff_controls), heads (+ heads_report), cliff_as_judge/
-    ledger        the claims ledger; report: the generated report; plots: one seaborn theme and save_figure()
+    ledger        the claims ledger; report: the generated report; plots: one seaborn theme, one colour per
+                  model (model_colours) and save_figure()
     pipeline      running notebooks (papermill) and syncing their .ipynb twins; usage: token accounting
     tiny          random-weight stand-ins of the real architectures
     organism/     the organisms as a model family: corpus, tokenizer, training, card (the analysis never imports it)

@@ -73,8 +73,8 @@ class Params(BaseModel):
     # ---- 02 first-token probe
     valley_rollouts: Optional[int] = _f(
         200, "02: rollouts whose last-layer states are read at 100 positions for the refusal valley J(t)", ge=1)
-    permutations: int = _f(199, "02: label permutations of the whole cross-validated probe (199 resolve p = 0.005)",
-                           ge=1)
+    permutations: int = _f(199, "02: label permutations of the whole cross-validated probe (199 resolve p = 0.005), "
+                           "and outcome shuffles for the null of J(t)", ge=1)
 
     # ---- 03/04 lock-in and deliberation (paper A)
     lockin_prompts: int = _f(3, "03/04: prompts per family or dataset", ge=1)

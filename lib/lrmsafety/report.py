@@ -1,8 +1,9 @@
 """The reproduction report in paper/<profile>/, from the filled claims ledger (lrmsafety.ledger).
 
 ``summary_figure()`` draws the headline rows published vs ours; ``write_report()`` writes index.md and a
-self-contained index.html (images inlined, each still linked to its file); ``render_notebooks()`` renders the
-executed notebooks to HTML beside it, outputs kept and progress-bar noise stripped.
+self-contained index.html (images inlined, each still linked to its file, notebooks linked to their committed
+sources); ``render_notebooks()`` renders the executed notebooks to HTML beside it, outputs kept and progress-bar
+noise stripped (generated for local reading, not committed: the report never links them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from .ledger import CONTROL_PROFILES, VERDICTS, Ledger, fmt, target_of, verdict_counts
+from .paths import REPO_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 # ---------------------------------------------------------------- the summary figure
 
@@ -26,26 +30,21 @@ def _short_title(paper: str, ledger: Ledger) -> str:
     return f"{paper} · {quoted.group(1) if quoted else ledger.papers[paper]}"
 
 
-def model_colors(models: list[str]) -> dict[str, str]:
-    import seaborn as sns
-
-    from .plots import PALETTE
-
-    palette = sns.color_palette("colorblind", len(models)).as_hex()
-    return {m: PALETTE.get(m.removeprefix("organism-"), palette[i]) for i, m in enumerate(models)}
-
-
 def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], control: bool):
     """Published (grey) vs ours (a dot per model, 95% CI) for the headline rows of A, B and C; planted targets
     (light bars) on the organism profile; 'not measured' where a table is missing."""
     import textwrap
 
     import matplotlib.pyplot as plt
+    from matplotlib.legend_handler import HandlerTuple
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    from .plots import model_colours
+
     head = filled[filled["headline"].fillna(False).astype(bool)]
-    colors = model_colors(models)
+    colors = model_colours(models)
+    drawn = set()  # what the panels hold, so that the legend lists only that
     labels = {p: list(dict.fromkeys(head[head["paper"] == p]["label"])) for p in ("A", "B", "C")}
     height = max(2.4, 0.62 * max(len(v) for v in labels.values()) + 1.2)
     fig, axes = plt.subplots(1, 3, figsize=(11.5, height))
@@ -65,8 +64,13 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
                 lo, hi = max(float(lo), xmin), min(float(hi), xmax)
                 if hi - lo > 1e-9:
                     ax.barh(y, hi - lo, left=lo, height=0.8, color="0.9", zorder=0)
+                    drawn.add("range")
                 else:
                     ax.plot(lo, y, marker="D", color="0.45", ms=7, zorder=2)
+                    drawn.add("value")
+            else:  # say so, rather than leave the reader looking for a grey mark
+                ax.text(xmax - 0.02 * (xmax - xmin), y - 0.36, "no published value", ha="right", va="center",
+                        fontsize=7, color="0.4", style="italic")
             for _, r in measure.iterrows():
                 yy = y + offsets[r["model"]]
                 if control and r["target"] not in (None, "–") and isinstance(r["target"], str):
@@ -75,6 +79,7 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
                     t_hi = xmax if target.max is None else target.max
                     ax.barh(yy, max(t_hi - t_lo, 0.01), left=t_lo, height=0.15, color=colors[r["model"]],
                             alpha=0.35, zorder=1)
+                    drawn.add(("target", r["model"]))
                 if pd.notna(r["ours"]):
                     # a percentile bootstrap interval can sit beside a skewed point estimate: no negative arms
                     err = ([[max(r["ours"] - r["low"], 0.0)], [max(r["high"] - r["ours"], 0.0)]]
@@ -89,12 +94,22 @@ def summary_figure(filled: pd.DataFrame, ledger: Ledger, models: list[str], cont
         ax.set_xlim(xmin, xmax)
         ax.set_title(_short_title(paper, ledger), fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
-    handles = [Patch(color="0.9", label="published (range or bound)"),
-               Line2D([], [], marker="D", color="0.45", ls="", label="published (value)")]
-    if control:
-        handles.append(Patch(color="0.5", alpha=0.35, label="planted target (model colour)"))
-    handles += [Line2D([], [], marker="o", color=colors[m], ls="", label=m) for m in models]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    handles, names = [], []
+    if "range" in drawn:
+        handles.append(Patch(color="0.9"))
+        names.append("published (range or bound)")
+    if "value" in drawn:
+        handles.append(Line2D([], [], marker="D", color="0.45", ls=""))
+        names.append("published (value)")
+    targeted = [m for m in models if ("target", m) in drawn]
+    if targeted:  # a light patch in each colour the target bars are drawn in
+        handles.append(tuple(Patch(color=colors[m], alpha=0.35) for m in targeted))
+        names.append("planted target")
+    for m in models:
+        handles.append(Line2D([], [], marker="o", color=colors[m], ls=""))
+        names.append(m)
+    fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0)})
     fig.suptitle("Published vs ours" + (" (organisms: controls with planted targets)" if control else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     return fig
@@ -180,9 +195,11 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
             out += [f"![{Path(f).stem}]({f})" for f in paper_figures] + [""]
         if caveats:
             out += ["**Caveats**", ""] + caveats + [""]
-    out += ["## Executed notebooks", ""]
-    out += [f"- [{Path(nb).with_suffix('').as_posix().removeprefix('notebooks/')}]({nb})" for nb in notebooks] or [
-        "- none rendered: run `make all` first"]
+    # the sources, which every clone has; the rendered pages are generated, never committed, so only named
+    out += ["## Notebooks", "", "The notebooks behind this page as committed, without outputs (each has an \"Open in "
+            "Colab\" badge). `make all` executes them and renders each with its outputs to `notebooks/<name>.html` "
+            "beside this page (generated, not committed).", ""]
+    out += [f"- [{Path(nb).stem}]({nb})" for nb in notebooks] or ["- none executed yet: run `make all` first"]
     out += ["", "## How this page is made", "",
             f"Notebook `10_report` fills `paper/claims.yaml` (published values, sources, tolerances, planted targets "
             f"and the table row that measures each claim) from `data/results/{profile}/`. Nothing on this page is "
@@ -294,12 +311,14 @@ def notebook_figures(figure_folder: Path, notebooks: list[str], relative_to: Pat
 def write_report(filled: pd.DataFrame, ledger: Ledger, profile: str, out_dir: Path, figure_folder: Path,
                  summary_png: Path | None, notebook_pages: list[Path], tables_read: dict[str, int],
                  unreferenced: list[str] = ()) -> Path:
-    """Write out_dir/index.md (the source) and out_dir/index.html (self-contained); returns the HTML path."""
+    """Write out_dir/index.md (the source) and out_dir/index.html (self-contained); returns the HTML path.
+    ``notebook_pages``: the rendered notebooks (:func:`render_notebooks`); the report links their sources."""
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = notebook_figures(figure_folder, list(dict.fromkeys(filled["notebook"].dropna())), out_dir)
     summary = os.path.relpath(summary_png, out_dir) if summary_png else None
-    pages = [os.path.relpath(p, out_dir) for p in notebook_pages]
+    # each rendered page links to its notebook's committed .ipynb twin
+    pages = [os.path.relpath(NOTEBOOKS_DIR / f"{Path(p).stem}.ipynb", out_dir) for p in notebook_pages]
     markdown = markdown_report(filled, ledger, profile, summary, figures, pages, tables_read, unreferenced)
     (out_dir / "index.md").write_text(markdown)
     target = out_dir / "index.html"

@@ -237,24 +237,28 @@ def plot_curves(curves: dict, mean_curves: dict, by: str, kind: str, published: 
 
 
 def plot_sizes(sized: dict[str, pd.DataFrame]):
-    """Box plots of MS and the plateau per outcome, one colour per model (``sized``: model -> rows with ``outcome``,
-    ``ms`` and ``plateau``)."""
+    """Box plots of MS and the plateau per outcome, one box per model in its colour, each outcome's boxes centred on
+    its label (``sized``: model -> rows with ``outcome``, ``ms`` and ``plateau``)."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    from ..plots import model_colour
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
     both = pd.concat([rows.assign(model=name) for name, rows in sized.items()])
     order = [g for g in OUTCOMES if g in set(both["outcome"])]
+    slot = 0.8 / len(sized)  # the models share 80% of each outcome's unit, centred on it
     for ax, metric, title in zip(axes, ["ms", "plateau"], ["cliff size MS", "plateau (max over the thinking)"]):
+        for k in range(1, len(order), 2):  # every other outcome shaded, so that each group reads as one
+            ax.axvspan(k - 0.5, k + 0.5, color="0.94", zorder=0)
         for i, name in enumerate(sized):
             rows = both[both["model"] == name]
-            positions = np.arange(len(order)) + (i - (len(sized) - 1) / 2) * 0.35
-            parts = ax.boxplot([rows.loc[rows["outcome"] == g, metric] for g in order], positions=positions,
-                               widths=0.3, patch_artist=True, showfliers=False)
-            for box in parts["boxes"]:
-                box.set(facecolor=f"C{i}", alpha=0.5)
-            ax.plot([], [], color=f"C{i}", lw=6, alpha=0.5, label=name)
-        ax.set_xticks(np.arange(len(order)), [o.replace(" ", "\n") for o in order], fontsize=8)
-        ax.set(title=title, ylim=(-1.02 if metric == "ms" else -0.02, 1.02))
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+            ax.boxplot([rows.loc[rows["outcome"] == g, metric].dropna() for g in order], showfliers=False,
+                       positions=np.arange(len(order)) + (i - (len(sized) - 1) / 2) * slot, widths=0.85 * slot,
+                       patch_artist=True, manage_ticks=False, boxprops={"facecolor": model_colour(name)},
+                       medianprops={"color": "black"})
+        ax.set_xticks(range(len(order)), [o.replace(" ", "\n") for o in order], fontsize=8)
+        ax.set(title=title, xlim=(-0.5, len(order) - 0.5), ylim=(-1.02 if metric == "ms" else -0.02, 1.02))
+        ax.grid(False, axis="x")
+    axes[0].legend([Patch(color=model_colour(name)) for name in sized], list(sized), fontsize=7, loc="lower left")
     return fig

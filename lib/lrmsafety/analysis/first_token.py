@@ -8,8 +8,9 @@ mechanics of notebook 02 around the probes of :mod:`.probes` and the permutation
     controls(name, frame, tokenizer, first, seed)          TF-IDF of the first token's text, shuffled labels
     permutation_rows(name, frame, ..., cache)              the prompt-level permutation null of both features
     probe_table(tables, skipped, nulls)                    all of them in one table (02_first_token_probe.csv)
-    valley_curves(cache, name, model, tokenizer, ...)      J(t) along the thinking per pool (harmful, benign)
-    sweep_figure(sweep), valley_figure(valley)             the notebook's two figures
+    valley_curves(cache, name, model, tokenizer, ...)      J(t) along the thinking per pool (harmful, benign), with
+                                                           its null under shuffled outcomes
+    sweep_figure(sweep, models), valley_figure(valley, models)   the notebook's two figures
 
 Where we depart from paper A: folds are split by prompt (paper A's by row: reported once beside it as
 "first token, row folds"); beside paper A's bootstrap intervals, a permutation test of the whole cross-validated
@@ -113,33 +114,42 @@ def probe_table(tables: list, skipped: list[dict], null_tables: list) -> pd.Data
 
 
 def valley_curves(cache, name: str, model, tokenizer, frame: pd.DataFrame, layer: int, close: str, n_rollouts: int,
-                  seed: int, report=print) -> dict:
+                  seed: int, permutations: int = 199, report=print) -> pd.DataFrame:
     """J(t) at 100 evenly spaced positions of the thinking (first thinking token to the last before the close), per
-    pool (harmful, benign), on a sample of ``n_rollouts`` rollouts, as paper A's code: {(name, pool): curve}."""
+    pool (harmful, benign), on a sample of ``n_rollouts`` rollouts, as paper A's code; beside it the 95th percentile
+    of J(t) over ``permutations`` shuffles of the outcomes among the pool's rollouts (:func:`nulls.separation_null`).
+    One row per model, pool and position: ``position`` (%), ``J``, ``null``."""
     subset = frame.sample(min(n_rollouts, len(frame)), random_state=seed).reset_index(drop=True)
     # the generated text up to the close: the states of a causal model there do not depend on what follows
     subset["text"] = [t[: t.find(close)] if close in t else t for t in subset["text"]]
     states = activations.rollout_states(cache, name, model, tokenizer, subset, activations.evenly_spaced(100),
                                         [layer], "valley-thinking")
-    curves = {}
+    curves = []
     for pool in ("harmful", "benign"):
         rows = (subset["label"] == pool).to_numpy()
         if subset.loc[rows, "refused"].nunique() == 2:
-            curves[(name, pool)] = probes.separation_curve(states[layer][rows],
-                                                           subset.loc[rows, "refused"].astype(int).to_numpy())
+            labels = subset.loc[rows, "refused"].astype(int).to_numpy()
+            curve = probes.separation_curve(states[layer][rows], labels)
+            null = nulls.separation_null(states[layer][rows], labels, permutations, seed=seed)
+            curves.append(pd.DataFrame({"model": name, "pool": pool, "position": np.linspace(0, 100, len(curve)),
+                                        "J": curve, "null": null}))
         else:
             report(f"{name}, {pool}: one outcome only among {rows.sum()} rollouts, no J(t)")
-    return curves
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+        columns=["model", "pool", "position", "J", "null"])
 
 
-def sweep_figure(sweep: pd.DataFrame):
-    """The pooled out-of-fold AUROC per layer with its interval, one line per model."""
+def sweep_figure(sweep: pd.DataFrame, models: list[str]):
+    """The pooled out-of-fold AUROC per layer with its interval, one line per model in its colour."""
     import matplotlib.pyplot as plt
 
+    from ..plots import model_colour
+
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name, rows in sweep.groupby("model"):
-        ax.plot(rows["layer"], rows["auroc"], marker="o", label=name)
-        ax.fill_between(rows["layer"], rows["auroc_lo"], rows["auroc_hi"], alpha=0.2)
+    for name in [m for m in models if m in set(sweep["model"])]:
+        rows = sweep[sweep["model"] == name]
+        ax.plot(rows["layer"], rows["auroc"], marker="o", label=name, color=model_colour(name))
+        ax.fill_between(rows["layer"], rows["auroc_lo"], rows["auroc_hi"], alpha=0.2, color=model_colour(name))
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="layer (hidden_states index)", ylabel="AUROC (pooled, out of fold)", ylim=(0.3, 1.02),
            title="First-thinking-token probe per layer")
@@ -148,14 +158,32 @@ def sweep_figure(sweep: pd.DataFrame):
     return fig
 
 
-def valley_figure(valley: dict):
-    """J(t) against the position along the thinking, one line per model and pool (benign dashed)."""
+def valley_figure(valley: pd.DataFrame, models: list[str]):
+    """J(t) along the thinking, one panel per model (harmful solid, benign dashed, in the model's colour) with the
+    shuffled-outcome null of each pool in grey. Log scale: J runs from ~0.01 by chance to hundreds where the
+    thinking's conclusion is written, and both ends matter."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for (name, pool), curve in valley.items():
-        ax.plot(np.linspace(0, 100, len(curve)), curve, label=f"{name}, {pool}", ls="-" if pool == "harmful" else "--")
-    ax.set(xlabel="position along the thinking (%)", ylabel="J(t)", title="Separation of refusals and compliances")
-    if valley:
-        ax.legend(fontsize=7)
+    from ..plots import model_colour
+
+    shown = [m for m in models if m in set(valley["model"])] or ["no model"]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.4 * len(shown) + 2.4, 3.2), sharey=True, squeeze=False,
+                             layout="constrained")
+    styles = {"harmful": "-", "benign": "--"}
+    for ax, name in zip(axes[0], shown):
+        for pool, rows in valley[valley["model"] == name].groupby("pool"):
+            ax.plot(rows["position"], rows["J"], color=model_colour(name), ls=styles[pool])
+            ax.plot(rows["position"], rows["null"], color="0.55", lw=1, ls=styles[pool])
+        if name == "no model":
+            ax.text(0.5, 0.5, "no model has both outcomes", transform=ax.transAxes, ha="center", color="grey")
+        ax.set_title(name, fontsize=10)
+        ax.set_yscale("log")
+    handles = [Line2D([], [], color="black", ls=styles["harmful"]), Line2D([], [], color="black", ls=styles["benign"]),
+               Line2D([], [], color="0.55", lw=1)]
+    fig.legend(handles, ["harmful prompts", "benign prompts", "null: 95th percentile\nof J, outcomes shuffled"],
+               loc="outside right upper", fontsize=8, frameon=False)
+    fig.supxlabel("position along the thinking (%)", fontsize=10)
+    axes[0][0].set_ylabel("J(t), log scale")
+    fig.suptitle("Refusal valley: separation of refusals and compliances along the thinking", fontsize=10)
     return fig

@@ -84,12 +84,15 @@ def asr_orr(judged: pd.DataFrame, group_column: str, seed: int) -> pd.DataFrame:
 
 
 def plot_asr_orr(overall: pd.DataFrame, models, conditions, published: pd.DataFrame):
-    """Ours (left, with 95% intervals) beside paper A's Table 2 (right): ASR against ORR, one marker per condition."""
+    """Ours (left, with 95% intervals) beside paper A's Table 2 (right): ASR against ORR, one marker per condition,
+    one colour per model (the same model in the same colour on both sides and in every figure)."""
+    from ..plots import model_colour
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
     every = list(dict.fromkeys([*conditions, *published["condition"]]))
     markers = dict(zip(every, "osD^vPX*ph<>"))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for color, name in zip(colors, models):
+    for name in models:
+        color = model_colour(name)
         for condition in conditions:
             if (name, condition) not in overall.index:
                 continue
@@ -98,18 +101,66 @@ def plot_asr_orr(overall: pd.DataFrame, models, conditions, published: pd.DataFr
             axes[0].errorbar(x, y, xerr=[[x - 100 * r["low"]["ORR"]], [100 * r["high"]["ORR"] - x]],
                              yerr=[[y - 100 * r["low"]["ASR"]], [100 * r["high"]["ASR"] - y]], fmt=markers[condition],
                              color=color, ms=7, capsize=2, label=name if condition == "base" else None)
-    for color, (model_name, part) in zip(colors[len(models):], published.groupby("model")):
+    for model_name, part in published.groupby("model"):
         for r in part.itertuples():
-            axes[1].scatter(r.ORR, r.ASR, marker=markers[r.condition], color=color, s=30,
+            axes[1].scatter(r.ORR, r.ASR, marker=markers[r.condition], color=model_colour(model_name), s=30,
                             label=model_name if r.condition == "base" else None)
-    axes[0].set(title="ours (this profile, refused_a; bars: 95% CI)", xlabel="ORR, benign prompts (%)",
+    axes[0].set(title="Ours, paper A's refusal label (95% intervals)", xlabel="ORR, benign prompts (%)",
                 ylabel="ASR, harmful prompts (%)", xlim=(-3, 103), ylim=(-3, 103))
-    axes[1].set(title="paper A, Table 2 (secondary source)", xlabel="ORR (%)")
+    axes[1].set(title="Published: paper A, Table 2 (secondary source)", xlabel="ORR, benign prompts (%)")
     for ax in axes:
         ax.legend(fontsize=7, loc="upper right", title="model (colour)", title_fontsize=7)
     fig.legend([plt.Line2D([], [], marker=markers[c], color="black", ls="") for c in every], every, fontsize=7,
                loc="lower center", ncol=len(every), title="condition (marker)", title_fontsize=7,
                bbox_to_anchor=(0.5, -0.12))
+    return fig
+
+
+SIGNAL_TITLES = {"oscillations_per_trace": "oscillations per trace", "first_token_auroc": "first-token probe AUROC",
+                 "continuation_variance_at_20": "continuation variance after 20% of the thinking"}
+# paper A's effects on the signals (methods.md section 1, secondary source), drawn on the model's own base level:
+# metric -> (conditions it applies to, (low, high) of the level it predicts from the base value, what it says)
+PUBLISHED_EFFECTS = {
+    "first_token_auroc": ("finetuned", lambda base: (base - 0.11, base - 0.11), "SFT lowers the AUROC by ~0.11"),
+    "oscillations_per_trace": (("psr",), lambda base: (base * 0.05, base * 0.07), "PSR cuts oscillations by 93–95%"),
+}
+
+
+def plot_signals(signals: pd.DataFrame, models, finetuned):
+    """The deliberation signals per model and condition (95% intervals), one panel per signal, bars in the model's
+    colour; where paper A publishes an effect on a signal (:data:`PUBLISHED_EFFECTS`), what it predicts from the
+    model's own base level is marked in grey on the conditions it concerns (``finetuned``: the SFT recipes)."""
+    import textwrap
+
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from ..plots import model_colour
+
+    fig, axes = plt.subplots(1, len(SIGNAL_TITLES), figsize=(12, 3.8), layout="constrained")
+    marked = []
+    for ax, (metric, title) in zip(axes, SIGNAL_TITLES.items()):
+        part = signals[signals["metric"] == metric]
+        part = pd.concat([part[part["model"] == m] for m in models]).reset_index(drop=True)
+        x = part.index + part["model"].map({m: i for i, m in enumerate(models)}) * 0.6  # a gap between models
+        ax.bar(x, part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]], capsize=2,
+               color=[model_colour(m) for m in part["model"]])
+        concerned, effect, text = PUBLISHED_EFFECTS.get(metric, ((), None, ""))
+        concerned = finetuned if concerned == "finetuned" else concerned
+        base = part[part["intervention"] == "base"].set_index("model")["value"]
+        for xi, r in zip(x, part.itertuples()):
+            if r.intervention in concerned and r.model in base.index:
+                low, high = effect(base[r.model])
+                ax.fill_between([xi - 0.45, xi + 0.45], low - 0.004, high + 0.004, color="0.25", zorder=3)
+                marked.append(text)
+        ax.set_xticks(x, part["intervention"], fontsize=7, rotation=60, ha="right")
+        ax.set_title(textwrap.fill(title + ("" if len(part) else " (not measured here)"), 32), fontsize=9)
+    handles = [Patch(color=model_colour(m), label=m) for m in models]
+    if marked:
+        handles.append(Line2D([], [], color="0.25", lw=3, label="paper A's effect on our base: "
+                              + "; ".join(dict.fromkeys(marked))))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.suptitle("Deliberation signals per condition (95% intervals)", fontsize=10)
     return fig
 
 

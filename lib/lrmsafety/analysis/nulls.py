@@ -1,5 +1,6 @@
 """The permutation null of the whole first-token probe pipeline: prompts' label vectors exchanged, the pipeline
-refitted on fixed folds, and each group's AUROC compared with its null distribution.
+refitted on fixed folds, and each group's AUROC compared with its null distribution. And the null level of the
+refusal valley's J(t) (:func:`separation_null`).
 
 Labels are 1 = refusal, 0 = compliance throughout.
 """
@@ -156,6 +157,38 @@ def permutation_test(features, labels, groups, named_groups: Mapping[str, np.nda
     if cache_path is not None:
         _write_cached_table(cache_path, digest, table)
     return table
+
+
+def separation_null(states, labels, permutations: int, seed: int = 0, quantile: float = 0.95,
+                    chunk: int = 32) -> np.ndarray:
+    """Per position, the ``quantile`` of J(t) (:func:`probes.separation_curve`) over ``permutations`` shuffles of
+    the labels among the items: how high J reaches by chance at these class sizes and this many features, where
+    the states carry nothing about the outcome. Same standardization as the curve; because the standardized states
+    are centred, one class's mean fixes the other's, so each chunk of permutations is one matrix product."""
+    X = np.asarray(states, dtype=np.float64)
+    labels = _check_binary(labels).astype(bool)
+    if X.ndim != 3 or len(X) != len(labels):
+        raise ValueError(f"states must be (items, positions, features) with one label per item, got {X.shape}")
+    n, positions, d = X.shape
+    n_r = int(labels.sum())
+    n_c = n - n_r
+    if n_r == 0 or n_c == 0:
+        raise ValueError("separation null needs both classes")
+    sd = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    squares = (Z ** 2).sum(axis=-1)  # (items, positions)
+    total = squares.sum(axis=0)
+    Z = Z.reshape(n, positions * d)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for start in range(0, permutations, chunk):
+        masks = np.stack([rng.permutation(labels) for _ in range(min(chunk, permutations - start))]).astype(float)
+        mean_sq = ((masks @ Z / n_r).reshape(len(masks), positions, d) ** 2).sum(axis=-1)  # ||mu_r||^2
+        num = (1 + n_r / n_c) ** 2 * mean_sq  # mu_c = -(n_r / n_c) mu_r
+        within_r = masks @ squares
+        den = within_r / n_r - mean_sq + (total - within_r) / n_c - (n_r / n_c) ** 2 * mean_sq
+        draws.append(np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0))
+    return np.nanquantile(np.concatenate(draws), quantile, axis=0)
 
 
 def _inputs_digest(X, labels, groups, strata, masks, pipeline, settings) -> str:

@@ -1,6 +1,7 @@
 """Paper A's measures on one table (notebooks 01-04: first-token AUROC, State A, continuation variance, Safe@K,
-oscillations already locked), and their verdicts against what each organism was planted to show. The targets are
-the organisms' own (no paper publishes them), so they are judged here rather than in the claims ledger."""
+oscillations already locked), their verdicts against what each organism was planted to show, and their figure beside
+the published values. The targets are the organisms' own (no paper publishes them), so they are judged here rather
+than in the claims ledger."""
 
 from __future__ import annotations
 
@@ -111,3 +112,52 @@ def paper_a_verdicts(table: pd.DataFrame, targets: dict = PAPER_A_TARGETS) -> pd
 
     return pd.DataFrame([row for name, rows in table.groupby("model") for row in verdict(name, rows)],
                         columns=VERDICT_COLUMNS)
+
+
+FIGURE_MEASURES = ["first-token AUROC", "State A AUROC", "continuation variance at B = 0%",
+                   "continuation variance at B = 20%", "oscillations while already locked"]
+
+
+def figure(table: pd.DataFrame, models, published: dict):
+    """One panel per measure of :data:`FIGURE_MEASURES`: each model's value (95% interval) in its colour, and the
+    published value as a grey band where ``published`` (measure -> (low, high, text)) has one; a bound shades the
+    side the paper reports. A value at 0, or none, is written out so that it is not mistaken for a missing bar."""
+    import os
+    import textwrap
+
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from ..plots import model_colour
+
+    drawn = {}  # the published marks drawn, for the legend
+    shown = [m for m in FIGURE_MEASURES if m in set(table["measure"])]
+    prefix = os.path.commonprefix(list(models)).rpartition("-")[0] + "-" if len(models) > 1 else ""
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(2.5 * max(len(shown), 1), 3.4), sharey=True,
+                             squeeze=False, layout="constrained")
+    for ax, measure in zip(axes[0], shown):
+        rows = table[table["measure"] == measure].set_index("model").reindex(models)
+        err = np.vstack([(rows["value"] - rows["low"]).clip(lower=0), (rows["high"] - rows["value"]).clip(lower=0)])
+        ax.bar(range(len(rows)), rows["value"].fillna(0), yerr=np.nan_to_num(err), capsize=2,
+               color=[model_colour(n) for n in rows.index])
+        for x, value in enumerate(rows["value"]):
+            if not value > 0.03:
+                ax.text(x, 0.02, "n/a" if pd.isna(value) else f"{value:.2f}", ha="center", fontsize=7)
+        low, high, _ = published.get(measure, (None, None, ""))
+        if low is not None and high - low > 1e-9:
+            ax.axhspan(max(low, 0.0), min(high, 1.05), color="0.85", zorder=0)
+            drawn["range"] = Patch(color="0.85")
+        elif low is not None:
+            ax.axhline(low, color="0.45", lw=1.5, zorder=0)
+            drawn["value"] = Line2D([], [], color="0.45", lw=1.5)
+        ax.set_xticks(range(len(rows)), [n.removeprefix(prefix) for n in rows.index], fontsize=8, rotation=30,
+                      ha="right")
+        ax.set_title(textwrap.fill(measure, 20), fontsize=9)
+    axes[0][0].set_ylim(0, 1.05)
+    if drawn:
+        names = {"range": "published (range or bound)", "value": "published (value)"}
+        fig.legend(list(drawn.values()), [names[k] for k in drawn], loc="outside lower center", ncol=2, fontsize=8,
+                   frameon=False)
+    fig.suptitle("Paper A's measures on each model (95% intervals)", fontsize=10)
+    return fig

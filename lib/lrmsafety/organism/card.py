@@ -120,22 +120,26 @@ def card_line(name: str, model_dir) -> str:
             f"steps in {card['training']['seconds']:.0f} s on {card['training']['device_name']}")
 
 
-def decision_figure(corpus, palette):
-    """Where the outcome is decided in the natural traces of the contested families, per organism."""
+def decision_figure(corpus, colours: dict[str, str]):
+    """Where the outcome is decided in the natural traces of the contested families, per organism (``colours``:
+    registry name -> colour, in the order to draw)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     natural = corpus[(corpus["trace"] == "natural") & corpus["family"].isin(["jailbreak", "harmful", "borderline"])]
+    palette = {name.removeprefix("organism-"): colour for name, colour in colours.items()}  # the corpus's kinds
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     sns.histplot(data=natural.fillna({"decided_at": 0.0}), x="decided_at", hue="organism", bins=20,
-                 stat="probability", common_norm=False, element="step", ax=ax, palette=palette)
+                 stat="probability", common_norm=False, element="step", ax=ax, palette=palette,
+                 hue_order=[k for k in palette if k in set(natural["organism"])])
     ax.set(xlabel="where the outcome is decided (fraction of the thinking's characters)", ylabel="share of traces",
            title="Planted decision point (natural corpus traces)")
     return fig
 
 
-def behaviour_figure(behaviour, palette):
-    """Each measure's rate with its interval, one bar per organism (``palette`` keyed by the organism's kind)."""
+def behaviour_figure(behaviour, colours: dict[str, str]):
+    """Each measure's rate with its interval, one bar per organism, in the order and colours of ``colours``
+    (registry name -> colour)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -143,11 +147,11 @@ def behaviour_figure(behaviour, palette):
                                   err_high=(behaviour["ci_high"] - behaviour["rate"]).clip(lower=0))
     n_organisms = plot_frame["organism"].nunique()
     height = 0.8 / max(1, n_organisms)
-    for k, (name, rows) in enumerate(plot_frame.groupby("organism")):
-        rows = rows.set_index("measure").loc[list(TARGETS)]
+    for k, name in enumerate(n for n in colours if n in set(plot_frame["organism"])):
+        rows = plot_frame[plot_frame["organism"] == name].set_index("measure").loc[list(TARGETS)]
         offset = (k - (n_organisms - 1) / 2) * height
         ax.barh([i + offset for i in range(len(rows))], rows["rate"], height=height * 0.95, label=name,
-                xerr=[rows["err_low"], rows["err_high"]], color=palette[name.split("-")[1]])
+                xerr=[rows["err_low"], rows["err_high"]], color=colours[name])
     ax.set_yticks(range(len(TARGETS)), list(TARGETS))
     ax.invert_yaxis()
     ax.set(xlabel="rate (held-out prompts, temperature 1.0)", xlim=(0, 1), title="Measured behaviour of the organisms")
