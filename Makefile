@@ -56,10 +56,10 @@ reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
 $(BUILD)/10_report.ipynb: paper/claims.yaml
 
 JOBS ?= $(if $(filter paper paper-gpu,$(PROFILE)),1,2)
-# only when notebooks are the goal (`make test` keeps printing as it goes); each notebook's log is printed whole
-# when it ends, so that the two do not interleave
+# only when notebooks are the goal (`make test` runs one thing at a time); each notebook logs one line when it starts
+# and one when it ends (or the failing cell), so the lines of two notebooks side by side can interleave
 ifeq ($(filter-out all $(EXECUTED),$(or $(MAKECMDGOALS),all)),)
-MAKEFLAGS += --jobs=$(JOBS) --output-sync=target
+MAKEFLAGS += --jobs=$(JOBS)
 endif
 # side by side, each notebook gets its share of the cores: torch's threads on more cores than there are spin and wait
 # for each other (two notebooks of two threads each on two cores ran 4x slower, not 2x)
@@ -75,7 +75,7 @@ all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change
 
 define notebook_rule
 $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
+	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 

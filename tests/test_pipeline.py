@@ -28,6 +28,10 @@ P = params.load(profile, model)
 
 # %%
 import json, pathlib
+from tqdm.auto import tqdm
+
+print("in the notebook, not in the log")
+list(tqdm(range(3), desc="a bar"))
 pathlib.Path("seen.json").write_text(json.dumps({"profile": profile, "n_prompts": P.n_prompts, "model": model}))
 {FAIL}
 '''
@@ -39,7 +43,7 @@ def write_notebook(folder: Path, fail: bool = False) -> Path:
     return path
 
 
-def test_notebook_runs_with_injected_parameters(tmp_path):
+def test_notebook_runs_with_injected_parameters_and_logs_two_lines(tmp_path, capfd):
     output = tmp_path / "build" / "01_test.ipynb"
     pipeline.run(write_notebook(tmp_path), "smoke", output)
     seen = json.loads((tmp_path / "seen.json").read_text())
@@ -47,6 +51,15 @@ def test_notebook_runs_with_injected_parameters(tmp_path):
     assert seen == {"profile": "smoke", "n_prompts": smoke["n_prompts"], "model": None}
     executed = nbformat.read(output, as_version=4)
     assert any("injected-parameters" in cell.metadata.get("tags", []) for cell in executed.cells)
+    # the log (the kernel's own stderr included): a line when it starts, one when it ends; no warnings
+    out, err = capfd.readouterr()
+    assert re.fullmatch(r"\[pipeline\] 01_test started \(profile smoke\)\n"
+                        r"\[pipeline\] 01_test done in \d+ s[^\n]*\n", out)
+    assert err == ""
+    # the cells' output is in the notebook; the progress bar was a widget (no text redraws, no tqdm warning)
+    outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("in the notebook, not in the log" in o.get("text", "") for o in outputs)
+    assert not [o for o in outputs if o.get("name") == "stderr"]
 
 
 def test_a_notebook_declaring_other_parameters_is_refused(tmp_path):
@@ -61,7 +74,11 @@ def test_failing_notebook_exits_nonzero_and_leaves_no_output(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pipeline.run(write_notebook(tmp_path, fail=True), "smoke", output)
     assert exit_info.value.code == 1
-    assert "planted failure" in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    # the failing cell's number, where its outputs are, and the error's last lines
+    assert re.match(r"\[pipeline\] 01_test FAILED in cell \[\d+\] after \d+ s; its outputs so far: .*partial\.ipynb$",
+                    err[0]), err
+    assert err[-1].strip() == "ValueError: planted failure"
     assert not output.exists()
 
 
