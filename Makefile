@@ -1,5 +1,6 @@
 # The pipeline. `make all` runs every notebook on PROFILE (organism by default); `make test` runs the tests.
 # Both create and reuse the virtual environment in .venv by themselves.
+# `make help` lists the targets and the variables (PROFILE, MODEL, JOBS).
 #   make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b     a real model (GPU and internet)
 #   make all PROFILE=smoke                                        tiny settings
 #   make all PROFILE=paper-gpu                                    the paper path on one GPU, random weights (timing)
@@ -115,5 +116,15 @@ lab: $(STAMP)  ## open the notebooks in JupyterLab (each .ipynb paired with its 
 clean:  ## remove executed notebooks and caches of PROFILE (keeps the organisms and the venv)
 	rm -rf build/$(PROFILE) data/cache/$(PROFILE) figures/$(PROFILE)
 
-help:
-	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+help:  ## this list
+	@echo "make TARGET [PROFILE=name] [MODEL=name] [JOBS=n]"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 12 | sed 's/^/  /'
+	@echo
+	@echo "  PROFILE=name  the parameters of all and clean, params/<name>.yaml (default organism):"
+	@for f in params/*.yaml; do sed -n '1{s/^# /                  /;s/\. .*//;s/\.$$//;p;}' $$f; done
+	@echo "  MODEL=name    all on one registry model in place of the profile's models, its results, figures and report"
+	@echo "                apart under <profile>/<model>/ (make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b);"
+	@echo "                the names: .venv/bin/python -c 'from lrmsafety.registry import list_models; print(list_models())'"
+	@echo "  JOBS=n        notebooks of all side by side (default 2; 1 on paper and paper-gpu, which share one GPU)"
+	@echo "  PYTHON=path   the Python (3.11 or later) that creates .venv (default python3)"

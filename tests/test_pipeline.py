@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -104,6 +105,19 @@ def test_notebook_has_parameters_badge_and_colab_install(py_path):
     assert '"google.colab" in sys.modules' in text
     assert pipeline.parameters_cell(pipeline.read_notebook(py_path), py_path.name) == {
         "profile": "organism", "model": None}  # Jupyter and Colab run the default profile, as `make all` does
+
+
+def test_make_help_names_every_target_profile_and_variable():
+    help_text = subprocess.run(["make", "-s", "help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                               check=True).stdout
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    targets = re.search(r"^\.PHONY: (.+)$", makefile, re.M).group(1).split()
+    listed = {line.split()[0] for line in help_text.splitlines() if line.startswith("  ") and line.split()}
+    assert set(targets) <= listed, f"make help leaves out {set(targets) - listed}: give them a ## comment"
+    for profile in (path.stem for path in (REPO_ROOT / "params").glob("*.yaml")):
+        assert f"  {profile}: " in help_text, f"make help does not list the profile {profile}"
+    for variable in ("PROFILE=", "MODEL=", "JOBS="):
+        assert variable in help_text
 
 
 def _names(requirements):
