@@ -1,5 +1,6 @@
 # The pipeline. `make all` runs every notebook on PROFILE (organism by default); `make test` runs the tests.
 # Both create and reuse the virtual environment in .venv by themselves.
+# `make help` lists the targets and the variables (PROFILE, MODEL, JOBS).
 #   make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b     a real model (GPU and internet)
 #   make all PROFILE=smoke                                        tiny settings
 #   make all PROFILE=paper-gpu                                    the paper path on one GPU, random weights (timing)
@@ -64,10 +65,10 @@ reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
 $(BUILD)/10_report.ipynb: paper/claims.yaml
 
 JOBS ?= $(if $(filter params/paper.yaml,$(PARAMS)),1,2)
-# only when notebooks are the goal (`make test` keeps printing as it goes); each notebook's log is printed whole
-# when it ends, so that the two do not interleave
+# only when notebooks are the goal (`make test` runs one thing at a time); each notebook logs one line when it starts
+# and one when it ends (or the failing cell), so the lines of two notebooks side by side can interleave
 ifeq ($(filter-out all $(EXECUTED),$(or $(MAKECMDGOALS),all)),)
-MAKEFLAGS += --jobs=$(JOBS) --output-sync=target
+MAKEFLAGS += --jobs=$(JOBS)
 endif
 # side by side, each notebook gets its share of the cores: torch's threads on more cores than there are spin and wait
 # for each other (two notebooks of two threads each on two cores ran 4x slower, not 2x)
@@ -83,7 +84,7 @@ all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change
 
 define notebook_rule
 $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
+	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 
@@ -123,5 +124,15 @@ lab: $(STAMP)  ## open the notebooks in JupyterLab (each .ipynb paired with its 
 clean:  ## remove executed notebooks and caches of PROFILE (keeps the organisms and the venv)
 	rm -rf build/$(PROFILE) data/cache/$(PROFILE) figures/$(PROFILE)
 
-help:
-	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+help:  ## this list
+	@echo "make TARGET [PROFILE=name] [MODEL=name] [JOBS=n]"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 12 | sed 's/^/  /'
+	@echo
+	@echo "  PROFILE=name  the parameters of all and clean, params/<name>.yaml (default organism):"
+	@for f in params/*.yaml; do sed -n '1{s/^# /                  /;s/\. .*//;s/\.$$//;p;}' $$f; done
+	@echo "  MODEL=name    all on one registry model in place of the profile's models, its results, figures and report"
+	@echo "                apart under <profile>/<model>/ (make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b);"
+	@echo "                the names: .venv/bin/python -c 'from lrmsafety.registry import list_models; print(list_models())'"
+	@echo "  JOBS=n        notebooks of all side by side (default 2; 1 on paper and paper-gpu, which share one GPU)"
+	@echo "  PYTHON=path   the Python (3.11 or later) that creates .venv (default python3)"

@@ -60,14 +60,12 @@ S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and 
 import time
 
 import pandas as pd
-from transformers.utils import logging as hf_logging
 
 from lrmsafety import data, plots, rates
 from lrmsafety.analysis import intervention_study as study
 from lrmsafety.analysis import interventions
 from lrmsafety.engine import generate
 
-hf_logging.disable_progress_bar()  # one "Loading weights" bar per condition otherwise
 started = time.perf_counter()
 plots.set_theme()
 cache, results = S.cache, S.results

@@ -74,7 +74,6 @@ S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and 
 import time
 
 import pandas as pd
-from transformers.utils import logging as hf_logging
 
 from lrmsafety import data, ledger, plots
 from lrmsafety.analysis import cliff_as_judge as caj
@@ -82,7 +81,6 @@ from lrmsafety.analysis import finetune
 from lrmsafety.analysis.cliff_as_judge import pool as safety_pool
 from lrmsafety.engine import generate
 
-hf_logging.disable_progress_bar()  # the base model is loaded once per adapter: no wall of loading bars
 plots.set_theme()
 started = time.perf_counter()
 results = S.results

@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -28,6 +29,10 @@ P = params.load(profile, model)
 
 # %%
 import json, pathlib
+from tqdm.auto import tqdm
+
+print("in the notebook, not in the log")
+list(tqdm(range(3), desc="a bar"))
 pathlib.Path("seen.json").write_text(json.dumps({"profile": profile, "n_prompts": P.n_prompts, "model": model}))
 {FAIL}
 '''
@@ -39,7 +44,7 @@ def write_notebook(folder: Path, fail: bool = False) -> Path:
     return path
 
 
-def test_notebook_runs_with_injected_parameters(tmp_path):
+def test_notebook_runs_with_injected_parameters_and_logs_two_lines(tmp_path, capfd):
     output = tmp_path / "build" / "01_test.ipynb"
     pipeline.run(write_notebook(tmp_path), "smoke", output)
     seen = json.loads((tmp_path / "seen.json").read_text())
@@ -47,6 +52,15 @@ def test_notebook_runs_with_injected_parameters(tmp_path):
     assert seen == {"profile": "smoke", "n_prompts": smoke["n_prompts"], "model": None}
     executed = nbformat.read(output, as_version=4)
     assert any("injected-parameters" in cell.metadata.get("tags", []) for cell in executed.cells)
+    # the log (the kernel's own stderr included): a line when it starts, one when it ends; no warnings
+    out, err = capfd.readouterr()
+    assert re.fullmatch(r"\[pipeline\] 01_test started \(profile smoke\)\n"
+                        r"\[pipeline\] 01_test done in \d+ s[^\n]*\n", out)
+    assert err == ""
+    # the cells' output is in the notebook; the progress bar was a widget (no text redraws, no tqdm warning)
+    outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("in the notebook, not in the log" in o.get("text", "") for o in outputs)
+    assert not [o for o in outputs if o.get("name") == "stderr"]
 
 
 def test_a_notebook_declaring_other_parameters_is_refused(tmp_path):
@@ -61,7 +75,11 @@ def test_failing_notebook_exits_nonzero_and_leaves_no_output(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pipeline.run(write_notebook(tmp_path, fail=True), "smoke", output)
     assert exit_info.value.code == 1
-    assert "planted failure" in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    # the failing cell's number, where its outputs are, and the error's last lines
+    assert re.match(r"\[pipeline\] 01_test FAILED in cell \[\d+\] after \d+ s; its outputs so far: .*partial\.ipynb$",
+                    err[0]), err
+    assert err[-1].strip() == "ValueError: planted failure"
     assert not output.exists()
 
 
@@ -87,6 +105,19 @@ def test_notebook_has_parameters_badge_and_colab_install(py_path):
     assert '"google.colab" in sys.modules' in text
     assert pipeline.parameters_cell(pipeline.read_notebook(py_path), py_path.name) == {
         "profile": "organism", "model": None}  # Jupyter and Colab run the default profile, as `make all` does
+
+
+def test_make_help_names_every_target_profile_and_variable():
+    help_text = subprocess.run(["make", "-s", "help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                               check=True).stdout
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    targets = re.search(r"^\.PHONY: (.+)$", makefile, re.M).group(1).split()
+    listed = {line.split()[0] for line in help_text.splitlines() if line.startswith("  ") and line.split()}
+    assert set(targets) <= listed, f"make help leaves out {set(targets) - listed}: give them a ## comment"
+    for profile in (path.stem for path in (REPO_ROOT / "params").glob("*.yaml")):
+        assert f"  {profile}: " in help_text, f"make help does not list the profile {profile}"
+    for variable in ("PROFILE=", "MODEL=", "JOBS="):
+        assert variable in help_text
 
 
 def _names(requirements):

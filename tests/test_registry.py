@@ -75,3 +75,27 @@ def test_a_missing_organism_folder_advises_restoring_the_committed_weights(monke
     monkeypatch.setattr(paths, "MODELS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="git checkout -- .*organism-locked.*retrains them instead"):
         models.load_model("organism-locked")
+
+
+def test_loading_draws_no_weight_bars_and_leaves_transformers_bars_as_they_were(tmp_path, capfd, qwen3_tokenizer_path):
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = tokenizer_for("qwen3")
+    tokenizer.save_pretrained(tmp_path)
+    build_tiny("Qwen3ForCausalLM", len(tokenizer), tmp_path)
+    capfd.readouterr()
+    models.load_model(str(tmp_path), quantization="fp32")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.set_tqdm_hook(None) is None  # no hook left behind
+
+
+def test_bitsandbytes_imports_without_its_cpu_kernel_notice():
+    """peft imports bitsandbytes whenever it is installed; through the registry first, its CPU backend's notice that
+    an optional hub kernel is missing stays out of the notebooks."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("bitsandbytes")
+    code = "from lrmsafety.registry import bitsandbytes_error\nassert bitsandbytes_error() is None\nimport peft"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr == "", run.stderr

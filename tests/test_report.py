@@ -93,8 +93,10 @@ def test_the_summary_legend_lists_only_what_is_drawn(tmp_path):
 def test_rendered_notebooks_keep_outputs_and_lose_progress_bars(tmp_path):
     cell = nbformat.v4.new_code_cell("print('AUROC 0.93')")
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rrollouts:  50%|#####     | 4/8"),
-                    nbformat.v4.new_output("stream", name="stderr", text="TqdmWarning: IProgress not found.\n"
-                                           "  from .autonotebook import tqdm as notebook_tqdm\n"),
+                    nbformat.v4.new_output("display_data", data={
+                        "text/plain": "generate:  50%|#####     | 4/8",
+                        "application/vnd.jupyter.widget-view+json": {"model_id": "a1", "version_major": 2,
+                                                                     "version_minor": 0}}),
                     nbformat.v4.new_output("stream", name="stderr", text="UserWarning: a real warning\n"),
                     nbformat.v4.new_output("stream", name="stdout", text="AUROC 0.93\n")]
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "02_first_token_probe.ipynb")
@@ -103,7 +105,7 @@ def test_rendered_notebooks_keep_outputs_and_lose_progress_bars(tmp_path):
     assert [p.name for p in pages] == ["02_first_token_probe.html"]
     text = pages[0].read_text()
     assert "AUROC 0.93" in text and "a real warning" in text
-    assert "4/8" not in text and "IProgress" not in text
+    assert "4/8" not in text and "generate:" not in text
 
 
 def _tracked_files() -> set[str]:

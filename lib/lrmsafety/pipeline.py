@@ -11,7 +11,9 @@ import argparse
 import ast
 import csv
 import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,8 +57,11 @@ def notebook_parameters(notebook, profile: str, model: str | None, name: str = "
 
 
 def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> None:
+    """Execute one notebook into ``output``. The log gets one line when it starts and one when it ends (wall time,
+    tokens); a failure names the cell and the error's last lines. Everything the cells print is in the notebook."""
     import nbformat
     import papermill
+    from traitlets.config import Config
 
     notebook = twin(py_path)
     parameters = notebook_parameters(notebook, profile, model, py_path.name)
@@ -65,24 +70,37 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     run_id = f"{output.stem}.{os.getpid()}"
     source, partial = output.with_name(f"{run_id}.source.ipynb"), output.with_name(f"{run_id}.partial.ipynb")
     nbformat.write(notebook, source)
-    print(f"[pipeline] {py_path.name} on profile {profile}: {parameters}", flush=True)
+    print(f"[pipeline] {py_path.stem} started (profile {profile}{f', model {model}' if model else ''})", flush=True)
     usage_file = output.with_name(f"{run_id}.usage.json").resolve()  # the kernel runs in notebooks/
     usage_file.unlink(missing_ok=True)
     os.environ[usage.ENV] = str(usage_file)  # the kernel inherits it (lrmsafety.usage)
-    started = time.monotonic()
+    started, failure = time.monotonic(), None
+    # the kernel talks to us over local sockets (over TCP, ipykernel warns that nothing is encrypted), in a folder of
+    # this run's own: by default they are named kernel-ipc-N in the working folder, which two kernels would share
+    sockets = tempfile.TemporaryDirectory(prefix="lrmsafety-kernel-")
     try:
         papermill.execute_notebook(
             str(source), str(partial), parameters=parameters, cwd=str(py_path.parent),
-            kernel_name="python3", progress_bar=False, log_output=True, stdout_file=sys.stdout,
+            kernel_name="python3", progress_bar=False, log_output=False,
+            config=Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets.name}/kernel"}}),
+            store_widget_state=False,  # progress-bar widgets are dropped from the executed notebook (below)
         )
     except papermill.PapermillExecutionError as err:
-        print(f"\n[pipeline] {py_path.name} failed in cell {err.exec_count}:\n{err.source}\n{err.ename}: {err.evalue}",
-              file=sys.stderr)
-        raise SystemExit(1) from None
+        failure = f"in cell [{err.exec_count}] ", _error_tail(err)
+    except Exception as err:  # the kernel died (out of memory, killed) or did not start
+        failure = "", f"  {type(err).__name__}: {err}"
     finally:
+        sockets.cleanup()
         source.unlink(missing_ok=True)
         os.environ.pop(usage.ENV, None)
-        _report_usage(py_path.stem, profile, model, time.monotonic() - started, usage_file, output.parent)
+        spent = _record_usage(py_path.stem, profile, model, time.monotonic() - started, usage_file, output.parent)
+    if failure is not None:
+        shown = partial.resolve()
+        shown = shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else shown
+        where, tail = failure
+        print(f"[pipeline] {py_path.stem} FAILED {where}after {spent}; its outputs so far: {shown}\n{tail}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1)
     # the executed notebook is read by people: progress-bar redraws (thousands of lines per loop) are dropped
     from .report import strip_progress
 
@@ -91,18 +109,29 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
         nbformat.write(executed, partial)
     # only a notebook that ran to the end gets its final name, so make reruns the failed one next time
     partial.replace(output)
+    print(f"[pipeline] {py_path.stem} done in {spent}", flush=True)
 
 
-def _report_usage(notebook: str, profile: str, model: str | None, seconds: float, usage_file: Path,
-                  folder: Path) -> None:
-    """Print a notebook's wall time, tokens per engine and peak GPU memory; append them to usage.csv beside it."""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _error_tail(error, lines: int = 8) -> str:
+    """The failing cell's first line and the last lines of its traceback, without IPython's colours."""
+    text = _ANSI.sub("", "\n".join(error.traceback or [f"{error.ename}: {error.evalue}"]))
+    tail = [line for line in text.splitlines() if line.strip(" -")][-lines:]  # not the rule above the traceback
+    first = next((line for line in error.source.splitlines() if line.strip() and not line.startswith("#")), "")
+    return "\n".join([f"  cell: {first}", *(f"  {line}" for line in tail)])
+
+
+def _record_usage(notebook: str, profile: str, model: str | None, seconds: float, usage_file: Path,
+                  folder: Path) -> str:
+    """Append a notebook's wall time, tokens per engine and peak GPU memory to usage.csv beside it; returns them
+    in words for the log."""
     used = usage.read(usage_file)
     usage_file.unlink(missing_ok=True)
     tokens = sum(used["tokens"].values())
     engines = "+".join(sorted(used["tokens"])) or "none"
     peak = used["peak_gpu_gb"]
-    print(f"[pipeline] {notebook}: {seconds:.0f} s, {tokens:,} tokens generated (engine: {engines}), peak GPU "
-          f"memory {'n/a' if peak is None else f'{peak:.1f} GB'}", flush=True)
     table = folder / "usage.csv"
     new = not table.exists()
     with table.open("a", newline="") as handle:
@@ -111,6 +140,8 @@ def _report_usage(notebook: str, profile: str, model: str | None, seconds: float
             writer.writerow(["notebook", "profile", "model", "wall_s", "tokens", "engines", "peak_gpu_gb"])
         writer.writerow([notebook, profile, model or "", round(seconds, 1), tokens, engines,
                          "" if peak is None else peak])
+    generated = f", {tokens:,} tokens generated ({engines})" if tokens else ""
+    return f"{seconds:.0f} s{generated}{'' if peak is None else f', peak GPU memory {peak:.1f} GB'}"
 
 
 def twin(py_path: Path):

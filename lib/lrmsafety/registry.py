@@ -6,6 +6,7 @@ A local folder loads exactly like a hub id.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
@@ -104,13 +105,36 @@ def list_models(role: str | None = None) -> list[str]:
 BYTES_PER_PARAM, memory_estimate_gb = memory.BYTES_PER_PARAM, memory.memory_estimate_gb  # re-exported
 
 
-def _bitsandbytes_error() -> str | None:
-    """None when bitsandbytes imports and runs here; otherwise why not."""
+def bitsandbytes_error() -> str | None:
+    """None when bitsandbytes imports and runs here; otherwise why not.
+
+    Import it through here (peft imports it whenever it is installed): on a CPU with AVX512-BF16, bitsandbytes'
+    CPU backend logs a warning at import that the optional `kernels` package, which would fetch a faster CPU kernel
+    from the Hugging Face hub, is missing. Its built-in CPU kernel serves (a GPU runs its own), so that logger is
+    quiet for the import, and only then."""
+    cpu_backend = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = cpu_backend.level
+    cpu_backend.setLevel(logging.ERROR)
     try:
         import bitsandbytes  # noqa: F401
     except Exception as err:  # a broken CUDA setup raises RuntimeError, not ImportError
         return f"{type(err).__name__}: {err}"
+    finally:
+        cpu_backend.setLevel(level)
     return None
+
+
+@contextlib.contextmanager
+def no_loading_bars():
+    """transformers draws a "Loading weights" bar at every load, and notebooks load models often (each adapter, each
+    condition): within this block its bars are off. The hub's download bars stay (a first download is a wait)."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
 
 
 def check_memory(spec: ModelSpec, quantization: str, available_gb: float) -> None:
@@ -176,7 +200,7 @@ def load_model(
 
     kwargs: dict = {"revision": revision} if revision else {}
     if quant == "nf4":
-        problem = _bitsandbytes_error()
+        problem = bitsandbytes_error()
         if problem:
             raise ImportError(
                 f"4-bit NF4 loading needs bitsandbytes, which cannot run here ({problem}). Install it with "
@@ -207,7 +231,8 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with no_loading_bars():
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(err).lower():
             raise OSError(f"could not load {source}: offline and not cached. Download it once with internet.") from err

@@ -246,13 +246,13 @@ def linked_paths(html_text: str) -> list[str]:
 
 # ---------------------------------------------------------------- executed notebooks to HTML
 
-# a tqdm bar redraw, or tqdm's notice that ipywidgets are missing (it then draws text bars)
-_PROGRESS = re.compile(r"\r|\d+%\||IProgress not found|from \.autonotebook import tqdm")
+# a text bar's redraw (tqdm draws widgets inside a kernel, text bars elsewhere)
+_PROGRESS = re.compile(r"\r|\d+%\|")
 
 
 def strip_progress(notebook) -> int:
-    """Remove progress-bar noise in place: bar redraws on stderr (the lines that hold them), tqdm's widget notice,
-    widget views; other stderr (a real warning, a traceback) stays. Returns how many outputs went."""
+    """Remove progress bars in place: text-bar redraws on stderr (the lines that hold them) and widget views; other
+    stderr (a real warning, a traceback) stays. Returns how many outputs went."""
     removed = 0
     for cell in notebook.cells:
         if cell.cell_type != "code":

@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from .. import chat, paths
-from ..registry import weights_fingerprint
+from ..registry import bitsandbytes_error, weights_fingerprint
 from ..store import _atomic_write_text, config_hash, library_versions
 
 log = logging.getLogger(__name__)
@@ -236,6 +236,8 @@ def _quiet():
 def build_trainer(model, tokenizer, pairs: pd.DataFrame, recipe: Recipe, output_dir, progress: bool = False):
     """A trl SFTTrainer with a fresh LoRA adapter on ``model`` (prepared for k-bit training when quantized)."""
     import datasets
+
+    bitsandbytes_error()  # peft imports bitsandbytes whenever it is installed: first without its CPU-kernel notice
     from peft import LoraConfig, prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
 
@@ -304,6 +306,7 @@ def _same(existing: dict, manifest: dict) -> bool:
 def load_adapted(name: str, adapter_path, quantization: str = "auto", merge: bool = True):
     """(model, tokenizer, spec) of a registry model with a saved adapter applied; the spec's name carries the
     adapter, so that rollouts and judge verdicts of the tuned model are cached apart from the base model's."""
+    bitsandbytes_error()  # as in build_trainer
     from peft import PeftModel
 
     from .. import registry as models

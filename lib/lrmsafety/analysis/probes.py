@@ -32,7 +32,9 @@ from ..metrics import bootstrap_draws
 class CappedPCA(TransformerMixin, BaseEstimator):
     """PCA whose size is min(max_components, n_samples - 1, n_features), decided when it is fitted.
 
-    A fixed PCA(100) fails on small folds (smoke profiles, tiny models), so the cap is applied per fit.
+    A fixed PCA(100) fails on small folds (smoke profiles, tiny models), so the cap is applied per fit. Rows that
+    are all alike (a layer's states at one shared first token, such as the embedding layer) have no direction to
+    keep: every component is 0 then (PCA would divide by their total variance, 0, for its explained-variance ratio).
     """
 
     def __init__(self, max_components: int = 100, random_state: int = 0):
@@ -42,10 +44,13 @@ class CappedPCA(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         n, d = X.shape
         self.n_components_ = max(1, min(self.max_components, n - 1, d))
-        self.pca_ = PCA(n_components=self.n_components_, random_state=self.random_state).fit(X)
+        varies = bool(np.ptp(np.asarray(X), axis=0).any())
+        self.pca_ = PCA(n_components=self.n_components_, random_state=self.random_state).fit(X) if varies else None
         return self
 
     def transform(self, X):
+        if self.pca_ is None:
+            return np.zeros((len(X), self.n_components_))
         return self.pca_.transform(X)
 
 
@@ -346,15 +351,10 @@ def shuffled_label_control(features, labels, groups, seed: int = 0, n_splits: in
 def layer_sweep(features_by_layer: Mapping[int, np.ndarray], labels, groups, n_splits: int = 5, seed: int = 42,
                 n_boot: int = 500, pipeline_factory=first_token_probe_pipeline) -> pd.DataFrame:
     """The probe at every layer (same folds for all layers): one row per layer with AUROC, BAcc and CIs."""
-    import warnings
-
     rows = []
     for layer, feats in sorted(features_by_layer.items()):
-        with warnings.catch_warnings():
-            # a layer whose states are all alike (the embedding of one shared first token) has no variance: PCA's
-            # explained-variance ratio divides by 0; the probe then scores chance, which is the answer for that layer
-            warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
-            cv = cross_validated_probe(feats, labels, groups, n_splits, seed, pipeline_factory)
+        # a layer whose states are all alike (the embedding of one shared first token) scores chance (CappedPCA)
+        cv = cross_validated_probe(feats, labels, groups, n_splits, seed, pipeline_factory)
         rows.append({"layer": layer} | probe_metrics(cv.labels, cv.scores, cv.predictions, cv.groups, n_boot=n_boot))
     return pd.DataFrame(rows)
 

@@ -7,6 +7,7 @@ import random
 import re
 from pathlib import Path
 
+from ..registry import no_loading_bars
 from . import corpus as C
 from . import texts as T
 
@@ -127,7 +128,8 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(Path(model_dir), dtype=dtype).to(dev).eval()
+    with no_loading_bars():
+        model = AutoModelForCausalLM.from_pretrained(Path(model_dir), dtype=dtype).to(dev).eval()
     tok = AutoTokenizer.from_pretrained(Path(model_dir))
     tok.padding_side = "left"
     bs = batch_size or (512 if dev.type == "cuda" else 32)
