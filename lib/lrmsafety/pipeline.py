@@ -83,6 +83,7 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
             str(source), str(partial), parameters=parameters, cwd=str(py_path.parent),
             kernel_name="python3", progress_bar=False, log_output=False,
             config=Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets.name}/kernel"}}),
+            kernel_manager_class=_kernel_manager_class(),
             store_widget_state=False,  # progress-bar widgets are dropped from the executed notebook (below)
         )
     except papermill.PapermillExecutionError as err:
@@ -110,6 +111,21 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     # only a notebook that ran to the end gets its final name, so make reruns the failed one next time
     partial.replace(output)
     print(f"[pipeline] {py_path.stem} done in {spent}", flush=True)
+
+
+def _kernel_manager_class():
+    """jupyter_client's kernel manager, less the interrupt it sends a kernel before asking it to shut down. Papermill
+    asks for the kernel's info right before the shutdown, and the interrupt could land while the kernel was still in
+    that request's handler, which it logs as "KeyboardInterrupt caught in kernel". The notebook has ended by then;
+    the shutdown request stops the kernel (and one that does not stop is terminated, then killed, as before)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class KernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return KernelManager
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
