@@ -180,9 +180,20 @@ def twin_text(py_path: Path) -> str:
 
 
 def sync(paths: list[Path]) -> None:
-    for py_path in paths:
-        target = Path(py_path).resolve().with_suffix(".ipynb")
-        text = twin_text(py_path)
+    """Rewrite each notebook's Colab cell and badge from the repository's address (lrmsafety.colab), then its
+    .ipynb twin from its .py; and the README's Colab badge."""
+    from . import colab
+
+    address = colab.repository()
+    for path in [*(Path(p).resolve() for p in paths), REPO_ROOT / "README.md"]:
+        text = path.read_text()
+        if colab.stamp(text, address) != text:
+            path.write_text(colab.stamp(text, address))
+            print(f"[pipeline] wrote {path.relative_to(REPO_ROOT)}")
+        if path.suffix != ".py":
+            continue
+        target = path.with_suffix(".ipynb")
+        text = twin_text(path)
         if not target.exists() or target.read_text() != text:
             target.write_text(text)
             print(f"[pipeline] wrote {target.relative_to(REPO_ROOT)}")
