@@ -25,11 +25,12 @@ if "google.colab" in sys.modules:
     import os
     import subprocess
 
-    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # point REPO at your fork
+    REPO, HOME = "https://github.com/lrmsafety/lrmsafety", "/content/lrmsafety"  # REPO: pyproject.toml's (make twins)
     if not os.path.exists(HOME):
         subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, HOME], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{HOME}[quant,online]"], check=True)
     sys.path.insert(0, f"{HOME}/lib")  # importable at once, without restarting the runtime
+    from lrmsafety import colab  # the standard library only: importable before the dependencies are installed
+    colab.install(HOME)  # the pinned dependencies except Colab's own torch, numpy and pandas (once per runtime)
     os.chdir(f"{HOME}/notebooks")
 
 # %% tags=["parameters"]

@@ -63,6 +63,34 @@ def test_notebook_runs_with_injected_parameters_and_logs_two_lines(tmp_path, cap
     assert not [o for o in outputs if o.get("name") == "stderr"]
 
 
+SLOW_KERNEL_INFO = '''# %% tags=["parameters"]
+profile = "organism"
+model = None
+
+# %%
+import time
+
+kernel = get_ipython().kernel
+answer = kernel.shell_handlers["kernel_info_request"]
+
+
+async def slow_answer(*args):
+    await answer(*args)
+    time.sleep(1)  # still in the handler after its reply, where an interrupt sent at shutdown would land
+
+
+kernel.shell_handlers["kernel_info_request"] = slow_answer
+'''
+
+
+def test_the_kernel_is_not_interrupted_when_it_is_shut_down(tmp_path, capfd):
+    # papermill asks for the kernel's info after the last cell, then shuts it down: an interrupt sent with the
+    # shutdown would catch the kernel in that request's handler ("KeyboardInterrupt caught in kernel")
+    (tmp_path / "01_slow.py").write_text(SLOW_KERNEL_INFO)
+    pipeline.run(tmp_path / "01_slow.py", "smoke", tmp_path / "build" / "01_slow.ipynb")
+    assert capfd.readouterr().err == ""
+
+
 def test_a_notebook_declaring_other_parameters_is_refused(tmp_path):
     path = tmp_path / "02_old.py"
     path.write_text('# %% tags=["parameters"]\nprofile = "organism"\nmodel = None\nn_prompts = 3\n')

@@ -83,6 +83,7 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
             str(source), str(partial), parameters=parameters, cwd=str(py_path.parent),
             kernel_name="python3", progress_bar=False, log_output=False,
             config=Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets.name}/kernel"}}),
+            kernel_manager_class=_kernel_manager_class(),
             store_widget_state=False,  # progress-bar widgets are dropped from the executed notebook (below)
         )
     except papermill.PapermillExecutionError as err:
@@ -110,6 +111,21 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     # only a notebook that ran to the end gets its final name, so make reruns the failed one next time
     partial.replace(output)
     print(f"[pipeline] {py_path.stem} done in {spent}", flush=True)
+
+
+def _kernel_manager_class():
+    """jupyter_client's kernel manager, less the interrupt it sends a kernel before asking it to shut down. Papermill
+    asks for the kernel's info right before the shutdown, and the interrupt could land while the kernel was still in
+    that request's handler, which it logs as "KeyboardInterrupt caught in kernel". The notebook has ended by then;
+    the shutdown request stops the kernel (and one that does not stop is terminated, then killed, as before)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class KernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return KernelManager
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -164,9 +180,20 @@ def twin_text(py_path: Path) -> str:
 
 
 def sync(paths: list[Path]) -> None:
-    for py_path in paths:
-        target = Path(py_path).resolve().with_suffix(".ipynb")
-        text = twin_text(py_path)
+    """Rewrite each notebook's Colab cell and badge from the repository's address (lrmsafety.colab), then its
+    .ipynb twin from its .py; and the README's Colab badge."""
+    from . import colab
+
+    address = colab.repository()
+    for path in [*(Path(p).resolve() for p in paths), REPO_ROOT / "README.md"]:
+        text = path.read_text()
+        if colab.stamp(text, address) != text:
+            path.write_text(colab.stamp(text, address))
+            print(f"[pipeline] wrote {path.relative_to(REPO_ROOT)}")
+        if path.suffix != ".py":
+            continue
+        target = path.with_suffix(".ipynb")
+        text = twin_text(path)
         if not target.exists() or target.read_text() != text:
             target.write_text(text)
             print(f"[pipeline] wrote {target.relative_to(REPO_ROOT)}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import time
@@ -173,9 +174,9 @@ def manifest_for(spec, model, pairs: pd.DataFrame, recipe: Recipe) -> dict:
     quantization = getattr(model.config, "quantization_config", None)
     data_hash = config_hash({"prompt": pairs["prompt"].tolist(), "completion": pairs["completion"].tolist()})
     versions = library_versions()
-    for name in ("peft", "trl"):
-        with contextlib.suppress(ImportError):
-            versions[name] = __import__(name).__version__
+    for name in ("peft", "trl"):  # read from their metadata: importing peft would import bitsandbytes
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
     return {
         "base_model": spec.name, "source": spec.hf_id, "revision": getattr(model.config, "_commit_hash", None),
         "weights": weights_fingerprint(model),
