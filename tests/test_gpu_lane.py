@@ -103,7 +103,8 @@ def test_a_notebook_records_its_tokens_engine_and_memory(tmp_path, monkeypatch):
     usage.record("dynamic", 20)
     usage.record("static", 5)
     assert json.loads(file.read_text())["tokens"] == {"static": 105, "dynamic": 20}
-    pipeline._report_usage("01_rollouts", "paper-gpu", None, 12.34, file, tmp_path)
+    said = pipeline._record_usage("01_rollouts", "paper-gpu", None, 12.34, file, tmp_path)
+    assert said.startswith("12 s, 125 tokens generated (dynamic+static)")
     table = pd.read_csv(tmp_path / "usage.csv")
     assert table.loc[0, "tokens"] == 125 and table.loc[0, "engines"] == "dynamic+static"
     assert not file.exists()
