@@ -55,7 +55,7 @@ def choose(quantization: str, params_b: float, *, has_gpu: bool, bf16_supported:
     if quantization not in ("auto", *BYTES_PER_PARAM):
         raise ValueError(f"quantization must be one of auto, {', '.join(BYTES_PER_PARAM)}; not {quantization!r}")
     if quantization != "auto":
-        return Choice(quantization, "set by the profile")
+        return Choice(quantization, f"{quantization}, as asked")
     if not has_gpu:
         return Choice("fp32", "auto on the CPU")
     half = sixteen_bit(bf16_supported)
