@@ -185,3 +185,19 @@ def test_halving_check_compares_the_tuned_asr_with_half_the_base():
     safety = pd.DataFrame(rows, columns=["model", "intervention", "scope", "metric", "value"])
     out = intervention_study.halving_check(safety, ["m"], ["sft"], "family=jailbreak").iloc[0]
     assert bool(out["halved"]) and (out["ORR base"], out["ORR tuned"]) == (0.1, 0.4)
+
+
+def test_signals_figure_draws_a_metric_no_model_has():
+    """A profile where some signal is not measured (paper-smoke) still draws the figure: that panel says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lrmsafety.analysis import intervention_study
+
+    metric = next(iter(intervention_study.SIGNAL_TITLES))
+    signals = pd.DataFrame({"model": ["m"], "intervention": ["base"], "metric": [metric], "value": [0.5],
+                            "low": [0.4], "high": [0.6]}).astype({"model": "string", "intervention": "string",
+                                                                   "metric": "string"})
+    fig = intervention_study.plot_signals(signals, ["m"], [])
+    titles = [" ".join(ax.get_title().split()) for ax in fig.axes]  # titles are wrapped
+    assert sum("not measured here" in t for t in titles) == len(intervention_study.SIGNAL_TITLES) - 1

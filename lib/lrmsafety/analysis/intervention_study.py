@@ -142,7 +142,8 @@ def plot_signals(signals: pd.DataFrame, models, finetuned):
     for ax, (metric, title) in zip(axes, SIGNAL_TITLES.items()):
         part = signals[signals["metric"] == metric]
         part = pd.concat([part[part["model"] == m] for m in models]).reset_index(drop=True)
-        x = part.index + part["model"].map({m: i for i, m in enumerate(models)}) * 0.6  # a gap between models
+        # a gap between models (float: an empty part's mapped column would keep the model names' string dtype)
+        x = part.index + part["model"].map({m: i for i, m in enumerate(models)}).astype(float) * 0.6
         ax.bar(x, part["value"], yerr=[part["value"] - part["low"], part["high"] - part["value"]], capsize=2,
                color=[model_colour(m) for m in part["model"]])
         concerned, effect, text = PUBLISHED_EFFECTS.get(metric, ((), None, ""))
