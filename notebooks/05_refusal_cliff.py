@@ -175,7 +175,7 @@ print("\n".join(cliff_controls.planted_direction_lines(cards, sized, {name: run[
 # seeds' mean, `sd`, `seed_min`, `seed_max`, and an interval holding every seed's bootstrap interval over prompts;
 # `<metric> (converged probe)`. The organisms' verdicts (B7.cliff_jailbreak, B7.cliff_planted) read `mean ms (probe
 # seeds)`; B7.plateau reads the saved probe's. **The published plateaus (0.60 / 0.65)** are one draw each: under the
-# recipe they fix a level only within the seed range below (0.1–0.2 wide on the organisms); the converged probe's
+# recipe they fix a level only within the seed range below (0.1–0.25 wide on the organisms); the converged probe's
 # scores saturate near 0 or 1, so a mean plateau of 0.6 would be a share of traces, and benign traces saturate too.
 # %%
 probes = {name: {cliff_seeds.SAVED: run[4], **cliff_seeds.variant_probes(
