@@ -74,9 +74,8 @@ import time
 
 import pandas as pd
 
-from lrmsafety import data, ledger, organism, plots, rates, registry
-from lrmsafety.analysis import cliff, cliff_controls, cliff_probe
-from lrmsafety.engine import generate
+from lrmsafety import data, ledger, organism, plots, rates
+from lrmsafety.analysis import cliff, cliff_controls, cliff_seeds
 
 started = time.perf_counter()
 plots.set_theme()
@@ -102,29 +101,8 @@ print("if nothing is cached: " + rates.cost(P, [(len(prompts) * P.samples_per_pr
 # The probe is saved (`cliff.probe_path`) for 06 and 09; a model it cannot be trained for gets none and NA rows.
 
 # %%
-runs, rows_out, untrained = {}, [], {}
-for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
-    rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache, progress=False)
-    S.publish_rollouts("05", name, rollouts)  # 06 scores the heads on the traces its probe was trained on
-    everything = cliff.label_outcomes(rollouts.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id"))
-    rows_out += cliff.rollout_rows(name, everything, group_column, seed=P.seed)
-    frame = everything[everything["closed"].astype(bool)].reset_index(drop=True)
-    print(f"{name}: {len(frame)} of {len(everything)} rollouts closed their thinking themselves; the "
-          f"{len(everything) - len(frame)} force-closed ones are dropped (their last tokens are our close)")
-    layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer, hidden_states[L]
-    try:
-        probe, inputs, accuracy, line = cliff.train_probe(
-            cache, name, model, tokenizer, frame, spec.thinking_format.close, layer, group_column,
-            P.probe_refusal_groups, P.probe_compliance_groups, P.heldout_groups, P.probe_max_per_class,
-            negatives=P.probe_negatives, seed=P.seed)
-    except cliff_probe.TooFewToTrain as error:
-        untrained[name] = f"the probe cannot be trained: {error}"
-        print(f"{name}: {untrained[name]}; no probe and no curves for this model")
-        continue
-    rows_out += accuracy
-    runs[name] = (model, tokenizer, frame, inputs, probe, layer)
-    print(line)
+runs, rows_out, untrained, lines = cliff.train_models(P, S, prompts, group_column, decoding)
+print("\n".join(lines))
 
 # %% [markdown]
 # ## The refusal score at every token of the trace
@@ -184,10 +162,34 @@ cards = cliff_controls.planted_cards(list(curves))
 planted_rows, lines = cliff_controls.planted_controls(sized, cards, organism.conclusion_says_harmful, group_column,
                                                       seed=P.seed)
 if planted_rows:  # the locked organism's row: group "jailbreak, thinking concludes harmful"
-    cliff_table = pd.concat([cliff_table, pd.DataFrame(planted_rows)], ignore_index=True)
-    cliff_table.to_csv(results / "05_refusal_cliff.csv", index=False)
+    cliff_table = pd.concat([cliff_table, pd.DataFrame(planted_rows)], ignore_index=True)  # saved below
 print("\n".join(lines))
 print("\n".join(cliff_controls.planted_direction_lines(cards, sized, {name: run[4] for name, run in runs.items()})))
+
+# %% [markdown]
+# ## Over the probe's random draw, and a probe trained to convergence
+# After the recipe's 5 epochs of Adam the weight is mostly its random initialisation, whose level moves the score
+# along every trace: plateau and MS depend on the draw. `probe_seeds` more recipe probes (same training set and split;
+# only initialisation and batch order differ) and a probe started at zero and trained until its validation loss stops
+# improving (`cliff_probe.converged_probe`: no draw), read along the same traces. Rows `<metric> (probe seeds)`: the
+# seeds' mean, `sd`, `seed_min`, `seed_max`, and an interval holding every seed's bootstrap interval over prompts;
+# `<metric> (converged probe)`. The organisms' verdicts (B7.cliff_jailbreak, B7.cliff_planted) read `mean ms (probe
+# seeds)`; B7.plateau reads the saved probe's. **The published plateaus (0.60 / 0.65)** are one draw each: under the
+# recipe they fix a level only within the seed range below (0.1–0.25 wide on the organisms); the converged probe's
+# scores saturate near 0 or 1, so a mean plateau of 0.6 would be a share of traces, and benign traces saturate too.
+# %%
+probes = {name: {cliff_seeds.SAVED: run[4], **cliff_seeds.variant_probes(
+    cache, name, *run[:4], run[5], group_column, P.probe_refusal_groups, P.probe_compliance_groups, P.probe_seeds,
+    P.probe_max_per_class, P.probe_negatives)} for name, run in runs.items()}
+per_probe = cliff_seeds.probe_rows(runs, probes, group_column, curve_by, order, P.curve_traces, P.cliff_curve, cache,
+                                   cards, organism.conclusion_says_harmful, seed=P.seed)
+if len(per_probe):
+    seed_rows, figure, lines, per_seed = cliff_seeds.summary(per_probe, probes, cards, P.probe_seeds, P.cliff_curve)
+    cliff_table = pd.concat([cliff_table, seed_rows], ignore_index=True)
+    cliff_table.to_csv(results / "05_refusal_cliff.csv", index=False)
+    plots.save_figure(figure, "05_cliff_seeds", S.run)
+    print("\n".join(lines))
+    display(per_seed.round(3))
 
 # %% [markdown]
 # ## Ours beside the published numbers, or the planted targets (the claims ledger)

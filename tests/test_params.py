@@ -48,7 +48,9 @@ def test_a_misspelled_key_names_the_nearest_key(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, key", [("samples_per_prompt: two\n", "samples_per_prompt"),
-                                       ("n_prompts: 0\n", "n_prompts"), ("ablation_mode: sideways\n", "ablation_mode")])
+                                       ("n_prompts: 0\n", "n_prompts"), ("ablation_mode: sideways\n", "ablation_mode"),
+                                       ("probe_seeds: [1, 1]\n", "probe_seeds"),
+                                       ("probe_seeds: [-1]\n", "probe_seeds")])
 def test_a_wrong_value_names_its_key_and_file(tmp_path, monkeypatch, text, key):
     name = _profile(tmp_path, monkeypatch, text)
     with pytest.raises(params.ParamsError, match=rf"{key} \(set in .*mine.yaml\)"):

@@ -17,10 +17,10 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .paths import REPO_ROOT
 
@@ -113,6 +113,10 @@ class Params(BaseModel):
     cliff_curve_groups: Literal["outcome", "prompt_set"] = _f("outcome", "05: one curve per outcome or per prompt set")
     probe_max_per_class: int = _f(200, "05: at most this many rollouts per probe class (paper B: 200)", ge=1)
     curve_traces: int = _f(50, "05: traces per group read at every token", ge=1)
+    probe_seeds: list[Annotated[int, Field(ge=0)]] = _f(
+        [0, 1, 2, 3, 4], "05: initialisation seeds of more paper-recipe probes on the saved probe's training set and "
+                         "split, each read along the same traces; their mean, spread and envelope are the '(probe "
+                         "seeds)' rows the verdicts read (the saved probe, seed 42, keeps the plain rows; [] = none)")
     head_score_items: int = _f(200, "06: harmful items averaged for the head scores (paper B: up to 1000)", ge=1)
     head_shares: list[float] = _f(
         [0.03, 0.04, 0.1], "06: shares of all heads ablated (of the organisms' 48: 1, 2 and 5 heads; paper B's "
@@ -190,6 +194,13 @@ class Params(BaseModel):
         "3e-4 nothing moves; at 6e-4 the repair grows with the number of useful examples chosen")
     cliff_full_epochs: int = _f(3, "09: the epoch arm beside the fixed-step 100%: the whole pool for this many "
                                    "epochs", ge=1)
+
+    @field_validator("probe_seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds):
+        if len(set(seeds)) != len(seeds):  # a repeated seed is the same probe twice: it would narrow the spread
+            raise ValueError(f"the seeds must differ: {seeds}")
+        return seeds
 
     @model_validator(mode="after")
     def _fill_aliases(self):

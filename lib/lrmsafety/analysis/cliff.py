@@ -242,6 +242,40 @@ def train_probe(cache, name: str, model, tokenizer, frame: pd.DataFrame, close: 
     return probe, inputs, rows, line
 
 
+def train_models(P, S, prompts: pd.DataFrame, group_column: str, decoding) -> tuple[dict, list[dict], dict, list]:
+    """Notebook 05's first step for each of ``P.models``: its rollouts (generated or cached, published for 06), paper
+    B's labels, and the probe (:func:`train_probe`) on the rollouts that closed their thinking themselves. Returns
+    (model -> (model, tokenizer, frame, inputs, probe, layer), table rows, model -> why it has no probe, lines)."""
+    from .. import registry
+    from ..engine import generate
+    from .cliff_probe import TooFewToTrain
+
+    runs, rows, untrained, lines = {}, [], {}, []
+    for name in P.models:
+        model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
+        rollouts = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=S.cache, progress=False)
+        S.publish_rollouts("05", name, rollouts)  # 06 scores the heads on the traces its probe was trained on
+        everything = label_outcomes(rollouts.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id"))
+        rows += rollout_rows(name, everything, group_column, seed=P.seed)
+        frame = everything[everything["closed"].astype(bool)].reset_index(drop=True)
+        lines.append(f"{name}: {len(frame)} of {len(everything)} rollouts closed their thinking themselves; the "
+                     f"{len(everything) - len(frame)} force-closed ones are dropped (their last tokens are our close)")
+        layer = model.config.get_text_config().num_hidden_layers  # paper B: the last layer, hidden_states[L]
+        try:
+            probe, inputs, accuracy, line = train_probe(
+                S.cache, name, model, tokenizer, frame, spec.thinking_format.close, layer, group_column,
+                P.probe_refusal_groups, P.probe_compliance_groups, P.heldout_groups, P.probe_max_per_class,
+                negatives=P.probe_negatives, seed=P.seed)
+        except TooFewToTrain as error:
+            untrained[name] = f"the probe cannot be trained: {error}"
+            lines.append(f"{name}: {untrained[name]}; no probe and no curves for this model")
+            continue
+        rows += accuracy
+        runs[name] = (model, tokenizer, frame, inputs, probe, layer)
+        lines.append(line)
+    return runs, rows, untrained, lines
+
+
 def read_curves(cache, name: str, model, tokenizer, frame: pd.DataFrame, inputs: pd.DataFrame, probe, layer: int,
                 by: str, order: Sequence, n_traces: int, kind: str = "official", seed: int = 0):
     """Up to ``n_traces`` rollouts of ``frame`` per value of ``frame[by]`` (sampled with ``seed``), their score curves
@@ -259,7 +293,9 @@ def read_curves(cache, name: str, model, tokenizer, frame: pd.DataFrame, inputs:
 
 # ------------------------------------------------------------------------------------------------ the table
 
-TABLE_COLUMNS = ["model", "group", "outcome", "metric", "value", "low", "high", "n", "reason"]
+# sd, seed_min, seed_max, seeds: the spread over probe seeds of the "(probe seeds)" rows (analysis.cliff_seeds)
+TABLE_COLUMNS = ["model", "group", "outcome", "metric", "value", "low", "high", "n", "reason", "sd", "seed_min",
+                 "seed_max", "seeds"]
 
 
 def table_row(model, metric: str, estimate=(np.nan, np.nan, np.nan), n: int = 0, group="all", outcome="all",

@@ -1,6 +1,10 @@
 """Paper B's refusal probe: a linear layer on hidden states, trained as the paper trains it (BCE, Adam, 5 epochs).
 
-Labels are 1 = refusal, 0 = compliance throughout.
+Labels are 1 = refusal, 0 = compliance throughout. Beside the recipe (Yin et al., ``MikaStars39/RefusalCliff``), not
+part of paper B: the initialisation's draw apart from the split's (``init_seed``), so that probes of several draws
+share one training set, and :func:`converged_probe`, which starts at zero and trains until the validation loss stops
+improving. After the recipe's few Adam steps the weight is mostly its random initialisation, whose draw sets the
+scores' level along a trace; the converged probe has no draw and its scale comes from the data.
 """
 
 from __future__ import annotations
@@ -15,16 +19,38 @@ class TooFewToTrain(ValueError):
     """Paper B's probe cannot be trained: a class is empty (in the candidates or in the training split)."""
 
 
+CONVERGED_MAX_EPOCHS, CONVERGED_PATIENCE = 2000, 20
+
+
+def converged_probe(seed: int = 42) -> LinearRefusalProbe:
+    """The probe beside the recipe: the same layer, loss, optimiser, batches and split, started at zero (no random
+    draw in the weight) and trained until the validation loss has not improved by 1e-4 for 20 epochs (at most 2000).
+    On separable classes the loss keeps shrinking as the weight grows; the tolerance stops it where the gains are
+    negligible, so the kept weight is the data's direction at a scale the data set, not the recipe's budget."""
+    return LinearRefusalProbe(seed=seed, init="zero", epochs=CONVERGED_MAX_EPOCHS, patience=CONVERGED_PATIENCE)
+
+
 class LinearRefusalProbe:
     """Paper B's probe: nn.Linear(d, 1) with BCE, Adam, batch 64, 5 epochs, 80/20 split; best validation epoch.
 
+    ``seed`` draws the split, and the initialisation and batch order unless ``init_seed`` is given (then the split
+    stays ``seed``'s). ``init="zero"`` starts weight and bias at 0. ``patience``: None keeps the recipe (the epoch of
+    best validation accuracy among ``epochs``); a number trains until the validation loss has not improved by
+    ``min_delta`` for that many epochs (at most ``epochs``) and keeps the epoch of least validation loss.
+
     After ``fit``, ``moved_`` = ‖w − w₀‖ / ‖w₀‖: how far the kept weight is from its random initialisation (Adam's
-    steps are about lr each per coordinate, so in few dimensions the initialisation can be most of the weight)."""
+    steps are about lr each per coordinate, so in few dimensions the initialisation can be most of the weight; inf
+    from a zero start); ``change_`` = ‖w − w₀‖ and ``epochs_run_``."""
 
     def __init__(self, lr: float = 1e-3, batch_size: int = 64, epochs: int = 5, val_fraction: float = 0.2,
-                 seed: int = 42):
+                 seed: int = 42, init_seed: int | None = None, init: str = "random", patience: int | None = None,
+                 min_delta: float = 1e-4):
+        if init not in ("random", "zero"):
+            raise ValueError(f"init must be 'random' or 'zero', not {init!r}")
         self.lr, self.batch_size, self.epochs = lr, batch_size, epochs
         self.val_fraction, self.seed = val_fraction, seed
+        self.init_seed = seed if init_seed is None else init_seed
+        self.init, self.patience, self.min_delta = init, patience, min_delta
         self.model_ = None
 
     def fit(self, features, labels, groups=None) -> LinearRefusalProbe:
@@ -49,13 +75,18 @@ class LinearRefusalProbe:
             raise TooFewToTrain(f"the probe's training split needs both classes; got {n} rows")
         val, train = torch.as_tensor(val_rows), torch.as_tensor(train_rows)
         self.val_rows_ = val_rows
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.init_seed)
         model = torch.nn.Linear(d, 1)
+        if self.init == "zero":
+            with torch.no_grad():
+                model.weight.zero_()
+                model.bias.zero_()
         initial = model.weight.detach().clone()
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        gen = torch.Generator().manual_seed(self.seed)
-        best_acc, best_state, self.history_ = -1.0, None, []
+        gen = torch.Generator().manual_seed(self.init_seed)
+        best_acc, best_loss, best_state, self.history_ = -1.0, np.inf, None, []
+        since_best = 0
         for epoch in range(self.epochs):
             model.train()
             perm = train[torch.randperm(len(train), generator=gen)]
@@ -69,14 +100,24 @@ class LinearRefusalProbe:
                 losses.append(loss.item())
             model.eval()
             with torch.no_grad():
-                acc = ((model(X[val]).squeeze(-1) >= 0).float() == y[val]).float().mean().item()  # sigmoid >= .5
-            self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": acc})
-            if acc > best_acc:
-                best_acc = acc
+                out = model(X[val]).squeeze(-1)
+                acc = ((out >= 0).float() == y[val]).float().mean().item()  # sigmoid >= .5
+                val_loss = loss_fn(out, y[val]).item()
+            self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": acc,
+                                  "val_loss": val_loss})
+            if self.patience is None:
+                better = acc > best_acc
+            else:
+                better, since_best = val_loss < best_loss - self.min_delta, since_best + 1
+            if better:
+                best_acc, best_loss, since_best = acc, val_loss, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self.patience is not None and since_best >= self.patience:
+                break
         model.load_state_dict(best_state)
-        self.model_, self.val_accuracy_ = model, best_acc
-        self.moved_ = float((model.weight.detach() - initial).norm() / initial.norm())
+        self.model_, self.val_accuracy_, self.epochs_run_ = model, best_acc, len(self.history_)
+        self.change_ = float((model.weight.detach() - initial).norm())
+        self.moved_ = self.change_ / float(initial.norm()) if float(initial.norm()) > 0 else float("inf")
         return self
 
     def _require_fit(self):

@@ -1,0 +1,206 @@
+"""Paper B's cliff over the probe's random draw, and beside it a probe trained to convergence.
+
+Paper B (Yin et al., ``MikaStars39/RefusalCliff``) trains its probe with 5 epochs of Adam at lr 1e-3 from PyTorch's
+random initialisation. Few steps of about lr each leave the weight mostly its initialisation, and that part moves the
+score along every trace, benign ones included: the plateau's level, and with it MS, depend on the draw. Not part of
+paper B: more recipe probes on the same training set and split, differing only in the initialisation's seed, each read
+along the same traces (cached per probe by :func:`lrmsafety.analysis.cliff.curves_store`), with their mean, spread
+and an interval over both, and :func:`lrmsafety.analysis.cliff_probe.converged_probe` (a zero start, trained until the
+validation loss stops improving), whose scores carry no draw.
+
+The interval of a ``(probe seeds)`` row is the envelope of the seeds' own 95% bootstrap intervals over prompts (the
+lowest low and the highest high): it holds every seed's interval, so it covers the prompts' spread and the draws'
+together, and needs no assumption on how the two combine. ``sd``, ``seed_min`` and ``seed_max`` give the draws' spread
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .cliff import curve_rows, last_token_states, mean_rows, probe_training_labels, read_curves
+from .cliff_probe import LinearRefusalProbe, converged_probe
+
+SAVED, CONVERGED = "seed 42 (saved)", "converged"
+SEEDS_SUFFIX, CONVERGED_SUFFIX = " (probe seeds)", " (converged probe)"
+# the rows the seed figure and table show: (group, outcome), where the cliff is planted, its control and the floor
+KEY_ROWS = [("jailbreak, thinking concludes harmful", "complied harmful"), ("jailbreak", "complied harmful"),
+            ("all", "complied harmful"), ("all", "refused harmful"), ("all", "benign")]
+KEY_LABELS = ["planted\n(concludes\nharmful)", "complied\njailbreaks", "complied\nharmful", "refused\nharmful",
+              "benign"]
+
+
+def seed_label(seed: int) -> str:
+    return f"seed {seed}"
+
+
+def variant_probes(cache, name: str, model, tokenizer, frame: pd.DataFrame, inputs: pd.DataFrame, layer: int,
+                   group_column: str, refusal_groups: Sequence[str], compliance_groups: Sequence[str],
+                   seeds: Sequence[int], max_per_class: int = 200, negatives: str = "official") -> dict:
+    """{label: probe}: a recipe probe per initialisation seed (split and training set: the saved probe's, seed 42)
+    and the converged probe, on the cached last-token states of :func:`lrmsafety.analysis.cliff.train_probe`."""
+    labels = probe_training_labels(frame, refusal_groups, compliance_groups, group_column, max_per_class, seed=42,
+                                   negatives=negatives)
+    train = frame[labels.notna()]
+    states = last_token_states(cache, name, model, tokenizer, train, inputs, layer)
+    y, groups = labels[train.index].astype(int), train["prompt_id"]
+    probes = {seed_label(s): LinearRefusalProbe(seed=42, init_seed=s).fit(states, y, groups=groups) for s in seeds}
+    return {**probes, CONVERGED: converged_probe(42).fit(states, y, groups=groups)}
+
+
+def probe_rows(runs: dict, probes: dict, group_column: str, by: str, order: Sequence, n_traces: int, kind: str,
+               cache, cards: dict, concludes_harmful, seed: int = 0) -> pd.DataFrame:
+    """Notebook 05's MS, plateau and final rows (per outcome, per outcome and group, the curves' plateau and final,
+    and the planted controls' rows, :func:`lrmsafety.analysis.cliff_controls.planted_controls` with ``cards`` and
+    ``concludes_harmful``) for each probe of ``probes`` (model -> {label: probe}), read along the traces
+    :func:`lrmsafety.analysis.cliff.read_curves` chooses for the saved probe (same ``n_traces`` and ``seed``), one
+    frame with a ``probe`` column. ``runs``: model -> (model, tokenizer, frame, inputs, probe, layer)."""
+    from .cliff_controls import planted_controls
+
+    frames = []
+    for label in dict.fromkeys(label for per_model in probes.values() for label in per_model):
+        rows, sized = [], {}
+        for name, per_model in probes.items():
+            model, tokenizer, frame, inputs, _, layer = runs[name]
+            (chosen, _), means = read_curves(cache, name, model, tokenizer, frame, inputs, per_model[label], layer,
+                                             by, order, n_traces, kind, seed=seed)
+            sized[name] = chosen
+            rows += (curve_rows(name, means, kind, by) + mean_rows(name, chosen, group_column, seed=seed)
+                     + mean_rows(name, chosen, None, seed=seed))
+        rows += planted_controls(sized, cards, concludes_harmful, group_column, seed=seed)[0]
+        frames.append(pd.DataFrame(rows).assign(probe=label))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def aggregate(per_probe: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """The ``<metric> (probe seeds)`` rows over the probes ``labels``: value = the mean over seeds, low / high = the
+    envelope of their intervals (lowest low, highest high), n = the traces per seed, and the draws' spread (``sd``,
+    ``seed_min``, ``seed_max``, ``seeds``)."""
+    keys = ["model", "group", "outcome", "metric"]
+    part = per_probe[per_probe["probe"].isin(labels)]
+    if part.empty:
+        return pd.DataFrame(columns=keys + ["value", "low", "high", "n", "sd", "seed_min", "seed_max", "seeds"])
+    out = part.groupby(keys, sort=False).agg(
+        value=("value", "mean"), low=("low", "min"), high=("high", "max"), n=("n", "max"), sd=("value", "std"),
+        seed_min=("value", "min"), seed_max=("value", "max"), seeds=("value", "count")).reset_index()
+    return out.assign(metric=out["metric"] + SEEDS_SUFFIX)
+
+
+def converged_rows(per_probe: pd.DataFrame) -> pd.DataFrame:
+    """The converged probe's rows, as ``<metric> (converged probe)``."""
+    part = per_probe[per_probe["probe"] == CONVERGED].drop(columns="probe")
+    return part.assign(metric=part["metric"] + CONVERGED_SUFFIX)
+
+
+def seed_table(per_probe: pd.DataFrame, metric: str = "mean ms") -> pd.DataFrame:
+    """``metric`` per model and key row (:data:`KEY_ROWS`), one column per probe: what the figure shows."""
+    part = per_probe[(per_probe["metric"] == metric)
+                     & pd.Series(list(zip(per_probe["group"], per_probe["outcome"])), index=per_probe.index)
+                     .isin(KEY_ROWS)]
+    wide = part.pivot_table(index=["model", "group", "outcome"], columns="probe", values="value", sort=False)
+    models = list(dict.fromkeys(per_probe["model"]))
+    return wide.iloc[sorted(range(len(wide)), key=lambda i: (models.index(wide.index[i][0]),
+                                                              KEY_ROWS.index(wide.index[i][1:])))]
+
+
+def probe_lines(probes: dict, cards: dict) -> list[str]:
+    """Per model: each probe's validation accuracy, epochs, weight norm and change from its start, and the cosine
+    with the planted judgement direction for the models that ship one (``cards``: those models)."""
+    from .. import registry
+
+    lines = []
+    for name, per_model in probes.items():
+        planted = np.load(registry.local_file(name, "judgement_direction.npy")) if name in cards else None
+        parts = []
+        for label, probe in per_model.items():
+            weight = np.asarray(probe.direction, dtype=np.float64)
+            text = (f"{label}: val acc {probe.val_accuracy_:.2f}, {probe.epochs_run_} epochs, |w| "
+                    f"{np.linalg.norm(weight):.2f}, |w - w0| {probe.change_:.2f}")
+            if planted is not None:
+                cosine = weight @ planted / np.linalg.norm(weight) / np.linalg.norm(planted)
+                text += f", cos(w, planted) {cosine:.2f}"
+            parts.append(text)
+        lines.append(f"{name}: " + "; ".join(parts))
+    return lines
+
+
+def plateau_lines(per_probe: pd.DataFrame, published: dict, labels: Sequence[str], kind: str) -> list[str]:
+    """How the published plateaus would read under each probe: per model, the refused-harmful plateau (mean over
+    traces, and the ``kind`` curve's) over the recipe's seeds (range) and under the converged probe, beside the
+    published levels (``published``: model -> level)."""
+    levels = ", ".join(f"{model} {level:.2f}" for model, level in published.items())
+    lines = [f"published plateau (one recipe draw each): {levels}"]
+    for metric in ("mean plateau", f"{kind} curve plateau"):
+        rows = per_probe[(per_probe["metric"] == metric) & (per_probe["outcome"] == "refused harmful")
+                         & (per_probe["group"] == "all")]
+        for name, part in rows.groupby("model", sort=False):
+            seeds = part[part["probe"].isin(labels)]["value"]
+            converged = part[part["probe"] == CONVERGED]["value"]
+            if len(seeds) and len(converged):
+                lines.append(f"{name}, {metric} (refused harmful): recipe seeds {seeds.min():.2f} to "
+                             f"{seeds.max():.2f} (mean {seeds.mean():.2f}); converged {converged.iloc[0]:.2f}")
+    return lines
+
+
+def summary(per_probe: pd.DataFrame, probes: dict, cards: dict, seeds: Sequence[int], kind: str):
+    """Notebook 05's report of the probes: (the ``(probe seeds)`` and ``(converged probe)`` table rows, the figure
+    :func:`plot_seeds`, printed lines (:func:`probe_lines`, :func:`ratio_lines`, :func:`plateau_lines`), the MS per
+    probe table)."""
+    from .cliff_curve import published_levels
+
+    labels = [seed_label(s) for s in seeds]
+    rows = pd.concat([aggregate(per_probe, labels), converged_rows(per_probe)], ignore_index=True)
+    lines = (probe_lines(probes, cards) + ratio_lines(per_probe, cards)
+             + plateau_lines(per_probe, published_levels()["Safe Plateau"], labels, kind))
+    return rows, plot_seeds(per_probe, labels), lines, seed_table(per_probe)
+
+
+def ratio_lines(per_probe: pd.DataFrame, cards: dict) -> list[str]:
+    """Per probe: the planted cliff's mean MS (a card with suppression heads, :data:`KEY_ROWS`' first row) over each
+    control's complied jailbreaks (target: at least 3x), and each model's benign floor."""
+    def ms(name, group, outcome):
+        rows = per_probe[(per_probe["model"] == name) & (per_probe["metric"] == "mean ms")
+                         & (per_probe["group"] == group) & (per_probe["outcome"] == outcome)]
+        return rows.set_index("probe")["value"]
+
+    lines = []
+    for name in [n for n, card in cards.items() if "suppression_heads" in card]:
+        planted = ms(name, *KEY_ROWS[0])
+        for control in [n for n, card in cards.items() if "suppression_heads" not in card]:
+            ratio = planted / ms(control, *KEY_ROWS[1])
+            lines.append(f"{name} planted / {control} complied jailbreaks, mean MS ratio per probe: "
+                         + ", ".join(f"{label} {value:.1f}x" for label, value in ratio.items()))
+    for name in per_probe["model"].unique():
+        lines.append(f"{name} benign floor (mean MS, benign) per probe: "
+                     + ", ".join(f"{label} {value:.2f}" for label, value in ms(name, "all", "benign").items()))
+    return lines
+
+
+def plot_seeds(per_probe: pd.DataFrame, labels: Sequence[str]):
+    """Mean MS of each model's key rows: one dot per recipe seed, the saved probe (diamond), the converged probe
+    (star)."""
+    import matplotlib.pyplot as plt
+
+    table = seed_table(per_probe)
+    models = list(dict.fromkeys(table.index.get_level_values("model")))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), layout="constrained", sharey=True,
+                             squeeze=False)
+    for ax, name in zip(axes[0], models):
+        part = table.loc[name]
+        x = np.arange(len(part))
+        seeds = part[[label for label in labels if label in part.columns]].to_numpy()
+        for j in range(seeds.shape[1]):
+            ax.scatter(x, seeds[:, j], color="tab:blue", alpha=0.6, s=18, label="recipe seeds" if j == 0 else None)
+        for label, marker, colour in ((SAVED, "D", "black"), (CONVERGED, "*", "tab:red")):
+            if label in part.columns:
+                ax.scatter(x, part[label], marker=marker, color=colour, s=50, label=label, zorder=3)
+        ax.set_xticks(x, [KEY_LABELS[KEY_ROWS.index(key)] for key in part.index], fontsize=7)
+        ax.set(title=name, ylim=(-0.05, 1.05), xlim=(-0.5, len(part) - 0.5))
+        ax.axhline(0, color="0.5", lw=0.8)
+    axes[0][0].set_ylabel("mean cliff size MS")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=8)
+    return fig
