@@ -55,3 +55,14 @@ def test_readme_gpu_hours_follow_the_measured_rate():
     assert len(pairs) >= 6
     for tokens, hours in pairs:
         assert abs(float(hours) - int(tokens) * 1e6 / speed / 3600) <= 0.05 + 0.05 * float(hours), (tokens, hours)
+
+
+def test_another_gpu_scales_the_measured_rate_by_the_bandwidths():
+    measured = rates.rate(1.78, "bf16", "slots", 64)
+    assert measured.bandwidth and measured.on(None) is measured
+    t4 = measured.on(0.32)
+    assert not t4.measured and "scaled by the bandwidths" in t4.basis
+    assert math.isclose(t4.tokens_per_s, measured.tokens_per_s * 0.32e12 / measured.bandwidth)
+    speed, weights = rates.profile_rate(params.load("paper-lite-t4"), "deepseek-r1-distill-qwen-1.5b")
+    assert weights == "fp16" and "0.32 / " in speed.basis  # a T4: no bf16, 0.32 TB/s
+    assert speed.tokens_per_s < measured.tokens_per_s / 10

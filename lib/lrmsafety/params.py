@@ -67,6 +67,13 @@ class Params(BaseModel):
         "wildguard, qwen3guard, granite_guardian, gpt_oss_safeguard); B paper B's word rule; C harmfulness of the "
         "whole response (paper: llama_guard_3). On the CPU string judges stand in for the guards")
 
+    gpu_memory_gb: float = _f(80, "the GPU the cost estimates are for (lrmsafety.rates): its memory, which decides "
+                                  "quantization auto's weights there", gt=0)
+    gpu_bandwidth_tb_s: Optional[float] = _f(
+        None, "that GPU's memory bandwidth; the measured rates (an H200's) are scaled by it, as estimates; null: "
+              "the measuring GPU's", gt=0)
+    gpu_bf16: bool = _f(True, "whether that GPU has bf16 (a T4 has not: quantization auto then takes fp16)")
+
     # ---- 00_organism
     card_prompts: int = _f(100, "00_organism: held-out prompts per family for the behaviour table", ge=1)
 

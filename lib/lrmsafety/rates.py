@@ -43,6 +43,16 @@ class Rate:
     tokens_per_s: float
     measured: bool
     basis: str  # what was measured, and how the rate was derived from it
+    bandwidth: float | None = None  # bytes/s of the GPU it was measured on (the benchmark's copy bandwidth)
+
+    def on(self, bandwidth_tb_s: float | None) -> "Rate":
+        """This rate on a GPU of another memory bandwidth (decoding reads the weights and the cache at every step):
+        an estimate, scaled by the ratio of the bandwidths."""
+        if not bandwidth_tb_s or not self.bandwidth:
+            return self
+        ratio = bandwidth_tb_s * 1e12 / self.bandwidth
+        return Rate(self.tokens_per_s * ratio, False, f"{self.basis}; scaled by the bandwidths, {bandwidth_tb_s:g} / "
+                    f"{self.bandwidth / 1e12:.2f} TB/s", bandwidth_tb_s * 1e12)
 
     def __str__(self) -> str:
         return f"{self.tokens_per_s:,.0f} tokens/s ({'measured' if self.measured else 'estimate'}: {self.basis})"
@@ -59,11 +69,13 @@ def table() -> tuple[dict, ...]:
         path = RESULTS / name
         if not path.exists():
             continue
-        for run in json.loads(path.read_text())["runs"]:
+        result = json.loads(path.read_text())
+        for run in result["runs"]:
             rows.append({"model": run["model"], "params_b": get_spec(run["model"]).params_b, "weights": run["dtype"],
                          "engine": run["engine"], "slots": int(run["batch"]),
                          "tokens_per_s": float(run["useful_tokens_per_s"]), "of_limit": run.get("of_limit"),
-                         "ablated_heads": run.get("ablated_heads", 0), "source": name})
+                         "ablated_heads": run.get("ablated_heads", 0), "source": name,
+                         "bandwidth": result.get("bandwidth_bytes_per_s")})
     return tuple(rows)
 
 
@@ -100,7 +112,8 @@ def rate(params_b: float, weights: str, engine: str, slots: int) -> Rate:
         else:
             notes.append(f"a {params_b:g}B model taken as fast as {size:g}B")
     measured = not notes
-    return Rate(tokens_per_s, measured, what + ("" if measured else "; " + "; ".join(notes)))
+    return Rate(tokens_per_s, measured, what + ("" if measured else "; " + "; ".join(notes)),
+                bandwidth=row["bandwidth"])
 
 
 def realistic_length(budget: int, median: float = MEDIAN, sigma: float = SIGMA) -> float:
@@ -112,17 +125,20 @@ def realistic_length(budget: int, median: float = MEDIAN, sigma: float = SIGMA) 
 
 
 def profile_rate(P, model: str, batch_hooks: bool = False) -> tuple[Rate, str]:
-    """The rate of ``model`` under profile ``P`` on one 80 GB GPU, and the weights assumed."""
+    """The rate of ``model`` under profile ``P`` on the profile's GPU (``gpu_memory_gb``, ``gpu_bandwidth_tb_s``),
+    and the weights assumed."""
     from . import memory
     from .registry import get_spec
 
     spec = get_spec(model)
     weights = P.quantization
-    if weights == "auto":  # the GPU is not known here: decide as load_model would on an 80 GB card
-        weights = memory.choose("auto", spec.params_b, has_gpu=True, kv_gb=_kv_gb(spec, P), free_gb=79.0).quantization
+    if weights == "auto":  # decide as load_model would on the profile's GPU
+        weights = memory.choose("auto", spec.params_b, has_gpu=True, bf16_supported=P.gpu_bf16,
+                                kv_gb=_kv_gb(spec, P), free_gb=0.95 * P.gpu_memory_gb).quantization
     if weights == "fp32":
         weights = "bf16"
-    return rate(spec.params_b, weights, engine_for(weights, batch_hooks), P.batch_size), weights
+    speed = rate(spec.params_b, weights, engine_for(weights, batch_hooks), P.batch_size)
+    return speed.on(P.gpu_bandwidth_tb_s), weights
 
 
 def _kv_gb(spec, P) -> float:
