@@ -336,7 +336,8 @@ def test_graph_replay_runs_row_local_hooks(tiny_arch, monkeypatch):
     tokens = {}
     for graphs in (True, False):
         if not graphs:
-            monkeypatch.setattr(slots.SlotEngine, "_graph_step", slots.SlotEngine._eager_step)
+            eager = slots.SlotEngine._eager_step
+            monkeypatch.setattr(slots.SlotEngine, "_graph_step", lambda self, width, hooks=None: eager(self, width))
         for hooked in (False, True):
             requests = [Seeded(t, n, seed=11 * i) for i, (t, n) in enumerate(zip(TEXTS, [12, 5, 9, 7]))]
             with hooks.add_hooks(ablate if hooked else ()):

@@ -75,20 +75,30 @@ def _foreign(hooks) -> list:
     return [h for h in hooks.values() if not getattr(h, "__module__", "").startswith("transformers.")]
 
 
+def _hook_census(model) -> tuple[bool, tuple[int, ...]]:
+    """One walk over the model's hooks: (whether any hook other than transformers' own and ``row_local`` ones is
+    present, the identities of the ``row_local`` ones)."""
+    others = bool(_foreign(torch.nn.modules.module._global_forward_hooks) or
+                  _foreign(torch.nn.modules.module._global_forward_pre_hooks))
+    local = []
+    for module in model.modules():
+        for hook in _foreign(module._forward_hooks) + _foreign(module._forward_pre_hooks):
+            if getattr(hook, "row_local", False):
+                local.append(id(hook))
+            else:
+                others = True
+    return others, tuple(sorted(local))
+
+
 def user_hooks(model) -> bool:
     """Whether ``model`` carries forward hooks, other than transformers' own and ``row_local`` ones, that the slot
     engine cannot serve (a hook that reads the whole batch sees the free slots there)."""
-    module_hooks = [h for m in model.modules() for h in _foreign(m._forward_hooks) + _foreign(m._forward_pre_hooks)]
-    if _foreign(torch.nn.modules.module._global_forward_hooks) or \
-            _foreign(torch.nn.modules.module._global_forward_pre_hooks):
-        return True
-    return any(not getattr(h, "row_local", False) for h in module_hooks)
+    return _hook_census(model)[0]
 
 
 def row_local_hooks(model) -> tuple[int, ...]:
     """The identities of the ``row_local`` hooks on ``model`` (a captured graph is valid for this set only)."""
-    return tuple(sorted(id(h) for m in model.modules() for h in _foreign(m._forward_hooks) +
-                        _foreign(m._forward_pre_hooks) if getattr(h, "row_local", False)))
+    return _hook_census(model)[1]
 
 
 def unsupported(model) -> str | None:
@@ -295,14 +305,16 @@ class SlotEngine:
         longest = max(self.lengths[s] for s in self.order)
         self._ensure(longest + steps)
         width = min(self.capacity, -(-(longest + steps) // BUCKET) * BUCKET)
-        graphs = self.graphs_wanted and not user_hooks(self.model)
+        # the hooks cannot change within a call: one walk over the modules here, not one per step
+        blocked, local = _hook_census(self.model)
+        graphs = self.graphs_wanted and not blocked
         # the running rows' logits, in row order: each row draws from its own key (seed, count), as in the
         # DynamicCache engine; without seeds, from the generator in the DynamicCache engine's order; free slots
         # cost no sampling
         order = torch.tensor(self.order, device=self.device)
         out, ents = [], []
         for _ in range(steps):
-            logits = (self._graph_step(width) if graphs else self._eager_step(width))[order]
+            logits = (self._graph_step(width, local) if graphs else self._eager_step(width))[order]
             if self.want_entropy:
                 ents.append(entropy(logits))
             seeds, counts = (self.seeds[order], self.counts[order]) if self.keyed else (None, None)
@@ -334,8 +346,10 @@ class SlotEngine:
         self.eager_steps += 1
         return self._forward(width)
 
-    def _graph_step(self, width: int) -> torch.Tensor:
-        key = (width, row_local_hooks(self.model))
+    def _graph_step(self, width: int, hooks: tuple[int, ...] | None = None) -> torch.Tensor:
+        """One step replayed from the graph captured at this width with these ``row_local`` hooks (``None``: the
+        model's present ones)."""
+        key = (width, row_local_hooks(self.model) if hooks is None else hooks)
         entry = self._graphs.get(key)
         if entry is None:
             try:
