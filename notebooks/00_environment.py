@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 import transformers
 
-from lrmsafety import data, paths, registry
+from lrmsafety import data, memory, paths, registry
 
 versions = {
     "python": platform.python_version(),
@@ -84,7 +84,7 @@ for name in P.models:
         "temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
         "available": bool(local and local.exists()) if local else "hub",
         "memory_gb_" + (P.quantization if P.quantization != "auto" else "bf16"):
-            round(registry.memory_estimate_gb(spec.params_b, "bf16" if P.quantization == "auto" else P.quantization),
+            round(memory.memory_estimate_gb(spec.params_b, "bf16" if P.quantization == "auto" else P.quantization),
                   2),
     })
 pd.DataFrame(rows)

@@ -38,8 +38,10 @@ def test_a_missing_table_is_not_measured_and_says_why(tmp_path):
     assert "**not measured** | 02_first_token_probe.csv missing" in markdown
 
 
-def test_every_file_the_html_links_exists(tmp_path):
-    """The real ledger on an empty profile (every table missing), with a summary and a notebook figure."""
+@pytest.fixture
+def organism_ledger(tmp_path):
+    """The real ledger filled on a profile with one table (the locked organism's probe): (ledger, models, results,
+    filled)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,7 +49,12 @@ def test_every_file_the_html_links_exists(tmp_path):
     models = ["organism-locked", "organism-deliberative"]
     results = tmp_path / "results"
     probe_table(results, "organism-locked", 0.95, group="family=jailbreak")
-    filled = claims.fill(ledger, results, "organism", models)
+    return ledger, models, results, claims.fill(ledger, results, "organism", models)
+
+
+def test_every_file_the_html_links_exists(tmp_path, organism_ledger):
+    """The real ledger on an empty profile (every table missing), with a summary and a notebook figure."""
+    ledger, models, results, filled = organism_ledger
     figures = tmp_path / "figures"
     figures.mkdir()
     fig = report.summary_figure(filled, ledger, models, control=True)
@@ -68,15 +75,8 @@ def test_every_file_the_html_links_exists(tmp_path):
     assert "These are controls, not the papers' models" in html and "data:image/png;base64," in html
 
 
-def test_the_summary_legend_lists_only_what_is_drawn(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    ledger = claims.load_ledger()
-    models = ["organism-locked", "organism-deliberative"]
-    results = tmp_path / "results"
-    probe_table(results, "organism-locked", 0.95, group="family=jailbreak")
-    filled = claims.fill(ledger, results, "organism", models)
+def test_the_summary_legend_lists_only_what_is_drawn(organism_ledger):
+    ledger, models, _, filled = organism_ledger
 
     def drawn_and_listed(frame):
         fig = report.summary_figure(frame, ledger, models, control=True)

@@ -102,9 +102,6 @@ def list_models(role: str | None = None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- memory
-BYTES_PER_PARAM, memory_estimate_gb = memory.BYTES_PER_PARAM, memory.memory_estimate_gb  # re-exported
-
-
 def bitsandbytes_error() -> str | None:
     """None when bitsandbytes imports and runs here; otherwise why not.
 
