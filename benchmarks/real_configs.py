@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-from lrmsafety.tiny import REAL_ARCHITECTURES
+from lrmsafety.tiny import CHECKPOINT_ARCHITECTURES, REAL_ARCHITECTURES
 
 # each checkpoint's own vocabulary and special tokens: the lm_head's width is part of what a decode step costs
 REAL_CONFIGS = {
-    name: {**REAL_ARCHITECTURES[architecture], **own}
-    for name, architecture, own in [
-        ("deepseek-r1-distill-qwen-1.5b", "r1-distill-qwen-1.5b",
-         dict(vocab_size=151936, bos_token_id=151646, eos_token_id=151643)),
-        ("deepseek-r1-distill-qwen-7b", "r1-distill-qwen-7b",
-         dict(vocab_size=152064, bos_token_id=151646, eos_token_id=151643)),
-        ("qwen3-8b", "qwen3-8b", dict(vocab_size=151936, bos_token_id=151643, eos_token_id=151645)),
+    name: {**REAL_ARCHITECTURES[CHECKPOINT_ARCHITECTURES[name]], **own}
+    for name, own in [
+        ("deepseek-r1-distill-qwen-1.5b", dict(vocab_size=151936, bos_token_id=151646, eos_token_id=151643)),
+        ("deepseek-r1-distill-qwen-7b", dict(vocab_size=152064, bos_token_id=151646, eos_token_id=151643)),
+        ("qwen3-8b", dict(vocab_size=151936, bos_token_id=151643, eos_token_id=151645)),
     ]
 }
 

@@ -143,18 +143,12 @@ def profile_rate(P, model: str, batch_hooks: bool = False) -> tuple[Rate, str]:
 
 def _kv_gb(spec, P) -> float:
     from . import memory
+    from .tiny import CHECKPOINT_ARCHITECTURES, random_architecture_config
 
-    architecture = spec.random_architecture or _ARCHITECTURE_OF.get(spec.name)
+    architecture = spec.random_architecture or CHECKPOINT_ARCHITECTURES.get(spec.name)
     if architecture is None:
         return 0.0
-    from .tiny import random_architecture_config
-
     return memory.kv_bytes_per_token(random_architecture_config(architecture)) * P.kv_tokens / 1e9
-
-
-# real checkpoints whose shapes lrmsafety.tiny holds (for the KV cache's size without a download)
-_ARCHITECTURE_OF = {"deepseek-r1-distill-qwen-1.5b": "r1-distill-qwen-1.5b",
-                    "deepseek-r1-distill-qwen-7b": "r1-distill-qwen-7b", "qwen3-8b": "qwen3-8b"}
 
 
 def cost(P, work: Iterable[tuple[int, int]], model: str | None = None, batch_hooks: bool = False) -> str:

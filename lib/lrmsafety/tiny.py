@@ -109,6 +109,10 @@ REAL_ARCHITECTURES = {
 # Qwen/Qwen2.5-7B-Instruct: R1-Distill-Qwen-7B's shapes (its base), with its own rope and context
 REAL_ARCHITECTURES["qwen2.5-7b"] = {**REAL_ARCHITECTURES["r1-distill-qwen-7b"], "max_position_embeddings": 32768,
                                    "rope_theta": 1000000.0}
+# the registry's real checkpoints whose shapes are above (the KV cache's size without a download, lrmsafety.rates;
+# the benchmarks' random-weight builds)
+CHECKPOINT_ARCHITECTURES = {"deepseek-r1-distill-qwen-1.5b": "r1-distill-qwen-1.5b",
+                            "deepseek-r1-distill-qwen-7b": "r1-distill-qwen-7b", "qwen3-8b": "qwen3-8b"}
 
 
 # the shapes a test shrinks a real architecture to (its type and special fields kept), so that the CPU runs it
