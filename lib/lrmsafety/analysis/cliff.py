@@ -204,6 +204,21 @@ def check_groups(prompts: pd.DataFrame, group_column: str, groups: Sequence[str]
                          f"{sorted(prompts[group_column].unique())}: fix probe_*_groups / heldout_groups")
 
 
+OFFICIAL_SEED = 42  # paper B's code samples its training set and initialises its probe with this seed
+
+
+def probe_training_set(cache, name: str, model, tokenizer, frame: pd.DataFrame, inputs: pd.DataFrame, layer: int,
+                       group_column: str, refusal_groups: Sequence[str], compliance_groups: Sequence[str],
+                       max_per_class: int = 200, negatives: str = "official"):
+    """The probe's training rows (paper B's labels, sampled with :data:`OFFICIAL_SEED`) and their cached last-token
+    states: (rows, states, labels as 0/1, the rows' prompt ids), shared by the saved probe and its variants."""
+    labels = probe_training_labels(frame, refusal_groups, compliance_groups, group_column, max_per_class,
+                                   seed=OFFICIAL_SEED, negatives=negatives)
+    train = frame[labels.notna()]
+    states = last_token_states(cache, name, model, tokenizer, train, inputs, layer)
+    return train, states, labels[train.index].astype(int), train["prompt_id"]
+
+
 def train_probe(cache, name: str, model, tokenizer, frame: pd.DataFrame, close: str, layer: int, group_column: str,
                 refusal_groups: Sequence[str], compliance_groups: Sequence[str], heldout_groups: Sequence[str],
                 max_per_class: int = 200, negatives: str = "official", seed: int = 0):
@@ -215,13 +230,11 @@ def train_probe(cache, name: str, model, tokenizer, frame: pd.DataFrame, close: 
     from .cliff_probe import LinearRefusalProbe, TooFewToTrain
 
     try:
-        labels = probe_training_labels(frame, refusal_groups, compliance_groups, group_column, max_per_class,
-                                       seed=42, negatives=negatives)
         inputs = probe_inputs(tokenizer, frame, close)
-        train = frame[labels.notna()]
-        train_states = last_token_states(cache, name, model, tokenizer, train, inputs, layer)
-        probe = LinearRefusalProbe(seed=42).fit(train_states, labels[train.index].astype(int),
-                                                groups=train["prompt_id"])
+        train, train_states, labels, groups = probe_training_set(
+            cache, name, model, tokenizer, frame, inputs, layer, group_column, refusal_groups, compliance_groups,
+            max_per_class, negatives)
+        probe = LinearRefusalProbe(seed=OFFICIAL_SEED).fit(train_states, labels, groups=groups)
     except TooFewToTrain:
         probe_path(cache, name).unlink(missing_ok=True)
         raise

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .cliff import curve_rows, last_token_states, mean_rows, probe_training_labels, read_curves
+from .cliff import OFFICIAL_SEED, curve_rows, mean_rows, probe_training_set, read_curves
 from .cliff_probe import LinearRefusalProbe, converged_probe
 
 SAVED, CONVERGED = "seed 42 (saved)", "converged"
@@ -42,13 +42,11 @@ def variant_probes(cache, name: str, model, tokenizer, frame: pd.DataFrame, inpu
                    seeds: Sequence[int], max_per_class: int = 200, negatives: str = "official") -> dict:
     """{label: probe}: a recipe probe per initialisation seed (split and training set: the saved probe's, seed 42)
     and the converged probe, on the cached last-token states of :func:`lrmsafety.analysis.cliff.train_probe`."""
-    labels = probe_training_labels(frame, refusal_groups, compliance_groups, group_column, max_per_class, seed=42,
-                                   negatives=negatives)
-    train = frame[labels.notna()]
-    states = last_token_states(cache, name, model, tokenizer, train, inputs, layer)
-    y, groups = labels[train.index].astype(int), train["prompt_id"]
-    probes = {seed_label(s): LinearRefusalProbe(seed=42, init_seed=s).fit(states, y, groups=groups) for s in seeds}
-    return {**probes, CONVERGED: converged_probe(42).fit(states, y, groups=groups)}
+    _, states, y, groups = probe_training_set(cache, name, model, tokenizer, frame, inputs, layer, group_column,
+                                              refusal_groups, compliance_groups, max_per_class, negatives)
+    probes = {seed_label(s): LinearRefusalProbe(seed=OFFICIAL_SEED, init_seed=s).fit(states, y, groups=groups)
+              for s in seeds}
+    return {**probes, CONVERGED: converged_probe(OFFICIAL_SEED).fit(states, y, groups=groups)}
 
 
 def probe_rows(runs: dict, probes: dict, group_column: str, by: str, order: Sequence, n_traces: int, kind: str,
