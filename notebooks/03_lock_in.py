@@ -123,8 +123,8 @@ prefixes.to_csv(results / "03_lock_in_prefixes.csv", index=False)
 # ## Continuation variance after B% of the thinking
 
 # %%
-curve = lock_in.variance_curve(prefixes, ["model", group_column, "cut"])
-pooled = lock_in.variance_curve(prefixes, ["model", "cut"])
+curve = lock_in.variance_curve(prefixes, ["model", group_column, "cut"], seed=P.seed)
+pooled = lock_in.variance_curve(prefixes, ["model", "cut"], seed=P.seed)
 baseline = lock_in.coin_flip_variance(P.answers_per_prefix)
 curve.to_csv(results / "03_continuation_variance.csv", index=False)
 pooled.pivot(index="cut", columns="model", values="continuation_variance").round(3)

@@ -118,8 +118,8 @@ judged.groupby(["model", "condition"], sort=False).agg(
 
 # %%
 safety = study.asr_orr(judged, group_column, P.seed)
-overall = safety[safety["scope"] == "all"].pivot_table(index=["model", "intervention"], columns="metric",
-                                                       values=["value", "low", "high"])
+rates = safety[(safety["scope"] == "all") & safety["metric"].isin(["ASR", "ORR"])]
+overall = rates.pivot_table(index=["model", "intervention"], columns="metric", values=["value", "low", "high"])
 fig = study.plot_asr_orr(overall, P.models, conditions, interventions.table_2())
 plots.save_figure(fig, "08_asr_vs_orr", S.run)
 overall["value"].round(3)

@@ -290,7 +290,8 @@ def test_panel_majority_per_chunk():
 def test_paper_a_verdicts_against_planted_targets():
     table = pd.DataFrame([
         ("first-token AUROC", 0.95, 0.9, 1.0, 0.001), ("State A AUROC", 0.6, 0.5, 0.7, 0.2),
-        ("Safe@1 (01)", 0.5, 0.4, 0.6, np.nan), ("Safe@5 (01)", 0.3, 0.2, 0.4, np.nan)],
+        ("Safe@1 (01)", 0.5, 0.45, 0.55, np.nan), ("Safe@5 (01)", 0.3, 0.25, 0.35, np.nan),
+        ("oscillations while already locked", 0.7, 0.55, 0.85, np.nan)],
         columns=["measure", "value", "low", "high", "perm_p"]).assign(model="organism-locked")
     null = pd.DataFrame([("first-token AUROC", 0.5, 0.4, 0.6, 0.4),
                          ("oscillations while already locked", 0.5, 0.3, 0.7, np.nan),
@@ -299,7 +300,12 @@ def test_paper_a_verdicts_against_planted_targets():
     verdicts = paper_a_measures.paper_a_verdicts(pd.concat([table, null], ignore_index=True))
     verdicts = verdicts.set_index(["model", "measure"])
     assert verdicts.loc[("organism-locked", "first-token AUROC"), "met"]
-    assert verdicts.loc[("organism-locked", "Safe@K minus Safe@1"), "met"]  # 0.3 - 0.5 <= -0.1
+    # -0.2, its interval combined from the two rows' (-0.27, -0.13): all of it <= -0.1
+    assert verdicts.loc[("organism-locked", "Safe@K minus Safe@1"), "met"]
+    assert verdicts.loc[("organism-locked", "Safe@K minus Safe@1"), "high"] < -0.1
+    # 0.7 meets >= 0.6 by its point, but its interval [0.55, 0.85] crosses the bound: not met, inconclusive
+    row = verdicts.loc[("organism-locked", "oscillations while already locked")]
+    assert row["verdict"] == "inconclusive" and not row["met"]
     assert verdicts.loc[("organism-locked", "continuation variance at B = 0%"), "met"] is None  # not measured
     assert verdicts.loc[("organism-null", "first-token AUROC"), "met"]  # p = 0.4: no signal
     assert verdicts.loc[("organism-null", "oscillations while already locked"), "met"]  # 0.45 in [0.3, 0.7]

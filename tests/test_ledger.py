@@ -3,6 +3,7 @@ verdicts against published values or planted targets, and a notebook's board."""
 
 import copy
 
+import pandas as pd
 import pytest
 from ledger_fixtures import MEASURE, ledger_dict, probe_table, write
 
@@ -42,7 +43,57 @@ def test_organisms_are_judged_against_their_planted_target(tmp_path):
     ledger = claims.load_ledger(write(tmp_path, ledger_dict()))
     probe_table(tmp_path / "results", "organism-locked", 0.62)
     row = claims.fill(ledger, tmp_path / "results", "organism", ["organism-locked"]).iloc[0]
-    assert row["verdict"] == "differs" and "misses the planted target ≥ 0.900" in row["reason"]
+    assert row["verdict"] == "differs" and "lies outside the planted target ≥ 0.900" in row["reason"]
+
+
+@pytest.mark.parametrize("auroc, profile, verdict", [
+    (0.95, "organism", "recovered"),  # [0.93, 0.97]: all of it >= 0.9
+    (0.91, "organism", "inconclusive"),  # [0.89, 0.93]: the point meets >= 0.9, the interval crosses it
+    (0.85, "organism", "differs"),  # [0.83, 0.87]: all of it below
+    (0.927, "paper", "reproduced"),  # [0.907, 0.947] inside 0.948 ± 0.05
+    (0.905, "paper", "inconclusive"),  # [0.885, 0.925]: crosses 0.898
+    (0.80, "paper", "differs"),
+])
+def test_verdicts_follow_the_interval_not_the_point(tmp_path, auroc, profile, verdict):
+    ledger = claims.load_ledger(write(tmp_path, ledger_dict()))
+    model = "organism-locked" if profile == "organism" else "qwen3-8b"
+    probe_table(tmp_path / "results", model, auroc)
+    assert claims.fill(ledger, tmp_path / "results", profile, [model]).iloc[0]["verdict"] == verdict
+
+
+def test_a_difference_gets_an_interval_and_may_subtract_another_model(tmp_path):
+    measure = {**MEASURE, "select": "group == 'harmful'", "minus": "group == 'benign'", "published": None,
+               "targets": {"organism-locked": {"min": 0.2}}, "kind": "method"}
+    ledger = claims.load_ledger(write(tmp_path, ledger_dict(measure)))
+    probe_table(tmp_path / "results", "organism-locked", 0.9)  # harmful 0.9 [0.88, 0.92]; benign 0.5 [0.4, 0.6]
+    row = claims.fill(ledger, tmp_path / "results", "organism", ["organism-locked"]).iloc[0]
+    assert row["ours"] == pytest.approx(0.4)
+    half = (0.02 ** 2 + 0.1 ** 2) ** 0.5  # MOVER: the two rows' half-widths combined
+    assert (row["low"], row["high"]) == pytest.approx((0.4 - half, 0.4 + half))
+    assert row["verdict"] == "recovered"  # [0.298, 0.502] lies above 0.2
+    other = {**measure, "minus": "group == 'harmful'", "minus_model": "organism-null"}
+    ledger = claims.load_ledger(write(tmp_path, ledger_dict(other)))
+    both = tmp_path / "both"
+    probe_table(both, "organism-null", 0.75)
+    null = pd.read_csv(both / "02_first_token_probe.csv")
+    probe_table(both, "organism-locked", 0.9)
+    pd.concat([pd.read_csv(both / "02_first_token_probe.csv"), null]).to_csv(both / "02_first_token_probe.csv",
+                                                                             index=False)
+    row = claims.fill(ledger, both, "organism", ["organism-locked"]).iloc[0]
+    assert row["ours"] == pytest.approx(0.15) and row["verdict"] == "differs"  # [0.122, 0.178]: all below 0.2
+    with pytest.raises(claims.LedgerError, match="give `minus:` too"):
+        claims.load_ledger(write(tmp_path, ledger_dict({**MEASURE, "minus_model": "organism-null"})))
+
+
+def test_card_rows_are_counted_apart_from_method_rows(tmp_path):
+    card = {**MEASURE, "id": "A1.card", "kind": "card", "published": None}
+    data = ledger_dict()
+    data["claims"][0]["measures"].append(card)
+    ledger = claims.load_ledger(write(tmp_path, data))
+    probe_table(tmp_path / "results", "organism-locked", 0.95)
+    filled = claims.fill(ledger, tmp_path / "results", "organism", ["organism-locked"])
+    assert claims.verdict_counts(filled, "card") == {"as built": 1}
+    assert claims.verdict_counts(filled, "method")["recovered"] == 1
 
 
 def test_a_selector_that_does_not_fit_the_table_names_the_fix(tmp_path):

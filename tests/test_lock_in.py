@@ -65,12 +65,15 @@ def test_prefix_table_q_and_n_per_prefix():
 
 def test_variance_matches_metrics_continuation_variance():
     outcomes = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]])
-    prefixes = pd.DataFrame({"model": "m", "cut": [20, 20, 20], "q": outcomes.mean(axis=1)})
-    curve = lock_in.variance_curve(prefixes, ["model", "cut"])
+    prefixes = pd.DataFrame({"model": "m", "cut": [20, 20, 20], "q": outcomes.mean(axis=1),
+                             "prompt_id": ["a", "b", "c"]})
+    curve = lock_in.variance_curve(prefixes, ["model", "cut"], seed=0, n_boot=200)
     assert curve["continuation_variance"].iloc[0] == pytest.approx(metrics.continuation_variance(outcomes))
     assert curve["prefixes"].iloc[0] == 3
-    value, low, high = lock_in.variance_with_ci(prefixes.assign(prompt_id=["a", "b", "c"]), seed=0, n_boot=50)
+    value, low, high = lock_in.variance_with_ci(prefixes, seed=0, n_boot=200)
     assert value == pytest.approx(metrics.continuation_variance(outcomes)) and low <= value <= high
+    # the curve's interval resamples prompts the same way as variance_with_ci's (both draw from bootstrap_draws)
+    assert curve[["low", "high"]].iloc[0].tolist() == pytest.approx([low, high])
     assert lock_in.coin_flip_variance(8) == pytest.approx(0.875)
 
 

@@ -17,15 +17,17 @@ from lrmsafety import report
 def test_a_known_value_reaches_the_rendered_report(tmp_path):
     ledger = claims.load_ledger(write(tmp_path, ledger_dict()))
     results = tmp_path / "results"
-    probe_table(results, "qwen3-8b", 0.917)
+    probe_table(results, "qwen3-8b", 0.927)
     filled = claims.fill(ledger, results, "paper", ["qwen3-8b"])
     row = filled[filled["measure_id"] == "A1.harmful"].iloc[0]
-    assert (row["ours"], row["low"], row["high"], row["n"]) == (0.917, 0.897, 0.937, 120)
-    assert row["verdict"] == "reproduced" and "0.948" in row["reason"]  # this model's own value, within 0.05
+    assert (row["ours"], row["low"], row["high"], row["n"]) == pytest.approx((0.927, 0.907, 0.947, 120))
+    # the whole interval lies within 0.05 of this model's own value 0.948
+    assert row["verdict"] == "reproduced" and "0.948" in row["reason"]
     html = report.write_report(filled, ledger, "paper", tmp_path / "paper", tmp_path / "figures", None, [],
                                claims.tables_read(filled, results)).read_text()
-    assert "| first-token probe AUROC, harmful | qwen3-8b | 0.948 |" in (tmp_path / "paper" / "index.md").read_text()
-    assert "<td>0.917</td>" in html and "<td>0.897–0.937</td>" in html and "reproduced</strong>" in html
+    markdown = (tmp_path / "paper" / "index.md").read_text()
+    assert "| first-token probe AUROC, harmful | method | qwen3-8b | 0.948 |" in markdown
+    assert "<td>0.927</td>" in html and "<td>0.907–0.947</td>" in html and "reproduced</strong>" in html
 
 
 def test_a_missing_table_is_not_measured_and_says_why(tmp_path):

@@ -1,8 +1,10 @@
 """The claims ledger (paper/claims.yaml): validated when loaded, then filled from a profile's result tables.
 
 ``load_ledger()`` validates it, and every error names where it is and what to fix; ``fill()`` looks each measure
-up in data/results/<profile>/ and gives it a verdict: against the planted targets on the organisms (controls),
-against the published value within the ledger's tolerance on real models. Nothing here types a number.
+up in data/results/<profile>/ and gives it a verdict by its 95% interval (:mod:`lrmsafety.verdicts`): against the
+planted targets on the organisms (controls), against the published value widened by the ledger's tolerance on real
+models. A difference between two rows (``minus``, ``minus_model``) gets its interval from the two rows' intervals
+(:func:`metrics.difference_interval`). Nothing here types a number.
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from . import verdicts
+from .metrics import difference_interval
 from .paths import REPO_ROOT
 
 LEDGER_PATH = REPO_ROOT / "paper" / "claims.yaml"
 # notebooks of DESIGN.md not yet in notebooks/: a measure may name them, and renders "not measured" until they run
 PLANNED_NOTEBOOKS: tuple[str, ...] = ()  # notebooks a ledger row may name before they exist
 CONTROL_PROFILES = ("organism", "smoke")  # profiles whose models are the organisms: verdicts vs planted targets
-VERDICTS = ("reproduced", "recovered", "differs", "no verdict", "not measured")
+VERDICTS = ("reproduced", "recovered", "as built", "differs", "not as built", "inconclusive", "no verdict",
+            "not measured")
+# what a row checks on the organisms: "card", that an organism behaves as it was built (its refusal rates, what its
+# thinking concludes); "method", that a paper's method recovers what was planted. The report counts them apart.
+KINDS = ("method", "card")
 
 
 class LedgerError(ValueError):
@@ -103,6 +111,8 @@ class Measure(_Strict):
     count: str | None = None
     aggregate: Literal["mean"] | None = None
     minus: str | None = None
+    minus_model: str | None = None
+    kind: Literal["method", "card"] = "method"
     published: Published | None = None
     tolerance: float = 0.0
     targets: dict[str, Target] = {}
@@ -125,6 +135,12 @@ class Measure(_Strict):
         if not name.endswith(".csv") or "/" in name:
             raise ValueError(f"table {name!r} must be a CSV file name in data/results/<profile>/, e.g. 01_metrics.csv")
         return name
+
+    @model_validator(mode="after")
+    def _minus_model_needs_minus(self):
+        if self.minus_model and not self.minus:
+            raise ValueError("minus_model names whose rows `minus:` selects: give `minus:` too")
+        return self
 
     def applies_to(self, profile: str) -> bool:
         return self.profiles is None or profile in self.profiles
@@ -160,7 +176,8 @@ class Ledger(_Strict):
         from .registry import REGISTRY
 
         for measure in (m for c in self.claims for m in c.measures):
-            named = list(measure.published.per_model if measure.published else []) + list(measure.targets)
+            named = (list(measure.published.per_model if measure.published else []) + list(measure.targets)
+                     + ([measure.minus_model] if measure.minus_model else []))
             for name in named:
                 if name not in REGISTRY:
                     close = difflib.get_close_matches(name.lower(), list(REGISTRY), n=1)
@@ -229,23 +246,39 @@ def _select(frame: pd.DataFrame, query: str | None, measure: Measure, table: str
 
 
 def _estimate(rows: pd.DataFrame, measure: Measure) -> tuple[float, float | None, float | None, float | None]:
-    """(value, low, high, n) of the selected rows of one model."""
+    """(value, low, high, n) of the selected rows of one model. Several rows (``aggregate: mean``, e.g. random
+    draws on the same prompts) give their n-weighted mean, and as its interval the same mean of their bounds: the
+    interval of the mean when the rows' errors move together (the same prompts), wider than it otherwise."""
     from .metrics import wilson_interval
 
     n = rows[measure.n].astype(float) if measure.n else None
+
+    def bounds(row) -> tuple[float | None, float | None]:
+        low = float(row[measure.low]) if measure.low and pd.notna(row[measure.low]) else None
+        high = float(row[measure.high]) if measure.high and pd.notna(row[measure.high]) else None
+        n_row = float(row[measure.n]) if measure.n and pd.notna(row[measure.n]) else None
+        if low is None and measure.count and n_row and pd.notna(row[measure.count]):
+            _, low, high = wilson_interval(int(row[measure.count]), int(n_row))
+        return low, high
+
     if len(rows) > 1:
         weights = n if n is not None and n.sum() > 0 else pd.Series(1.0, index=rows.index)
         values = rows[measure.value].astype(float)
         ok = values.notna()
-        value = float((values[ok] * weights[ok]).sum() / weights[ok].sum()) if ok.any() else math.nan
-        return value, None, None, float(n.sum()) if n is not None else None
+        if not ok.any():
+            return math.nan, None, None, float(n.sum()) if n is not None else None
+        w = weights[ok] / weights[ok].sum()
+        value = float((values[ok] * w).sum())
+        spans = [bounds(row) for _, row in rows[ok].iterrows()]
+        low = high = None
+        if all(lo is not None and hi is not None for lo, hi in spans):
+            low = float(sum(lo * wi for (lo, _), wi in zip(spans, w)))
+            high = float(sum(hi * wi for (_, hi), wi in zip(spans, w)))
+        return value, low, high, float(n.sum()) if n is not None else None
     row = rows.iloc[0]
     value = float(row[measure.value])
     n_value = float(row[measure.n]) if measure.n and pd.notna(row[measure.n]) else None
-    low = float(row[measure.low]) if measure.low and pd.notna(row[measure.low]) else None
-    high = float(row[measure.high]) if measure.high and pd.notna(row[measure.high]) else None
-    if low is None and measure.count and n_value and pd.notna(row[measure.count]):
-        _, low, high = wilson_interval(int(row[measure.count]), int(n_value))
+    low, high = bounds(row)
     return value, low, high, n_value
 
 
@@ -269,6 +302,8 @@ def _lookup(measure: Measure, model: str, results_dir: Path, tables: dict) -> di
         raise LedgerError(f"{measure.id}: {measure.table} has no column {absent}; its columns are "
                           f"{list(frame.columns)}: fix the measure's column names in the ledger")
     mine = frame[frame[measure.model_column] == model]
+    if measure.minus_model and not (frame[measure.model_column] == measure.minus_model).any():
+        return {"reason": f"{measure.table} has no row for {measure.minus_model}, the model this measure subtracts"}
     picked = _select(mine, measure.select, measure, measure.table)
     if picked.empty:
         return {"reason": f"{measure.table} has no row for {model}" + (f" where {measure.select}" if measure.select
@@ -278,39 +313,39 @@ def _lookup(measure: Measure, model: str, results_dir: Path, tables: dict) -> di
                           f"for {model}: narrow `select:` or set `aggregate: mean`")
     value, low, high, n = _estimate(picked, measure)
     if measure.minus:
-        base = _select(mine, measure.minus, measure, measure.table)
+        other = measure.minus_model or model
+        base = _select(frame[frame[measure.model_column] == other], measure.minus, measure, measure.table)
         if base.empty:
-            return {"reason": f"{measure.table} has no row for {model} where {measure.minus}"}
-        value, low, high = value - _estimate(base, measure)[0], None, None
+            return {"reason": f"{measure.table} has no row for {other} where {measure.minus}"}
+        b, b_low, b_high, _ = _estimate(base, measure)
+        nan = lambda x: math.nan if x is None else x  # noqa: E731
+        value, low, high = difference_interval(value, nan(low), nan(high), b, nan(b_low), nan(b_high))
+        low, high = (None, None) if math.isnan(low) else (low, high)
     if math.isnan(value):
         reason = picked["reason"].dropna().astype(str).str.cat(sep="; ") if "reason" in picked else ""
         return {"reason": f"{measure.table}: no value for {model}" + (f" ({reason})" if reason else "")}
     return {"ours": value, "low": low, "high": high, "n": n}
 
 
-def _verdict(measure: Measure, model: str, ours: float, control: bool) -> tuple[str, str, str]:
-    """(verdict, reason, target text) for a measured value."""
+def _verdict(measure: Measure, model: str, ours: float, low, high, control: bool) -> tuple[str, str, str]:
+    """(verdict, reason, target text) for a measured value, by where its 95% interval lies (lrmsafety.verdicts)."""
     if control:
         target = measure.targets.get(model)
         if target is None:
             return "no verdict", "no planted target for this organism: shown for reference", "–"
-        met = target.met(ours)
-        return ("recovered" if met else "differs",
-                f"{fmt(ours)} {'meets' if met else 'misses'} the planted target {target.text()}", target.text())
+        where = verdicts.placement(low, high, target.min, target.max)
+        return (verdicts.word(where, measure.kind),
+                verdicts.explain(where, ours, low, high, f"the planted target {target.text()}"), target.text())
     if measure.published is None:
         return "no verdict", "nothing published to compare with", "–"
-    low, high, text = measure.published.for_model(model)
-    if low is None:
+    p_low, p_high, text = measure.published.for_model(model)
+    if p_low is None:
         return "no verdict", "published without a number", "–"
     tol = measure.tolerance
-    inside = low - tol <= ours <= high + tol
-    if measure.published.above is not None and model not in measure.published.per_model:
-        inside = ours > low - tol
-    if measure.published.below is not None and model not in measure.published.per_model:
-        inside = ours < high + tol
     scope = "this model's value" if model in measure.published.per_model else "the published value (any model)"
-    return ("reproduced" if inside else "differs",
-            f"{fmt(ours)} {'within' if inside else 'outside'} {tol:g} of {scope} {text}", "–")
+    target = f"{scope} {text}" + (f" widened by {tol:g}" if tol else "")
+    where = verdicts.placement(low, high, p_low - tol, p_high + tol)
+    return verdicts.word(where, "paper"), verdicts.explain(where, ours, low, high, target), "–"
 
 
 def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str], strict: bool = True) -> pd.DataFrame:
@@ -327,14 +362,15 @@ def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str], str
         measures = [m for m in claim.measures if m.applies_to(profile)]
         if not measures:
             reason = claim.not_measured_because or f"no measure of this claim applies to the {profile} profile"
-            rows.append({**base, "measure_id": claim.id, "what": "–", "model": "–", "verdict": "not measured",
-                         "reason": reason, "headline": False})
+            rows.append({**base, "measure_id": claim.id, "kind": "method", "what": "–", "model": "–",
+                         "verdict": "not measured", "reason": reason, "headline": False})
             continue
         for measure in measures:
             for model in models:
                 published = measure.published.for_model(model) if measure.published else (None, None, "–")
-                row = {**base, "measure_id": measure.id, "what": measure.what, "label": measure.label or measure.what,
-                       "notebook": measure.notebook, "table": measure.table, "model": model,
+                row = {**base, "measure_id": measure.id, "kind": measure.kind, "what": measure.what,
+                       "label": measure.label or measure.what, "notebook": measure.notebook, "table": measure.table,
+                       "model": model,
                        "published": published[2], "published_low": published[0], "published_high": published[1],
                        "source": measure.published.source if measure.published else None,
                        "confidence": measure.published.confidence if measure.published else None,
@@ -346,14 +382,15 @@ def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str], str
                         raise
                     found = {"reason": f"the ledger does not fit the table: {err}"}
                 if "ours" in found:
-                    verdict, reason, target = _verdict(measure, model, found["ours"], control)
+                    verdict, reason, target = _verdict(measure, model, found["ours"], found["low"], found["high"],
+                                                       control)
                     row.update(found, verdict=verdict, reason=reason, target=target)
                 else:
                     target = measure.targets[model].text() if model in measure.targets else "–"
                     row.update(verdict="not measured", reason=found["reason"], target=target)
                 rows.append(row)
-    columns = ["paper", "claim_id", "checklist", "claim", "measure_id", "what", "label", "notebook", "table", "model",
-               "published", "published_low", "published_high", "source", "confidence", "target", "ours", "low",
+    columns = ["paper", "claim_id", "checklist", "claim", "measure_id", "kind", "what", "label", "notebook", "table",
+               "model", "published", "published_low", "published_high", "source", "confidence", "target", "ours", "low",
                "high", "n", "verdict", "reason", "headline"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
@@ -362,7 +399,10 @@ def target_of(ledger: Ledger, measure_id: str, model: str) -> Target:
     return next(m for c in ledger.claims for m in c.measures if m.id == measure_id).targets[model]
 
 
-def verdict_counts(filled: pd.DataFrame) -> dict[str, int]:
+def verdict_counts(filled: pd.DataFrame, kind: str | None = None) -> dict[str, int]:
+    """How many rows have each verdict; ``kind`` ("card" or "method") counts those rows only."""
+    if kind is not None:
+        filled = filled[filled["kind"] == kind]
     counts = filled["verdict"].value_counts()
     return {v: int(counts[v]) for v in VERDICTS if v in counts}
 

@@ -138,17 +138,26 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
     if control:
         out += ["> **These are controls, not the papers' models.** On this profile every notebook runs on the "
                 "repository's own small reasoning models (the organisms), built with a known, planted behaviour. "
-                "A verdict says whether the paper's method **recovered** what was planted (or **differs** from the "
-                "planted target); the papers' published values are shown beside ours for reference only, never "
-                "compared. What was planted:", ">"]
+                "Two kinds of rows: the **card** checks that an organism behaves as it was built (its refusal "
+                "rates, what its thinking concludes: **as built** or **not as built**); a **method** row checks "
+                "whether a paper's method **recovered** what was planted (or **differs** from the planted target). "
+                "Each verdict follows the 95% interval: met only when the whole interval lies inside the target, "
+                "missed when it lies outside, **inconclusive** when it crosses a bound. The papers' published "
+                "values are shown beside ours for reference only, never compared. What was planted:", ">"]
         out += [f"> - `{name}`: {text}" for name, text in ledger.organisms.items()]
     else:
-        out += ["Each model is compared with the papers' published values: **reproduced** when our estimate lies "
-                "within the ledger's tolerance of the model's own published value (or of the published range over "
-                "the papers' models when this model was not in the paper), else **differs**."]
-    counts = verdict_counts(filled)
-    out += ["", "**Verdicts:** " + " · ".join(f"{n} {v}" for v, n in counts.items()) +
-            " (one per claim, measure and model; `paper/claims.yaml` lists them).", ""]
+        out += ["Each model is compared with the papers' published values by its 95% interval: **reproduced** when "
+                "the whole interval lies within the ledger's tolerance of the model's own published value (or of "
+                "the published range over the papers' models when this model was not in the paper), **differs** "
+                "when it lies wholly outside, **inconclusive** when it crosses that band's edge."]
+    counts = " · ".join(f"{n} {v}" for v, n in verdict_counts(filled, "method").items())
+    out += ["", ("**The methods:** " if control else "**Verdicts:** ") + counts +
+            " (one per claim, measure and model; `paper/claims.yaml` lists them)."]
+    card = verdict_counts(filled, "card")
+    if card:
+        out += ["", "**The organisms as built** (the card's rows, counted apart): "
+                + " · ".join(f"{n} {v}" for v, n in card.items()) + "."]
+    out += [""]
     if figure:
         out += [f"![Published vs ours: the headline numbers of papers A, B and C]({figure})", ""]
     out += ["## Claims at a glance", "", "| claim | checklist | what the paper claims | verdicts on this profile |",
@@ -170,8 +179,8 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
         for claim in [c for c in ledger.claims if c.paper == paper]:
             rows = part[part["claim_id"] == claim.id]
             out += [f'<a id="{claim.id.lower()}"></a>**{claim.id}** (checklist {claim.checklist}). {claim.claim}', ""]
-            out += ["| measure | model | published | source | planted target | ours | 95% CI | n | verdict | reason |",
-                    "|---|---|---|---|---|---|---|---|---|---|"]
+            out += ["| measure | kind | model | published | source | planted target | ours | 95% CI | n | verdict "
+                    "| reason |", "|---|---|---|---|---|---|---|---|---|---|---|"]
             previous = (None, None)
             for _, r in rows.iterrows():
                 source = f"{r['source']} [{r['confidence']}]" if isinstance(r["source"], str) else "–"
@@ -182,7 +191,7 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
                     published = "" if published == previous[1] else published
                 previous = (r["measure_id"], r["published"] if isinstance(r["published"], str) else "–")
                 out.append("| " + " | ".join(_cell(x) for x in (
-                    what, r["model"], published, source, r["target"] if isinstance(r["target"], str) else "–",
+                    what, r["kind"] if what else "", r["model"], published, source, r["target"] if isinstance(r["target"], str) else "–",
                     fmt(r["ours"]), _ci(r), _n(r), f"**{r['verdict']}**", r["reason"])) + " |")
             out.append("")
             if claim.caveat:
@@ -215,8 +224,9 @@ CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max
 padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;font-size:13px;margin:.4em 0 1.2em}
 th,td{border:1px solid #ddd;padding:3px 6px;vertical-align:top}th{background:#f3f3f3}blockquote{background:#fff7e0;
 border-left:4px solid #e0a800;margin:1em 0;padding:.5em 1em}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}
-td strong{white-space:nowrap}table:has(th:nth-child(10)) td:nth-child(n+3):nth-child(-n+8){white-space:nowrap}.v-recovered,.v-reproduced{color:#17692d}.v-differs{color:#b3261e}
-.v-not-measured,.v-no-verdict{color:#666}"""
+td strong{white-space:nowrap}table:has(th:nth-child(11)) td:nth-child(n+4):nth-child(-n+9){white-space:nowrap}
+.v-recovered,.v-reproduced,.v-as-built{color:#17692d}.v-differs,.v-not-as-built{color:#b3261e}
+.v-inconclusive{color:#9a6700}.v-not-measured,.v-no-verdict{color:#666}"""
 
 
 def html_report(markdown: str, base: Path, title: str) -> str:

@@ -211,6 +211,7 @@ def summarize_draws(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, metric, selection, share, k, rescale): top and baseline as measured, random as the mean,
     sd and range over its draws (``lowest`` / ``highest``), ``low`` / ``high`` the widest interval."""
     keys = ["model", "metric", "selection", "share", "k", "rescale"]
+    table = table[table["draw"] != -1]  # the pooled rows of ablation_changes are not draws
     out = table.groupby(keys, dropna=False).agg(value=("value", "mean"), sd=("value", "std"), low=("low", "min"),
                                                 high=("high", "max"), lowest=("value", "min"),
                                                 highest=("value", "max"), draws=("value", "size"))
@@ -305,11 +306,52 @@ def run_conditions(name: str, model, tokenizer, spec, scores: pd.DataFrame | Non
 def ablation_table(rows: list[dict], generated: list[tuple], successes: list, notes: dict[str, str],
                    labels: dict[str, str], seed: int = 0) -> pd.DataFrame:
     """Notebook 06's table: ``rows`` (NA rows of :func:`run_conditions`), then ASR and ORR of every generated
-    condition (:func:`ablation_rates`; a top-head condition carries its model's ``notes``), with each metric's
-    ``label``, sorted by model, share, rule, selection, draw and metric."""
+    condition (:func:`ablation_rates`; a top-head condition carries its model's ``notes``), and each condition's
+    "ASR change" from its model's unablated run (:func:`ablation_changes`), with each metric's ``label``, sorted by
+    model, share, rule, selection, draw and metric."""
     rows = list(rows)
     for (info, _key, out), success in zip(generated, successes):
         note = notes[info["model"]] if info["selection"] == "top" else ""
         rows += [{**info, **rate, "reason": rate["reason"] or note} for rate in ablation_rates(out, success, seed)]
+    rows += ablation_changes(generated, successes, seed)
+    labels = {**labels, "ASR change": labels.get("ASR")}
     return pd.DataFrame(rows).assign(label=lambda f: f["metric"].map(labels)).sort_values(
         ["model", "share", "rescale", "selection", "draw", "metric"], kind="stable", ignore_index=True)
+
+
+def ablation_changes(generated: list[tuple], successes: list, seed: int = 0) -> list[dict]:
+    """ASR under each ablation minus ASR without it, on the same attack prompts, with a paired bootstrap interval
+    over prompts (:func:`lrmsafety.metrics.paired_difference_ci`); the random draws of one share and rule also
+    pooled (``draw`` -1: all draws' samples against the unablated run), the row the ledger judges "a random set of
+    heads" by."""
+    from ..metrics import paired_difference_ci
+
+    counts = []  # (info, per-prompt successes and samples on the attack prompts)
+    for (info, _key, out), success in zip(generated, successes):
+        hits = pd.Series(np.asarray(success, dtype=bool), index=out.index)[out["role"] == "attack"]
+        prompts = out.loc[hits.index, "prompt_id"].to_numpy()
+        counts.append((info, pd.DataFrame({"k": hits.astype(float).to_numpy(), "n": 1.0}).groupby(prompts).sum()))
+    rows = []
+    for model in dict.fromkeys(info["model"] for info, _ in counts):
+        base = next((c for info, c in counts if info["model"] == model and info["selection"] == "none"), None)
+        if base is None or base.empty:
+            continue
+        ablated = [(info, c) for info, c in counts if info["model"] == model and info["selection"] != "none"]
+        pools: dict[tuple, list] = {}
+        for info, c in ablated:
+            if info["selection"] == "random":
+                pools.setdefault((info["share"], info["rescale"]), []).append((info, c))
+        drawn = [(info, [c]) for info, c in ablated] + [
+            ({**group[0][0], "draw": -1}, [c for _, c in group]) for group in pools.values() if len(group) > 1]
+        for info, parts in drawn:
+            shared = base.index
+            for c in parts:
+                shared = shared.intersection(c.index)
+            if not len(shared):
+                continue
+            a_k = sum(c.loc[shared, "k"].to_numpy() for c in parts)
+            a_n = sum(c.loc[shared, "n"].to_numpy() for c in parts)
+            value, low, high = paired_difference_ci(a_k, a_n, base.loc[shared, "k"], base.loc[shared, "n"], seed=seed)
+            rows.append({**info, "metric": "ASR change", "value": value, "low": low, "high": high,
+                         "n": len(shared), "reason": ""})
+    return rows

@@ -73,14 +73,21 @@ def sample_conditions(name, conditions, prompts, decoding, adapters: dict, infer
 
 def asr_orr(judged: pd.DataFrame, group_column: str, seed: int) -> pd.DataFrame:
     """ASR and ORR per model and intervention (scope "all") and per group (scope "<group_column>=<group>"), with
-    prompt-clustered bootstrap intervals, on paper A's label."""
+    prompt-clustered bootstrap intervals, on paper A's label; and each intervention's change from the base model
+    ("ASR change", "ORR change") with a paired bootstrap over the prompts both ran on."""
     by = ["model", "condition"]
     scored = judged.assign(refused=judged["refused_a"])  # metrics.safety_table reads `refused`: here paper A's label
     safety = pd.concat([metrics.safety_table(scored, by=by, kind="asr_orr", seed=seed).assign(scope="all"),
                         metrics.safety_table(scored, by=[*by, group_column], kind="asr_orr", seed=seed).assign(
                             scope=lambda f: group_column + "=" + f[group_column].astype(str))], ignore_index=True)
-    return safety.rename(columns={"condition": "intervention"}).assign(
-        n=lambda f: f["n_samples"] - f["n_unjudged"], label="refused_a")
+    safety = safety.assign(n=lambda f: f["n_samples"] - f["n_unjudged"])
+    # each intervention against the base model on the same prompts ("ASR change", "ORR change"; paired intervals)
+    change = lambda keys: metrics.safety_differences(scored, by=keys, condition="condition", baseline="base",  # noqa: E731
+                                                     kind="asr_orr", seed=seed).rename(columns={"n_prompts": "n"})
+    changes = pd.concat([change(["model"]).assign(scope="all"), change(["model", group_column]).assign(
+        scope=lambda f: group_column + "=" + f[group_column].astype(str))], ignore_index=True)
+    return pd.concat([safety, changes], ignore_index=True).rename(columns={"condition": "intervention"}).assign(
+        label="refused_a")
 
 
 def plot_asr_orr(overall: pd.DataFrame, models, conditions, published: pd.DataFrame):

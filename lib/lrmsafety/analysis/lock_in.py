@@ -93,11 +93,19 @@ def prefix_variance(q):
     return 4 * q * (1 - q)
 
 
-def variance_curve(prefixes: pd.DataFrame, by) -> pd.DataFrame:
-    """The continuation variance (mean of 4 q (1 - q)) and the number of prefixes per ``by`` (e.g. model, cut)."""
-    return (prefixes.assign(variance=prefix_variance(prefixes["q"])).groupby(by)["variance"]
-            .agg(["mean", "count"]).reset_index().rename(columns={"mean": "continuation_variance",
-                                                                  "count": "prefixes"}))
+def variance_curve(prefixes: pd.DataFrame, by, seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
+    """The continuation variance (mean of 4 q (1 - q)), its 95% interval (a bootstrap over prompts: a prompt's
+    prefixes are resampled together) and the number of prefixes, per ``by`` (e.g. model, cut)."""
+    frame = prefixes.assign(variance=prefix_variance(prefixes["q"]))
+    rows = []
+    for key, group in frame.groupby(by, sort=True):
+        per_prompt = group.groupby("prompt_id")["variance"].agg(["sum", "count"])
+        # the mean over prefixes is a pooled rate of per-prompt sums (each prefix's term lies in [0, 1])
+        value, low, high = metrics.pooled_rate_ci(per_prompt["sum"].to_numpy(), per_prompt["count"].to_numpy(),
+                                                  n_boot=n_boot, seed=seed)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "continuation_variance": value,
+                     "low": low, "high": high, "prefixes": len(group)})
+    return pd.DataFrame(rows, columns=[*by, "continuation_variance", "low", "high", "prefixes"])
 
 
 def variance_with_ci(q: pd.DataFrame, seed: int, n_boot: int = 500) -> tuple[float, float, float]:

@@ -5,7 +5,7 @@ the trained organisms on held-out phrasings, and the targets each organism was b
     annotate(frame)                     rollouts with the organisms' own verdict, deliberation marker and conclusion
     TARGETS                             (low, high) per measure and organism: what the organisms were built to show
     behaviour_table(samples)            each measure's rate with a 95% Wilson interval over prompts, against its target
-    checks(samples, behaviour)          unclassified answers, closed thinking and targets met, per organism
+    checks(samples, behaviour)          unclassified answers, closed thinking and measures as built, per organism
     card_line(name, model_dir)          one line from the trained model's organism_card.json
     decision_figure(corpus), behaviour_figure(behaviour)
                                         the card's two figures
@@ -41,7 +41,7 @@ TARGETS = {
                                                             "organism-deliberative": (0, 0),
                                                             "organism-null": (0.3, 0.7)},
 }
-BEHAVIOUR_COLUMNS = ["organism", "measure", "n", "rate", "ci_low", "ci_high", "target", "met"]
+BEHAVIOUR_COLUMNS = ["organism", "measure", "n", "rate", "ci_low", "ci_high", "target", "verdict"]
 
 
 def corpus_frame(kinds=KINDS, n: int = 4000, seed: int = 0):
@@ -70,7 +70,9 @@ def annotate(frame):
 
 def behaviour_rows(name: str, frame) -> list[dict]:
     """One organism's measures (rollouts with ``family`` and :func:`annotate`'s columns), each a rate with its 95%
-    Wilson interval and whether it lies within the organism's target."""
+    Wilson interval and its verdict: "as built" when the interval lies inside the organism's target, "not as built"
+    when it lies outside, "inconclusive" when it crosses a bound (:mod:`lrmsafety.verdicts`)."""
+    from .. import verdicts
     from ..metrics import wilson_interval
 
     by = dict(tuple(frame.groupby("family")))
@@ -89,7 +91,7 @@ def behaviour_rows(name: str, frame) -> list[dict]:
         target_low, target_high = TARGETS[measure][name]
         rows.append({"organism": name, "measure": measure, "n": len(hits), "rate": rate, "ci_low": low,
                      "ci_high": high, "target": f"{target_low:.0%}–{target_high:.0%}",
-                     "met": target_low <= rate <= target_high})
+                     "verdict": verdicts.word(verdicts.placement(low, high, target_low, target_high), "card")})
     return rows
 
 
@@ -103,14 +105,15 @@ def behaviour_table(samples: dict):
 
 def checks(samples: dict, behaviour):
     """Per organism: the share of answers matching neither template, the share of thinking the model closed itself,
-    and whether every measure met its target."""
+    and how many measures are as built (their interval inside the target) of how many."""
     import pandas as pd
 
     return pd.DataFrame({"answers matching neither template": {n: float((f["verdict"] == "unknown").mean())
                                                                for n, f in samples.items()},
                          "thinking closed by the model itself": {n: float(f["closed"].mean())
                                                                  for n, f in samples.items()},
-                         "targets met": behaviour.groupby("organism")["met"].all().to_dict()})
+                         "as built": behaviour.groupby("organism")["verdict"].apply(
+                             lambda v: f"{int((v == 'as built').sum())} of {len(v)}").to_dict()})
 
 
 def card_line(name: str, model_dir) -> str:
