@@ -22,10 +22,14 @@
 # `data/results/<profile>/`, draws the headline numbers published vs ours, renders the executed notebooks, and
 # writes `paper/<profile>/index.html` (self-contained) with its Markdown source `index.md`.
 #
-# **Verdicts.** On the organism profile the models are controls: a verdict says whether each method *recovered*
-# what was planted (the targets printed by notebooks 00 and 04), and the papers' values are shown for reference.
-# On the paper profile each model is compared with its published value (or with the published range when the
-# paper did not study it), within the ledger's tolerance. A claim whose table is missing is *not measured*, with
+# **Verdicts.** Every verdict follows the 95% interval, not the point estimate: a target is met only when the whole
+# interval lies inside it, missed when the interval lies outside, and *inconclusive* when it crosses a bound (more
+# prompts would decide). On the organism profile the models are controls, and the rows are of two kinds, counted
+# apart: the *card* (the organism behaves *as built*: its refusal rates, what its thinking concludes) and the
+# *methods* (a paper's method *recovered* what was planted, judged against a baseline where one exists: the cliff
+# against benign traces and against organisms without one). The papers' values are shown for reference. On the
+# paper profile each model is compared with its published value (or with the published range when the paper did
+# not study it), widened by the ledger's tolerance. A claim whose table is missing is *not measured*, with
 # the reason; it never disappears.
 
 # %% Colab: clone and install the repository (does nothing elsewhere)
@@ -74,8 +78,10 @@ print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims
 # the tiny smoke tables may lack a column (no oscillation at all), which is then "not measured".
 filled = claims.fill(ledger, results, profile, P.models, strict=profile in ("organism", "paper"))
 filled.to_csv(results / "10_claims.csv", index=False)  # the filled ledger, one row per claim × measure × model
-print("verdicts:", claims.verdict_counts(filled))
-view = filled[["claim_id", "measure_id", "model", "published", "target", "ours", "low", "high", "n", "verdict"]]
+print("methods:", claims.verdict_counts(filled, "method"))
+if control:
+    print("the organisms as built (card):", claims.verdict_counts(filled, "card"))
+view = filled[["claim_id", "measure_id", "kind", "model", "published", "target", "ours", "low", "high", "n", "verdict"]]
 view.round(3)
 
 # %% [markdown]
