@@ -110,7 +110,7 @@ if organisms:
 else:
     pool_prompt_frame, pool_source = safety_pool.pool_prompts(P.data_dir, n=P.cliff_pool_size, seed=P.seed)
     source = study.own_rollouts(pool_prompt_frame)
-n_runs = caj.n_runs(P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds)
+n_runs = caj.n_runs(P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, P.cliff_train_seeds)
 print(f"pool: {pool_source}")
 print(f"held-out evaluation: {len(eval_harmful)} harmful, {len(eval_benign)} benign prompts; "
       f"{n_runs} fixed-step adapters per model{' and the epoch arm' if P.cliff_full_epochs else ''}")
@@ -136,22 +136,30 @@ caj.cliff_summary(pools)
 # cached by manifest: a rerun trains and generates nothing. A model without a pool is evaluated untuned only.
 
 # %%
-evaluated, trained = study.run_all(pools, P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, seed=P.seed)
+evaluated, trained = study.run_all(pools, P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, seed=P.seed,
+                                   train_seeds=P.cliff_train_seeds)
 seconds = sum(r.seconds for r in trained if r.trained)
 print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} evaluated conditions; "
       f"{sum(r.trained for r in trained)} adapters trained here in {seconds:.0f} s")
 
 # %% [markdown]
 # ## ASR and ORR by selector and share (95% intervals)
-# Per seed: Wilson intervals over held-out prompts (one sample each). Random selection pooled over its seeds:
-# a bootstrap over prompts of the pooled samples (rows with `seed = -1`). Conditions that could not run are NA,
-# with the reason in `note`.
+# Per run: Wilson intervals over held-out prompts (one sample each). Every selector fine-tunes once per seed of
+# `cliff_train_seeds`, random selection once per selection seed (with that seed), and each condition's runs are
+# pooled (rows with `seed = -1`: a bootstrap over prompts of the pooled samples). "ASR minus random" is each
+# selector against random selection at the same share, with a bootstrap over prompts and runs: a LoRA run at this
+# size is noisy, and the verdict must hold across runs, not on one. Conditions that could not run are NA, with
+# the reason in `note`.
 
 # %%
 table = pd.concat([caj.rate_table(evaluated, seed=P.seed, judge=study.judge)] + not_measured, ignore_index=True)
 table.to_csv(results / "09_cliff_as_judge.csv", index=False)
 pooled = caj.pooled(table)
 pooled.set_index(["model", "selector", "share", "metric"])["value"].unstack("metric").round(3)
+
+# %%
+versus = table[table["metric"] == "ASR minus random"]
+versus[["model", "selector", "share", "value", "low", "high", "n"]].round(3)
 
 # %% [markdown]
 # ## ASR against the share of the pool, beside the published curve

@@ -236,22 +236,27 @@ def test_the_pool_keeps_the_closed_traces_judged_with_their_answers(tmp_path):
     assert pool["refused"].tolist() == [False, True] and pool["answer"].tolist() == ["Sure", "Sorry, no."]
 
 
-def test_rate_table_carries_paper_b_label_steps_and_pools_random_seeds():
+def test_rate_table_carries_paper_b_label_steps_and_pools_runs():
     from lrmsafety.analysis.cliff_as_judge import rate_table
 
     rows = []
     for selector, sel_seed, share, steps in [("none", 0, 0.0, 0), ("random", 0, 0.5, 10), ("random", 1, 0.5, 10),
-                                             ("all_epochs", 0, 1.0, 114)]:
+                                             ("cliff_ms", 0, 0.5, 10), ("all_epochs", 0, 1.0, 114)]:
         for i in range(6):
             rows.append({"model": "m", "selector": selector, "seed": sel_seed, "share": share, "steps": steps,
                          "prompt_id": f"p{i}", "label": "harmful" if i < 4 else "benign",
-                         "refused": i % 2 == 0, "answer": ""})
+                         "refused": (i % 2 == 0) or selector == "cliff_ms", "answer": ""})
     table = rate_table(pd.DataFrame(rows), seed=0, judge="refused_b (paper_b_refusal)")
     assert set(table["judge"]) == {"refused_b (paper_b_refusal)"} and set(table["note"]) == {""}
     asr = table[table["metric"] == "ASR"].set_index(["selector", "seed"])
     assert asr.loc[("none", 0), "value"] == 0.5 and asr.loc[("none", 0), "n"] == 4
     assert asr.loc[("random", -1), "n"] == 8  # both seeds pooled
-    assert asr.loc[("all_epochs", 0), "steps"] == 114
+    assert asr.loc[("all_epochs", 0), "steps"] == 114 and asr.loc[("all_epochs", -1), "n"] == 4  # one run pooled
+    versus = table[table["metric"] == "ASR minus random"].set_index("selector")
+    assert set(versus.index) == {"cliff_ms"}  # only selectors that share a share with random
+    # cliff refuses every harmful prompt (0), random complies with half (0.5) in both runs, on the same prompts
+    assert versus.loc["cliff_ms", "value"] == -0.5 and versus.loc["cliff_ms", "seed"] == -1
+    assert versus.loc["cliff_ms", "low"] <= -0.5 <= versus.loc["cliff_ms", "high"] <= 0  # 4 prompts: 0 is drawn
 
 
 # ------------------------------------------------------------------------------------------- the epoch arm
@@ -319,6 +324,8 @@ def test_conditions_and_runs_count_one_run_at_100_percent_and_the_epoch_arm():
     assert caj.conditions(selectors, shares, 2)[-1] == (caj.EPOCH_ARM, 1.0)
     assert caj.n_runs(selectors, shares, random_seeds=[0, 1]) == 2 * (2 + 2) + 1
     assert caj.n_runs(selectors, [0.05], random_seeds=[0]) == 3
+    # every selector but random once per fine-tuning seed, at 100% too; random once per selection seed
+    assert caj.n_runs(selectors, shares, random_seeds=[0, 1], train_seeds=[0, 1, 2]) == 2 * (2 * 3 + 2) + 3
 
 
 def test_cost_note_counts_the_pool_and_every_evaluation():
@@ -336,14 +343,14 @@ def test_cost_note_counts_the_pool_and_every_evaluation():
     assert "whole pool, 2 epochs" in caj.cost_note(P, 3, 10, recipe)
 
 
-def test_pooled_rows_drop_random_per_seed_and_report_na_notes():
+def test_pooled_rows_are_the_runs_pooled_and_report_na_notes():
     from lrmsafety.analysis import cliff_as_judge as caj
 
-    table = pd.DataFrame({"model": ["m"] * 4, "selector": ["random", "random", "cliff_ms", "rule"],
-                          "seed": [0, -1, 0, 0], "note": ["", "", "", "no probe"]})
+    table = pd.DataFrame({"model": ["m"] * 5, "selector": ["random", "random", "cliff_ms", "cliff_ms", "rule"],
+                          "seed": [0, -1, 0, -1, -1], "note": ["", "", "", "", "no probe"]})
     said = []
     rows = caj.pooled(table, report=said.append)
-    assert rows.index.tolist() == [1, 2, 3] and said == ["NA (m; rule): no probe"]
+    assert rows.index.tolist() == [1, 3, 4] and said == ["NA (m; rule): no probe"]
 
 
 def test_eval_prompts_on_the_organisms_are_jailbreaks_and_a_few_benign_per_family():

@@ -214,3 +214,44 @@ def test_bootstrap_ci_and_pooled_rate_ci_keep_their_numbers():
     draws = np.random.default_rng(5).integers(0, 4, size=(30, 4))
     rates = k[draws].sum(1) / n[draws].sum(1)
     assert M.pooled_rate_ci(k, n, n_boot=30, seed=5)[1:] == tuple(np.quantile(rates, [0.025000000000000022, 0.975]))
+
+
+def test_difference_interval_combines_the_two_intervals():
+    d, low, high = M.difference_interval(0.6, 0.5, 0.7, 0.2, 0.1, 0.35)
+    assert d == pytest.approx(0.4)
+    assert low == pytest.approx(0.4 - np.hypot(0.1, 0.15)) and high == pytest.approx(0.4 + np.hypot(0.1, 0.1))
+    assert np.isnan(M.difference_interval(0.6, np.nan, 0.7, 0.2, 0.1, 0.3)[1])
+
+
+def test_paired_difference_is_narrower_than_two_independent_intervals():
+    rng = np.random.default_rng(0)
+    base = rng.random(60) < 0.5
+    flipped = base.copy()
+    flipped[:6] = ~flipped[:6]  # the condition changes six prompts' outcomes, the rest agree
+    ones = np.ones(60)
+    d, low, high = M.paired_difference_ci(flipped, ones, base, ones, n_boot=2000, seed=0)
+    assert d == pytest.approx(flipped.mean() - base.mean()) and low <= d <= high
+    _, a_low, a_high = M.wilson_interval(int(flipped.sum()), 60)
+    _, b_low, b_high = M.wilson_interval(int(base.sum()), 60)
+    _, m_low, m_high = M.difference_interval(flipped.mean(), a_low, a_high, base.mean(), b_low, b_high)
+    assert high - low < 0.5 * (m_high - m_low)
+
+
+def test_safety_differences_pair_each_condition_with_the_baseline():
+    frame = pd.DataFrame({"model": "m", "prompt_id": [f"p{i}" for i in range(4)] * 2,
+                          "mode": ["natural"] * 4 + ["zerothink"] * 4, "label": "harmful",
+                          "refused": [True, False, False, True, True, True, False, True]})
+    out = M.safety_differences(frame, ["model"], "mode", "natural", kind="asr_orr", n_boot=200)
+    row = out.set_index("metric").loc["ASR change"]
+    assert row["mode"] == "zerothink" and row["value"] == pytest.approx(0.25 - 0.5) and row["n_prompts"] == 4
+
+
+def test_runs_difference_holds_run_to_run_noise():
+    prompts = 40
+    steady = np.tile(np.r_[np.ones(20), np.zeros(20)], (3, 1))  # three runs that agree: 0.5
+    noisy = np.array([np.r_[np.ones(n), np.zeros(prompts - n)] for n in (4, 20, 36)])  # 0.1, 0.5, 0.9
+    d, low, high = M.runs_difference_ci(steady, steady * 0, n_boot=1000, seed=0)
+    _, n_low, n_high = M.runs_difference_ci(noisy, steady * 0, n_boot=1000, seed=0)
+    assert d == 0.5 and n_high - n_low > 1.5 * (high - low)  # the runs' spread widens the interval
+    again = M.runs_difference_ci(noisy, steady * 0, n_boot=1000, seed=0)
+    assert again == M.runs_difference_ci(noisy, steady * 0, n_boot=1000, seed=0)  # fixed by the seed

@@ -12,6 +12,7 @@ Inputs are tidy frames, one row per judged sample:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -390,3 +391,31 @@ def difference_interval(a: float, a_low: float, a_high: float, b: float, b_low: 
     low = d - np.sqrt((a - a_low) ** 2 + (b_high - b) ** 2)
     high = d + np.sqrt((a_high - a) ** 2 + (b - b_low) ** 2)
     return d, float(low), float(high)
+
+
+def runs_difference_ci(a_runs, b_runs, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+                       ) -> tuple[float, float, float]:
+    """(mean of A - mean of B, low, high) for two arms of repeated runs (e.g. fine-tuning seeds) evaluated on the
+    same prompts: each arm a (runs x prompts) array of per-prompt outcomes, NaN where a prompt was not judged.
+    Each resample draws prompts (the same for both arms) and, within each arm, its runs, both with replacement: the
+    interval holds the prompts' sampling and the run-to-run noise (a two-level bootstrap)."""
+    a, b = np.atleast_2d(np.asarray(a_runs, dtype=float)), np.atleast_2d(np.asarray(b_runs, dtype=float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"the two arms must hold the same prompts (columns): {a.shape[1]} vs {b.shape[1]}")
+    estimate = float(np.nanmean(a) - np.nanmean(b))
+    if a.shape[1] == 0:
+        return float("nan"), float("nan"), float("nan")
+    prompts = bootstrap_draws(a.shape[1], n_boot, seed)
+    rng = np.random.default_rng([seed, 1])  # the runs' draws: their own stream, fixed by the seed
+    a_runs_drawn = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
+    b_runs_drawn = rng.integers(0, b.shape[0], size=(n_boot, b.shape[0]))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only unjudged prompts: NaN, dropped below
+        mean_a = np.nanmean(a[a_runs_drawn[:, :, None], prompts[:, None, :]], axis=(1, 2))
+        mean_b = np.nanmean(b[b_runs_drawn[:, :, None], prompts[:, None, :]], axis=(1, 2))
+    diffs = (mean_a - mean_b)[~np.isnan(mean_a - mean_b)]
+    if diffs.size == 0:
+        return estimate, float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    return estimate, float(low), float(high)

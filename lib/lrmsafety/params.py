@@ -188,7 +188,10 @@ class Params(BaseModel):
     cliff_selectors: list[Literal["cliff_ms", "cliff_final", "random", "rule", "rule_complied"]] = _f(
         ["cliff_ms", "cliff_final", "random", "rule"],
         "09: selectors; rule is create_data.py's (thinking with a refusal word), rule_complied main.py's")
-    cliff_random_seeds: list[int] = _f([0, 1, 2, 3, 4], "09: seeds of the random selector")
+    cliff_random_seeds: list[int] = _f([0, 1, 2, 3, 4], "09: seeds of the random selector (each random selection "
+                                                         "also fine-tunes with its own seed)")
+    cliff_train_seeds: list[int] = _f([0, 1, 2], "09: fine-tuning seeds of every other selector: a LoRA run at this "
+                                                 "size is noisy, and the verdict's interval holds that noise")
     cliff_eval_prompts: int = _f(48, "09: held-out prompts per label (at 24 the intervals of a 0.1 vs 0.3 difference "
                                      "overlapped)", ge=1)
     eval_answer_tokens: Optional[int] = _f(32, "09: answer tokens of the held-out evaluations (null: "

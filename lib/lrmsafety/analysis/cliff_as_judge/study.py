@@ -17,8 +17,9 @@ selection, the held-out evaluation of each, and the table of ASR and ORR with 95
     conditions(selectors, shares, full_epochs)  every (selector, share) the table holds; n_runs: adapters per model
     cost_note(P, runs, ...)                     what a model's study costs on a GPU
     epoch_steps(n, epochs, batch_size)          the epoch arm's optimizer steps (the trainer's own count)
-    rate_table(evaluated, seed, judge)          ASR and ORR per condition: Wilson per seed, bootstrap over pooled seeds
-                                                (metrics.bootstrap_ci); pooled(table): the rows the figure reads
+    rate_table(evaluated, seed, judge)          ASR and ORR per condition: Wilson per run, bootstrap over pooled runs
+                                                (metrics.bootstrap_ci); each selector minus random over runs and
+                                                prompts; pooled(table): the rows the figure reads
     not_run(model, conditions, reason)          the table's rows for conditions that could not run, NA with the reason
     usable(pool, selectors)                     the selectors that can run on a pool (none without; no cliff one
                                                 without cliff sizes)
@@ -153,10 +154,15 @@ class Study:
         return self.evaluate(tuned, tokenizer, tuned_spec, pool), result
 
     def run(self, name: str, pool: pd.DataFrame | None, selectors: Sequence[str], shares: Sequence[float],
-            random_seeds: Sequence[int] = (0,), seed: int = 0) -> tuple[list[pd.DataFrame], list]:
+            random_seeds: Sequence[int] = (0,), seed: int = 0, train_seeds: Sequence[int] = (0,)
+            ) -> tuple[list[pd.DataFrame], list]:
         """(evaluated frames, training results): the base model (selector ``none``, share 0), then one adapter per
-        distinct selection (``selection.plan`` of the usable selectors; identical selections train and evaluate
-        once), then the epoch arm when ``full_epochs`` is set. Without a pool, the base model only."""
+        distinct selection and fine-tuning seed (``selection.plan`` of the usable selectors; identical selections
+        with the same seed train and evaluate once), then the epoch arm when ``full_epochs`` is set. Each selector
+        but random fine-tunes once per ``train_seeds``; random selection ``s`` fine-tunes with seed ``s``, so its
+        runs vary both. The ``seed`` column is the run's. Without a pool, the base model only."""
+        from dataclasses import replace
+
         from ... import registry
 
         chosen_by = usable(pool, selectors)
@@ -166,14 +172,15 @@ class Study:
                                                                     steps=0)]
         results, by_rows = [], {}
         for (selector, sel_seed), by_share in plan.items():
-            for share, chosen in by_share.items():
-                key = tuple(sorted(pool.index[chosen]))
-                if key not in by_rows:
-                    by_rows[key] = self.tuned(name, pool.iloc[chosen], pool, self.recipe)
-                    results.append(by_rows[key][1])
-                frame, result = by_rows[key]
-                frames.append(frame.assign(model=name, selector=selector, seed=sel_seed, share=share,
-                                           steps=result.manifest.get("steps", self.recipe.max_steps)))
+            for run_seed in ([sel_seed] if selector == "random" else list(train_seeds)):
+                for share, chosen in by_share.items():
+                    key = (tuple(sorted(pool.index[chosen])), run_seed)
+                    if key not in by_rows:
+                        by_rows[key] = self.tuned(name, pool.iloc[chosen], pool, replace(self.recipe, seed=run_seed))
+                        results.append(by_rows[key][1])
+                    frame, result = by_rows[key]
+                    frames.append(frame.assign(model=name, selector=selector, seed=run_seed, share=share,
+                                               steps=result.manifest.get("steps", self.recipe.max_steps)))
         if pool is not None and self.full_epochs:
             frame, result = self.tuned(name, pool, pool, self.epoch_recipe())
             results.append(result)
@@ -182,11 +189,12 @@ class Study:
         return frames, results
 
     def run_all(self, pools: dict, selectors: Sequence[str], shares: Sequence[float],
-                random_seeds: Sequence[int] = (0,), seed: int = 0) -> tuple[pd.DataFrame, list]:
+                random_seeds: Sequence[int] = (0,), seed: int = 0, train_seeds: Sequence[int] = (0,)
+                ) -> tuple[pd.DataFrame, list]:
         """:meth:`run` for every model's pool: (all evaluated rollouts in one frame, every training result)."""
         frames, results = [], []
         for name, pool in pools.items():
-            more, runs = self.run(name, pool, selectors, shares, random_seeds, seed=seed)
+            more, runs = self.run(name, pool, selectors, shares, random_seeds, seed=seed, train_seeds=train_seeds)
             frames, results = frames + more, results + runs
         return pd.concat(frames, ignore_index=True), results
 
@@ -226,10 +234,14 @@ def conditions(selectors: Sequence[str], shares: Sequence[float], full_epochs: f
     return [(s, share) for s in selectors for share in shares] + [(EPOCH_ARM, 1.0)] * bool(full_epochs)
 
 
-def n_runs(selectors: Sequence[str], shares: Sequence[float], random_seeds: Sequence[int]) -> int:
-    """Fixed-step adapters per model: at 100% every selector takes the same data, so one run there."""
+def n_runs(selectors: Sequence[str], shares: Sequence[float], random_seeds: Sequence[int],
+           train_seeds: Sequence[int] = (0,)) -> int:
+    """Fixed-step adapters per model: every selector but random once per fine-tuning seed, random once per
+    selection seed; at 100% every selector takes the same data, so one run per fine-tuning seed there."""
     partial = [share for share in shares if share < 1]
-    return len(partial) * (len(selectors) - 1 + len(random_seeds)) + (len(partial) < len(shares))
+    others = len([s for s in selectors if s != "random"])
+    randoms = len(random_seeds) if "random" in selectors else 0
+    return len(partial) * (others * len(train_seeds) + randoms) + (len(partial) < len(shares)) * len(train_seeds)
 
 
 def cost_note(P, runs: int, n_eval: int, recipe: finetune.Recipe) -> str:
@@ -263,22 +275,48 @@ def _rates(frame: pd.DataFrame, keys: dict, seed: int) -> list[dict]:
 
 
 def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b") -> pd.DataFrame:
-    """ASR (harmful answered) and ORR (benign refused) per model, selector, seed and share: Wilson intervals over
-    held-out prompts per seed; random selection pooled over its seeds as ``seed = -1``, a bootstrap over prompts of
-    the pooled samples. ``judge`` names the label (paper B's) in every row."""
+    """ASR (harmful answered) and ORR (benign refused) per model, selector, run seed and share, with Wilson
+    intervals over held-out prompts; each condition's runs pooled as ``seed = -1`` (a bootstrap over prompts of
+    the pooled samples when there are several); and each selector's ASR minus random selection's at the same
+    share (metric "ASR minus random", seed -1), with a two-level bootstrap over prompts and runs
+    (:func:`lrmsafety.metrics.runs_difference_ci`): the interval the verdict on a selector is judged by. ``judge``
+    names the label (paper B's) in every row."""
     records = []
-    for (name, selector, sel_seed, share), part in evaluated.groupby(["model", "selector", "seed", "share"]):
-        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": sel_seed}, seed)
-    for (name, share), part in evaluated[evaluated["selector"] == "random"].groupby(["model", "share"]):
-        records += _rates(part, {"model": name, "selector": "random", "share": share, "seed": -1}, seed)
+    for (name, selector, run_seed, share), part in evaluated.groupby(["model", "selector", "seed", "share"]):
+        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": run_seed}, seed)
+    for (name, selector, share), part in evaluated.groupby(["model", "selector", "share"]):
+        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": -1}, seed)
+    records += _against_random(evaluated, seed)
     table = pd.DataFrame(records, columns=TABLE_COLUMNS)
     return table.assign(judge=judge, note="")
 
 
+def _against_random(evaluated: pd.DataFrame, seed: int) -> list[dict]:
+    """ASR of every selector minus random selection's, per model and share, over the runs of each (seed -1)."""
+    harmful = evaluated[evaluated["label"] == "harmful"]
+    complied = harmful.assign(complied=1.0 - harmful["refused"].astype(float))  # NaN stays NaN: not judged
+    rows = []
+    for (name, share), part in complied.groupby(["model", "share"]):
+        runs = {sel: frame.pivot_table(index="seed", columns="prompt_id", values="complied", dropna=False)
+                for sel, frame in part.groupby("selector")}
+        if "random" not in runs:
+            continue
+        for selector, table in runs.items():
+            if selector == "random":
+                continue
+            prompts = table.columns.intersection(runs["random"].columns)
+            value, low, high = metrics.runs_difference_ci(table[prompts].to_numpy(),
+                                                          runs["random"][prompts].to_numpy(), seed=seed)
+            rows.append({"model": name, "selector": selector, "share": share, "seed": -1,
+                         "metric": "ASR minus random", "value": value, "low": low, "high": high,
+                         "n": len(prompts), "steps": part.loc[part["selector"] == selector, "steps"].iloc[0]})
+    return rows
+
+
 def pooled(table: pd.DataFrame, report: Callable[[str], None] = print) -> pd.DataFrame:
-    """The rows the figure and the claims read (random selection pooled over its seeds, every other selector as it
-    is); the conditions that could not run are reported, one line per reason."""
-    rows = table[(table["seed"] == -1) | (table["selector"] != "random")]
+    """The rows the figure and the claims read (every condition's runs pooled, ``seed = -1``); the conditions that
+    could not run are reported, one line per reason."""
+    rows = table[table["seed"] == -1]
     for note, part in rows[rows["note"] != ""].groupby("note"):
         report(f"NA ({', '.join(sorted(set(part['model'])))}; {', '.join(dict.fromkeys(part['selector']))}): {note}")
     return rows
@@ -290,9 +328,9 @@ def no_probe(name: str) -> str:
 
 
 def not_run(model: str, conditions: Sequence[tuple[str, float]], reason: str, judge: str = "refused_b") -> pd.DataFrame:
-    """NA rows (ASR and ORR) for (selector, share) conditions that could not run, each with the reason; random's
-    row is its pooled one (seed -1), as the claims read it."""
-    rows = [{"model": model, "selector": sel, "share": share, "seed": -1 if sel == "random" else 0, "metric": metric,
+    """NA rows (ASR and ORR) for (selector, share) conditions that could not run, each with the reason, as pooled
+    rows (seed -1), which the claims read."""
+    rows = [{"model": model, "selector": sel, "share": share, "seed": -1, "metric": metric,
              "value": np.nan, "low": np.nan, "high": np.nan, "n": 0, "steps": np.nan, "judge": judge, "note": reason}
             for sel, share in conditions for metric in ("ASR", "ORR")]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
