@@ -97,7 +97,6 @@ for name in P.models:
 # `perm_p`: share of label permutations (whole prompts, within their family) whose refitted probe reaches the
 # observed AUROC; `null_low`–`null_high`: the middle 95% of the permuted AUROCs. Paper A's folds are by row
 # (StratifiedKFold), ours by prompt: the row-level variant is reported once beside it (`first token, row folds`).
-# Groups that only the permutation run scores (State A per family) carry that run's AUROC, without an interval.
 
 # %%
 tables, controls, nulls = [], [], []
