@@ -54,8 +54,8 @@ def _labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def probe_rows(name: str, frame: pd.DataFrame, first: np.ndarray, prompt_state: np.ndarray, group_column: str) -> list:
     """The probe at the first thinking token (folds by prompt; and by row, paper A's split), and paper A's State A
-    (the last prompt token; standardized L2 logistic regression, C = 1) per intent and per family within it: one
-    table each, per group."""
+    (the last prompt token; standardized L2 logistic regression, C = 1) per intent, and per family from one fit on
+    every prompt: one table each, per group."""
     labels, groups = _labels(frame)
     masks = probes.group_masks(frame, group_column)
     cv = probes.cross_validated_probe(first, labels, groups)
@@ -68,10 +68,15 @@ def probe_rows(name: str, frame: pd.DataFrame, first: np.ndarray, prompt_state: 
             continue
         state_a = probes.cross_validated_probe(prompt_state[rows], labels[rows], groups[rows],
                                                pipeline_factory=probes.state_a_pipeline)
-        # the intent, and each family within it (the differences with the first token read these, with intervals)
-        within = {g: m[rows] for g, m in masks.items() if g.startswith(f"{group_column}=") and m[rows].any()}
-        tables.append(probes.group_metrics(state_a, {intent: np.ones(rows.sum(), dtype=bool), **within}).query(
-            "group == @intent or group in @within").assign(model=name, feature=STATE_A))
+        tables.append(probes.group_metrics(state_a, {intent: np.ones(rows.sum(), dtype=bool)}).query(
+            "group == @intent").assign(model=name, feature=STATE_A))
+    # per family: State A fitted on every prompt, the pipeline its permutation null refits (permutation_rows), so
+    # that each family's AUROC, interval and p-value describe one probe
+    families = {g: m for g, m in masks.items() if g.startswith(f"{group_column}=")}
+    if probes.probe_ready(frame):
+        state_a = probes.cross_validated_probe(prompt_state, labels, groups, pipeline_factory=probes.state_a_pipeline)
+        tables.append(probes.group_metrics(state_a, families).query("group in @families").assign(
+            model=name, feature=STATE_A))
     return tables
 
 

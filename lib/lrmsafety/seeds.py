@@ -1,0 +1,152 @@
+"""The organisms on several training seeds: one table of every planted target per organism and seed.
+
+A control that holds for one training run only is a property of that checkpoint, not of the organism's design. The
+seed lane (``make seeds SEEDS="0 1 2"``) trains each organism with each seed into ``data/models/seed-<s>/`` (seed 0
+is the committed organisms in ``data/models/``), runs the organism profile's notebooks on each into
+``<profile>/seed-<s>/`` folders, and then :func:`collect` reads every seed's three verdict tables:
+
+    00_organism_behaviour.csv   the card: each organism behaves as built (00's 18 targets)
+    paper_a_verdicts.csv        paper A's planted targets (04's 13)
+    10_claims.csv               the claims ledger's other rows with a planted target (01's rates, 05's cliff
+                                against its baselines, 06's heads, 08's SFT, 09's cliff vs random; nulls included)
+
+into one long table (target x organism x seed: value, interval, verdict) and :func:`summary` counts on how many
+seeds each target holds. Every verdict is the interval rule of :mod:`lrmsafety.verdicts`, as on seed 0.
+
+    python -m lrmsafety.seeds table --seeds 0 1 2    writes data/results/organism/seeds.csv and paper/organism/seeds.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import REPO_ROOT, RESULTS_DIR
+
+PROFILE = "organism"
+HOLDS = ("as built", "recovered")  # the verdicts that mean a target holds on a seed
+# the ledger's rows from these notebooks repeat targets the two tables above already hold (00's card; paper A's
+# targets of 02-04), so the seed table takes the ledger's other rows only
+COVERED = ("00_organism", "02_first_token_probe", "03_lock_in", "04_deliberation")
+COLUMNS = ["source", "target_id", "kind", "organism", "seed", "value", "low", "high", "target", "verdict"]
+
+
+def run_name(seed: int, profile: str = PROFILE) -> str:
+    """The run folder of a seed under build/, data/results/, figures/ and paper/: the profile itself for seed 0 (the
+    committed organisms), ``<profile>/seed-<s>`` otherwise."""
+    return profile if seed == 0 else f"{profile}/seed-{seed}"
+
+
+def models_dir(seed: int) -> Path:
+    """Where a seed's organisms live: data/models/ for seed 0, data/models/seed-<s>/ otherwise."""
+    root = REPO_ROOT / "data" / "models"
+    return root if seed == 0 else root / f"seed-{seed}"
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.exists() else None
+
+
+def collect(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
+    """Every seed's targets in one long table (:data:`COLUMNS`), read from ``results_root`` (seed 0) and its
+    ``seed-<s>/`` folders; a table missing on a seed leaves its targets out for that seed (the summary counts the
+    seeds it read)."""
+    frames = []
+    for seed in seeds:
+        where = results_root / f"seed-{seed}" if seed else results_root
+        card = _read(where / "00_organism_behaviour.csv")
+        if card is not None:
+            frames.append(pd.DataFrame({
+                "source": "00 card", "target_id": card["measure"], "kind": "card", "organism": card["organism"],
+                "seed": seed, "value": card["rate"], "low": card["ci_low"], "high": card["ci_high"],
+                "target": card["target"], "verdict": card["verdict"]}))
+        paper_a = _read(where / "paper_a_verdicts.csv")
+        if paper_a is not None:
+            frames.append(pd.DataFrame({
+                "source": "04 paper A", "target_id": paper_a["measure"], "kind": "method",
+                "organism": paper_a["model"], "seed": seed, "value": paper_a["value"], "low": paper_a["low"],
+                "high": paper_a["high"], "target": paper_a["target"], "verdict": paper_a["verdict"]}))
+        claims = _read(where / "10_claims.csv")
+        if claims is not None:
+            targeted = claims[claims["target"].notna() & (claims["target"] != "–")
+                              & ~claims["notebook"].isin(COVERED)]
+            frames.append(pd.DataFrame({
+                "source": "10 ledger", "target_id": targeted["measure_id"], "kind": targeted["kind"],
+                "organism": targeted["model"], "seed": seed, "value": targeted["ours"], "low": targeted["low"],
+                "high": targeted["high"], "target": targeted["target"], "verdict": targeted["verdict"]}))
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per target and organism: the seed-0 value and verdict, each seed's verdict, and on how many of the
+    seeds read it holds (``holds``: "k of n")."""
+    rows = []
+    for (source, target_id, organism), part in table.groupby(["source", "target_id", "organism"], sort=False):
+        part = part.sort_values("seed")
+        held = part["verdict"].isin(HOLDS)
+        first = part.iloc[0]
+        row = {"source": source, "target_id": target_id, "kind": first["kind"], "organism": organism,
+               "target": first["target"], "seed 0 value": _value(part[part["seed"] == 0])}
+        row.update({f"seed {s}": v for s, v in zip(part["seed"], part["verdict"])})
+        row.update({"holds": f"{int(held.sum())} of {len(part)}", "on every seed": bool(held.all())})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _value(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return "–"
+    r = rows.iloc[0]
+    fmt = lambda x: "–" if pd.isna(x) else f"{x:.3f}"  # noqa: E731
+    return f"{fmt(r['value'])} [{fmt(r['low'])}, {fmt(r['high'])}]"
+
+
+def markdown(summary_table: pd.DataFrame, seeds) -> str:
+    """The seed table as Markdown (paper/organism/seeds.md), with the count of targets that hold on every seed."""
+    every = int(summary_table["on every seed"].sum()) if len(summary_table) else 0
+    seed_columns = [c for c in summary_table.columns if c.startswith("seed ") and c != "seed 0 value"]
+    out = [f"# The organisms' planted targets over training seeds {', '.join(map(str, seeds))}", "",
+           f"{every} of {len(summary_table)} targets hold on every seed read (a target holds on a seed when its 95% "
+           "interval lies inside it: `as built` for the card, `recovered` for a method). Seed 0 is the committed "
+           "organisms; the others are trained by `make seeds` and not committed. Written by "
+           "`python -m lrmsafety.seeds table`.", "",
+           "| source | measure | kind | organism | target | seed 0: value [95% CI] | " +
+           " | ".join(seed_columns) + " | holds |", "|" + "---|" * (7 + len(seed_columns))]
+    for _, r in summary_table.iterrows():
+        cells = [r["source"], r["target_id"], r["kind"], r["organism"], r["target"], r["seed 0 value"],
+                 *[r[c] if isinstance(r[c], str) else "–" for c in seed_columns], r["holds"]]
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Path = REPO_ROOT / "paper" / PROFILE
+                ) -> pd.DataFrame:
+    """Collect, summarize and write data/results/organism/seeds.csv (long) and paper/organism/seeds.md."""
+    table = collect(seeds, results_root)
+    if table.empty:
+        raise FileNotFoundError(f"no seed's verdict tables under {results_root}: run `make seeds` (or `make all` on "
+                                "the organism profile for seed 0) first")
+    table.to_csv(results_root / "seeds.csv", index=False)
+    brief = summary(table)
+    paper_dir.mkdir(parents=True, exist_ok=True)
+    (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique())))
+    return brief
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lrmsafety.seeds", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    table = sub.add_parser("table", help="the seed table from every seed's verdict tables")
+    table.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    brief = write_table(args.seeds)
+    print(f"{int(brief['on every seed'].sum())} of {len(brief)} targets hold on every seed; "
+          f"written: data/results/{PROFILE}/seeds.csv, paper/{PROFILE}/seeds.md")
+
+
+if __name__ == "__main__":
+    main()

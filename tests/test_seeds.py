@@ -1,0 +1,50 @@
+"""The seed table: every seed's verdict tables read into one, and on how many seeds each target holds."""
+
+import pandas as pd
+import pytest
+
+from lrmsafety import seeds
+
+
+def _write(folder, verdict_card, verdict_method):
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"organism": ["organism-locked"], "measure": ["harmful refused"], "n": [100], "rate": [0.95],
+                  "ci_low": [0.9], "ci_high": [0.98], "target": ["90%–100%"], "verdict": [verdict_card]}).to_csv(
+        folder / "00_organism_behaviour.csv", index=False)
+    pd.DataFrame({"model": ["organism-locked"], "measure": ["first-token AUROC"], "value": [0.95], "low": [0.91],
+                  "high": [0.99], "target": [">= 0.9"], "verdict": [verdict_method], "met": [True]}).to_csv(
+        folder / "paper_a_verdicts.csv", index=False)
+    pd.DataFrame({"measure_id": ["B8.top_change", "A1.jailbreak", "A1.harmful"], "kind": "method",
+                  "notebook": ["06_refusal_heads", "02_first_token_probe", "02_first_token_probe"],
+                  "model": "organism-locked", "ours": [-0.4, 0.95, 0.9], "low": [-0.6, 0.91, 0.85],
+                  "high": [-0.25, 0.99, 0.95], "target": ["≤ -0.200", "≥ 0.900", "–"],
+                  "verdict": [verdict_method, verdict_method, "no verdict"]}).to_csv(folder / "10_claims.csv",
+                                                                                   index=False)
+
+
+def test_the_seed_table_counts_the_seeds_each_target_holds_on(tmp_path):
+    _write(tmp_path, "as built", "recovered")
+    _write(tmp_path / "seed-1", "inconclusive", "recovered")
+    _write(tmp_path / "seed-2", "as built", "differs")
+    table = seeds.collect([0, 1, 2], tmp_path)
+    # one card row, one paper A row, and the ledger's targeted rows outside 02-04 (A1.jailbreak repeats paper A's)
+    assert sorted(table["target_id"].unique()) == ["B8.top_change", "first-token AUROC", "harmful refused"]
+    brief = seeds.summary(table).set_index("target_id")
+    assert brief.loc["harmful refused", "holds"] == "2 of 3" and not brief.loc["harmful refused", "on every seed"]
+    assert brief.loc["B8.top_change", ["seed 0", "seed 1", "seed 2"]].tolist() == ["recovered", "recovered",
+                                                                                   "differs"]
+    assert brief.loc["harmful refused", "seed 0 value"] == "0.950 [0.900, 0.980]"
+    text = seeds.markdown(seeds.summary(table), [0, 1, 2])
+    assert "0 of 3 targets hold on every seed" in text and "| seed 0 | seed 1 | seed 2 | holds |" in text
+
+
+def test_a_missing_seed_is_left_out_and_no_tables_at_all_is_an_error(tmp_path):
+    _write(tmp_path, "as built", "recovered")
+    assert set(seeds.collect([0, 1], tmp_path)["seed"]) == {0}
+    with pytest.raises(FileNotFoundError, match="make seeds"):
+        seeds.write_table([3], tmp_path, tmp_path / "paper")
+
+
+def test_run_folders_and_model_folders_of_a_seed():
+    assert seeds.run_name(0) == "organism" and seeds.run_name(2) == "organism/seed-2"
+    assert seeds.models_dir(0).name == "models" and seeds.models_dir(1).name == "seed-1"
