@@ -59,7 +59,7 @@ S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and 
 
 # %%
 from lrmsafety import ledger as claims
-from lrmsafety import paths, plots, report
+from lrmsafety import paths, plots, report, seeds
 
 plots.set_theme()
 results = S.results
@@ -77,6 +77,8 @@ print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims
 # On the full profiles a measure that does not fit its table is a ledger error (it stops here, naming the fix);
 # the tiny smoke tables may lack a column (no oscillation at all), which is then "not measured".
 filled = claims.fill(ledger, results, profile, P.models, strict=profile in ("organism", "paper"))
+# on the organisms: on how many training seeds each row's target holds, where `make seeds` wrote the seed table
+filled["seeds"] = seeds.holds_on(filled, seeds.committed_table(S.run))
 filled.to_csv(results / "10_claims.csv", index=False)  # the filled ledger, one row per claim × measure × model
 print("methods:", claims.verdict_counts(filled, "method"))
 if control:

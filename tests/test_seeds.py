@@ -27,9 +27,12 @@ def test_the_seed_table_counts_the_seeds_each_target_holds_on(tmp_path):
     _write(tmp_path / "seed-1", "inconclusive", "recovered")
     _write(tmp_path / "seed-2", "as built", "differs")
     table = seeds.collect([0, 1, 2], tmp_path)
-    # one card row, one paper A row, and the ledger's targeted rows outside 02-04 (A1.jailbreak repeats paper A's)
-    assert sorted(table["target_id"].unique()) == ["B8.top_change", "first-token AUROC", "harmful refused"]
+    assert sorted(table["target_id"].unique()) == ["A1.jailbreak", "B8.top_change", "first-token AUROC",
+                                                   "harmful refused"]
+    # the summary: one card row, one paper A row, and the ledger's targeted rows outside 02-04 (A1.jailbreak
+    # repeats paper A's first-token AUROC)
     brief = seeds.summary(table).set_index("target_id")
+    assert sorted(brief.index) == ["B8.top_change", "first-token AUROC", "harmful refused"]
     assert brief.loc["harmful refused", "holds"] == "2 of 3" and not brief.loc["harmful refused", "on every seed"]
     assert brief.loc["B8.top_change", ["seed 0", "seed 1", "seed 2"]].tolist() == ["recovered", "recovered",
                                                                                    "differs"]
@@ -48,3 +51,13 @@ def test_a_missing_seed_is_left_out_and_no_tables_at_all_is_an_error(tmp_path):
 def test_run_folders_and_model_folders_of_a_seed():
     assert seeds.run_name(0) == "organism" and seeds.run_name(2) == "organism/seed-2"
     assert seeds.models_dir(0).name == "models" and seeds.models_dir(1).name == "seed-1"
+
+
+def test_the_report_says_on_how_many_seeds_each_ledger_row_holds(tmp_path):
+    _write(tmp_path, "as built", "recovered")
+    _write(tmp_path / "seed-1", "as built", "differs")
+    table = seeds.collect([0, 1], tmp_path)
+    filled = pd.DataFrame({"measure_id": ["B8.top_change", "A1.jailbreak", "A1.harmful"],
+                           "model": "organism-locked"})
+    assert seeds.holds_on(filled, table).tolist() == ["1 of 2", "1 of 2", "–"]
+    assert seeds.holds_on(filled, None).tolist() == ["–"] * 3

@@ -171,6 +171,12 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
         out.append(f"| [{claim.id}](#{claim.id.lower()}) | {claim.checklist} | {_cell(claim.claim)} "
                    f"| {_cell(glance)} |")
     out.append("")
+    # a "holds on seeds" column where the seed table (make seeds; lrmsafety.seeds.holds_on) gave one
+    with_seeds = "seeds" in filled and (filled["seeds"].fillna("–") != "–").any()
+    if with_seeds:
+        out += ["The column *holds on seeds* counts the organisms' training seeds on which a row's target holds "
+                "(its interval inside it), from `paper/organism/seeds.csv` (`make seeds`; the summary is "
+                "`paper/organism/seeds.md`); the value shown is seed 0's, the committed organisms'.", ""]
     shown = set()
     for paper, title in ledger.papers.items():
         out += [f"## {paper} · {title}", ""]
@@ -180,7 +186,8 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
             rows = part[part["claim_id"] == claim.id]
             out += [f'<a id="{claim.id.lower()}"></a>**{claim.id}** (checklist {claim.checklist}). {claim.claim}', ""]
             out += ["| measure | kind | model | published | source | planted target | ours | 95% CI | n | verdict "
-                    "| reason |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                    + ("| holds on seeds " if with_seeds else "") + "| reason |",
+                    "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_seeds else "") + "---|"]
             previous = (None, None)
             for _, r in rows.iterrows():
                 source = f"{r['source']} [{r['confidence']}]" if isinstance(r["source"], str) else "–"
@@ -192,7 +199,8 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
                 previous = (r["measure_id"], r["published"] if isinstance(r["published"], str) else "–")
                 out.append("| " + " | ".join(_cell(x) for x in (
                     what, r["kind"] if what else "", r["model"], published, source, r["target"] if isinstance(r["target"], str) else "–",
-                    fmt(r["ours"]), _ci(r), _n(r), f"**{r['verdict']}**", r["reason"])) + " |")
+                    fmt(r["ours"]), _ci(r), _n(r), f"**{r['verdict']}**", *([r["seeds"]] if with_seeds else []),
+                    r["reason"])) + " |")
             out.append("")
             if claim.caveat:
                 caveats.append(f"- {claim.id}: {claim.caveat}")

@@ -30,7 +30,7 @@ HOLDS = ("as built", "recovered")  # the verdicts that mean a target holds on a 
 # the ledger's rows from these notebooks repeat targets the two tables above already hold (00's card; paper A's
 # targets of 02-04), so the seed table takes the ledger's other rows only
 COVERED = ("00_organism", "02_first_token_probe", "03_lock_in", "04_deliberation")
-COLUMNS = ["source", "target_id", "kind", "organism", "seed", "value", "low", "high", "target", "verdict"]
+COLUMNS = ["source", "target_id", "kind", "organism", "seed", "value", "low", "high", "target", "verdict", "covered"]
 
 
 def run_name(seed: int, profile: str = PROFILE) -> str:
@@ -70,21 +70,23 @@ def collect(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
                 "high": paper_a["high"], "target": paper_a["target"], "verdict": paper_a["verdict"]}))
         claims = _read(where / "10_claims.csv")
         if claims is not None:
-            targeted = claims[claims["target"].notna() & (claims["target"] != "–")
-                              & ~claims["notebook"].isin(COVERED)]
+            targeted = claims[claims["target"].notna() & (claims["target"] != "–")]
             frames.append(pd.DataFrame({
                 "source": "10 ledger", "target_id": targeted["measure_id"], "kind": targeted["kind"],
                 "organism": targeted["model"], "seed": seed, "value": targeted["ours"], "low": targeted["low"],
-                "high": targeted["high"], "target": targeted["target"], "verdict": targeted["verdict"]}))
+                "high": targeted["high"], "target": targeted["target"], "verdict": targeted["verdict"],
+                "covered": targeted["notebook"].isin(COVERED)}))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.concat(frames, ignore_index=True)[COLUMNS]
+    return pd.concat(frames, ignore_index=True).assign(covered=lambda f: f["covered"].fillna(False).astype(bool))[
+        COLUMNS]
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per target and organism: the seed-0 value and verdict, each seed's verdict, and on how many of the
-    seeds read it holds (``holds``: "k of n")."""
+    seeds read it holds (``holds``: "k of n"); the ledger's rows that repeat the card's or paper A's are left out."""
     rows = []
+    table = table[~table["covered"]]
     for (source, target_id, organism), part in table.groupby(["source", "target_id", "organism"], sort=False):
         part = part.sort_values("seed")
         held = part["verdict"].isin(HOLDS)
@@ -125,16 +127,38 @@ def markdown(summary_table: pd.DataFrame, seeds) -> str:
 
 def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Path = REPO_ROOT / "paper" / PROFILE
                 ) -> pd.DataFrame:
-    """Collect, summarize and write data/results/organism/seeds.csv (long) and paper/organism/seeds.md."""
+    """Collect and summarize; write the long table to data/results/organism/seeds.csv and paper/organism/seeds.csv
+    (committed: the report reads it, so a clone without the other seeds' runs renders the same report) and the
+    summary to paper/organism/seeds.md."""
     table = collect(seeds, results_root)
     if table.empty:
         raise FileNotFoundError(f"no seed's verdict tables under {results_root}: run `make seeds` (or `make all` on "
                                 "the organism profile for seed 0) first")
-    table.to_csv(results_root / "seeds.csv", index=False)
-    brief = summary(table)
     paper_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (results_root, paper_dir):
+        table.to_csv(folder / "seeds.csv", index=False)
+    brief = summary(table)
     (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique())))
     return brief
+
+
+def committed_table(profile: str, paper_root: Path = REPO_ROOT / "paper") -> pd.DataFrame | None:
+    """The seed table the report reads (paper/<profile>/seeds.csv), or None where ``make seeds`` has not run."""
+    path = paper_root / profile / "seeds.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def holds_on(filled: pd.DataFrame, table: pd.DataFrame | None) -> pd.Series:
+    """For each row of the filled ledger (lrmsafety.ledger.fill): on how many seeds of ``table`` its target holds
+    ("recovered on 2 of 3 seeds"), "–" where the table has no row for it (or there is no table)."""
+    if table is None:
+        return pd.Series("–", index=filled.index)
+    ledger_rows = table[table["source"] == "10 ledger"]
+    counts = ledger_rows.assign(held=ledger_rows["verdict"].isin(HOLDS)).groupby(["target_id", "organism"]).agg(
+        held=("held", "sum"), seeds=("seed", "nunique"))
+    text = {key: f"{int(r['held'])} of {int(r['seeds'])}" for key, r in counts.iterrows()}
+    return pd.Series([text.get((m, model), "–") for m, model in zip(filled["measure_id"], filled["model"])],
+                     index=filled.index)
 
 
 def main(argv=None) -> None:
