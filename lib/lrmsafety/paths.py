@@ -8,8 +8,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
 CACHE_DIR = DATA_DIR / "cache"
+# The organisms' training seed ($LRMSAFETY_ORGANISM_SEED, set by `make all SEED=<s>` and `make seeds`): seed 0 is
+# the committed organisms in data/models/; another seed's live in data/models/seed-<s>/ and its runs write their
+# results, figures and report under <profile>/seed-<s>/ (lrmsafety.seeds).
+ORGANISM_SEED = int(os.environ.get("LRMSAFETY_ORGANISM_SEED") or 0)
 # the organisms; $LRMSAFETY_MODELS_DIR points elsewhere (the tests train smoke-size organisms into a temporary one)
-MODELS_DIR = Path(os.environ.get("LRMSAFETY_MODELS_DIR", DATA_DIR / "models"))
+MODELS_DIR = Path(os.environ.get("LRMSAFETY_MODELS_DIR",
+                                 DATA_DIR / "models" / (f"seed-{ORGANISM_SEED}" if ORGANISM_SEED else "")))
 RESULTS_DIR = DATA_DIR / "results"
 FIGURES_DIR = REPO_ROOT / "figures"
 

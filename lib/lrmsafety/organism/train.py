@@ -335,6 +335,16 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     return out
 
 
+def _trained(out: Path, seed: int, size: str, steps: int | None) -> bool:
+    """Whether ``out`` holds an organism trained with this seed, size and number of steps (its card says so)."""
+    card_path = out / "organism_card.json"
+    if not (card_path.exists() and (out / "model.safetensors").exists()):
+        return False
+    card = json.loads(card_path.read_text())
+    return (card.get("seed"), card.get("size"), card["training"].get("steps")) == (
+        seed, size, steps or SIZES[size]["steps"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", required=True, help=f"one of {C.KINDS}, 'all', or a comma-separated list")
@@ -349,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="size of the planted judgement in the last layer, in units of sqrt(hidden size)")
     ap.add_argument("--suppression-write", type=float, default=SUPPRESSION_WRITE,
                     help="locked: the planted suppression heads' write along the judgement direction at the close")
+    ap.add_argument("--skip-trained", action="store_true",
+                    help="keep an organism whose folder already holds one trained with this seed, size and steps "
+                         "(make seeds resumes where it stopped)")
     ap.add_argument("--check", type=int, default=0, metavar="N",
                     help="after training, sample N held-out prompts per family and add the behaviour table to the card")
     args = ap.parse_args(argv)
@@ -363,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out or MODELS_DIR) / f"organism-{kind}"
         else:
             out = Path(args.out)
+        if args.skip_trained and _trained(out, args.seed, args.size, args.steps):
+            print(f"[{kind}] {out} already holds seed {args.seed} ({args.size}): kept", flush=True)
+            continue
         path = train_organism(kind, out, size=args.size, seed=args.seed, device=args.device, steps=args.steps,
                               n_train=args.n_train, judgement_norm=args.judgement_norm,
                               suppression_write=args.suppression_write)
