@@ -1,20 +1,20 @@
 # The pipeline. `make all` runs every notebook on PROFILE (organism by default); `make test` runs the tests.
 # Both create and reuse the virtual environment in .venv by themselves.
-# `make help` lists the targets and the variables (PROFILE, MODEL, JOBS).
+# `make help` lists the targets and the variables (PROFILE, MODEL, BACKEND, JOBS).
 #   make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b     a real model (GPU and internet)
+#   make all PROFILE=paper BACKEND=vllm                           the rollouts through vLLM, results under paper/vllm/
 #   make all PROFILE=smoke                                        tiny settings
 #   make all PROFILE=paper-gpu                                    the paper path on one GPU, random weights (timing)
 
 PROFILE ?= organism
 MODEL ?=
+BACKEND ?=
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
-BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))
-EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 # the profile's file and those it inherits from (`inherits: paper` in params/paper-gpu.yaml); the defaults are in
 # lib/lrmsafety/params.py
@@ -22,6 +22,13 @@ inherits_of = $(shell sed -n 's/^inherits: *//p' params/$(1).yaml 2>/dev/null)
 profile_chain = $(if $(filter $(1),$(2)),$(error params/$(1).yaml: inherits makes a cycle),$(if $(1),$(call \
   profile_chain,$(call inherits_of,$(1)),$(2) $(1)),$(2)))
 PARAMS := $(patsubst %,params/%.yaml,$(call profile_chain,$(PROFILE),))
+# the engine of the rollouts: BACKEND=, else the nearest file of the chain that sets `backend:`, else transformers.
+# A run through vLLM keeps its executed notebooks (and results, figures, report) under <profile>/vllm/, apart from
+# the transformers run of the same profile
+RUN_BACKEND := $(or $(BACKEND),$(shell for f in $(PARAMS); do v=$$(sed -n 's/^backend: *//p' $$f); \
+  if [ -n "$$v" ]; then echo "$$v"; break; fi; done),transformers)
+BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))$(if $(filter vllm,$(RUN_BACKEND)),/vllm)
+EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 # a profile may run some notebooks only (`notebooks: [...]` on one line, as in params/paper-lite.yaml; the nearest
 # file of the chain that sets it decides; null: all)
 SELECTED := $(shell for f in $(PARAMS); do v=$$(sed -n 's/^notebooks: *//p' $$f); \
@@ -84,7 +91,8 @@ all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change
 
 define notebook_rule
 $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
-	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
+	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE)$(if $(MODEL), --model \
+	  $(MODEL))$(if $(BACKEND), --backend $(BACKEND)) --output $$@
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 
@@ -125,7 +133,7 @@ clean:  ## remove executed notebooks and caches of PROFILE (keeps the organisms 
 	rm -rf build/$(PROFILE) data/cache/$(PROFILE) figures/$(PROFILE)
 
 help:  ## this list
-	@echo "make TARGET [PROFILE=name] [MODEL=name] [JOBS=n]"
+	@echo "make TARGET [PROFILE=name] [MODEL=name] [BACKEND=name] [JOBS=n]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 12 | sed 's/^/  /'
 	@echo
@@ -134,5 +142,8 @@ help:  ## this list
 	@echo "  MODEL=name    all on one registry model in place of the profile's models, its results, figures and report"
 	@echo "                apart under <profile>/<model>/ (make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b);"
 	@echo "                the names: .venv/bin/python -c 'from lrmsafety.registry import list_models; print(list_models())'"
+	@echo "  BACKEND=name  transformers (the default) or vllm: all generates its rollouts through vLLM (pip install"
+	@echo "                \"lrmsafety[vllm]\"; hooks and hidden states stay on transformers), its results, figures and"
+	@echo "                report apart under <profile>/vllm/ (make all PROFILE=paper BACKEND=vllm)"
 	@echo "  JOBS=n        notebooks of all side by side (default 2; 1 on paper and paper-gpu, which share one GPU)"
 	@echo "  PYTHON=path   the Python (3.11 or later) that creates .venv (default python3)"

@@ -168,7 +168,7 @@ def load_model(
     ``Params.kv_tokens``: every row of the batch at its full budget) fit, else nf4, and prints why.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     spec = get_spec(name_or_path)
     if spec.random_architecture:
@@ -177,13 +177,7 @@ def load_model(
         from .tiny import ensure_built
 
         ensure_built(spec.hf_id)
-    source = str(spec.local_path() or spec.hf_id)
-    if spec.hf_id.startswith("organism") and spec.local_path() and not Path(source).exists():
-        folder = Path(source)
-        shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
-        raise FileNotFoundError(f"{spec.name} is missing from {source}: its weights are committed, so restore them "
-                                f"with `git checkout -- {shown}`; `make organism` retrains them instead, which "
-                                "changes every number")
+    source = _weights_source(spec)
     has_gpu = torch.cuda.is_available()
     config = None
     if quantization == "auto" and has_gpu and kv_tokens:
@@ -223,10 +217,7 @@ def load_model(
             log.warning("bf16 on CPU is slow; quantization='fp32' is the CPU default")
         kwargs["device_map"] = "cpu" if device_map == "auto" else device_map
 
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(source, revision)
     try:
         with no_loading_bars():
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -239,6 +230,124 @@ def load_model(
 
     use_grouped_sdpa(model)  # CPU: grouped-query attention without a copy of the cache per step (attention.py)
     return model, tokenizer, spec
+
+
+def _weights_source(spec: ModelSpec) -> str:
+    """The folder or hub id the weights load from; a missing organism folder is named with its fix."""
+    source = str(spec.local_path() or spec.hf_id)
+    if spec.hf_id.startswith("organism") and spec.local_path() and not Path(source).exists():
+        folder = Path(source)
+        shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
+        raise FileNotFoundError(f"{spec.name} is missing from {source}: its weights are committed, so restore them "
+                                f"with `git checkout -- {shown}`; `make organism` retrains them instead, which "
+                                "changes every number")
+    return source
+
+
+def load_tokenizer(source: str, revision: str | None = None):
+    """A model's tokenizer, padding on the left (for batched generation)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------- generators
+Backend = Literal["transformers", "vllm"]
+VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def load_generator(name_or_path: str, backend: Backend = "transformers", quantization: Quantization = "auto",
+                   kv_tokens: int | None = None, **llm_kwargs):
+    """The model the notebooks generate with: ``(generator, tokenizer, spec)``, as :func:`load_model` returns.
+
+    ``backend="transformers"``: :func:`load_model` itself. ``backend="vllm"``: a ``vllm.LLM``
+    (:func:`lrmsafety.engine.vllm_backend.load_llm`) that ``generate.rollouts`` takes in place of the model, with
+    the weights :func:`load_model` would choose (bf16 on a GPU, fp16 without bf16, float32 on the CPU; ``auto``
+    weighs the weights alone, since vLLM fits its paged KV cache into what is left). vLLM cannot load bitsandbytes
+    NF4, so a choice of nf4 is an error that names the fix. Steps that hook the model or read its hidden states
+    need the transformers model: :func:`transformers_model`. ``llm_kwargs`` go to ``vllm.LLM``.
+    """
+    if backend == "transformers":
+        return load_model(name_or_path, quantization=quantization, kv_tokens=kv_tokens)
+    if backend != "vllm":
+        raise ValueError(f"unknown backend {backend!r}; choose 'transformers' or 'vllm'")
+    import torch
+
+    from .engine import vllm_backend
+
+    spec = get_spec(name_or_path)
+    if spec.random_architecture:
+        raise ValueError(f"{spec.name} is built with random weights in memory, and vLLM loads weights from a folder "
+                         "or the hub: run this profile with backend transformers (make all BACKEND=transformers)")
+    if spec.tiny:
+        from .tiny import ensure_built
+
+        ensure_built(spec.hf_id)
+    source = _weights_source(spec)
+    has_gpu = torch.cuda.is_available()
+    if quantization != "auto" or not has_gpu:
+        choice = memory.choose(quantization, spec.params_b, has_gpu=has_gpu)
+    else:
+        choice = memory.choose("auto", spec.params_b, has_gpu=True, bf16_supported=torch.cuda.is_bf16_supported(),
+                               free_gb=memory.available_gpu_gb())
+    if choice.quantization == "nf4":
+        raise ValueError(f"{spec.name}: {choice.why}, and vLLM has no bitsandbytes NF4 here. Set `quantization: bf16` "
+                         "(or fp16) in the profile when the 16-bit weights fit, or generate with transformers "
+                         "(`backend: transformers`, make all BACKEND=transformers), which loads NF4")
+    if has_gpu:
+        print(f"{spec.name}: {choice.why} (vLLM)")
+    else:  # on the CPU vLLM reserves its KV cache in RAM: the batch's worst case, not a share of the machine
+        llm_kwargs.setdefault("kv_cache_memory_bytes", _cpu_kv_bytes(source, kv_tokens))
+    _collect()  # a model just deleted gives its memory back before vLLM measures what is free
+    llm = vllm_backend.load_llm(spec, dtype=VLLM_DTYPES[choice.quantization], **llm_kwargs)
+    return llm, load_tokenizer(source), spec
+
+
+def _cpu_kv_bytes(source: str, kv_tokens: int | None, floor: int = 256 << 20, cap: int = 4 << 30) -> int:
+    """vLLM's KV cache on the CPU: ``kv_tokens`` tokens at fp32, between 256 MiB and 4 GiB."""
+    from transformers import AutoConfig
+
+    per_token = memory.kv_bytes_per_token(AutoConfig.from_pretrained(source), bytes_per_value=4)
+    return int(min(max(per_token * (kv_tokens or 0), floor), cap))
+
+
+def _collect() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def close(generator) -> None:
+    """Give a vLLM engine's memory back now, so that the next model fits: its engine shuts down (on a GPU the engine
+    runs in a process of its own, which ends with its weights and KV cache; in this process, as on the CPU lane,
+    the memory goes with the last reference). Then garbage collection, and CUDA's cache. A transformers model needs
+    only its references dropped (``del``)."""
+    from .engine.decoding import is_vllm
+
+    if generator is not None and is_vllm(generator):
+        generator.llm_engine.engine_core.shutdown()
+    _collect()
+
+
+def transformers_model(loaded: tuple, name_or_path: str, quantization: Quantization = "auto",
+                       kv_tokens: int | None = None) -> tuple:
+    """For the steps that hook the model or read its hidden states: ``loaded`` (what :func:`load_generator`
+    returned) when it is a transformers model, else the vLLM engine is closed (:func:`close`) and ``name_or_path``
+    loaded with :func:`load_model`. Returns ``(model, tokenizer, spec)``; assign it over the engine's names."""
+    from .engine.decoding import is_vllm
+
+    if not is_vllm(loaded[0]):
+        return loaded
+    close(loaded[0])
+    return load_model(name_or_path, quantization=quantization, kv_tokens=kv_tokens)
 
 
 def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_free_memory: bool,

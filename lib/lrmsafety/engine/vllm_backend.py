@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import zlib
 
+from .. import usage
 from ..registry import ModelSpec, weights_fingerprint
 from ..store import library_versions, text_hash
 from .decoding import GENERATOR_VERSION, _make_samples, _record, decoding_config
@@ -101,6 +102,7 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
     for sample in samples:
         (emit if sample.done else active.append)(sample)
     rounds = {id(s): 0 for s in active}  # per sample, how many times it was submitted
+    pending = list(active)
     while active:
         params = []
         for sample in active:
@@ -120,6 +122,8 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
             verdict = sample.advance(list(output.outputs[0].token_ids), None)
             (emit if verdict == DONE else still.append)(sample)
         active = still
+    # what this run generated, for the notebook's cost line (lrmsafety.usage), counted as the transformers path does
+    usage.record("vllm", sum(len(tokenizer(s.generated_text, add_special_tokens=False)["input_ids"]) for s in pending))
 
 
 def ablate_heads_in_weights(model, heads) -> None:
