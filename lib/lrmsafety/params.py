@@ -22,9 +22,7 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .paths import REPO_ROOT
-
-PARAMS_DIR = REPO_ROOT / "params"
+from .paths import PARAMS_DIR
 
 
 def _f(default, description: str, **constraints):

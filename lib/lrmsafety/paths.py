@@ -11,6 +11,8 @@ CACHE_DIR = DATA_DIR / "cache"
 # the organisms; $LRMSAFETY_MODELS_DIR points elsewhere (the tests train smoke-size organisms into a temporary one)
 MODELS_DIR = Path(os.environ.get("LRMSAFETY_MODELS_DIR", DATA_DIR / "models"))
 RESULTS_DIR = DATA_DIR / "results"
+# the profiles; $LRMSAFETY_PARAMS_DIR points elsewhere (the vLLM lane runs a profile of its own from a temporary one)
+PARAMS_DIR = Path(os.environ.get("LRMSAFETY_PARAMS_DIR", REPO_ROOT / "params"))
 FIGURES_DIR = REPO_ROOT / "figures"
 
 # The offline benchmark copies sit in ../shared/data beside a development checkout; readers get them online.
