@@ -71,7 +71,8 @@ prompts.groupby([group, "label"]).size().rename("prompts").to_frame()
 # %% [markdown]
 # ## Rollouts
 # Each model's own sampling defaults; the thinking is force-closed past `max_thinking_tokens`. Finished batches
-# are cached as they complete, so a rerun skips them and a killed run resumes.
+# are cached as they complete, so a rerun skips them and a killed run resumes. The profile's `backend` generates
+# them: transformers, or vLLM (`make all BACKEND=vllm`, its tables and figures kept under `<profile>/vllm/`).
 
 # %%
 decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,

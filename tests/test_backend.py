@@ -157,3 +157,115 @@ def test_close_shuts_an_engine_down_and_transformers_model_swaps_it(fake_vllm, m
     assert loaded[0].shut and isinstance(model, torch.nn.Module) and spec.name == "organism-locked"
     assert registry.transformers_model((model, tokenizer, spec), "organism-locked") == (model, tokenizer, spec)
     registry.close(model)  # a transformers model: nothing to shut down
+
+
+# ------------------------------------------------------------------------------------------- 08 and 09's routing
+class FakeAdapted:
+    """Stands in for vllm_backend.Adapted (which imports vLLM's LoRARequest)."""
+
+    def __init__(self, llm, path, adapter_id):
+        self.llm, self.path, self.id = llm, str(path), adapter_id
+
+
+@pytest.fixture
+def engines(monkeypatch):
+    """load_generator's vLLM engines and transformers models, and the order of events (load, close)."""
+    events = []
+
+    def load_generator(name, backend="transformers", quantization="auto", kv_tokens=None, **kwargs):
+        assert backend == "vllm"
+        events.append(("engine", name, kwargs.get("max_lora_rank")))
+        return FakeLLM(**kwargs), "tokenizer", registry.get_spec(name)
+
+    def load_model(name, quantization="auto", kv_tokens=None):
+        events.append(("transformers", name))
+        return f"model of {name}", "tokenizer", registry.get_spec(name)
+
+    monkeypatch.setattr(registry, "load_generator", load_generator)
+    monkeypatch.setattr(registry, "load_model", load_model)
+    monkeypatch.setattr(registry, "close", lambda generator: events.append(("close",)))
+    monkeypatch.setattr(vllm_backend, "Adapted", FakeAdapted)
+    monkeypatch.setattr(vllm_backend, "lora_rank", lambda paths: 16)
+    return events
+
+
+def test_08_samples_every_condition_but_saferemind_through_one_engine(engines, monkeypatch, tmp_path):
+    import pandas as pd
+
+    from lrmsafety.analysis import finetune, intervention_study, interventions
+
+    adapter = tmp_path / "adapter"
+    sampled = []
+
+    def run(model, tokenizer, spec, prompts, decoding, iv, cache_root=None):
+        engine = "vllm" if isinstance(model, (FakeLLM, FakeAdapted)) else "transformers"
+        sampled.append((iv.name, engine, spec.name, getattr(model, "path", None)))
+        return pd.DataFrame({"prompt_id": ["p"], "sample_index": [0]})
+
+    monkeypatch.setattr(interventions, "run", run)
+    monkeypatch.setattr(interventions, "label_conditions", lambda frames, *a, **k: list(frames))
+    monkeypatch.setattr(finetune, "load_adapted", lambda name, path, quantization: (
+        f"tuned {name}", "tokenizer", finetune.adapted_spec(registry.get_spec(name), path)))
+    monkeypatch.setattr(finetune, "adapted_spec", lambda spec, path: spec.__class__(
+        **{**spec.__dict__, "name": f"{spec.name}+recipe"}))
+    conditions = ["base", "safepath", "saferemind", "psr", "recipe", "untrained"]
+    labelled, handles = intervention_study.sample_conditions(
+        "organism-locked", conditions, pd.DataFrame(), None, {("organism-locked", "recipe"): adapter},
+        ["safepath", "saferemind", "psr"], ["recipe", "untrained"], {}, "auto", "fresh", 8, None, backend="vllm")
+    assert sampled == [("none", "vllm", "organism-locked", None), ("safepath", "vllm", "organism-locked", None),
+                       ("psr", "vllm", "organism-locked", None),
+                       ("none", "vllm", "organism-locked+recipe", str(adapter)),  # the adapter as a LoRA request
+                       ("saferemind", "transformers", "organism-locked", None)]  # its entropies: forward passes
+    # one engine (LoRA on) and closed before any transformers model loads: the signals' models and SafeRemind's
+    assert engines[:2] == [("engine", "organism-locked", 16), ("close",)]
+    assert engines[2:] == [("transformers", "organism-locked")] * 2
+    assert labelled == ["base", "safepath", "saferemind", "psr", "recipe"]  # the conditions' order
+    assert set(handles) == {("organism-locked", "base"), ("organism-locked", "recipe")}
+    assert handles[("organism-locked", "recipe")][0] == "tuned organism-locked"  # transformers, for the probe
+
+
+def test_09_trains_every_adapter_then_evaluates_them_through_one_engine(engines, monkeypatch, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from lrmsafety.analysis import finetune
+    from lrmsafety.analysis.cliff_as_judge import EPOCH_ARM, Study
+    from lrmsafety.engine import generate
+
+    pool = pd.DataFrame({"ms": np.linspace(0, 1, 8), "final": np.linspace(1, 0, 8), "thinking": ["t"] * 8,
+                         "answer": ["Sure."] * 8})
+
+    def make(backend):
+        study = Study(tmp_path, {"B": ["paper_b_refusal"]}, "auto", finetune.Recipe(name="r", data="d", max_steps=7),
+                      pd.DataFrame(columns=["prompt_id", "prompt", "label"]), generate.Decoding(), full_epochs=1,
+                      backend=backend)
+        trained = []
+
+        def train(name, rows, recipe):
+            trained.append(len(rows))
+            return types.SimpleNamespace(path=tmp_path / f"a{len(trained)}", manifest={"steps": 3 * len(trained)})
+
+        monkeypatch.setattr(study, "train", train)
+        monkeypatch.setattr(study, "judged_evaluation", lambda frame, spec: frame.assign(judged=True))
+        monkeypatch.setattr(study, "eval_rollouts", lambda model, tokenizer, spec, pool: pd.DataFrame(
+            {"engine": [type(model).__name__], "spec": [spec.name]}))
+        monkeypatch.setattr(study, "tuned", lambda name, rows, pool, recipe: (
+            pd.DataFrame({"engine": ["transformers"], "spec": ["tuned"], "judged": [True]}), train(name, rows, recipe)))
+        return study, trained
+
+    monkeypatch.setattr(finetune, "adapted_spec", lambda spec, path: spec.__class__(
+        **{**spec.__dict__, "name": f"{spec.name}@{path.name}"}))
+    frames = {}
+    for backend in ("transformers", "vllm"):
+        study, trained = make(backend)
+        engines.clear()
+        got, results = study.run("organism-locked", pool, ["cliff_ms", "random"], [0.25, 1.0])
+        frames[backend] = pd.concat(got, ignore_index=True)
+        assert trained == [2, 8, 2, 8] and len(results) == 4  # each distinct selection once, then the epoch arm
+    keys = ["selector", "seed", "share", "steps"]
+    assert frames["vllm"][keys].equals(frames["transformers"][keys])  # the same table rows on either backend
+    assert frames["vllm"]["selector"].tolist() == ["none", "cliff_ms", "cliff_ms", "random", "random", EPOCH_ARM]
+    assert frames["vllm"]["steps"].tolist() == [0, 3, 6, 9, 6, 12]
+    assert frames["vllm"]["engine"].tolist() == ["FakeLLM"] + ["FakeAdapted"] * 5 and frames["vllm"]["judged"].all()
+    assert frames["vllm"]["spec"].iloc[1] == "organism-locked@a1"  # the adapter names the spec (and its cache)
+    assert engines == [("engine", "organism-locked", 16), ("close",)]  # judged after the engine closed

@@ -92,7 +92,10 @@ def decoding_config(decoding: Decoding) -> dict:
 
 
 def is_vllm(model) -> bool:
-    return type(model).__module__.startswith("vllm")
+    """Whether ``model`` is a vLLM engine: a ``vllm.LLM``, or one generating through a LoRA adapter."""
+    from .vllm_backend import Adapted  # imported here: vllm_backend imports this module
+
+    return type(model).__module__.startswith("vllm") or isinstance(model, Adapted)
 
 
 def resolve_backend(backend: str, model) -> str:
