@@ -1,5 +1,7 @@
 """The model registry: :func:`get_spec` by name (the entries are in :mod:`lrmsafety.catalogue`) or for a local
-folder, :func:`load_model` (weights, quantization, memory check), and the data a model family brings along.
+folder, :func:`load_model` (weights, quantization, memory check), :func:`load_generator` (what the notebooks
+generate with: the transformers model or a vLLM engine, as the profile's ``backend`` says; :func:`close` frees an
+engine), and the data a model family brings along.
 
 A local folder loads exactly like a hub id.
 """

