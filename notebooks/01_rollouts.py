@@ -59,7 +59,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lrmsafety import data, metrics, plots, registry
-from lrmsafety.engine import generate
+from lrmsafety.engine import backends, generate
 from lrmsafety.judges import labels as evaluate
 
 plots.set_theme()
@@ -79,10 +79,10 @@ decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinki
                              max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 rollouts = {}
 for name in P.models:
-    model, tokenizer, spec = registry.load_generator(name, P.backend, P.quantization, P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     rollouts[name] = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache)
     S.publish_rollouts("01", name, rollouts[name])  # read by 02, 05, 06 and 09
-    registry.close(model)  # a vLLM engine frees its memory now, before the next model
+    backends.close(model)  # a vLLM engine frees its memory now, before the next model
     del model
 
 # %% [markdown]

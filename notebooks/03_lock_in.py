@@ -60,9 +60,9 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, paths, plots, rates, registry
+from lrmsafety import data, paths, plots, rates
 from lrmsafety.analysis import lock_in
-from lrmsafety.engine import generate
+from lrmsafety.engine import backends, generate
 
 plots.set_theme()
 cache, results = S.cache, S.results
@@ -92,7 +92,7 @@ print(rates.cost(P, [(len(studied) * (P.traces_per_prompt * 2 + extra_baseline),
 # %%
 per_prefix, agreement = [], []
 for name in P.models:
-    model, tokenizer, spec = registry.load_generator(name, P.backend, P.quantization, P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     settings = dict(samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
                     max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
     think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings), cache_root=cache)
@@ -108,7 +108,7 @@ for name in P.models:
     answers = lock_in.answers_after_cuts(model, tokenizer, spec, cuts, generate.Decoding(
         samples_per_prompt=P.answers_per_prefix, max_answer_tokens=answer_budget, batch_size=P.batch_size,
         seed=P.seed), cache_root=cache) if len(cuts) else None
-    registry.close(model)  # the label's guard models load next (a vLLM engine frees its memory now)
+    backends.close(model)  # the label's guard models load next (a vLLM engine frees its memory now)
     del model
 
     def labelled(frame):  # paper A's label, `refused_a` as in notebook 01, as `refused`

@@ -60,9 +60,9 @@ S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.re
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, ledger, plots, rates, registry
+from lrmsafety import data, ledger, plots, rates
 from lrmsafety.analysis import deliberation, lock_in, paper_a_measures
-from lrmsafety.engine import generate
+from lrmsafety.engine import backends, generate
 
 plots.set_theme()
 cache, results = S.cache, S.results
@@ -83,11 +83,11 @@ answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 # %%
 transitions, traces, agreement = [], {}, []
 for name in P.models:
-    model, tokenizer, spec = registry.load_generator(name, P.backend, P.quantization, P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(
         samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
         max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed), cache_root=cache, progress=False)
-    registry.close(model)  # the stance judges may load models of their own (a vLLM engine frees its memory now)
+    backends.close(model)  # the stance judges may load models of their own (a vLLM engine frees its memory now)
     del model
     think = think.sample(min(P.deliberation_traces, len(think)), random_state=P.seed).reset_index(drop=True)
     chunk_lists = [deliberation.chunk_thinking(thinking) for thinking in think["thinking"]]
@@ -122,12 +122,12 @@ for name in P.models:
     mine = transitions[transitions["model"] == name]
     if mine.empty:
         continue
-    model, tokenizer, spec = registry.load_generator(name, P.backend, P.quantization, P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     cuts = deliberation.replay_prefixes(mine)
     answers = lock_in.answers_after_cuts(model, tokenizer, spec, cuts, generate.Decoding(
         samples_per_prompt=P.replays, max_answer_tokens=answer_budget, batch_size=P.batch_size, seed=P.seed),
         cache_root=cache)
-    registry.close(model)  # the label's guard models load next (a vLLM engine frees its memory now)
+    backends.close(model)  # the label's guard models load next (a vLLM engine frees its memory now)
     del model
     answers = lock_in.refusals(answers, P.label_judges, spec.thinking_format, cache_root=cache)
     replayed.append(deliberation.replay_counts(mine, cuts, answers))

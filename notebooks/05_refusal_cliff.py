@@ -92,8 +92,7 @@ print(prompts.groupby([group_column, "label"]).size().to_dict())
 print(f"rollouts: {P.cliff_rollouts} (system prompt {decoding.system_prompt!r}, temperature "
       f"{decoding.temperature or 'the model default'}); label 0: {P.probe_negatives}; curve: {P.cliff_curve} per "
       f"{P.cliff_curve_groups}")
-# what it costs: rollouts not yet cached are generated here (at most max_thinking_tokens + max_answer_tokens each;
-# notebook_01 reuses 01's); the probe then needs one forward pass per trace, no generation
+# what it costs: uncached rollouts are generated here (notebook_01 reuses 01's); the probe reads one forward pass each
 print("if nothing is cached: " + rates.cost(P, [(len(prompts) * P.samples_per_prompt,
                                                  P.max_thinking_tokens + P.max_answer_tokens)]))
 

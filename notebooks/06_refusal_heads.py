@@ -109,8 +109,7 @@ for name in P.models:
     frame = S.rollouts("05", name)  # the traces 05's probe was trained on score the heads
     frame = frame[frame["closed"].astype(bool)]  # closed by the model itself (as 03); force-closed ones are left out
     frame = frame.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id").reset_index(drop=True)
-    probe, note = heads.load_refusal_probe(cliff.probe_path(S.index, name), table=results / "05_refusal_cliff.csv",
-                                           model=name)
+    probe, note = heads.load_refusal_probe(cliff.probe_path(S.index, name), results / "05_refusal_cliff.csv", name)
     items = frame[frame[group_column].isin(P.probe_refusal_groups) & (frame["label"] == "harmful")]
     items = items.sample(min(P.head_score_items, len(items)), random_state=P.seed)
     scores = None

@@ -55,8 +55,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lrmsafety import data, metrics, plots, registry
-from lrmsafety.engine import generate
+from lrmsafety import data, metrics, plots
+from lrmsafety.engine import backends, generate
 from lrmsafety.judges import labels
 
 plots.set_theme()
@@ -75,7 +75,7 @@ print(f"{len(harmful)} harmful prompts x {P.samples_per_prompt} samples x 4 conf
 MODES = ["natural", "zerothink", "lessthink", "morethink"]
 frames = []
 for name in P.models:
-    model, tokenizer, spec = registry.load_generator(name, P.backend, P.quantization, P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     generated = {}
     for mode in MODES:
         decoding = generate.Decoding(mode=mode, samples_per_prompt=P.samples_per_prompt,
@@ -84,7 +84,7 @@ for name in P.models:
                                      batch_size=P.batch_size, seed=P.seed,
                                      morethink_extensions=P.morethink_extensions if mode == "morethink" else 10)
         generated[mode] = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
-    registry.close(model)  # the label's guard model loads next (a vLLM engine frees its memory now)
+    backends.close(model)  # the label's guard model loads next (a vLLM engine frees its memory now)
     del model
     for mode, rollouts in generated.items():
         verdict = labels.paper_labels(rollouts, P.label_judges, spec.thinking_format, cache_root=cache,

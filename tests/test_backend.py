@@ -1,5 +1,5 @@
 """The backend a run generates with (params `backend`, make all BACKEND=): the parameter, the override reaching P,
-the vLLM run's folders apart from the transformers run's, and registry.load_generator's choice. vLLM itself is not
+the vLLM run's folders apart from the transformers run's, and backends.load_generator's choice. vLLM itself is not
 needed here (its engine is mocked); the vLLM lane (`make test-vllm`) runs the real one."""
 
 import re
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lrmsafety import artifacts, memory, params, paths, pipeline, registry
-from lrmsafety.engine import vllm_backend
+from lrmsafety.engine import backends, vllm_backend
 from lrmsafety.paths import REPO_ROOT
 
 
@@ -103,14 +103,14 @@ def fake_vllm(monkeypatch):
 
 
 def test_the_loader_returns_the_transformers_model_by_default(fake_vllm):
-    model, tokenizer, spec = registry.load_generator("organism-locked")
+    model, tokenizer, spec = backends.load_generator("organism-locked")
     assert isinstance(model, torch.nn.Module) and spec.name == "organism-locked" and tokenizer.padding_side == "left"
     assert not fake_vllm
 
 
 def test_the_loader_returns_a_vllm_engine_at_float32_on_the_cpu(fake_vllm, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    llm, tokenizer, spec = registry.load_generator("organism-locked", "vllm", "auto", kv_tokens=10_000)
+    llm, tokenizer, spec = backends.load_generator("organism-locked", "vllm", "auto", kv_tokens=10_000)
     assert isinstance(llm, FakeLLM) and tokenizer.padding_side == "left" and spec.name == "organism-locked"
     (name, kwargs), = fake_vllm
     assert name == "organism-locked" and kwargs["dtype"] == "float32"
@@ -123,40 +123,40 @@ def test_on_a_gpu_the_loader_takes_sixteen_bit_weights(fake_vllm, monkeypatch, b
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
     monkeypatch.setattr(memory, "available_gpu_gb", lambda: 80.0)
-    monkeypatch.setattr(registry, "_collect", lambda: None)
-    llm, _, _ = registry.load_generator("organism-locked", "vllm", "auto")
+    monkeypatch.setattr(backends, "_collect", lambda: None)
+    llm, _, _ = backends.load_generator("organism-locked", "vllm", "auto")
     (_, kwargs), = fake_vllm
     assert kwargs["dtype"] == dtype and "kv_cache_memory_bytes" not in kwargs  # vLLM sizes its cache on a GPU
 
 
 def test_nf4_on_vllm_is_an_error_that_names_the_fix(fake_vllm, monkeypatch):
     with pytest.raises(ValueError, match=r"vLLM has no bitsandbytes NF4.*quantization: bf16.*BACKEND=transformers"):
-        registry.load_generator("organism-locked", "vllm", "nf4")
+        backends.load_generator("organism-locked", "vllm", "nf4")
     # auto on a GPU too small for 16-bit weights would take nf4 on transformers: the same error
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     monkeypatch.setattr(memory, "available_gpu_gb", lambda: 8.0)
     spec = registry.get_spec("deepseek-r1-distill-qwen-7b")
     with pytest.raises(ValueError, match=rf"{spec.name}: auto: nf4.*vLLM has no bitsandbytes NF4"):
-        registry.load_generator(spec.name, "vllm", "auto")
+        backends.load_generator(spec.name, "vllm", "auto")
     assert not fake_vllm
 
 
 def test_random_stand_ins_and_unknown_backends_are_refused(fake_vllm):
     with pytest.raises(ValueError, match="random weights in memory.*BACKEND=transformers"):
-        registry.load_generator("random-r1-distill-qwen-7b", "vllm")
+        backends.load_generator("random-r1-distill-qwen-7b", "vllm")
     with pytest.raises(ValueError, match="unknown backend 'tgi'"):
-        registry.load_generator("organism-locked", "tgi")
+        backends.load_generator("organism-locked", "tgi")
     assert not fake_vllm
 
 
 def test_close_shuts_an_engine_down_and_transformers_model_swaps_it(fake_vllm, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    loaded = registry.load_generator("organism-locked", "vllm")
-    model, tokenizer, spec = registry.transformers_model(loaded, "organism-locked", "fp32")
+    loaded = backends.load_generator("organism-locked", "vllm")
+    model, tokenizer, spec = backends.transformers_model(loaded, "organism-locked", "fp32")
     assert loaded[0].shut and isinstance(model, torch.nn.Module) and spec.name == "organism-locked"
-    assert registry.transformers_model((model, tokenizer, spec), "organism-locked") == (model, tokenizer, spec)
-    registry.close(model)  # a transformers model: nothing to shut down
+    assert backends.transformers_model((model, tokenizer, spec), "organism-locked") == (model, tokenizer, spec)
+    backends.close(model)  # a transformers model: nothing to shut down
 
 
 # ------------------------------------------------------------------------------------------- 08 and 09's routing
@@ -181,9 +181,9 @@ def engines(monkeypatch):
         events.append(("transformers", name))
         return f"model of {name}", "tokenizer", registry.get_spec(name)
 
-    monkeypatch.setattr(registry, "load_generator", load_generator)
+    monkeypatch.setattr(backends, "load_generator", load_generator)
     monkeypatch.setattr(registry, "load_model", load_model)
-    monkeypatch.setattr(registry, "close", lambda generator: events.append(("close",)))
+    monkeypatch.setattr(backends, "close", lambda generator: events.append(("close",)))
     monkeypatch.setattr(vllm_backend, "Adapted", FakeAdapted)
     monkeypatch.setattr(vllm_backend, "lora_rank", lambda paths: 16)
     return events

@@ -264,17 +264,16 @@ def train_models(P, S, prompts: pd.DataFrame, group_column: str, decoding) -> tu
     cached, published for 06), paper B's labels, and the probe (:func:`train_probe`, saved in ``S.index``) on the
     rollouts that closed their thinking themselves. Returns (model -> (model, tokenizer, frame, inputs, probe,
     layer), table rows, model -> why it has no probe, lines)."""
-    from .. import registry
-    from ..engine import generate
+    from ..engine import backends, generate
     from .cliff_probe import TooFewToTrain
 
     runs, rows, untrained, lines = {}, [], {}, []
     for name in P.models:
-        generator, tokenizer, spec = registry.load_generator(name, P.backend, P.quantization, P.kv_tokens)
+        generator, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
         rollouts = generate.rollouts(generator, tokenizer, spec, prompts, decoding, cache_root=S.cache,
                                      progress=False)
         # the probe reads hidden states: on the vLLM backend the engine closes and the transformers model loads
-        model, tokenizer, spec = registry.transformers_model((generator, tokenizer, spec), name, P.quantization,
+        model, tokenizer, spec = backends.transformers_model((generator, tokenizer, spec), name, P.quantization,
                                                              P.kv_tokens)
         del generator
         S.publish_rollouts("05", name, rollouts)  # 06 scores the heads on the traces its probe was trained on

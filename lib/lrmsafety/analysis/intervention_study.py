@@ -86,12 +86,12 @@ def _sample_through_vllm(name, conditions, prompts, decoding, adapters: dict, in
     """{condition: rows} of every condition but SafeRemind (its entropies need forward passes), sampled through one
     vLLM engine: the base model and each fine-tuned one (a LoRA request per adapter), closed at the end so that the
     transformers models and the guards fit."""
-    from ..engine import vllm_backend
+    from ..engine import backends, vllm_backend
 
     chosen = [c for c in conditions if c != "saferemind"]
     paths = [adapters[(name, c)] for c in chosen if c in recipes]
     lora = {"enable_lora": True, "max_lora_rank": vllm_backend.lora_rank(paths)} if paths else {}
-    llm, tokenizer, spec = registry.load_generator(name, "vllm", quantization, **lora)
+    llm, tokenizer, spec = backends.load_generator(name, "vllm", quantization, **lora)
     frames = {}
     for index, condition in enumerate(chosen, start=1):
         model, condition_spec = llm, spec
@@ -102,7 +102,7 @@ def _sample_through_vllm(name, conditions, prompts, decoding, adapters: dict, in
                                         forced_answer_tokens=forced_answer_tokens)
         frames[condition] = interventions.run(model, tokenizer, condition_spec, prompts, decoding, iv,
                                               cache_root=cache_root)
-    registry.close(llm)
+    backends.close(llm)
     del llm
     return frames
 

