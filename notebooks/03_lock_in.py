@@ -46,12 +46,13 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import json
@@ -59,9 +60,9 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, paths, plots, rates, registry
+from lrmsafety import data, paths, plots, rates
 from lrmsafety.analysis import lock_in
-from lrmsafety.engine import generate
+from lrmsafety.engine import backends, generate
 
 plots.set_theme()
 cache, results = S.cache, S.results
@@ -91,30 +92,33 @@ print(rates.cost(P, [(len(studied) * (P.traces_per_prompt * 2 + extra_baseline),
 # %%
 per_prefix, agreement = [], []
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     settings = dict(samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
                     max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
+    think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings), cache_root=cache)
+    no_think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(mode="no_think", **settings),
+                                 cache_root=cache)
+    # B = 0: no prefix is fixed; `baseline_rollouts` full rollouts per prompt are the continuations (paper A: 32)
+    full = None if P.baseline_rollouts == P.traces_per_prompt else generate.rollouts(
+        model, tokenizer, spec, studied, generate.Decoding(**{**settings, "samples_per_prompt": P.baseline_rollouts}),
+        cache_root=cache)
+    # traces the model closed itself are cut; force-closed ones are skipped, as paper A's code does
+    cuts = lock_in.cut_prefixes(tokenizer, think, P.cut_percents)
+    print(f"{name}: {int(think['closed'].astype(bool).sum())} of {len(think)} traces closed by the model are cut")
+    answers = lock_in.answers_after_cuts(model, tokenizer, spec, cuts, generate.Decoding(
+        samples_per_prompt=P.answers_per_prefix, max_answer_tokens=answer_budget, batch_size=P.batch_size,
+        seed=P.seed), cache_root=cache) if len(cuts) else None
+    backends.close(model)  # the label's guard models load next (a vLLM engine frees its memory now)
+    del model
 
     def labelled(frame):  # paper A's label, `refused_a` as in notebook 01, as `refused`
         return lock_in.refusals(frame, P.label_judges, spec.thinking_format, cache_root=cache)
 
-    think = labelled(generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(**settings),
-                                       cache_root=cache))
-    no_think = labelled(generate.rollouts(model, tokenizer, spec, studied,
-                                          generate.Decoding(mode="no_think", **settings), cache_root=cache))
-    # B = 0: no prefix is fixed; `baseline_rollouts` full rollouts per prompt are the continuations (paper A: 32)
-    full = think if P.baseline_rollouts == P.traces_per_prompt else labelled(generate.rollouts(
-        model, tokenizer, spec, studied, generate.Decoding(**{**settings, "samples_per_prompt": P.baseline_rollouts}),
-        cache_root=cache))
-    # traces the model closed itself are cut; force-closed ones are skipped, as paper A's code does
-    cuts = lock_in.cut_prefixes(tokenizer, think, P.cut_percents)
-    print(f"{name}: {int(think['closed'].astype(bool).sum())} of {len(think)} traces closed by the model are cut")
-    answers = labelled(lock_in.answers_after_cuts(model, tokenizer, spec, cuts, generate.Decoding(
-        samples_per_prompt=P.answers_per_prefix, max_answer_tokens=answer_budget, batch_size=P.batch_size,
-        seed=P.seed), cache_root=cache)) if len(cuts) else None
+    think, no_think = labelled(think), labelled(no_think)
+    full = think if full is None else labelled(full)
+    answers = labelled(answers) if answers is not None else None
     per_prefix.append(lock_in.prefix_table(full, answers, cuts).assign(model=name))
     agreement.append({"model": name, **lock_in.majority_agreement(think, no_think)})
-    del model
 prefixes = pd.concat(per_prefix, ignore_index=True)[["model", "prompt_id", "cut", "trace", "q", "n"]].merge(
     prompts[["prompt_id", group_column]], on="prompt_id")
 prefixes.to_csv(results / "03_lock_in_prefixes.csv", index=False)

@@ -48,20 +48,21 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, ledger, plots, rates, registry
+from lrmsafety import data, ledger, plots, rates
 from lrmsafety.analysis import deliberation, lock_in, paper_a_measures
-from lrmsafety.engine import generate
+from lrmsafety.engine import backends, generate
 
 plots.set_theme()
 cache, results = S.cache, S.results
@@ -82,10 +83,12 @@ answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 # %%
 transitions, traces, agreement = [], {}, []
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     think = generate.rollouts(model, tokenizer, spec, studied, generate.Decoding(
         samples_per_prompt=P.traces_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
         max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed), cache_root=cache, progress=False)
+    backends.close(model)  # the stance judges may load models of their own (a vLLM engine frees its memory now)
+    del model
     think = think.sample(min(P.deliberation_traces, len(think)), random_state=P.seed).reset_index(drop=True)
     chunk_lists = [deliberation.chunk_thinking(thinking) for thinking in think["thinking"]]
     if P.stance_judges:  # every judge labels every trace with paper A's prompt; the panel's majority per chunk
@@ -98,7 +101,6 @@ for name in P.models:
     found, switches = deliberation.trace_transitions(think, chunk_lists, stance_lists, name)
     traces[name] = found.merge(prompts[["prompt_id", group_column]], on="prompt_id")
     transitions.extend(switches)
-    del model
 transitions = pd.DataFrame(transitions, columns=deliberation.TRANSITION_COLUMNS)
 pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", group_column]).agg(
     traces=("rollout", "size"), oscillating=("oscillations", lambda s: (s > 0).mean()),
@@ -120,14 +122,15 @@ for name in P.models:
     mine = transitions[transitions["model"] == name]
     if mine.empty:
         continue
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
     cuts = deliberation.replay_prefixes(mine)
     answers = lock_in.answers_after_cuts(model, tokenizer, spec, cuts, generate.Decoding(
         samples_per_prompt=P.replays, max_answer_tokens=answer_budget, batch_size=P.batch_size, seed=P.seed),
         cache_root=cache)
+    backends.close(model)  # the label's guard models load next (a vLLM engine frees its memory now)
+    del model
     answers = lock_in.refusals(answers, P.label_judges, spec.thinking_format, cache_root=cache)
     replayed.append(deliberation.replay_counts(mine, cuts, answers))
-    del model
 replayed = pd.concat(replayed, ignore_index=True) if replayed else pd.DataFrame()
 
 # %% [markdown]

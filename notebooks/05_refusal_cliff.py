@@ -62,12 +62,13 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import time
@@ -91,8 +92,7 @@ print(prompts.groupby([group_column, "label"]).size().to_dict())
 print(f"rollouts: {P.cliff_rollouts} (system prompt {decoding.system_prompt!r}, temperature "
       f"{decoding.temperature or 'the model default'}); label 0: {P.probe_negatives}; curve: {P.cliff_curve} per "
       f"{P.cliff_curve_groups}")
-# what it costs: rollouts not yet cached are generated here (at most max_thinking_tokens + max_answer_tokens each;
-# notebook_01 reuses 01's); the probe then needs one forward pass per trace, no generation
+# what it costs: uncached rollouts are generated here (notebook_01 reuses 01's); the probe reads one forward pass each
 print("if nothing is cached: " + rates.cost(P, [(len(prompts) * P.samples_per_prompt,
                                                  P.max_thinking_tokens + P.max_answer_tokens)]))
 

@@ -59,12 +59,13 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import time
@@ -108,8 +109,7 @@ for name in P.models:
     frame = S.rollouts("05", name)  # the traces 05's probe was trained on score the heads
     frame = frame[frame["closed"].astype(bool)]  # closed by the model itself (as 03); force-closed ones are left out
     frame = frame.merge(prompts[["prompt_id", "label", group_column]], on="prompt_id").reset_index(drop=True)
-    probe, note = heads.load_refusal_probe(cliff.probe_path(cache, name), table=results / "05_refusal_cliff.csv",
-                                           model=name)
+    probe, note = heads.load_refusal_probe(cliff.probe_path(S.index, name), results / "05_refusal_cliff.csv", name)
     items = frame[frame[group_column].isin(P.probe_refusal_groups) & (frame["label"] == "harmful")]
     items = items.sample(min(P.head_score_items, len(items)), random_state=P.seed)
     scores = None

@@ -42,20 +42,21 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lrmsafety import data, metrics, plots, registry
-from lrmsafety.engine import generate
+from lrmsafety import data, metrics, plots
+from lrmsafety.engine import backends, generate
 from lrmsafety.judges import labels
 
 plots.set_theme()
@@ -74,19 +75,22 @@ print(f"{len(harmful)} harmful prompts x {P.samples_per_prompt} samples x 4 conf
 MODES = ["natural", "zerothink", "lessthink", "morethink"]
 frames = []
 for name in P.models:
-    model, tokenizer, spec = registry.load_model(name, quantization=P.quantization, kv_tokens=P.kv_tokens)
+    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
+    generated = {}
     for mode in MODES:
         decoding = generate.Decoding(mode=mode, samples_per_prompt=P.samples_per_prompt,
                                      max_thinking_tokens=P.budget_thinking_tokens,
                                      max_answer_tokens=P.budget_answer_tokens,
                                      batch_size=P.batch_size, seed=P.seed,
                                      morethink_extensions=P.morethink_extensions if mode == "morethink" else 10)
-        rollouts = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
+        generated[mode] = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
+    backends.close(model)  # the label's guard model loads next (a vLLM engine frees its memory now)
+    del model
+    for mode, rollouts in generated.items():
         verdict = labels.paper_labels(rollouts, P.label_judges, spec.thinking_format, cache_root=cache,
-                                        papers=["C"])
+                                      papers=["C"])
         frame = rollouts.merge(verdict[labels.KEY + ["unsafe_c", "safe"]], on=labels.KEY)
         frames.append(frame.assign(model=name, mode=mode))
-    del model
 samples = pd.concat(frames, ignore_index=True)
 
 # %% [markdown]

@@ -50,12 +50,13 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import time
@@ -97,14 +98,16 @@ training.round(3) if len(training) else print("no adapter trained: the fine-tuni
 # %% [markdown]
 # ## Sampling every condition on the same prompts, labelled with paper A's `refused_a`
 # One label call per model for all its conditions, so each of paper A's guards loads once. A judge that gives no
-# verdict counts as "no refusal" (paper A's rule); the table says how many rows had one.
+# verdict counts as "no refusal" (paper A's rule); the table says how many rows had one. With `backend: vllm` one
+# vLLM engine per model samples every condition but SafeRemind (its entropy trigger reads forward passes, on
+# transformers), the fine-tuned ones through their LoRA adapters; the signals below read the transformers models.
 
 # %%
 judged, handles = [], {}
 for name in P.models:
     labelled, loaded = study.sample_conditions(
         name, conditions, studied, decoding, adapters, P.inference_interventions, P.finetune_recipes, P.label_judges,
-        P.quantization, P.psr_resample, P.forced_answer_tokens, cache)
+        P.quantization, P.psr_resample, P.forced_answer_tokens, cache, backend=P.backend)
     handles.update(loaded)
     judged.append(labelled.merge(studied[["prompt_id", "label", group_column]], on="prompt_id").assign(model=name))
 judged = pd.concat(judged, ignore_index=True)

@@ -64,12 +64,13 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "organism"  # a profile: params/<profile>.yaml, as make all PROFILE
 model = None  # a registry name in place of the profile's models, as make all MODEL
+backend = None  # "vllm" or "transformers" in place of the profile's backend, as make all BACKEND
 
 # %%
 from lrmsafety import artifacts, params
 
-P = params.load(profile, model)  # every value this notebook reads (lib/lrmsafety/params.py)
-S = artifacts.Artifacts(profile, model)  # its folders (S.cache, S.results) and what earlier notebooks stored, by name
+P = params.load(profile, model, backend)  # every value this notebook reads (lib/lrmsafety/params.py)
+S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.results), earlier notebooks' artifacts
 
 # %%
 import time
@@ -101,7 +102,7 @@ print(f"models: {studied}; shares: {P.cliff_shares}; selectors: {P.cliff_selecto
 eval_harmful, eval_benign = safety_pool.eval_prompts(organisms, P.cliff_eval_prompts, P.data_dir, P.seed)
 study = caj.Study(S.cache, P.label_judges, P.quantization, recipe,
                   pd.concat([eval_harmful, eval_benign], ignore_index=True), eval_decoding,
-                  full_epochs=P.cliff_full_epochs)
+                  full_epochs=P.cliff_full_epochs, probes=S.index, backend=P.backend)
 if organisms:
     from lrmsafety.organism import safe_answers
 
@@ -133,7 +134,9 @@ caj.cliff_summary(pools)
 # ## Selections, adapters and held-out evaluation
 # Every selector takes exactly `round(share × pool)` examples (at least one); the fixed-step adapters all train
 # `max_steps` steps, the epoch arm the whole pool for `cliff_full_epochs` epochs. Adapters and evaluations are
-# cached by manifest: a rerun trains and generates nothing. A model without a pool is evaluated untuned only.
+# cached by manifest: a rerun trains and generates nothing. A model without a pool is evaluated untuned only. With
+# `backend: vllm` every adapter is trained first, then one vLLM engine generates the held-out rollouts of the base
+# model and of each adapter (a LoRA request each).
 
 # %%
 evaluated, trained = study.run_all(pools, P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, seed=P.seed,

@@ -277,9 +277,12 @@ def test_train_probe_saves_it_and_read_curves_sizes_the_traces(tmp_path):
     close = spec.thinking_format.close
     frame = _closed_rollouts(close)
     layer = model.config.num_hidden_layers
+    run = tmp_path / "run"  # the run's artifacts folder (S.index): a vLLM run's probe is kept apart from the cache
     probe, inputs, rows, line = cliff.train_probe(tmp_path, "m", model, tokenizer, frame, close, layer, "family",
-                                                  ["harmful"], ["benign"], ["harmful"], negatives="complied")
-    assert cliff.probe_path(tmp_path, "m").exists() and cliff.activation_path(tmp_path, "m", frame).exists()
+                                                  ["harmful"], ["benign"], ["harmful"], negatives="complied",
+                                                  probe_folder=run)
+    assert cliff.probe_path(run, "m").exists() and cliff.activation_path(tmp_path, "m", frame).exists()
+    assert not cliff.probe_path(tmp_path, "m").exists()
     assert [r["metric"] for r in rows] == ["probe validation accuracy", "probe held-out accuracy"]
     assert rows[1]["n"] == 10 and "10 refusals vs 10 label-0 rollouts" in line
     (sized, traces), means = cliff.read_curves(tmp_path, "m", model, tokenizer, frame, inputs, probe, layer,
@@ -287,5 +290,6 @@ def test_train_probe_saves_it_and_read_curves_sizes_the_traces(tmp_path):
     assert len(sized) == len(traces) == 6 and {"plateau", "final", "ms"} <= set(sized.columns)
     assert set(means) == {"refused harmful", "benign"} and all(len(m[0]) == 100 for m in means.values())
     with pytest.raises(cliff_probe.TooFewToTrain):  # no refusal to train on: the stale probe goes
-        cliff.train_probe(tmp_path, "m", model, tokenizer, frame, close, layer, "family", ["none"], ["benign"], [])
-    assert not cliff.probe_path(tmp_path, "m").exists()
+        cliff.train_probe(tmp_path, "m", model, tokenizer, frame, close, layer, "family", ["none"], ["benign"], [],
+                          probe_folder=run)
+    assert not cliff.probe_path(run, "m").exists()

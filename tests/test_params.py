@@ -97,15 +97,15 @@ def _reads(py_path: Path) -> tuple[set, set]:
 
 @pytest.mark.parametrize("py_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebooks_read_only_declared_parameters(py_path):
-    """Jupyter, Colab and `make all` give a notebook the same values: it declares only profile and model (the
-    default profile is make's) and reads every other value from P, whose keys all exist."""
+    """Jupyter, Colab and `make all` give a notebook the same values: it declares only profile, model and backend
+    (the default profile is make's) and reads every other value from P, whose keys all exist."""
     assert pipeline.parameters_cell(pipeline.read_notebook(py_path), py_path.name) == {
-        "profile": "organism", "model": None}
+        "profile": "organism", "model": None, "backend": None}
     read, assigned = _reads(py_path)
     assert read <= FIELDS | PROPERTIES, f"{py_path.name} reads undeclared parameters {sorted(read - FIELDS)}"
-    shadowed = assigned & (FIELDS - {"profile"})
+    shadowed = assigned & (FIELDS - set(pipeline.INJECTED))  # the injected parameters are the notebook's own
     assert not shadowed, f"{py_path.name} assigns {sorted(shadowed)}, which shadow parameters: read P.<name>"
-    assert "P = params.load(profile, model)" in py_path.read_text()
+    assert "P = params.load(profile, model, backend)" in py_path.read_text()
 
 
 def test_show_lists_every_key_with_its_origin():

@@ -21,11 +21,12 @@ SOURCE = '''# %% [markdown]
 # %% tags=["parameters"]
 profile = "organism"
 model = None
+backend = None
 
 # %%
 from lrmsafety import params
 
-P = params.load(profile, model)
+P = params.load(profile, model, backend)
 
 # %%
 import json, pathlib
@@ -33,7 +34,8 @@ from tqdm.auto import tqdm
 
 print("in the notebook, not in the log")
 list(tqdm(range(3), desc="a bar"))
-pathlib.Path("seen.json").write_text(json.dumps({"profile": profile, "n_prompts": P.n_prompts, "model": model}))
+pathlib.Path("seen.json").write_text(json.dumps({"profile": profile, "n_prompts": P.n_prompts, "model": model,
+                                                 "backend": P.backend}))
 {FAIL}
 '''
 
@@ -49,7 +51,7 @@ def test_notebook_runs_with_injected_parameters_and_logs_two_lines(tmp_path, cap
     pipeline.run(write_notebook(tmp_path), "smoke", output)
     seen = json.loads((tmp_path / "seen.json").read_text())
     smoke = yaml.safe_load((REPO_ROOT / "params" / "smoke.yaml").read_text())
-    assert seen == {"profile": "smoke", "n_prompts": smoke["n_prompts"], "model": None}
+    assert seen == {"profile": "smoke", "n_prompts": smoke["n_prompts"], "model": None, "backend": "transformers"}
     executed = nbformat.read(output, as_version=4)
     assert any("injected-parameters" in cell.metadata.get("tags", []) for cell in executed.cells)
     # the log (the kernel's own stderr included): a line when it starts, one when it ends; no warnings
@@ -66,6 +68,7 @@ def test_notebook_runs_with_injected_parameters_and_logs_two_lines(tmp_path, cap
 SLOW_KERNEL_INFO = '''# %% tags=["parameters"]
 profile = "organism"
 model = None
+backend = None
 
 # %%
 import time
@@ -93,8 +96,8 @@ def test_the_kernel_is_not_interrupted_when_it_is_shut_down(tmp_path, capfd):
 
 def test_a_notebook_declaring_other_parameters_is_refused(tmp_path):
     path = tmp_path / "02_old.py"
-    path.write_text('# %% tags=["parameters"]\nprofile = "organism"\nmodel = None\nn_prompts = 3\n')
-    with pytest.raises(ValueError, match="only `profile` and `model`"):
+    path.write_text('# %% tags=["parameters"]\nprofile = "organism"\nmodel = None\nbackend = None\nn_prompts = 3\n')
+    with pytest.raises(ValueError, match="only `profile`, `model` and `backend`"):
         pipeline.notebook_parameters(pipeline.read_notebook(path), "organism", None, path.name)
 
 
@@ -132,7 +135,7 @@ def test_notebook_has_parameters_badge_and_colab_install(py_path):
     assert f"blob/main/notebooks/{py_path.stem}.ipynb" in text and "colab-badge.svg" in text
     assert '"google.colab" in sys.modules' in text
     assert pipeline.parameters_cell(pipeline.read_notebook(py_path), py_path.name) == {
-        "profile": "organism", "model": None}  # Jupyter and Colab run the default profile, as `make all` does
+        "profile": "organism", "model": None, "backend": None}  # Jupyter and Colab: the default profile, as make
 
 
 def test_make_help_names_every_target_profile_and_variable():

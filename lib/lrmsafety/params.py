@@ -5,9 +5,9 @@ profile's values first (``smoke`` inherits ``organism``, ``paper-smoke`` and ``p
 whatever no file sets keeps the default below. The defaults are the ``organism`` profile: our own small reasoning
 models on the CPU, the default of ``make all`` and of a notebook opened in Jupyter or Colab.
 
-Each notebook declares only ``profile`` and ``model`` (what papermill injects) and starts with
-``P = params.load(profile, model)``; it then reads ``P.n_prompts`` and so on. A key that is misspelled, of the wrong
-type or out of range is an error that names the file and the nearest key.
+Each notebook declares only ``profile``, ``model`` and ``backend`` (what papermill injects) and starts with
+``P = params.load(profile, model, backend)``; it then reads ``P.n_prompts`` and so on. A key that is misspelled, of
+the wrong type or out of range is an error that names the file and the nearest key.
 
 ``python -m lrmsafety.params <profile>`` prints a profile's values, each with the file that set it.
 """
@@ -22,9 +22,7 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .paths import REPO_ROOT
-
-PARAMS_DIR = REPO_ROOT / "params"
+from .paths import PARAMS_DIR
 
 
 def _f(default, description: str, **constraints):
@@ -47,6 +45,12 @@ class Params(BaseModel):
     # ---- models, data, generation (01 and every notebook that reads its rollouts)
     models: list[str] = _f(["organism-locked", "organism-deliberative", "organism-null"],
                            "registry names of the models studied (MODEL= replaces the list with one model)")
+    backend: Literal["transformers", "vllm"] = _f(
+        "transformers", "the engine of the rollout-heavy steps (engine.backends.load_generator): vllm generates 01, "
+                        "03, 05 and 07's rollouts, 04's replays, 08's conditions but SafeRemind and 09's evaluations "
+                        "through vLLM (pip install \"lrmsafety[vllm]\"); hooks, hidden states, judges and training "
+                        "stay on transformers. BACKEND= overrides it; a vllm run keeps its results, figures and report "
+                        "under <profile>/vllm/")
     quantization: Literal["auto", "bf16", "fp16", "fp32", "nf4"] = _f(
         "auto", "weights: auto (on a GPU bf16, or fp16 without bf16, when the weights and the batch's KV cache fit, "
                 "else nf4; fp32 on the CPU), bf16, fp16, fp32 or nf4 (4-bit, bitsandbytes)")
@@ -281,14 +285,17 @@ def sources(profile: str) -> dict[str, Path]:
     return {key: path for path, values in _read(profile) for key in values}
 
 
-def load(profile: str = "organism", model: str | None = None) -> Params:
-    """A profile's parameters; ``model`` (a registry name) replaces the profile's model list."""
+def load(profile: str = "organism", model: str | None = None, backend: str | None = None) -> Params:
+    """A profile's parameters; ``model`` (a registry name) replaces the profile's model list, ``backend`` (as make
+    all's BACKEND=) the profile's backend."""
     if not isinstance(profile, str):
         raise ParamsError(f"profile must be a profile's name (one of {', '.join(available_profiles())}), "
                           f"not {type(profile).__name__}")
     if model is not None and not isinstance(model, str):
         raise ParamsError(f"model must be a registry name or None, not {type(model).__name__}: rerun the notebook's "
-                          "parameters cell before `P = params.load(profile, model)`")
+                          "parameters cell before `P = params.load(profile, model, backend)`")
+    if backend is not None and not isinstance(backend, str):
+        raise ParamsError(f"backend must be 'transformers', 'vllm' or None, not {type(backend).__name__}")
     values: dict = {}
     for _, layer in _read(profile):
         values.update(layer)
@@ -297,10 +304,12 @@ def load(profile: str = "organism", model: str | None = None) -> Params:
 
         get_spec(model)  # fails early, with close matches, on a typo
         values["models"] = [model]
+    if backend:
+        values["backend"] = backend  # an unknown name fails validation below, naming the choices
     try:
         return Params(profile=profile, **values)
     except ValidationError as err:
-        where = sources(profile)
+        where = {**sources(profile), **({"backend": "the backend argument, make all BACKEND="} if backend else {})}
         lines = []
         for error in err.errors():
             key = str(error["loc"][0]) if error["loc"] else "?"

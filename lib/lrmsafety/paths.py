@@ -16,6 +16,8 @@ ORGANISM_SEED = int(os.environ.get("LRMSAFETY_ORGANISM_SEED") or 0)
 MODELS_DIR = Path(os.environ.get("LRMSAFETY_MODELS_DIR",
                                  DATA_DIR / "models" / (f"seed-{ORGANISM_SEED}" if ORGANISM_SEED else "")))
 RESULTS_DIR = DATA_DIR / "results"
+# the profiles; $LRMSAFETY_PARAMS_DIR points elsewhere (the vLLM lane runs a profile of its own from a temporary one)
+PARAMS_DIR = Path(os.environ.get("LRMSAFETY_PARAMS_DIR", REPO_ROOT / "params"))
 FIGURES_DIR = REPO_ROOT / "figures"
 
 # The offline benchmark copies sit in ../shared/data beside a development checkout; readers get them online.

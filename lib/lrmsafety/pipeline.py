@@ -1,8 +1,9 @@
 """The notebook pipeline: jupytext source -> papermill with the profile's parameters -> executed notebook.
 
-``python -m lrmsafety.pipeline run notebooks/01_rollouts.py --profile organism [--model NAME] --output build/…``
-is what ``make all`` calls for each notebook; ``sync`` rewrites the ``.ipynb`` twins that Colab opens.
-Each notebook receives only ``profile`` and ``model``; it reads its values with ``params.load`` (lrmsafety.params).
+``python -m lrmsafety.pipeline run notebooks/01_rollouts.py --profile organism [--model NAME] [--backend vllm]
+--output build/…`` is what ``make all`` calls for each notebook; ``sync`` rewrites the ``.ipynb`` twins that Colab
+opens. Each notebook receives only ``profile``, ``model`` and ``backend``; it reads its values with ``params.load``
+(lrmsafety.params).
 """
 
 from __future__ import annotations
@@ -44,19 +45,24 @@ def parameters_cell(notebook, name: str = "notebook") -> dict:
     return defaults
 
 
-def notebook_parameters(notebook, profile: str, model: str | None, name: str = "notebook") -> dict:
-    """What papermill injects: the profile's name and the model, after checking that the profile validates and that
-    the notebook's parameters cell declares exactly these two (every other value comes from ``params.load``)."""
+INJECTED = ("profile", "model", "backend")
+
+
+def notebook_parameters(notebook, profile: str, model: str | None, name: str = "notebook",
+                        backend: str | None = None) -> dict:
+    """What papermill injects: the profile's name, the model and the backend, after checking that the profile
+    validates and that the notebook's parameters cell declares exactly these three (every other value comes from
+    ``params.load``)."""
     declared = parameters_cell(notebook, name)
-    if set(declared) != {"profile", "model"}:
-        raise ValueError(f"{name}'s parameters cell declares {sorted(declared)}: it must declare only `profile` and "
-                         "`model` and read every other value from `P = params.load(profile, model)`; declare a new "
-                         "parameter in lib/lrmsafety/params.py")
-    params.load(profile, model)  # a profile that does not validate fails here, before the kernel starts
-    return {"profile": profile, "model": model}
+    if set(declared) != set(INJECTED):
+        raise ValueError(f"{name}'s parameters cell declares {sorted(declared)}: it must declare only `profile`, "
+                         "`model` and `backend` and read every other value from `P = params.load(profile, model, "
+                         "backend)`; declare a new parameter in lib/lrmsafety/params.py")
+    params.load(profile, model, backend)  # a profile that does not validate fails here, before the kernel starts
+    return {"profile": profile, "model": model, "backend": backend}
 
 
-def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> None:
+def run(py_path: Path, profile: str, output: Path, model: str | None = None, backend: str | None = None) -> None:
     """Execute one notebook into ``output``. The log gets one line when it starts and one when it ends (wall time,
     tokens); a failure names the cell and the error's last lines. Everything the cells print is in the notebook."""
     import nbformat
@@ -64,13 +70,14 @@ def run(py_path: Path, profile: str, output: Path, model: str | None = None) -> 
     from traitlets.config import Config
 
     notebook = twin(py_path)
-    parameters = notebook_parameters(notebook, profile, model, py_path.name)
+    parameters = notebook_parameters(notebook, profile, model, py_path.name, backend)
     output.parent.mkdir(parents=True, exist_ok=True)
     # the run's files are its own (two runs of one notebook side by side do not share them); .ipynb for papermill
     run_id = f"{output.stem}.{os.getpid()}"
     source, partial = output.with_name(f"{run_id}.source.ipynb"), output.with_name(f"{run_id}.partial.ipynb")
     nbformat.write(notebook, source)
-    print(f"[pipeline] {py_path.stem} started (profile {profile}{f', model {model}' if model else ''})", flush=True)
+    print(f"[pipeline] {py_path.stem} started (profile {profile}{f', model {model}' if model else ''}"
+          f"{f', backend {backend}' if backend else ''})", flush=True)
     usage_file = output.with_name(f"{run_id}.usage.json").resolve()  # the kernel runs in notebooks/
     usage_file.unlink(missing_ok=True)
     os.environ[usage.ENV] = str(usage_file)  # the kernel inherits it (lrmsafety.usage)
@@ -207,12 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("--profile", default="organism", help="a params/<profile>.yaml (python -m "
                             "lrmsafety.params <profile> lists its values)")
     run_parser.add_argument("--model", default=None)
+    run_parser.add_argument("--backend", default=None, help="transformers or vllm, in place of the profile's")
     run_parser.add_argument("--output", type=Path, required=True)
     sync_parser = commands.add_parser("sync", help="rewrite the .ipynb twins from the .py sources")
     sync_parser.add_argument("notebooks", type=Path, nargs="*")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run(args.notebook, args.profile, args.output, args.model or None)
+        run(args.notebook, args.profile, args.output, args.model or None, args.backend or None)
     else:
         sync(args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")))
 

@@ -1,5 +1,6 @@
 """The model registry: :func:`get_spec` by name (the entries are in :mod:`lrmsafety.catalogue`) or for a local
-folder, :func:`load_model` (weights, quantization, memory check), and the data a model family brings along.
+folder, :func:`load_model` (weights, quantization, memory check), and the data a model family brings along
+(:mod:`lrmsafety.engine.backends` loads a vLLM engine in its place when a profile's ``backend`` says so).
 
 A local folder loads exactly like a hub id.
 """
@@ -168,7 +169,7 @@ def load_model(
     ``Params.kv_tokens``: every row of the batch at its full budget) fit, else nf4, and prints why.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     spec = get_spec(name_or_path)
     if spec.random_architecture:
@@ -177,13 +178,7 @@ def load_model(
         from .tiny import ensure_built
 
         ensure_built(spec.hf_id)
-    source = str(spec.local_path() or spec.hf_id)
-    if spec.hf_id.startswith("organism") and spec.local_path() and not Path(source).exists():
-        folder = Path(source)
-        shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
-        raise FileNotFoundError(f"{spec.name} is missing from {source}: its weights are committed, so restore them "
-                                f"with `git checkout -- {shown}`; `make organism` retrains them instead, which "
-                                "changes every number")
+    source = weights_source(spec)
     has_gpu = torch.cuda.is_available()
     config = None
     if quantization == "auto" and has_gpu and kv_tokens:
@@ -223,10 +218,7 @@ def load_model(
             log.warning("bf16 on CPU is slow; quantization='fp32' is the CPU default")
         kwargs["device_map"] = "cpu" if device_map == "auto" else device_map
 
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(source, revision)
     try:
         with no_loading_bars():
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -239,6 +231,29 @@ def load_model(
 
     use_grouped_sdpa(model)  # CPU: grouped-query attention without a copy of the cache per step (attention.py)
     return model, tokenizer, spec
+
+
+def weights_source(spec: ModelSpec) -> str:
+    """The folder or hub id the weights load from; a missing organism folder is named with its fix."""
+    source = str(spec.local_path() or spec.hf_id)
+    if spec.hf_id.startswith("organism") and spec.local_path() and not Path(source).exists():
+        folder = Path(source)
+        shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
+        raise FileNotFoundError(f"{spec.name} is missing from {source}: its weights are committed, so restore them "
+                                f"with `git checkout -- {shown}`; `make organism` retrains them instead, which "
+                                "changes every number")
+    return source
+
+
+def load_tokenizer(source: str, revision: str | None = None):
+    """A model's tokenizer, padding on the left (for batched generation)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_free_memory: bool,

@@ -302,8 +302,9 @@ def render_notebooks(executed_dir: Path, out_dir: Path, skip: tuple[str, ...] = 
     exporter = HTMLExporter(template_name="classic")
     exporter.log.setLevel(logging.ERROR)  # its alt-text notices are about our figures' outputs, not actionable
     written = []
-    # build/<profile>/NN_x.ipynb, or build/paper/<model>/NN_x.ipynb for `make all MODEL=...`
-    for path in sorted(Path(executed_dir).rglob("[0-9][0-9]_*.ipynb")):
+    # build/<profile>/NN_x.ipynb, or build/paper/<model>/NN_x.ipynb for `make all MODEL=...`: this run's own only,
+    # not those of the runs kept in its subfolders (build/<profile>/<model>/, build/<profile>/vllm/)
+    for path in sorted(Path(executed_dir).glob("[0-9][0-9]_*.ipynb")):
         if path.stem in skip or "." in path.stem:  # pipeline leftovers: NN_x.source.ipynb, NN_x.ipynb.partial
             continue
         notebook = nbformat.read(path, as_version=4)

@@ -318,7 +318,12 @@ def load_adapted(name: str, adapter_path, quantization: str = "auto", merge: boo
     if merge and not quantized:  # a merged model runs at the base model's speed; 4-bit weights cannot be merged
         model = model.merge_and_unload()
     model.eval()
+    return model, tokenizer, adapted_spec(spec, adapter_path)
+
+
+def adapted_spec(spec, adapter_path):
+    """The spec of a model with an adapter: its name carries the adapter (the vLLM backend, which applies the adapter
+    per request, names it the same way)."""
     manifest = read_manifest(adapter_path) or {}
     recipe = manifest.get("recipe", {}).get("name", "adapter")
-    tuned_spec = dataclasses.replace(spec, name=f"{spec.name}+{recipe}@{Path(adapter_path).name[-12:]}")
-    return model, tokenizer, tuned_spec
+    return dataclasses.replace(spec, name=f"{spec.name}+{recipe}@{Path(adapter_path).name[-12:]}")

@@ -47,28 +47,64 @@ def train_adapters(models, recipes, max_steps, overrides: dict, data_dir, quanti
 
 
 def sample_conditions(name, conditions, prompts, decoding, adapters: dict, inference, recipes, label_judges,
-                      quantization, psr_resample, forced_answer_tokens, cache_root) -> tuple[pd.DataFrame, dict]:
+                      quantization, psr_resample, forced_answer_tokens, cache_root,
+                      backend: str = "transformers") -> tuple[pd.DataFrame, dict]:
     """Every condition of one model on ``prompts``, labelled with paper A's `refused_a` in one call (each guard
     loads once). Returns the labelled rows (with `condition`) and the loaded base and fine-tuned models
-    {(name, condition): (model, tokenizer, spec)}, which the deliberation signals read."""
-    frames, handles = {}, {}
-    for condition in conditions:
-        if condition in recipes and (name, condition) not in adapters:
+    {(name, condition): (model, tokenizer, spec)} of transformers, which the deliberation signals read. With
+    ``backend="vllm"`` every condition but SafeRemind is sampled through one vLLM engine first
+    (:func:`_sample_through_vllm`)."""
+    ready = [c for c in conditions if c not in recipes or (name, c) in adapters]  # a recipe without an adapter: none
+    frames = _sample_through_vllm(name, ready, prompts, decoding, adapters, inference, recipes, quantization,
+                                  psr_resample, forced_answer_tokens, cache_root) if backend == "vllm" else {}
+    handles = {}
+    for condition in ready:
+        kept = condition == "base" or condition in recipes  # the deliberation signals read these models
+        if condition in frames and not kept:
             continue
         if condition in recipes:
             model, tokenizer, spec = finetune.load_adapted(name, adapters[(name, condition)], quantization=quantization)
         else:
             model, tokenizer, spec = registry.load_model(name, quantization=quantization)
-        iv = interventions.Intervention(condition if condition in inference else "none", psr_resample=psr_resample,
-                                        forced_answer_tokens=forced_answer_tokens)
-        frames[condition] = interventions.run(model, tokenizer, spec, prompts, decoding, iv, cache_root=cache_root)
-        if condition == "base" or condition in recipes:
+        if condition not in frames:
+            iv = interventions.Intervention(condition if condition in inference else "none",
+                                            psr_resample=psr_resample, forced_answer_tokens=forced_answer_tokens)
+            frames[condition] = interventions.run(model, tokenizer, spec, prompts, decoding, iv,
+                                                  cache_root=cache_root)
+        if kept:
             handles[(name, condition)] = (model, tokenizer, spec)
         else:
             del model
+    frames = {condition: frames[condition] for condition in ready}
     labelled = interventions.label_conditions(frames, label_judges, registry.get_spec(name).thinking_format,
                                               cache_root=cache_root)
     return labelled, handles
+
+
+def _sample_through_vllm(name, conditions, prompts, decoding, adapters: dict, inference, recipes, quantization,
+                         psr_resample, forced_answer_tokens, cache_root) -> dict:
+    """{condition: rows} of every condition but SafeRemind (its entropies need forward passes), sampled through one
+    vLLM engine: the base model and each fine-tuned one (a LoRA request per adapter), closed at the end so that the
+    transformers models and the guards fit."""
+    from ..engine import backends, vllm_backend
+
+    chosen = [c for c in conditions if c != "saferemind"]
+    paths = [adapters[(name, c)] for c in chosen if c in recipes]
+    lora = {"enable_lora": True, "max_lora_rank": vllm_backend.lora_rank(paths)} if paths else {}
+    llm, tokenizer, spec = backends.load_generator(name, "vllm", quantization, **lora)
+    frames = {}
+    for index, condition in enumerate(chosen, start=1):
+        model, condition_spec = llm, spec
+        if condition in recipes:
+            path = adapters[(name, condition)]
+            model, condition_spec = vllm_backend.Adapted(llm, path, index), finetune.adapted_spec(spec, path)
+        iv = interventions.Intervention(condition if condition in inference else "none", psr_resample=psr_resample,
+                                        forced_answer_tokens=forced_answer_tokens)
+        frames[condition] = interventions.run(model, tokenizer, condition_spec, prompts, decoding, iv,
+                                              cache_root=cache_root)
+    backends.close(llm)
+    del llm
+    return frames
 
 
 def asr_orr(judged: pd.DataFrame, group_column: str, seed: int) -> pd.DataFrame:

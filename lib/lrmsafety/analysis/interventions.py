@@ -30,6 +30,10 @@ prompt ids carry the round and a hash of the prefix, so a rerun serves every fin
 output row records how often and where the intervention acted (``interventions``, ``positions``: thinking-token
 indices).
 
+Backends: with a ``vllm.LLM`` as the model (a fine-tuned one through ``vllm_backend.Adapted``) SafePath and PSR
+run through vLLM, PSR's reflections greedy there too; SafeRemind reads every token's entropy from a forward pass
+(:func:`token_entropies`), so it needs the transformers model.
+
 Deviations, said once: entropy is the full softmax's (the vLLM port approximates it from the top 20 log-probs);
 SafeRemind's reminder is separated from the kept text by a space where the text does not end in one; the answer
 after the model's own close is capped at ``max_answer_tokens`` (official: whatever is left of one 16,384-token
@@ -327,8 +331,15 @@ def _psr_round(model, tokenizer, spec, active, decoding, iv, round_index, cache_
     asked = [i for i, (_, closed) in enumerate(pieces) if not closed]  # PSR reflects inside the thinking only
     queries = [out["rendered_prompt"].iloc[i] + out["thinking_prefix"].iloc[i] + pieces[i][0] + iv.reflection_prompt
                for i in asked]
-    replies = generate.generate_batch(model, tokenizer, queries, iv.reflection_tokens, {"do_sample": False},
-                                      share_prefixes=False) if queries else []
+    if not queries:
+        replies = []
+    elif generate.is_vllm(model):
+        from ..engine import vllm_backend
+
+        replies = vllm_backend.greedy_batch(model, tokenizer, queries, iv.reflection_tokens)
+    else:
+        replies = generate.generate_batch(model, tokenizer, queries, iv.reflection_tokens, {"do_sample": False},
+                                          share_prefixes=False)
     harmful = dict(zip(asked, (reflection_says_harmful(reply) for reply, _, _ in replies)))
     for i, (row, (new, closed)) in enumerate(zip(out.itertuples(), pieces)):
         n_new = len(tokenizer(new, add_special_tokens=False)["input_ids"])

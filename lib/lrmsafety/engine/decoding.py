@@ -92,7 +92,9 @@ def decoding_config(decoding: Decoding) -> dict:
 
 
 def is_vllm(model) -> bool:
-    return type(model).__module__.startswith("vllm")
+    """Whether ``model`` is a vLLM engine: a ``vllm.LLM``, or one that generates through a LoRA adapter
+    (``vllm_backend.Adapted``, which holds the engine as ``llm``)."""
+    return any(type(m).__module__.startswith("vllm") for m in (model, getattr(model, "llm", None)))
 
 
 def resolve_backend(backend: str, model) -> str:

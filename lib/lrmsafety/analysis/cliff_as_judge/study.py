@@ -81,6 +81,8 @@ class Study:
     eval_prompts: pd.DataFrame  # held-out prompts with prompt_id, prompt, label (harmful / benign)
     eval_decoding: generate.Decoding
     full_epochs: float | None = None  # the epoch arm: the whole pool for this many epochs (None or 0: no arm)
+    probes: Path | None = None  # where notebook 05 saved its probes (the run's S.index; None: cache)
+    backend: str = "transformers"  # the pool's and the held-out evaluations' rollouts: transformers or vllm
 
     @property
     def judge(self) -> str:
@@ -111,7 +113,7 @@ class Study:
     def with_cliff(self, name: str, model, tokenizer, spec, pool: pd.DataFrame):
         """(the pool with each example's plateau, final-token score and MS, notebook 05's probe): paper B's probe,
         read at the last layer along each example's own thinking. Without a probe from 05: NaN, and None."""
-        path = cliff.probe_path(self.cache, name)
+        path = cliff.probe_path(self.probes or self.cache, name)
         if not path.exists():
             return pool.assign(plateau=np.nan, final=np.nan, ms=np.nan), None
         probe = cliff_probe.LinearRefusalProbe.load(path)
@@ -138,18 +140,28 @@ class Study:
     # ------------------------------------------------------------------------------------------- adapters
     def evaluate(self, model, tokenizer, spec, pool: pd.DataFrame | None) -> pd.DataFrame:
         """Held-out rollouts of a (tuned) model, judged; the spec's name carries the adapter, so caches stay apart."""
-        frame = generate.rollouts(model, tokenizer, spec, safety_pool.held_out(self.eval_prompts, pool),
-                                  self.eval_decoding, cache_root=self.cache, progress=False)
+        return self.judged_evaluation(self.eval_rollouts(model, tokenizer, spec, pool), spec)
+
+    def eval_rollouts(self, model, tokenizer, spec, pool: pd.DataFrame | None) -> pd.DataFrame:
+        """The held-out rollouts of a (tuned) model, or of a vLLM engine (with its adapter), cached."""
+        return generate.rollouts(model, tokenizer, spec, safety_pool.held_out(self.eval_prompts, pool),
+                                 self.eval_decoding, cache_root=self.cache, progress=False)
+
+    def judged_evaluation(self, frame: pd.DataFrame, spec) -> pd.DataFrame:
         return self.judged(frame, spec.thinking_format).merge(self.eval_prompts[["prompt_id", "label"]],
                                                               on="prompt_id")
 
-    def tuned(self, name: str, rows: pd.DataFrame, pool: pd.DataFrame, recipe: finetune.Recipe):
-        """Fine-tune a fresh copy of the base model on the rows (skipped when the adapter is cached), evaluate."""
+    def train(self, name: str, rows: pd.DataFrame, recipe: finetune.Recipe):
+        """Fine-tune a fresh copy of the base model on the rows (skipped when the adapter is cached)."""
         from ... import registry
 
         base, tokenizer, spec = registry.load_model(name, quantization=self.quantization)
         pairs = safety_pool.sft_pairs(rows, tokenizer.eos_token)
-        result = finetune.train_adapter(base, tokenizer, spec, pairs, recipe, out_root=self.cache / "09-adapters")
+        return finetune.train_adapter(base, tokenizer, spec, pairs, recipe, out_root=self.cache / "09-adapters")
+
+    def tuned(self, name: str, rows: pd.DataFrame, pool: pd.DataFrame, recipe: finetune.Recipe):
+        """Fine-tune a fresh copy of the base model on the rows (skipped when the adapter is cached), evaluate."""
+        result = self.train(name, rows, recipe)
         tuned, tokenizer, tuned_spec = finetune.load_adapted(name, result.path, quantization=self.quantization)
         return self.evaluate(tuned, tokenizer, tuned_spec, pool), result
 
@@ -163,30 +175,54 @@ class Study:
         runs vary both. The ``seed`` column is the run's. Without a pool, the base model only."""
         from dataclasses import replace
 
-        from ... import registry
-
         chosen_by = usable(pool, selectors)
         plan = selection.plan(pool, shares, chosen_by, random_seeds, seed=seed) if chosen_by else {}
-        base, tokenizer, spec = registry.load_model(name, quantization=self.quantization)
-        frames = [self.evaluate(base, tokenizer, spec, pool).assign(model=name, selector="none", seed=0, share=0.0,
-                                                                    steps=0)]
-        results, by_rows = [], {}
+        runs, trainings = [], {}  # the table's (selector, seed, share, selection) in order; each selection's training
         for (selector, sel_seed), by_share in plan.items():
             for run_seed in ([sel_seed] if selector == "random" else list(train_seeds)):
                 for share, chosen in by_share.items():
                     key = (tuple(sorted(pool.index[chosen])), run_seed)
-                    if key not in by_rows:
-                        by_rows[key] = self.tuned(name, pool.iloc[chosen], pool, replace(self.recipe, seed=run_seed))
-                        results.append(by_rows[key][1])
-                    frame, result = by_rows[key]
-                    frames.append(frame.assign(model=name, selector=selector, seed=run_seed, share=share,
-                                               steps=result.manifest.get("steps", self.recipe.max_steps)))
+                    trainings.setdefault(key, (pool.iloc[chosen], replace(self.recipe, seed=run_seed)))
+                    runs.append((selector, run_seed, share, key))
         if pool is not None and self.full_epochs:
-            frame, result = self.tuned(name, pool, pool, self.epoch_recipe())
-            results.append(result)
-            frames.append(frame.assign(model=name, selector=EPOCH_ARM, seed=0, share=1.0,
-                                       steps=result.manifest.get("steps")))
-        return frames, results
+            trainings[EPOCH_ARM] = (pool, self.epoch_recipe())
+            runs.append((EPOCH_ARM, 0, 1.0, EPOCH_ARM))
+        evaluate = self._evaluations_vllm if self.backend == "vllm" else self._evaluations
+        base, evaluated = evaluate(name, pool, trainings)
+        frames = [base.assign(model=name, selector="none", seed=0, share=0.0, steps=0)]
+        for selector, sel_seed, share, key in runs:
+            frame, result = evaluated[key]
+            steps = result.manifest.get("steps", None if key == EPOCH_ARM else self.recipe.max_steps)
+            frames.append(frame.assign(model=name, selector=selector, seed=sel_seed, share=share, steps=steps))
+        return frames, [result for _, result in evaluated.values()]
+
+    def _evaluations(self, name: str, pool, trainings: dict) -> tuple[pd.DataFrame, dict]:
+        """(the base model's evaluation, {selection: (its evaluation, its training)}) on transformers: each adapter
+        trained, merged and evaluated in turn."""
+        from ... import registry
+
+        base, tokenizer, spec = registry.load_model(name, quantization=self.quantization)
+        untuned = self.evaluate(base, tokenizer, spec, pool)
+        return untuned, {key: self.tuned(name, rows, pool, recipe) for key, (rows, recipe) in trainings.items()}
+
+    def _evaluations_vllm(self, name: str, pool, trainings: dict) -> tuple[pd.DataFrame, dict]:
+        """As :meth:`_evaluations` with the held-out rollouts through vLLM: every adapter is trained first (on
+        transformers), then one engine generates the base model's rollouts and each adapter's (a LoRA request each),
+        and is closed before the judges load."""
+        from ...engine import backends, vllm_backend
+
+        results = {key: self.train(name, rows, recipe) for key, (rows, recipe) in trainings.items()}
+        paths = [result.path for result in results.values()]
+        lora = {"enable_lora": True, "max_lora_rank": vllm_backend.lora_rank(paths)} if paths else {}
+        llm, tokenizer, spec = backends.load_generator(name, "vllm", self.quantization, **lora)
+        untuned = self.eval_rollouts(llm, tokenizer, spec, pool)
+        tuned = {key: (self.eval_rollouts(vllm_backend.Adapted(llm, result.path, i), tokenizer,
+                                          finetune.adapted_spec(spec, result.path), pool), result)
+                 for i, (key, result) in enumerate(results.items(), start=1)}
+        backends.close(llm)  # the judges load next
+        del llm
+        return (self.judged_evaluation(untuned, spec),
+                {key: (self.judged_evaluation(frame, spec), result) for key, (frame, result) in tuned.items()})
 
     def run_all(self, pools: dict, selectors: Sequence[str], shares: Sequence[float],
                 random_seeds: Sequence[int] = (0,), seed: int = 0, train_seeds: Sequence[int] = (0,)
@@ -212,13 +248,16 @@ class Study:
                     report: Callable[[str], None] = print) -> tuple[dict, list[pd.DataFrame]]:
         """:meth:`prepare` for every model, its pool from ``source(name, model, tokenizer, spec) -> (rollouts,
         answers_for)``: ({name: pool or None}, the table's NA rows for what cannot run); one line per model."""
-        from ... import registry
+        from ...engine import backends
 
         pools, missing = {}, []
         for name in names:
-            model, tokenizer, spec = registry.load_model(name, quantization=self.quantization)
-            pools[name], note, rows = self.prepare(name, model, tokenizer, spec,
-                                                   *source(name, model, tokenizer, spec), conditions)
+            generator, tokenizer, spec = backends.load_generator(name, self.backend, self.quantization)
+            rollouts, answers_for = source(name, generator, tokenizer, spec)
+            # the cliff is read from hidden states: on the vLLM backend the engine closes and transformers loads
+            model, tokenizer, spec = backends.transformers_model((generator, tokenizer, spec), name, self.quantization)
+            del generator
+            pools[name], note, rows = self.prepare(name, model, tokenizer, spec, rollouts, answers_for, conditions)
             missing += rows
             report(f"{name}: {note}")
             del model
