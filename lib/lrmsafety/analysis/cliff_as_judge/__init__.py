@@ -1,6 +1,7 @@
 """Paper B's Cliff-as-a-Judge (notebook 09): `pool` builds the SFT pool from the model's own closed rollouts,
 `selection` picks the training subsets (by cliff size, rule, length or at random), `study` runs the loop (one LoRA
-adapter per distinct selection, held-out evaluation, the table of ASR and ORR). The study's names are re-exported."""
+adapter per distinct selection, held-out evaluation), `table` writes the table of ASR and ORR. The names of study
+and table are re-exported."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from .study import (  # noqa: F401
     PUBLISHED,
     PUBLISHED_BASE_ASR,
     STYLES,
-    TABLE_COLUMNS,
     Study,
     cliff_summary,
     compare,
@@ -21,8 +21,6 @@ from .study import (  # noqa: F401
     figure,
     n_runs,
     no_probe,
-    not_run,
-    pooled,
-    rate_table,
     usable,
 )
+from .table import TABLE_COLUMNS, not_run, pooled, rate_table  # noqa: F401

@@ -17,10 +17,7 @@ selection, the held-out evaluation of each, and the table of ASR and ORR with 95
     conditions(selectors, shares, full_epochs)  every (selector, share) the table holds; n_runs: adapters per model
     cost_note(P, runs, ...)                     what a model's study costs on a GPU
     epoch_steps(n, epochs, batch_size)          the epoch arm's optimizer steps (the trainer's own count)
-    rate_table(evaluated, seed, judge)          ASR and ORR per condition: Wilson per run, bootstrap over pooled runs
-                                                (metrics.bootstrap_ci); each selector minus random over runs and
-                                                prompts; pooled(table): the rows the figure reads
-    not_run(model, conditions, reason)          the table's rows for conditions that could not run, NA with the reason
+    (the table of ASR and ORR per condition, and of each selector against random, is in cliff_as_judge.table)
     usable(pool, selectors)                     the selectors that can run on a pool (none without; no cliff one
                                                 without cliff sizes)
     cliff_summary(pools)                        plateau, final and MS by model and outcome
@@ -42,12 +39,13 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ... import chat, metrics
+from ... import chat
 from ...engine import generate
 from ...judges import labels as evaluate
 from .. import cliff, cliff_probe, finetune
 from . import pool as safety_pool
 from . import selection
+from .table import not_run
 
 # paper B's figure script (fig/flexible_validation_curves.py; likely R1-Distill-Llama-8B, low-medium confidence;
 # methods.md section 2): ASR by share of the training data, and with no fine-tuning
@@ -57,7 +55,6 @@ PUBLISHED = pd.DataFrame({
     "ASR": [.055, .01, .02, .02, .03, .06, .04, .08, .15, .03, .07, .09, .08, .07, .03]})
 PUBLISHED_BASE_ASR = .235
 EPOCH_ARM = "all_epochs"  # the selector name of the epoch arm in the table (share 1.0)
-TABLE_COLUMNS = ["model", "selector", "share", "seed", "metric", "value", "low", "high", "n", "steps", "judge", "note"]
 EVALUATED_COLUMNS = ["model", "selector", "seed", "share", "steps", "prompt_id", "label", "refused", "answer"]
 
 
@@ -296,83 +293,9 @@ def cost_note(P, runs: int, n_eval: int, recipe: finetune.Recipe) -> str:
                if P.cliff_full_epochs else ""))
 
 
-# ------------------------------------------------------------------------------------------- the table
-def _rates(frame: pd.DataFrame, keys: dict, seed: int) -> list[dict]:
-    rows = []
-    for metric, label, outcome in [("ASR", "harmful", False), ("ORR", "benign", True)]:
-        part = frame[(frame["label"] == label) & frame["refused"].notna()]
-        hits = int((part["refused"].astype(bool) == outcome).sum())
-        if part["seed"].nunique() > 1:
-            value, low, high = metrics.bootstrap_ci(part, lambda f, o=outcome: float((f["refused"] == o).mean()),
-                                                    n_boot=500, seed=seed)
-        else:
-            value, low, high = metrics.wilson_interval(hits, len(part))
-        steps = part["steps"].iloc[0] if "steps" in part and len(part) else np.nan
-        rows.append({**keys, "metric": metric, "value": value, "low": low, "high": high, "n": len(part),
-                     "steps": steps})
-    return rows
-
-
-def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b") -> pd.DataFrame:
-    """ASR (harmful answered) and ORR (benign refused) per model, selector, run seed and share, with Wilson
-    intervals over held-out prompts; each condition's runs pooled as ``seed = -1`` (a bootstrap over prompts of
-    the pooled samples when there are several); and each selector's ASR minus random selection's at the same
-    share (metric "ASR minus random", seed -1), with a two-level bootstrap over prompts and runs
-    (:func:`lrmsafety.metrics.runs_difference_ci`): the interval the verdict on a selector is judged by. ``judge``
-    names the label (paper B's) in every row."""
-    records = []
-    for (name, selector, run_seed, share), part in evaluated.groupby(["model", "selector", "seed", "share"]):
-        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": run_seed}, seed)
-    for (name, selector, share), part in evaluated.groupby(["model", "selector", "share"]):
-        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": -1}, seed)
-    records += _against_random(evaluated, seed)
-    table = pd.DataFrame(records, columns=TABLE_COLUMNS)
-    return table.assign(judge=judge, note="")
-
-
-def _against_random(evaluated: pd.DataFrame, seed: int) -> list[dict]:
-    """ASR of every selector minus random selection's, per model and share, over the runs of each (seed -1)."""
-    harmful = evaluated[evaluated["label"] == "harmful"]
-    complied = harmful.assign(complied=1.0 - harmful["refused"].astype(float))  # NaN stays NaN: not judged
-    rows = []
-    for (name, share), part in complied.groupby(["model", "share"]):
-        runs = {sel: frame.pivot_table(index="seed", columns="prompt_id", values="complied", dropna=False)
-                for sel, frame in part.groupby("selector")}
-        if "random" not in runs:
-            continue
-        for selector, table in runs.items():
-            if selector == "random":
-                continue
-            prompts = table.columns.intersection(runs["random"].columns)
-            value, low, high = metrics.runs_difference_ci(table[prompts].to_numpy(),
-                                                          runs["random"][prompts].to_numpy(), seed=seed)
-            rows.append({"model": name, "selector": selector, "share": share, "seed": -1,
-                         "metric": "ASR minus random", "value": value, "low": low, "high": high,
-                         "n": len(prompts), "steps": part.loc[part["selector"] == selector, "steps"].iloc[0]})
-    return rows
-
-
-def pooled(table: pd.DataFrame, report: Callable[[str], None] = print) -> pd.DataFrame:
-    """The rows the figure and the claims read (every condition's runs pooled, ``seed = -1``); the conditions that
-    could not run are reported, one line per reason."""
-    rows = table[table["seed"] == -1]
-    for note, part in rows[rows["note"] != ""].groupby("note"):
-        report(f"NA ({', '.join(sorted(set(part['model'])))}; {', '.join(dict.fromkeys(part['selector']))}): {note}")
-    return rows
-
-
 def no_probe(name: str) -> str:
     return (f"notebook 05 saved no refusal probe for {name} (a model that never refuses gives it nothing to train "
             "on; or 05 has not run): no cliff size, so no cliff selector")
-
-
-def not_run(model: str, conditions: Sequence[tuple[str, float]], reason: str, judge: str = "refused_b") -> pd.DataFrame:
-    """NA rows (ASR and ORR) for (selector, share) conditions that could not run, each with the reason, as pooled
-    rows (seed -1), which the claims read."""
-    rows = [{"model": model, "selector": sel, "share": share, "seed": -1, "metric": metric,
-             "value": np.nan, "low": np.nan, "high": np.nan, "n": 0, "steps": np.nan, "judge": judge, "note": reason}
-            for sel, share in conditions for metric in ("ASR", "ORR")]
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def usable(pool: pd.DataFrame | None, selectors: Sequence[str]) -> list[str]:

@@ -1,0 +1,92 @@
+"""The table of notebook 09: ASR and ORR per condition, and each selector against random selection.
+
+    rate_table(evaluated, seed, judge)    ASR and ORR per condition: Wilson per run, a bootstrap over prompts of each
+                                          condition's pooled runs (seed -1), and each selector minus random over
+                                          runs and prompts (metrics.runs_difference_ci)
+    pooled(table)                         the rows the figure and the claims read
+    not_run(model, conditions, reason)    the table's rows for conditions that could not run, NA with the reason
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ... import metrics
+
+TABLE_COLUMNS = ["model", "selector", "share", "seed", "metric", "value", "low", "high", "n", "steps", "judge", "note"]
+
+
+def _rates(frame: pd.DataFrame, keys: dict, seed: int) -> list[dict]:
+    rows = []
+    for metric, label, outcome in [("ASR", "harmful", False), ("ORR", "benign", True)]:
+        part = frame[(frame["label"] == label) & frame["refused"].notna()]
+        hits = int((part["refused"].astype(bool) == outcome).sum())
+        if part["seed"].nunique() > 1:
+            value, low, high = metrics.bootstrap_ci(part, lambda f, o=outcome: float((f["refused"] == o).mean()),
+                                                    n_boot=500, seed=seed)
+        else:
+            value, low, high = metrics.wilson_interval(hits, len(part))
+        steps = part["steps"].iloc[0] if "steps" in part and len(part) else np.nan
+        rows.append({**keys, "metric": metric, "value": value, "low": low, "high": high, "n": len(part),
+                     "steps": steps})
+    return rows
+
+
+def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b") -> pd.DataFrame:
+    """ASR (harmful answered) and ORR (benign refused) per model, selector, run seed and share, with Wilson
+    intervals over held-out prompts; each condition's runs pooled as ``seed = -1`` (a bootstrap over prompts of
+    the pooled samples when there are several); and each selector's ASR minus random selection's at the same
+    share (metric "ASR minus random", seed -1), with a two-level bootstrap over prompts and runs
+    (:func:`lrmsafety.metrics.runs_difference_ci`): the interval the verdict on a selector is judged by. ``judge``
+    names the label (paper B's) in every row."""
+    records = []
+    for (name, selector, run_seed, share), part in evaluated.groupby(["model", "selector", "seed", "share"]):
+        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": run_seed}, seed)
+    for (name, selector, share), part in evaluated.groupby(["model", "selector", "share"]):
+        records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": -1}, seed)
+    records += _against_random(evaluated, seed)
+    table = pd.DataFrame(records, columns=TABLE_COLUMNS)
+    return table.assign(judge=judge, note="")
+
+
+def _against_random(evaluated: pd.DataFrame, seed: int) -> list[dict]:
+    """ASR of every selector minus random selection's, per model and share, over the runs of each (seed -1)."""
+    harmful = evaluated[evaluated["label"] == "harmful"]
+    complied = harmful.assign(complied=1.0 - harmful["refused"].astype(float))  # NaN stays NaN: not judged
+    rows = []
+    for (name, share), part in complied.groupby(["model", "share"]):
+        runs = {sel: frame.pivot_table(index="seed", columns="prompt_id", values="complied", dropna=False)
+                for sel, frame in part.groupby("selector")}
+        if "random" not in runs:
+            continue
+        for selector, table in runs.items():
+            if selector == "random":
+                continue
+            prompts = table.columns.intersection(runs["random"].columns)
+            value, low, high = metrics.runs_difference_ci(table[prompts].to_numpy(),
+                                                          runs["random"][prompts].to_numpy(), seed=seed)
+            rows.append({"model": name, "selector": selector, "share": share, "seed": -1,
+                         "metric": "ASR minus random", "value": value, "low": low, "high": high,
+                         "n": len(prompts), "steps": part.loc[part["selector"] == selector, "steps"].iloc[0]})
+    return rows
+
+
+def pooled(table: pd.DataFrame, report: Callable[[str], None] = print) -> pd.DataFrame:
+    """The rows the figure and the claims read (every condition's runs pooled, ``seed = -1``); the conditions that
+    could not run are reported, one line per reason."""
+    rows = table[table["seed"] == -1]
+    for note, part in rows[rows["note"] != ""].groupby("note"):
+        report(f"NA ({', '.join(sorted(set(part['model'])))}; {', '.join(dict.fromkeys(part['selector']))}): {note}")
+    return rows
+
+
+def not_run(model: str, conditions: Sequence[tuple[str, float]], reason: str, judge: str = "refused_b") -> pd.DataFrame:
+    """NA rows (ASR and ORR) for (selector, share) conditions that could not run, each with the reason, as pooled
+    rows (seed -1), which the claims read."""
+    rows = [{"model": model, "selector": sel, "share": share, "seed": -1, "metric": metric,
+             "value": np.nan, "low": np.nan, "high": np.nan, "n": 0, "steps": np.nan, "judge": judge, "note": reason}
+            for sel, share in conditions for metric in ("ASR", "ORR")]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
