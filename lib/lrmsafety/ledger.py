@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from . import verdicts
 from .metrics import difference_interval
 from .paths import REPO_ROOT
+from .verdicts import fmt
 
 LEDGER_PATH = REPO_ROOT / "paper" / "claims.yaml"
 # notebooks of DESIGN.md not yet in notebooks/: a measure may name them, and renders "not measured" until they run
@@ -28,9 +29,6 @@ PLANNED_NOTEBOOKS: tuple[str, ...] = ()  # notebooks a ledger row may name befor
 CONTROL_PROFILES = ("organism", "smoke")  # profiles whose models are the organisms: verdicts vs planted targets
 VERDICTS = ("reproduced", "recovered", "as built", "differs", "not as built", "inconclusive", "no verdict",
             "not measured")
-# what a row checks on the organisms: "card", that an organism behaves as it was built (its refusal rates, what its
-# thinking concludes); "method", that a paper's method recovers what was planted. The report counts them apart.
-KINDS = ("method", "card")
 
 
 class LedgerError(ValueError):
@@ -92,9 +90,6 @@ class Target(_Strict):
             return f"{fmt(self.min)}–{fmt(self.max)}" if self.min != self.max else f"= {fmt(self.min)}"
         return f"≥ {fmt(self.min)}" if self.min is not None else f"≤ {fmt(self.max)}"
 
-    def met(self, value: float) -> bool:
-        return (self.min is None or value >= self.min - 1e-12) and (self.max is None or value <= self.max + 1e-12)
-
 
 class Measure(_Strict):
     id: str
@@ -112,6 +107,8 @@ class Measure(_Strict):
     aggregate: Literal["mean"] | None = None
     minus: str | None = None
     minus_model: str | None = None
+    # what a row checks on the organisms: "card", that an organism behaves as it was built (its refusal rates, what
+    # its thinking concludes); "method", that a paper's method recovers what was planted. The report counts them apart
     kind: Literal["method", "card"] = "method"
     published: Published | None = None
     tolerance: float = 0.0
@@ -228,12 +225,6 @@ def load_ledger(path: Path | str = LEDGER_PATH) -> Ledger:
 
 
 # ---------------------------------------------------------------- filling the ledger from the result tables
-
-def fmt(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.3f}"
-
 
 def _select(frame: pd.DataFrame, query: str | None, measure: Measure, table: str) -> pd.DataFrame:
     if not query:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .ledger import CONTROL_PROFILES, VERDICTS, Ledger, fmt, target_of, verdict_counts
+from .ledger import CONTROL_PROFILES, VERDICTS, Ledger, target_of, verdict_counts
 from .paths import REPO_ROOT
+from .verdicts import fmt
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 

@@ -33,18 +33,6 @@ COVERED = ("00_organism", "02_first_token_probe", "03_lock_in", "04_deliberation
 COLUMNS = ["source", "target_id", "kind", "organism", "seed", "value", "low", "high", "target", "verdict", "covered"]
 
 
-def run_name(seed: int, profile: str = PROFILE) -> str:
-    """The run folder of a seed under build/, data/results/, figures/ and paper/: the profile itself for seed 0 (the
-    committed organisms), ``<profile>/seed-<s>`` otherwise."""
-    return profile if seed == 0 else f"{profile}/seed-{seed}"
-
-
-def models_dir(seed: int) -> Path:
-    """Where a seed's organisms live: data/models/ for seed 0, data/models/seed-<s>/ otherwise."""
-    root = REPO_ROOT / "data" / "models"
-    return root if seed == 0 else root / f"seed-{seed}"
-
-
 def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 

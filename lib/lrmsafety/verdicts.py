@@ -46,11 +46,13 @@ def word(where: str, vocabulary: str) -> str:
     return {INSIDE: inside, OUTSIDE: outside}.get(where, unsure)
 
 
+def fmt(x) -> str:
+    """A number as the verdicts and the report print it (three decimals; "–" for none)."""
+    return "–" if _missing(x) else f"{x:.3f}"
+
+
 def explain(where: str, value: float, low, high, target_text: str) -> str:
     """One line saying why: the interval against the target text."""
-    def fmt(x) -> str:
-        return "–" if _missing(x) else f"{x:.3f}"
-
     if where == NO_INTERVAL:
         return f"{fmt(value)} has no interval: it cannot be judged against {target_text}"
     span = f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
