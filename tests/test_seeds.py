@@ -73,3 +73,30 @@ def test_a_seed_run_reads_its_own_organisms_and_writes_apart():
     one = subprocess.run(["make", "-n", "all", "SEED=1"], cwd=REPO_ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert "--output build/organism/seed-1/01_rollouts.ipynb" in one
+
+
+def _outcomes(folder, cliff_rate, random_rate, runs=2, prompts=40, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = [{"model": "organism-locked", "selector": selector, "share": 0.05, "seed": run, "prompt_id": f"p{i}",
+             "complied": float(rng.random() < rate)}
+            for selector, rate in (("cliff_ms", cliff_rate), ("random", random_rate))
+            for run in range(runs) for i in range(prompts)]
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "09_heldout_outcomes.csv", index=False)
+
+
+def test_09_pooled_over_organism_seeds_judges_every_run_together(tmp_path):
+    _outcomes(tmp_path, 0.1, 0.6, seed=0)
+    _outcomes(tmp_path / "seed-1", 0.1, 0.6, seed=1)
+    pooled = seeds.pooled_cliff_as_judge([0, 1], tmp_path)
+    row = pooled.iloc[0]
+    assert (row["model"], row["selector"], row["runs"], row["seeds"]) == ("organism-locked", "cliff_ms", 4, "0 1")
+    assert row["value"] < -0.3 and row["high"] < -0.1 and row["verdict"] == "recovered"
+    assert row["target"] == "≤ -0.100"
+    # no difference planted: the pooled interval straddles the target's bound
+    _outcomes(tmp_path, 0.5, 0.5, seed=2)
+    _outcomes(tmp_path / "seed-1", 0.5, 0.5, seed=3)
+    assert seeds.pooled_cliff_as_judge([0, 1], tmp_path).iloc[0]["verdict"] in ("inconclusive", "differs")
+    assert seeds.pooled_cliff_as_judge([5], tmp_path).empty

@@ -12,6 +12,8 @@ is the committed organisms in ``data/models/``), runs the organism profile's not
 
 into one long table (target x organism x seed: value, interval, verdict) and :func:`summary` counts on how many
 seeds each target holds. Every verdict is the interval rule of :mod:`lrmsafety.verdicts`, as on seed 0.
+:func:`pooled_cliff_as_judge` judges 09's cliff vs random selection once more over every organism seed's fine-tuning
+runs together (each run an organism seed and a fine-tuning seed).
 
     python -m lrmsafety.seeds table --seeds 0 1 2    writes data/results/organism/seeds.csv and paper/organism/seeds.md
 """
@@ -70,6 +72,34 @@ def collect(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
         COLUMNS]
 
 
+POOLED_MEASURE = "B9.cliff_vs_random"
+
+
+def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
+    """09's selectors against random selection with the fine-tuning runs of every organism seed pooled (a run is an
+    organism seed and a fine-tuning seed; 09_heldout_outcomes.csv of each seed), with the two-level bootstrap of
+    ``metrics.runs_difference_ci``; the rows of the claims ledger's B9.cliff_vs_random, with its targets and verdict."""
+    from . import ledger, verdicts
+    from .analysis.cliff_as_judge import against_random
+
+    frames = []
+    for seed in seeds:
+        outcomes = _read((results_root / f"seed-{seed}" if seed else results_root) / "09_heldout_outcomes.csv")
+        if outcomes is not None:
+            frames.append(outcomes.assign(organism_seed=seed))
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.DataFrame(against_random(pd.concat(frames), run=("organism_seed", "seed")))
+    claims = ledger.load_ledger()
+    measure = next(m for c in claims.claims for m in c.measures if m.id == POOLED_MEASURE)
+    rows = rows.query(measure.select).copy()
+    targets = [measure.targets.get(model) for model in rows["model"]]
+    rows["target"] = [t.text() if t else "–" for t in targets]
+    rows["verdict"] = [verdicts.word(verdicts.placement(lo, hi, t.min, t.max), "method") if t else "–"
+                       for lo, hi, t in zip(rows["low"], rows["high"], targets)]
+    return rows.assign(seeds=" ".join(str(s) for s in sorted({f["organism_seed"].iloc[0] for f in frames})))
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per target and organism: the seed-0 value and verdict, each seed's verdict, and on how many of the
     seeds read it holds (``holds``: "k of n"); the ledger's rows that repeat the card's or paper A's are left out."""
@@ -95,7 +125,7 @@ def _value(rows: pd.DataFrame) -> str:
     return f"{fmt(r['value'])} [{fmt(r['low'])}, {fmt(r['high'])}]"
 
 
-def markdown(summary_table: pd.DataFrame, seeds) -> str:
+def markdown(summary_table: pd.DataFrame, seeds, pooled: pd.DataFrame | None = None) -> str:
     """The seed table as Markdown (paper/organism/seeds.md), with the count of targets that hold on every seed."""
     every = int(summary_table["on every seed"].sum()) if len(summary_table) else 0
     seed_columns = [c for c in summary_table.columns if c.startswith("seed ") and c != "seed 0 value"]
@@ -110,6 +140,12 @@ def markdown(summary_table: pd.DataFrame, seeds) -> str:
         cells = [r["source"], r["target_id"], r["kind"], r["organism"], r["target"], r["seed 0 value"],
                  *[r[c] if isinstance(r[c], str) else "–" for c in seed_columns], r["holds"]]
         out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    if pooled is not None and len(pooled):
+        out += ["", f"## {POOLED_MEASURE} over the organism seeds' fine-tuning runs together", "",
+                "| organism | selector | share | seeds | runs | value [95% CI] | target | verdict |", "|" + "---|" * 8]
+        out += [f"| {r['model']} | {r['selector']} | {r['share']:g} | {r['seeds']} | {r['runs']} | "
+                f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['target']} | {r['verdict']} |"
+                for _, r in pooled.iterrows()]
     return "\n".join(out) + "\n"
 
 
@@ -126,7 +162,8 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
     for folder in (results_root, paper_dir):
         table.to_csv(folder / "seeds.csv", index=False)
     brief = summary(table)
-    (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique())))
+    pooled = pooled_cliff_as_judge(sorted(table["seed"].unique()), results_root)
+    (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled))
     return brief
 
 
