@@ -449,3 +449,18 @@ def test_shipped_locked_organism_follows_its_conclusion_without_its_planted_head
     assert refusal_rate([]) <= 0.2
     assert refusal_rate(planted) >= 0.8
     assert refusal_rate(others) <= 0.2
+
+
+def test_micro_batches_give_the_whole_batch_gradient(tmp_path, monkeypatch):
+    """Training in length-sorted micro-batches is the same optimisation as one padded batch: equal losses."""
+    from lrmsafety.organism import train
+
+    cards = {}
+    for micro in (1, 4):
+        monkeypatch.setattr(train, "MICRO_BATCHES", micro)
+        out = train.train_organism("locked", tmp_path / f"mb{micro}", size="smoke", seed=3, steps=4, log_every=0)
+        cards[micro] = json.loads((out / "organism_card.json").read_text())["training"]
+    for key in ("final_loss",):
+        assert cards[1][key] == pytest.approx(cards[4][key], rel=1e-4)
+    assert cards[1]["judgement_loss"]["final"] == pytest.approx(cards[4]["judgement_loss"]["final"], rel=1e-4)
+    assert cards[1]["suppression_loss"]["final"] == pytest.approx(cards[4]["suppression_loss"]["final"], rel=1e-4)

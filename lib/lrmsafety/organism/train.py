@@ -48,6 +48,8 @@ JUDGEMENT_WEIGHT = 0.5
 SUPPRESSION_WRITE = 8.0
 SUPPRESSION_WEIGHT = 0.5
 P_HEADS_REMOVED = 0.25
+LOSS_WEIGHTS = {"lm": 1.0, "judgement": JUDGEMENT_WEIGHT, "suppression": SUPPRESSION_WEIGHT}
+MICRO_BATCHES = 4  # a batch is run as this many length-sorted micro-batches (the same gradient, less padding)
 
 
 def seed_everything(seed: int) -> None:
@@ -252,6 +254,9 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         n_examples = len(examples)
     else:
         n_examples = len(ids)
+    lengths = np.array([len(seq) for seq in ids])
+    n_labels = np.array([sum(label != -100 for label in seq[1:]) for seq in labels])  # the shifted LM targets
+    n_judged = np.array([sum(v >= 0 for v in seq) for seq in judgements]) if plant_judgement else np.zeros(len(ids))
     model = build_model(tokenizer, size).to(dev)
     direction = judgement_direction(model.config.hidden_size, seed).to(dev)
     suppression_heads = planted_heads(model.config)
@@ -266,28 +271,45 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, hp["warmup"], hp["lr"])
         idx = rng.integers(0, n_examples, hp["batch_size"])
+        removed = np.zeros(len(idx), dtype=bool)
         if heads is not None:
             removed = rng.random(len(idx)) < P_HEADS_REMOVED
             idx = np.where(removed, twin_index[idx], idx)
-            heads.removed = torch.from_numpy(removed).to(dev)
+            removed_rows = torch.from_numpy(removed).to(dev)
             heads.rescale = bool(step % 2)
-        x, y, m, j, c = _batch(ids, labels, judgements, idx, tokenizer.pad_token_id, dev, close)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
-        loss = output.loss
-        if plant_judgement:  # hidden_states[-1]: the last layer after the final norm, where paper B's probe reads
-            aux = judgement_loss(output.hidden_states[-1], j, direction, judgement_norm)
-            judgement_losses.append(aux.item())
-            loss = loss + JUDGEMENT_WEIGHT * aux
-        if heads is not None:  # the write is asked of the heads where they are present
-            aux = suppression_loss(heads.writes, c & ~heads.removed[:, None], direction, suppression_write)
-            suppression_losses.append(aux.item())
-            loss = loss + SUPPRESSION_WEIGHT * aux
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # the batch's totals: each loss is a mean over the whole batch (its label tokens, judged positions, and the
+        # close positions of rows with the heads present)
+        totals = {"lm": n_labels[idx].sum(), "judgement": n_judged[idx].sum(),
+                  "suppression": sum(len(close[i]) for i, r in zip(idx, removed) if not r) if plant_heads else 0}
+        step_losses = dict.fromkeys(totals, 0.0)
+        # the batch in length-sorted micro-batches, each padded to its own longest row (about half the padded tokens
+        # of the batch padded to its longest row), their losses weighted so that the gradient is the whole batch's
+        for chunk in np.array_split(np.argsort(lengths[idx], kind="stable"), MICRO_BATCHES):
+            x, y, m, j, c = _batch(ids, labels, judgements, idx[chunk], tokenizer.pad_token_id, dev, close)
+            if heads is not None:
+                heads.removed = removed_rows[chunk]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
+            parts = {"lm": (output.loss, (y[:, 1:] != -100).sum())}
+            if plant_judgement:  # hidden_states[-1]: the last layer after the final norm, where paper B's probe reads
+                parts["judgement"] = (judgement_loss(output.hidden_states[-1], j, direction, judgement_norm),
+                                      (j >= 0).sum())
+            if heads is not None:  # the write is asked of the heads where they are present
+                where = c & ~heads.removed[:, None]
+                parts["suppression"] = (suppression_loss(heads.writes, where, direction, suppression_write),
+                                        where.sum())
+            weighted = {k: mean * (count / max(1, totals[k])) for k, (mean, count) in parts.items()}
+            sum(LOSS_WEIGHTS[k] * v for k, v in weighted.items()).backward()
+            for k, v in weighted.items():
+                step_losses[k] = step_losses[k] + v.detach().float()
+        losses.append(float(step_losses["lm"]))
+        if plant_judgement:
+            judgement_losses.append(float(step_losses["judgement"]))
+        if heads is not None:
+            suppression_losses.append(float(step_losses["suppression"]))
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(output.loss.item())
         if log_every and (step % log_every == 0 or step == steps - 1):
             extra = f" judgement {judgement_losses[-1]:.4f}" if plant_judgement else ""
             extra += f" suppression {suppression_losses[-1]:.4f}" if heads is not None else ""
@@ -313,7 +335,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                    "family_weights": dict(zip(C.FAMILIES, C.FAMILY_WEIGHTS)),
                    "trace_weights": dict(zip(C.TRACE_TYPES, C.TRACE_WEIGHTS))},
         "training": {"steps": steps, "batch_size": hp["batch_size"], "lr": hp["lr"], "warmup": hp["warmup"],
-                     "schedule": "linear warmup, cosine to 10%", "optimizer": "AdamW(0.9, 0.95), wd 0.1",
+                     "schedule": "linear warmup, cosine to 10%",
+                     "optimizer": "AdamW(0.9, 0.95), wd 0.1",
                      "precision": "bf16 autocast" if dev.type == "cuda" else "float32",
                      "seconds": round(seconds, 1), "device": str(dev),
                      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
