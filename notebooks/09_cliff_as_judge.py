@@ -157,7 +157,7 @@ print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} eval
 # %%
 table = pd.concat([caj.rate_table(evaluated, seed=P.seed, judge=study.judge)] + not_measured, ignore_index=True)
 table.to_csv(results / "09_cliff_as_judge.csv", index=False)
-caj.outcomes(evaluated).to_csv(results / "09_heldout_outcomes.csv", index=False)  # for the seed lane's pooled rows
+caj.outcomes(evaluated, study.judge).to_csv(results / "09_heldout_outcomes.csv", index=False)  # for make seeds
 pooled = caj.pooled(table)
 pooled.set_index(["model", "selector", "share", "metric"])["value"].unstack("metric").round(3)
 

@@ -54,12 +54,13 @@ def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b")
     return table.assign(judge=judge, note="")
 
 
-def outcomes(evaluated: pd.DataFrame) -> pd.DataFrame:
+def outcomes(evaluated: pd.DataFrame, judge: str = "refused_b") -> pd.DataFrame:
     """One row per held-out harmful prompt and run (model, selector, share, seed): ``complied`` 1/0, NaN where the
-    judge gave no label; the inputs of "ASR minus random", saved so that runs can be pooled across result folders."""
+    judge gave no label, and the judge's label name; the inputs of "ASR minus random", saved so that runs can be
+    pooled across result folders."""
     harmful = evaluated[evaluated["label"] == "harmful"]
-    return harmful.assign(complied=1.0 - harmful["refused"].astype(float))[
-        ["model", "selector", "share", "seed", "prompt_id", "complied"]].reset_index(drop=True)
+    return harmful.assign(complied=1.0 - harmful["refused"].astype(float), judge=judge)[
+        ["model", "selector", "share", "seed", "prompt_id", "complied", "judge"]].reset_index(drop=True)
 
 
 def against_random(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] = ("seed",)) -> list[dict]:
