@@ -48,6 +48,16 @@ def test_a_missing_seed_is_left_out_and_no_tables_at_all_is_an_error(tmp_path):
         seeds.write_table([3], tmp_path, tmp_path / "paper")
 
 
+def test_the_report_says_on_how_many_seeds_each_ledger_row_holds(tmp_path):
+    _write(tmp_path, "as built", "recovered")
+    _write(tmp_path / "seed-1", "as built", "differs")
+    table = seeds.collect([0, 1], tmp_path)
+    filled = pd.DataFrame({"measure_id": ["B8.top_change", "A1.jailbreak", "A1.harmful"],
+                           "model": "organism-locked"})
+    assert seeds.holds_on(filled, table).tolist() == ["1 of 2", "1 of 2", "–"]
+    assert seeds.holds_on(filled, None).tolist() == ["–"] * 3
+
+
 def test_a_seed_run_reads_its_own_organisms_and_writes_apart():
     """$LRMSAFETY_ORGANISM_SEED (make all SEED=<s>) moves the organisms' folder and the run's folders; make seeds
     trains, runs every seed, then writes the table and refreshes seed 0's report."""

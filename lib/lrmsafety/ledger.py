@@ -386,8 +386,16 @@ def fill(ledger: Ledger, results_dir: Path, profile: str, models: list[str], str
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
+def measure_of(ledger: Ledger, measure_id: str) -> Measure:
+    """The ledger's measure of that id; a LedgerError names the file where there is none."""
+    measure = next((m for c in ledger.claims for m in c.measures if m.id == measure_id), None)
+    if measure is None:
+        raise LedgerError(f"no measure {measure_id!r} in {LEDGER_PATH}")
+    return measure
+
+
 def target_of(ledger: Ledger, measure_id: str, model: str) -> Target:
-    return next(m for c in ledger.claims for m in c.measures if m.id == measure_id).targets[model]
+    return measure_of(ledger, measure_id).targets[model]
 
 
 def verdict_counts(filled: pd.DataFrame, kind: str | None = None) -> dict[str, int]:
@@ -419,9 +427,7 @@ def board(notebook: str, profile: str, models: list[str], results_dir: Path | No
 def published(measure_id: str, model: str | None = None) -> tuple[float | None, float | None, str]:
     """A measure's published value as (low, high, text), for drawing it beside ours; ``model`` picks a per-model
     value where the paper gives one."""
-    measure = next((m for c in load_ledger().claims for m in c.measures if m.id == measure_id), None)
-    if measure is None:
-        raise LedgerError(f"no measure {measure_id!r} in {LEDGER_PATH}")
+    measure = measure_of(load_ledger(), measure_id)
     if measure.published is None:
         return None, None, "–"
     return measure.published.for_model(model or "")

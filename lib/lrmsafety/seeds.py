@@ -90,8 +90,7 @@ def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> 
     if not frames:
         return pd.DataFrame()
     rows = pd.DataFrame(against_random(pd.concat(frames), run=("organism_seed", "seed")))
-    claims = ledger.load_ledger()
-    measure = next(m for c in claims.claims for m in c.measures if m.id == POOLED_MEASURE)
+    measure = ledger.measure_of(ledger.load_ledger(), POOLED_MEASURE)
     rows = rows.query(measure.select).copy()
     targets = [measure.targets.get(model) for model in rows["model"]]
     rows["target"] = [t.text() if t else "–" for t in targets]
