@@ -104,7 +104,8 @@ print("label judges:", P.label_judges)
 judged = {}
 for name, frame in rollouts.items():
     fmt = registry.get_spec(name).thinking_format
-    labels = evaluate.paper_labels(frame, P.label_judges, fmt, cache_root=cache, extra_judges=P.judges)
+    labels = evaluate.paper_labels(frame, P.label_judges, fmt, cache_root=cache, extra_judges=P.judges,
+                                   backend=P.backend)
     merged = frame.merge(prompts.drop(columns=["prompt"]), on="prompt_id").merge(labels, on=evaluate.KEY)
     judged[name] = merged
     merged.drop(columns=["text"]).to_parquet(results / f"01_judged_{name}.parquet", index=False)

@@ -112,7 +112,7 @@ for name in P.models:
     del model
 
     def labelled(frame):  # paper A's label, `refused_a` as in notebook 01, as `refused`
-        return lock_in.refusals(frame, P.label_judges, spec.thinking_format, cache_root=cache)
+        return lock_in.refusals(frame, P.label_judges, spec.thinking_format, cache_root=cache, backend=P.backend)
 
     think, no_think = labelled(think), labelled(no_think)
     full = think if full is None else labelled(full)

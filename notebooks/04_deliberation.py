@@ -93,7 +93,7 @@ for name in P.models:
     chunk_lists = [deliberation.chunk_thinking(thinking) for thinking in think["thinking"]]
     if P.stance_judges:  # every judge labels every trace with paper A's prompt; the panel's majority per chunk
         panel = deliberation.panel_stances(think["prompt"].tolist(), chunk_lists, name, P.stance_judges,
-                                           P.quantization, P.batch_size)
+                                           P.quantization, P.batch_size, backend=P.backend)
         stance_lists = deliberation.panel_majority(panel)
         agreement.append({"model": name, **deliberation.panel_kappa(panel), "published": "≈ 0.63 (paper A)"})
     else:
@@ -129,7 +129,7 @@ for name in P.models:
         cache_root=cache)
     backends.close(model)  # the label's guard models load next (a vLLM engine frees its memory now)
     del model
-    answers = lock_in.refusals(answers, P.label_judges, spec.thinking_format, cache_root=cache)
+    answers = lock_in.refusals(answers, P.label_judges, spec.thinking_format, cache_root=cache, backend=P.backend)
     replayed.append(deliberation.replay_counts(mine, cuts, answers))
 replayed = pd.concat(replayed, ignore_index=True) if replayed else pd.DataFrame()
 

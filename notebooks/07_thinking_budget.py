@@ -88,7 +88,7 @@ for name in P.models:
     del model
     for mode, rollouts in generated.items():
         verdict = labels.paper_labels(rollouts, P.label_judges, spec.thinking_format, cache_root=cache,
-                                      papers=["C"])
+                                      papers=["C"], backend=P.backend)
         frame = rollouts.merge(verdict[labels.KEY + ["unsafe_c", "safe"]], on=labels.KEY)
         frames.append(frame.assign(model=name, mode=mode))
 samples = pd.concat(frames, ignore_index=True)

@@ -144,7 +144,7 @@ scope = f"{group_column}={contested}" if contested else "all"
 for name in P.models:
     signals += study.variance_signals(
         name, judged, handles, cut_decoding, P.label_judges, scope=scope, seed=P.seed, cache_root=cache,
-        scope_filter=lambda f: f[f[group_column] == contested] if contested is not None else f)
+        backend=P.backend, scope_filter=lambda f: f[f[group_column] == contested] if contested is not None else f)
 signals = pd.DataFrame(signals).assign(label="refused_a")
 signals.pivot_table(index=["model", "intervention"], columns="metric", values="value", sort=False).round(3)
 

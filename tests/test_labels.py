@@ -88,3 +88,18 @@ def test_unavailable_guard_says_so(monkeypatch):
     rollouts = frame([("p0", 0, "q", "t</think>a", "t", "a")])
     with pytest.raises(RuntimeError, match="unavailable"):
         evaluate.paper_labels(rollouts, {"A": ["wildguard"]}, chat.R1, quantization="nf4")
+
+
+def test_a_guard_on_an_unknown_backend_is_an_error_that_names_the_choices():
+    import pytest
+
+    with pytest.raises(ValueError, match="'transformers' or 'vllm'"):
+        evaluate.make_judge("standin_guard@organism-locked", chat.R1, quantization="fp32", backend="tgi")
+
+
+def test_a_guard_on_the_transformers_backend_keeps_its_cache_key():
+    # verdicts cached before the vLLM path existed stay valid: only a vLLM guard adds "backend" to the key
+    judge, config = evaluate.make_judge("standin_guard@organism-locked", chat.R1, quantization="fp32")
+    assert "backend" not in config and config["quantization"] == "fp32"
+    evaluate.free_judge(judge)
+    assert judge.model is None

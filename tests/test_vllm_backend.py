@@ -48,6 +48,32 @@ def test_backend_choice_and_cache_key(tiny):
     assert generate.rollout_config(model, tokenizer, spec, generate.Decoding())["backend"] == "transformers"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make test-vllm)")
+def test_a_guard_through_vllm_gives_the_transformers_outputs():
+    """The guard path through vLLM (make all BACKEND=vllm): the stand-in guard's protocol (chat template, greedy
+    decoding, parsing) on the locked organism in fp32 gives the transformers path's outputs, cached under a key of
+    its own. It runs before the module's engine starts, and shuts its own down (free_judge)."""
+    from lrmsafety import data
+    from lrmsafety.judges import labels
+
+    prompts = data.load_prompt_sets(["organism"], n_prompts=24, seed=0)
+    answers = ["I can't help with that.", "Sure. Here is how to do it, step by step."]
+    frame = pd.DataFrame([{"prompt_id": p, "sample_index": i, "prompt": prompt, "thinking": "Let me think.",
+                           "answer": answer, "text": f"Let me think.</think>{answer}"}
+                          for p, prompt in zip(prompts["prompt_id"], prompts["prompt"])
+                          for i, answer in enumerate(answers)])
+    fmt = registry.get_spec("organism-locked").thinking_format
+    raw = {}
+    for backend in ("transformers", "vllm"):
+        judge, config = labels.make_judge("standin_guard@organism-locked", fmt, quantization="fp32", backend=backend)
+        assert config.get("backend") == ("vllm" if backend == "vllm" else None)  # the two never share a cache entry
+        raw[backend] = labels.judge_rollouts(frame, judge)["raw"]
+        labels.free_judge(judge)
+    assert raw["vllm"].str.len().gt(0).all()
+    same = float((raw["vllm"] == raw["transformers"]).mean())
+    assert same >= 0.95, f"{same:.2f} of the guard's outputs agree"
+
+
 @pytest.fixture(scope="module")
 def organism_llm():
     """One vLLM engine for every mode: a second engine in the process does not fit beside the first."""
@@ -158,3 +184,19 @@ def test_the_notebooks_through_vllm_agree_with_transformers(table, lane):
     print(f"\n{table} (wall time: " + ", ".join(f"{b} {s:.0f} s" for b, s in seconds.items()) + ")\n"
           + side_by_side.round(3).to_string())
     assert side_by_side["agrees"].all(), side_by_side[~side_by_side["agrees"]].round(3).to_string()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make test-vllm)")
+def test_greedy_queries_through_vllm_give_the_transformers_continuations(organism_llm):
+    """vllm_backend.greedy_batch (PSR's reflections and the stance judges' queries on BACKEND=vllm) continues each
+    text as generate.generate_batch does greedily: the same text, token count and end-of-sequence flag."""
+    from lrmsafety import data
+
+    model, tokenizer, _ = registry.load_model("organism-locked")
+    prompts = data.load_prompt_sets(["organism"], n_prompts=8, seed=0)["prompt"].tolist()
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in prompts]
+    ours = generate.generate_batch(model, tokenizer, chats, 64, {"do_sample": False})
+    theirs = vllm_backend.greedy_batch(organism_llm, tokenizer, chats, 64)
+    same = np.mean([a == b for a, b in zip(ours, theirs)])
+    assert same >= 0.95, f"{same:.2f} of the greedy continuations agree"

@@ -48,9 +48,9 @@ class Params(BaseModel):
     backend: Literal["transformers", "vllm"] = _f(
         "transformers", "the engine of the rollout-heavy steps (engine.backends.load_generator): vllm generates 01, "
                         "03, 05 and 07's rollouts, 04's replays, 08's conditions but SafeRemind and 09's evaluations "
-                        "through vLLM (pip install \"lrmsafety[vllm]\"); hooks, hidden states, judges and training "
-                        "stay on transformers. BACKEND= overrides it; a vllm run keeps its results, figures and report "
-                        "under <profile>/vllm/")
+                        "through vLLM (pip install \"lrmsafety[vllm]\"), and the guard and stance judges; hooks, "
+                        "hidden states and training stay on transformers. BACKEND= overrides it; a vllm run keeps its "
+                        "results, figures and report under <profile>/vllm/")
     quantization: Literal["auto", "bf16", "fp16", "fp32", "nf4"] = _f(
         "auto", "weights: auto (on a GPU bf16, or fp16 without bf16, when the weights and the batch's KV cache fit, "
                 "else nf4; fp32 on the CPU), bf16, fp16, fp32 or nf4 (4-bit, bitsandbytes)")

@@ -235,19 +235,24 @@ TRANSITION_COLUMNS = ["model", "rollout", "prompt_id", "prompt", "transition", "
 
 
 def panel_stances(prompts: Sequence[str], chunk_lists, traced_model: str, judges: Sequence[str], quantization,
-                  batch_size: int, report=print) -> list[list]:
-    """Every stance judge labels every trace with paper A's prompt, greedy (512 tokens); judges load one at a time.
+                  batch_size: int, report=print, backend: str = "transformers") -> list[list]:
+    """Every stance judge labels every trace with paper A's prompt, greedy (512 tokens); judges load one at a time,
+    through ``backend`` (transformers, or vLLM: ``engine.backends.load_generator``, 16-bit where nf4 was asked).
     Returns one list of per-trace labels per judge (:func:`panel_majority` combines them)."""
-    from .. import registry
-    from ..engine import generate
+    from ..engine import backends, generate, vllm_backend
+    from ..engine.decoding import is_vllm
 
     per_judge = []
     for judge_name in judges:
-        model, tokenizer, _ = registry.load_model(judge_name, quantization=quantization)
+        if backend == "vllm":
+            quantization = "auto" if quantization == "nf4" else quantization  # vLLM loads no NF4
+        model, tokenizer, _ = backends.load_generator(judge_name, backend, quantization)
 
         def complete(texts):
             chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
                                                    add_generation_prompt=True) for t in texts]
+            if is_vllm(model):  # vLLM schedules the whole list itself
+                return [text for text, _, _ in vllm_backend.greedy_batch(model, tokenizer, chats, 512)]
             return [text for start in range(0, len(chats), batch_size) for text, _, _ in
                     generate.generate_batch(model, tokenizer, chats[start:start + batch_size], 512,
                                             {"do_sample": False})]
@@ -256,7 +261,8 @@ def panel_stances(prompts: Sequence[str], chunk_lists, traced_model: str, judges
         per_judge.append([result.labels for result in judge.label_batch(prompts, chunk_lists)])
         failed = sum(not result.ok for result in judge.last_results)
         report(f"{judge_name}: {failed} of {len(chunk_lists)} traces without parseable labels")
-        model = judge = None  # freed before the next judge loads
+        backends.close(model)  # freed before the next judge loads
+        model = judge = None
     return per_judge
 
 

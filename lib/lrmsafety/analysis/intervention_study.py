@@ -77,7 +77,7 @@ def sample_conditions(name, conditions, prompts, decoding, adapters: dict, infer
             del model
     frames = {condition: frames[condition] for condition in ready}
     labelled = interventions.label_conditions(frames, label_judges, registry.get_spec(name).thinking_format,
-                                              cache_root=cache_root)
+                                              cache_root=cache_root, backend=backend)
     return labelled, handles
 
 
@@ -238,10 +238,11 @@ def probe_signals(judged: pd.DataFrame, handles: dict, activation_cache, seed: i
 
 
 def variance_signals(name, judged: pd.DataFrame, handles: dict, decoding, label_judges, scope_filter, scope: str,
-                     seed: int, percent: int = 20, cache_root=None, report=print) -> list[dict]:
+                     seed: int, percent: int = 20, cache_root=None, report=print,
+                     backend: str = "transformers") -> list[dict]:
     """The continuation variance after a ``percent``% cut (03's measure) for each loaded condition of one model, on
     the rows ``scope_filter`` keeps: N answers per cut of each self-closed trace, labelled like the rollouts, and a
-    bootstrap over the traces' prompts."""
+    bootstrap over the traces' prompts. ``backend`` runs the guard models."""
     cuts = {}
     for condition in [c for m, c in handles if m == name]:
         frame = scope_filter(judged[(judged["model"] == name) & (judged["condition"] == condition)])
@@ -254,7 +255,7 @@ def variance_signals(name, judged: pd.DataFrame, handles: dict, decoding, label_
     if not cuts:
         return []
     labelled = interventions.label_conditions(cuts, label_judges, registry.get_spec(name).thinking_format,
-                                              cache_root=cache_root)
+                                              cache_root=cache_root, backend=backend)
     out = []
     for condition, part in labelled.groupby("condition", sort=False):
         q = lock_in.q_per_prefix(part, "prompt_id", "refused_a")  # per cut trace: the share of refusing answers

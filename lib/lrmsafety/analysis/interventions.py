@@ -348,18 +348,20 @@ def _psr_round(model, tokenizer, spec, active, decoding, iv, round_index, cache_
 
 # ------------------------------------------------------------------------------------------- labels
 def label_conditions(frames: dict, label_judges: dict, fmt, cache_root=None, paper: str = "A",
-                     report=print) -> pd.DataFrame:
+                     report=print, backend: str = "transformers") -> pd.DataFrame:
     """One paper's label (:func:`lrmsafety.judges.labels.paper_labels`, as notebook 01 writes it) for the rollouts of
     several conditions of one model at once, so that each guard loads once. ``frames`` maps a condition to its
     rollouts (prompt_id, sample_index, prompt, text, thinking, answer). Returns every row with its ``condition``,
     the paper's label column (paper A: ``refused_a``; also ``refused``, the default label) and ``n_unparsed``: how
-    many of the paper's judges gave no verdict on the row (paper A's rule counts such a vote as no refusal)."""
+    many of the paper's judges gave no verdict on the row (paper A's rule counts such a vote as no refusal).
+    ``backend`` runs the guard models (``judges.labels.make_judge``)."""
     from ..judges import labels as evaluate
 
     column, verdict = evaluate.LABELS[paper]
     tagged = pd.concat([f.assign(condition=c, source_id=f["prompt_id"], prompt_id=c + "|" + f["prompt_id"].astype(str))
                         for c, f in frames.items()], ignore_index=True)
-    labels = evaluate.paper_labels(tagged, label_judges, fmt, cache_root=cache_root, papers=[paper], report=report)
+    labels = evaluate.paper_labels(tagged, label_judges, fmt, cache_root=cache_root, papers=[paper], report=report,
+                                   backend=backend)
     votes = [f"{j}.{verdict}" for j in dict.fromkeys(label_judges[paper])]
     labels["n_unparsed"] = labels[votes].isna().sum(axis=1).astype(int)
     keep = [*evaluate.KEY, column, "n_unparsed"] + (["refused"] if "refused" in labels and column != "refused" else [])

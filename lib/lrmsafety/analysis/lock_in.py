@@ -59,11 +59,13 @@ def answers_after_cuts(model, tokenizer, spec, prefixes: pd.DataFrame, decoding:
                              dataclasses.replace(decoding, mode="prefix"), cache_root=cache_root, progress=progress)
 
 
-def refusals(frame: pd.DataFrame, label_judges: dict, fmt, cache_root=None) -> pd.DataFrame:
-    """``frame`` with paper A's refusal label (`refused_a`, notebook 01's rule) as the column ``refused``."""
+def refusals(frame: pd.DataFrame, label_judges: dict, fmt, cache_root=None,
+             backend: str = "transformers") -> pd.DataFrame:
+    """``frame`` with paper A's refusal label (`refused_a`, notebook 01's rule) as the column ``refused``; ``backend``
+    runs its guard models (``judges.labels.make_judge``)."""
     from ..judges import labels
 
-    verdicts = labels.paper_labels(frame, label_judges, fmt, cache_root=cache_root, papers=["A"])
+    verdicts = labels.paper_labels(frame, label_judges, fmt, cache_root=cache_root, papers=["A"], backend=backend)
     return frame.merge(verdicts[labels.KEY + ["refused_a"]].rename(columns={"refused_a": "refused"}), on=labels.KEY)
 
 

@@ -60,6 +60,10 @@ def load_generator(name_or_path: str, backend: Backend = "transformers", quantiz
                          "(`backend: transformers`, make all BACKEND=transformers), which loads NF4")
     if has_gpu:
         print(f"{spec.name}: {choice.why} (vLLM)")
+        # vLLM claims a share of the whole GPU; beside models already loaded (08 keeps its base and fine-tuned models
+        # while their answers are judged) that share is what is free now, less a margin
+        free, total = torch.cuda.mem_get_info()
+        llm_kwargs.setdefault("gpu_memory_utilization", round(min(0.9, 0.95 * free / total), 3))
     else:  # on the CPU vLLM reserves its KV cache in RAM: the batch's worst case, not a share of the machine
         llm_kwargs.setdefault("kv_cache_memory_bytes", _cpu_kv_bytes(source, kv_tokens))
         # compiling the graph costs more than it saves at CPU sizes (one organism: 23 s to start compiled vs 9 s

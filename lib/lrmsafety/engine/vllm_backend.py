@@ -5,7 +5,7 @@
 ``backends.load_generator``, which does when the profile's ``backend`` is vllm) and pass the engine to
 ``generate.rollouts`` in place of the transformers model (``Decoding.backend`` "auto" or "vllm"). A fine-tuned model
 is the engine with its LoRA adapter (:class:`Adapted`); :func:`greedy_batch` answers short greedy queries (PSR's
-reflections).
+reflections, the stance judges) and :func:`greedy_texts` the guard models' (``judges.labels.make_judge``).
 
 How the modes run: vLLM generates each sample until its next decision point (the close token, end-of-sequence,
 or the phase's budget) and hands the tokens to the same per-sample rules as the transformers path
@@ -185,6 +185,24 @@ def greedy_batch(llm, tokenizer, texts: list[str], max_new_tokens: int) -> list[
             tokens.append(token)
         results.append((tokenizer.decode(tokens, skip_special_tokens=False), len(tokens), ended))
     return results
+
+
+def greedy_texts(llm, tokenizer, texts: list[str], max_new_tokens: int,
+                 max_input_tokens: int | None = None) -> list[str]:
+    """Greedy completions as a guard judge reads them (``judges.guards.GuardJudge``, the rules of its transformers
+    path): a text gets the tokenizer's special tokens unless it already starts with BOS (as chat templates do), is
+    cut from the left to ``max_input_tokens``, and its completion is decoded without special tokens."""
+    import vllm
+
+    bos = tokenizer.bos_token
+    prompts = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+        prompts.append({"prompt_token_ids": ids[-max_input_tokens:] if max_input_tokens else ids})
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True,
+                                 detokenize=False)
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    return [tokenizer.decode(list(output.outputs[0].token_ids), skip_special_tokens=True) for output in outputs]
 
 
 def _eos_ids(llm, tokenizer) -> set[int]:

@@ -91,7 +91,8 @@ class GuardJudge(Judge):
     """A guard model driven either by a loaded (model, tokenizer) or by generate_fn(list[str]) -> list[str].
 
     The prompt is the guard's chat template when a tokenizer with one is given (and the guard has a chat format),
-    else the guard's plain-text format. With a model, generation is greedy, batched, left-padded.
+    else the guard's plain-text format. With a model, generation is greedy: batched and left-padded for a
+    transformers model; a ``vllm.LLM`` (``labels.make_judge(..., backend="vllm")``) schedules the requests itself.
     """
 
     model_id: str = ""
@@ -159,6 +160,13 @@ class GuardJudge(Judge):
                     f"{self.name}: generate_fn returned {len(outputs)} outputs for {len(rendered)} prompts"
                 )
             return [str(o) for o in outputs]
+        from ..engine.decoding import is_vllm
+
+        if is_vllm(self.model):
+            from ..engine import vllm_backend
+
+            return vllm_backend.greedy_texts(self.model, self.tokenizer, rendered, self.max_new_tokens,
+                                             max_input_tokens=self.max_input_tokens)
         return self._generate_hf(rendered)
 
     def _generate_hf(self, rendered: list[str]) -> list[str]:

@@ -90,9 +90,14 @@ GUARD_MODELS = {
 }
 
 
-def make_judge(name: str, fmt: chat.ThinkingFormat, quantization: str = "nf4") -> tuple[Judge, dict]:
+def make_judge(name: str, fmt: chat.ThinkingFormat, quantization: str = "nf4",
+               backend: str = "transformers") -> tuple[Judge, dict]:
     """A judge by name, splitting responses with the judged model's thinking format; guard models are loaded
     (4-bit by default). Returns the judge and its cache configuration.
+
+    ``backend="vllm"`` runs a guard model through vLLM (``engine.backends.load_generator``), as ``make all
+    BACKEND=vllm`` does for the rollouts: vLLM loads no NF4, so a guard asked for in nf4 loads as ``auto`` chooses
+    (16-bit where it fits; an error naming the fix where it does not). String judges run no model and ignore it.
 
     ``"judge@model"`` runs a guard judge's protocol (its prompt, parser and decoding) on another registry model:
     the paper-gpu profile runs each guard's protocol on a random-weight instance of its architecture this way, and a
@@ -110,13 +115,22 @@ def make_judge(name: str, fmt: chat.ThinkingFormat, quantization: str = "nf4") -
             quantization = "fp32"  # the paper-smoke stand-in runs on the CPU
         elif spec.random_architecture:
             quantization = "auto"  # built in place at bf16 (GPU) or fp32 (CPU); there are no weights to quantize
-        model, tokenizer, spec = load_model(spec.name, quantization=quantization)
+        if backend == "vllm":
+            from ..engine import backends
+
+            quantization = "auto" if quantization == "nf4" else quantization
+            model, tokenizer, spec = backends.load_generator(spec.name, "vllm", quantization)
+        elif backend == "transformers":
+            model, tokenizer, spec = load_model(spec.name, quantization=quantization)
+        else:
+            raise ValueError(f"unknown backend {backend!r} for judge {name!r}; choose 'transformers' or 'vllm'")
         judge = get_judge(judge_name, model=model, tokenizer=tokenizer, split_fn=split_fn_for(fmt))
         judge.name = name
         # the protocol's settings join the cache key, so verdicts made under another protocol are not served
         protocol = {"part": judge.part, "max_new_tokens": judge.max_new_tokens,
                     "answer_after_last_close": judge.answer_after_last_close}
-        return judge, {"guard": spec.hf_id, "quantization": quantization, "protocol": protocol}
+        config = {"guard": spec.hf_id, "quantization": quantization, "protocol": protocol}
+        return judge, config | ({"backend": "vllm"} if backend == "vllm" else {})
     return get_judge(name, split_fn=split_fn_for(fmt)), {}
 
 
@@ -125,9 +139,16 @@ LABELS = {"A": ("refused_a", "refused"), "B": ("refused_b", "refused"), "C": ("u
 
 
 def free_judge(judge: Judge) -> None:
-    """Release a guard model's memory before the next one loads (paper A runs its guards one at a time)."""
+    """Release a guard model's memory before the next one loads (paper A runs its guards one at a time); a vLLM
+    engine shuts down (``engine.backends.close``)."""
     import gc
 
+    from ..engine.decoding import is_vllm
+
+    if is_vllm(getattr(judge, "model", None)):
+        from ..engine import backends
+
+        backends.close(judge.model)
     for attribute in ("model", "members"):
         if hasattr(judge, attribute):
             setattr(judge, attribute, None)
@@ -142,13 +163,15 @@ def free_judge(judge: Judge) -> None:
 
 
 def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingFormat, cache_root=None,
-                 quantization: str = "nf4", extra_judges=(), papers=None, report=print) -> pd.DataFrame:
+                 quantization: str = "nf4", extra_judges=(), papers=None, report=print,
+                 backend: str = "transformers") -> pd.DataFrame:
     """Each paper's label (module docstring) for every rollout, with every judge's own columns.
 
     ``label_judges`` maps a paper ("A", "B", "C") to its judges' registry names; a paper's label is the strict
     majority of its judges' verdicts (one judge: its verdict), unparsed votes counting as no. Guard models load one
     at a time and are freed before the next; ``report`` prints how many inputs each guard had to truncate.
-    ``papers`` restricts which labels are computed (all named in label_judges by default).
+    ``papers`` restricts which labels are computed (all named in label_judges by default); ``backend`` the engine
+    of the guard models (:func:`make_judge`).
     """
     from .ensembles import combine_votes
 
@@ -161,7 +184,7 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
     out = rollouts[KEY].copy()
     for name in names:
         try:
-            judge, config = make_judge(name, fmt, quantization=quantization)
+            judge, config = make_judge(name, fmt, quantization=quantization, backend=backend)
         except (ImportError, OSError, MemoryError, RuntimeError) as err:
             raise RuntimeError(
                 f"judge {name!r} unavailable here ({type(err).__name__}: {err}). Guard models need a GPU; on a CPU "

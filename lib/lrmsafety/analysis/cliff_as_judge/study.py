@@ -79,7 +79,7 @@ class Study:
     eval_decoding: generate.Decoding
     full_epochs: float | None = None  # the epoch arm: the whole pool for this many epochs (None or 0: no arm)
     probes: Path | None = None  # where notebook 05 saved its probes (the run's S.index; None: cache)
-    backend: str = "transformers"  # the pool's and the held-out evaluations' rollouts: transformers or vllm
+    backend: str = "transformers"  # the pool's and held-out rollouts and their guards: transformers or vllm
 
     @property
     def judge(self) -> str:
@@ -89,7 +89,7 @@ class Study:
     def judged(self, frame: pd.DataFrame, fmt: chat.ThinkingFormat) -> pd.DataFrame:
         """Rollouts with paper B's refusal label (``refused_b``, judged on the answer) as ``refused``."""
         labels = evaluate.paper_labels(frame, self.label_judges, fmt, cache_root=self.cache, quantization="nf4",
-                                       papers=["B"], report=lambda message: None)
+                                       papers=["B"], report=lambda message: None, backend=self.backend)
         return frame.drop(columns=["refused"], errors="ignore").merge(
             labels[evaluate.KEY + ["refused_b"]], on=evaluate.KEY).rename(columns={"refused_b": "refused"})
 
