@@ -1,6 +1,6 @@
 # The pipeline. `make all` runs every notebook on PROFILE (organism by default); `make test` runs the tests.
 # Both create and reuse the virtual environment in .venv by themselves.
-# `make help` lists the targets and the variables (PROFILE, MODEL, BACKEND, JOBS).
+# `make help` lists the targets and the variables (PROFILE, MODEL, BACKEND, SEED, GPUS, JOBS).
 #   make all PROFILE=paper MODEL=deepseek-r1-distill-qwen-7b     a real model (GPU and internet)
 #   make all PROFILE=paper BACKEND=vllm                           the rollouts through vLLM, results under paper/vllm/
 #   make all PROFILE=smoke                                        tiny settings
@@ -31,6 +31,12 @@ RUN_BACKEND := $(or $(BACKEND),$(shell for f in $(PARAMS); do v=$$(sed -n 's/^ba
 SEED ?= 0
 ifneq ($(SEED),0)
 export LRMSAFETY_ORGANISM_SEED := $(SEED)
+endif
+# GPUS=n (or all): 01's and 07's rollouts and the guard models' verdicts spread over n GPUs of this host, one worker
+# process each (lrmsafety.engine.parallel); the tables are those of one GPU, so the run's folders do not change
+GPUS ?=
+ifneq ($(GPUS),)
+export LRMSAFETY_GPUS := $(GPUS)
 endif
 BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))$(if $(filter vllm,$(RUN_BACKEND)),/vllm)$(if $(filter-out 0,$(SEED)),/seed-$(SEED))
 EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
@@ -170,5 +176,7 @@ help:  ## this list
 	@echo "                report apart under <profile>/vllm/ (make all PROFILE=paper BACKEND=vllm)"
 	@echo "  SEED=s        all on the organisms of training seed s (data/models/seed-s/, make seeds), apart under"
 	@echo "                <profile>/seed-s/; SEEDS=\"0 1 2\": the seeds of make seeds"
+	@echo "  GPUS=n        01's and 07's rollouts and the guards' verdicts over n GPUs of this host (or all), one"
+	@echo "                worker process each, the same tables as one GPU (default: the profile's gpus, 1)"
 	@echo "  JOBS=n        notebooks of all side by side (default 2; 1 on paper and paper-gpu, which share one GPU)"
 	@echo "  PYTHON=path   the Python (3.11 or later) that creates .venv (default python3)"

@@ -59,7 +59,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lrmsafety import data, metrics, plots, registry
-from lrmsafety.engine import backends, generate
+from lrmsafety.engine import generate, parallel
 from lrmsafety.judges import labels as evaluate
 
 plots.set_theme()
@@ -78,12 +78,10 @@ prompts.groupby([group, "label"]).size().rename("prompts").to_frame()
 decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
                              max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 rollouts = {}
-for name in P.models:
-    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
-    rollouts[name] = generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache)
+for name in P.models:  # on P.gpus GPUs of this host, one worker each (make all GPUS=2): the same table as one GPU
+    rollouts[name] = parallel.rollouts(name, prompts, decoding, cache, backend=P.backend, quantization=P.quantization,
+                                       kv_tokens=P.kv_tokens, gpus=P.gpus)
     S.publish_rollouts("01", name, rollouts[name])  # read by 02, 05, 06 and 09
-    backends.close(model)  # a vLLM engine frees its memory now, before the next model
-    del model
 
 # %% [markdown]
 # ## Judges: each paper's label
@@ -105,7 +103,7 @@ judged = {}
 for name, frame in rollouts.items():
     fmt = registry.get_spec(name).thinking_format
     labels = evaluate.paper_labels(frame, P.label_judges, fmt, cache_root=cache, extra_judges=P.judges,
-                                   backend=P.backend)
+                                   backend=P.backend, gpus=P.gpus)
     merged = frame.merge(prompts.drop(columns=["prompt"]), on="prompt_id").merge(labels, on=evaluate.KEY)
     judged[name] = merged
     merged.drop(columns=["text"]).to_parquet(results / f"01_judged_{name}.parquet", index=False)

@@ -55,8 +55,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lrmsafety import data, metrics, plots
-from lrmsafety.engine import backends, generate
+from lrmsafety import data, metrics, plots, registry
+from lrmsafety.engine import generate, parallel
 from lrmsafety.judges import labels
 
 plots.set_theme()
@@ -75,20 +75,18 @@ print(f"{len(harmful)} harmful prompts x {P.samples_per_prompt} samples x 4 conf
 MODES = ["natural", "zerothink", "lessthink", "morethink"]
 frames = []
 for name in P.models:
-    model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)
-    generated = {}
-    for mode in MODES:
-        decoding = generate.Decoding(mode=mode, samples_per_prompt=P.samples_per_prompt,
-                                     max_thinking_tokens=P.budget_thinking_tokens,
-                                     max_answer_tokens=P.budget_answer_tokens,
-                                     batch_size=P.batch_size, seed=P.seed,
-                                     morethink_extensions=P.morethink_extensions if mode == "morethink" else 10)
-        generated[mode] = generate.rollouts(model, tokenizer, spec, harmful, decoding, cache_root=cache)
-    backends.close(model)  # the label's guard model loads next (a vLLM engine frees its memory now)
-    del model
+    spec = registry.get_spec(name)
+    decodings = [generate.Decoding(mode=mode, samples_per_prompt=P.samples_per_prompt,
+                                   max_thinking_tokens=P.budget_thinking_tokens,
+                                   max_answer_tokens=P.budget_answer_tokens, batch_size=P.batch_size, seed=P.seed,
+                                   morethink_extensions=P.morethink_extensions if mode == "morethink" else 10)
+                 for mode in MODES]
+    # one load for the four budgets, on P.gpus GPUs (make all GPUS=2); freed before the label's guard model loads
+    generated = dict(zip(MODES, parallel.rollouts(name, harmful, decodings, cache, backend=P.backend,
+                                                  quantization=P.quantization, kv_tokens=P.kv_tokens, gpus=P.gpus)))
     for mode, rollouts in generated.items():
         verdict = labels.paper_labels(rollouts, P.label_judges, spec.thinking_format, cache_root=cache,
-                                      papers=["C"], backend=P.backend)
+                                      papers=["C"], backend=P.backend, gpus=P.gpus)
         frame = rollouts.merge(verdict[labels.KEY + ["unsafe_c", "safe"]], on=labels.KEY)
         frames.append(frame.assign(model=name, mode=mode))
 samples = pd.concat(frames, ignore_index=True)

@@ -15,9 +15,10 @@ the wrong type or out of range is an error that names the file and the nearest k
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -51,6 +52,9 @@ class Params(BaseModel):
                         "through vLLM (pip install \"lrmsafety[vllm]\"), and the guard and stance judges; hooks, "
                         "hidden states and training stay on transformers. BACKEND= overrides it; a vllm run keeps its "
                         "results, figures and report under <profile>/vllm/")
+    gpus: Union[int, Literal["all"]] = _f(
+        1, "GPUs of this host that 01's and 07's rollouts and every guard model's verdicts spread over, one worker "
+           "process each (engine.parallel; the same tables as one GPU): 1, a number, or all. GPUS= overrides it")
     quantization: Literal["auto", "bf16", "fp16", "fp32", "nf4"] = _f(
         "auto", "weights: auto (on a GPU bf16, or fp16 without bf16, when the weights and the batch's KV cache fit, "
                 "else nf4; fp32 on the CPU), bf16, fp16, fp32 or nf4 (4-bit, bitsandbytes)")
@@ -307,10 +311,14 @@ def load(profile: str = "organism", model: str | None = None, backend: str | Non
         values["models"] = [model]
     if backend:
         values["backend"] = backend  # an unknown name fails validation below, naming the choices
+    gpus = os.environ.get("LRMSAFETY_GPUS")  # make all GPUS=n: the host's GPUs, not the profile's science
+    if gpus:
+        values["gpus"] = int(gpus) if gpus.isdigit() else gpus
     try:
         return Params(profile=profile, **values)
     except ValidationError as err:
-        where = {**sources(profile), **({"backend": "the backend argument, make all BACKEND="} if backend else {})}
+        where = {**sources(profile), **({"backend": "the backend argument, make all BACKEND="} if backend else {}),
+                 **({"gpus": "$LRMSAFETY_GPUS, make all GPUS="} if gpus else {})}
         lines = []
         for error in err.errors():
             key = str(error["loc"][0]) if error["loc"] else "?"

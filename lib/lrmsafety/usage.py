@@ -19,6 +19,7 @@ from pathlib import Path
 ENV = "LRMSAFETY_USAGE"
 _tokens: Counter = Counter()  # engine -> tokens generated
 _registered = False
+_workers_peak: float | None = None  # data parallel workers' GPUs together (absorb)
 
 
 def peak_gpu_gb() -> float | None:
@@ -33,7 +34,23 @@ def peak_gpu_gb() -> float | None:
 
 def snapshot() -> dict:
     peak = peak_gpu_gb()
+    if _workers_peak is not None:
+        peak = max(peak or 0.0, _workers_peak)
     return {"tokens": dict(_tokens), "peak_gpu_gb": None if peak is None else round(peak, 2)}
+
+
+def absorb(workers: list[dict]) -> None:
+    """Add what data parallel workers (:mod:`lrmsafety.engine.parallel`) recorded, each its :func:`snapshot`: their
+    tokens, and as a peak the sum of theirs (they ran side by side, one GPU each) when it is above this process's."""
+    global _workers_peak
+    for worker in workers:
+        for engine, tokens in worker["tokens"].items():
+            record(engine, tokens)
+    peaks = [w["peak_gpu_gb"] for w in workers if w.get("peak_gpu_gb") is not None]
+    if peaks:
+        _workers_peak = max(_workers_peak or 0.0, sum(peaks))
+        if os.environ.get(ENV):
+            _write()
 
 
 def _write() -> None:

@@ -226,14 +226,16 @@ def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding:
 
 # ------------------------------------------------------------------------------------------- the driver
 def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding: Decoding,
-             cache_root=None, name: str = "rollouts", progress: bool = True, on_chunk=None) -> pd.DataFrame:
+             cache_root=None, name: str = "rollouts", progress: bool = True, on_chunk=None,
+             shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """K samples per prompt under one decoding configuration; cached under ``cache_root`` when given.
 
     ``prompts`` needs ``prompt_id`` and ``prompt`` (and ``thinking_prefix`` for mode "prefix"). All pending samples
     go through the refill scheduler with ``batch_size`` slots (halved on out-of-memory; with ``refill=False``, in
     fixed groups of ``batch_size`` rows in the prompts' order); finished samples are saved every ``batch_size``
     samples, so a killed run resumes where it stopped. ``on_chunk`` (see the module
-    docstring) must carry a ``config`` dict, which joins the cache key.
+    docstring) must carry a ``config`` dict, which joins the cache key. ``shard=(i, n)`` generates only every n-th
+    prompt from the i-th (one data parallel worker's share, :mod:`lrmsafety.engine.parallel`) into the same cache.
     """
     for column in ("prompt_id", "prompt") + (("thinking_prefix",) if decoding.mode == "prefix" else ()):
         if column not in prompts.columns:
@@ -248,10 +250,12 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     config = rollout_config(model, tokenizer, spec, decoding, on_chunk=on_chunk)
     store = TableStore(cache_root, name, config, key=["prompt_id", "sample_index"]) if cache_root is not None else None
     columns = [c for c in ("prompt_id", "prompt", "thinking_prefix") if c in prompts.columns]
-    units = [{**row, "sample_index": k} for row in prompts[columns].to_dict("records")
+    share = prompts if shard is None else prompts.iloc[shard[0]::shard[1]]
+    units = [{**row, "sample_index": k} for row in share[columns].to_dict("records")
              for k in range(decoding.samples_per_prompt)]
     # one writer per store at a time: a notebook beside this one asking for the same rows waits, then reads them
-    with store.writing() if store is not None else contextlib.nullcontext():
+    lock = None if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
+    with store.writing(lock) if store is not None else contextlib.nullcontext():
         if store is not None:
             pending_keys = set(store.pending([(u["prompt_id"], u["sample_index"]) for u in units]))
             units = [u for u in units if (u["prompt_id"], u["sample_index"]) in pending_keys]

@@ -34,13 +34,18 @@ def available_judges() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_judge(name: str, **kwargs) -> Judge:
-    """Build the registered judge `name` with `kwargs` (e.g. model=, tokenizer=, generate_fn=)."""
+def judge_class(name: str) -> type[Judge]:
+    """The registered judge class `name`; an unknown name is an error with the closest names."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise KeyError(f"unknown judge {name!r}.{hint} Available: {', '.join(available_judges())}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def get_judge(name: str, **kwargs) -> Judge:
+    """Build the registered judge `name` with `kwargs` (e.g. model=, tokenizer=, generate_fn=)."""
+    return judge_class(name)(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import chat
 from ..store import TableStore
-from .base import Judge
+from .base import Judge, judge_class
 
 KEY = ["prompt_id", "sample_index"]
 
@@ -43,13 +43,15 @@ def split_fn_for(fmt: chat.ThinkingFormat):
 
 
 def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk: int = 256,
-                   judge_config: dict | None = None) -> pd.DataFrame:
+                   judge_config: dict | None = None, shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """Judge every (prompt, sample) of ``rollouts`` (columns prompt_id, sample_index, prompt, text; with columns
     thinking and answer, as lrmsafety.engine.generate writes them, those are the split the judges read).
 
     Returns the rollouts' key columns with the judge's columns. With ``cache_root``, finished chunks are stored
     under a key made of the judge's name, the judged part, ``judge_config`` (e.g. the guard model) and the
-    rollouts' configuration hashes, so a second call judges only what is new.
+    rollouts' configuration hashes, so a second call judges only what is new. ``shard=(i, n)`` judges only every
+    n-th row from the i-th (one data parallel worker's share, :mod:`lrmsafety.engine.parallel`) into the same cache;
+    the key is the whole frame's.
     """
     for column in KEY + ["prompt", "text"]:
         if column not in rollouts.columns:
@@ -57,15 +59,13 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
     # the rollouts' own (thinking, answer) columns, when present, are the split: re-splitting the text would find
     # no close marker in a no-think rollout and judge an empty answer (the close sits in its rendered prompt)
     has_parts = {"thinking", "answer"} <= set(rollouts.columns)
-    config = {"judge": judge.name, "part": judge.part, **(judge_config or {}),
-              "split": "rollout-columns" if has_parts else "split_fn",
-              "rollouts": sorted(set(rollouts.get("config_hash", pd.Series(["uncached"])).astype(str)))}
-    store = TableStore(cache_root, f"judge-{judge.name}", config, KEY) if cache_root is not None else None
-    with store.writing() if store is not None else contextlib.nullcontext():  # one writer at a time
-        todo = rollouts
+    store = judge_store(rollouts, judge, cache_root, judge_config) if cache_root is not None else None
+    lock = None if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
+    with store.writing(lock) if store is not None else contextlib.nullcontext():  # one writer at a time
+        todo = rollouts if shard is None else rollouts.iloc[shard[0]::shard[1]]
         if store is not None:
-            pending = set(store.pending(map(tuple, rollouts[KEY].itertuples(index=False))))
-            todo = rollouts[[key in pending for key in map(tuple, rollouts[KEY].itertuples(index=False))]]
+            pending = set(store.pending(map(tuple, todo[KEY].itertuples(index=False))))
+            todo = todo[[key in pending for key in map(tuple, todo[KEY].itertuples(index=False))]]
         frames = []
         for start in tqdm(range(0, len(todo), chunk), desc=f"judge {judge.name}", disable=len(todo) <= chunk):
             part = todo.iloc[start:start + chunk]
@@ -79,6 +79,16 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
         judged = store.read()
         return rollouts[KEY].merge(judged, on=KEY, how="left")
     return pd.concat(frames, ignore_index=True) if frames else rollouts[KEY].assign(judge=judge.name)
+
+
+def judge_store(rollouts: pd.DataFrame, judge: Judge, cache_root, judge_config: dict | None = None) -> TableStore:
+    """Where :func:`judge_rollouts` caches ``judge``'s verdicts on ``rollouts``: its key is the judge's name, the
+    judged part, ``judge_config``, how the response is split and the rollouts' configuration hashes."""
+    has_parts = {"thinking", "answer"} <= set(rollouts.columns)
+    config = {"judge": judge.name, "part": judge.part, **(judge_config or {}),
+              "split": "rollout-columns" if has_parts else "split_fn",
+              "rollouts": sorted(set(rollouts.get("config_hash", pd.Series(["uncached"])).astype(str)))}
+    return TableStore(cache_root, f"judge-{judge.name}", config, KEY)
 
 
 # judge name -> the registry entry of the guard model it runs
@@ -164,15 +174,17 @@ def free_judge(judge: Judge) -> None:
 
 def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingFormat, cache_root=None,
                  quantization: str = "nf4", extra_judges=(), papers=None, report=print,
-                 backend: str = "transformers") -> pd.DataFrame:
+                 backend: str = "transformers", gpus: int | str = 1) -> pd.DataFrame:
     """Each paper's label (module docstring) for every rollout, with every judge's own columns.
 
     ``label_judges`` maps a paper ("A", "B", "C") to its judges' registry names; a paper's label is the strict
     majority of its judges' verdicts (one judge: its verdict), unparsed votes counting as no. Guard models load one
     at a time and are freed before the next; ``report`` prints how many inputs each guard had to truncate.
     ``papers`` restricts which labels are computed (all named in label_judges by default); ``backend`` the engine
-    of the guard models (:func:`make_judge`).
+    of the guard models (:func:`make_judge`); ``gpus`` > 1 spreads each guard's rows over that many GPUs
+    (:mod:`lrmsafety.engine.parallel`), with the same verdicts and cache.
     """
+    from ..engine import parallel
     from .ensembles import combine_votes
 
     papers = list(papers or label_judges)
@@ -183,15 +195,20 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
     names = list(dict.fromkeys([j for p in papers for j in label_judges[p]] + list(extra_judges)))
     out = rollouts[KEY].copy()
     for name in names:
+        judge_name = name.partition("@")[0]
         try:
-            judge, config = make_judge(name, fmt, quantization=quantization, backend=backend)
+            if judge_name in GUARD_MODELS:  # loads, judges and frees the guard (on each GPU gpus asks for)
+                verdict = parallel.judge(rollouts, name, fmt, cache_root, quantization=quantization, backend=backend,
+                                         gpus=gpus)
+            else:
+                verdict = judge_rollouts(rollouts, make_judge(name, fmt)[0], cache_root=cache_root)
+        except parallel.WorkerError:
+            raise
         except (ImportError, OSError, MemoryError, RuntimeError) as err:
             raise RuntimeError(
                 f"judge {name!r} unavailable here ({type(err).__name__}: {err}). Guard models need a GPU; on a CPU "
                 "use a profile whose label_judges name string judges (organism) or stand-ins (paper-smoke)") from err
-        verdict = judge_rollouts(rollouts, judge, cache_root=cache_root, judge_config=config)
-        free_judge(judge)
-        column = judge.primary  # the verdict the judge is for (refused, or unsafe for the harm guards)
+        column = judge_class(judge_name).primary  # the verdict it is for (refused, or unsafe for the harm guards)
         if column in verdict and verdict[column].isna().any():
             missing = int(verdict[column].isna().sum())
             report(f"{name}: no verdict ({column}) on {missing} of {len(verdict)} responses; the label counts "
