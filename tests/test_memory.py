@@ -35,3 +35,14 @@ def test_check_names_the_fix():
     with pytest.raises(MemoryError, match="quantization='nf4' would fit"):
         memory.check("m", 7.6, "bf16", available_gb=10.0)
     memory.check("m", 7.6, "nf4", available_gb=10.0)
+
+
+def test_vllm_splits_a_model_over_the_fewest_gpus_that_hold_it():
+    from lrmsafety import memory
+
+    assert memory.tensor_parallel_size(7.6, "bf16", [80.0]) == 1
+    assert memory.tensor_parallel_size(7.6, "bf16", [80.0, 80.0]) == 1  # fits one: no split
+    # 70B in bf16 is about 161 GB with overhead: two H200s (141 GB) hold 80.5 each; two H100s (80 GB) do not
+    assert memory.tensor_parallel_size(70.0, "bf16", [141.0, 141.0]) == 2
+    assert memory.tensor_parallel_size(70.0, "bf16", [80.0] * 8) == 4
+    assert memory.tensor_parallel_size(70.0, "bf16", [80.0, 80.0]) == 1  # nothing holds it: vLLM says why

@@ -71,6 +71,17 @@ def choose(quantization: str, params_b: float, *, has_gpu: bool, bf16_supported:
                          f"{memory_estimate_gb(params_b, 'nf4'):.1f} GB)")
 
 
+def tensor_parallel_size(params_b: float, quantization: str, free_per_gpu_gb: list[float],
+                         share: float = 0.9) -> int:
+    """How many GPUs vLLM splits a model over (tensor parallelism): the fewest of 1, 2, 4, 8 on which each GPU
+    holds its slice of the weights in ``share`` of what it has free; 1 when none does (vLLM then says why)."""
+    need = memory_estimate_gb(params_b, quantization)
+    for n in (1, 2, 4, 8):
+        if n <= len(free_per_gpu_gb) and need / n <= share * min(free_per_gpu_gb[:n]):
+            return n
+    return 1
+
+
 def check(name: str, params_b: float, quantization: str, available_gb: float) -> None:
     """Raise ``MemoryError`` naming the fix when the weights alone do not fit."""
     needed = memory_estimate_gb(params_b, quantization)

@@ -29,7 +29,8 @@ def load_generator(name_or_path: str, backend: Backend = "transformers", quantiz
     (:func:`lrmsafety.engine.vllm_backend.load_llm`) that ``generate.rollouts`` takes in place of the model, with the
     weights ``load_model`` would choose (bf16 on a GPU, fp16 without bf16, float32 on the CPU; ``auto`` weighs the
     weights alone, since vLLM fits its paged KV cache into what is left). vLLM cannot load bitsandbytes NF4, so a
-    choice of nf4 is an error that names the fix. ``llm_kwargs`` go to ``vllm.LLM``.
+    choice of nf4 is an error that names the fix. Weights too large for one GPU are split over the host's GPUs by
+    vLLM's tensor parallelism (``memory.tensor_parallel_size``). ``llm_kwargs`` go to ``vllm.LLM``.
     """
     if backend == "transformers":
         return registry.load_model(name_or_path, quantization=quantization, kv_tokens=kv_tokens)
@@ -60,6 +61,11 @@ def load_generator(name_or_path: str, backend: Backend = "transformers", quantiz
                          "(`backend: transformers`, make all BACKEND=transformers), which loads NF4")
     if has_gpu:
         print(f"{spec.name}: {choice.why} (vLLM)")
+        if "tensor_parallel_size" not in llm_kwargs and spec.params_b:  # too large for one GPU: split over several
+            free = [torch.cuda.mem_get_info(i)[0] / 1e9 for i in range(torch.cuda.device_count())]
+            llm_kwargs["tensor_parallel_size"] = memory.tensor_parallel_size(spec.params_b, choice.quantization, free)
+            if llm_kwargs["tensor_parallel_size"] > 1:
+                print(f"{spec.name}: split over {llm_kwargs['tensor_parallel_size']} GPUs (vLLM tensor parallelism)")
         # vLLM claims a share of the whole GPU; beside models already loaded (08 keeps its base and fine-tuned models
         # while their answers are judged) that share is what is free now, less a margin
         free, total = torch.cuda.mem_get_info()

@@ -8,8 +8,8 @@ them and reads the cache. So the table is the one a single GPU gives (every samp
 run resumes from whatever any worker finished, and a later run on one GPU finds every row cached.
 
 ``gpus`` (the profile's ``gpus``, ``make all GPUS=2``): 1 runs in this process, as always; n > 1, or "all", starts
-a worker per GPU. A model too large for one GPU is not split here: vLLM's tensor parallelism does that
-(``backends.load_generator(..., tensor_parallel_size=n)``).
+a worker per GPU. A model too large for one GPU is not split here: on vLLM, ``backends.load_generator`` splits it
+over the host's GPUs by tensor parallelism (run it with gpus 1).
 
 Notebook 01's and 07's rollouts and every guard model's verdicts (``judges.labels.paper_labels``) go through here;
 the steps that read hidden states or hook the model run in the notebook's process on one GPU.
