@@ -123,10 +123,15 @@ def test_on_a_gpu_the_loader_takes_sixteen_bit_weights(fake_vllm, monkeypatch, b
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
     monkeypatch.setattr(memory, "available_gpu_gb", lambda: 80.0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (60e9, 80e9))  # 20 GB held by a loaded model
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(backends, "_collect", lambda: None)
     llm, _, _ = backends.load_generator("organism-locked", "vllm", "auto")
     (_, kwargs), = fake_vllm
     assert kwargs["dtype"] == dtype and "kv_cache_memory_bytes" not in kwargs  # vLLM sizes its cache on a GPU
+    # vLLM claims what is free beside the loaded model (0.95 x 60 / 80), not its default 0.9 of the whole GPU
+    assert kwargs["gpu_memory_utilization"] == pytest.approx(0.7125, abs=1e-3)
+    assert kwargs["tensor_parallel_size"] == 1
 
 
 def test_nf4_on_vllm_is_an_error_that_names_the_fix(fake_vllm, monkeypatch):

@@ -72,7 +72,7 @@ def test_variance_matches_metrics_continuation_variance():
     assert curve["prefixes"].iloc[0] == 3
     value, low, high = lock_in.variance_with_ci(prefixes, seed=0, n_boot=200)
     assert value == pytest.approx(metrics.continuation_variance(outcomes)) and low <= value <= high
-    # the curve's interval resamples prompts the same way as variance_with_ci's (both draw from bootstrap_draws)
+    # one computation: variance_with_ci is the curve's row over all prefixes
     assert curve[["low", "high"]].iloc[0].tolist() == pytest.approx([low, high])
     assert lock_in.coin_flip_variance(8) == pytest.approx(0.875)
 

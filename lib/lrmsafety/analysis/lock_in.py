@@ -111,9 +111,9 @@ def variance_curve(prefixes: pd.DataFrame, by, seed: int = 0, n_boot: int = 1000
 
 
 def variance_with_ci(q: pd.DataFrame, seed: int, n_boot: int = 500) -> tuple[float, float, float]:
-    """(mean of 4 q (1 - q), low, high) over ``q``'s prefixes, with a bootstrap over its ``prompt_id`` clusters."""
-    frame = q.assign(variance=prefix_variance(q["q"]))
-    return metrics.bootstrap_ci(frame, lambda f: f["variance"].mean(), n_boot=n_boot, seed=seed)
+    """(mean of 4 q (1 - q), low, high) over all of ``q``'s prefixes: :func:`variance_curve`'s one row."""
+    row = variance_curve(q.assign(everything=0), ["everything"], seed=seed, n_boot=n_boot).iloc[0]
+    return float(row["continuation_variance"]), float(row["low"]), float(row["high"])
 
 
 def coin_flip_variance(n: int) -> float:

@@ -11,8 +11,8 @@ run resumes from whatever any worker finished, and a later run on one GPU finds 
 a worker per GPU. A model too large for one GPU is not split here: on vLLM, ``backends.load_generator`` splits it
 over the host's GPUs by tensor parallelism (run it with gpus 1).
 
-Notebook 01's and 07's rollouts and every guard model's verdicts (``judges.labels.paper_labels``) go through here;
-the steps that read hidden states or hook the model run in the notebook's process on one GPU.
+Notebook 01's and 07's rollouts (:func:`rollouts`) and every guard model's verdicts (``judges.labels.guard_verdicts``)
+go through here; the steps that read hidden states or hook the model run in the notebook's process on one GPU.
 """
 
 from __future__ import annotations
@@ -68,43 +68,25 @@ def rollouts(name: str, prompts: pd.DataFrame, decoding, cache_root, *, backend:
     if not visible:
         frames = _rollouts_here(name, prompts, decodings, cache_root, backend, quantization, kv_tokens, store_name)[0]
     else:
-        job = {"kind": "rollouts", "model": name, "decodings": decodings, "backend": backend,
-               "quantization": quantization, "kv_tokens": kv_tokens, "store_name": store_name}
-        stores = spread(job, prompts, cache_root, visible)
+        job = {"name": name, "decodings": decodings, "backend": backend, "quantization": quantization,
+               "kv_tokens": kv_tokens, "store_name": store_name}
+        stores = spread(f"{__name__}:rollouts_shard", job, prompts, cache_root, visible)
         frames = [rollout_rows(read_parts(store, ["prompt_id", "sample_index"]), prompts["prompt_id"],
                                d.samples_per_prompt) for store, d in zip(stores, decodings)]
     return frames if isinstance(decoding, list) else frames[0]
 
 
-def judge(rollouts: pd.DataFrame, name: str, fmt, cache_root, *, quantization: str = "nf4",
-          backend: str = "transformers", gpus: int | str = 1) -> pd.DataFrame:
-    """``judges.labels.judge_rollouts`` of guard judge ``name`` (as ``labels.make_judge`` builds it) on the GPUs
-    ``gpus`` asks for: the rollouts' key columns with the judge's columns."""
-    from ..judges import labels
-
-    visible = devices(gpus)
-    if not visible:
-        guard, config = labels.make_judge(name, fmt, quantization=quantization, backend=backend)
-        try:
-            return labels.judge_rollouts(rollouts, guard, cache_root=cache_root, judge_config=config)
-        finally:
-            labels.free_judge(guard)
-    job = {"kind": "judge", "judge": name, "format": fmt, "quantization": quantization,
-           "backend": backend}
-    store = spread(job, rollouts, cache_root, visible)[0]
-    return rollouts[labels.KEY].merge(read_parts(store, labels.KEY), on=labels.KEY, how="left")
-
-
-def spread(job: dict, rows: pd.DataFrame, cache_root, visible: list[str]) -> list[Path]:
-    """Run ``job`` on ``rows`` in one worker per entry of ``visible`` (a CUDA_VISIBLE_DEVICES value each; "" is a
-    CPU worker) and return the cache folders they wrote (one per decoding of a rollouts job). A failed worker's log
-    ends the error; what the others finished stays cached."""
+def spread(call: str, job: dict, rows: pd.DataFrame, cache_root, visible: list[str]) -> list[Path]:
+    """One worker per entry of ``visible`` (a CUDA_VISIBLE_DEVICES value each; "" is a CPU worker), each calling
+    ``call`` ("module:function") as ``function(rows, shard, cache_root, **job)``: it writes its shard of ``rows`` into
+    the cache and returns the cache folders. Returns those folders (the same from every worker). A failed worker's
+    log ends the error; what the others finished stays cached."""
     if cache_root is None:
         raise ValueError("data parallel workers meet in the run's cache: pass cache_root (the notebooks' S.cache)")
     with tempfile.TemporaryDirectory(prefix="lrmsafety-workers-") as tmp:
         folder = Path(tmp)
         rows.to_parquet(folder / "rows.parquet", index=False)
-        (folder / "job.pkl").write_bytes(pickle.dumps({**job, "cache_root": str(cache_root)}))
+        (folder / "job.pkl").write_bytes(pickle.dumps({"call": call, "job": job, "cache_root": str(cache_root)}))
         workers = []
         for rank, device in enumerate(visible):
             # a worker reports its usage to this process (usage.absorb), not to the notebook's usage file
@@ -153,26 +135,24 @@ def _rollouts_here(name, prompts, decodings, cache_root, backend, quantization, 
     return frames, configs
 
 
-def _work(folder: Path, rank: int, world: int) -> None:
-    """One worker: its share of the job in ``folder``; writes ``done-<rank>.json`` with the cache folder."""
+def rollouts_shard(rows: pd.DataFrame, shard: tuple[int, int], cache_root: Path, *, name, decodings, backend,
+                   quantization, kv_tokens, store_name) -> list[Path]:
+    """A worker's share of :func:`rollouts`: its cache folders, one per decoding."""
     from ..store import TableStore
 
-    job = pickle.loads((folder / "job.pkl").read_bytes())  # written by this package's own process, just before
-    rows = pd.read_parquet(folder / "rows.parquet")
-    cache_root = Path(job["cache_root"])
-    if job["kind"] == "rollouts":
-        _, configs = _rollouts_here(job["model"], rows, job["decodings"], cache_root, job["backend"],
-                                    job["quantization"], job["kv_tokens"], job["store_name"], shard=(rank, world),
-                                    progress=False)
-        stores = [TableStore(cache_root, job["store_name"], c, ["prompt_id", "sample_index"]).dir for c in configs]
-    else:
-        from ..judges import labels
+    _, configs = _rollouts_here(name, rows, decodings, cache_root, backend, quantization, kv_tokens, store_name,
+                                shard=shard, progress=False)
+    return [TableStore(cache_root, store_name, config, ["prompt_id", "sample_index"]).dir for config in configs]
 
-        guard, config = labels.make_judge(job["judge"], job["format"],
-                                          quantization=job["quantization"], backend=job["backend"])
-        labels.judge_rollouts(rows, guard, cache_root=cache_root, judge_config=config, shard=(rank, world))
-        stores = [labels.judge_store(rows, guard, cache_root, config).dir]
-        labels.free_judge(guard)
+
+def _work(folder: Path, rank: int, world: int) -> None:
+    """One worker: its share of the job in ``folder``; writes ``done-<rank>.json`` with the cache folders."""
+    import importlib
+
+    task = pickle.loads((folder / "job.pkl").read_bytes())  # written by this package's own process, just before
+    module, function = task["call"].split(":")
+    stores = getattr(importlib.import_module(module), function)(
+        pd.read_parquet(folder / "rows.parquet"), (rank, world), Path(task["cache_root"]), **task["job"])
     (folder / f"done-{rank}.json").write_text(json.dumps({"stores": [str(store) for store in stores],
                                                           "usage": usage.snapshot()}))
 

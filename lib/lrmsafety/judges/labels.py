@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import chat
-from ..store import TableStore
+from ..store import TableStore, read_parts
 from .base import Judge, judge_class
 
 KEY = ["prompt_id", "sample_index"]
@@ -172,6 +172,34 @@ def free_judge(judge: Judge) -> None:
         pass
 
 
+def guard_verdicts(rollouts: pd.DataFrame, name: str, fmt: chat.ThinkingFormat, cache_root=None, *,
+                   quantization: str = "nf4", backend: str = "transformers", gpus: int | str = 1) -> pd.DataFrame:
+    """:func:`judge_rollouts` of guard judge ``name`` (loaded by :func:`make_judge`, freed after) on the GPUs ``gpus``
+    asks for (:mod:`lrmsafety.engine.parallel`: one worker per GPU, the same verdicts and cache as one)."""
+    from ..engine import parallel
+
+    visible = parallel.devices(gpus)
+    if not visible:
+        judge, config = make_judge(name, fmt, quantization=quantization, backend=backend)
+        try:
+            return judge_rollouts(rollouts, judge, cache_root=cache_root, judge_config=config)
+        finally:
+            free_judge(judge)
+    job = {"name": name, "fmt": fmt, "quantization": quantization, "backend": backend}
+    store = parallel.spread(f"{__name__}:guard_shard", job, rollouts, cache_root, visible)[0]
+    return rollouts[KEY].merge(read_parts(store, KEY), on=KEY, how="left")
+
+
+def guard_shard(rows: pd.DataFrame, shard: tuple[int, int], cache_root, *, name, fmt, quantization,
+                backend) -> list:
+    """A data parallel worker's share of :func:`guard_verdicts`: its cache folder."""
+    judge, config = make_judge(name, fmt, quantization=quantization, backend=backend)
+    judge_rollouts(rows, judge, cache_root=cache_root, judge_config=config, shard=shard)
+    folder = judge_store(rows, judge, cache_root, config).dir
+    free_judge(judge)
+    return [folder]
+
+
 def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingFormat, cache_root=None,
                  quantization: str = "nf4", extra_judges=(), papers=None, report=print,
                  backend: str = "transformers", gpus: int | str = 1) -> pd.DataFrame:
@@ -182,9 +210,9 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
     at a time and are freed before the next; ``report`` prints how many inputs each guard had to truncate.
     ``papers`` restricts which labels are computed (all named in label_judges by default); ``backend`` the engine
     of the guard models (:func:`make_judge`); ``gpus`` > 1 spreads each guard's rows over that many GPUs
-    (:mod:`lrmsafety.engine.parallel`), with the same verdicts and cache.
+    (:func:`guard_verdicts`), with the same verdicts and cache.
     """
-    from ..engine import parallel
+    from ..engine.parallel import WorkerError
     from .ensembles import combine_votes
 
     papers = list(papers or label_judges)
@@ -198,11 +226,11 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
         judge_name = name.partition("@")[0]
         try:
             if judge_name in GUARD_MODELS:  # loads, judges and frees the guard (on each GPU gpus asks for)
-                verdict = parallel.judge(rollouts, name, fmt, cache_root, quantization=quantization, backend=backend,
+                verdict = guard_verdicts(rollouts, name, fmt, cache_root, quantization=quantization, backend=backend,
                                          gpus=gpus)
             else:
                 verdict = judge_rollouts(rollouts, make_judge(name, fmt)[0], cache_root=cache_root)
-        except parallel.WorkerError:
+        except WorkerError:
             raise
         except (ImportError, OSError, MemoryError, RuntimeError) as err:
             raise RuntimeError(
