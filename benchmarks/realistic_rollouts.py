@@ -2,7 +2,7 @@
 
     python benchmarks/realistic_rollouts.py --tokenizer ../shared/tokenizers/qwen3 [--models ...] [--batch-sizes 64 256]
         [--engines batch refill slots] [--plan MODEL:ENGINE:BATCH ...] [--requests-per-slot 8] [--json out.json]
-        [--deadline-s 480] [--run-limit-s 120] [--check]
+        [--deadline-s 480] [--run-limit-s 120] [--check] [--shard I/N --barrier DIR]
 
 Each request is a distinct prompt of ``--prompt-tokens`` random tokens; its generated length is drawn from a
 log-normal and the row stops there (random weights never stop by themselves). Three engines:
@@ -17,7 +17,9 @@ log-normal and the row stops there (random weights never stop by themselves). Th
 
 ``--run-limit-s`` stops a run that takes longer and reports the rate over the tokens accepted so far (marked
 ``partial``; the batch engine stops between batches). ``--check`` first compares the slot engine's greedy tokens
-with and without CUDA graphs and with the DynamicCache engine's, on a few rows.
+with and without CUDA graphs and with the DynamicCache engine's, on a few rows. ``--shard I/N`` runs every N-th
+request from the I-th (one data parallel worker's share, as ``lrmsafety.engine.parallel`` splits prompts), and
+``--barrier DIR`` holds each timed run until all N shards are warm (benchmarks/data_parallel.py drives them).
 
 Reported: useful tokens per second (the drawn lengths, summed, over the wall time of the whole run, prefills and
 compilation warm-up excluded only where said) and "of limit": the time the same useful tokens would take if every
@@ -208,6 +210,17 @@ def ideal_seconds(lengths, batch, prompt_tokens, weights, kv_per_token, bandwidt
     return (steps * weights + kv) / bandwidth
 
 
+def meet(folder: Path, rank: int, world: int, timeout: float = 600) -> None:
+    """Wait until all ``world`` shards have reached this point (a file each in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"ready-{rank}").touch()
+    deadline = time.time() + timeout
+    while len(list(folder.glob("ready-*"))) < world:
+        if time.time() > deadline:
+            raise TimeoutError(f"{folder}: only {len(list(folder.glob('ready-*')))} of {world} shards arrived")
+        time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b"])
@@ -235,8 +248,11 @@ def main() -> None:
     parser.add_argument("--ablate-share", type=float, default=0.0,
                         help="zero this share of the attention heads (notebook 06's ablation without rescaling, "
                              "random heads) during the refill and slots runs")
+    parser.add_argument("--shard", default=None, help="I/N: every N-th request from the I-th (data parallel worker)")
+    parser.add_argument("--barrier", default=None, help="a folder where the N shards meet before each timed run")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    rank, world = map(int, args.shard.split("/")) if args.shard else (0, 1)
     began = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     tokenizer.padding_side = "left"  # generate_batch pads on the left, as load_model sets it
@@ -281,8 +297,8 @@ def main() -> None:
         eos = REAL_CONFIGS[model_name]["eos_token_id"]
         weights, kv = weight_bytes(model), kv_bytes_per_token(model)
         n = batch * args.batch_engine_batches if engine == "batch" else int(batch * args.requests_per_slot)
-        lengths = draw_lengths(n, args.median, args.sigma, args.cap, seed=batch)
-        prompts = make_prompts(tokenizer, n, args.prompt_tokens, seed=batch)
+        lengths = draw_lengths(n, args.median, args.sigma, args.cap, seed=batch)[rank::world]
+        prompts = make_prompts(tokenizer, n, args.prompt_tokens, seed=batch)[rank::world]
         extra = {}
         ablation = contextlib.nullcontext()
         if args.ablate_share and engine != "batch":
@@ -303,6 +319,9 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        if args.barrier:  # every shard warm before any is timed, so that their runs overlap
+            meet(Path(args.barrier) / f"{wanted}-{engine}-{batch}", rank, world)
+        extra["started_at"] = time.time()
         started = time.perf_counter()
         if engine == "batch":
             extra.update(run_batch_engine(model, tokenizer, prompts, lengths, batch, args.cap, eos,
@@ -315,12 +334,14 @@ def main() -> None:
             torch.cuda.synchronize()
             extra["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
         seconds = time.perf_counter() - started
+        extra["ended_at"] = time.time()
         ablation.__exit__(None, None, None)
         useful = extra.pop("useful_done")
         # the bandwidth limit for the tokens done (a partial run: the same share of the whole run's limit)
         ideal = ideal_seconds(lengths, batch, args.prompt_tokens, weights, kv, bandwidth) * useful / sum(lengths)
         row = {"model": model_name, "dtype": args.quantization if cuda else "fp32", "engine": engine, "batch": batch,
-               "requests": n, "useful_tokens": useful, "seconds": round(seconds, 2),
+               "requests": len(lengths), "shard": f"{rank}/{world}", "useful_tokens": useful,
+               "seconds": round(seconds, 2),
                "useful_tokens_per_s": round(useful / seconds, 1), "of_limit": round(ideal / seconds, 4),
                "median_len": float(np.median(lengths)), "mean_len": float(np.mean(lengths)),
                "max_len": max(lengths), **extra}
