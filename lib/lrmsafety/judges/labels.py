@@ -180,7 +180,12 @@ def guard_verdicts(rollouts: pd.DataFrame, name: str, fmt: chat.ThinkingFormat, 
 
     visible = parallel.devices(gpus)
     if not visible:
-        judge, config = make_judge(name, fmt, quantization=quantization, backend=backend)
+        try:
+            judge, config = make_judge(name, fmt, quantization=quantization, backend=backend)
+        except (ImportError, OSError, MemoryError, RuntimeError) as err:
+            raise RuntimeError(
+                f"judge {name!r} unavailable here ({type(err).__name__}: {err}). Guard models need a GPU; on a CPU "
+                "use a profile whose label_judges name string judges (organism) or stand-ins (paper-smoke)") from err
         try:
             return judge_rollouts(rollouts, judge, cache_root=cache_root, judge_config=config)
         finally:
@@ -212,7 +217,6 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
     of the guard models (:func:`make_judge`); ``gpus`` > 1 spreads each guard's rows over that many GPUs
     (:func:`guard_verdicts`), with the same verdicts and cache.
     """
-    from ..engine.parallel import WorkerError
     from .ensembles import combine_votes
 
     papers = list(papers or label_judges)
@@ -224,18 +228,11 @@ def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingF
     out = rollouts[KEY].copy()
     for name in names:
         judge_name = name.partition("@")[0]
-        try:
-            if judge_name in GUARD_MODELS:  # loads, judges and frees the guard (on each GPU gpus asks for)
-                verdict = guard_verdicts(rollouts, name, fmt, cache_root, quantization=quantization, backend=backend,
-                                         gpus=gpus)
-            else:
-                verdict = judge_rollouts(rollouts, make_judge(name, fmt)[0], cache_root=cache_root)
-        except WorkerError:
-            raise
-        except (ImportError, OSError, MemoryError, RuntimeError) as err:
-            raise RuntimeError(
-                f"judge {name!r} unavailable here ({type(err).__name__}: {err}). Guard models need a GPU; on a CPU "
-                "use a profile whose label_judges name string judges (organism) or stand-ins (paper-smoke)") from err
+        if judge_name in GUARD_MODELS:  # loads, judges and frees the guard (on each GPU gpus asks for)
+            verdict = guard_verdicts(rollouts, name, fmt, cache_root, quantization=quantization, backend=backend,
+                                     gpus=gpus)
+        else:
+            verdict = judge_rollouts(rollouts, make_judge(name, fmt)[0], cache_root=cache_root)
         column = judge_class(judge_name).primary  # the verdict it is for (refused, or unsafe for the harm guards)
         if column in verdict and verdict[column].isna().any():
             missing = int(verdict[column].isna().sum())
