@@ -4,8 +4,10 @@ processes, one per GPU.
 Each worker (``python -m lrmsafety.engine.parallel``, its GPU the only one it sees) loads the model, takes every n-th
 prompt (or judged row) from its own index, and writes into the run's one cache: the store a single process writes,
 whose key holds no shard, each worker under a lock of its own (``TableStore.writing(shard)``). This process waits for
-them and reads the cache. So the table is the one a single GPU gives (every sample draws from its own seed), a killed
-run resumes from whatever any worker finished, and a later run on one GPU finds every row cached.
+them and reads the cache. So the table is the one a single GPU gives (every sample draws from its own seed;
+identical on the CPU, where tests/test_parallel.py compares them, and on GPUs up to the rounding of kernels that
+differ with the batch's make-up), a killed run resumes from whatever any worker finished, and a later run on one GPU
+finds every row cached.
 
 ``gpus`` (the profile's ``gpus``, ``make all GPUS=2``): 1 runs in this process, as always; n > 1, or "all", starts
 a worker per GPU. A model too large for one GPU is not split here: on vLLM, ``backends.load_generator`` splits it
