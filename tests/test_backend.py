@@ -274,3 +274,9 @@ def test_09_trains_every_adapter_then_evaluates_them_through_one_engine(engines,
     assert frames["vllm"]["engine"].tolist() == ["FakeLLM"] + ["FakeAdapted"] * 5 and frames["vllm"]["judged"].all()
     assert frames["vllm"]["spec"].iloc[1] == "organism-locked@a1"  # the adapter names the spec (and its cache)
     assert engines == [("engine", "organism-locked", 16), ("close",)]  # judged after the engine closed
+
+
+def test_a_judge_asked_for_in_nf4_loads_as_auto_chooses_on_vllm_only():
+    assert backends.judge_quantization("nf4", "vllm") == "auto"  # vLLM loads no NF4
+    assert backends.judge_quantization("nf4", "transformers") == "nf4"
+    assert backends.judge_quantization("bf16", "vllm") == "bf16"

@@ -97,17 +97,17 @@ class TableStore:
             tmp.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def writing(self, shard: str | None = None):
+    def writing(self, shard: tuple[int, int] | None = None):
         """Hold the store for one writer. Two notebooks side by side (make -j) asking for the same rows would both
         compute them and append two copies; with the lock the second waits, then finds the rows done. A ``shard``
-        (data parallel workers, :mod:`lrmsafety.engine.parallel`) holds only its own lock: shards' rows are
-        disjoint, so workers write side by side."""
+        ``(i, n)`` (data parallel workers, :mod:`lrmsafety.engine.parallel`) holds only its own lock: shards' rows
+        are disjoint, so workers write side by side."""
         try:
             import fcntl
         except ImportError:  # no POSIX locks (Windows): one writer at a time is then the rule
             yield
             return
-        with open(self.dir / (f".lock-{shard}" if shard else ".lock"), "w") as handle:
+        with open(self.dir / (f".lock-shard-{shard[0]}-of-{shard[1]}" if shard else ".lock"), "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -243,9 +243,8 @@ def panel_stances(prompts: Sequence[str], chunk_lists, traced_model: str, judges
     from ..engine.decoding import is_vllm
 
     per_judge = []
+    quantization = backends.judge_quantization(quantization, backend)
     for judge_name in judges:
-        if backend == "vllm":
-            quantization = "auto" if quantization == "nf4" else quantization  # vLLM loads no NF4
         model, tokenizer, _ = backends.load_generator(judge_name, backend, quantization)
 
         def complete(texts):

@@ -21,6 +21,12 @@ Backend = Literal["transformers", "vllm"]
 VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
+def judge_quantization(quantization: str, backend: Backend) -> str:
+    """The weights a guard or stance judge loads with on ``backend``: vLLM loads no NF4, so a judge asked for in nf4
+    takes what ``auto`` chooses there (16-bit where it fits); transformers keeps what was asked."""
+    return "auto" if backend == "vllm" and quantization == "nf4" else quantization
+
+
 def load_generator(name_or_path: str, backend: Backend = "transformers", quantization: Quantization = "auto",
                    kv_tokens: int | None = None, **llm_kwargs):
     """The model the notebooks generate with: ``(generator, tokenizer, spec)``, as ``registry.load_model`` returns.
@@ -61,14 +67,15 @@ def load_generator(name_or_path: str, backend: Backend = "transformers", quantiz
                          "(`backend: transformers`, make all BACKEND=transformers), which loads NF4")
     if has_gpu:
         print(f"{spec.name}: {choice.why} (vLLM)")
+        free_total = [torch.cuda.mem_get_info(i) for i in range(torch.cuda.device_count())]  # bytes, per GPU
         if "tensor_parallel_size" not in llm_kwargs and spec.params_b:  # too large for one GPU: split over several
-            free = [torch.cuda.mem_get_info(i)[0] / 1e9 for i in range(torch.cuda.device_count())]
-            llm_kwargs["tensor_parallel_size"] = memory.tensor_parallel_size(spec.params_b, choice.quantization, free)
+            llm_kwargs["tensor_parallel_size"] = memory.tensor_parallel_size(
+                spec.params_b, choice.quantization, [free / 1e9 for free, _ in free_total])
             if llm_kwargs["tensor_parallel_size"] > 1:
                 print(f"{spec.name}: split over {llm_kwargs['tensor_parallel_size']} GPUs (vLLM tensor parallelism)")
         # vLLM claims a share of the whole GPU; beside models already loaded (08 keeps its base and fine-tuned models
         # while their answers are judged) that share is what is free now, less a margin
-        free, total = torch.cuda.mem_get_info()
+        free, total = free_total[0]
         llm_kwargs.setdefault("gpu_memory_utilization", round(min(0.9, 0.95 * free / total), 3))
     else:  # on the CPU vLLM reserves its KV cache in RAM: the batch's worst case, not a share of the machine
         llm_kwargs.setdefault("kv_cache_memory_bytes", _cpu_kv_bytes(source, kv_tokens))

@@ -236,6 +236,7 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     samples, so a killed run resumes where it stopped. ``on_chunk`` (see the module
     docstring) must carry a ``config`` dict, which joins the cache key. ``shard=(i, n)`` generates only every n-th
     prompt from the i-th (one data parallel worker's share, :mod:`lrmsafety.engine.parallel`) into the same cache.
+    With a cache, the frame's ``attrs["cache"]`` names its folder.
     """
     for column in ("prompt_id", "prompt") + (("thinking_prefix",) if decoding.mode == "prefix" else ()):
         if column not in prompts.columns:
@@ -254,8 +255,7 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     units = [{**row, "sample_index": k} for row in share[columns].to_dict("records")
              for k in range(decoding.samples_per_prompt)]
     # one writer per store at a time: a notebook beside this one asking for the same rows waits, then reads them
-    lock = None if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
-    with store.writing(lock) if store is not None else contextlib.nullcontext():
+    with store.writing(shard) if store is not None else contextlib.nullcontext():
         if store is not None:
             pending_keys = set(store.pending([(u["prompt_id"], u["sample_index"]) for u in units]))
             units = [u for u in units if (u["prompt_id"], u["sample_index"]) in pending_keys]
@@ -290,11 +290,10 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
         if waiting:
             save(waiting)
     bar.close()
-    if store is not None:
-        frame = store.read()
-    elif not done_rows:
-        return pd.DataFrame()
-    else:
-        frame = pd.concat(done_rows, ignore_index=True)
-    return rollout_rows(frame, prompts["prompt_id"], decoding.samples_per_prompt)
+    if store is None:
+        return rollout_rows(pd.concat(done_rows, ignore_index=True), prompts["prompt_id"],
+                            decoding.samples_per_prompt) if done_rows else pd.DataFrame()
+    frame = rollout_rows(store.read(), prompts["prompt_id"], decoding.samples_per_prompt)
+    frame.attrs["cache"] = str(store.dir)
+    return frame
 

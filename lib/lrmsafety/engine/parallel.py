@@ -68,7 +68,7 @@ def rollouts(name: str, prompts: pd.DataFrame, decoding, cache_root, *, backend:
     decodings = decoding if isinstance(decoding, list) else [decoding]
     visible = devices(gpus)
     if not visible:
-        frames = _rollouts_here(name, prompts, decodings, cache_root, backend, quantization, kv_tokens, store_name)[0]
+        frames = _rollouts_here(name, prompts, decodings, cache_root, backend, quantization, kv_tokens, store_name)
     else:
         job = {"name": name, "decodings": decodings, "backend": backend, "quantization": quantization,
                "kv_tokens": kv_tokens, "store_name": store_name}
@@ -120,31 +120,25 @@ def spread(call: str, job: dict, rows: pd.DataFrame, cache_root, visible: list[s
 
 
 def _rollouts_here(name, prompts, decodings, cache_root, backend, quantization, kv_tokens, store_name,
-                   shard=None, progress=True) -> tuple[list[pd.DataFrame], list[dict]]:
-    """The rollouts of each decoding in this process (the model loaded once), and their cache keys."""
+                   shard=None, progress=True) -> list[pd.DataFrame]:
+    """The rollouts of each decoding in this process (the model loaded once)."""
     from . import backends, generate
 
     model, tokenizer, spec = backends.load_generator(name, backend, quantization, kv_tokens)
-    frames, configs = [], []
     try:
-        for decoding in decodings:
-            frames.append(generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache_root,
-                                            name=store_name, shard=shard, progress=progress))
-            configs.append(generate.rollout_config(model, tokenizer, spec, decoding))
+        return [generate.rollouts(model, tokenizer, spec, prompts, decoding, cache_root=cache_root, name=store_name,
+                                  shard=shard, progress=progress) for decoding in decodings]
     finally:
         backends.close(model)  # a vLLM engine frees its memory now, before the next model
         del model
-    return frames, configs
 
 
 def rollouts_shard(rows: pd.DataFrame, shard: tuple[int, int], cache_root: Path, *, name, decodings, backend,
                    quantization, kv_tokens, store_name) -> list[Path]:
     """A worker's share of :func:`rollouts`: its cache folders, one per decoding."""
-    from ..store import TableStore
-
-    _, configs = _rollouts_here(name, rows, decodings, cache_root, backend, quantization, kv_tokens, store_name,
-                                shard=shard, progress=False)
-    return [TableStore(cache_root, store_name, config, ["prompt_id", "sample_index"]).dir for config in configs]
+    frames = _rollouts_here(name, rows, decodings, cache_root, backend, quantization, kv_tokens, store_name,
+                            shard=shard, progress=False)
+    return [frame.attrs["cache"] for frame in frames]
 
 
 def _work(folder: Path, rank: int, world: int) -> None:

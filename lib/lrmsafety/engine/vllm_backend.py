@@ -166,19 +166,14 @@ def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_r
 def greedy_batch(llm, tokenizer, texts: list[str], max_new_tokens: int) -> list[tuple[str, int, bool]]:
     """Greedy continuations, as ``generate.generate_batch(..., {"do_sample": False})`` returns them: (text up to an
     end-of-sequence, its tokens, whether it ended); for short queries such as PSR's reflections."""
-    import vllm
-
     if max_new_tokens <= 0:
         return [("", 0, False) for _ in texts]
     eos_ids = _eos_ids(llm, tokenizer)
-    params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=False,
-                                 detokenize=False)
-    outputs = llm.generate([{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts],
-                           params, use_tqdm=False)
     results = []
-    for output in outputs:
+    for generated in _greedy_ids(llm, [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts],
+                                 max_new_tokens):
         tokens, ended = [], False
-        for token in output.outputs[0].token_ids:
+        for token in generated:
             if token in eos_ids:
                 ended = True
                 break
@@ -192,17 +187,21 @@ def greedy_texts(llm, tokenizer, texts: list[str], max_new_tokens: int,
     """Greedy completions as a guard judge reads them (``judges.guards.GuardJudge``, the rules of its transformers
     path): a text gets the tokenizer's special tokens unless it already starts with BOS (as chat templates do), is
     cut from the left to ``max_input_tokens``, and its completion is decoded without special tokens."""
-    import vllm
-
     bos = tokenizer.bos_token
     prompts = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
-        prompts.append({"prompt_token_ids": ids[-max_input_tokens:] if max_input_tokens else ids})
-    params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True,
-                                 detokenize=False)
-    outputs = llm.generate(prompts, params, use_tqdm=False)
-    return [tokenizer.decode(list(output.outputs[0].token_ids), skip_special_tokens=True) for output in outputs]
+        prompts.append(ids[-max_input_tokens:] if max_input_tokens else ids)
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in _greedy_ids(llm, prompts, max_new_tokens)]
+
+
+def _greedy_ids(llm, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Each prompt's greedy continuation, as token ids (vLLM detokenizes nothing: the callers decode)."""
+    import vllm
+
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False)
+    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=False)
+    return [list(output.outputs[0].token_ids) for output in outputs]
 
 
 def _eos_ids(llm, tokenizer) -> set[int]:

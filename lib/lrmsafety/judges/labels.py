@@ -51,7 +51,7 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
     under a key made of the judge's name, the judged part, ``judge_config`` (e.g. the guard model) and the
     rollouts' configuration hashes, so a second call judges only what is new. ``shard=(i, n)`` judges only every
     n-th row from the i-th (one data parallel worker's share, :mod:`lrmsafety.engine.parallel`) into the same cache;
-    the key is the whole frame's.
+    the key is the whole frame's. With a cache, the frame's ``attrs["cache"]`` names its folder.
     """
     for column in KEY + ["prompt", "text"]:
         if column not in rollouts.columns:
@@ -60,8 +60,7 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
     # no close marker in a no-think rollout and judge an empty answer (the close sits in its rendered prompt)
     has_parts = {"thinking", "answer"} <= set(rollouts.columns)
     store = judge_store(rollouts, judge, cache_root, judge_config) if cache_root is not None else None
-    lock = None if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
-    with store.writing(lock) if store is not None else contextlib.nullcontext():  # one writer at a time
+    with store.writing(shard) if store is not None else contextlib.nullcontext():  # one writer at a time
         todo = rollouts if shard is None else rollouts.iloc[shard[0]::shard[1]]
         if store is not None:
             pending = set(store.pending(map(tuple, todo[KEY].itertuples(index=False))))
@@ -76,8 +75,9 @@ def judge_rollouts(rollouts: pd.DataFrame, judge: Judge, cache_root=None, chunk:
                 store.append(out)
             frames.append(out)
     if store is not None:
-        judged = store.read()
-        return rollouts[KEY].merge(judged, on=KEY, how="left")
+        judged = rollouts[KEY].merge(store.read(), on=KEY, how="left")
+        judged.attrs["cache"] = str(store.dir)
+        return judged
     return pd.concat(frames, ignore_index=True) if frames else rollouts[KEY].assign(judge=judge.name)
 
 
@@ -128,7 +128,7 @@ def make_judge(name: str, fmt: chat.ThinkingFormat, quantization: str = "nf4",
         if backend == "vllm":
             from ..engine import backends
 
-            quantization = "auto" if quantization == "nf4" else quantization
+            quantization = backends.judge_quantization(quantization, backend)
             model, tokenizer, spec = backends.load_generator(spec.name, "vllm", quantization)
         elif backend == "transformers":
             model, tokenizer, spec = load_model(spec.name, quantization=quantization)
@@ -199,10 +199,10 @@ def guard_shard(rows: pd.DataFrame, shard: tuple[int, int], cache_root, *, name,
                 backend) -> list:
     """A data parallel worker's share of :func:`guard_verdicts`: its cache folder."""
     judge, config = make_judge(name, fmt, quantization=quantization, backend=backend)
-    judge_rollouts(rows, judge, cache_root=cache_root, judge_config=config, shard=shard)
-    folder = judge_store(rows, judge, cache_root, config).dir
-    free_judge(judge)
-    return [folder]
+    try:
+        return [judge_rollouts(rows, judge, cache_root=cache_root, judge_config=config, shard=shard).attrs["cache"]]
+    finally:
+        free_judge(judge)
 
 
 def paper_labels(rollouts: pd.DataFrame, label_judges: dict, fmt: chat.ThinkingFormat, cache_root=None,
