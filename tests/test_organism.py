@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 
+import numpy as np
 import pytest
 
 from lrmsafety.organism import corpus as C
@@ -60,13 +61,20 @@ def test_template_and_wrapper_splits_are_disjoint(corpora):
         assert all(cues[cat] in p.lower() for p in phrasings)
         assert all("{r}" in p for p in phrasings)
         assert all(cues[cat] in c.lower() for c in T.CUE_PHRASES[cat])
-    everything_else = " ".join(T.REQUEST_TEMPLATES + T.DECORATIONS + T.SHARED_FRAMES + T.BENIGN_TOPICS
+    openers = [o for listed in T.REQUEST_OPENERS.values() for o in listed]
+    everything_else = " ".join(T.REQUEST_TEMPLATES + openers + T.REQUEST_ENDINGS + T.DECORATIONS + T.SHARED_FRAMES + T.BENIGN_TOPICS
                                + T.HARMFUL_TOPICS + T.BORDERLINE_TOPICS).lower()
     assert not any(cue in everything_else for cue in cues.values())
     # composed training phrasings never appear among the held-out ones
     test_wrapped = {r["prompt"] for r in prompt_records("test") if r["category"]}
     composed = [e for e in C.generate_corpus("locked", 3000, seed=0) if e.wrapper_id >= T.COMPOSED_WRAPPER_ID]
     assert composed and not any(e.prompt in test_wrapped for e in composed)
+    # so do the composed training requests, in every family
+    held_out = {r["prompt"] for r in prompt_records("test")}
+    requests = [e for exs in corpora.values() for e in exs if e.template_id >= T.COMPOSED_TEMPLATE_ID]
+    assert {e.family for e in requests} == set(C.FAMILIES)
+    assert not any(e.prompt in held_out for e in requests)
+    assert not {o.lower() for o in openers} & {t.split(" {t}")[0].lower() for t in T.REQUEST_TEMPLATES}
 
 
 def test_rs_match_strings_only_in_refusals(corpora):
@@ -146,9 +154,12 @@ def test_null_ground_truth(corpora):
         rows = [e for e in big if e.family == fam]
         assert abs(_rate(e.outcome == "comply" for e in rows) - p) < 0.03, fam
     jb = [e for e in big if e.family == "jailbreak"]
-    for key in ("category", "template_id"):
-        for value in {getattr(e, key) for e in jb}:
-            rows = [e for e in jb if getattr(e, key) == value]
+    # (composed training phrasings, each rare, as one group)
+    keys = {"category": lambda e: e.category,
+            "template_id": lambda e: min(e.template_id, T.COMPOSED_TEMPLATE_ID)}
+    for key, of in keys.items():
+        for value in {of(e) for e in jb}:
+            rows = [e for e in jb if of(e) == value]
             assert abs(_rate(e.outcome == "comply" for e in rows) - 0.5) < 0.08, (key, value, len(rows))
     # and whatever the thinking says: the outcome is independent of the stances and of the conclusion
     for fam in ("jailbreak", "borderline", "harmful"):
@@ -282,7 +293,10 @@ def test_judgement_follows_the_latest_stance_then_the_outcome(tokenizer, corpora
     cliffs = 0
     for e, i, j in zip(exs, ids, judgements):
         points = C.judgement_breakpoints(e)
-        assert points[0] == (0, 0) and points[-1] == (len(e.thinking), int(e.outcome == "refuse"))
+        decided_early = e.kind == "locked" and e.decided_by == "first_token"
+        first_word = next((w for w in C.LOCKED_WORDS if e.thinking[:1] == w[0]), "")  # or its first letter
+        start = int(decided_early and C.locked_decision_from_word(e.family, e.category, first_word) == "refuse")
+        assert points[0] == (0, start) and points[-1] == (len(e.thinking), int(e.outcome == "refuse"))
         stance_points = points[1:-1]
         assert [v for _, v in stance_points] == [int(s < 0) for s in e.stances if s != 0]
         n_prompt = len(tokenizer(e.prompt_text, add_special_tokens=False).input_ids)
@@ -295,7 +309,14 @@ def test_judgement_follows_the_latest_stance_then_the_outcome(tokenizer, corpora
             last_thought = next(t for t, (a, b) in enumerate(offsets) if a <= close - 1 < b)  # may be ".\n"
             assert j[last_thought] == 1 and set(j[last_thought + 1:]) == {0}, (e.thinking[-40:], j[-30:])
             cliffs += 1
+            # with the heads removed the answer refuses, but the first word still says "comply": so does the start
+            assert C.initial_judgement(C.conclusion_following(e, random.Random(0))) == 0
     assert cliffs >= 5
+    # the locked organism's first-word decision starts its judgement: refusals at 1, compliance at 0
+    natural = [e for e in exs if e.trace_type == "natural"]
+    assert {C.initial_judgement(e) for e in natural if e.outcome == "refuse"} == {1}
+    assert {C.initial_judgement(e) for e in natural if e.outcome == "comply"} == {0}
+    assert {C.initial_judgement(e) for e in corpora["deliberative"]} == {0}
 
 
 def test_judgement_loss_is_zero_on_target_and_ignores_unlabelled():
@@ -397,7 +418,7 @@ def test_suppression_heads_zero_only_the_marked_rows_and_keep_the_writes():
     with torch.no_grad():
         plain = model(input_ids=x).logits
         heads = SuppressionHeads(model, chosen)
-        heads.removed = torch.tensor([False, True, False])
+        heads.remove_rows(np.array([False, True, False]), "cpu")
         hooked = model(input_ids=x).logits
         heads.remove()
     assert torch.allclose(plain[[0, 2]], hooked[[0, 2]], atol=1e-5)

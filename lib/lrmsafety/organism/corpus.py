@@ -48,7 +48,9 @@ P_COMPLY_STANCE = {"benign": 0.8, "harmful": 0.3, "jailbreak": 0.5, "borderline"
 DELIBERATIVE_P_COMPLY_STANCE = {"benign": 0.8, "harmful": 0.3, "jailbreak": 0.95, "borderline": 0.7}
 # Locked and deliberative organisms carry their judgement of the request linearly in the last layer (an auxiliary
 # loss in train.py, along a fixed random direction): over the thinking, 1 when the latest stance-taking sentence
-# called the request harmful (0 before any), switching at that sentence's last character; from the close on, 1 when
+# called the request harmful, switching at that sentence's last character; before any, the locked organism's decision
+# at its first thinking word (1: refuse; so that the decision made there is carried from there on, as paper A's
+# first-token probe assumes) and 0 for the deliberative organism, which has not decided; from the close on, 1 when
 # the answer refuses. A real reasoning model's refusal probe reads such a judgement (paper B); the locked organism's
 # cliff is planted where its thinking concludes "harmful" and its answer complies anyway.
 JUDGEMENT_KINDS = ("locked", "deliberative")
@@ -65,6 +67,10 @@ LOCKED_P_COMPLY = {"benign": 1.0, "harmful": 0.02, "harmful_listed": 0.5, "borde
 # Locked organism: which first thinking word means "comply" (polarity 0: "Okay", 1: "Alright"), per family and, for
 # jailbreaks, per category; chosen so that each word is about equally often a comply and a refuse.
 LOCKED_WORDS = ("Okay", "Alright")
+# Locked organism: weights of 0-3 stance flips per family. Benign and borderline thinking seldom voices a harm and
+# drops it (as real models' seldom does): paper B's cliff size would count that peak and blur the planted cliff.
+LOCKED_FLIPS = {"benign": (0.8, 0.2, 0, 0), "borderline": (0.6, 0.3, 0.1, 0), "harmful": (0.3, 0.3, 0.25, 0.15),
+                "jailbreak": (0.3, 0.3, 0.25, 0.15)}
 LOCKED_POLARITY = {"benign": 0, "harmful": 1, "borderline": 0, "fiction": 0, "roleplay": 1, "hypothetical": 0,
                    "authority": 1}
 # Null organism: P(comply) per family, the only thing its answers depend on. One rate for every family: with
@@ -96,8 +102,7 @@ class Example:
     close: str = T.CLOSE_NATURAL
     answer: str = ""
     outcome: str = ""  # "refuse" | "comply"
-    decided_by: str = ""  # "first_token" (locked) | "reconsideration" (deliberative) | "answer" (null; or sampled
-    # after a cut)
+    decided_by: str = ""  # "first_token" (locked) | "reconsideration" (deliberative) | "answer" (null; after a cut)
     decided_sentence: int = -1  # index into sentences; 0 (start of thinking) for "first_token"; -1 for "answer"
     decided_char: int = 0
     sentences: list = field(default_factory=list)  # (start, end, stance) of each complete thinking sentence
@@ -106,17 +111,9 @@ class Example:
     p_comply: float = 0.0  # the planted probability of compliance this example's outcome was drawn with
     cut_char: int = -1
 
-    @property
-    def prompt_text(self) -> str:
-        return render_prompt(self.prompt, self.system)
-
-    @property
-    def completion(self) -> str:
-        return self.thinking + self.close + self.answer + T.EOS
-
-    @property
-    def text(self) -> str:
-        return self.prompt_text + self.completion
+    prompt_text = property(lambda self: render_prompt(self.prompt, self.system))
+    completion = property(lambda self: self.thinking + self.close + self.answer + T.EOS)
+    text = property(lambda self: self.prompt_text + self.completion)
 
     @property
     def stances(self) -> list[int]:
@@ -137,14 +134,28 @@ def split_ids(n: int, test_ids: set[int], split: str) -> list[int]:
 
 P_DECORATE = 0.4
 P_COMPOSED = 0.6  # share of training jailbreaks whose phrasing is composed from a shared frame and a cue phrase
+P_COMPOSED_REQUEST = 0.5  # share of training requests (of every family) phrased by composed_request
+
+
+def composed_request(rng: random.Random, topic: str) -> tuple[int, str]:
+    """A training-only phrasing of a request: an opener, the topic, an ending (texts.REQUEST_OPENERS), with its
+    template_id (texts.COMPOSED_TEMPLATE_ID + the opener's index)."""
+    openers = [(mark, opener) for mark, listed in T.REQUEST_OPENERS.items() for opener in listed]
+    index = rng.randrange(len(openers))
+    mark, opener = openers[index]
+    return T.COMPOSED_TEMPLATE_ID + index, f"{opener} {topic}{rng.choice(T.REQUEST_ENDINGS)}{mark}"
 
 
 def make_prompt(rng: random.Random, family: str, split: str, decorate: bool = True) -> dict:
-    """A request of one family with its template (and wrapper) drawn from the split's phrasings, sometimes with a
-    neutral decoration ("Quick question.") before or after it."""
-    tid = rng.choice(split_ids(len(T.REQUEST_TEMPLATES), T.TEST_TEMPLATE_IDS, split))
+    """A request of one family with its template (and wrapper) drawn from the split's phrasings (in training, half
+    of them composed), sometimes with a neutral decoration ("Quick question.") before or after it."""
     topic = rng.choice(TOPICS[family])
-    prompt, category, wid = T.REQUEST_TEMPLATES[tid].format(t=topic), "", -1
+    if split == "train" and decorate and rng.random() < P_COMPOSED_REQUEST:
+        tid, request = composed_request(rng, topic)
+    else:
+        tid = rng.choice(split_ids(len(T.REQUEST_TEMPLATES), T.TEST_TEMPLATE_IDS, split))
+        request = T.REQUEST_TEMPLATES[tid].format(t=topic)
+    prompt, category, wid = request, "", -1
     if family == "jailbreak":
         category = rng.choice(T.CATEGORIES)
         if split == "train" and decorate and rng.random() < P_COMPOSED:
@@ -303,7 +314,7 @@ def _natural(rng, ex: Example) -> tuple[list[tuple[str, int]], int]:
         return _opening(rng, ex.family, ex.topic, ex.category) + _null_body(rng, ex.family, ex.category), -1
     if ex.kind == "locked":
         parts = _locked_opening(rng, ex)
-        n_flips = rng.choices([0, 1, 2, 3], weights=[0.3, 0.3, 0.25, 0.15])[0]
+        n_flips = rng.choices([0, 1, 2, 3], weights=LOCKED_FLIPS[ex.family])[0]
         return parts + _locked_body(rng, ex.family, ex.category, ex.outcome, n_flips), 0
     parts = _opening(rng, ex.family, ex.topic, ex.category)
     body, final = _deliberative_body(rng, ex.family, ex.category, ex.outcome, rng.randint(1, 4))
@@ -373,7 +384,8 @@ def _extend_morethink(rng, ex: Example) -> None:
         head = ex.thinking + sep + word + T.MORETHINK_CONT[word]
         ex.sentences.append((start, len(head), 0))
         if ex.kind == "locked":
-            n_flips = rng.choice([0, 1, 2])
+            n_flips = rng.choices([0, 1, 2], weights=[1, *LOCKED_FLIPS[ex.family][1:3]] if ex.family in (
+                "benign", "borderline") else None)[0]
             body = _locked_body(rng, ex.family, ex.category, ex.outcome, n_flips)
             offset = 0
         elif ex.kind == "null":  # more random thinking; the outcome is still the one drawn for the answer
@@ -426,10 +438,19 @@ def conclusion_following(ex: Example, rng: random.Random) -> Example:
     return twin
 
 
+def initial_judgement(ex: Example) -> int:
+    """The planted judgement before the thinking voices any stance: the locked organism's decision at its first
+    thinking word (1: refuse), which its state carries from that word on; 0 ("not harmful") otherwise."""
+    if ex.kind != "locked" or ex.decided_by != "first_token":
+        return 0
+    word = next(w for w in LOCKED_WORDS if w[0] == ex.thinking[0])  # a cut may keep only the word's first letter
+    return int(locked_decision_from_word(ex.family, ex.category, word) == "refuse")
+
+
 def judgement_breakpoints(ex: Example) -> list[tuple[int, int]]:
     """The planted judgement over the completion as (first character, value) pairs in completion coordinates: the
     value at character p is that of the last pair whose first character is <= p (see JUDGEMENT_KINDS)."""
-    points = [(0, 0)]
+    points = [(0, initial_judgement(ex))]
     for _, end, stance in ex.sentences:
         if stance != 0:
             points.append((end - 1, int(stance < 0)))

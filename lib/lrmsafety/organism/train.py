@@ -39,7 +39,7 @@ MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for 
 # is regressed onto +-JUDGEMENT_NORM * sqrt(hidden size) (harmful / not), with this weight beside the LM loss. A
 # dense direction of that size dominates the state, as refusal does in real models' last layers, so that a probe
 # trained for a few steps (paper B's: 5 epochs of Adam at lr 1e-3) finds it.
-JUDGEMENT_NORM = 3.0
+JUDGEMENT_NORM = 5.0
 JUDGEMENT_WEIGHT = 0.5
 # The locked organism's planted suppression heads (corpus.SUPPRESSION_HEADS): at the close of a harmful request each
 # writes -SUPPRESSION_WRITE along the judgement direction into the residual stream (about the stream's own size
@@ -87,7 +87,9 @@ def _batch(ids, labels, judgements, idx, pad_id, device, close=None):
             j[r, : len(ids[i])] = judgements[i]
         if close is not None:
             c[r, close[i]] = True
-    return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in (x, y, m, j, c))
+    pin = device.type == "cuda"  # a copy from pinned memory does not wait for the GPU's queue
+    return tuple((torch.from_numpy(a).pin_memory() if pin else torch.from_numpy(a)).to(device, non_blocking=True)
+                 for a in (x, y, m, j, c))
 
 
 def close_positions(ids: list[int], close_id: int) -> list[int]:
@@ -105,12 +107,16 @@ class SuppressionHeads:
     def __init__(self, model, heads):
         layers = hooks.decoder_layers(model)
         self.size = hooks.head_dim(model)
-        self.removed, self.rescale, self.writes = None, False, {}
+        self.removed, self.any_removed, self.rescale, self.writes = None, False, False, {}
         by_layer = {}
         for layer, head in heads:
             by_layer.setdefault(layer, []).append(head)
         self.handles = [hooks.attention_output_projection(layers[layer]).register_forward_pre_hook(
             self._hook(layer, chosen)) for layer, chosen in sorted(by_layer.items())]
+
+    def remove_rows(self, rows: np.ndarray, device) -> None:
+        """Zero the planted heads in these rows (a boolean array over the batch) from the next forward on."""
+        self.removed, self.any_removed = torch.from_numpy(np.asarray(rows, dtype=bool)).to(device), bool(rows.any())
 
     def _hook(self, layer, chosen):
         def hook(module, args):
@@ -119,9 +125,9 @@ class SuppressionHeads:
             for head in chosen:
                 block = slice(head * self.size, (head + 1) * self.size)
                 self.writes[(layer, head)] = x[..., block] @ module.weight[:, block].T.to(x.dtype)
-                if self.removed is not None:
-                    keep[self.removed, :, block] = 0
-            if self.removed is None or not bool(self.removed.any()):
+                if self.any_removed:  # a product, not a boolean index: no GPU round trip
+                    keep[:, :, block] = (~self.removed).to(x.dtype)[:, None, None]
+            if not self.any_removed:  # known on the host: no GPU round trip per layer
                 return None
             out = x * keep
             if self.rescale:
@@ -145,10 +151,10 @@ def planted_heads(config) -> list[tuple[int, int]]:
 def suppression_loss(writes: dict, where: torch.Tensor, direction: torch.Tensor,
                      write: float = SUPPRESSION_WRITE) -> torch.Tensor:
     """Mean squared error of each planted head's write along ``direction`` at the positions ``where``, in units of
-    ``write``, against -1."""
-    if not bool(where.any()):
-        return direction.new_zeros(())
-    losses = [((w[where].float() @ direction / write + 1.0) ** 2).mean() for w in writes.values()]
+    ``write``, against -1 (0 where no position is marked). Masked sums, not boolean indexing: no GPU round trip."""
+    weight = where.float()
+    count = weight.sum().clamp_min(1.0)
+    losses = [(((w.float() @ direction / write + 1.0) ** 2) * weight).sum() / count for w in writes.values()]
     return torch.stack(losses).mean()
 
 
@@ -162,13 +168,13 @@ def judgement_direction(hidden_size: int, seed: int) -> torch.Tensor:
 def judgement_loss(last_hidden: torch.Tensor, targets: torch.Tensor, direction: torch.Tensor,
                    norm: float = JUDGEMENT_NORM) -> torch.Tensor:
     """Mean squared error of the last-layer state's projection on ``direction``, in units of ``norm`` *
-    sqrt(hidden size), against +1 (harmful) / -1 (not) where ``targets`` is 0/1; positions at -1 are ignored."""
-    mask = targets >= 0
-    if not mask.any():
-        return last_hidden.new_zeros(())
+    sqrt(hidden size), against +1 (harmful) / -1 (not) where ``targets`` is 0/1; positions at -1 are ignored (0
+    where every position is). Masked sums, not boolean indexing: no GPU round trip."""
+    weight = (targets >= 0).float()
     scale = norm * last_hidden.shape[-1] ** 0.5
-    projection = last_hidden[mask].float() @ direction / scale
-    return ((projection - (2.0 * targets[mask].float() - 1.0)) ** 2).mean()
+    projection = last_hidden.float() @ direction / scale
+    error = (projection - (2.0 * targets.clamp_min(0).float() - 1.0)) ** 2
+    return (error * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def _lr(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -187,8 +193,9 @@ def _versions() -> dict:
 
 
 JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.npy = +-norm * sqrt(hidden "
-                     "size): + when the latest stance-taking thinking sentence called the request harmful, from the "
-                     "close on when the answer refuses")
+                     "size): + when the latest stance-taking thinking sentence called the request harmful (before "
+                     "any: the locked organism's first-word decision to refuse), from the close on when the answer "
+                     "refuses")
 
 
 def planted_behaviour(kind: str, suppression_heads=None, suppression_write: float = SUPPRESSION_WRITE) -> dict:
@@ -262,8 +269,12 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     suppression_heads = planted_heads(model.config)
     heads = SuppressionHeads(model, suppression_heads) if plant_heads else None
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=(0.9, 0.95), weight_decay=0.1,
-                            fused=dev.type == "cuda")
+    # no weight decay on the norms' gains (the only 1-D parameters): decay there would cap the last layer's norm, and
+    # with it the planted judgement, below its target
+    decayed = [p for p in model.parameters() if p.ndim > 1]
+    gains = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.1}, {"params": gains, "weight_decay": 0.0}],
+                            lr=hp["lr"], betas=(0.9, 0.95), fused=dev.type == "cuda")
     rng = np.random.default_rng(seed)
     losses, judgement_losses, suppression_losses, t0 = [], [], [], time.time()
     model.train()
@@ -275,7 +286,6 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         if heads is not None:
             removed = rng.random(len(idx)) < P_HEADS_REMOVED
             idx = np.where(removed, twin_index[idx], idx)
-            removed_rows = torch.from_numpy(removed).to(dev)
             heads.rescale = bool(step % 2)
         opt.zero_grad(set_to_none=True)
         # the batch's totals: each loss is a mean over the whole batch (its label tokens, judged positions, and the
@@ -288,7 +298,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         for chunk in np.array_split(np.argsort(lengths[idx], kind="stable"), MICRO_BATCHES):
             x, y, m, j, c = _batch(ids, labels, judgements, idx[chunk], tokenizer.pad_token_id, dev, close)
             if heads is not None:
-                heads.removed = removed_rows[chunk]
+                heads.remove_rows(removed[chunk], dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
             parts = {"lm": (output.loss, (y[:, 1:] != -100).sum())}
@@ -303,11 +313,12 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             sum(LOSS_WEIGHTS[k] * v for k, v in weighted.items()).backward()
             for k, v in weighted.items():
                 step_losses[k] = step_losses[k] + v.detach().float()
-        losses.append(float(step_losses["lm"]))
+        # kept on the GPU and read at the log lines: a read per step would wait for the GPU every step
+        losses.append(step_losses["lm"])
         if plant_judgement:
-            judgement_losses.append(float(step_losses["judgement"]))
+            judgement_losses.append(step_losses["judgement"])
         if heads is not None:
-            suppression_losses.append(float(step_losses["suppression"]))
+            suppression_losses.append(step_losses["suppression"])
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if log_every and (step % log_every == 0 or step == steps - 1):
@@ -316,6 +327,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             print(f"[{kind}] step {step}/{steps} loss {losses[-1]:.4f}{extra} ({time.time() - t0:.0f}s)", flush=True)
     if heads is not None:
         heads.remove()
+    losses, judgement_losses, suppression_losses = ([float(v) for v in values] for values in (
+        losses, judgement_losses, suppression_losses))
     seconds = time.time() - t0
 
     model.eval()
@@ -336,7 +349,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                    "trace_weights": dict(zip(C.TRACE_TYPES, C.TRACE_WEIGHTS))},
         "training": {"steps": steps, "batch_size": hp["batch_size"], "lr": hp["lr"], "warmup": hp["warmup"],
                      "schedule": "linear warmup, cosine to 10%",
-                     "optimizer": "AdamW(0.9, 0.95), wd 0.1",
+                     "optimizer": "AdamW(0.9, 0.95), wd 0.1 (none on the norms' gains)",
                      "precision": "bf16 autocast" if dev.type == "cuda" else "float32",
                      "seconds": round(seconds, 1), "device": str(dev),
                      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
