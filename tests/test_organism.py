@@ -62,8 +62,8 @@ def test_template_and_wrapper_splits_are_disjoint(corpora):
         assert all("{r}" in p for p in phrasings)
         assert all(cues[cat] in c.lower() for c in T.CUE_PHRASES[cat])
     openers = [o for listed in T.REQUEST_OPENERS.values() for o in listed]
-    everything_else = " ".join(T.REQUEST_TEMPLATES + openers + T.REQUEST_ENDINGS + T.DECORATIONS + T.SHARED_FRAMES + T.BENIGN_TOPICS
-                               + T.HARMFUL_TOPICS + T.BORDERLINE_TOPICS).lower()
+    everything_else = " ".join(T.REQUEST_TEMPLATES + openers + T.REQUEST_ENDINGS + T.DECORATIONS + T.SHARED_FRAMES
+                               + T.BENIGN_TOPICS + T.HARMFUL_TOPICS + T.BORDERLINE_TOPICS).lower()
     assert not any(cue in everything_else for cue in cues.values())
     # composed training phrasings never appear among the held-out ones
     test_wrapped = {r["prompt"] for r in prompt_records("test") if r["category"]}
