@@ -347,7 +347,7 @@ def test_shipped_organisms_carry_the_planted_judgement(kind):
 
     path = MODELS_DIR / f"organism-{kind}"
     card = json.loads((path / "organism_card.json").read_text())
-    assert card["training"]["judgement_loss"]["final"] < 0.25  # in units of the target: ~0.15 at norm 3
+    assert card["training"]["judgement_loss"]["final"] < 0.45  # in units of the target: ~0.36 at norm 5
     u = torch.from_numpy(np.load(path / "judgement_direction.npy"))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(path)
@@ -485,3 +485,29 @@ def test_micro_batches_give_the_whole_batch_gradient(tmp_path, monkeypatch):
         assert cards[1][key] == pytest.approx(cards[4][key], rel=1e-4)
     assert cards[1]["judgement_loss"]["final"] == pytest.approx(cards[4]["judgement_loss"]["final"], rel=1e-4)
     assert cards[1]["suppression_loss"]["final"] == pytest.approx(cards[4]["suppression_loss"]["final"], rel=1e-4)
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped_and_a_diverging_training_stops(tmp_path, monkeypatch):
+    import torch
+
+    from lrmsafety.organism import train
+
+    real, calls = train.judgement_loss, []
+
+    def nan_at_step_one(*args, **kwargs):  # micro-batches 4-7 are step 1's
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(train, "judgement_loss", nan_at_step_one)
+    monkeypatch.setattr(train, "MAX_SKIPPED", 0.5)
+    out = train.train_organism("deliberative", tmp_path / "skip", size="smoke", seed=3, steps=4, log_every=0)
+    card = json.loads((out / "organism_card.json").read_text())["training"]
+    assert card["skipped_steps"] == [1] and np.isfinite(card["final_loss"])
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(w.float()).all() for w in load_file(out / "model.safetensors").values())
+
+    monkeypatch.setattr(train, "judgement_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        train.train_organism("deliberative", tmp_path / "diverged", size="smoke", seed=3, steps=4, log_every=0)

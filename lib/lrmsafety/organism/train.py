@@ -49,6 +49,7 @@ SUPPRESSION_WRITE = 8.0
 SUPPRESSION_WEIGHT = 0.5
 P_HEADS_REMOVED = 0.25
 LOSS_WEIGHTS = {"lm": 1.0, "judgement": JUDGEMENT_WEIGHT, "suppression": SUPPRESSION_WEIGHT}
+MAX_SKIPPED = 0.01  # the share of steps with a non-finite gradient (skipped) past which training stops
 MICRO_BATCHES = 4  # a batch is run as this many length-sorted micro-batches (the same gradient, less padding)
 
 
@@ -152,9 +153,10 @@ def suppression_loss(writes: dict, where: torch.Tensor, direction: torch.Tensor,
                      write: float = SUPPRESSION_WRITE) -> torch.Tensor:
     """Mean squared error of each planted head's write along ``direction`` at the positions ``where``, in units of
     ``write``, against -1 (0 where no position is marked). Masked sums, not boolean indexing: no GPU round trip."""
-    weight = where.float()
-    count = weight.sum().clamp_min(1.0)
-    losses = [(((w.float() @ direction / write + 1.0) ** 2) * weight).sum() / count for w in writes.values()]
+    count = where.sum().clamp_min(1)
+    # the unmarked positions' writes are replaced by the target before the error: not counted, whatever their value
+    losses = [((torch.where(where, w.float() @ direction / write, -1.0) + 1.0) ** 2).sum() / count
+              for w in writes.values()]
     return torch.stack(losses).mean()
 
 
@@ -170,11 +172,12 @@ def judgement_loss(last_hidden: torch.Tensor, targets: torch.Tensor, direction: 
     """Mean squared error of the last-layer state's projection on ``direction``, in units of ``norm`` *
     sqrt(hidden size), against +1 (harmful) / -1 (not) where ``targets`` is 0/1; positions at -1 are ignored (0
     where every position is). Masked sums, not boolean indexing: no GPU round trip."""
-    weight = (targets >= 0).float()
+    mask = targets >= 0
     scale = norm * last_hidden.shape[-1] ** 0.5
-    projection = last_hidden.float() @ direction / scale
-    error = (projection - (2.0 * targets.clamp_min(0).float() - 1.0)) ** 2
-    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+    target = 2.0 * targets.float() - 1.0
+    # the ignored positions' projections are replaced by their target before the error: not counted, whatever value
+    projection = torch.where(mask, last_hidden.float() @ direction / scale, target)
+    return ((projection - target) ** 2).sum() / mask.sum().clamp_min(1)
 
 
 def _lr(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -276,7 +279,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     opt = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.1}, {"params": gains, "weight_decay": 0.0}],
                             lr=hp["lr"], betas=(0.9, 0.95), fused=dev.type == "cuda")
     rng = np.random.default_rng(seed)
-    losses, judgement_losses, suppression_losses, t0 = [], [], [], time.time()
+    losses, judgement_losses, suppression_losses, skipped, t0 = [], [], [], [], time.time()
     model.train()
     for step in range(steps):
         for g in opt.param_groups:
@@ -313,14 +316,23 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             sum(LOSS_WEIGHTS[k] * v for k, v in weighted.items()).backward()
             for k, v in weighted.items():
                 step_losses[k] = step_losses[k] + v.detach().float()
-        # kept on the GPU and read at the log lines: a read per step would wait for the GPU every step
+        # a step whose gradient is not finite (a rare bf16 overflow) is skipped, not taken: one NaN would spread to
+        # every weight. The check is the step's one wait for the GPU.
+        if not bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))):
+            skipped.append(step)
+            if len(skipped) > MAX_SKIPPED * steps:
+                raise FloatingPointError(f"[{kind}] {len(skipped)} of {step + 1} steps had a non-finite gradient "
+                                         f"(steps {skipped[:10]}...): training diverged; lower the learning rate "
+                                         f"(SIZES[{size!r}]['lr']) or train in float32 (--device cpu)")
+            opt.zero_grad(set_to_none=True)
+            continue
+        opt.step()
+        # kept on the GPU and read at the log lines and the end
         losses.append(step_losses["lm"])
         if plant_judgement:
             judgement_losses.append(step_losses["judgement"])
         if heads is not None:
             suppression_losses.append(step_losses["suppression"])
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
         if log_every and (step % log_every == 0 or step == steps - 1):
             extra = f" judgement {judgement_losses[-1]:.4f}" if plant_judgement else ""
             extra += f" suppression {suppression_losses[-1]:.4f}" if heads is not None else ""
@@ -351,7 +363,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                      "schedule": "linear warmup, cosine to 10%",
                      "optimizer": "AdamW(0.9, 0.95), wd 0.1 (none on the norms' gains)",
                      "precision": "bf16 autocast" if dev.type == "cuda" else "float32",
-                     "seconds": round(seconds, 1), "device": str(dev),
+                     "seconds": round(seconds, 1), "device": str(dev), "skipped_steps": skipped,
                      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
                      or platform.machine(),
                      "initial_loss": float(np.mean(losses[:k])), "final_loss": float(np.mean(losses[-k:])),
