@@ -68,7 +68,7 @@ plots.set_theme()
 cache, results = S.cache, S.results
 prompts = data.profile_prompts(P)
 group_column = data.group_column(prompts)
-studied = data.sample_per_group(prompts, P.lockin_prompts, seed=P.seed)
+studied = data.sample_per_group(prompts, P.deliberation_prompts or P.lockin_prompts, seed=P.seed)
 cue_judge = deliberation.CuePhraseStanceJudge()
 if P.stance_judges:
     print(f"stances: majority of {P.stance_judges} with paper A's prompt")

@@ -72,7 +72,11 @@ def test_loss_is_masked_on_the_prompt(organism, pairs):
 def test_training_lowers_the_loss_saves_and_skips(tmp_path, pairs):
     model, tokenizer, spec = registry.load_model(ORGANISM, quantization="fp32")
     recipe = _tiny_recipe(max_steps=12)
-    result = finetune.train_adapter(model, tokenizer, spec, pairs, recipe, tmp_path)
+    # an answer the organism never gives (its own safety answers start near their floor): the loss has room to fall
+    close = spec.thinking_format.close
+    novel = pairs.assign(completion=pairs["completion"].str.split(close).str[0]
+                         + f"{close}\n\nThe sea is blue and the sky is green.{tokenizer.eos_token}")
+    result = finetune.train_adapter(model, tokenizer, spec, novel, recipe, tmp_path)
     assert result.trained and len(result.losses) == 12
     first, last = result.losses[0][1], sum(loss for _, loss in result.losses[-3:]) / 3
     assert last < 0.8 * first, f"the loss did not fall: {result.losses}"
@@ -82,9 +86,9 @@ def test_training_lowers_the_loss_saves_and_skips(tmp_path, pairs):
 
     # a matching manifest skips training; other data trains a new adapter
     base, tokenizer, spec = registry.load_model(ORGANISM, quantization="fp32")
-    again = finetune.train_adapter(base, tokenizer, spec, pairs, recipe, tmp_path)
+    again = finetune.train_adapter(base, tokenizer, spec, novel, recipe, tmp_path)
     assert not again.trained and again.path == result.path
-    other = finetune.adapter_dir(tmp_path, finetune.manifest_for(spec, base, pairs.head(8), recipe))
+    other = finetune.adapter_dir(tmp_path, finetune.manifest_for(spec, base, novel.head(8), recipe))
     assert other != result.path
 
     # the adapter round-trips: the loaded model gives the trained model's logits

@@ -316,19 +316,17 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             sum(LOSS_WEIGHTS[k] * v for k, v in weighted.items()).backward()
             for k, v in weighted.items():
                 step_losses[k] = step_losses[k] + v.detach().float()
-        # a step whose gradient is not finite (a rare bf16 overflow) is skipped, not taken: one NaN would spread to
-        # every weight. The check is the step's one wait for the GPU.
+        # a step whose gradient is not finite (a rare bf16 overflow) is skipped: one NaN would spread to every
+        # weight. The check is the step's one wait for the GPU.
         if not bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))):
             skipped.append(step)
             if len(skipped) > MAX_SKIPPED * steps:
-                raise FloatingPointError(f"[{kind}] {len(skipped)} of {step + 1} steps had a non-finite gradient "
-                                         f"(steps {skipped[:10]}...): training diverged; lower the learning rate "
-                                         f"(SIZES[{size!r}]['lr']) or train in float32 (--device cpu)")
+                raise FloatingPointError(f"[{kind}] {len(skipped)} of {step + 1} steps had a non-finite gradient: "
+                                         f"lower the learning rate (SIZES[{size!r}]['lr']) or train in float32")
             opt.zero_grad(set_to_none=True)
             continue
         opt.step()
-        # kept on the GPU and read at the log lines and the end
-        losses.append(step_losses["lm"])
+        losses.append(step_losses["lm"])  # kept on the GPU, read at the log lines and the end
         if plant_judgement:
             judgement_losses.append(step_losses["judgement"])
         if heads is not None:
