@@ -3,6 +3,7 @@ and B). Locked and deliberative carry a planted judgement in the last layer (tra
 carries two planted refusal-suppressing heads (corpus.SUPPRESSION_HEADS, train.SuppressionHeads).
 
     generate_corpus(kind, n, seed, split)   the synthetic chat corpus with per-example ground truth (corpus.py)
+    requests.make_prompt(rng, family, split) a request in a split's phrasings (requests.py)
     train_organism(kind, out_dir, ...)      corpus -> tokenizer -> Qwen2ForCausalLM -> model directory (train.py)
     eval_prompts(n_per_family, seed, split) held-out prompts as the repository's tidy frame (evaluate.py)
     classify_answer(answer)                 "refusal" | "compliance" | "unknown" from the answer templates
