@@ -375,6 +375,12 @@ def test_smoke_training_writes_loadable_model(tmp_path):
     # make seeds keeps a folder trained with the same seed, size and steps, and retrains any other
     assert _trained(out, 0, "smoke", None) and not _trained(out, 1, "smoke", None)
     assert not _trained(out, 0, "smoke", 31) and not _trained(tmp_path / "absent", 0, "smoke", None)
+    diverged = json.loads((out / "organism_card.json").read_text())
+    diverged["training"]["final_loss"] = float("nan")
+    (tmp_path / "diverged").mkdir()
+    (tmp_path / "diverged" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "diverged" / "organism_card.json").write_text(json.dumps(diverged))
+    assert not _trained(tmp_path / "diverged", 0, "smoke", None)
     assert card["training"]["final_loss"] < card["training"]["initial_loss"] - 0.5
     assert card["kind"] == "locked" and card["parameters"] > 0
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

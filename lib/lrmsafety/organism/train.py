@@ -382,13 +382,14 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
 
 
 def _trained(out: Path, seed: int, size: str, steps: int | None) -> bool:
-    """Whether ``out`` holds an organism trained with this seed, size and number of steps (its card says so)."""
+    """Whether ``out`` holds an organism trained with this seed, size and number of steps to a finite loss (its card
+    says so)."""
     card_path = out / "organism_card.json"
     if not (card_path.exists() and (out / "model.safetensors").exists()):
         return False
-    card = json.loads(card_path.read_text())
-    return (card.get("seed"), card.get("size"), card["training"].get("steps")) == (
-        seed, size, steps or SIZES[size]["steps"])
+    card, wanted = json.loads(card_path.read_text()), (seed, size, steps or SIZES[size]["steps"])
+    finite = math.isfinite(card["training"].get("final_loss", math.nan))  # a training that ended in NaN is redone
+    return finite and (card.get("seed"), card.get("size"), card["training"].get("steps")) == wanted
 
 
 def main(argv: list[str] | None = None) -> int:
