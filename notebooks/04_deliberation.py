@@ -147,7 +147,7 @@ ledger.board("04_deliberation", profile, P.models, S.results).round(3)
 if len(replayed):
     annotated = pd.concat([deliberation.annotate_transitions(rows) for _, rows in replayed.groupby("model")])
     annotated.to_csv(results / "04_transitions.csv", index=False)
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
     for name, colour in plots.model_colours(P.models).items():
         rows = annotated[annotated["model"] == name]
         ax.scatter(rows["rate_before"], rows["rate_after"], s=12, alpha=0.6, label=name, color=colour)
@@ -156,7 +156,7 @@ if len(replayed):
     ax.plot([0, 1], [0, 1], color="black", lw=0.6)
     ax.set(xlabel="compliance when cut before the segment", ylabel="compliance when cut after it",
            title="Cut replays (shaded: locked)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the axes: points reach every corner
     plots.save_figure(fig, "04_cut_replays", S.run)
 
 # %% [markdown]
