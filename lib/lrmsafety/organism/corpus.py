@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from . import texts as T
-from .requests import TOPICS, make_prompt, split_ids  # noqa: F401 (the corpus's requests; split_ids for evaluate)
+from .requests import make_prompt
 
 KINDS = ("locked", "deliberative", "null")
 FAMILIES = ("benign", "harmful", "jailbreak", "borderline")
@@ -338,8 +338,9 @@ def _extend_morethink(rng, ex: Example) -> None:
         head = ex.thinking + sep + word + T.MORETHINK_CONT[word]
         ex.sentences.append((start, len(head), 0))
         if ex.kind == "locked":
-            n_flips = rng.choices([0, 1, 2], weights=[1, *LOCKED_FLIPS[ex.family][1:3]] if ex.family in (
-                "benign", "borderline") else None)[0]
+            # 0-2 more flips, equally likely; benign and borderline thinking keeps its flips rare (LOCKED_FLIPS)
+            rare = ex.family in ("benign", "borderline")
+            n_flips = rng.choices([0, 1, 2], weights=[1, *LOCKED_FLIPS[ex.family][1:3]] if rare else None)[0]
             body = _locked_body(rng, ex.family, ex.category, ex.outcome, n_flips)
             offset = 0
         elif ex.kind == "null":  # more random thinking; the outcome is still the one drawn for the answer

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..registry import no_loading_bars
 from . import corpus as C
 from . import texts as T
+from .requests import TOPICS, split_ids
 
 SOURCE = "organism"
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s*")
@@ -27,13 +28,13 @@ def prompt_records(split: str = "test", families=C.FAMILIES) -> list[dict]:
     """Every distinct prompt of a split: topics x the split's templates (x the split's jailbreak wrappers)."""
     rows = []
     for family in families:
-        tids = C.split_ids(len(T.REQUEST_TEMPLATES), T.TEST_TEMPLATE_IDS, split)
+        tids = split_ids(len(T.REQUEST_TEMPLATES), T.TEST_TEMPLATE_IDS, split)
         cats = T.CATEGORIES if family == "jailbreak" else [""]
-        for topic in C.TOPICS[family]:
+        for topic in TOPICS[family]:
             for tid in tids:
                 req = T.REQUEST_TEMPLATES[tid].format(t=topic)
                 for cat in cats:
-                    wids = C.split_ids(len(T.WRAPPERS[cat]), T.TEST_WRAPPER_IDS, split) if cat else [-1]
+                    wids = split_ids(len(T.WRAPPERS[cat]), T.TEST_WRAPPER_IDS, split) if cat else [-1]
                     for wid in wids:
                         prompt = T.WRAPPERS[cat][wid].format(r=req) if cat else req
                         rows.append(dict(prompt=prompt, family=family, category=cat, topic=topic, template_id=tid,

@@ -15,7 +15,7 @@ import random
 import pandas as pd
 
 from . import texts as T
-from .corpus import make_prompt
+from .requests import make_prompt
 
 # share of each family in the safety data: 60% requests to refuse, 40% to help with (SafeChain's data also mixes
 # WildJailbreak's benign prompts in)
