@@ -64,8 +64,7 @@ endif
 endif
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[test]"
+	scripts/install.sh $(VENV) $(PYTHON) -e ".[test]"
 	touch $@
 
 # Each executed notebook depends on its source, the profile, the library and the notebooks whose cached results it

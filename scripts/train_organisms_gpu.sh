@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Train the organisms on one GPU, check their behaviour on held-out prompts, and pack each model directory as one
-# tar (one file per organism to copy back from a remote GPU machine).
+# Train organisms on one GPU, side by side (one process each: a 5M-parameter organism leaves most of a GPU idle, so
+# three train in about the time of one), and pack each model directory as one tar (one file per organism to copy
+# back from a remote GPU machine; untar into data/models/ for seed 0, data/models/seed-<s>/ for seed s).
 # Usage: scripts/train_organisms_gpu.sh OUT_DIR [extra train args]
-# KINDS=locked,null trains a subset (default: all).
+#   KINDS="locked null" trains a subset (default: all three); SEEDS="1 2" trains each kind with each seed (default 0);
+#   CHECK=N adds the behaviour check on N held-out prompts per family to each card (default 0: none).
+# Measured on one H100: three organisms side by side 260-340 s each after about 90 s of corpus building; six side
+# by side would take about 1.7 times as long.
 set -euo pipefail
 out=${1:?usage: $0 OUT_DIR [extra args]}; shift || true
-export PYTHONPATH=lib PYTHONUNBUFFERED=1
-mkdir -p "$out/models"
+export PYTHONPATH=lib PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-kinds=${KINDS:-all}
-python3 -m lrmsafety.organism.train --kind "$kinds" --out "$out/models" --check 200 "$@" 2>&1 | tee "$out/train.log"
-for dir in "$out"/models/organism-*; do
-  kind=${dir##*/organism-}
-  tar -C "$out/models" -cf "$out/organism-$kind.tar" "organism-$kind"
+pids=()
+for seed in ${SEEDS:-0}; do
+  for kind in ${KINDS:-locked deliberative null}; do
+    python3 -m lrmsafety.organism.train --kind "$kind" --seed "$seed" --out "$out/seed-$seed/organism-$kind" \
+      --check "${CHECK:-0}" "$@" > "$out/train-$seed-$kind.log" 2>&1 &
+    pids+=($!)
+  done
 done
-rm -rf "$out/models"
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for dir in "$out"/seed-*/organism-*; do
+  [ -f "$dir/organism_card.json" ] || continue
+  seed=${dir%/organism-*}; seed=${seed##*/seed-}; kind=${dir##*/organism-}
+  tar -C "${dir%/*}" -cf "$out/seed$seed-$kind.tar" "organism-$kind" && rm -rf "$dir"
+done
+grep -h "wrote\|Error" "$out"/train-*.log || true
+exit $status
