@@ -261,6 +261,30 @@ def test_chance_locked_share_matches_simulation():
     assert chance_locked_share([20], [0.5]) < 1e-4 and chance_locked_share([20], [0.0]) == 1.0
 
 
+def test_chance_share_reads_each_prompts_rate_over_all_its_replays():
+    """A null organism (answers at 0.5 whatever the thinking): every prompt's rate pooled over its replays is near
+    0.5, so the locked share expected by chance is near 0 for every prompt the replays studied, where a plug-in of
+    a few full rollouts that came out all one way (8 of 8, one prompt in a hundred at 0.5) would count that prompt's
+    transitions as locked by chance."""
+    import numpy as np
+
+    from lrmsafety.analysis.deliberation import chance_locked_share, replay_compliance
+
+    rng = np.random.default_rng(0)
+    rows = [{"prompt_id": f"p{p}", "n_before": 50, "n_after": 50, "k_before": rng.binomial(50, 0.5),
+             "k_after": rng.binomial(50, 0.5)} for p in range(12) for _ in range(4)]
+    transitions = pd.DataFrame(rows)
+    rates = replay_compliance(transitions)
+    assert list(rates.index) == sorted({r["prompt_id"] for r in rows}) and rates.between(0.35, 0.65).all()
+    pooled = transitions.groupby("prompt_id")[["k_before", "k_after"]].sum().sum(axis=1) / 400
+    assert np.allclose(rates, pooled)
+    chance = chance_locked_share(transitions["n_before"], rates.reindex(transitions["prompt_id"]).to_numpy())
+    assert chance < 1e-3
+    # a prompt with no judged answer has no rate (NA), not 0
+    assert np.isnan(replay_compliance(pd.DataFrame([{"prompt_id": "q", "k_before": 0, "n_before": 0,
+                                                     "k_after": 0, "n_after": 0}]))["q"])
+
+
 # ------------------------------------------------------------------------------------------- notebook 04's steps
 
 def test_trace_transitions_and_replay_counts():

@@ -218,10 +218,21 @@ def oscillation_summary(frame: pd.DataFrame, n_rollouts: int | None = None, alph
     }
 
 
+def replay_compliance(transitions: pd.DataFrame) -> pd.Series:
+    """Each prompt's compliance over all its replayed answers (before and after every transition of every trace),
+    by prompt_id: its own rate as "the answers ignore the thinking" has it, read on hundreds of answers of every
+    prompt the replays studied. (A prompt's few full rollouts give a noisy rate, and one that came out all one way by
+    chance counts every one of its transitions as locked by chance.)"""
+    grouped = transitions.groupby("prompt_id")
+    complied = grouped["k_before"].sum() + grouped["k_after"].sum()
+    judged = grouped["n_before"].sum() + grouped["n_after"].sum()
+    return (complied / judged.where(judged > 0)).astype(float)
+
+
 def chance_locked_share(n_before, compliance, lock: float = 0.05) -> float:
     """The share of transitions that would count as "locked" if the answers ignored the thinking: the mean over
     transitions of P(Bin(n, c) / n <= lock or >= 1 - lock), with n the answers replayed before the segment and c
-    the prompt's own compliance rate (e.g. over its full rollouts). The null organism's share should match it."""
+    the prompt's own compliance rate (:func:`replay_compliance`). The null organism's share should match it."""
     n, c = np.asarray(n_before, dtype=int), np.clip(np.asarray(compliance, dtype=float), 0, 1)
     if n.shape != c.shape or n.size == 0:
         raise ValueError(f"need one compliance rate per transition, got {n.shape} and {c.shape}")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from .deliberation import chance_locked_share
+from .deliberation import chance_locked_share, replay_compliance
 
 
 def paper_a_measures(models, probe: pd.DataFrame, prefixes: pd.DataFrame, safety: pd.DataFrame, annotated,
@@ -19,13 +19,12 @@ def paper_a_measures(models, probe: pd.DataFrame, prefixes: pd.DataFrame, safety
     tables 02, 03 and 01 wrote; ``annotated``: :func:`annotate_transitions` of the replays (None: none)."""
     from .lock_in import prefix_variance
 
-    full_rollouts = prefixes[prefixes["cut"] == 0]  # each prompt's own refusal rate over its M full rollouts
     contested = "family=jailbreak" if (probe["group"] == "family=jailbreak").any() else "harmful"
     in_contested = (prefixes[group_column] == "jailbreak") if contested == "family=jailbreak" else \
         prefixes["prompt_id"].isin(prompts.loc[prompts["label"] == "harmful", "prompt_id"])
     variance = prefixes[in_contested].assign(variance=lambda f: prefix_variance(f["q"]))
     if annotated is None:
-        annotated = pd.DataFrame(columns=["model", "locked", "n_before", "prompt_id"])
+        annotated = pd.DataFrame(columns=["model", "locked", "prompt_id", "k_before", "n_before", "k_after", "n_after"])
 
     def measures(name):
         out = []
@@ -60,11 +59,10 @@ def paper_a_measures(models, probe: pd.DataFrame, prefixes: pd.DataFrame, safety
         if len(locked):
             share, low, high = metrics.wilson_interval(int(locked["locked"].astype(bool).sum()), len(locked))
             out.append(("oscillations while already locked", share, low, high, np.nan))
-            compliance = 1 - full_rollouts[full_rollouts["model"] == name].set_index("prompt_id")["q"]
-            known = locked["prompt_id"].isin(compliance.index)
-            if known.any():
-                chance = chance_locked_share(locked.loc[known, "n_before"],
-                                             compliance.loc[locked.loc[known, "prompt_id"]].to_numpy())
+            compliance = replay_compliance(locked).reindex(locked["prompt_id"]).to_numpy()
+            known = np.isfinite(compliance)
+            if known.any():  # over the same transitions as the share it is compared with
+                chance = chance_locked_share(locked.loc[known, "n_before"], compliance[known])
                 out.append(("locked share expected by chance", chance, np.nan, np.nan, np.nan))
         return pd.DataFrame(out, columns=["measure", "value", "low", "high", "perm_p"]).assign(model=name)
 
