@@ -28,6 +28,7 @@ import pandas as pd
 from .paths import REPO_ROOT, RESULTS_DIR
 
 PROFILE = "organism"
+TABLE = "seeds.csv"  # the long table's file name, in the results folder and in paper/<profile>/
 HOLDS = ("as built", "recovered")  # the verdicts that mean a target holds on a seed
 # the ledger's rows from these notebooks repeat targets the two tables above already hold (00's card; paper A's
 # targets of 02-04), so the seed table takes the ledger's other rows only
@@ -159,7 +160,7 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
                                 "the organism profile for seed 0) first")
     paper_dir.mkdir(parents=True, exist_ok=True)
     for folder in (results_root, paper_dir):
-        table.to_csv(folder / "seeds.csv", index=False)
+        table.to_csv(folder / TABLE, index=False)
     brief = summary(table)
     pooled = pooled_cliff_as_judge(sorted(table["seed"].unique()), results_root)
     (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled))
@@ -168,7 +169,7 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
 
 def committed_table(profile: str, paper_root: Path = REPO_ROOT / "paper") -> pd.DataFrame | None:
     """The seed table the report reads (paper/<profile>/seeds.csv), or None where ``make seeds`` has not run."""
-    path = paper_root / profile / "seeds.csv"
+    path = paper_root / profile / TABLE
     return pd.read_csv(path) if path.exists() else None
 
 
