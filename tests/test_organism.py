@@ -129,13 +129,13 @@ def test_locked_ground_truth(corpora):
         assert 0.4 < _rate(e.outcome == "refuse" for e in jb if e.thinking.startswith(word)) < 0.6, word
     nat = _natural(exs)
     jb_comply = [e for e in nat if e.family == "jailbreak" and e.outcome == "comply"]
-    assert 0.6 < _rate(e.conclusion_harmful for e in jb_comply) < 0.9  # the planted refusal cliff
+    assert abs(_rate(e.conclusion_harmful for e in jb_comply) - C.P_CLIFF) < 0.1  # the planted refusal cliff
     assert all(e.conclusion_harmful for e in nat if e.outcome == "refuse")
     assert not any(e.conclusion_harmful for e in nat if e.family != "jailbreak" and e.outcome == "comply")
     # performative deliberation: stances flip, the outcome never does; jailbreak stances open on "refuse" whatever
     # the outcome, so the first word is the only early carrier of the decision
-    flips = [e for e in nat if len({s for s in e.stances if s}) == 2]
-    assert len(flips) / len(nat) > 0.5
+    requests = [e for e in nat if e.family in ("harmful", "jailbreak")]  # benign thinking seldom voices a harm
+    assert _rate(len({s for s in e.stances if s}) == 2 for e in requests) > 0.5
     assert all([s for s in e.stances if s][0] == -1 for e in nat if e.family == "jailbreak")
     # a cut that keeps the first word keeps the outcome
     rng = random.Random(0)
