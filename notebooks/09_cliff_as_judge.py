@@ -41,8 +41,8 @@
 # so), 95% intervals. Paper B's fine-tuning hyperparameters are not in its repository: ours are in
 # `params/<profile>.yaml`. The loop is `lrmsafety.analysis.cliff_as_judge` (the selectors: its `selection`).
 #
-# On the organisms the pool is the jailbreak family's rollouts of notebook 01 (own thinking) with a refusal from
-# the organism's corpus as the safe answer. The control: `organism-locked` carries a planted cliff (its complied
+# On the organisms the pool is notebook 01's rollouts of plain and jailbreak-wrapped harmful requests (own thinking),
+# like WildJailbreak's harmful half, with a refusal from the organism's corpus as the safe answer. The control: `organism-locked` carries a planted cliff (its complied
 # jailbreaks conclude "harmful" and comply anyway), so selection by cliff should beat random at the smallest
 # shares; `organism-deliberative` has no cliff, so the two should not differ.
 
@@ -106,7 +106,7 @@ study = caj.Study(S.cache, P.label_judges, P.quantization, recipe,
 if organisms:
     from lrmsafety.organism import safe_answers
 
-    pool_source = "notebook 01's jailbreak rollouts; safe answers: refusals from the organism's corpus"
+    pool_source = "notebook 01's harmful and jailbreak rollouts; safe answers: refusals from the organism's corpus"
     source = safe_answers.cliff_pool_source(S, prompts, P.cliff_pool_per_prompt, seed=P.seed)
 else:
     pool_prompt_frame, pool_source = safety_pool.pool_prompts(P.data_dir, n=P.cliff_pool_size, seed=P.seed)

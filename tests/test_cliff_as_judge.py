@@ -359,21 +359,25 @@ def test_eval_prompts_on_the_organisms_are_jailbreaks_and_a_few_benign_per_famil
     assert benign.groupby("family").size().max() <= 4
 
 
-def test_organism_pool_source_reads_01s_jailbreak_rollouts_with_corpus_refusals():
+def test_organism_pool_source_reads_01s_harmful_request_rollouts_with_corpus_refusals():
     from lrmsafety.organism import safe_answers
+    from lrmsafety.organism.evaluate import classify_answer
 
-    rollouts = pd.DataFrame({"prompt_id": ["j", "j", "b"], "sample_index": [0, 1, 0]})
+    rollouts = pd.DataFrame({"prompt_id": ["j", "j", "b", "h", "x"], "sample_index": [0, 1, 0, 0, 0]})
 
     class Stored:
         def rollouts(self, notebook, name):
             assert notebook == "01"
             return rollouts
 
-    prompts = pd.DataFrame({"prompt_id": ["j", "b"], "family": ["jailbreak", "benign"]})
+    prompts = pd.DataFrame({"prompt_id": ["j", "b", "h", "x"],
+                            "family": ["jailbreak", "benign", "harmful", "borderline"]})
     source = safe_answers.cliff_pool_source(Stored(), prompts, per_prompt=1)
     chosen, answers_for = source("organism-locked", None, None, None)
-    assert chosen.index.tolist() == [0]
-    assert answers_for(chosen) == safe_answers.safe_answers(1, kind="locked")
+    assert chosen.index.tolist() == [0, 3]  # plain and wrapped harmful requests, one rollout each
+    answers = answers_for(chosen)
+    assert answers == safe_answers.safe_answers(2, kind="locked")
+    assert all(classify_answer(a) == "refusal" for a in answers)
 
 
 def test_benign_quality_is_the_share_of_well_formed_compliances():
