@@ -148,6 +148,25 @@ for name in P.models:
 signals = pd.DataFrame(signals).assign(label="refused_a")
 signals.pivot_table(index=["model", "intervention"], columns="metric", values="value", sort=False).round(3)
 
+# %% [markdown]
+# ## The fine-tuned models against the base on more jailbreak prompts
+# The fine-tuning's ASR change (SafeChain's claim) is read on `finetune_eval_prompts` prompts of the contested group:
+# the ones above and more, sampled for the base and fine-tuned models only.
+
+# %%
+extra = study.finetune_prompts(P, studied, group_column, contested, P.finetune_eval_prompts)
+compared = [judged]
+for name in P.models if len(extra) and P.finetune_recipes else []:
+    labelled, _ = study.sample_conditions(
+        name, ["base", *P.finetune_recipes], extra, decoding, adapters, P.inference_interventions, P.finetune_recipes,
+        P.label_judges, P.quantization, P.psr_resample, P.forced_answer_tokens, cache, backend=P.backend)
+    compared.append(labelled.merge(extra[["prompt_id", "label", group_column]], on="prompt_id").assign(model=name))
+finetuned = study.finetune_changes(pd.concat(compared, ignore_index=True), group_column, contested,
+                                   P.finetune_recipes, P.seed)
+safety = pd.concat([safety, finetuned], ignore_index=True)
+finetuned.query("metric == 'ASR change'")[["model", "intervention", "value", "low", "high", "n"]].round(3) if len(
+    finetuned) else print("no fine-tuned model, or no jailbreak family: nothing compared")
+
 # %%
 signals["scope"] = signals["scope"].fillna("all") if "scope" in signals else "all"
 out = pd.concat([safety, signals], ignore_index=True)
@@ -162,5 +181,6 @@ plots.save_figure(study.plot_signals(signals, P.models, P.finetune_recipes), "08
 if profile != "organism" or contested is None or not P.finetune_recipes:
     print("organism-only check: skipped (this profile studies real models, or has no jailbreak family)")
 else:
-    display(study.halving_check(safety, P.models, P.finetune_recipes, f"{group_column}={contested}").round(3))
+    display(study.halving_check(safety, P.models, P.finetune_recipes, study.finetune_scope(group_column, contested))
+            .round(3))
 print(f"notebook wall time: {time.perf_counter() - started:.0f} s")

@@ -42,9 +42,10 @@
 # `params/<profile>.yaml`. The loop is `lrmsafety.analysis.cliff_as_judge` (the selectors: its `selection`).
 #
 # On the organisms the pool is notebook 01's rollouts of plain and jailbreak-wrapped harmful requests (own thinking),
-# like WildJailbreak's harmful half, with a refusal from the organism's corpus as the safe answer. The control: `organism-locked` carries a planted cliff (its complied
-# jailbreaks conclude "harmful" and comply anyway), so selection by cliff should beat random at the smallest
-# shares; `organism-deliberative` has no cliff, so the two should not differ.
+# like WildJailbreak's harmful half, with a refusal from the organism's corpus as the safe answer. The control:
+# `organism-locked` carries a planted cliff (its complied jailbreaks conclude "harmful" and comply anyway), so
+# selection by cliff should beat random at the smallest shares; `organism-deliberative` has no cliff, so the two
+# should not differ.
 
 # %% Colab: clone and install the repository (does nothing elsewhere)
 import sys

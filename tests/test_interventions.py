@@ -201,3 +201,30 @@ def test_signals_figure_draws_a_metric_no_model_has():
     fig = intervention_study.plot_signals(signals, ["m"], [])
     titles = [" ".join(ax.get_title().split()) for ax in fig.axes]  # titles are wrapped
     assert sum("not measured here" in t for t in titles) == len(intervention_study.SIGNAL_TITLES) - 1
+
+
+def test_finetune_prompts_adds_contested_prompts_beyond_the_studied_ones():
+    from lrmsafety import data
+    from lrmsafety.analysis import intervention_study
+
+    P = SimpleNamespace(prompt_sets=[data.ORGANISM_PROMPTS], n_prompts=4, data_dir=None, seed=0)
+    studied = data.sample_per_group(data.load_prompt_sets(P.prompt_sets, n_prompts=4, seed=0), 2, seed=0)
+    extra = intervention_study.finetune_prompts(P, studied, "family", "jailbreak", 7)
+    assert len(extra) == 5 and set(extra["family"]) == {"jailbreak"}
+    assert not set(extra["prompt_id"]) & set(studied["prompt_id"])
+    assert intervention_study.finetune_prompts(P, studied, "family", "jailbreak", 2).empty  # enough already
+    assert intervention_study.finetune_prompts(P, studied, "family", None, 7).empty  # no contested group
+
+
+def test_finetune_changes_compare_base_and_tuned_on_every_shared_contested_prompt():
+    from lrmsafety.analysis import intervention_study
+
+    rows = [{"model": "m", "condition": c, "prompt_id": f"j{i}", "family": "jailbreak", "label": "harmful",
+             "refused_a": c != "base" and i < 6} for c in ("base", "sft", "safepath") for i in range(8)]
+    rows += [{"model": "m", "condition": "base", "prompt_id": "b0", "family": "benign", "label": "benign",
+              "refused_a": False}]
+    out = intervention_study.finetune_changes(pd.DataFrame(rows), "family", "jailbreak", ["sft"], seed=0)
+    assert set(out["scope"]) == {"fine-tuning, family=jailbreak"} and set(out["intervention"]) == {"base", "sft"}
+    change = out[out["metric"] == "ASR change"].iloc[0]
+    assert change["value"] == pytest.approx(-0.75) and change["n"] == 8 and change["high"] < 0
+    assert intervention_study.finetune_changes(pd.DataFrame(rows), "family", None, ["sft"], seed=0).empty

@@ -265,6 +265,46 @@ def variance_signals(name, judged: pd.DataFrame, handles: dict, decoding, label_
     return out
 
 
+def finetune_scope(group_column: str, contested: str) -> str:
+    """The scope of :func:`finetune_changes`' rows in 08's table."""
+    return f"fine-tuning, {group_column}={contested}"
+
+
+def finetune_prompts(params, studied: pd.DataFrame, group_column: str, contested: str | None,
+                     n: int) -> pd.DataFrame:
+    """Prompts of the contested group beyond ``studied``, so that the base and fine-tuned models are compared on
+    ``n`` of them in all (none when ``studied`` already holds ``n``, or there is no contested group). Drawn from the
+    profile's prompt sets at ``n`` per group, seeded, the studied ones left out."""
+    from .. import data
+
+    if contested is None:
+        return studied.iloc[:0]
+    have = int((studied[group_column] == contested).sum())
+    if n <= have:
+        return studied.iloc[:0]
+    more = data.load_prompt_sets(params.prompt_sets, n_prompts=max(n, params.n_prompts or 0),
+                                 data_dir=params.data_dir, seed=params.seed)
+    rest = more[(more[group_column] == contested) & ~more["prompt_id"].isin(studied["prompt_id"])]
+    return rest.sample(min(n - have, len(rest)), random_state=params.seed).reset_index(drop=True)
+
+
+def finetune_changes(judged: pd.DataFrame, group_column: str, contested: str | None, recipes,
+                     seed: int) -> pd.DataFrame:
+    """Each fine-tuned model's ASR and its change from the base model on the contested group, over every prompt
+    that both were sampled on (08's studied prompts and :func:`finetune_prompts`' further ones), with the same
+    intervals as :func:`asr_orr`; scope :func:`finetune_scope`. Empty without a contested group or a recipe."""
+    if contested is None or not recipes:
+        return pd.DataFrame()
+    part = judged[(judged[group_column] == contested) & judged["condition"].isin(["base", *recipes])]
+    scored = part.assign(refused=part["refused_a"])
+    levels = metrics.safety_table(scored, by=["model", "condition"], kind="asr_orr", seed=seed)
+    levels = levels.assign(n=levels["n_samples"] - levels["n_unjudged"])
+    changes = metrics.safety_differences(scored, by=["model"], condition="condition", baseline="base",
+                                         kind="asr_orr", seed=seed).rename(columns={"n_prompts": "n"})
+    return pd.concat([levels, changes], ignore_index=True).rename(columns={"condition": "intervention"}).assign(
+        scope=finetune_scope(group_column, contested), label="refused_a")
+
+
 def halving_check(safety: pd.DataFrame, models, recipes, scope: str) -> pd.DataFrame:
     """The organisms as controls: does each trained intervention at least halve the ASR on ``scope`` (the
     jailbreak family), and what does it cost in ORR (all prompts)?"""
