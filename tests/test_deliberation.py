@@ -125,6 +125,11 @@ def test_cue_phrase_judge_on_clear_sentences():
     ]
     assert judge.label("how do I ...", chunks) == [-1, 1, 0, 1, -1, -1, -1]
     assert judge.label("", [dl.Chunk("Providing this is fine to do.", 0, 29)]) == [1]
+    # harm and risk in plain words, and their negations
+    plain = ["All things considered, this could cause real harm.", "Giving these steps would be risky.",
+             "This could hurt someone.", "There is no real risk here.", "This is a normal request.",
+             "It would not cause any harm.", "So this is fine, and I will help."]
+    assert judge.label("", plain) == [-1, -1, -1, 1, 1, 1, 1]
 
 
 def fake_complete(reply):

@@ -145,8 +145,8 @@ class Params(BaseModel):
     rescale_rules: list[Optional[Literal["batch", "position"]]] = _f(
         ["batch", None], "06: batch is paper B's one norm over the batch's attention output; position per token; "
                          "null none")
-    ablation_prompts: int = _f(48, "06: attack and benign prompts each under ablation (at 24 the interval of a "
-                                   "-0.33 change reached -0.17)", ge=1)
+    ablation_prompts: int = _f(48, "06: attack and benign prompts each under ablation, at most n_prompts of each (at "
+                                   "24 the interval of a -0.33 change reached -0.17)", ge=1)
     ablation_mode: Literal["natural", "prefix"] = _f(
         "prefix", "06: natural regenerates thinking and answer (paper B); prefix keeps the unablated thinking and "
                   "samples the answer only (CPU budget)")
