@@ -41,11 +41,10 @@
 # so), 95% intervals. Paper B's fine-tuning hyperparameters are not in its repository: ours are in
 # `params/<profile>.yaml`. The loop is `lrmsafety.analysis.cliff_as_judge` (the selectors: its `selection`).
 #
-# On the organisms the pool is notebook 01's rollouts of plain and jailbreak-wrapped harmful requests (own thinking),
-# like WildJailbreak's harmful half, with a refusal from the organism's corpus as the safe answer. The control:
-# `organism-locked` carries a planted cliff (its complied jailbreaks conclude "harmful" and comply anyway), so
-# selection by cliff should beat random at the smallest shares; `organism-deliberative` has no cliff, so the two
-# should not differ.
+# On the organisms the pool is 01's rollouts of plain and jailbreak-wrapped harmful requests (WildJailbreak's harmful
+# half), each with a refusal from the organism's corpus. `organism-locked` carries a planted cliff, so the cliff
+# selector should beat random at the smallest shares; `organism-deliberative` has none, but MS still ranks any
+# compliance above a refusal, so there its lead over random measures that alone.
 
 # %% Colab: clone and install the repository (does nothing elsewhere)
 import sys
