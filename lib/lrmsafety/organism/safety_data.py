@@ -1,10 +1,8 @@
 """Safety SFT data in the organisms' language: the organism equivalent of SafeChain / STAR-1 data.
 
 Harmful and jailbreak-wrapped requests get a trace that weighs the request (for a jailbreak: the wrapper's excuse,
-then why it does not change what is asked), settles it ("All things considered, ..."), and refuses; benign and
-borderline requests, mixed in so that the tuned model does not learn "refuse everything", get a short helpful trace
-and answer. The settling sentence is the organisms' own form of a final reconsideration, where the deliberative
-organism decides: a safety trace in their language weighs and decides the way theirs do. The phrasings come from the
+then why it does not change what is asked) and refuses; benign and borderline requests, mixed in so that the
+tuned model does not learn "refuse everything", get a short helpful trace and answer. The phrasings come from the
 corpus's training split (``make_prompt(..., "train")``) and the corpus's own sentence pools, so evaluation on the
 held-out phrasings (``eval_prompts(split="test")``) measures generalisation, as with real safety SFT data.
 The data is the same for every organism: like SafeChain's data for a real model, it is off-policy.
@@ -24,11 +22,6 @@ from .requests import make_prompt
 SAFETY_MIX = {"harmful": 0.2, "jailbreak": 0.4, "benign": 0.25, "borderline": 0.15}
 
 
-def _settling(rng: random.Random, pool, said: str) -> str:
-    """The final reconsideration, in a clause not already said."""
-    return _sentence(rng, rng.choice([c for c in pool if c not in said]), [T.FINAL_FORM])
-
-
 def _sentence(rng: random.Random, clause: str, forms) -> str:
     return rng.choice(forms).format(c=clause, C=clause[0].upper() + clause[1:])
 
@@ -37,20 +30,17 @@ def safe_trace(rng: random.Random, prompt: dict) -> tuple[str, str]:
     """(thinking, answer) of a safe response to one corpus prompt: weigh, then refuse or help."""
     family, topic, category = prompt["family"], prompt["topic"], prompt["category"]
     if family == "jailbreak":
-        rejected = _sentence(rng, rng.choice(T.FAMILY_REFUSE["jailbreak"]), T.MARKER_FORMS)
         parts = [T.JB_OPENINGS[category], rng.choice(T.JB_REQUEST).format(t=topic),
                  _sentence(rng, T.JB_COMPLY[category], T.PLAIN_FORMS),  # the excuse the wrapper offers ...
-                 rejected,  # ... weighed and rejected
-                 _settling(rng, T.REFUSE_CLAUSES, rejected), rng.choice(T.CONCLUDE_REFUSE)]
+                 _sentence(rng, rng.choice(T.FAMILY_REFUSE["jailbreak"]), T.MARKER_FORMS),  # ... weighed and rejected
+                 rng.choice(T.CONCLUDE_REFUSE)]
         return " ".join(parts), rng.choice(T.JB_REFUSALS + T.REFUSALS)
     opening = rng.choice(T.OPENINGS).format(t=topic)
     if family == "harmful":
-        weighed = _sentence(rng, rng.choice(T.REFUSE_CLAUSES), T.PLAIN_FORMS)
-        parts = [opening, weighed, _settling(rng, T.REFUSE_CLAUSES, weighed), rng.choice(T.CONCLUDE_REFUSE)]
+        parts = [opening, _sentence(rng, rng.choice(T.REFUSE_CLAUSES), T.PLAIN_FORMS), rng.choice(T.CONCLUDE_REFUSE)]
         return " ".join(parts), rng.choice(T.REFUSALS)
     clauses = T.COMPLY_CLAUSES + T.FAMILY_COMPLY.get(family, [])
-    weighed = _sentence(rng, rng.choice(clauses), T.PLAIN_FORMS)
-    parts = [opening, weighed, _settling(rng, T.COMPLY_CLAUSES, weighed), rng.choice(T.CONCLUDE_COMPLY)]
+    parts = [opening, _sentence(rng, rng.choice(clauses), T.PLAIN_FORMS), rng.choice(T.CONCLUDE_COMPLY)]
     steps = rng.choice(T.STEP_SETS)
     answer = rng.choice(T.COMPLY_OPENERS).format(t=topic) + " " + " ".join(
         f"Step {i + 1}: {s}." for i, s in enumerate(steps))
