@@ -80,7 +80,7 @@ def test_a_seed_run_reads_its_own_organisms_and_writes_apart():
                           check=True).stdout
     assert "--seed $s" in plan and "data/models/seed-$s --skip-trained" in plan
     assert "lrmsafety.seeds table --seeds 0 1" in plan
-    one = subprocess.run(["make", "-n", "all", "SEED=1"], cwd=REPO_ROOT, capture_output=True, text=True,
+    one = subprocess.run(["make", "-n", "-B", "all", "SEED=1"], cwd=REPO_ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert "--output build/organism/seed-1/01_rollouts.ipynb" in one
 
