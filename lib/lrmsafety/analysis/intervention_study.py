@@ -296,13 +296,9 @@ def finetune_changes(judged: pd.DataFrame, group_column: str, contested: str | N
     if contested is None or not recipes:
         return pd.DataFrame()
     part = judged[(judged[group_column] == contested) & judged["condition"].isin(["base", *recipes])]
-    scored = part.assign(refused=part["refused_a"])
-    levels = metrics.safety_table(scored, by=["model", "condition"], kind="asr_orr", seed=seed)
-    levels = levels.assign(n=levels["n_samples"] - levels["n_unjudged"])
-    changes = metrics.safety_differences(scored, by=["model"], condition="condition", baseline="base",
-                                         kind="asr_orr", seed=seed).rename(columns={"n_prompts": "n"})
-    return pd.concat([levels, changes], ignore_index=True).rename(columns={"condition": "intervention"}).assign(
-        scope=finetune_scope(group_column, contested), label="refused_a")
+    rows = asr_orr(part, group_column, seed)
+    return rows[rows["scope"] == f"{group_column}={contested}"].reset_index(drop=True).assign(
+        scope=finetune_scope(group_column, contested))
 
 
 def halving_check(safety: pd.DataFrame, models, recipes, scope: str) -> pd.DataFrame:
