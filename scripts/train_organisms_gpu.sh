@@ -15,17 +15,15 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 pids=()
 for seed in ${SEEDS:-0}; do
   for kind in ${KINDS:-locked deliberative null}; do
-    python3 -m lrmsafety.organism.train --kind "$kind" --seed "$seed" --out "$out/seed-$seed/organism-$kind" \
-      --check "${CHECK:-0}" "$@" > "$out/train-$seed-$kind.log" 2>&1 &
+    # each organism is packed as soon as it is trained, so a run cut short still returns the finished ones
+    ( python3 -m lrmsafety.organism.train --kind "$kind" --seed "$seed" --out "$out/seed-$seed/organism-$kind" \
+        --check "${CHECK:-0}" "$@" > "$out/train-$seed-$kind.log" 2>&1 &&
+      tar -C "$out/seed-$seed" -cf "$out/seed$seed-$kind.tar" "organism-$kind" &&
+      rm -rf "$out/seed-$seed/organism-$kind" ) &
     pids+=($!)
   done
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-for dir in "$out"/seed-*/organism-*; do
-  [ -f "$dir/organism_card.json" ] || continue
-  seed=${dir%/organism-*}; seed=${seed##*/seed-}; kind=${dir##*/organism-}
-  tar -C "${dir%/*}" -cf "$out/seed$seed-$kind.tar" "organism-$kind" && rm -rf "$dir"
-done
 grep -h "wrote\|Error" "$out"/train-*.log || true
 exit $status

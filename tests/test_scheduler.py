@@ -1,5 +1,7 @@
 """The refill scheduler: same tokens as transformers' generate, refilled slots, hooks, MoreThink, interventions."""
 
+import os
+
 import pandas as pd
 import pytest
 import torch
@@ -428,3 +430,53 @@ def test_seeded_rows_in_fixed_groups_draw_their_own_tokens(tiny):
         run.run(requests[::order], lambda r: None)
         results.append([r.tokens for r in requests])
     assert results[1] == results[0] and results[2] == results[0]
+
+
+class Recorded(Seeded):
+    """A Seeded request that keeps the entropy of every distribution it drew from (a function of its logits)."""
+
+    def __init__(self, text, n, seed):
+        super().__init__(text, n, seed)
+        self.entropies = []
+
+    def advance(self, tokens, entropies):
+        self.entropies += list(entropies[: self.n - len(self.tokens)])
+        return super().advance(tokens, entropies)
+
+
+def test_a_rows_logits_do_not_depend_on_its_batch(tiny):
+    """Batch-invariant numerics (lrmsafety.numerics): a row's logits are bitwise the same alone, beside rows of other
+    lengths (its cache then left-padded) and at other slot counts, so a resumed or side-by-side run samples it as a
+    cold run does. Entropies are compared, being a function of the whole logit row."""
+    model, tokenizer, _ = tiny
+    Fixed.tokenizer = tokenizer
+    specs = [(t, n, 40 + i) for i, (t, n) in enumerate(zip(TEXTS * 2, [24, 9, 30, 17, 12, 26, 5, 21]))]
+    results = []
+    for slots, chunk, order in [(1, 4, 1), (3, 5, -1), (8, 4, 1), (5, 2, -1)]:
+        requests = [Recorded(*s) for s in specs]
+        run = scheduler.RefillScheduler(model, tokenizer, SAMPLED, slots=slots, chunk=chunk, decode="dynamic",
+                                        want_entropy=True)
+        run.run(requests[::order], lambda r: None)
+        results.append([(r.tokens, r.entropies) for r in requests])
+    assert all(len(e) == n for (_, e), (_, n, _) in zip(results[0], specs))
+    assert all(r == results[0] for r in results[1:])
+
+
+def test_importing_the_library_makes_cpu_products_batch_invariant():
+    import subprocess
+    import sys
+
+    from lrmsafety import numerics
+
+    assert numerics.batch_invariant()
+    code = ("import os, lrmsafety; from lrmsafety import numerics; "
+            "print(os.environ['MKL_CBWR'], numerics.batch_invariant())")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    fresh = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert fresh.split() == [f"{numerics.instruction_set()},STRICT", "True"]
+    # a setting of the user's own is kept, and the check sees when it leaves products batch dependent
+    default = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_CBWR": "AUTO"}, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert default[0] == "AUTO"
+    if default[1] == "True":
+        pytest.skip("this CPU's default MKL kernels are batch invariant already: nothing to tell apart")

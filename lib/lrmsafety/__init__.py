@@ -21,6 +21,11 @@ Where each idea lives:
     pipeline      running notebooks (papermill) and syncing their .ipynb twins; usage: token accounting
     tiny          random-weight stand-ins of the real architectures
     organism/     the organisms as a model family: corpus, tokenizer, training, card (the analysis never imports it)
+    numerics      batch-invariant CPU products (set on import: a sample's logits do not depend on its batch)
 """
+
+from . import numerics
+
+numerics.configure()  # before any torch computation: MKL reads it at its first matrix product
 
 __version__ = "0.1.0"

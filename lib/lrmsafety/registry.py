@@ -227,9 +227,9 @@ def load_model(
             raise OSError(f"could not load {source}: offline and not cached. Download it once with internet.") from err
         raise
     model.eval()
-    from .engine.attention import use_grouped_sdpa
+    from .engine.attention import use_cpu_attention
 
-    use_grouped_sdpa(model)  # CPU: grouped-query attention without a copy of the cache per step (attention.py)
+    use_cpu_attention(model)  # CPU: batch-invariant attention, no copy of the cache per step (attention.py)
     return model, tokenizer, spec
 
 
@@ -263,7 +263,7 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     import torch
     from transformers import AutoTokenizer
 
-    from .engine.attention import use_grouped_sdpa
+    from .engine.attention import use_cpu_attention
     from .tiny import build_random_architecture, qwen3_tokenizer_dir, random_architecture_config
 
     has_gpu = torch.cuda.is_available()
@@ -290,7 +290,7 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     model = build_random_architecture(spec.random_architecture, dtype, "cuda" if has_gpu else "cpu", shrink=shrink)
     model.config._name_or_path = spec.hf_id
     model.eval()
-    use_grouped_sdpa(model)
+    use_cpu_attention(model)
     return model, tokenizer, spec
 
 

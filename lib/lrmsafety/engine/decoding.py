@@ -21,8 +21,9 @@ MODES = ("natural", "no_think", "zerothink", "lessthink", "morethink", "prefix")
 # bumped whenever a change to this module changes what the same configuration generates: caches made before are
 # then not served (2: positions of left-padded rows in the shared prefill; 3: one-token stop strings; 4: the refill
 # scheduler, answer budget counted from the close, SafeChain's MoreThink whitespace, EOS and close string; 5: per-sample
-# counter-based sampling, each token drawn from a hash of the sample's seed and its token count)
-GENERATOR_VERSION = 5
+# counter-based sampling, each token drawn from a hash of the sample's seed and its token count; 6: batch-invariant CPU
+# numerics, lrmsafety.numerics and engine.attention)
+GENERATOR_VERSION = 6
 BACKENDS = ("auto", "transformers", "vllm")
 
 

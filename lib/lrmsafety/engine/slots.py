@@ -116,7 +116,7 @@ def unsupported(model) -> str | None:
         return f"attention layers of type {sorted(set(types) - {'full_attention'})}"
     if getattr(config, "attn_logit_softcapping", None):
         return "attention logit soft-capping"
-    if config._attn_implementation not in ("sdpa", "eager", "sdpa_gqa"):
+    if config._attn_implementation not in ("sdpa", "eager", "lrmsafety_cpu"):
         return f"attention implementation {config._attn_implementation!r}"
     return None
 

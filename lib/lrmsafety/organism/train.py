@@ -117,7 +117,10 @@ class SuppressionHeads:
 
     def remove_rows(self, rows: np.ndarray, device) -> None:
         """Zero the planted heads in these rows (a boolean array over the batch) from the next forward on."""
-        self.removed, self.any_removed = torch.from_numpy(np.asarray(rows, dtype=bool)).to(device), bool(rows.any())
+        rows, device = torch.from_numpy(np.asarray(rows, dtype=bool)), torch.device(device)
+        # from pinned memory without blocking: a copy from pageable memory would wait for the GPU's queue
+        self.removed = rows.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else rows
+        self.any_removed = bool(rows.any())
 
     def _hook(self, layer, chosen):
         def hook(module, args):
@@ -225,6 +228,12 @@ def planted_behaviour(kind: str, suppression_heads=None, suppression_write: floa
             "judgement": JUDGEMENT_PLANTED}
 
 
+def _check_skipped(kind: str, size: str, n_skipped: int, n_steps: int, steps: int) -> None:
+    if n_skipped > MAX_SKIPPED * steps:
+        raise FloatingPointError(f"[{kind}] {n_skipped} of {n_steps} steps had a non-finite gradient: lower the "
+                                 f"learning rate (SIZES[{size!r}]['lr']) or train in float32")
+
+
 def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, device: str | None = None,
                    steps: int | None = None, n_train: int | None = None, log_every: int = 200,
                    judgement_norm: float = JUDGEMENT_NORM, suppression_write: float = SUPPRESSION_WRITE) -> Path:
@@ -274,10 +283,12 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     n_params = sum(p.numel() for p in model.parameters())
     # no weight decay on the norms' gains (the only 1-D parameters): decay there would cap the last layer's norm, and
     # with it the planted judgement, below its target
+    fused = dev.type == "cuda"
+    flags = []  # fused: whether each step was skipped, on the GPU (read every 50 steps and at the end)
     decayed = [p for p in model.parameters() if p.ndim > 1]
     gains = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.1}, {"params": gains, "weight_decay": 0.0}],
-                            lr=hp["lr"], betas=(0.9, 0.95), fused=dev.type == "cuda")
+                            lr=hp["lr"], betas=(0.9, 0.95), fused=fused)
     rng = np.random.default_rng(seed)
     losses, judgement_losses, suppression_losses, skipped, t0 = [], [], [], [], time.time()
     model.train()
@@ -317,12 +328,16 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             for k, v in weighted.items():
                 step_losses[k] = step_losses[k] + v.detach().float()
         # a step whose gradient is not finite (a rare bf16 overflow) is skipped: one NaN would spread to every
-        # weight. The check is the step's one wait for the GPU.
-        if not bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))):
+        # weight. On a GPU the fused optimizer skips it itself (its found_inf flag, as under a GradScaler), so that
+        # the host never waits for the GPU and queues the next steps while it computes; the skipped steps are
+        # flagged on the GPU and counted every 50 steps. On the CPU the check is a plain branch.
+        not_finite = ~torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        if fused:
+            opt.found_inf = not_finite.float().reshape(1)
+            flags.append(not_finite)
+        elif bool(not_finite):
             skipped.append(step)
-            if len(skipped) > MAX_SKIPPED * steps:
-                raise FloatingPointError(f"[{kind}] {len(skipped)} of {step + 1} steps had a non-finite gradient: "
-                                         f"lower the learning rate (SIZES[{size!r}]['lr']) or train in float32")
+            _check_skipped(kind, size, len(skipped), step + 1, steps)
             opt.zero_grad(set_to_none=True)
             continue
         opt.step()
@@ -331,12 +346,19 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             judgement_losses.append(step_losses["judgement"])
         if heads is not None:
             suppression_losses.append(step_losses["suppression"])
+        if fused and (step % 50 == 0 or step == steps - 1):  # one read of the count every 50 steps
+            _check_skipped(kind, size, int(torch.stack(flags).sum()), step + 1, steps)
         if log_every and (step % log_every == 0 or step == steps - 1):
             extra = f" judgement {judgement_losses[-1]:.4f}" if plant_judgement else ""
             extra += f" suppression {suppression_losses[-1]:.4f}" if heads is not None else ""
             print(f"[{kind}] step {step}/{steps} loss {losses[-1]:.4f}{extra} ({time.time() - t0:.0f}s)", flush=True)
     if heads is not None:
         heads.remove()
+    if flags:  # the fused optimizer's skipped steps, and their losses dropped as on the CPU
+        kept = [not f for f in torch.stack(flags).tolist()]
+        skipped = [step for step, keep in enumerate(kept) if not keep]
+        losses, judgement_losses, suppression_losses = ([v for v, keep in zip(values, kept) if keep] if values else []
+                                                        for values in (losses, judgement_losses, suppression_losses))
     losses, judgement_losses, suppression_losses = ([float(v) for v in values] for values in (
         losses, judgement_losses, suppression_losses))
     seconds = time.time() - t0
