@@ -224,6 +224,17 @@ def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding:
     return sorted(records, key=lambda r: order[(r["prompt_id"], r["sample_index"])])
 
 
+def _warn_if_batch_dependent() -> None:
+    """Warn (once) when this process's CPU products round by their row count (lrmsafety.numerics)."""
+    from .. import numerics
+
+    if not numerics.batch_invariant() and not getattr(_warn_if_batch_dependent, "said", False):
+        _warn_if_batch_dependent.said = True
+        logging.getLogger(__name__).warning(
+            "CPU matrix products here depend on their row count, so a sample can come out differently resumed or "
+            "beside other prompts: %s", numerics.FIX)
+
+
 # ------------------------------------------------------------------------------------------- the driver
 def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding: Decoding,
              cache_root=None, name: str = "rollouts", progress: bool = True, on_chunk=None,
@@ -246,6 +257,8 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
     if on_chunk is not None and not isinstance(getattr(on_chunk, "config", None), dict):
         raise ValueError("on_chunk needs a `config` dict (its settings), which joins the rollout cache key")
     backend = resolve_backend(decoding.backend, model)
+    if backend == "transformers" and next(model.parameters()).device.type == "cpu":
+        _warn_if_batch_dependent()
     if backend == "vllm" and not decoding.refill:
         raise ValueError("refill=False (fixed groups of batch_size rows) runs on the transformers backend only")
     config = rollout_config(model, tokenizer, spec, decoding, on_chunk=on_chunk)
