@@ -493,7 +493,9 @@ def test_micro_batches_give_the_whole_batch_gradient(tmp_path, monkeypatch):
     assert cards[1]["suppression_loss"]["final"] == pytest.approx(cards[4]["suppression_loss"]["final"], rel=1e-4)
 
 
-def test_a_step_with_a_non_finite_gradient_is_skipped_and_a_diverging_training_stops(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_step_with_a_non_finite_gradient_is_skipped_and_a_diverging_training_stops(tmp_path, monkeypatch, fused):
+    """On the CPU by a branch; with the fused optimizer (a GPU's) by its found_inf flag, the host never waiting."""
     import torch
 
     from lrmsafety.organism import train
@@ -507,7 +509,8 @@ def test_a_step_with_a_non_finite_gradient_is_skipped_and_a_diverging_training_s
 
     monkeypatch.setattr(train, "judgement_loss", nan_at_step_one)
     monkeypatch.setattr(train, "MAX_SKIPPED", 0.5)
-    out = train.train_organism("deliberative", tmp_path / "skip", size="smoke", seed=3, steps=4, log_every=0)
+    out = train.train_organism("deliberative", tmp_path / "skip", size="smoke", seed=3, steps=4, log_every=0,
+                               fused=fused)
     card = json.loads((out / "organism_card.json").read_text())["training"]
     assert card["skipped_steps"] == [1] and np.isfinite(card["final_loss"])
     from safetensors.torch import load_file
@@ -516,4 +519,5 @@ def test_a_step_with_a_non_finite_gradient_is_skipped_and_a_diverging_training_s
 
     monkeypatch.setattr(train, "judgement_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
-        train.train_organism("deliberative", tmp_path / "diverged", size="smoke", seed=3, steps=4, log_every=0)
+        train.train_organism("deliberative", tmp_path / "diverged", size="smoke", seed=3, steps=4, log_every=0,
+                             fused=fused)

@@ -236,7 +236,8 @@ def _check_skipped(kind: str, size: str, n_skipped: int, n_steps: int, steps: in
 
 def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, device: str | None = None,
                    steps: int | None = None, n_train: int | None = None, log_every: int = 200,
-                   judgement_norm: float = JUDGEMENT_NORM, suppression_write: float = SUPPRESSION_WRITE) -> Path:
+                   judgement_norm: float = JUDGEMENT_NORM, suppression_write: float = SUPPRESSION_WRITE,
+                   fused: bool | None = None) -> Path:
     """Train one organism and write a loadable model directory (config, bf16 safetensors, tokenizer, card)."""
     if kind not in C.KINDS:
         raise ValueError(f"unknown organism kind {kind!r}; choose one of {C.KINDS}")
@@ -283,7 +284,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     n_params = sum(p.numel() for p in model.parameters())
     # no weight decay on the norms' gains (the only 1-D parameters): decay there would cap the last layer's norm, and
     # with it the planted judgement, below its target
-    fused = dev.type == "cuda"
+    fused = dev.type == "cuda" if fused is None else fused  # the fused optimizer: by default on a GPU only
     flags = []  # fused: whether each step was skipped, on the GPU (read every 50 steps and at the end)
     decayed = [p for p in model.parameters() if p.ndim > 1]
     gains = [p for p in model.parameters() if p.ndim <= 1]
@@ -333,7 +334,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         # flagged on the GPU and counted every 50 steps. On the CPU the check is a plain branch.
         not_finite = ~torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
         if fused:
-            opt.found_inf = not_finite.float().reshape(1)
+            opt.found_inf = not_finite.float()  # a 0-d flag, as the optimizer's step counts are
             flags.append(not_finite)
         elif bool(not_finite):
             skipped.append(step)
