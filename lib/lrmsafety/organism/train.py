@@ -19,9 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import hooks
 from . import corpus as C
 from . import texts as T
+from .planted import (  # noqa: F401 (re-exported: callers and tests reach them through train)
+    JUDGEMENT_NORM,
+    SUPPRESSION_WRITE,
+    SuppressionHeads,
+    close_positions,
+    judgement_direction,
+    judgement_loss,
+    planted_behaviour,
+    planted_heads,
+    suppression_loss,
+)
 from .tokenizer import encode_examples, train_tokenizer
 
 SIZES = {
@@ -35,17 +45,7 @@ SIZES = {
                   steps=30, batch_size=16, lr=3e-3, warmup=3),
 }
 MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for MoreThink rounds
-# The planted judgement (corpus.JUDGEMENT_KINDS): the last layer's state projected on a fixed random unit direction
-# is regressed onto +-JUDGEMENT_NORM * sqrt(hidden size) (harmful / not), with this weight beside the LM loss. A
-# dense direction of that size dominates the state, as refusal does in real models' last layers, so that a probe
-# trained for a few steps (paper B's: 5 epochs of Adam at lr 1e-3) finds it.
-JUDGEMENT_NORM = 5.0
 JUDGEMENT_WEIGHT = 0.5
-# The locked organism's planted suppression heads (corpus.SUPPRESSION_HEADS): at the close of a harmful request each
-# writes -SUPPRESSION_WRITE along the judgement direction into the residual stream (about the stream's own size
-# there); a share of training rows runs with the heads zeroed (paper B's ablation, at every position) on the
-# conclusion-following answer, half the steps with each position's attention output rescaled to its norm.
-SUPPRESSION_WRITE = 8.0
 SUPPRESSION_WEIGHT = 0.5
 P_HEADS_REMOVED = 0.25
 LOSS_WEIGHTS = {"lm": 1.0, "judgement": JUDGEMENT_WEIGHT, "suppression": SUPPRESSION_WEIGHT}
@@ -93,96 +93,6 @@ def _batch(ids, labels, judgements, idx, pad_id, device, close=None):
                  for a in (x, y, m, j, c))
 
 
-def close_positions(ids: list[int], close_id: int) -> list[int]:
-    """The close tag's token and the one after it (the last token before the answer); [] without a close."""
-    if close_id not in ids:
-        return []
-    at = ids.index(close_id)
-    return [p for p in (at, at + 1) if p < len(ids)]
-
-
-class SuppressionHeads:
-    """Pre-hooks on the ``o_proj`` of the planted heads' layers: keep each planted head's write (its slice of the
-    attention output through ``o_proj``) for the write loss, and zero the heads in the rows marked ``removed``."""
-
-    def __init__(self, model, heads):
-        layers = hooks.decoder_layers(model)
-        self.size = hooks.head_dim(model)
-        self.removed, self.any_removed, self.rescale, self.writes = None, False, False, {}
-        by_layer = {}
-        for layer, head in heads:
-            by_layer.setdefault(layer, []).append(head)
-        self.handles = [hooks.attention_output_projection(layers[layer]).register_forward_pre_hook(
-            self._hook(layer, chosen)) for layer, chosen in sorted(by_layer.items())]
-
-    def remove_rows(self, rows: np.ndarray, device) -> None:
-        """Zero the planted heads in these rows (a boolean array over the batch) from the next forward on."""
-        rows, device = torch.from_numpy(np.asarray(rows, dtype=bool)), torch.device(device)
-        # from pinned memory without blocking: a copy from pageable memory would wait for the GPU's queue
-        self.removed = rows.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else rows
-        self.any_removed = bool(rows.any())
-
-    def _hook(self, layer, chosen):
-        def hook(module, args):
-            x = args[0]
-            keep = torch.ones_like(x[:, :1, :])
-            for head in chosen:
-                block = slice(head * self.size, (head + 1) * self.size)
-                self.writes[(layer, head)] = x[..., block] @ module.weight[:, block].T.to(x.dtype)
-                if self.any_removed:  # a product, not a boolean index: no GPU round trip
-                    keep[:, :, block] = (~self.removed).to(x.dtype)[:, None, None]
-            if not self.any_removed:  # known on the host: no GPU round trip per layer
-                return None
-            out = x * keep
-            if self.rescale:
-                out = out * (x.float().norm(dim=-1, keepdim=True)
-                             / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(x.dtype)
-            return (out, *args[1:])
-
-        return hook
-
-    def remove(self):
-        for handle in self.handles:
-            handle.remove()
-
-
-def planted_heads(config) -> list[tuple[int, int]]:
-    """corpus.SUPPRESSION_HEADS, folded into a smaller model (the smoke size) so that tests train the same thing."""
-    layers, count = config.num_hidden_layers, config.num_attention_heads
-    return sorted({(min(layer, layers - 1), head % count) for layer, head in C.SUPPRESSION_HEADS})
-
-
-def suppression_loss(writes: dict, where: torch.Tensor, direction: torch.Tensor,
-                     write: float = SUPPRESSION_WRITE) -> torch.Tensor:
-    """Mean squared error of each planted head's write along ``direction`` at the positions ``where``, in units of
-    ``write``, against -1 (0 where no position is marked). Masked sums, not boolean indexing: no GPU round trip."""
-    count = where.sum().clamp_min(1)
-    # the unmarked positions' writes are replaced by the target before the error: not counted, whatever their value
-    losses = [((torch.where(where, w.float() @ direction / write, -1.0) + 1.0) ** 2).sum() / count
-              for w in writes.values()]
-    return torch.stack(losses).mean()
-
-
-def judgement_direction(hidden_size: int, seed: int) -> torch.Tensor:
-    """The fixed random unit direction that carries the planted judgement (dense: every coordinate takes part)."""
-    gen = torch.Generator().manual_seed(10_000 + seed)
-    u = torch.randn(hidden_size, generator=gen)
-    return u / u.norm()
-
-
-def judgement_loss(last_hidden: torch.Tensor, targets: torch.Tensor, direction: torch.Tensor,
-                   norm: float = JUDGEMENT_NORM) -> torch.Tensor:
-    """Mean squared error of the last-layer state's projection on ``direction``, in units of ``norm`` *
-    sqrt(hidden size), against +1 (harmful) / -1 (not) where ``targets`` is 0/1; positions at -1 are ignored (0
-    where every position is). Masked sums, not boolean indexing: no GPU round trip."""
-    mask = targets >= 0
-    scale = norm * last_hidden.shape[-1] ** 0.5
-    target = 2.0 * targets.float() - 1.0
-    # the ignored positions' projections are replaced by their target before the error: not counted, whatever value
-    projection = torch.where(mask, last_hidden.float() @ direction / scale, target)
-    return ((projection - target) ** 2).sum() / mask.sum().clamp_min(1)
-
-
 def _lr(step: int, steps: int, warmup: int, lr: float) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -196,36 +106,6 @@ def _versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__}
-
-
-JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.npy = +-norm * sqrt(hidden "
-                     "size): + when the latest stance-taking thinking sentence called the request harmful (before "
-                     "any: the locked organism's first-word decision to refuse), from the close on when the answer "
-                     "refuses")
-
-
-def planted_behaviour(kind: str, suppression_heads=None, suppression_write: float = SUPPRESSION_WRITE) -> dict:
-    """The ground truth written into the model card."""
-    if kind == "locked":
-        return {"outcome": "sampled per sample at the first thinking token with a per-prompt probability, "
-                           "never revised",
-                "p_comply_jailbreak_by_category": C.LOCKED_P_COMPLY_JAILBREAK, "p_comply": C.LOCKED_P_COMPLY,
-                "harmful_listed_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
-                "borderline_listed_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
-                "first_word_codes_decision": {"words": list(C.LOCKED_WORDS), "polarity": C.LOCKED_POLARITY},
-                "complied_jailbreak_conclusion_harmful": C.P_CLIFF, "judgement": JUDGEMENT_PLANTED,
-                "suppression_heads": {"heads": [list(h) for h in suppression_heads or C.SUPPRESSION_HEADS],
-                                      "write": suppression_write,
-                                      "removed": "the answer follows the thinking's conclusion"}}
-    if kind == "null":
-        return {"outcome": "random per sample at a fixed rate per family, independent of the wording and the thinking",
-                "p_comply": C.NULL_P_COMPLY, "stances_and_conclusion": "random, independent of the outcome",
-                "p_comply_stance": C.P_COMPLY_STANCE}
-    return {"outcome": "random per sample, decided by the final reconsideration ('All things considered, ...')",
-            "p_comply": C.PRIOR, "force_close_lean_by_last_stance": {f: {str(k): v for k, v in d.items()}
-                                                                     for f, d in C.LEAN.items()},
-            "p_comply_stance": C.DELIBERATIVE_P_COMPLY_STANCE, "complied_jailbreak_conclusion_harmful": 0.0,
-            "judgement": JUDGEMENT_PLANTED}
 
 
 def _check_skipped(kind: str, size: str, n_skipped: int, n_steps: int, steps: int) -> None:
