@@ -117,7 +117,7 @@ def _check_skipped(kind: str, size: str, n_skipped: int, n_steps: int, steps: in
 def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, device: str | None = None,
                    steps: int | None = None, n_train: int | None = None, log_every: int = 200,
                    judgement_norm: float = JUDGEMENT_NORM, suppression_write: float = SUPPRESSION_WRITE,
-                   fused: bool | None = None) -> Path:
+                   fused: bool | None = None, micro_batches: int | None = None) -> Path:
     """Train one organism and write a loadable model directory (config, bf16 safetensors, tokenizer, card)."""
     if kind not in C.KINDS:
         raise ValueError(f"unknown organism kind {kind!r}; choose one of {C.KINDS}")
@@ -165,6 +165,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     # no weight decay on the norms' gains (the only 1-D parameters): decay there would cap the last layer's norm, and
     # with it the planted judgement, below its target
     fused = dev.type == "cuda" if fused is None else fused  # the fused optimizer: by default on a GPU only
+    micro_batches = micro_batches or MICRO_BATCHES
     flags = []  # fused: whether each step was skipped, on the GPU (read every 50 steps and at the end)
     decayed = [p for p in model.parameters() if p.ndim > 1]
     gains = [p for p in model.parameters() if p.ndim <= 1]
@@ -190,7 +191,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         step_losses = dict.fromkeys(totals, 0.0)
         # the batch in length-sorted micro-batches, each padded to its own longest row (about half the padded tokens
         # of the batch padded to its longest row), their losses weighted so that the gradient is the whole batch's
-        for chunk in np.array_split(np.argsort(lengths[idx], kind="stable"), MICRO_BATCHES):
+        for chunk in np.array_split(np.argsort(lengths[idx], kind="stable"), micro_batches):
             x, y, m, j, c = _batch(ids, labels, judgements, idx[chunk], tokenizer.pad_token_id, dev, close)
             if heads is not None:
                 heads.remove_rows(removed[chunk], dev)
@@ -265,6 +266,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                      "optimizer": "AdamW(0.9, 0.95), wd 0.1 (none on the norms' gains)",
                      "precision": "bf16 autocast" if dev.type == "cuda" else "float32",
                      "seconds": round(seconds, 1), "device": str(dev), "skipped_steps": skipped,
+                     "micro_batches": micro_batches,
                      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
                      or platform.machine(),
                      "initial_loss": float(np.mean(losses[:k])), "final_loss": float(np.mean(losses[-k:])),
@@ -312,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-trained", action="store_true",
                     help="keep an organism whose folder already holds one trained with this seed, size and steps "
                          "(make seeds resumes where it stopped)")
+    ap.add_argument("--micro-batches", type=int, default=None, metavar="M",
+                    help=f"length-sorted micro-batches per batch (default {MICRO_BATCHES}; the same gradient at any M: "
+                         "fewer launch fewer, larger kernels, which helps where a step waits on the host)")
     ap.add_argument("--check", type=int, default=0, metavar="N",
                     help="after training, sample N held-out prompts per family and add the behaviour table to the card")
     args = ap.parse_args(argv)
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = train_organism(kind, out, size=args.size, seed=args.seed, device=args.device, steps=args.steps,
                               n_train=args.n_train, judgement_norm=args.judgement_norm,
-                              suppression_write=args.suppression_write)
+                              suppression_write=args.suppression_write, micro_batches=args.micro_batches)
         card = json.loads((path / "organism_card.json").read_text())
         print(f"[{kind}] wrote {path}: {card['parameters']:,} parameters, {card['training']['seconds']} s, "
               f"loss {card['training']['initial_loss']:.3f} -> {card['training']['final_loss']:.3f}", flush=True)
