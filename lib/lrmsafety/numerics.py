@@ -41,7 +41,8 @@ def instruction_set() -> str:
 
 def configure() -> str:
     """Ask MKL for strict reproducibility unless ``MKL_CBWR`` is already set; returns the setting in force."""
-    os.environ.setdefault("MKL_CBWR", f"{instruction_set()},STRICT")
+    if "MKL_CBWR" not in os.environ:  # the CPU's flags are read only when the setting is ours to make
+        os.environ["MKL_CBWR"] = f"{instruction_set()},STRICT"
     return os.environ["MKL_CBWR"]
 
 

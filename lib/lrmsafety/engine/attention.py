@@ -27,7 +27,7 @@ MAX_SCORES = 1 << 25  # floats of attention scores held at once (128 MiB in floa
 MIN_WIDTH = 64  # narrower keys are padded to this width (masked): see the module docstring
 
 
-def _additive(mask, rows: int, q_len: int, width: int, dtype, device) -> torch.Tensor | None:
+def _additive(mask, q_len: int, width: int, dtype, device) -> torch.Tensor | None:
     """The mask as ``[rows or 1, 1, q_len, width]`` additive values (0 to keep, the dtype's lowest to drop)."""
     low = torch.finfo(dtype).min
     if mask is None:
@@ -46,7 +46,8 @@ def cpu_attention_forward(module, query, key, value, attention_mask, dropout: fl
     """Same contract as transformers' sdpa_attention_forward (query: batch, heads, q, d; key/value: batch,
     kv_heads, k, d); returns (batch, q, heads, d) and no attention weights."""
     if any(kwargs.get(k) is not None for k in ("s_aux", "position_bias", "softcap", "sliding_window")):
-        raise NotImplementedError("this attention has no attention sinks or position bias: load the model with eager")
+        raise NotImplementedError("this attention has no attention sinks, position bias, soft-capping or sliding "
+                                  "window: load the model with eager")
     if dropout and module.training:
         raise NotImplementedError("this attention is for inference: train with sdpa or eager")
     rows, heads, q_len, dim = query.shape
@@ -54,7 +55,7 @@ def cpu_attention_forward(module, query, key, value, attention_mask, dropout: fl
     groups = heads // kv_heads
     scale = scaling if scaling is not None else dim ** -0.5
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    mask = (_additive(attention_mask, rows, q_len, width, query.dtype, query.device)
+    mask = (_additive(attention_mask, q_len, width, query.dtype, query.device)
             if attention_mask is not None or causal else None)
     if width < MIN_WIDTH:  # masked columns on the right, so that every product and softmax takes its one path
         extra = MIN_WIDTH - width
@@ -89,11 +90,12 @@ def register() -> None:
 
 def use_cpu_attention(model) -> bool:
     """Switch a CPU model that uses sdpa or eager attention to :func:`cpu_attention_forward`; True if switched.
-    Models with attention sinks, position biases or sliding windows keep their own."""
+    Models with attention sinks, position biases, logit soft-capping or sliding windows keep their own."""
     config = model.config.get_text_config()
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     windowed = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
-    plain = set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"} and not windowed
+    plain = (set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"} and not windowed
+             and not getattr(config, "attn_logit_softcapping", None))
     if not (on_cpu and plain and model.config._attn_implementation in ("sdpa", "eager")):
         return False
     register()

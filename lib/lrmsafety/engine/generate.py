@@ -45,6 +45,7 @@ counts, whether the thinking closed by itself, and the decoding configuration's 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -224,12 +225,12 @@ def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding:
     return sorted(records, key=lambda r: order[(r["prompt_id"], r["sample_index"])])
 
 
+@functools.cache  # once per process
 def _warn_if_batch_dependent() -> None:
-    """Warn (once) when this process's CPU products round by their row count (lrmsafety.numerics)."""
+    """Warn when this process's CPU products round by their row count (lrmsafety.numerics)."""
     from .. import numerics
 
-    if not numerics.batch_invariant() and not getattr(_warn_if_batch_dependent, "said", False):
-        _warn_if_batch_dependent.said = True
+    if not numerics.batch_invariant():
         logging.getLogger(__name__).warning(
             "CPU matrix products here depend on their row count, so a sample can come out differently resumed or "
             "beside other prompts: %s", numerics.FIX)

@@ -104,10 +104,8 @@ def draw(logits: torch.Tensor, sampling: dict, generator: torch.Generator | None
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of the model's next-token distribution at temperature 1."""
     logp = logits.float().log_softmax(-1)
-    terms = logp.exp() * logp
+    terms = (logp.exp() * logp).reshape(-1, logp.shape[-1])
     # torch splits a sum that yields one number across its threads (another order of additions) but sums each of
     # several rows whole: a lone row is summed beside a copy, so that its entropy is that of its row in any batch
-    rows = terms.shape[0] if terms.dim() > 1 else 1
-    if rows == 1:
-        return -terms.reshape(1, -1).repeat(2, 1).sum(-1)[:1].reshape(logits.shape[:-1])
-    return -terms.sum(-1)
+    sums = terms.repeat(2, 1).sum(-1)[:1] if len(terms) == 1 else terms.sum(-1)
+    return -sums.reshape(logits.shape[:-1])
