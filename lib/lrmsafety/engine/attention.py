@@ -88,15 +88,26 @@ def register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # the same masks as sdpa
 
 
+def not_plain(config) -> str | None:
+    """Why a model's attention is not the plain formula over every earlier position (None when it is): the
+    attentions that :func:`cpu_attention_forward` and the slot cache (:mod:`lrmsafety.engine.slots`) cannot stand in
+    for, such as sliding windows, other layer types and logit soft-capping."""
+    config = config.get_text_config()
+    types = getattr(config, "layer_types", None) or ["full_attention"]
+    if any(t != "full_attention" for t in types):
+        return f"attention layers of type {sorted(set(types) - {'full_attention'})}"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return "a sliding attention window"
+    if getattr(config, "attn_logit_softcapping", None):
+        return "attention logit soft-capping"
+    return None
+
+
 def use_cpu_attention(model) -> bool:
     """Switch a CPU model that uses sdpa or eager attention to :func:`cpu_attention_forward`; True if switched.
-    Models with attention sinks, position biases, logit soft-capping or sliding windows keep their own."""
-    config = model.config.get_text_config()
+    Models whose attention is not plain (:func:`not_plain`) keep their own."""
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    windowed = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
-    plain = (set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"} and not windowed
-             and not getattr(config, "attn_logit_softcapping", None))
-    if not (on_cpu and plain and model.config._attn_implementation in ("sdpa", "eager")):
+    if not (on_cpu and not_plain(model.config) is None and model.config._attn_implementation in ("sdpa", "eager")):
         return False
     register()
     model.set_attn_implementation(NAME)

@@ -34,6 +34,7 @@ import logging
 
 import torch
 
+from . import attention
 from .sampling import draw, entropy
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,8 @@ def unsupported(model) -> str | None:
         return "weights spread over several devices"
     if config.get_text_config() is not config:
         return "a multimodal configuration"
-    types = getattr(config, "layer_types", None) or ["full_attention"]
-    if any(t != "full_attention" for t in types):
-        return f"attention layers of type {sorted(set(types) - {'full_attention'})}"
-    if getattr(config, "attn_logit_softcapping", None):
-        return "attention logit soft-capping"
+    if reason := attention.not_plain(config):
+        return reason
     if config._attn_implementation not in ("sdpa", "eager", "lrmsafety_cpu"):
         return f"attention implementation {config._attn_implementation!r}"
     return None
