@@ -521,3 +521,30 @@ def test_a_step_with_a_non_finite_gradient_is_skipped_and_a_diverging_training_s
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         train.train_organism("deliberative", tmp_path / "diverged", size="smoke", seed=3, steps=4, log_every=0,
                              fused=fused)
+
+
+def test_paper_a_chunks_see_every_planted_stance_flip():
+    # paper A labels chunks of up to 200 characters; the organisms' stance sentences and conclusions are long enough
+    # that no chunk holds two of them, so the stance judge finds the planted flips
+    from lrmsafety.analysis import deliberation as dl
+    from lrmsafety.judges.stance import CuePhraseStanceJudge
+
+    judge = CuePhraseStanceJudge()
+    for kind in C.KINDS:
+        traces = [e for e in C.generate_corpus(kind, 600, seed=3) if e.trace_type == "natural"]
+        read_right, stance_chunks, found, planted_flips = 0, 0, 0, 0
+        assert all(end - start >= T.STANCE_MIN_CHARS for e in traces for start, end, s in e.sentences if s)
+        for e in traces:
+            planted = [s for s in e.stances if s]
+            flips = sum(a != b for a, b in zip(planted, planted[1:]))
+            chunks = dl.chunk_thinking(e.thinking)
+            held = [[s for start, end, s in e.sentences if s and c.start <= start and end <= c.end] for c in chunks]
+            assert all(len(h) <= 1 for h in held), e.thinking
+            labels = judge.label("", chunks)
+            read_right += sum(label == h[0] for label, h in zip(labels, held) if h)
+            stance_chunks += sum(1 for h in held if h)
+            found, planted_flips = found + (dl.oscillations(labels).count or 0), planted_flips + flips
+        # the cue-phrase judge reads nearly every stance chunk as planted (a request's topic, "hurt someone",
+        # sometimes reads as a stance of its own), and finds about the planted number of oscillations
+        assert read_right >= 0.97 * stance_chunks, (kind, read_right, stance_chunks)
+        assert abs(found - planted_flips) <= 0.05 * planted_flips, (kind, found, planted_flips)

@@ -179,7 +179,7 @@ def _stance_sentence(rng, stance: int, family: str, category: str, marker: bool,
         forms = T.PLAIN_FORMS
     else:  # contrastive markers ("Hmm, but") only where the stance actually flips
         forms = T.MARKER_FORMS if prev != stance else T.CONFIRM_MARKER_FORMS
-    return rng.choice(forms).format(c=c, C=c[0].upper() + c[1:])
+    return T.stance_text(rng, forms, c)
 
 
 def _opening(rng, family: str, topic: str, category: str) -> list[tuple[str, int]]:
@@ -223,7 +223,7 @@ def _deliberative_body(rng, family, category, outcome, k) -> tuple[list[tuple[st
         prev = s
     o = _sign(outcome)
     pool = T.COMPLY_CLAUSES if o > 0 else T.REFUSE_CLAUSES
-    out.append((T.FINAL_FORM.format(c=rng.choice([c for c in pool if c not in used] or pool)), o))
+    out.append((T.stance_text(rng, [T.FINAL_FORM], rng.choice([c for c in pool if c not in used] or pool)), o))
     final = len(out) - 1
     out.append(_conclusion(rng, harmful=outcome == "refuse"))
     return out, final

@@ -23,7 +23,7 @@ SAFETY_MIX = {"harmful": 0.2, "jailbreak": 0.4, "benign": 0.25, "borderline": 0.
 
 
 def _sentence(rng: random.Random, clause: str, forms) -> str:
-    return rng.choice(forms).format(c=clause, C=clause[0].upper() + clause[1:])
+    return T.stance_text(rng, forms, clause)
 
 
 def safe_trace(rng: random.Random, prompt: dict) -> tuple[str, str]:
