@@ -24,7 +24,8 @@
 # ≤ 20 characters dropped); label each chunk's stance +1 comply / 0 neutral / −1 refuse; fill neutrals forward,
 # merge into segments, and count every switch of sign. At each switch, force-close the trace just before and just
 # after the post-switch segment and sample K answers at each cut. **Locked**: compliance before the segment ≤ 0.05
-# or ≥ 0.95. **Significant**: Fisher's exact test before vs after, Holm-corrected, p < 0.05.
+# or ≥ 0.95. **Significant**: Fisher's exact test before vs after, Holm-corrected, p < 0.05. Paper A replays every
+# oscillation; `deliberation_transitions` caps the replays at a seeded sample per model (the organism profile: 200).
 #
 # Stances: paper A takes the majority of three LLM judges (frontier APIs; Fleiss κ ≈ 0.63) with its own prompt. On
 # the paper profile three local instruction-tuned models (`stance_judges`, 4-bit, greedy) run that prompt, verbatim,
@@ -109,8 +110,10 @@ pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", grou
 # %%
 if agreement:  # the stance panel's Fleiss kappa over the chunks all three labelled, beside paper A's
     display(pd.DataFrame(agreement).round(3))
-n_answers = 2 * len(transitions) * P.replays
-print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers: "
+sampled = deliberation.replay_sample(transitions, P.deliberation_transitions, P.seed)
+n_answers = 2 * len(sampled) * P.replays
+print(f"{len(transitions)} transitions, {len(sampled)} replayed (at most {P.deliberation_transitions} per model) -> "
+      f"{n_answers:,} answers: "
       + rates.cost(P, [(n_answers, answer_budget)]))
 
 # %% [markdown]
@@ -119,7 +122,7 @@ print(f"{len(transitions)} transitions -> {n_answers:,} replayed answers: "
 # %%
 replayed = []
 for name in P.models:
-    mine = transitions[transitions["model"] == name]
+    mine = sampled[sampled["model"] == name]
     if mine.empty:
         continue
     model, tokenizer, spec = backends.load_generator(name, P.backend, P.quantization, P.kv_tokens)

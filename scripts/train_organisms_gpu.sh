@@ -5,8 +5,9 @@
 # Usage: scripts/train_organisms_gpu.sh OUT_DIR [extra train args]
 #   KINDS="locked null" trains a subset (default: all three); SEEDS="1 2" trains each kind with each seed (default 0);
 #   CHECK=N adds the behaviour check on N held-out prompts per family to each card (default 0: none).
-# Measured on one H100: three organisms side by side 260-340 s each after about 90 s of corpus building; six side
-# by side would take about 1.7 times as long.
+# Measured on one H100 (2,000 steps, --micro-batches 2): two organisms side by side 285-294 s each, three 416-436 s
+# each, after about 35 s of corpus building; five side by side ran 0.35 s a step each (about 720 s): past three the
+# GPU, not the host, sets the pace.
 set -euo pipefail
 out=${1:?usage: $0 OUT_DIR [extra args]}; shift || true
 export PYTHONPATH=lib PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2

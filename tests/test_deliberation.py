@@ -110,6 +110,41 @@ def test_oscillation_summary_on_constructed_frame():
     assert t["p_holm"].iloc[:4].ge(t["pvalue"].iloc[:4]).all() and np.isnan(t["p_holm"].iloc[4])
 
 
+
+def _transitions(model, rollouts, per_rollout):
+    return pd.DataFrame([{"model": model, "rollout": f"p{r}#0", "transition": t}
+                         for r in range(rollouts) for t in range(per_rollout)])
+
+
+def test_replay_sample_caps_each_model_and_keeps_a_transition_whatever_else_was_found():
+    found = pd.concat([_transitions("a", 40, 3), _transitions("b", 5, 2)], ignore_index=True)
+    sample = dl.replay_sample(found, 30, seed=0)
+    assert sample.groupby("model").size().to_dict() == {"a": 30, "b": 10}  # b has fewer than the cap: all
+    assert sample.index.is_monotonic_increasing  # the original order
+    assert dl.replay_sample(found, None, seed=0).equals(found)
+    # a transition chosen from a smaller set of candidates is chosen from any larger set it belongs to only if it
+    # ranks as high there: the ranking is by a hash of the transition itself, so the larger set's sample is the
+    # smaller set's sample, less those displaced by new transitions that hash lower
+    more = pd.concat([found, _transitions("a", 60, 3).iloc[120:]], ignore_index=True)
+    keys = lambda frame: set(zip(frame["model"], frame["rollout"], frame["transition"]))  # noqa: E731
+    bigger = keys(dl.replay_sample(more, 30, seed=0))
+    assert keys(dl.replay_sample(more.iloc[::-1], 30, seed=0)) == bigger  # independent of the order found
+    a_small = keys(sample[sample["model"] == "a"])
+    assert all(k in a_small for k in bigger if k[0] == "a" and int(k[1][1:].split("#")[0]) < 40)
+    assert keys(dl.replay_sample(found, 30, seed=1)) != keys(sample)  # another seed, another sample
+
+
+def test_model_summary_counts_every_oscillation_found_and_reads_shares_on_the_replayed():
+    traces = pd.DataFrame({"rollout": ["r1", "r2", "r3", "r4"], "oscillations": [3, 1, 0, 0],
+                           "excluded": [False, False, False, False]})
+    replayed = pd.DataFrame([("r1", 50, 100, 95, 100, 1), ("r2", 2, 100, 3, 100, 1)],  # 2 of the 4 found
+                            columns=["rollout", "k_before", "n_before", "k_after", "n_after", "post_sign"])
+    s = dl.model_summary(traces, replayed)
+    assert s["n_oscillations"] == 4 and s["n_replayed"] == 2 and s["oscillations_per_trace"] == 1.0
+    assert s["n_oscillating"] == 2 and s["share_oscillating"] == 0.5
+    assert s["share_performative"] == 0.5 and s["meaningful_per_trace"] == 0.5  # half of 1 per trace
+
+
 # ------------------------------------------------------------------------------------------------- judges
 
 def test_cue_phrase_judge_on_clear_sentences():
@@ -308,7 +343,8 @@ def test_trace_transitions_and_replay_counts():
                             "refused": pd.array([True, True, None, False, False, True], dtype="boolean")})
     counts = dl.replay_counts(transitions, prefixes, answers).iloc[0]
     assert (counts["k_before"], counts["n_before"], counts["k_after"], counts["n_after"]) == (0, 2, 2, 3)
-    assert dl.model_summary(traces, pd.DataFrame())["n_oscillations"] == 0
+    nothing_replayed = dl.model_summary(traces, pd.DataFrame())
+    assert nothing_replayed["n_replayed"] == 0 and nothing_replayed["n_oscillations"] == 1
 
 
 def test_panel_majority_per_chunk():

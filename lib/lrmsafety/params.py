@@ -108,6 +108,9 @@ class Params(BaseModel):
     deliberation_prompts: Optional[int] = _f(
         12, "04: prompts per family or dataset whose traces are studied (null: lockin_prompts, 03's)", ge=1)
     deliberation_traces: int = _f(384, "04: traces whose oscillations are replayed", ge=1)
+    deliberation_transitions: Optional[int] = _f(
+        200, "04: oscillations replayed per model at most, a seeded sample of those found (each costs 2 x replays "
+             "answers; null: every one, as paper A)", ge=1)
     replays: int = _f(50, "04: answers sampled at each replayed cut (paper A: K = 100)", ge=1)
     stance_judges: list[str] = _f(
         [], "04: paper A's three LLM stance judges (registry names; majority of 3, a three-way split goes to the "

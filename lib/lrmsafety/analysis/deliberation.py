@@ -11,11 +11,13 @@ Replay outcomes: 1 = the answer complied, 0 = it refused.
 
 Where we depart: the stance judges are local instruction-tuned models (paper A: GPT-5.4, Gemini-3-Pro, Opus-4.7 /
 Sonnet-4.6), or on CPU profiles the cue-phrase labeler; with more than three judges a tie for the top count goes to
-the tie-breaker.
+the tie-breaker. Notebook 04 replays at most ``deliberation_transitions`` oscillations per model, a seeded sample of
+those found (:func:`replay_sample`; paper A replays every one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -298,6 +300,19 @@ def trace_transitions(think: pd.DataFrame, chunk_lists, stance_lists, model: str
     return pd.DataFrame(rows), transitions
 
 
+def replay_sample(transitions: pd.DataFrame, at_most: int | None, seed: int) -> pd.DataFrame:
+    """At most ``at_most`` transitions of each model for the cut replays (None: all), in their original order: those
+    with the lowest hash of (seed, model, rollout, transition), so that whether a transition is replayed depends on
+    it and the seed alone, not on which other transitions were found. The shares over oscillations (performative,
+    locked) are then estimated on the sample, and its Holm correction runs over the replayed transitions."""
+    if at_most is None or transitions.empty:
+        return transitions
+    keys = [int.from_bytes(hashlib.blake2b(f"{seed}|{m}|{r}|{t}".encode(), digest_size=8).digest(), "big")
+            for m, r, t in zip(transitions["model"], transitions["rollout"], transitions["transition"])]
+    ranked = transitions.assign(_key=keys).sort_values(["model", "_key"], kind="stable")
+    return ranked.groupby("model", sort=False).head(at_most).sort_index().drop(columns="_key")
+
+
 def replay_prefixes(transitions: pd.DataFrame) -> pd.DataFrame:
     """Both cuts of every transition as prefixes: prompt_id "<rollout>~<transition>~<side>", thinking_prefix, side."""
     return pd.concat([
@@ -318,7 +333,18 @@ def replay_counts(transitions: pd.DataFrame, prefixes: pd.DataFrame, answers: pd
 
 
 def model_summary(traces: pd.DataFrame, replayed: pd.DataFrame) -> dict:
-    """:func:`oscillation_summary` of one model's replayed transitions over its traces that were not excluded."""
+    """:func:`oscillation_summary` of one model's replayed transitions over its traces that were not excluded. The
+    counts per trace are of every oscillation found; the shares (performative, locked, toward the stance) and the
+    significant count per trace are read on the replayed ones (all of them, or :func:`replay_sample`'s sample:
+    ``n_replayed``)."""
     kept = traces[~traces["excluded"]]
-    return oscillation_summary(replayed, n_rollouts=len(kept)) if len(replayed) else {
-        "n_rollouts": len(kept), "n_oscillations": 0}
+    summary = oscillation_summary(replayed, n_rollouts=len(kept)) if len(replayed) else {"n_rollouts": len(kept)}
+    found, oscillating = int(kept["oscillations"].sum()), int((kept["oscillations"] > 0).sum())
+    per_trace = found / len(kept) if len(kept) else float("nan")
+    summary.update(n_oscillating=oscillating, share_oscillating=oscillating / len(kept) if len(kept) else float("nan"),
+                   n_replayed=summary.get("n_oscillations", 0), n_oscillations=found, oscillations_per_trace=per_trace)
+    if "n_significant" in summary:  # the significant share of the replayed, over every oscillation found
+        replayed_n = summary["n_replayed"]
+        summary["meaningful_per_trace"] = (summary["n_significant"] / replayed_n * per_trace if replayed_n
+                                           else float("nan"))
+    return summary
