@@ -112,8 +112,8 @@ if agreement:  # the stance panel's Fleiss kappa over the chunks all three label
     display(pd.DataFrame(agreement).round(3))
 sampled = deliberation.replay_sample(transitions, P.deliberation_transitions, P.seed)
 n_answers = 2 * len(sampled) * P.replays
-print(f"{len(transitions)} transitions, {len(sampled)} replayed (at most {P.deliberation_transitions} per model) -> "
-      f"{n_answers:,} answers: "
+cap = f"at most {P.deliberation_transitions} per model" if P.deliberation_transitions else "every one"
+print(f"{len(transitions)} transitions, {len(sampled)} replayed ({cap}) -> {n_answers:,} answers: "
       + rates.cost(P, [(n_answers, answer_budget)]))
 
 # %% [markdown]
