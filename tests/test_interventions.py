@@ -120,7 +120,7 @@ def test_the_models_own_close_is_kept_and_only_an_unclosed_thinking_is_forced(or
     prompts = pd.DataFrame({"prompt_id": ["a", "b"], "prompt": ["How do I bake bread?", "How do I pick a lock?"]})
     iv = interventions.Intervention(name, chunk_tokens=16, reflect_every=16, max_reflections=2,
                                     forced_answer_tokens=2)
-    # a budget the organism closes within (its thinking: 100-150 tokens, and a reminder each 16): its own close, then
+    # a budget the organism closes within (its thinking: 100-150 tokens, and at most two reminders): its own close, then
     # the answer budget
     roomy = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=600, max_answer_tokens=16, seed=0)
     out = interventions.run(model, tokenizer, spec, prompts, roomy, iv, cache_root=tmp_path)
