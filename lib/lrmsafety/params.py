@@ -103,8 +103,8 @@ class Params(BaseModel):
                                                    "(paper A: 20/40/60/80/100)")
     baseline_rollouts: int = _f(8, "03: full rollouts per prompt whose outcomes are B = 0's continuations "
                                    "(paper A: 32)", ge=1)
-    # paper A's oscillation shares are judged on the oscillations found, a few per 10 traces on the organisms: 48
-    # prompts x 8 traces find enough for an interval that can lie inside a target
+    # paper A's oscillation shares are judged on the oscillations found (0.4-1.1 per trace on the organisms): 48
+    # prompts x 8 traces find enough for an interval that can lie inside a target, and the replays are capped
     deliberation_prompts: Optional[int] = _f(
         12, "04: prompts per family or dataset whose traces are studied (null: lockin_prompts, 03's)", ge=1)
     deliberation_traces: int = _f(384, "04: traces whose oscillations are replayed", ge=1)
