@@ -302,6 +302,10 @@ def test_run_conditions_without_scores_and_the_table():
                                            pd.DataFrame(), None)
     assert generated == [] and [r["metric"] for r in rows] == ["ASR", "ORR"]
     assert all(np.isnan(r["value"]) and r["reason"] == "no probe" for r in rows)
+    # no prompt to ablate (prefix mode, no trace the model closed itself): NA rows that say so, nothing generated
+    nothing, empty = heads.run_conditions("m", model, None, spec, None, "no probe", [("none", 0.0, 0, None)],
+                                          pd.DataFrame(), None)
+    assert nothing == [] and all(np.isnan(r["value"]) and r["reason"] == heads.NO_PROMPTS for r in empty)
     out = pd.DataFrame({"prompt_id": ["a", "b"], "role": ["attack", "benign"], "answer": ["Sure.", "Sure, here."]})
     info = {"model": "m", "selection": "none", "share": 0.0, "k": 0, "k_source": "", "draw": 0, "rescale": "none"}
     table = heads.ablation_table(rows, [(info, "key", out)], [[True, False]], {"m": "no probe"},

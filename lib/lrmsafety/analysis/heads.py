@@ -282,19 +282,24 @@ def ablation_inputs(studied: pd.DataFrame, frame: pd.DataFrame, mode: str, *, an
     return todo, {None: refill, "position": refill, "batch": grouped}
 
 
+NO_PROMPTS = ("no studied prompt has a trace the model closed itself to continue under ablation (ablation_mode "
+              "prefix): raise max_thinking_tokens or the prompts")
+
+
 def run_conditions(name: str, model, tokenizer, spec, scores: pd.DataFrame | None, note: str, conditions,
                    prompts: pd.DataFrame, decodings: dict, cache_root=None) -> tuple[list[tuple], list[dict]]:
     """Every condition of :func:`ablation_conditions` for one model, each rule with its decoding of ``decodings``
     (:func:`ablation_inputs`): ([(condition's row fields, cache key, rollouts)], NA rows for the top-head conditions
-    when the model has no head ``scores``, with ``note``)."""
+    when the model has no head ``scores``, with ``note``, and for every condition when there are no prompts)."""
     n_layers, n_heads = len(hooks.decoder_layers(model)), hooks.n_heads(model)
     generated, rows = [], []
     for kind, share, draw, rule in conditions:
         k, source = head_count(n_layers * n_heads, share, spec.hf_id) if kind != "none" else (0, "")
         info = {"model": name, "selection": kind, "share": share, "k": k, "k_source": source, "draw": draw,
                 "rescale": rule or "none"}
-        if kind == "top" and scores is None:
-            rows += [{**info, "metric": m, "value": np.nan, "n": 0, "reason": note} for m in ("ASR", "ORR")]
+        reason = note if kind == "top" and scores is None else NO_PROMPTS if prompts.empty else None
+        if reason:
+            rows += [{**info, "metric": m, "value": np.nan, "n": 0, "reason": reason} for m in ("ASR", "ORR")]
             continue
         chosen = (top_heads(scores, k) if kind == "top" else
                   random_heads(n_layers, n_heads, k, seed=1000 * draw + k) if kind == "random" else [])
