@@ -374,3 +374,23 @@ def test_paper_a_verdicts_against_planted_targets():
     assert verdicts.loc[("organism-locked", "continuation variance at B = 0%"), "met"] is None  # not measured
     assert verdicts.loc[("organism-null", "first-token AUROC"), "met"]  # p = 0.4: no signal
     assert verdicts.loc[("organism-null", "oscillations while already locked"), "met"]  # 0.45 in [0.3, 0.7]
+
+
+def test_chance_gap_compares_each_cut_with_its_own_rate_and_answer_count():
+    rng = np.random.default_rng(0)
+    rows = []
+    # coin flips: B = 0 refuses at 0.7 over 32 full rollouts per prompt, the cuts at 0.5 over 8 answers per prefix
+    for prompt in range(40):
+        rows.append({"prompt_id": f"p{prompt}", "cut": 0, "n": 32, "q": rng.binomial(32, 0.7) / 32})
+        for cut in (20, 40):
+            for _ in range(8):
+                rows.append({"prompt_id": f"p{prompt}", "cut": cut, "n": 8, "q": rng.binomial(8, 0.5) / 8})
+    flips = pd.DataFrame(rows).assign(variance=lambda f: 4 * f["q"] * (1 - f["q"]))
+    assert paper_a_measures.chance_gap(flips) < 0.05
+    # B = 0's rate and answer count used at every cut would call the coin flips far from chance
+    expected_from_b0 = 4 * 0.7 * 0.3 * 31 / 32
+    assert flips.loc[flips["cut"] == 20, "variance"].mean() - expected_from_b0 > 0.05
+    # locked prefixes (each refuses always or never, half of them each) are as far from chance as can be
+    locked = flips.assign(q=lambda f: np.where(f["cut"] > 0, (np.arange(len(f)) % 2).astype(float), f["q"]))
+    locked = locked.assign(variance=lambda f: 4 * f["q"] * (1 - f["q"]))
+    assert paper_a_measures.chance_gap(locked) == pytest.approx(0.875)

@@ -192,6 +192,11 @@ def annotate_transitions(frame: pd.DataFrame, alpha: float = 0.05, lock: float =
     return out
 
 
+def share(k, m) -> float:
+    """k / m, NaN when m is 0 (a share of nothing)."""
+    return k / m if m else float("nan")
+
+
 def oscillation_summary(frame: pd.DataFrame, n_rollouts: int | None = None, alpha: float = 0.05,
                         lock: float = 0.05) -> dict:
     """Paper A's headline shares from a frame of transitions (one row each, column `rollout` names the trace).
@@ -204,9 +209,6 @@ def oscillation_summary(frame: pd.DataFrame, n_rollouts: int | None = None, alph
     n_osc_roll = osc["rollout"].nunique()
     sig = osc[osc["significant"].astype(bool)]
     n, n_sig = len(osc), len(sig)
-
-    def share(k, m):
-        return k / m if m else float("nan")
 
     n_toward = int(sig["toward_stance"].astype(bool).sum())
     n_locked = int(osc["locked"].astype(bool).sum())
@@ -340,11 +342,9 @@ def model_summary(traces: pd.DataFrame, replayed: pd.DataFrame) -> dict:
     kept = traces[~traces["excluded"]]
     summary = oscillation_summary(replayed, n_rollouts=len(kept)) if len(replayed) else {"n_rollouts": len(kept)}
     found, oscillating = int(kept["oscillations"].sum()), int((kept["oscillations"] > 0).sum())
-    per_trace = found / len(kept) if len(kept) else float("nan")
-    summary.update(n_oscillating=oscillating, share_oscillating=oscillating / len(kept) if len(kept) else float("nan"),
+    per_trace = share(found, len(kept))
+    summary.update(n_oscillating=oscillating, share_oscillating=share(oscillating, len(kept)),
                    n_replayed=summary.get("n_oscillations", 0), n_oscillations=found, oscillations_per_trace=per_trace)
     if "n_significant" in summary:  # the significant share of the replayed, over every oscillation found
-        replayed_n = summary["n_replayed"]
-        summary["meaningful_per_trace"] = (summary["n_significant"] / replayed_n * per_trace if replayed_n
-                                           else float("nan"))
+        summary["meaningful_per_trace"] = share(summary["n_significant"], summary["n_replayed"]) * per_trace
     return summary

@@ -38,15 +38,12 @@ def paper_a_measures(models, probe: pd.DataFrame, prefixes: pd.DataFrame, safety
             out.append(("first-token minus State A AUROC",
                         *metrics.difference_interval(*out[0][1:4], *out[1][1:4]), np.nan))
         mine = variance[variance["model"] == name]
-        refusal_rate = mine.loc[mine["cut"] == 0, "q"].mean()
         for cut, rows in mine.groupby("cut"):
             ci = metrics.bootstrap_ci(rows, lambda f: f["variance"].mean(), n_boot=500, seed=seed)
             out.append((f"continuation variance at B = {cut}%", *ci, np.nan))
         if len(mine):
-            expected = metrics.random_baseline_variance(int(round(mine["n"].mean())), refusal_rate)
-            gap = lambda f: (f.groupby("cut")["variance"].mean() - expected).abs().max()  # noqa: E731
             out.append(("max |variance - chance| over cuts",
-                        *metrics.bootstrap_ci(mine, gap, n_boot=500, seed=seed), np.nan))
+                        *metrics.bootstrap_ci(mine, chance_gap, n_boot=500, seed=seed), np.nan))
         safe_k = safety.loc[safety["metric"].str.match(r"Safe@\d+$") & (safety["metric"] != "Safe@1"), "metric"]
         jb = safety[(safety["model"] == name) & (safety["scope"] == "harmful")]
         if "family" in jb.columns and (jb["family"] == "jailbreak").any():
@@ -67,6 +64,17 @@ def paper_a_measures(models, probe: pd.DataFrame, prefixes: pd.DataFrame, safety
         return pd.DataFrame(out, columns=["measure", "value", "low", "high", "perm_p"]).assign(model=name)
 
     return pd.concat([measures(name) for name in models], ignore_index=True)
+
+
+def chance_gap(prefixes: pd.DataFrame) -> float:
+    """The largest distance over cuts between the continuation variance (the mean of ``variance``, 4 q (1 - q)) and
+    its value when every prefix of the cut refuses with the cut's own refusal rate (the mean q) and its own number
+    of answers n: :func:`lrmsafety.metrics.random_baseline_variance`. Each cut has its own chance (B = 0's answers
+    are the full rollouts, paper A's 32, the cuts' N = 8), and in a bootstrap it is re-estimated in every resample,
+    so the interval holds the rates' own noise."""
+    cuts = prefixes.groupby("cut").agg(variance=("variance", "mean"), q=("q", "mean"), n=("n", "mean"))
+    chance = [metrics.random_baseline_variance(int(round(n)), q) for q, n in zip(cuts["q"], cuts["n"])]
+    return float((cuts["variance"] - chance).abs().max())
 
 
 AT_LEAST, AT_MOST, NO_SIGNAL, CHANCE = ">=", "<=", "no signal", "chance"

@@ -261,6 +261,8 @@ def stance_text(rng, forms, clause: str) -> str:
     """One stance-taking sentence: a form ("Wait, {c}.") around the clause and one of STANCE_GROUNDS."""
     c = f"{clause}, {rng.choice(STANCE_GROUNDS)}"
     return rng.choice(forms).format(c=c, C=c[0].upper() + c[1:])
+
+
 MORETHINK_CONT = {"Wait": ", let me double-check this.", "Let me think again": ". I want to be sure about this."}
 
 # --- answers -----------------------------------------------------------------------------------------------------
