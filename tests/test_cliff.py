@@ -293,3 +293,20 @@ def test_train_probe_saves_it_and_read_curves_sizes_the_traces(tmp_path):
         cliff.train_probe(tmp_path, "m", model, tokenizer, frame, close, layer, "family", ["none"], ["benign"], [],
                           probe_folder=run)
     assert not cliff.probe_path(run, "m").exists()
+
+
+def test_recipe_probe_keeps_the_first_epoch_of_best_accuracy_and_counts_its_steps():
+    rng = np.random.default_rng(0)
+    # two clusters far apart along one dense direction: every epoch separates them, so the recipe keeps epoch 1
+    direction = rng.normal(size=256)
+    y = np.tile([0, 1], 300)
+    x = rng.normal(size=(600, 256)) + np.outer(2 * y - 1, direction) * 3
+    probe = cliff_probe.LinearRefusalProbe().fit(x, y)
+    assert [e["val_accuracy"] for e in probe.history_] == [1.0] * 5
+    assert probe.kept_epoch_ == 1 and probe.epochs_run_ == 5
+    assert probe.kept_steps_ == 8  # 480 training rows in batches of 64
+    # Adam's first steps move each coordinate by at most about lr: the kept weight moved up to steps * lr * sqrt(d)
+    assert 0.5 * 8 * 1e-3 * 16 < probe.change_ <= 1.01 * 8 * 1e-3 * 16
+    # a probe trained to convergence keeps a later epoch and more steps
+    converged = cliff_probe.converged_probe().fit(x, y)
+    assert converged.kept_epoch_ > 1 and converged.kept_steps_ == 8 * converged.kept_epoch_

@@ -40,7 +40,9 @@ class LinearRefusalProbe:
 
     After ``fit``, ``moved_`` = ‖w − w₀‖ / ‖w₀‖: how far the kept weight is from its random initialisation (Adam's
     steps are about lr each per coordinate, so in few dimensions the initialisation can be most of the weight; inf
-    from a zero start); ``change_`` = ‖w − w₀‖ and ``epochs_run_``."""
+    from a zero start); ``change_`` = ‖w − w₀‖, ``epochs_run_``, and ``kept_epoch_`` (1-based) with ``kept_steps_``,
+    the optimiser steps behind the kept weight: the recipe keeps the first epoch of best validation accuracy (paper
+    B's ``val_acc > best_val_acc``), so on classes a few steps separate it keeps epoch 1."""
 
     def __init__(self, lr: float = 1e-3, batch_size: int = 64, epochs: int = 5, val_fraction: float = 0.2,
                  seed: int = 42, init_seed: int | None = None, init: str = "random", patience: int | None = None,
@@ -86,7 +88,7 @@ class LinearRefusalProbe:
         loss_fn = torch.nn.BCEWithLogitsLoss()
         gen = torch.Generator().manual_seed(self.init_seed)
         best_acc, best_loss, best_state, self.history_ = -1.0, np.inf, None, []
-        since_best = 0
+        since_best, steps, self.kept_epoch_, self.kept_steps_ = 0, 0, 0, 0
         for epoch in range(self.epochs):
             model.train()
             perm = train[torch.randperm(len(train), generator=gen)]
@@ -97,6 +99,7 @@ class LinearRefusalProbe:
                 loss = loss_fn(model(X[idx]).squeeze(-1), y[idx])
                 loss.backward()
                 opt.step()
+                steps += 1
                 losses.append(loss.item())
             model.eval()
             with torch.no_grad():
@@ -111,6 +114,7 @@ class LinearRefusalProbe:
                 better, since_best = val_loss < best_loss - self.min_delta, since_best + 1
             if better:
                 best_acc, best_loss, since_best = acc, val_loss, 0
+                self.kept_epoch_, self.kept_steps_ = epoch + 1, steps
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if self.patience is not None and since_best >= self.patience:
                 break

@@ -105,8 +105,9 @@ def seed_table(per_probe: pd.DataFrame, metric: str = "mean ms") -> pd.DataFrame
 
 
 def probe_lines(probes: dict, cards: dict) -> list[str]:
-    """Per model: each probe's validation accuracy, epochs, weight norm and change from its start, and the cosine
-    with the planted judgement direction for the models that ship one (``cards``: those models)."""
+    """Per model: each probe's validation accuracy, the epoch kept (of those run) and its optimiser steps, weight
+    norm and change from its start, and the cosine with the planted judgement direction for the models that ship
+    one (``cards``: those models)."""
     from .. import registry
 
     lines = []
@@ -115,7 +116,8 @@ def probe_lines(probes: dict, cards: dict) -> list[str]:
         parts = []
         for label, probe in per_model.items():
             weight = np.asarray(probe.direction, dtype=np.float64)
-            text = (f"{label}: val acc {probe.val_accuracy_:.2f}, {probe.epochs_run_} epochs, |w| "
+            text = (f"{label}: val acc {probe.val_accuracy_:.2f}, epoch {probe.kept_epoch_} of "
+                    f"{probe.epochs_run_} kept ({probe.kept_steps_} steps), |w| "
                     f"{np.linalg.norm(weight):.2f}, |w - w0| {probe.change_:.2f}")
             if planted is not None:
                 cosine = weight @ planted / np.linalg.norm(weight) / np.linalg.norm(planted)
