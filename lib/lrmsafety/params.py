@@ -182,8 +182,9 @@ class Params(BaseModel):
     intervention_prompts: int = _f(12, "08: prompts per family or dataset", ge=1)
     intervention_samples: int = _f(1, "08: samples per prompt and condition (paper A: M = 4)", ge=1)
     finetune_eval_prompts: int = _f(
-        48, "08: jailbreak prompts on which the base and fine-tuned models are compared: the studied ones and more, "
-            "for those two conditions only (at 12 the interval of the fine-tuning's ASR change was 0.5 wide)", ge=1)
+        300, "08: jailbreak prompts on which the base and fine-tuned models are compared: the studied ones and more, "
+             "for those two conditions only (at 48 the interval of a change of -0.27 reached +-0.17 around it)",
+        ge=1)
     intervention_answer_tokens: Optional[int] = _f(
         32, "08: answer tokens per sample (null: max_answer_tokens)", ge=1)
     inference_interventions: list[Literal["safepath", "saferemind", "psr"]] = _f(
