@@ -307,6 +307,7 @@ def test_recipe_probe_keeps_the_first_epoch_of_best_accuracy_and_counts_its_step
     assert probe.kept_steps_ == 8  # 480 training rows in batches of 64
     # Adam's first steps move each coordinate by at most about lr: the kept weight moved up to steps * lr * sqrt(d)
     assert 0.5 * 8 * 1e-3 * 16 < probe.change_ <= 1.01 * 8 * 1e-3 * 16
+    assert np.linalg.norm(probe.direction - probe.initial_) == pytest.approx(probe.change_, rel=1e-5)
     # a probe trained to convergence keeps a later epoch and more steps
     converged = cliff_probe.converged_probe().fit(x, y)
     assert converged.kept_epoch_ > 1 and converged.kept_steps_ == 8 * converged.kept_epoch_

@@ -40,9 +40,9 @@ class LinearRefusalProbe:
 
     After ``fit``, ``moved_`` = ‖w − w₀‖ / ‖w₀‖: how far the kept weight is from its random initialisation (Adam's
     steps are about lr each per coordinate, so in few dimensions the initialisation can be most of the weight; inf
-    from a zero start); ``change_`` = ‖w − w₀‖, ``epochs_run_``, and ``kept_epoch_`` (1-based) with ``kept_steps_``,
-    the optimiser steps behind the kept weight: the recipe keeps the first epoch of best validation accuracy (paper
-    B's ``val_acc > best_val_acc``), so on classes a few steps separate it keeps epoch 1."""
+    from a zero start); ``initial_`` = w₀, ``change_`` = ‖w − w₀‖, ``epochs_run_``, and ``kept_epoch_`` (1-based)
+    with ``kept_steps_``, the optimiser steps behind the kept weight: the recipe keeps the first epoch of best
+    validation accuracy (paper B's ``val_acc > best_val_acc``), so on classes a few steps separate it keeps epoch 1."""
 
     def __init__(self, lr: float = 1e-3, batch_size: int = 64, epochs: int = 5, val_fraction: float = 0.2,
                  seed: int = 42, init_seed: int | None = None, init: str = "random", patience: int | None = None,
@@ -120,6 +120,7 @@ class LinearRefusalProbe:
                 break
         model.load_state_dict(best_state)
         self.model_, self.val_accuracy_, self.epochs_run_ = model, best_acc, len(self.history_)
+        self.initial_ = initial.numpy()[0].copy()
         self.change_ = float((model.weight.detach() - initial).norm())
         self.moved_ = self.change_ / float(initial.norm()) if float(initial.norm()) > 0 else float("inf")
         return self

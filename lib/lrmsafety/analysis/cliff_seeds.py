@@ -106,8 +106,9 @@ def seed_table(per_probe: pd.DataFrame, metric: str = "mean ms") -> pd.DataFrame
 
 def probe_lines(probes: dict, cards: dict) -> list[str]:
     """Per model: each probe's validation accuracy, the epoch kept (of those run) and its optimiser steps, weight
-    norm and change from its start, and the cosine with the planted judgement direction for the models that ship
-    one (``cards``: those models)."""
+    norm and change from its start, and for the models that ship a planted judgement direction (``cards``: those
+    models) the weight's cosine with it and its component along it split into the learned part (w − w₀) and the
+    initialisation's (w₀): which of the two decides the scores' response to the planted judgement."""
     from .. import registry
 
     lines = []
@@ -120,8 +121,11 @@ def probe_lines(probes: dict, cards: dict) -> list[str]:
                     f"{probe.epochs_run_} kept ({probe.kept_steps_} steps), |w| "
                     f"{np.linalg.norm(weight):.2f}, |w - w0| {probe.change_:.2f}")
             if planted is not None:
-                cosine = weight @ planted / np.linalg.norm(weight) / np.linalg.norm(planted)
-                text += f", cos(w, planted) {cosine:.2f}"
+                unit = planted / np.linalg.norm(planted)
+                cosine = weight @ unit / np.linalg.norm(weight)
+                initial = np.asarray(probe.initial_, dtype=np.float64)
+                text += (f", cos(w, planted) {cosine:.2f}, along planted: learned {(weight - initial) @ unit:+.3f}, "
+                         f"initial {initial @ unit:+.3f}")
             parts.append(text)
         lines.append(f"{name}: " + "; ".join(parts))
     return lines
