@@ -23,9 +23,9 @@
 # writes `paper/<profile>/index.html` (self-contained) with its Markdown source `index.md`.
 #
 # **Verdicts.** Every verdict follows the 95% interval, not the point estimate: a target is met only when the whole
-# interval lies inside it, missed when the interval lies outside, and *inconclusive* when it crosses a bound (more
-# prompts would decide). On the organism profile the models are controls, and the rows are of two kinds, counted
-# apart: the *card* (the organism behaves *as built*: its refusal rates, what its thinking concludes) and the
+# interval lies inside it, missed when the interval lies outside, and *inconclusive* when it crosses a bound (a
+# narrower interval would decide). On the organism profile the models are controls, and the rows are of two kinds,
+# counted apart: the *card* (the organism behaves *as built*: its refusal rates, what its thinking concludes) and the
 # *methods* (a paper's method *recovered* what was planted, judged against a baseline where one exists: the cliff
 # against benign traces and against organisms without one). The papers' values are shown for reference. On the
 # paper profile each model is compared with its published value (or with the published range when the paper did

@@ -57,4 +57,4 @@ def explain(where: str, value: float, low, high, target_text: str) -> str:
         return f"{fmt(value)} has no interval: it cannot be judged against {target_text}"
     span = f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
     return {INSIDE: f"{span} lies inside {target_text}", OUTSIDE: f"{span} lies outside {target_text}",
-            ACROSS: f"{span} crosses the bound of {target_text}: more prompts would decide"}[where]
+            ACROSS: f"{span} crosses the bound of {target_text}: a narrower interval would decide"}[where]
