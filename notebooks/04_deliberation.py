@@ -169,8 +169,8 @@ if len(replayed):
 # below Safe@1) and fixed by its first token; the deliberative one open until late; the null one at chance
 # everywhere, where "no signal" is judged by the permutation p-value of notebook 02 (p ≥ 0.05) and "chance" by
 # what answers that ignore the thinking would give (4q(1−q)(N−1)/N at each cut's own refusal rate q and answer
-# count N; the locked share expected from each prompt's own compliance rate over all its replays). The row for a real model is the
-# reproduction itself.
+# count N; the locked share expected from each prompt's own compliance rate over all its replays). The row for a
+# real model is the reproduction itself.
 # The targets (`paper_a_measures.PAPER_A_TARGETS`) are not in the claims ledger, so the verdicts are judged here.
 
 # %%
