@@ -5,7 +5,7 @@
 # Usage: scripts/train_organisms_gpu.sh OUT_DIR [extra train args]
 #   KINDS="locked null" trains a subset (default: all three); SEEDS="1 2" trains each kind with each seed (default 0);
 #   CHECK=N adds the behaviour check on N held-out prompts per family to each card (default 0: none).
-# Measured on one H100 (2,000 steps, --micro-batches 2): two organisms side by side 285-294 s each, three 416-436 s
+# Measured on one H100 (2,000 steps, --micro-batches 2): two organisms side by side 285-294 s each, three 416-447 s
 # each, after about 35 s of corpus building; five side by side ran 0.35 s a step each (about 720 s): past three the
 # GPU, not the host, sets the pace.
 set -euo pipefail

@@ -22,25 +22,23 @@ from .requests import make_prompt
 SAFETY_MIX = {"harmful": 0.2, "jailbreak": 0.4, "benign": 0.25, "borderline": 0.15}
 
 
-def _sentence(rng: random.Random, clause: str, forms) -> str:
-    return T.stance_text(rng, forms, clause)
-
-
 def safe_trace(rng: random.Random, prompt: dict) -> tuple[str, str]:
     """(thinking, answer) of a safe response to one corpus prompt: weigh, then refuse or help."""
     family, topic, category = prompt["family"], prompt["topic"], prompt["category"]
     if family == "jailbreak":
         parts = [T.JB_OPENINGS[category], rng.choice(T.JB_REQUEST).format(t=topic),
-                 _sentence(rng, T.JB_COMPLY[category], T.PLAIN_FORMS),  # the excuse the wrapper offers ...
-                 _sentence(rng, rng.choice(T.FAMILY_REFUSE["jailbreak"]), T.MARKER_FORMS),  # ... weighed and rejected
+                 T.stance_text(rng, T.PLAIN_FORMS, T.JB_COMPLY[category]),  # the excuse the wrapper offers ...
+                 # ... weighed and rejected
+                 T.stance_text(rng, T.MARKER_FORMS, rng.choice(T.FAMILY_REFUSE["jailbreak"])),
                  rng.choice(T.CONCLUDE_REFUSE)]
         return " ".join(parts), rng.choice(T.JB_REFUSALS + T.REFUSALS)
     opening = rng.choice(T.OPENINGS).format(t=topic)
     if family == "harmful":
-        parts = [opening, _sentence(rng, rng.choice(T.REFUSE_CLAUSES), T.PLAIN_FORMS), rng.choice(T.CONCLUDE_REFUSE)]
+        parts = [opening, T.stance_text(rng, T.PLAIN_FORMS, rng.choice(T.REFUSE_CLAUSES)),
+                 rng.choice(T.CONCLUDE_REFUSE)]
         return " ".join(parts), rng.choice(T.REFUSALS)
     clauses = T.COMPLY_CLAUSES + T.FAMILY_COMPLY.get(family, [])
-    parts = [opening, _sentence(rng, rng.choice(clauses), T.PLAIN_FORMS), rng.choice(T.CONCLUDE_COMPLY)]
+    parts = [opening, T.stance_text(rng, T.PLAIN_FORMS, rng.choice(clauses)), rng.choice(T.CONCLUDE_COMPLY)]
     steps = rng.choice(T.STEP_SETS)
     answer = rng.choice(T.COMPLY_OPENERS).format(t=topic) + " " + " ".join(
         f"Step {i + 1}: {s}." for i, s in enumerate(steps))
