@@ -169,22 +169,22 @@ print("\n".join(cliff_controls.planted_direction_lines(cards, sized, {name: run[
 # %% [markdown]
 # ## Over the probe's random draw, and a probe trained to convergence
 # After the recipe's 5 epochs of Adam the weight is mostly its random initialisation, whose level moves the score
-# along every trace: plateau and MS depend on the draw. `probe_seeds` more recipe probes (same training set and split;
-# only initialisation and batch order differ) and a probe started at zero and trained until its validation loss stops
-# improving (`cliff_probe.converged_probe`: no draw), read along the same traces. Rows `<metric> (probe seeds)`: the
-# seeds' mean, `sd`, `seed_min`, `seed_max`, and an interval holding every seed's bootstrap interval over prompts;
-# `<metric> (converged probe)`. The organisms' verdicts (B7.cliff_jailbreak, B7.cliff_planted) read `mean ms (probe
-# seeds)`; B7.plateau reads the saved probe's. **The published plateaus (0.60 / 0.65)** are one draw each: under the
-# recipe they fix a level only within the seed range below (0.1–0.25 wide on the organisms); the converged probe's
-# scores saturate near 0 or 1, so a mean plateau of 0.6 would be a share of traces, and benign traces saturate too.
+# along every trace: plateau and MS depend on the draw. `probe_seeds` more recipe probes (only the initialisation and
+# batch order differ) and a probe trained from zero until its validation loss stops improving (`converged`), read along
+# the same traces. `<metric> (probe seeds)`: the seeds' mean, `sd`, range, and an interval holding every seed's. The
+# verdicts read `ms difference (probe seeds)`: the planted cliff minus benign traces and minus the organisms without
+# one, per seed (one probe scores both) and averaged, the interval resampling seeds and prompts. **The published
+# plateaus (0.60 / 0.65)** are one draw each: under the recipe they fix a level only within the seed range below; the
+# converged probe's scores saturate near 0 or 1 (a mean plateau of 0.6 would be a share of traces).
 # %%
 probes = {name: {cliff_seeds.SAVED: run[4], **cliff_seeds.variant_probes(
     cache, name, *run[:4], run[5], group_column, P.probe_refusal_groups, P.probe_compliance_groups, P.probe_seeds,
     P.probe_max_per_class, P.probe_negatives)} for name, run in runs.items()}
-per_probe = cliff_seeds.probe_rows(runs, probes, group_column, curve_by, order, P.curve_traces, P.cliff_curve, cache,
-                                   cards, organism.conclusion_says_harmful, seed=P.seed)
+per_probe, differences = cliff_seeds.probe_rows(runs, probes, group_column, curve_by, order, P.curve_traces,
+                                                P.cliff_curve, cache, cards, organism.conclusion_says_harmful, P.seed)
 if len(per_probe):
-    seed_rows, figure, lines, per_seed = cliff_seeds.summary(per_probe, probes, cards, P.probe_seeds, P.cliff_curve)
+    seed_rows, figure, lines, per_seed = cliff_seeds.summary(per_probe, differences, probes, cards, P.probe_seeds,
+                                                             P.cliff_curve)
     cliff_table = pd.concat([cliff_table, seed_rows], ignore_index=True)
     cliff_table.to_csv(results / "05_refusal_cliff.csv", index=False)
     plots.save_figure(figure, "05_cliff_seeds", S.run)

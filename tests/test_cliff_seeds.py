@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lrmsafety import metrics
 from lrmsafety.analysis import cliff, cliff_probe, cliff_seeds
 
 
@@ -78,3 +79,66 @@ def test_seed_lines_and_figure():
     assert lines == ["m benign floor (mean MS, benign) per probe: seed 0 0.20, seed 1 0.40, seed 2 0.60, "
                      "seed 42 (saved) 0.90, converged 0.70"]
     cliff_seeds.plot_seeds(per_probe, ["seed 0", "seed 1", "seed 2"])
+
+
+def test_draws_difference_pairs_the_draws_that_move_both_groups():
+    rng = np.random.default_rng(0)
+    draws, a_prompts, b_prompts = 10, 40, 50
+    shift = rng.normal(0, 0.15, size=(draws, 1))  # one draw moves every trace it scores, in both groups
+    a = 0.6 + shift + rng.normal(0, 0.1, size=(draws, a_prompts))
+    b = 0.3 + shift + rng.normal(0, 0.1, size=(draws, b_prompts))
+    a_ids, b_ids = np.arange(a_prompts), np.arange(b_prompts)
+    value, low, high = cliff_seeds.draws_difference_ci(a, a_ids, b, b_ids, seed=0)
+    assert np.isclose(value, a.mean() - b.mean()) and low < 0.3 < high
+    assert high - low < 0.12  # the shared shift cancels in each draw's difference
+    # the same groups under unrelated draws: the draws' spread no longer cancels and the interval widens with it
+    unpaired = cliff_seeds.draws_difference_ci(a, a_ids, b[rng.permutation(draws)], b_ids, seed=0)
+    assert unpaired[2] - unpaired[1] > 1.5 * (high - low)
+    # the difference of the two groups' envelopes (every draw's interval over prompts) counts the shift twice
+    def envelope(values, ids):
+        per_draw = [cliff.mean_with_ci(row, ids) for row in values]
+        return values.mean(), min(low for _, low, _ in per_draw), max(high for _, _, high in per_draw)
+
+    _, env_low, env_high = metrics.difference_interval(*envelope(a, a_ids), *envelope(b, b_ids))
+    assert env_high - env_low > 3 * (high - low)
+    # prompts are resampled as clusters: two traces of one prompt count once in the resampling
+    doubled = cliff_seeds.draws_difference_ci(np.repeat(a, 2, axis=1), np.repeat(a_ids, 2), b, b_ids, seed=0)
+    assert np.allclose(doubled, (value, low, high))
+    with pytest.raises(ValueError, match="same draws"):
+        cliff_seeds.draws_difference_ci(a, a_ids, b[:3], b_ids)
+
+
+def _traces(labels, planted_shift):
+    """{label: {model: rows}} for a locked organism (cliff planted), a control and a null organism."""
+    out = {}
+    for d, label in enumerate(labels):
+        per_model = {}
+        for name, jail_ms in (("locked", 0.8), ("control", 0.3), ("null", 0.3)):
+            rows = []
+            for i in range(6):
+                rows.append({"prompt_id": f"j{i}", "family": "jailbreak", "outcome": "complied harmful",
+                             "thinking": "harmful" if i % 2 == 0 else "fine", "ms": jail_ms + d * planted_shift})
+                rows.append({"prompt_id": f"b{i}", "family": "benign", "outcome": "benign", "thinking": "fine",
+                             "ms": 0.3 + d * planted_shift})
+            per_model[name] = pd.DataFrame(rows)
+        out[label] = per_model
+    return out
+
+
+def test_difference_rows_name_the_groups_the_ledger_reads():
+    labels = ["seed 0", "seed 1", "seed 2"]
+    cards = {"locked": {"suppression_heads": [[0, 1]]}, "control": {}}  # the null organism plants nothing: no card
+    table = cliff_seeds.difference_rows(_traces(labels, 0.1), labels, cards, lambda t: t == "harmful").set_index(
+        ["model", "group"])
+    assert set(table.index) == {("locked", "complied jailbreaks minus benign"), ("control", "complied jailbreaks "
+                                "minus benign"), ("null", "complied jailbreaks minus benign"),
+                                ("locked", "planted minus benign"), ("locked", "planted minus control complied "
+                                "jailbreaks"), ("locked", "planted minus null complied jailbreaks")}
+    planted = table.loc[("locked", "planted minus benign")]
+    # every draw moves both groups by the same amount: the difference is the same on every draw
+    assert np.isclose(planted["value"], 0.5) and np.isclose(planted["sd"], 0) and planted["seeds"] == 3
+    assert np.isclose(planted["low"], 0.5) and np.isclose(planted["high"], 0.5) and planted["n"] == 3
+    assert (table["metric"] == cliff_seeds.DIFFERENCE_METRIC).all()
+    assert np.isclose(table.loc[("null", "complied jailbreaks minus benign"), "value"], 0)
+    assert cliff_seeds.difference_rows(_traces(labels, 0.1), labels, cards, bool, group_column="prompt_set").empty
+    assert cliff_seeds.difference_rows(_traces(labels, 0.1), [], cards, bool).empty

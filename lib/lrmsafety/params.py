@@ -137,9 +137,10 @@ class Params(BaseModel):
     probe_max_per_class: int = _f(200, "05: at most this many rollouts per probe class (paper B: 200)", ge=1)
     curve_traces: int = _f(50, "05: traces per group read at every token", ge=1)
     probe_seeds: list[Annotated[int, Field(ge=0)]] = _f(
-        [0, 1, 2, 3, 4], "05: initialisation seeds of more paper-recipe probes on the saved probe's training set and "
-                         "split, each read along the same traces; their mean, spread and envelope are the '(probe "
-                         "seeds)' rows the verdicts read (the saved probe, seed 42, keeps the plain rows; [] = none)")
+        list(range(10)), "05: initialisation seeds of more paper-recipe probes on the saved probe's training set and "
+                         "split, each read along the same traces: their mean, spread and envelope are the '(probe "
+                         "seeds)' rows, and the verdicts' differences resample them (the saved probe, seed 42, keeps "
+                         "the plain rows; [] = none)")
     head_score_items: int = _f(200, "06: harmful items averaged for the head scores (paper B: up to 1000)", ge=1)
     head_shares: list[float] = _f(
         [0.03, 0.04, 0.1], "06: shares of all heads ablated (of the organisms' 48: 1, 2 and 5 heads; paper B's "

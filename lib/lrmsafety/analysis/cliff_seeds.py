@@ -9,9 +9,13 @@ and an interval over both, and :func:`lrmsafety.analysis.cliff_probe.converged_p
 validation loss stops improving), whose scores carry no draw.
 
 The interval of a ``(probe seeds)`` row is the envelope of the seeds' own 95% bootstrap intervals over prompts (the
-lowest low and the highest high): it holds every seed's interval, so it covers the prompts' spread and the draws'
-together, and needs no assumption on how the two combine. ``sd``, ``seed_min`` and ``seed_max`` give the draws' spread
-alone.
+lowest low and the highest high): it holds every seed's interval, the range a reader's one draw would land in.
+``sd``, ``seed_min`` and ``seed_max`` give the draws' spread alone.
+
+The verdicts on the organisms compare two groups of traces (the planted cliff against benign traces, against an
+organism without one): :func:`difference_rows` reads each difference per draw, with the same probe scoring both groups
+(one draw moves both the same way, so the difference of two envelopes would count that move twice), and gives the
+mean over draws an interval from resampling the draws and each group's prompts (:func:`draws_difference_ci`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .cliff_probe import LinearRefusalProbe, converged_probe
 
 SAVED, CONVERGED = "seed 42 (saved)", "converged"
 SEEDS_SUFFIX, CONVERGED_SUFFIX = " (probe seeds)", " (converged probe)"
+DIFFERENCE_METRIC = "ms difference" + SEEDS_SUFFIX
 # the rows the seed figure and table show: (group, outcome), where the cliff is planted, its control and the floor
 KEY_ROWS = [("jailbreak, thinking concludes harmful", "complied harmful"), ("jailbreak", "complied harmful"),
             ("all", "complied harmful"), ("all", "refused harmful"), ("all", "benign")]
@@ -50,15 +55,17 @@ def variant_probes(cache, name: str, model, tokenizer, frame: pd.DataFrame, inpu
 
 
 def probe_rows(runs: dict, probes: dict, group_column: str, by: str, order: Sequence, n_traces: int, kind: str,
-               cache, cards: dict, concludes_harmful, seed: int = 0) -> pd.DataFrame:
+               cache, cards: dict, concludes_harmful, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Notebook 05's MS, plateau and final rows (per outcome, per outcome and group, the curves' plateau and final,
     and the planted controls' rows, :func:`lrmsafety.analysis.cliff_controls.planted_controls` with ``cards`` and
     ``concludes_harmful``) for each probe of ``probes`` (model -> {label: probe}), read along the traces
-    :func:`lrmsafety.analysis.cliff.read_curves` chooses for the saved probe (same ``n_traces`` and ``seed``), one
-    frame with a ``probe`` column. ``runs``: model -> (model, tokenizer, frame, inputs, probe, layer)."""
+    :func:`lrmsafety.analysis.cliff.read_curves` chooses for the saved probe (same ``n_traces`` and ``seed``): one
+    frame with a ``probe`` column; and the differences the verdicts read, :func:`difference_rows` over the recipe's
+    seeds (every probe but the saved and the converged one). ``runs``: model -> (model, tokenizer, frame, inputs,
+    probe, layer)."""
     from .cliff_controls import planted_controls
 
-    frames = []
+    frames, traces = [], {}
     for label in dict.fromkeys(label for per_model in probes.values() for label in per_model):
         rows, sized = [], {}
         for name, per_model in probes.items():
@@ -70,7 +77,10 @@ def probe_rows(runs: dict, probes: dict, group_column: str, by: str, order: Sequ
                      + mean_rows(name, chosen, None, seed=seed))
         rows += planted_controls(sized, cards, concludes_harmful, group_column, seed=seed)[0]
         frames.append(pd.DataFrame(rows).assign(probe=label))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        traces[label] = sized
+    recipe = [label for label in traces if label not in (SAVED, CONVERGED)]
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
+            difference_rows(traces, recipe, cards, concludes_harmful, group_column, seed=seed))
 
 
 def aggregate(per_probe: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
@@ -85,6 +95,90 @@ def aggregate(per_probe: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
         value=("value", "mean"), low=("low", "min"), high=("high", "max"), n=("n", "max"), sd=("value", "std"),
         seed_min=("value", "min"), seed_max=("value", "max"), seeds=("value", "count")).reset_index()
     return out.assign(metric=out["metric"] + SEEDS_SUFFIX)
+
+
+def draws_difference_ci(a: np.ndarray, a_clusters: Sequence, b: np.ndarray, b_clusters: Sequence,
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean over draws of mean(A) - mean(B), low, high) for two groups of items scored under the same random draws
+    (probes of several initialisation seeds reading two sets of traces): ``a`` (draws x items of A) and ``b`` (draws
+    x items of B), row d of both under draw d; items are clustered by prompt (``a_clusters``, ``b_clusters``). Each
+    resample draws the draws once for both groups (paired: one draw moves both) and, within each group, its prompts,
+    all with replacement, as :func:`lrmsafety.metrics.runs_difference_ci` does for fine-tuning runs: the interval
+    holds the prompts' sampling and the draws' spread of the mean over draws."""
+    from ..metrics import bootstrap_draws
+
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"the two groups must be scored under the same draws (rows): {a.shape[0]} vs {b.shape[0]}")
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        return float("nan"), float("nan"), float("nan")
+
+    def resampled_means(values, clusters, stream):  # (n_boot, draws): each draw's mean over resampled prompts
+        codes, _ = pd.factorize(pd.Series(list(clusters)))
+        n = codes.max() + 1
+        sums = np.zeros((n, values.shape[0]))
+        np.add.at(sums, codes, values.T)
+        counts = np.bincount(codes, minlength=n).astype(float)
+        drawn = bootstrap_draws(n, n_boot, stream)
+        weights = np.stack([np.bincount(row, minlength=n) for row in drawn]).astype(float)
+        return (weights @ sums) / (weights @ counts)[:, None]
+
+    per_draw = a.mean(1) - b.mean(1)
+    differences = resampled_means(a, a_clusters, seed) - resampled_means(b, b_clusters, seed + 1)
+    rng = np.random.default_rng([seed, 1])  # the draws' resampling: its own stream, fixed by the seed
+    chosen = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
+    boots = np.take_along_axis(differences, chosen, axis=1).mean(1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boots, [alpha, 1 - alpha])
+    return float(per_draw.mean()), float(low), float(high)
+
+
+def difference_rows(traces: dict, labels: Sequence[str], cards: dict, concludes_harmful,
+                    group_column: str = "family", seed: int = 0) -> pd.DataFrame:
+    """The verdicts' differences of mean MS over the recipe's probe seeds ``labels`` (``traces``: {label: {model:
+    rows with ``ms``, ``outcome``, ``thinking``, ``family``, ``prompt_id``}}, from :func:`probe_rows`), one row each
+    (metric :data:`DIFFERENCE_METRIC`, value and interval from :func:`draws_difference_ci`, the per-draw spread in
+    ``sd``, ``seed_min``, ``seed_max``, ``seeds``; ``n``: the first group's traces):
+
+    - per model, "complied jailbreaks minus benign" (its complied jailbreaks against its benign traces);
+    - per model whose card plants suppression heads, "planted minus benign" (its complied jailbreaks whose thinking
+      concludes harmful, ``concludes_harmful(thinking)``, against its benign traces) and "planted minus <control>
+      complied jailbreaks" for each other model (no card, or one that plants no suppression heads).
+
+    Empty without the organisms' prompt families (``group_column`` "family") or without recipe seeds."""
+    columns = ["model", "group", "outcome", "metric", "value", "low", "high", "n", "sd", "seed_min", "seed_max",
+               "seeds"]
+    labels = [label for label in labels if label in traces]
+    if group_column != "family" or not labels:
+        return pd.DataFrame(columns=columns)
+
+    def arm(label, name, which):
+        rows = traces[label][name]
+        if which == "benign":
+            return rows[rows["outcome"] == "benign"]
+        complied = rows[(rows["family"] == "jailbreak") & (rows["outcome"] == "complied harmful")]
+        return complied[complied["thinking"].map(concludes_harmful)] if which == "planted" else complied
+
+    def row(name, group, first, second):
+        a = [arm(label, *first) for label in labels]
+        b = [arm(label, *second) for label in labels]
+        value, low, high = draws_difference_ci(np.stack([part["ms"].to_numpy() for part in a]), a[0]["prompt_id"],
+                                               np.stack([part["ms"].to_numpy() for part in b]), b[0]["prompt_id"],
+                                               seed=seed)
+        per_draw = np.array([x["ms"].mean() - y["ms"].mean() for x, y in zip(a, b)]) if len(a[0]) and len(b[0]) \
+            else np.full(len(labels), np.nan)
+        return {"model": name, "group": group, "outcome": "all", "metric": DIFFERENCE_METRIC, "value": value,
+                "low": low, "high": high, "n": len(a[0]), "sd": per_draw.std(ddof=1) if len(labels) > 1 else np.nan,
+                "seed_min": per_draw.min(), "seed_max": per_draw.max(), "seeds": len(labels)}
+
+    models = list(traces[labels[0]])
+    rows = [row(name, "complied jailbreaks minus benign", (name, "complied"), (name, "benign")) for name in models]
+    planted = [name for name in models if "suppression_heads" in cards.get(name, {})]
+    for name in planted:
+        rows.append(row(name, "planted minus benign", (name, "planted"), (name, "benign")))
+        rows += [row(name, f"planted minus {control} complied jailbreaks", (name, "planted"), (control, "complied"))
+                 for control in models if control not in planted]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def converged_rows(per_probe: pd.DataFrame) -> pd.DataFrame:
@@ -149,15 +243,19 @@ def plateau_lines(per_probe: pd.DataFrame, published: dict, labels: Sequence[str
     return lines
 
 
-def summary(per_probe: pd.DataFrame, probes: dict, cards: dict, seeds: Sequence[int], kind: str):
-    """Notebook 05's report of the probes: (the ``(probe seeds)`` and ``(converged probe)`` table rows, the figure
-    :func:`plot_seeds`, printed lines (:func:`probe_lines`, :func:`ratio_lines`, :func:`plateau_lines`), the MS per
-    probe table)."""
+def summary(per_probe: pd.DataFrame, differences: pd.DataFrame, probes: dict, cards: dict, seeds: Sequence[int],
+            kind: str):
+    """Notebook 05's report of the probes: (the ``(probe seeds)`` rows, ``differences`` (:func:`probe_rows`' second
+    part, which the verdicts read) and the ``(converged probe)`` rows, the figure :func:`plot_seeds`, printed lines
+    (:func:`probe_lines`, :func:`ratio_lines`, the differences, :func:`plateau_lines`), the MS per probe table)."""
     from .cliff_curve import published_levels
 
     labels = [seed_label(s) for s in seeds]
-    rows = pd.concat([aggregate(per_probe, labels), converged_rows(per_probe)], ignore_index=True)
+    rows = pd.concat([aggregate(per_probe, labels), differences, converged_rows(per_probe)], ignore_index=True)
     lines = (probe_lines(probes, cards) + ratio_lines(per_probe, cards)
+             + [f"{r.model}, {r.group}: mean MS difference {r.value:.3f} [{r.low:.3f}, {r.high:.3f}] over "
+                f"{r.seeds} probe seeds (per seed {r.seed_min:.3f} to {r.seed_max:.3f})"
+                for r in differences.itertuples()]
              + plateau_lines(per_probe, published_levels()["Safe Plateau"], labels, kind))
     return rows, plot_seeds(per_probe, labels), lines, seed_table(per_probe)
 
