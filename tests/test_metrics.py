@@ -237,6 +237,24 @@ def test_paired_difference_is_narrower_than_two_independent_intervals():
     assert high - low < 0.5 * (m_high - m_low)
 
 
+def test_paired_difference_over_random_draws_holds_their_spread():
+    rng = np.random.default_rng(1)
+    base = (rng.random(30) < 0.5).astype(float)
+    ones = np.ones(30)
+    draws = np.stack([base.copy() for _ in range(5)])
+    draws[3, base == 0] = (rng.random(int((base == 0).sum())) < 0.4)  # two of five draws raise the rate, three agree
+    draws[4, base == 0] = (rng.random(int((base == 0).sum())) < 0.4)
+    pooled = M.paired_difference_ci(draws.sum(0), ones * 5, base, ones, seed=0)  # the draws taken as fixed
+    d, low, high = M.paired_difference_ci(draws, np.ones_like(draws), base, ones, seed=0)
+    assert d == pytest.approx(pooled[0]) == pytest.approx(draws.mean() - base.mean())
+    assert high - low > pooled[2] - pooled[1] and low <= d <= high
+    # one draw as a row: the 1-D interval, resample for resample
+    assert M.paired_difference_ci(draws[3:4], np.ones((1, 30)), base, ones, seed=0) == \
+        M.paired_difference_ci(draws[3], ones, base, ones, seed=0)
+    with pytest.raises(ValueError, match="aligned"):
+        M.paired_difference_ci(draws[:, :20], np.ones((5, 20)), base, ones)
+
+
 def test_safety_differences_pair_each_condition_with_the_baseline():
     frame = pd.DataFrame({"model": "m", "prompt_id": [f"p{i}" for i in range(4)] * 2,
                           "mode": ["natural"] * 4 + ["zerothink"] * 4, "label": "harmful",

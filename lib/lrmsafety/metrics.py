@@ -249,16 +249,25 @@ def paired_difference_ci(a_k, a_n, b_k, b_n, n_boot: int = 1000, seed: int = 0, 
                          ) -> tuple[float, float, float]:
     """(sum a_k / sum a_n - sum b_k / sum b_n, low, high): two pooled rates on the same prompts (aligned arrays, one
     entry per prompt), with a percentile bootstrap that draws the same prompts for both: the interval of a paired
-    difference, narrower than two independent intervals combined when the conditions agree prompt by prompt."""
-    a_k, a_n, b_k, b_n = (np.asarray(x, dtype=float) for x in (a_k, a_n, b_k, b_n))
-    if not a_k.shape == a_n.shape == b_k.shape == b_n.shape or a_k.ndim != 1:
-        raise ValueError("a_k, a_n, b_k and b_n must be 1-D arrays aligned on the same prompts")
+    difference, narrower than two independent intervals combined when the conditions agree prompt by prompt. ``a_k``
+    and ``a_n`` may be (draws x prompts), one row per random draw of condition A (random head sets): each resample
+    then also draws A's draws with replacement, so the interval holds the draws' spread as well as the prompts'."""
+    a_k, a_n = np.asarray(a_k, dtype=float), np.asarray(a_n, dtype=float)
+    b_k, b_n = np.asarray(b_k, dtype=float), np.asarray(b_n, dtype=float)
+    if not a_k.shape == a_n.shape or a_k.shape[-1:] != b_k.shape or b_k.shape != b_n.shape or b_k.ndim != 1 \
+            or a_k.ndim > 2:
+        raise ValueError("a_k, a_n, b_k and b_n must be aligned on the same prompts (a: one row per draw or 1-D)")
     if a_n.sum() == 0 or b_n.sum() == 0:
         return float("nan"), float("nan"), float("nan")
-    draws = bootstrap_draws(len(a_k), n_boot, seed)
-    a_tot, b_tot = a_n[draws].sum(1), b_n[draws].sum(1)
+    draws = bootstrap_draws(len(b_k), n_boot, seed)
+    if a_k.ndim == 2:  # the draws' resampling: its own stream, so that the prompts' draws are those of the 1-D case
+        picked = np.random.default_rng([seed, 1]).integers(0, len(a_k), size=(n_boot, len(a_k)))
+        a_hits, a_tot = (x[picked[:, :, None], draws[:, None, :]].sum((1, 2)) for x in (a_k, a_n))
+    else:
+        a_hits, a_tot = a_k[draws].sum(1), a_n[draws].sum(1)
+    b_tot = b_n[draws].sum(1)
     ok = (a_tot > 0) & (b_tot > 0)
-    diffs = a_k[draws].sum(1)[ok] / a_tot[ok] - b_k[draws].sum(1)[ok] / b_tot[ok]
+    diffs = a_hits[ok] / a_tot[ok] - b_k[draws].sum(1)[ok] / b_tot[ok]
     alpha = (1 - level) / 2
     low, high = np.quantile(diffs, [alpha, 1 - alpha])
     return float(a_k.sum() / a_n.sum() - b_k.sum() / b_n.sum()), float(low), float(high)

@@ -327,8 +327,8 @@ def ablation_table(rows: list[dict], generated: list[tuple], successes: list, no
 def ablation_changes(generated: list[tuple], successes: list, seed: int = 0) -> list[dict]:
     """ASR under each ablation minus ASR without it, on the same attack prompts, with a paired bootstrap interval
     over prompts (:func:`lrmsafety.metrics.paired_difference_ci`); the random draws of one share and rule also
-    pooled (``draw`` -1: all draws' samples against the unablated run), the row the ledger judges "a random set of
-    heads" by."""
+    pooled (``draw`` -1: all draws' samples against the unablated run, the interval resampling the draws and the
+    prompts), the row the ledger judges "a random set of heads" by."""
     from ..metrics import paired_difference_ci
 
     counts = []  # (info, per-prompt successes and samples on the attack prompts)
@@ -354,8 +354,11 @@ def ablation_changes(generated: list[tuple], successes: list, seed: int = 0) -> 
                 shared = shared.intersection(c.index)
             if not len(shared):
                 continue
-            a_k = sum(c.loc[shared, "k"].to_numpy() for c in parts)
-            a_n = sum(c.loc[shared, "n"].to_numpy() for c in parts)
+            # one row per draw: the pooled row's interval resamples the random draws as well as the prompts
+            a_k = np.stack([c.loc[shared, "k"].to_numpy() for c in parts])
+            a_n = np.stack([c.loc[shared, "n"].to_numpy() for c in parts])
+            if len(parts) == 1:
+                a_k, a_n = a_k[0], a_n[0]
             value, low, high = paired_difference_ci(a_k, a_n, base.loc[shared, "k"], base.loc[shared, "n"], seed=seed)
             rows.append({**info, "metric": "ASR change", "value": value, "low": low, "high": high,
                          "n": len(shared), "reason": ""})
