@@ -1,8 +1,8 @@
 """Rollout throughput on realistic work: variable trace lengths, many more requests than batch slots.
 
     python benchmarks/realistic_rollouts.py --tokenizer ../shared/tokenizers/qwen3 [--models ...] [--batch-sizes 64 256]
-        [--engines batch refill slots] [--plan MODEL:ENGINE:BATCH ...] [--requests-per-slot 8] [--json out.json]
-        [--deadline-s 480] [--run-limit-s 120] [--check] [--shard I/N --barrier DIR]
+        [--engines batch refill slots] [--plan MODEL:ENGINE:BATCH[:KERNELS] ...] [--requests-per-slot 8]
+        [--json out.json] [--deadline-s 480] [--run-limit-s 120] [--check] [--shard I/N --barrier DIR]
 
 Each request is a distinct prompt of ``--prompt-tokens`` random tokens; its generated length is drawn from a
 log-normal and the row stops there (random weights never stop by themselves). Three engines:
@@ -14,6 +14,10 @@ log-normal and the row stops there (random weights never stop by themselves). Th
             take their slots; eager decode steps over a DynamicCache
     slots   the same scheduler with ``decode="static"`` (what ``auto`` picks on CUDA): a fixed-slot static KV
             cache, each step replayed as a CUDA graph (lrmsafety.engine.slots)
+
+A plan entry may end in ``:torch`` (the slot engine attends by the formula over all attended columns and filters
+top-p by a sort, as on the CPU) or ``:triton`` (the default on CUDA: ``kernels.decode_attention`` over each row's own
+columns and ``kernels.top_p_search``), to compare the two in one process.
 
 ``--run-limit-s`` stops a run that takes longer and reports the rate over the tokens accepted so far (marked
 ``partial``; the batch engine stops between batches). ``--check`` first compares the slot engine's greedy tokens
@@ -47,7 +51,7 @@ import torch
 from real_configs import REAL_CONFIGS, random_model
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from lrmsafety.engine import hooks, scheduler
+from lrmsafety.engine import hooks, sampling, scheduler, slots
 from lrmsafety.engine.generate import generate_batch
 
 # a tiny model of the 1.5B's architecture, to check the benchmark on a CPU (`--models tiny --device cpu`)
@@ -55,6 +59,14 @@ REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b
                                      intermediate_size=128, num_hidden_layers=2, num_attention_heads=4))
 
 SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 0}
+
+
+def use_kernels(name: str) -> None:
+    """``triton``: the slot engine's CUDA kernels (decode_attention, top_p_search); ``torch``: the formula and the
+    sort, as on the CPU."""
+    if name not in ("triton", "torch"):
+        raise ValueError(f"unknown kernels {name!r}")
+    slots.FUSED = sampling.SORT_FREE = name == "triton"
 
 
 def draw_lengths(n: int, median: float, sigma: float, cap: int, seed: int) -> list[int]:
@@ -138,7 +150,8 @@ def run_refill_engine(model, tokenizer, prompts, lengths, batch, chunk, decode="
         out["partial"] = True
     out.update(useful_done=Fixed.useful, decode_steps=run.steps, prefills=run.prefills)
     engine = run.engine
-    for name in ("graph_steps", "eager_steps", "graph_captures", "capacity", "graph_error"):
+    for name in ("graph_steps", "eager_steps", "graph_captures", "capacity", "graph_error", "attention",
+                 "attention_error"):
         if hasattr(engine, name):
             out[name] = getattr(engine, name)
     return out
@@ -227,7 +240,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--engines", nargs="+", default=["slots", "batch"])
     parser.add_argument("--plan", nargs="+", default=None,
-                        help="MODEL:ENGINE:BATCH runs in this order (instead of models x batch sizes x engines)")
+                        help="MODEL:ENGINE:BATCH[:KERNELS] runs in this order (instead of models x batch sizes x "
+                             "engines); KERNELS triton (default) or torch")
     parser.add_argument("--requests-per-slot", type=float, default=8)
     parser.add_argument("--batch-engine-batches", type=int, default=2,
                         help="the batch engine runs this many whole batches (its rate is the same each batch)")
@@ -273,14 +287,15 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
 
-    plan = [p.split(":") for p in args.plan] if args.plan else \
-        [(m, e, b) for m in args.models for b in args.batch_sizes for e in args.engines]
+    plan = [(p.split(":") + ["triton"])[:4] for p in args.plan] if args.plan else \
+        [(m, e, b, "triton") for m in args.models for b in args.batch_sizes for e in args.engines]
     model, model_name = None, None
-    for wanted, engine, batch in plan:
+    for wanted, engine, batch, kernels in plan:
         batch = int(batch)
+        use_kernels(kernels)
         if time.perf_counter() - began > args.deadline_s:
             print(f"deadline: skipping {wanted} batch {batch} {engine}", flush=True)
-            results.setdefault("skipped", []).append(f"{wanted}:{engine}:{batch}")
+            results.setdefault("skipped", []).append(f"{wanted}:{engine}:{batch}:{kernels}")
             save()
             continue
         if wanted != model_name:
@@ -320,7 +335,7 @@ def main() -> None:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         if args.barrier:  # every shard warm before any is timed, so that their runs overlap
-            meet(Path(args.barrier) / f"{wanted}-{engine}-{batch}", rank, world)
+            meet(Path(args.barrier) / f"{wanted}-{engine}-{batch}-{kernels}", rank, world)
         extra["started_at"] = time.time()
         started = time.perf_counter()
         if engine == "batch":
@@ -340,6 +355,7 @@ def main() -> None:
         # the bandwidth limit for the tokens done (a partial run: the same share of the whole run's limit)
         ideal = ideal_seconds(lengths, batch, args.prompt_tokens, weights, kv, bandwidth) * useful / sum(lengths)
         row = {"model": model_name, "dtype": args.quantization if cuda else "fp32", "engine": engine, "batch": batch,
+               "kernels": kernels,
                "requests": len(lengths), "shard": f"{rank}/{world}", "useful_tokens": useful,
                "seconds": round(seconds, 2),
                "useful_tokens_per_s": round(useful / seconds, 1), "of_limit": round(ideal / seconds, 4),

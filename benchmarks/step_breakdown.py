@@ -1,7 +1,7 @@
 """Where a decode step of the slot engine spends its time, against the bandwidth limit of that step.
 
     python benchmarks/step_breakdown.py --tokenizer ../shared/tokenizers/qwen3 [--models ...] [--slots 64]
-        [--context 650] [--json out.json]
+        [--context 650] [--kernels triton torch] [--json out.json]
 
 The slot engine (:mod:`lrmsafety.engine.slots`) is filled with ``--slots`` live rows of ``--context`` cached tokens
 each (random weights, bf16; a prompt of 256 tokens, then decode steps until the rows reach the context: the mean
@@ -11,12 +11,16 @@ length of the realistic benchmark's traces is about 540 tokens), and one step at
     eager        the same step run eagerly (Python and kernel launches included)
     kernels      the eager step under torch.profiler: GPU time of the kernels inside each module kind (attention
                  blocks, MLPs, the lm_head, everything else: embeddings, norms, the mask), summed per step
-    sampling     drawing the rows' tokens from the step's logits (sampling.draw: temperature, top-p by a full sort
-                 over the vocabulary, the inverse CDF in float64), outside the graph
+    sampling     drawing the rows' tokens from the step's logits (sampling.draw: temperature, top-p, the inverse
+                 CDF in float64), outside the graph
     limit        the step's bytes (weights once, each row's KV cache once) at the measured copy bandwidth
 
 A step's real cost is graph + sampling; "launch gaps" is what the graph's replay takes beyond its kernels' GPU time
 (the kernels are timed in the eager step, the graph replays the same kernels).
+
+``--kernels`` measures each model once per choice: ``triton`` is what the engine runs on CUDA (attention through
+``kernels.decode_attention``, each row over its own columns; top-p through ``kernels.top_p_search``, no sort),
+``torch`` the CPU's formulas on the GPU (attention as matrix products over all ``width`` columns; top-p by a sort).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from real_configs import REAL_CONFIGS, build_random
 from rollout_throughput import copy_bandwidth, kv_bytes_per_token, weight_bytes
 from transformers import AutoTokenizer
 
-from lrmsafety.engine import scheduler, slots
+from lrmsafety.engine import sampling, scheduler, slots
 from lrmsafety.engine.sampling import draw, filtered_logits, inverse_cdf, row_keys, uniform
 
 # a tiny model of the 1.5B's architecture, to check the script on a CPU (`--models tiny --device cpu`)
@@ -39,6 +43,14 @@ REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b
                                      intermediate_size=128, num_hidden_layers=2, num_attention_heads=4))
 
 SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 0}
+
+
+def use_kernels(name: str) -> None:
+    """``triton``: the slot engine's CUDA kernels (decode_attention, top_p_search); ``torch``: the formula and the
+    sort, as on the CPU."""
+    if name not in ("triton", "torch"):
+        raise ValueError(f"unknown kernels {name!r}")
+    slots.FUSED = sampling.SORT_FREE = name == "triton"
 
 
 class Hold:
@@ -141,6 +153,7 @@ def measure(model, tokenizer, slots_n: int, context: int, bandwidth: float) -> d
             longest = max(engine.lengths[s] for s in engine.order)
             width = min(engine.capacity, -(-(longest + 1) // slots.BUCKET) * slots.BUCKET)
             got["width"], got["live_tokens"] = width, sum(engine.lengths[s] for s in engine.order)
+            got["attention"] = engine.attention
             step = engine._graph_step if engine.device.type == "cuda" else engine._forward
             got["graph_ms"] = cuda_ms(lambda: step(width), 50)
             got["eager_ms"] = cuda_ms(lambda: engine._forward(width), 20)
@@ -186,6 +199,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b"])
     parser.add_argument("--slots", nargs="+", type=int, default=[64])
     parser.add_argument("--context", type=int, default=650)
+    parser.add_argument("--kernels", nargs="+", default=["triton"], choices=["triton", "torch"],
+                        help="measure each model with these attention and top-p kernels (see above)")
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--device", default="cuda", help="cpu: check the script on a tiny model (no timings)")
     parser.add_argument("--json", type=Path)
@@ -199,14 +214,16 @@ def main() -> None:
     for name in args.models:
         model = build_random(name, device=args.device, dtype=None if cuda else torch.float32)
         for n in args.slots:
-            started = time.perf_counter()
-            row = {"model": name, "slots": n, "context": args.context,
-                   **measure(model, tokenizer, n, args.context, bandwidth),
-                   "seconds": round(time.perf_counter() - started, 1)}
-            print(json.dumps(row), flush=True)
-            report["rows"].append(row)
-            if args.json:
-                args.json.write_text(json.dumps(report, indent=1))
+            for kernels in args.kernels:
+                use_kernels(kernels)
+                started = time.perf_counter()
+                row = {"model": name, "slots": n, "context": args.context, "kernels": kernels,
+                       **measure(model, tokenizer, n, args.context, bandwidth),
+                       "seconds": round(time.perf_counter() - started, 1)}
+                print(json.dumps(row), flush=True)
+                report["rows"].append(row)
+                if args.json:
+                    args.json.write_text(json.dumps(report, indent=1))
         del model
         if cuda:
             torch.cuda.empty_cache()

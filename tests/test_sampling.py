@@ -95,3 +95,73 @@ def test_a_row_draws_the_same_token_alone_or_in_any_batch():
     # the shared generator is still there for callers without keys
     g = sampling.sample(logits, SAMPLE, torch.Generator().manual_seed(0))
     assert g.shape == (8,)
+
+
+def _sort_rule(logits, top_p):
+    """Top-p as a sort (the rule filtered_logits runs on the CPU): the kept tokens of each row."""
+    ordered, order = logits.sort(dim=-1)
+    remove = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+    remove[:, -1] = False
+    return ~remove.scatter(1, order, remove)
+
+
+def test_the_cpu_filters_top_p_by_the_sort():
+    """On CPU tensors filtered_logits is the sort rule, bit for bit (the committed organism outputs depend on it)."""
+    torch.manual_seed(2)
+    logits = torch.randn(16, 5000) * 3
+    for args in ({"temperature": 0.6, "top_p": 0.95}, {"temperature": 0.7, "top_p": 0.8, "top_k": 50}):
+        scaled = logits.float() / args["temperature"]
+        if args.get("top_k"):
+            kth = torch.topk(scaled, args["top_k"], dim=-1).values[:, -1:]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        want = scaled.masked_fill(~_sort_rule(scaled, args["top_p"]), float("-inf"))
+        assert torch.equal(sampling.filtered_logits(logits, args), want)
+
+
+def test_top_p_search_keeps_the_sort_rules_tokens():
+    """The sort-free top-p (kernels.top_p_search, CUDA's; here in Triton's interpreter on CPU tensors) keeps the
+    sort rule's tokens on flat, peaked and spiky rows, rows cut by top-k, and several top-p. Where the two differ,
+    the token's cumulative mass (float64, ascending) lies within 1e-6 of 1 - top_p (rounding at the boundary);
+    on rows of tied logits it keeps the whole tie at the boundary, where the sort keeps part of it."""
+    from test_slot_attention import run_interpreted
+
+    out = run_interpreted("""
+        import torch
+        from lrmsafety.engine import kernels
+
+        kernels.TOP_P_CHUNKS, kernels.TOP_P_BLOCK = 2, 1024  # two blocks per chunk
+        g = torch.Generator().manual_seed(0)
+        n, vocab = 8, 4096
+        rows = {
+            "flat": torch.randn(n, vocab, generator=g) * 2,
+            "peaked": torch.randn(n, vocab, generator=g) * 8,
+            "spiky": torch.randn(n, vocab, generator=g) + 12 * (torch.rand(n, vocab, generator=g) < 0.002),
+            "top_k": torch.randn(n, vocab, generator=g).masked_fill(torch.rand(n, vocab, generator=g) < 0.9,
+                                                                    float("-inf")),
+            "ties": (torch.randn(n, vocab, generator=g) * 3).round(),
+        }
+        differ = 0
+        for name, logits in rows.items():
+            for top_p in (0.5, 0.95, 0.999):
+                kept = kernels.top_p_search(logits, top_p) > float("-inf")
+                ordered, order = logits.sort(dim=-1)
+                remove = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+                remove[:, -1] = False
+                want = ~remove.scatter(1, order, remove)
+                diff = kept != want
+                if name == "ties":  # a superset: the extra tokens tie with the sort's lowest kept token
+                    assert (kept | want).eq(kept).all(), (name, top_p)
+                    lowest = logits.masked_fill(~want, float("inf")).min(-1, keepdim=True).values
+                    assert (logits[diff] == lowest.expand_as(logits)[diff]).all(), (name, top_p)
+                    continue
+                if diff.any():
+                    ordered64, order64 = logits.double().sort(dim=-1)
+                    cum = torch.empty_like(ordered64).scatter_(1, order64, ordered64.softmax(-1).cumsum(-1))
+                    assert (cum[diff] - (1 - top_p)).abs().max() <= 1e-6, (name, top_p)
+                    differ += int(diff.sum())
+                assert kept[torch.arange(n), logits.argmax(-1)].all()
+        only_max = kernels.top_p_search(rows["flat"], 0.0) > float("-inf")  # top_p 0: the most likely token
+        assert only_max.sum(-1).eq(1).all() and only_max[torch.arange(n), rows["flat"].argmax(-1)].all()
+        print("tokens differing", differ)
+    """)
+    assert "tokens differing" in out

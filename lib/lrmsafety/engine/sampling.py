@@ -5,11 +5,21 @@ refill scheduler's DynamicCache loop (:mod:`lrmsafety.engine.scheduler`) and the
 Counter-based sampling: with ``keys`` (one int64 per row, :func:`row_keys` of the sample's seed and the number of
 tokens it has been given so far), each row's uniform draw is a hash of its key alone and its token the inverse CDF
 of its filtered distribution, so a sample's tokens never depend on the rows beside it or on what ran before.
+
+Top-p keeps, per row, the most likely tokens whose mass first reaches ``top_p`` (the sort rule of
+:func:`filtered_logits`). On the CPU that rule runs as written, a sort of the whole vocabulary. On CUDA a sort of a
+152k vocabulary costs over a millisecond per step, so there :func:`kernels.top_p_search` finds the same kept set
+without sorting: the lowest kept logit is the smallest threshold at or below which the tokens hold more than
+``1 - top_p`` of the mass, found by a search over the floats' bits (Triton kernels).
 """
 
 from __future__ import annotations
 
 import torch
+
+from . import kernels
+
+SORT_FREE = True  # on CUDA, top-p through kernels.top_p_search (False: the sort, as on the CPU)
 
 
 def _signed(value: int) -> int:
@@ -47,14 +57,21 @@ def uniform(keys: torch.Tensor) -> torch.Tensor:
 
 
 def filtered_logits(logits: torch.Tensor, sampling: dict) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (transformers' order); filtered-out tokens get -inf."""
+    """Temperature, then top-k, then top-p (transformers' order); filtered-out tokens get -inf.
+
+    Top-p keeps the tokens whose ascending cumulative probability exceeds ``1 - top_p`` (the most likely always):
+    by a sort on the CPU, by :func:`kernels.top_p_search` (the same set without a sort) on CUDA when Triton is
+    present.
+    """
     logits = logits.float() / float(sampling.get("temperature", 1.0))
     top_k = int(sampling.get("top_k") or 0)
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     top_p = sampling.get("top_p")
-    if top_p is not None and top_p < 1.0:
+    if top_p is not None and top_p < 1.0 and logits.is_cuda and SORT_FREE and kernels.available:
+        logits = kernels.top_p_search(logits, top_p)
+    elif top_p is not None and top_p < 1.0:
         ordered, order = logits.sort(dim=-1)
         remove = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
         remove[:, -1] = False  # keep at least the most likely token

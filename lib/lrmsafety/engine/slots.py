@@ -10,8 +10,12 @@ the GPU work itself. Here instead:
 - a decode step writes each row's new key and value at that row's own position (:class:`SlotCache`), and
   attends over the first ``width`` columns with a per-row mask built from the positions (columns past a row's
   position are masked); ``width`` is the longest live row rounded up to a bucket, so a step has fixed shapes;
-- the attention is a grouped-query matmul that reads each key-value head once (transformers' sdpa path with an
-  explicit mask repeats the key-value heads for every query head first);
+- the attention reads each key-value head once for its group of query heads (transformers' sdpa path with an
+  explicit mask repeats the key-value heads for every query head first). On the CPU it is the formula as matrix
+  products over all ``width`` columns (:func:`slot_attention`); on CUDA, for bf16 and fp16 models, a Triton kernel
+  (:func:`kernels.decode_attention`, split over the columns as in flash decoding) reads each row's own columns
+  ``0 .. position`` only, so a short row beside a long one costs its own length, not the longest row's, and the
+  scores stay in float32 instead of being rounded to the model's dtype first;
 - on CUDA, without user hooks, each bucket's step is captured once as a CUDA graph and replayed; sampling stays
   outside the graph (so the counter-based draws, keyed by each slot's sample seed and token count, and the top-p
   rule are those of the eager path);
@@ -34,12 +38,14 @@ import logging
 
 import torch
 
-from . import attention
+from . import attention, kernels
 from .sampling import draw, entropy
 
 log = logging.getLogger(__name__)
 
 ATTENTION_NAME = "lrmsafety_slots"
+FUSED_NAME = "lrmsafety_slots_fused"
+FUSED = True  # on CUDA, attend through kernels.decode_attention (False: the formula, as on the CPU)
 BUCKET = 256  # attended width is a multiple of this (one CUDA graph per width)
 GROWTH = 512  # the capacity grows in steps of this many columns
 
@@ -65,10 +71,30 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
     return out.reshape(rows, 1, heads, dim), None
 
 
+def fused_slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                         sliding_window=None, position_ids=None, **kwargs):
+    """:func:`slot_attention` through :func:`kernels.decode_attention` (CUDA): each row attends to its columns up to
+    its position (``position_ids``, which the slot engine passes; the mask says the same and is not read)."""
+    if sliding_window is not None:
+        raise ValueError("the slot cache does not handle sliding-window attention")
+    rows, heads, q_len, dim = query.shape
+    if q_len != 1 or position_ids is None:
+        raise ValueError("the fused slot attention decodes one token per row at the given positions")
+    scale = scaling if scaling is not None else dim ** -0.5
+    out = kernels.decode_attention(query[:, :, 0], key, value, position_ids[:, 0], scale)
+    return out.reshape(rows, 1, heads, dim), None
+
+
+def fused_attention_serves(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the slot engine on this device and dtype attends through :func:`kernels.decode_attention`."""
+    return FUSED and kernels.available and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+
+
 def _register() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION_NAME, slot_attention)
+    AttentionInterface.register(FUSED_NAME, fused_slot_attention)
 
 
 def _foreign(hooks) -> list:
@@ -173,11 +199,11 @@ class SlotCache(_cache_base()):
 
 
 @contextlib.contextmanager
-def _slot_attention(model):
-    """Route the model's attention layers to :func:`slot_attention` for the duration of the block."""
+def _slot_attention(model, name: str = ATTENTION_NAME):
+    """Route the model's attention layers to the slot attention ``name`` for the duration of the block."""
     config = model.config
     before = config._attn_implementation_internal
-    config._attn_implementation_internal = ATTENTION_NAME
+    config._attn_implementation_internal = name
     try:
         yield
     finally:
@@ -202,6 +228,9 @@ class SlotEngine:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.graphs_wanted = (self.device.type == "cuda") if graphs == "auto" else bool(graphs)
+        self.attention = FUSED_NAME if fused_attention_serves(self.device, self.dtype) else ATTENTION_NAME
+        self.attention_error: str | None = None  # why the kernel was given up for the formula, if it was
+        self._attention_ran = False  # whether a step has run through self.attention
         self.ids = torch.full((slots, 1), pad_id, dtype=torch.long, device=self.device)  # the token fed next
         self.pos = torch.zeros(slots, dtype=torch.long, device=self.device)  # its position (= its column)
         self.live = torch.zeros(slots, dtype=torch.long, device=self.device)  # 1 where a request holds the slot
@@ -333,11 +362,20 @@ class SlotEngine:
         visible = self.cols[:width][None, :] <= self.pos[:, None]
         bias = torch.zeros(visible.shape, dtype=torch.float32, device=self.device)
         bias = bias.masked_fill(~visible, float("-inf"))[:, None, None, :]
-        with _slot_attention(self.model):
-            # a 4D mask is passed through as it is by transformers' mask builders
-            logits = self.model(input_ids=self.ids, attention_mask=bias,
-                                position_ids=self.pos[:, None], past_key_values=self.cache, use_cache=True,
-                                logits_to_keep=1).logits
+        try:
+            with _slot_attention(self.model, self.attention):
+                # a 4D mask is passed through as it is by transformers' mask builders
+                logits = self.model(input_ids=self.ids, attention_mask=bias,
+                                    position_ids=self.pos[:, None], past_key_values=self.cache, use_cache=True,
+                                    logits_to_keep=1).logits
+        except Exception as err:  # noqa: BLE001 (a kernel that does not build on this GPU: the formula serves)
+            if self._attention_ran or self.attention != FUSED_NAME or isinstance(err, torch.cuda.OutOfMemoryError):
+                raise
+            log.warning("the slot attention kernel failed (%s: %s); attending by the formula", type(err).__name__, err)
+            self.attention, self.attention_error = ATTENTION_NAME, f"{type(err).__name__}: {err}"
+            self._graphs.clear()
+            return self._forward(width)  # the step again: its cache writes are the same
+        self._attention_ran = True
         return logits[:, -1]
 
     def _eager_step(self, width: int) -> torch.Tensor:
