@@ -78,7 +78,7 @@ class Params(BaseModel):
     gpu_memory_gb: float = _f(80, "the GPU the cost estimates are for (lrmsafety.rates): its memory, which decides "
                                   "quantization auto's weights there", gt=0)
     gpu_bandwidth_tb_s: Optional[float] = _f(
-        None, "that GPU's memory bandwidth; the measured rates (an H200's) are scaled by it, as estimates; null: "
+        None, "that GPU's memory bandwidth; the measured rates (each its GPU's) are scaled by it, as estimates; null: "
               "the measuring GPU's", gt=0)
     gpu_bf16: bool = _f(True, "whether that GPU has bf16 (a T4 has not: quantization auto then takes fp16)")
 
