@@ -87,25 +87,16 @@ def test_the_slot_engine_on_the_kernel_gives_the_formulas_tokens(qwen3_tokenizer
     tokens of its formula path: rows of different lengths, refills, widths that grow past a split."""
     out = run_interpreted("""
         import torch
+        from test_scheduler import Fixed
         from tiny_models import build_tiny, tokenizer_for
         from lrmsafety.engine import kernels, scheduler, slots
 
         tokenizer = tokenizer_for("r1")
         model = build_tiny("Qwen2ForCausalLM", len(tokenizer)).eval()
+        Fixed.tokenizer = tokenizer
         slots.BUCKET, slots.GROWTH, kernels.SPLIT, kernels.BLOCK_N = 8, 16, 16, 16
         texts = ["alpha beta gamma", "one", "a much longer prompt with many more words in it", "delta"]
         lengths = [9, 2, 25, 5, 12]
-
-        class Fixed:
-            def __init__(self, text, n):
-                self.text, self.n, self.tokens = text, n, []
-
-            def max_steps(self):
-                return self.n - len(self.tokens)
-
-            def advance(self, tokens, entropies):
-                self.tokens += tokens[: self.n - len(self.tokens)]
-                return scheduler.DONE if len(self.tokens) >= self.n else scheduler.CONTINUE
 
         tokens, used = {}, {}
         for fused in (False, True):
@@ -125,20 +116,12 @@ def test_the_slot_engine_on_the_kernel_gives_the_formulas_tokens(qwen3_tokenizer
 def test_a_kernel_that_fails_leaves_the_formula(tiny_r1, monkeypatch):
     """Where the kernel cannot run (it does not build on the GPU), the slot engine says so and attends by the
     formula: the tokens are those of the formula path."""
+    from test_scheduler import Fixed
+
     from lrmsafety.engine import scheduler
 
     model, tokenizer, _ = tiny_r1
-
-    class Fixed:
-        def __init__(self, text, n):
-            self.text, self.n, self.tokens = text, n, []
-
-        def max_steps(self):
-            return self.n - len(self.tokens)
-
-        def advance(self, tokens, entropies):
-            self.tokens += tokens[: self.n - len(self.tokens)]
-            return scheduler.DONE if len(self.tokens) >= self.n else scheduler.CONTINUE
+    monkeypatch.setattr(Fixed, "tokenizer", tokenizer)
 
     def run():
         requests = [Fixed(t, n) for t, n in (("alpha beta", 6), ("one", 3), ("a longer prompt here", 8))]
