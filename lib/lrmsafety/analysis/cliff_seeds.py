@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .cliff import OFFICIAL_SEED, curve_rows, mean_rows, probe_training_set, read_curves
+from .cliff_curve import _cluster_means
 from .cliff_probe import LinearRefusalProbe, converged_probe
 
 SAVED, CONVERGED = "seed 42 (saved)", "converged"
@@ -105,26 +106,16 @@ def draws_difference_ci(a: np.ndarray, a_clusters: Sequence, b: np.ndarray, b_cl
     resample draws the draws once for both groups (paired: one draw moves both) and, within each group, its prompts,
     all with replacement, as :func:`lrmsafety.metrics.runs_difference_ci` does for fine-tuning runs: the interval
     holds the prompts' sampling and the draws' spread of the mean over draws."""
-    from ..metrics import bootstrap_draws
-
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"the two groups must be scored under the same draws (rows): {a.shape[0]} vs {b.shape[0]}")
     if a.shape[1] == 0 or b.shape[1] == 0:
         return float("nan"), float("nan"), float("nan")
-
-    def resampled_means(values, clusters, stream):  # (n_boot, draws): each draw's mean over resampled prompts
-        codes, _ = pd.factorize(pd.Series(list(clusters)))
-        n = codes.max() + 1
-        sums = np.zeros((n, values.shape[0]))
-        np.add.at(sums, codes, values.T)
-        counts = np.bincount(codes, minlength=n).astype(float)
-        drawn = bootstrap_draws(n, n_boot, stream)
-        weights = np.stack([np.bincount(row, minlength=n) for row in drawn]).astype(float)
-        return (weights @ sums) / (weights @ counts)[:, None]
-
     per_draw = a.mean(1) - b.mean(1)
-    differences = resampled_means(a, a_clusters, seed) - resampled_means(b, b_clusters, seed + 1)
+    # (n_boot, draws): each draw's mean over each group's resampled prompts
+    _, a_means = _cluster_means(a.T, a_clusters, n_boot, seed)
+    _, b_means = _cluster_means(b.T, b_clusters, n_boot, seed + 1)
+    differences = a_means - b_means
     rng = np.random.default_rng([seed, 1])  # the draws' resampling: its own stream, fixed by the seed
     chosen = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
     boots = np.take_along_axis(differences, chosen, axis=1).mean(1)

@@ -354,11 +354,10 @@ def ablation_changes(generated: list[tuple], successes: list, seed: int = 0) -> 
                 shared = shared.intersection(c.index)
             if not len(shared):
                 continue
-            # one row per draw: the pooled row's interval resamples the random draws as well as the prompts
+            # one row per draw: the pooled row's interval resamples the random draws as well as the prompts (one
+            # row alone gives the 1-D interval, resample for resample: its counts sum exactly in any order)
             a_k = np.stack([c.loc[shared, "k"].to_numpy() for c in parts])
             a_n = np.stack([c.loc[shared, "n"].to_numpy() for c in parts])
-            if len(parts) == 1:
-                a_k, a_n = a_k[0], a_n[0]
             value, low, high = paired_difference_ci(a_k, a_n, base.loc[shared, "k"], base.loc[shared, "n"], seed=seed)
             rows.append({**info, "metric": "ASR change", "value": value, "low": low, "high": high,
                          "n": len(shared), "reason": ""})
