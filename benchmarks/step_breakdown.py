@@ -31,26 +31,15 @@ import time
 from pathlib import Path
 
 import torch
-from real_configs import REAL_CONFIGS, build_random
+from real_configs import build_random
+from realistic_rollouts import use_kernels  # and its tiny model (`--models tiny --device cpu`)
 from rollout_throughput import copy_bandwidth, kv_bytes_per_token, weight_bytes
 from transformers import AutoTokenizer
 
-from lrmsafety.engine import sampling, scheduler, slots
+from lrmsafety.engine import scheduler, slots
 from lrmsafety.engine.sampling import draw, filtered_logits, inverse_cdf, row_keys, uniform
 
-# a tiny model of the 1.5B's architecture, to check the script on a CPU (`--models tiny --device cpu`)
-REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b"], hidden_size=64,
-                                     intermediate_size=128, num_hidden_layers=2, num_attention_heads=4))
-
 SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 0}
-
-
-def use_kernels(name: str) -> None:
-    """``triton``: the slot engine's CUDA kernels (decode_attention, top_p_search); ``torch``: the formula and the
-    sort, as on the CPU."""
-    if name not in ("triton", "torch"):
-        raise ValueError(f"unknown kernels {name!r}")
-    slots.FUSED = sampling.SORT_FREE = name == "triton"
 
 
 class Hold:
