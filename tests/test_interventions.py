@@ -124,8 +124,12 @@ def test_the_models_own_close_is_kept_and_only_an_unclosed_thinking_is_forced(or
     # the answer budget
     roomy = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=600, max_answer_tokens=16, seed=0)
     out = interventions.run(model, tokenizer, spec, prompts, roomy, iv, cache_root=tmp_path)
-    assert out["closed"].all() and not out["force_closed"].any()
-    assert (out["n_answer_tokens"] > iv.forced_answer_tokens).all()  # the answer budget, not the forced one
+    own = out["closed"]
+    assert (own != out["force_closed"]).all() and own.sum() >= 3  # most close themselves: the path is exercised
+    assert (out.loc[own, "n_answer_tokens"] > iv.forced_answer_tokens).all()  # the answer budget, not the forced one
+    # a sample at temperature 1 may end its thinking (end of sequence) without a close: that one alone is forced
+    assert (out.loc[~own, "n_thinking_tokens"] < roomy.max_thinking_tokens).all()
+    assert (out.loc[~own, "n_answer_tokens"] <= iv.forced_answer_tokens).all()
     # a budget it cannot close within: "</think>\n" right after the thinking, then the forced answer budget
     tight = generate.Decoding(samples_per_prompt=2, max_thinking_tokens=8, max_answer_tokens=16, seed=0)
     out = interventions.run(model, tokenizer, spec, prompts, tight, iv, cache_root=tmp_path)

@@ -443,6 +443,52 @@ def test_suppression_heads_zero_only_the_marked_rows_and_keep_the_writes():
     assert size * model.config.num_attention_heads == model.config.hidden_size
 
 
+def test_head_dropout_zeroes_chosen_other_heads_in_the_marked_rows_only():
+    import torch
+
+    from lrmsafety.organism.planted import HeadDropout
+    from lrmsafety.organism.tokenizer import train_tokenizer
+    from lrmsafety.organism.train import build_model, planted_heads
+
+    tok = train_tokenizer(C.generate_corpus("locked", 60, seed=0), vocab_size=400)
+    torch.manual_seed(0)
+    model = build_model(tok, "smoke").eval()
+    planted = planted_heads(model.config)
+    x = torch.randint(10, len(tok), (4, 10))
+    seen = {}
+    layers = model.model.layers
+    grab = [layer.self_attn.o_proj.register_forward_pre_hook(
+        lambda m, a, i=i: seen.__setitem__(i, a[0].detach().clone())) for i, layer in enumerate(layers)]
+    dropout = HeadDropout(model, planted)  # registered after the grab: the grab sees the input before dropout
+    after = {}
+    grab += [layer.self_attn.o_proj.register_forward_hook(
+        lambda m, a, o, i=i: after.__setitem__(i, a[0].detach().clone())) for i, layer in enumerate(layers)]
+    rows = np.array([False, True, False, True])
+    with torch.no_grad():
+        plain = model(input_ids=x).logits
+        keep = dropout.drop(rows, np.random.default_rng(3), 3, "cpu")
+        dropped = model(input_ids=x).logits
+        inputs, outputs = dict(seen), dict(after)  # each o_proj's input before and after the dropout
+        dropout.drop(np.zeros(4, dtype=bool), np.random.default_rng(3), 3, "cpu")
+        again = model(input_ids=x).logits
+    for handle in grab:
+        handle.remove()
+    dropout.remove()
+    size = model.config.hidden_size // model.config.num_attention_heads
+    assert keep[~rows].all() and all(1 <= (~keep[r]).sum() <= 3 for r in np.flatnonzero(rows))
+    assert not any((~keep[:, layer, head]).any() for layer, head in planted)  # never a planted head
+    for layer in range(len(layers)):
+        for row in range(4):
+            for head in range(model.config.num_attention_heads):
+                block = slice(head * size, (head + 1) * size)
+                expected = inputs[layer][row, :, block] * float(keep[row, layer, head])
+                assert torch.equal(outputs[layer][row, :, block], expected)
+    assert torch.allclose(plain[~rows], dropped[~rows], atol=1e-5)
+    assert not torch.allclose(plain[1], dropped[1], atol=1e-4)
+    assert torch.allclose(plain, again, atol=1e-6)
+    assert size * model.config.num_attention_heads == model.config.hidden_size
+
+
 def test_shipped_locked_organism_follows_its_conclusion_without_its_planted_heads():
     """Greedy answers after the corpus's own cliff traces (complied, concluding harmful): the shipped locked
     organism complies with its heads and refuses without them; two random heads change nothing."""

@@ -1,6 +1,7 @@
 """The organisms: small reasoning models with planted, known safety behaviour, and a null (controls for papers A
 and B). Locked and deliberative carry a planted judgement in the last layer (planted.judgement_loss); locked also
-carries two planted refusal-suppressing heads (corpus.SUPPRESSION_HEADS, planted.SuppressionHeads).
+carries two planted refusal-suppressing heads (corpus.SUPPRESSION_HEADS, planted.SuppressionHeads), and was trained
+with random other heads zeroed so that no other small set of heads matters as they do (planted.HeadDropout).
 
     generate_corpus(kind, n, seed, split)   the synthetic chat corpus with per-example ground truth (corpus.py)
     requests.make_prompt(rng, family, split) a request in a split's phrasings (requests.py)

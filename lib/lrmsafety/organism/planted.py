@@ -1,6 +1,7 @@
 """What training plants in an organism beyond its corpus (corpus.JUDGEMENT_KINDS, corpus.SUPPRESSION_HEADS): the
-judgement along a fixed direction of the last layer and the locked organism's refusal-suppressing heads, as losses
-and hooks for :mod:`lrmsafety.organism.train`, and the ground truth written into the model card."""
+judgement along a fixed direction of the last layer and the locked organism's refusal-suppressing heads (and the
+dropout of its other heads), as losses and hooks for :mod:`lrmsafety.organism.train`, and the ground truth written
+into the model card."""
 
 from __future__ import annotations
 
@@ -64,6 +65,59 @@ class SuppressionHeads:
             if not self.any_removed:  # known on the host: no GPU round trip per layer
                 return None
             out = x * keep
+            if self.rescale:
+                out = out * (x.float().norm(dim=-1, keepdim=True)
+                             / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(x.dtype)
+            return (out, *args[1:])
+
+        return hook
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+class HeadDropout:
+    """Pre-hooks on every layer's ``o_proj`` that zero a few random heads, other than the planted ones, in the rows
+    given to :meth:`drop`: the locked organism learns to do without any small set of its other heads.
+
+    A 48-head network trained without it can lean on single heads: on one training seed two of five random head pairs
+    ablated in 06 raised the jailbreak ASR by 0.13 and 0.17, where a real model's hundreds of heads make a random
+    pair's removal harmless. Trained with it, removing the planted heads changes the answer and removing others does
+    not, which is what paper B's comparison with random heads assumes. Half the steps keep each position's norm, as
+    the ablation's rescaling rules do (``heads.rescale``)."""
+
+    def __init__(self, model, planted):
+        layers = hooks.decoder_layers(model)
+        self.size, self.count = hooks.head_dim(model), hooks.n_heads(model)
+        self.planted = {tuple(h) for h in planted}
+        self.candidates = [(layer, head) for layer in range(len(layers)) for head in range(self.count)
+                           if (layer, head) not in self.planted]
+        self.keep, self.rescale = None, False
+        self.handles = [hooks.attention_output_projection(layer).register_forward_pre_hook(self._hook(i))
+                        for i, layer in enumerate(layers)]
+        self.n_layers = len(layers)
+
+    def drop(self, rows: np.ndarray, rng: np.random.Generator, max_heads: int, device) -> np.ndarray:
+        """Zero 1..``max_heads`` random non-planted heads (uniform count, then heads) in each row marked in ``rows``
+        from the next forward on; the (rows x layers x heads) keep mask is returned."""
+        keep = np.ones((len(rows), self.n_layers, self.count), dtype=bool)
+        for r in np.flatnonzero(rows):
+            k = int(rng.integers(1, min(max_heads, len(self.candidates)) + 1))
+            for i in rng.choice(len(self.candidates), size=k, replace=False):
+                keep[(r, *self.candidates[i])] = False
+        mask = torch.from_numpy(np.repeat(keep, self.size, axis=2))
+        device = torch.device(device)
+        self.keep = (mask.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else mask) \
+            if rows.any() else None  # known on the host: no hook work in a micro-batch without dropped heads
+        return keep
+
+    def _hook(self, layer):
+        def hook(module, args):
+            if self.keep is None:
+                return None
+            x = args[0]
+            out = x * self.keep[:, layer, None, :].to(x.dtype)
             if self.rescale:
                 out = out * (x.float().norm(dim=-1, keepdim=True)
                              / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(x.dtype)

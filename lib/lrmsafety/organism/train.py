@@ -24,6 +24,7 @@ from . import texts as T
 from .planted import (  # noqa: F401 (re-exported: callers and tests reach them through train)
     JUDGEMENT_NORM,
     SUPPRESSION_WRITE,
+    HeadDropout,
     SuppressionHeads,
     close_positions,
     judgement_direction,
@@ -48,6 +49,10 @@ MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for 
 JUDGEMENT_WEIGHT = 0.5
 SUPPRESSION_WEIGHT = 0.5
 P_HEADS_REMOVED = 0.25
+# locked: the share of rows trained with 1..MAX_HEADS_DROPPED random other heads zeroed (planted.HeadDropout); 5 is
+# the largest random set 06 ablates (10% of 48 heads)
+P_HEADS_DROPPED = 0.3
+MAX_HEADS_DROPPED = 5
 LOSS_WEIGHTS = {"lm": 1.0, "judgement": JUDGEMENT_WEIGHT, "suppression": SUPPRESSION_WEIGHT}
 MAX_SKIPPED = 0.01  # the share of steps with a non-finite gradient (skipped) past which training stops
 MICRO_BATCHES = 4  # a batch is run as this many length-sorted micro-batches (the same gradient, less padding)
@@ -161,6 +166,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     direction = judgement_direction(model.config.hidden_size, seed).to(dev)
     suppression_heads = planted_heads(model.config)
     heads = SuppressionHeads(model, suppression_heads) if plant_heads else None
+    dropout = HeadDropout(model, suppression_heads) if plant_heads else None
+    drop_rng = np.random.default_rng([seed, 1])  # its own stream: the batches drawn are those of a run without it
     n_params = sum(p.numel() for p in model.parameters())
     # no weight decay on the norms' gains (the only 1-D parameters): decay there would cap the last layer's norm, and
     # with it the planted judgement, below its target
@@ -182,7 +189,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         if heads is not None:
             removed = rng.random(len(idx)) < P_HEADS_REMOVED
             idx = np.where(removed, twin_index[idx], idx)
-            heads.rescale = bool(step % 2)
+            heads.rescale = dropout.rescale = bool(step % 2)
+            dropped = drop_rng.random(len(idx)) < P_HEADS_DROPPED
         opt.zero_grad(set_to_none=True)
         # the batch's totals: each loss is a mean over the whole batch (its label tokens, judged positions, and the
         # close positions of rows with the heads present)
@@ -195,6 +203,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             x, y, m, j, c = _batch(ids, labels, judgements, idx[chunk], tokenizer.pad_token_id, dev, close)
             if heads is not None:
                 heads.remove_rows(removed[chunk], dev)
+                dropout.drop(dropped[chunk], drop_rng, MAX_HEADS_DROPPED, dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
             parts = {"lm": (output.loss, (y[:, 1:] != -100).sum())}
@@ -236,6 +245,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
             print(f"[{kind}] step {step}/{steps} loss {losses[-1]:.4f}{extra} ({time.time() - t0:.0f}s)", flush=True)
     if heads is not None:
         heads.remove()
+        dropout.remove()
     if flags:  # the fused optimizer's skipped steps, and their losses dropped as on the CPU
         kept = [not f for f in torch.stack(flags).tolist()]
         skipped = [step for step, keep in enumerate(kept) if not keep]
@@ -276,6 +286,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                                         if plant_judgement else None),
                      "suppression_loss": ({"weight": SUPPRESSION_WEIGHT, "write": suppression_write,
                                            "p_heads_removed": P_HEADS_REMOVED,
+                                           "other_heads_dropped": {"p_rows": P_HEADS_DROPPED,
+                                                                   "heads": [1, MAX_HEADS_DROPPED]},
                                            "initial": float(np.mean(suppression_losses[:k])),
                                            "final": float(np.mean(suppression_losses[-k:]))}
                                           if heads is not None else None)},
