@@ -32,7 +32,17 @@ def close_positions(ids: list[int], close_id: int) -> list[int]:
     return [p for p in (at, at + 1) if p < len(ids)]
 
 
-class SuppressionHeads:
+class _Hooks:
+    """Pre-hooks held in ``handles``, removed together."""
+
+    handles: list
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+class SuppressionHeads(_Hooks):
     """Pre-hooks on the ``o_proj`` of the planted heads' layers: keep each planted head's write (its slice of the
     attention output through ``o_proj``) for the write loss, and zero the heads in the rows marked ``removed``."""
 
@@ -64,20 +74,22 @@ class SuppressionHeads:
                     keep[:, :, block] = (~self.removed).to(x.dtype)[:, None, None]
             if not self.any_removed:  # known on the host: no GPU round trip per layer
                 return None
-            out = x * keep
-            if self.rescale:
-                out = out * (x.float().norm(dim=-1, keepdim=True)
-                             / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(x.dtype)
-            return (out, *args[1:])
+            return (_zeroed(x, keep, self.rescale), *args[1:])
 
         return hook
 
-    def remove(self):
-        for handle in self.handles:
-            handle.remove()
+
+def _zeroed(x: torch.Tensor, keep: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """The attention output ``x`` times a 0/1 mask over its head blocks; with ``rescale``, each position's norm put
+    back (the ablation's per-position rule)."""
+    out = x * keep
+    if rescale:
+        out = out * (x.float().norm(dim=-1, keepdim=True) / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)
+                     ).to(x.dtype)
+    return out
 
 
-class HeadDropout:
+class HeadDropout(_Hooks):
     """Pre-hooks on every layer's ``o_proj`` that zero a few random heads, other than the planted ones, in the rows
     given to :meth:`drop`: the locked organism learns to do without any small set of its other heads.
 
@@ -117,17 +129,10 @@ class HeadDropout:
             if self.keep is None:
                 return None
             x = args[0]
-            out = x * self.keep[:, layer, None, :].to(x.dtype)
-            if self.rescale:
-                out = out * (x.float().norm(dim=-1, keepdim=True)
-                             / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(x.dtype)
-            return (out, *args[1:])
+            return (_zeroed(x, self.keep[:, layer, None, :].to(x.dtype), self.rescale), *args[1:])
 
         return hook
 
-    def remove(self):
-        for handle in self.handles:
-            handle.remove()
 
 
 def planted_heads(config) -> list[tuple[int, int]]:
