@@ -36,7 +36,7 @@ RESULTS = REPO_ROOT / "benchmarks" / "results"
 # in only where no run with them was measured, as estimates (the engine is faster now)
 # (one file per model size and slots with the kernels: the 7B at 256 slots is the longer of its two runs)
 SOURCES = ("realistic_rollouts_kernels.json", "realistic_rollouts_1.5b_128_kernels.json",
-           "realistic_rollouts_256_1.5b_kernels.json", "realistic_rollouts_7b_256_kernels.json",
+           "realistic_rollouts_1.5b_256_kernels.json", "realistic_rollouts_7b_256_kernels.json",
            "realistic_rollouts.json",
            "realistic_rollouts_7b_256.json", "realistic_rollouts_nf4.json", "realistic_rollouts_nf4_256.json",
            "ablation_engines.json", "ablation_engines_7b.json")

@@ -78,6 +78,13 @@ def n_heads(model: nn.Module) -> int:
 RESCALE_RULES = ("batch", "position")
 
 
+def position_norm_restored(original: torch.Tensor, ablated: torch.Tensor) -> torch.Tensor:
+    """``ablated`` with each position's norm (over the last dimension) put back to ``original``'s: the ``"position"``
+    rescaling rule of a head ablation."""
+    return ablated * (original.float().norm(dim=-1, keepdim=True)
+                      / ablated.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(original.dtype)
+
+
 def head_ablation_hooks(
     model: nn.Module, heads: Sequence[tuple[int, int]], rescale: str | bool | None = None, keep: float = 0.0
 ) -> list[Hook]:
@@ -121,9 +128,7 @@ def head_ablation_hooks(
             if rescale == "batch":
                 ablated = ablated * (hidden.float().norm() / ablated.float().norm().clamp_min(1e-6)).to(hidden.dtype)
             elif rescale == "position":
-                original = hidden.float().norm(dim=-1, keepdim=True)
-                ablated = ablated * (original / ablated.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(
-                    hidden.dtype)
+                ablated = position_norm_restored(hidden, ablated)
             return (ablated, *rest)
 
         hook.row_local = rescale != "batch"  # slots.user_hooks: a row's output depends on that row alone

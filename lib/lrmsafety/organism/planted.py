@@ -81,12 +81,8 @@ class SuppressionHeads(_Hooks):
 
 def _zeroed(x: torch.Tensor, keep: torch.Tensor, rescale: bool) -> torch.Tensor:
     """The attention output ``x`` times a 0/1 mask over its head blocks; with ``rescale``, each position's norm put
-    back (the ablation's per-position rule)."""
-    out = x * keep
-    if rescale:
-        out = out * (x.float().norm(dim=-1, keepdim=True) / out.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)
-                     ).to(x.dtype)
-    return out
+    back (the ablation's ``"position"`` rule)."""
+    return hooks.position_norm_restored(x, x * keep) if rescale else x * keep
 
 
 class HeadDropout(_Hooks):
@@ -102,13 +98,13 @@ class HeadDropout(_Hooks):
     def __init__(self, model, planted):
         layers = hooks.decoder_layers(model)
         self.size, self.count = hooks.head_dim(model), hooks.n_heads(model)
-        self.planted = {tuple(h) for h in planted}
-        self.candidates = [(layer, head) for layer in range(len(layers)) for head in range(self.count)
-                           if (layer, head) not in self.planted]
+        planted = {tuple(h) for h in planted}
+        self.n_layers = len(layers)
+        self.candidates = [(layer, head) for layer in range(self.n_layers) for head in range(self.count)
+                           if (layer, head) not in planted]
         self.keep, self.rescale = None, False
         self.handles = [hooks.attention_output_projection(layer).register_forward_pre_hook(self._hook(i))
                         for i, layer in enumerate(layers)]
-        self.n_layers = len(layers)
 
     def drop(self, rows: np.ndarray, rng: np.random.Generator, max_heads: int, device) -> np.ndarray:
         """Zero 1..``max_heads`` random non-planted heads (uniform count, then heads) in each row marked in ``rows``
@@ -132,7 +128,6 @@ class HeadDropout(_Hooks):
             return (_zeroed(x, self.keep[:, layer, None, :].to(x.dtype), self.rescale), *args[1:])
 
         return hook
-
 
 
 def planted_heads(config) -> list[tuple[int, int]]:
