@@ -82,27 +82,33 @@ reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
 $(BUILD)/10_report.ipynb: paper/claims.yaml $(wildcard paper/$(PROFILE)/seeds.csv)
 
 JOBS ?= $(if $(filter params/paper.yaml,$(PARAMS)),1,2)
+# The notebooks by the longest chain of notebooks each one heads (measured durations: 01 -> 05 -> 09 is the longest),
+# best first. With JOBS > 1, make starts every notebook whose inputs are ready and each waits for its turn
+# (lrmsafety.run_queue): at most JOBS execute at once, and a free slot goes to the best-ranked notebook waiting.
+# make's own --jobs=2 cannot keep that order: while both slots are busy it commits to the next runnable notebook of its
+# list, and one whose inputs finish meanwhile waits for make's next pass (05 started after every independent notebook,
+# and the long chain ended last). After a failure, the notebooks already waiting still run; nothing new starts.
+RANK := 01_rollouts 05_refusal_cliff 03_lock_in 02_first_token_probe 09_cliff_as_judge 04_deliberation \
+  06_refusal_heads 08_interventions 00_organism 07_thinking_budget 00_environment 10_report
+rank_of = $(or $(strip $(foreach i,$(shell seq $(words $(RANK))),$(if $(filter $(1),$(word $(i),$(RANK))),$(i)))),99)
 # only when notebooks are the goal (`make test` runs one thing at a time); each notebook logs one line when it starts
 # and one when it ends (or the failing cell), so the lines of two notebooks side by side can interleave
 ifeq ($(filter-out all $(EXECUTED),$(or $(MAKECMDGOALS),all)),)
-MAKEFLAGS += --jobs=$(JOBS)
+MAKEFLAGS += --jobs=$(if $(filter 1,$(JOBS)),1,$(words $(EXECUTED)))
+queue_args = $(if $(filter-out 1,$(JOBS)), --slots $(JOBS) --rank $(call rank_of,$(1)))
 endif
 # side by side, each notebook gets its share of the cores: torch's threads on more cores than there are spin and wait
 # for each other (two notebooks of two threads each on two cores ran 4x slower, not 2x)
 CORES := $(shell nproc 2>/dev/null || echo 1)
 THREADS := $(shell expr $(CORES) / $(JOBS) \| 1)
-# the order in which make offers notebooks a free slot (one whose inputs are not ready yet waits for make's next pass):
-# chosen with the measured durations so that the long chain 01 -> 05 -> 09 starts early and the two slots end together
-FIRST := 01_rollouts 03_lock_in 05_refusal_cliff 08_interventions 09_cliff_as_judge 02_first_token_probe \
-  06_refusal_heads 07_thinking_budget 04_deliberation
-EXECUTED := $(foreach n,$(FIRST),$(filter %/$(n).ipynb,$(EXECUTED))) $(filter-out $(foreach n,$(FIRST),%/$(n).ipynb),$(EXECUTED))
+EXECUTED := $(foreach n,$(RANK),$(filter %/$(n).ipynb,$(EXECUTED))) $(filter-out $(foreach n,$(RANK),%/$(n).ipynb),$(EXECUTED))
 
 all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change)
 
 define notebook_rule
 $(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
 	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE)$(if $(MODEL), --model \
-	  $(MODEL))$(if $(BACKEND), --backend $(BACKEND)) --output $$@
+	  $(MODEL))$(if $(BACKEND), --backend $(BACKEND)) --output $$@$(call queue_args,$(notdir $(1:.py=)))
 endef
 $(foreach notebook,$(NOTEBOOKS),$(eval $(call notebook_rule,$(notebook))))
 

@@ -148,11 +148,12 @@ print(f"{evaluated.groupby(['model', 'selector', 'seed', 'share']).ngroups} eval
 # %% [markdown]
 # ## ASR and ORR by selector and share (95% intervals)
 # Per run: Wilson intervals over held-out prompts (one sample each). Every selector fine-tunes once per seed of
-# `cliff_train_seeds`, random selection once per selection seed (with that seed), and each condition's runs are
-# pooled (rows with `seed = -1`: a bootstrap over prompts of the pooled samples). "ASR minus random" is each
-# selector against random selection at the same share, with a bootstrap over prompts and runs: a LoRA run at this
-# size is noisy, and the verdict must hold across runs, not on one. Conditions that could not run are NA, with
-# the reason in `note`.
+# `cliff_train_seeds`, random selection once per selection seed; each condition's runs are pooled (`seed = -1`:
+# a bootstrap over prompts). "ASR minus random" is each selector against random selection at the same share, with
+# a bootstrap over prompts and runs (a LoRA run at this size is noisy). MS (peak minus final score) is near 0 on
+# a refused trace, whose final score is its peak: a cliff selector takes complied traces first on any model, and
+# "ASR minus rule_complied" (complied traces at random) leaves what the cliff adds beyond the outcome. Conditions
+# that could not run are NA, with the reason in `note`.
 
 # %%
 table = pd.concat([caj.rate_table(evaluated, seed=P.seed, judge=study.judge)] + not_measured, ignore_index=True)
@@ -162,8 +163,8 @@ pooled = caj.pooled(table)
 pooled.set_index(["model", "selector", "share", "metric"])["value"].unstack("metric").round(3)
 
 # %%
-versus = table[table["metric"] == "ASR minus random"]
-versus[["model", "selector", "share", "value", "low", "high", "n"]].round(3)
+versus = table[table["metric"].str.startswith("ASR minus")]
+versus[["model", "selector", "share", "metric", "value", "low", "high", "n"]].round(3)
 
 # %% [markdown]
 # ## ASR against the share of the pool, beside the published curve
@@ -177,9 +178,8 @@ plots.save_figure(fig, "09_cliff_as_judge", S.run)
 
 # %% [markdown]
 # ## Utility: what the fine-tuning costs on benign requests
-# ORR is in the table above. On the organisms, answer quality against the corpus: the share of benign answers
-# that are a well-formed compliance in the corpus's template. On the paper profile, paper B's MMLU-Pro and ARC-C
-# are not run here (no offline copy); no utility number beyond ORR is claimed.
+# ORR is in the table above. On the organisms, the share of benign answers that are a well-formed compliance in
+# the corpus's template. Paper B's MMLU-Pro and ARC-C are not run (no offline copy): no utility beyond ORR is claimed.
 
 # %%
 if organisms:

@@ -259,6 +259,23 @@ def test_rate_table_carries_paper_b_label_steps_and_pools_runs():
     assert versus.loc["cliff_ms", "low"] <= -0.5 <= versus.loc["cliff_ms", "high"] <= 0  # 4 prompts: 0 is drawn
 
 
+def test_cliff_selectors_are_also_set_against_complied_traces_taken_at_random():
+    from lrmsafety.analysis.cliff_as_judge import rate_table
+
+    rows = []  # on 4 harmful prompts: cliff_ms complies with 1, rule_complied with 2, random and rule with 3
+    for selector, complied in [("cliff_ms", 1), ("rule_complied", 2), ("random", 3), ("rule", 3)]:
+        for run in (0, 1):
+            for i in range(4):
+                rows.append({"model": "m", "selector": selector, "seed": run, "share": 0.05, "steps": 10,
+                             "prompt_id": f"p{i}", "label": "harmful", "refused": i >= complied, "answer": ""})
+    table = rate_table(pd.DataFrame(rows), seed=0).set_index(["metric", "selector"])
+    assert table.loc[("ASR minus rule_complied", "cliff_ms"), "value"] == -0.25
+    # only the cliff selectors are set against rule_complied; every selector against random
+    assert set(table.loc["ASR minus rule_complied"].index) == {"cliff_ms"}
+    assert set(table.loc["ASR minus random"].index) == {"cliff_ms", "rule_complied", "rule"}
+    assert table.loc[("ASR minus random", "rule_complied"), "value"] == -0.25
+
+
 # ------------------------------------------------------------------------------------------- the epoch arm
 def test_epoch_arm_steps_are_epochs_times_pool_over_batch():
     from lrmsafety.analysis.cliff_as_judge import epoch_steps

@@ -208,8 +208,9 @@ class Params(BaseModel):
                                        "examples, not 1)", ge=1)
     cliff_shares: list[float] = _f([0.017, 0.05, 1.0], "09: shares of the pool selected")
     cliff_selectors: list[Literal["cliff_ms", "cliff_final", "random", "rule", "rule_complied"]] = _f(
-        ["cliff_ms", "cliff_final", "random", "rule"],
-        "09: selectors; rule is create_data.py's (thinking with a refusal word), rule_complied main.py's")
+        ["cliff_ms", "cliff_final", "random", "rule", "rule_complied"],
+        "09: selectors; rule is create_data.py's (thinking with a refusal word), rule_complied main.py's (complied "
+        "traces at random: the baseline that leaves what a cliff selector adds beyond the outcome)")
     cliff_random_seeds: list[int] = _f([0, 1, 2, 3, 4], "09: seeds of the random selector (each random selection "
                                                          "also fine-tunes with its own seed)")
     cliff_train_seeds: list[int] = _f([0, 1, 2], "09: fine-tuning seeds of every other selector: a LoRA run at this "

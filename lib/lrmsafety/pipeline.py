@@ -1,7 +1,8 @@
 """The notebook pipeline: jupytext source -> papermill with the profile's parameters -> executed notebook.
 
 ``python -m lrmsafety.pipeline run notebooks/01_rollouts.py --profile organism [--model NAME] [--backend vllm]
---output build/…`` is what ``make all`` calls for each notebook; ``sync`` rewrites the ``.ipynb`` twins that Colab
+--output build/…`` is what ``make all`` calls for each notebook (with ``--slots N --rank R`` when notebooks run side by
+side: :mod:`lrmsafety.run_queue`); ``sync`` rewrites the ``.ipynb`` twins that Colab
 opens. Each notebook receives only ``profile``, ``model`` and ``backend``; it reads its values with ``params.load``
 (lrmsafety.params).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import os
 import re
@@ -18,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import params, usage
+from . import params, run_queue, usage
 from .paths import REPO_ROOT
 
 
@@ -216,11 +218,17 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("--model", default=None)
     run_parser.add_argument("--backend", default=None, help="transformers or vllm, in place of the profile's")
     run_parser.add_argument("--output", type=Path, required=True)
+    run_parser.add_argument("--slots", type=int, default=0, help="run when one of this many slots is free, shared with "
+                            "the other notebooks of the output folder (make all side by side; 0: at once)")
+    run_parser.add_argument("--rank", type=int, default=0, help="with --slots: lower ranks take a free slot first")
     sync_parser = commands.add_parser("sync", help="rewrite the .ipynb twins from the .py sources")
     sync_parser.add_argument("notebooks", type=Path, nargs="*")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run(args.notebook, args.profile, args.output, args.model or None, args.backend or None)
+        queued = (run_queue.turn(args.output.parent / ".queue", args.slots, args.rank) if args.slots
+                  else contextlib.nullcontext())
+        with queued:
+            run(args.notebook, args.profile, args.output, args.model or None, args.backend or None)
     else:
         sync(args.notebooks or sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")))
 

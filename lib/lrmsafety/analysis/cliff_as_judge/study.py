@@ -350,13 +350,17 @@ def figure(asr: pd.DataFrame, studied: Sequence[str], published: pd.DataFrame, p
     for selector, rows in published.groupby("selector"):
         color, marker = STYLES[selector]
         axes[-1].plot(rows["share"] * 100, rows["ASR"], color=color, marker=marker, ls="--", label=selector)
-    axes[-1].axhline(published_base, color="grey", ls=":", label="no fine-tuning")
-    axes[-1].set(xscale="log", xlabel="share of the pool (%)", title="paper B (figure script)")
+    axes[-1].axhline(published_base, color="grey", ls=":", label="no fine-tuning (paper B)")
+    axes[-1].set(xscale="log", xlabel="share of the pool (%)", title="paper B (figure script, dashed)")
     ticks = sorted(set(shares) | set(published["share"]))
+    legend = {}  # one legend for every panel, below them: inside, it hid points wherever the curves went
     for ax in axes:
         ax.set_xticks([t * 100 for t in ticks], [f"{t * 100:g}" for t in ticks], fontsize=7)
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.legend(fontsize=7)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=len(legend),
+               fontsize=7, frameon=False)
     return fig
 
 

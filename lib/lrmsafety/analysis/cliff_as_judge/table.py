@@ -1,7 +1,8 @@
 """The table of notebook 09: ASR and ORR per condition, and each selector against random selection.
 
     rate_table(evaluated, seed, judge)    ASR and ORR per condition: Wilson per run, a bootstrap over prompts of each
-                                          condition's pooled runs (seed -1), and each selector minus random over
+                                          condition's pooled runs (seed -1), each selector minus random, and each
+                                          cliff selector minus complied traces taken at random (rule_complied), over
                                           runs and prompts (metrics.runs_difference_ci)
     pooled(table)                         the rows the figure and the claims read
     outcomes(evaluated)                   per held-out harmful prompt and run: complied or not (the seed lane pools
@@ -42,8 +43,11 @@ def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b")
     intervals over held-out prompts; each condition's runs pooled as ``seed = -1`` (a bootstrap over prompts of
     the pooled samples when there are several); and each selector's ASR minus random selection's at the same
     share (metric "ASR minus random", seed -1), with a two-level bootstrap over prompts and runs
-    (:func:`lrmsafety.metrics.runs_difference_ci`): the interval the verdict on a selector is judged by. ``judge``
-    names the label (paper B's) in every row."""
+    (:func:`lrmsafety.metrics.runs_difference_ci`): the interval the verdict on a selector is judged by. Where
+    ``rule_complied`` ran, each cliff selector's ASR minus its ASR as well ("ASR minus rule_complied"): MS is the
+    thinking's peak minus the final score, and a refused trace's final score is its peak, so a cliff selector takes
+    complied traces first on any model; against complied traces taken at random, what the cliff adds beyond the
+    outcome is left. ``judge`` names the label (paper B's) in every row."""
     records = []
     for (name, selector, run_seed, share), part in evaluated.groupby(["model", "selector", "seed", "share"]):
         records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": run_seed}, seed)
@@ -63,33 +67,41 @@ def outcomes(evaluated: pd.DataFrame, judge: str = "refused_b") -> pd.DataFrame:
         ["model", "selector", "share", "seed", "prompt_id", "complied", "judge"]].reset_index(drop=True)
 
 
-def against_random(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] = ("seed",)) -> list[dict]:
-    """Each selector's ASR minus random selection's per model and share (rows of :func:`outcomes`), its runs the
-    distinct values of the ``run`` columns, with a two-level bootstrap over prompts and runs."""
+CLIFF_SELECTORS = ("cliff_ms", "cliff_final")
+
+
+def against_random(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] = ("seed",), baseline: str = "random",
+                   selectors: Sequence[str] | None = None) -> list[dict]:
+    """Each selector's ASR (of ``selectors``, default all) minus the ``baseline`` selector's per model and share
+    (rows of :func:`outcomes`; metric "ASR minus <baseline>"), its runs the distinct values of the ``run`` columns,
+    with a two-level bootstrap over prompts and runs."""
     rows = []
     keyed = complied.assign(run=complied[list(run)].astype(str).agg("/".join, axis=1))
     for (name, share), part in keyed.groupby(["model", "share"]):
         runs = {sel: frame.pivot_table(index="run", columns="prompt_id", values="complied", dropna=False)
                 for sel, frame in part.groupby("selector")}
-        if "random" not in runs:
+        if baseline not in runs:
             continue
         for selector, table in runs.items():
-            if selector == "random":
+            if selector == baseline or (selectors is not None and selector not in selectors):
                 continue
-            prompts = table.columns.intersection(runs["random"].columns)
+            prompts = table.columns.intersection(runs[baseline].columns)
             value, low, high = metrics.runs_difference_ci(table[prompts].to_numpy(),
-                                                          runs["random"][prompts].to_numpy(), seed=seed)
+                                                          runs[baseline][prompts].to_numpy(), seed=seed)
             rows.append({"model": name, "selector": selector, "share": share, "seed": -1,
-                         "metric": "ASR minus random", "value": value, "low": low, "high": high,
+                         "metric": f"ASR minus {baseline}", "value": value, "low": low, "high": high,
                          "n": len(prompts), "runs": len(table)})
     return rows
 
 
 def _against_random(evaluated: pd.DataFrame, seed: int) -> list[dict]:
-    """ASR of every selector minus random selection's, per model and share, over the runs of each (seed -1)."""
+    """ASR of every selector minus random selection's, and of the cliff selectors minus rule_complied's, per model
+    and share, over the runs of each (seed -1)."""
     harmful = evaluated[evaluated["label"] == "harmful"]
     steps = harmful.groupby(["model", "selector", "share"])["steps"].first()
-    rows = against_random(outcomes(evaluated), seed)
+    complied = outcomes(evaluated)
+    rows = against_random(complied, seed) + against_random(complied, seed, baseline="rule_complied",
+                                                           selectors=CLIFF_SELECTORS)
     for row in rows:
         row.pop("runs")
         row["steps"] = steps.get((row["model"], row["selector"], row["share"]), np.nan)
