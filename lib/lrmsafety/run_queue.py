@@ -14,7 +14,6 @@ ticket named by its rank and process id, removed when it gets its turn, and igno
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from pathlib import Path
@@ -56,6 +55,8 @@ def _free_slots(folder: Path, slots: int, settle: float) -> list:
     """The slot files this process could lock now and that were released at least ``settle`` seconds ago, locked
     (open file objects). Released: the holder touches its slot file on leaving, so that make has started the
     notebooks that waited for it (and they have queued) before anyone takes the slot."""
+    import fcntl  # POSIX only: imported here so that the pipeline's other commands run anywhere
+
     held = []
     for i in range(slots):
         path = folder / f"slot-{i}.lock"
