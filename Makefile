@@ -90,7 +90,8 @@ JOBS ?= $(if $(filter params/paper.yaml,$(PARAMS)),1,2)
 # and the long chain ended last). After a failure, the notebooks already waiting still run; nothing new starts.
 RANK := 01_rollouts 05_refusal_cliff 03_lock_in 02_first_token_probe 09_cliff_as_judge 04_deliberation \
   06_refusal_heads 08_interventions 00_organism 07_thinking_budget 00_environment 10_report
-rank_of = $(or $(strip $(foreach i,$(shell seq $(words $(RANK))),$(if $(filter $(1),$(word $(i),$(RANK))),$(i)))),99)
+RANK_NUMBERS := $(shell seq $(words $(RANK)))
+rank_of = $(or $(strip $(foreach i,$(RANK_NUMBERS),$(if $(filter $(1),$(word $(i),$(RANK))),$(i)))),99)
 # only when notebooks are the goal (`make test` runs one thing at a time); each notebook logs one line when it starts
 # and one when it ends (or the failing cell), so the lines of two notebooks side by side can interleave
 ifeq ($(filter-out all $(EXECUTED),$(or $(MAKECMDGOALS),all)),)

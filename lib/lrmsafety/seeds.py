@@ -81,7 +81,7 @@ def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> 
     organism seed and a fine-tuning seed; 09_heldout_outcomes.csv of each seed), with the two-level bootstrap of
     ``metrics.runs_difference_ci``; the rows of the claims ledger's B9.cliff_vs_random, with its targets and verdict."""
     from . import ledger, verdicts
-    from .analysis.cliff_as_judge import against_random
+    from .analysis.cliff_as_judge import against_baseline
 
     frames = []
     for seed in seeds:
@@ -90,7 +90,7 @@ def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> 
             frames.append(outcomes.assign(organism_seed=seed))
     if not frames:
         return pd.DataFrame()
-    rows = pd.DataFrame(against_random(pd.concat(frames), run=("organism_seed", "seed")))
+    rows = pd.DataFrame(against_baseline(pd.concat(frames), run=("organism_seed", "seed")))
     measure = ledger.measure_of(ledger.load_ledger(), POOLED_MEASURE)
     rows = rows.query(measure.select).copy()
     targets = [measure.targets.get(model) for model in rows["model"]]

@@ -23,4 +23,4 @@ from .study import (  # noqa: F401
     no_probe,
     usable,
 )
-from .table import TABLE_COLUMNS, against_random, not_run, outcomes, pooled, rate_table  # noqa: F401
+from .table import TABLE_COLUMNS, against_baseline, not_run, outcomes, pooled, rate_table  # noqa: F401

@@ -53,7 +53,7 @@ def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b")
         records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": run_seed}, seed)
     for (name, selector, share), part in evaluated.groupby(["model", "selector", "share"]):
         records += _rates(part, {"model": name, "selector": selector, "share": share, "seed": -1}, seed)
-    records += _against_random(evaluated, seed)
+    records += _against_baselines(evaluated, seed)
     table = pd.DataFrame(records, columns=TABLE_COLUMNS)
     return table.assign(judge=judge, note="")
 
@@ -70,8 +70,8 @@ def outcomes(evaluated: pd.DataFrame, judge: str = "refused_b") -> pd.DataFrame:
 CLIFF_SELECTORS = ("cliff_ms", "cliff_final")
 
 
-def against_random(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] = ("seed",), baseline: str = "random",
-                   selectors: Sequence[str] | None = None) -> list[dict]:
+def against_baseline(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] = ("seed",),
+                     baseline: str = "random", selectors: Sequence[str] | None = None) -> list[dict]:
     """Each selector's ASR (of ``selectors``, default all) minus the ``baseline`` selector's per model and share
     (rows of :func:`outcomes`; metric "ASR minus <baseline>"), its runs the distinct values of the ``run`` columns,
     with a two-level bootstrap over prompts and runs."""
@@ -94,13 +94,13 @@ def against_random(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] = (
     return rows
 
 
-def _against_random(evaluated: pd.DataFrame, seed: int) -> list[dict]:
+def _against_baselines(evaluated: pd.DataFrame, seed: int) -> list[dict]:
     """ASR of every selector minus random selection's, and of the cliff selectors minus rule_complied's, per model
     and share, over the runs of each (seed -1)."""
     harmful = evaluated[evaluated["label"] == "harmful"]
     steps = harmful.groupby(["model", "selector", "share"])["steps"].first()
     complied = outcomes(evaluated)
-    rows = against_random(complied, seed) + against_random(complied, seed, baseline="rule_complied",
+    rows = against_baseline(complied, seed) + against_baseline(complied, seed, baseline="rule_complied",
                                                            selectors=CLIFF_SELECTORS)
     for row in rows:
         row.pop("runs")
