@@ -15,9 +15,11 @@ log-normal and the row stops there (random weights never stop by themselves). Th
     slots   the same scheduler with ``decode="static"`` (what ``auto`` picks on CUDA): a fixed-slot static KV
             cache, each step replayed as a CUDA graph (lrmsafety.engine.slots)
 
-A plan entry may end in ``:torch`` (the slot engine attends by the formula over all attended columns and filters
-top-p by a sort, as on the CPU) or ``:triton`` (the default on CUDA: ``kernels.decode_attention`` over each row's own
-columns and ``kernels.top_p_search``), to compare the two in one process.
+A plan entry may end in ``:fused`` (the default, what the engine runs on CUDA: ``kernels.decode_attention`` over each
+row's own columns, ``kernels.top_p_search``, the elementwise chains fused by ``lrmsafety.engine.fusion`` and the draw
+inside the captured step), ``:triton`` (the two kernels alone, the draw after the replay) or ``:torch`` (the formula
+over all attended columns and top-p by a sort, as on the CPU), to compare them in one process. Every request
+carries its own seed, as the notebooks' rollouts do.
 
 ``--run-limit-s`` stops a run that takes longer and reports the rate over the tokens accepted so far (marked
 ``partial``; the batch engine stops between batches). ``--check`` first compares the slot engine's greedy tokens
@@ -51,7 +53,7 @@ import torch
 from real_configs import REAL_CONFIGS, random_model
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from lrmsafety.engine import hooks, sampling, scheduler, slots
+from lrmsafety.engine import fusion, hooks, sampling, scheduler, slots
 from lrmsafety.engine.generate import generate_batch
 
 # a tiny model of the 1.5B's architecture, to check the benchmark on a CPU (`--models tiny --device cpu`)
@@ -61,12 +63,18 @@ REAL_CONFIGS.setdefault("tiny", dict(REAL_CONFIGS["deepseek-r1-distill-qwen-1.5b
 SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 0}
 
 
+KERNELS = ("fused", "triton", "torch")
+
+
 def use_kernels(name: str) -> None:
-    """``triton``: the slot engine's CUDA kernels (decode_attention, top_p_search); ``torch``: the formula and the
-    sort, as on the CPU."""
-    if name not in ("triton", "torch"):
-        raise ValueError(f"unknown kernels {name!r}")
-    slots.FUSED = sampling.SORT_FREE = name == "triton"
+    """``fused`` (what the engine runs on CUDA): the slot engine's Triton kernels (decode_attention, top_p_search),
+    the norms, rotary embeddings and MLP activations fused (lrmsafety.engine.fusion) and each row's draw inside the
+    captured step; ``triton``: the Triton kernels alone (the draw eager, after the graph's replay); ``torch``: the
+    formula and the sort, as on the CPU."""
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernels {name!r}; choose one of {KERNELS}")
+    slots.FUSED = sampling.SORT_FREE = name != "torch"
+    fusion.ENABLED = slots.SAMPLE_IN_GRAPH = name == "fused"
 
 
 def draw_lengths(n: int, median: float, sigma: float, cap: int, seed: int) -> list[int]:
@@ -104,14 +112,16 @@ class Fixed:
     started = last_print = 0.0
     limit = float("inf")  # seconds after ``started`` at which the run stops
 
-    def __init__(self, text: str, n: int):
-        self.text, self.n, self.taken = text, n, 0
+    def __init__(self, text: str, n: int, seed: int):
+        # each request draws from its own seed, as the notebooks' rollouts do (the counter-based draw)
+        self.text, self.n, self.taken, self.seed, self.n_drawn = text, n, 0, seed, 0
 
     def max_steps(self) -> int:
         return self.n - self.taken
 
     def advance(self, tokens, entropies) -> str:
         before, self.taken = self.taken, min(self.n, self.taken + len(tokens))
+        self.n_drawn += self.taken - before
         Fixed.useful += self.taken - before
         now = time.perf_counter()
         if now - Fixed.last_print > 30:
@@ -145,7 +155,7 @@ def run_refill_engine(model, tokenizer, prompts, lengths, batch, chunk, decode="
                                     generator=torch.Generator(device=model.device).manual_seed(0))
     out = {}
     try:
-        run.run([Fixed(p, n) for p, n in zip(prompts, lengths)], lambda r: None)
+        run.run([Fixed(p, n, seed) for seed, (p, n) in enumerate(zip(prompts, lengths))], lambda r: None)
     except OutOfTime:
         out["partial"] = True
     out.update(useful_done=Fixed.useful, decode_steps=run.steps, prefills=run.prefills)
@@ -160,13 +170,14 @@ def run_refill_engine(model, tokenizer, prompts, lengths, batch, chunk, decode="
 class Collect:
     """A request that keeps its ``n`` tokens."""
 
-    def __init__(self, text: str, n: int):
-        self.text, self.n, self.tokens = text, n, []
+    def __init__(self, text: str, n: int, seed: int):
+        self.text, self.n, self.tokens, self.seed, self.n_drawn = text, n, [], seed, 0
 
     def max_steps(self) -> int:
         return self.n - len(self.tokens)
 
     def advance(self, tokens, entropies) -> str:
+        self.n_drawn += len(tokens[: self.n - len(self.tokens)])
         self.tokens += tokens[: self.n - len(self.tokens)]
         return scheduler.DONE if len(self.tokens) >= self.n else scheduler.CONTINUE
 
@@ -182,7 +193,7 @@ def check_engines(model, tokenizer, n=12, tokens=48) -> dict:
     lengths = [tokens - 3 * (i % 5) for i in range(n)]
     got = {}
     for name, decode, graphs in (("graphs", "static", True), ("eager", "static", False), ("dynamic", "dynamic", None)):
-        requests = [Collect(p, k) for p, k in zip(prompts, lengths)]
+        requests = [Collect(p, k, seed) for seed, (p, k) in enumerate(zip(prompts, lengths))]
         run = scheduler.RefillScheduler(model, tokenizer, greedy, slots=4, chunk=8, decode=decode)
         if graphs is not None:
             make = run._new_engine
@@ -287,8 +298,8 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
 
-    plan = [(p.split(":") + ["triton"])[:4] for p in args.plan] if args.plan else \
-        [(m, e, b, "triton") for m in args.models for b in args.batch_sizes for e in args.engines]
+    plan = [(p.split(":") + ["fused"])[:4] for p in args.plan] if args.plan else \
+        [(m, e, b, "fused") for m in args.models for b in args.batch_sizes for e in args.engines]
     model, model_name = None, None
     for wanted, engine, batch, kernels in plan:
         batch = int(batch)

@@ -1,7 +1,7 @@
 """Where a decode step of the slot engine spends its time, against the bandwidth limit of that step.
 
     python benchmarks/step_breakdown.py --tokenizer ../shared/tokenizers/qwen3 [--models ...] [--slots 64]
-        [--context 650] [--kernels triton torch] [--json out.json]
+        [--context 650] [--kernels fused triton torch] [--json out.json]
 
 The slot engine (:mod:`lrmsafety.engine.slots`) is filled with ``--slots`` live rows of ``--context`` cached tokens
 each (random weights, bf16; a prompt of 256 tokens, then decode steps until the rows reach the context: the mean
@@ -12,15 +12,19 @@ length of the realistic benchmark's traces is about 540 tokens), and one step at
     kernels      the eager step under torch.profiler: GPU time of the kernels inside each module kind (attention
                  blocks, MLPs, the lm_head, everything else: embeddings, norms, the mask), summed per step
     sampling     drawing the rows' tokens from the step's logits (sampling.draw: temperature, top-p, the inverse
-                 CDF in float64), outside the graph
+                 CDF in float64), run eagerly
+    sampled      (``fused``) the step with its draw captured in one graph, as the engine replays it
     limit        the step's bytes (weights once, each row's KV cache once) at the measured copy bandwidth
 
-A step's real cost is graph + sampling; "launch gaps" is what the graph's replay takes beyond its kernels' GPU time
-(the kernels are timed in the eager step, the graph replays the same kernels).
+A step's real cost is graph + sampling (``sampled`` where the draw is captured); "launch gaps" is what the graph's
+replay takes beyond its kernels' GPU time (the kernels are timed in the eager step, the graph replays the same
+kernels).
 
-``--kernels`` measures each model once per choice: ``triton`` is what the engine runs on CUDA (attention through
-``kernels.decode_attention``, each row over its own columns; top-p through ``kernels.top_p_search``, no sort),
-``torch`` the CPU's formulas on the GPU (attention as matrix products over all ``width`` columns; top-p by a sort).
+``--kernels`` measures each model once per choice: ``fused`` is what the engine runs on CUDA (attention through
+``kernels.decode_attention``, each row over its own columns; top-p through ``kernels.top_p_search``, no sort; the
+norms, rotary embeddings and MLP activations fused by ``lrmsafety.engine.fusion``; the draw inside the graph),
+``triton`` the two kernels alone (the draw eager), ``torch`` the CPU's formulas on the GPU (attention as matrix
+products over all ``width`` columns; top-p by a sort).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import torch
 from real_configs import build_random
-from realistic_rollouts import use_kernels  # and its tiny model (`--models tiny --device cpu`)
+from realistic_rollouts import KERNELS, use_kernels  # and its tiny model (`--models tiny --device cpu`)
 from rollout_throughput import copy_bandwidth, kv_bytes_per_token, weight_bytes
 from transformers import AutoTokenizer
 
@@ -157,6 +161,14 @@ def measure(model, tokenizer, slots_n: int, context: int, bandwidth: float) -> d
                 "softmax": round(cuda_ms(lambda: filtered.softmax(-1), 20), 3),
                 "inverse_cdf": round(cuda_ms(lambda: inverse_cdf(probs, u), 20), 3)}
             got["kernels_ms"] = kernel_breakdown(model, engine, width)
+            if engine.device.type == "cuda" and slots.SAMPLE_IN_GRAPH:  # the step with its draw, one replay
+                state = [t.clone() for t in (engine.ids, engine.pos, engine.counts)]
+
+                def sampled_step():  # then back to the same state (three small copies beside the replay)
+                    engine._graph_step(width, sampled=True)
+                    for live, saved in zip((engine.ids, engine.pos, engine.counts), state):
+                        live.copy_(saved)
+                got["sampled_graph_ms"] = cuda_ms(sampled_step, 50)
             raise Measured
         return original(engine, steps)
 
@@ -174,12 +186,13 @@ def measure(model, tokenizer, slots_n: int, context: int, bandwidth: float) -> d
         slots.SlotEngine.decode = original
     weights, kv = weight_bytes(model), kv_bytes_per_token(model)
     limit_ms = (weights + got["live_tokens"] * kv) / bandwidth * 1000
-    step_ms = got["graph_ms"] + got["sampling_ms"]
+    step_ms = got.get("sampled_graph_ms", got["graph_ms"] + got["sampling_ms"])
     got.update(limit_ms=round(limit_ms, 3), step_ms=round(step_ms, 3), of_limit=round(limit_ms / step_ms, 4),
                launch_gaps_ms=round(got["graph_ms"] - got["kernels_ms"]["kernels_total"], 3),
                tokens_per_s=round(slots_n / step_ms * 1000, 1))
-    for k in ("graph_ms", "eager_ms", "sampling_ms"):
-        got[k] = round(got[k], 3)
+    for k in ("graph_ms", "eager_ms", "sampling_ms", "sampled_graph_ms"):
+        if k in got:
+            got[k] = round(got[k], 3)
     return got
 
 
@@ -188,7 +201,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b"])
     parser.add_argument("--slots", nargs="+", type=int, default=[64])
     parser.add_argument("--context", type=int, default=650)
-    parser.add_argument("--kernels", nargs="+", default=["triton"], choices=["triton", "torch"],
+    parser.add_argument("--kernels", nargs="+", default=["fused"], choices=list(KERNELS),
                         help="measure each model with these attention and top-p kernels (see above)")
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--device", default="cuda", help="cpu: check the script on a tiny model (no timings)")

@@ -482,3 +482,47 @@ def test_importing_the_library_makes_cpu_products_batch_invariant():
     if default.stdout.split()[1] == "True":
         pytest.skip("this CPU's default MKL kernels are batch invariant already: nothing to tell apart")
     assert "MKL_CBWR=AVX2,STRICT" in default.stderr  # the rollouts' warning names the fix
+
+
+def test_draws_inside_the_step_give_the_eager_draws(tiny_arch, monkeypatch):
+    """The slot engine's draw as part of its captured step (every slot drawn, the live ones advanced: what a CUDA
+    graph replays) gives each seeded request the tokens and entropies of the eager loop over the running rows. Run
+    on the CPU with the step uncaptured, so it is the step's logic that is checked, not a graph."""
+    from lrmsafety.engine import slots
+
+    model, tokenizer, _ = tiny_arch
+    Fixed.tokenizer = tokenizer
+    specs = [(t, n, 40 + i) for i, (t, n) in enumerate(zip(TEXTS + TEXTS[:2], [6, 3, 8, 4, 5, 7]))]
+    results, steps = {}, {}
+    for in_step in (False, True):
+        if in_step:  # graphs "wanted", but each capture gives none: _graph_step runs the sampled step eagerly
+            monkeypatch.setattr(slots.SlotEngine, "graphs_wanted", property(lambda self: True, lambda self, v: None),
+                                raising=False)
+            monkeypatch.setattr(slots.SlotEngine, "_capture", lambda self, key: None)
+            monkeypatch.setattr(slots.SlotEngine, "_sampled_forward", counted(slots.SlotEngine._sampled_forward, steps))
+        requests = [WithEntropies(*s) for s in specs]
+        run = scheduler.RefillScheduler(model, tokenizer, SAMPLED, slots=3, chunk=2, decode="static",
+                                        want_entropy=True)
+        run.run(requests, lambda r: None)
+        results[in_step] = [(r.tokens, r.entropies) for r in requests]
+    assert steps["calls"] > 10  # the sampled step ran
+    assert results[True] == results[False]
+
+
+class WithEntropies(Seeded):
+    def __init__(self, text, n, seed):
+        super().__init__(text, n, seed)
+        self.entropies = []
+
+    def advance(self, tokens, entropies):
+        self.entropies += entropies[: self.n - len(self.tokens)]
+        return super().advance(tokens, entropies)
+
+
+def counted(function, tally):
+    tally["calls"] = 0
+
+    def wrapper(*args, **kwargs):
+        tally["calls"] += 1
+        return function(*args, **kwargs)
+    return wrapper

@@ -16,9 +16,10 @@ the GPU work itself. Here instead:
   (:func:`kernels.decode_attention`, split over the columns as in flash decoding) reads each row's own columns
   ``0 .. position`` only, so a short row beside a long one costs its own length, not the longest row's, and the
   scores stay in float32 instead of being rounded to the model's dtype first;
-- on CUDA, without user hooks, each bucket's step is captured once as a CUDA graph and replayed; sampling stays
-  outside the graph (so the counter-based draws, keyed by each slot's sample seed and token count, and the top-p
-  rule are those of the eager path);
+- on CUDA, without user hooks, each bucket's step is captured once as a CUDA graph and replayed, with the draw of
+  each slot's token when the rows carry seeds (the counter-based draw of :mod:`sampling`, keyed by the slot's seed
+  and token count: the eager path's tokens), and with the norms, rotary embeddings and MLP activations fused
+  (:mod:`fusion`);
 - newly admitted requests are prefilled separately (a batched DynamicCache forward, identical texts once) and their
   KV is copied into free slots; a finished row frees its slot; the capacity grows (graphs are re-captured) when a
   row would outgrow it.
@@ -38,7 +39,7 @@ import logging
 
 import torch
 
-from . import attention, kernels
+from . import attention, fusion, kernels
 from .sampling import draw, entropy
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 ATTENTION_NAME = "lrmsafety_slots"
 FUSED_NAME = "lrmsafety_slots_fused"
 FUSED = True  # on CUDA, attend through kernels.decode_attention (False: the formula, as on the CPU)
+SAMPLE_IN_GRAPH = True  # on CUDA with keyed rows, the draw is part of the captured step (False: eager, per step)
 BUCKET = 256  # attended width is a multiple of this (one CUDA graph per width)
 GROWTH = 512  # the capacity grows in steps of this many columns
 
@@ -335,22 +337,28 @@ class SlotEngine:
         # the hooks cannot change within a call: one walk over the modules here, not one per step
         blocked, local = _hook_census(self.model)
         graphs = self.graphs_wanted and not blocked
-        # the running rows' logits, in row order: each row draws from its own key (seed, count), as in the
-        # DynamicCache engine; without seeds, from the generator in the DynamicCache engine's order; free slots
-        # cost no sampling
+        # each running row draws from its own key (seed, count), as in the DynamicCache engine (without seeds, from
+        # the generator in that engine's order); in a graph the draw is part of the replay, over every slot (a free
+        # slot's token is discarded), else it runs eagerly over the running rows
+        in_graph = graphs and self.keyed and SAMPLE_IN_GRAPH
         order = torch.tensor(self.order, device=self.device)
         out, ents = [], []
         for _ in range(steps):
-            logits = (self._graph_step(width, local) if graphs else self._eager_step(width))[order]
-            if self.want_entropy:
-                ents.append(entropy(logits))
-            seeds, counts = (self.seeds[order], self.counts[order]) if self.keyed else (None, None)
-            token = draw(logits, self.sampling, self.generator, seeds, counts)
-            if self.keyed:
-                self.counts[order] += 1
-            self.ids[order, 0] = token
-            self.pos += self.live
+            if in_graph:
+                token, entropies = self._graph_step(width, local, sampled=True)
+                token, entropies = token[order], (entropies[order] if self.want_entropy else None)
+            else:
+                logits = (self._graph_step(width, local) if graphs else self._eager_step(width))[order]
+                entropies = entropy(logits) if self.want_entropy else None
+                seeds, counts = (self.seeds[order], self.counts[order]) if self.keyed else (None, None)
+                token = draw(logits, self.sampling, self.generator, seeds, counts)
+                if self.keyed:
+                    self.counts[order] += 1
+                self.ids[order, 0] = token
+                self.pos += self.live
             out.append(token)
+            if entropies is not None:
+                ents.append(entropies)
         for s in self.order:
             self.lengths[s] += steps
         return torch.stack(out, 1).tolist(), (torch.stack(ents, 1).tolist() if ents else None)
@@ -363,7 +371,7 @@ class SlotEngine:
         bias = torch.zeros(visible.shape, dtype=torch.float32, device=self.device)
         bias = bias.masked_fill(~visible, float("-inf"))[:, None, None, :]
         try:
-            with _slot_attention(self.model, self.attention):
+            with _slot_attention(self.model, self.attention), fusion.fused(self.model):
                 # a 4D mask is passed through as it is by transformers' mask builders
                 logits = self.model(input_ids=self.ids, attention_mask=bias,
                                     position_ids=self.pos[:, None], past_key_values=self.cache, use_cache=True,
@@ -382,12 +390,24 @@ class SlotEngine:
         self.eager_steps += 1
         return self._forward(width)
 
-    def _graph_step(self, width: int, hooks: tuple[int, ...] | None = None) -> torch.Tensor:
+    def _sampled_forward(self, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A step and each slot's draw from its own key (seed, count), as the eager loop of :meth:`decode` draws
+        for the running rows; the counts, the fed tokens and the positions of the live slots advance."""
+        logits = self._forward(width)
+        entropies = entropy(logits) if self.want_entropy else None
+        token = draw(logits, self.sampling, None, self.seeds, self.counts)
+        self.counts += self.live
+        self.ids[:, 0] = torch.where(self.live.bool(), token, self.ids[:, 0])
+        self.pos += self.live
+        return token, entropies
+
+    def _graph_step(self, width: int, hooks: tuple[int, ...] | None = None, sampled: bool = False):
         """One step replayed from the graph captured at this width with these ``row_local`` hooks (``None``: the
-        model's present ones)."""
-        key = (width, row_local_hooks(self.model) if hooks is None else hooks)
+        model's present ones): its logits, or with ``sampled`` each slot's token and entropy (:meth:`_sampled_forward`;
+        without a graph, the same eagerly)."""
+        key = (width, row_local_hooks(self.model) if hooks is None else hooks, sampled)
         entry = self._graphs.get(key)
-        if entry is None:
+        if entry is None and self.graphs_wanted:
             try:
                 entry = self._capture(key)
             except Exception as err:  # noqa: BLE001 (a step that cannot be captured still runs eagerly)
@@ -397,24 +417,30 @@ class SlotEngine:
                             type(err).__name__, err)
                 self.graphs_wanted, self.graph_error = False, f"{type(err).__name__}: {err}"
                 torch.cuda.synchronize()
-                return self._eager_step(width)
-        graph, logits = entry
+        if entry is None:
+            self.eager_steps += 1
+            return self._sampled_forward(width) if sampled else self._forward(width)
+        graph, output = entry
         graph.replay()
         self.graph_steps += 1
-        return logits
+        return output
 
     def _capture(self, key: tuple):
-        """Capture the step at this width with these hooks (a warm-up first: it writes the same keys and values the
-        replay will)."""
-        width = key[0]
+        """Capture the step at this width with these hooks, sampled or not (a warm-up first, on a copy of the state a
+        sampled step advances: it writes the same keys and values the replay will)."""
+        width, sampled = key[0], key[2]
+        step = self._sampled_forward if sampled else self._forward
+        state = [t.clone() for t in (self.ids, self.pos, self.counts)]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self._forward(width)
+            step(width)
         torch.cuda.current_stream().wait_stream(stream)
+        for live, saved in zip((self.ids, self.pos, self.counts), state):
+            live.copy_(saved)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self._forward(width)
-        self._graphs[key] = (graph, logits)
+            output = step(width)
+        self._graphs[key] = (graph, output)
         self.graph_captures += 1
-        return graph, logits
+        return graph, output
