@@ -67,14 +67,14 @@ KERNELS = ("fused", "triton", "torch")
 
 
 def use_kernels(name: str) -> None:
-    """``fused`` (what the engine runs on CUDA): the slot engine's Triton kernels (decode_attention, top_p_search),
-    the norms, rotary embeddings and MLP activations fused (lrmsafety.engine.fusion) and each row's draw inside the
-    captured step; ``triton``: the Triton kernels alone (the draw eager, after the graph's replay); ``torch``: the
-    formula and the sort, as on the CPU."""
+    """``fused`` (what the engine runs on CUDA): the slot engine's Triton kernels (decode_attention, top_p_search,
+    inverse_cdf), the norms, rotary embeddings and MLP activations fused (lrmsafety.engine.fusion) and each row's
+    draw inside the captured step; ``triton``: decode_attention and top_p_search alone (the draw eager, after the
+    graph's replay, by softmax and cumulative sum); ``torch``: the formula and the sort, as on the CPU."""
     if name not in KERNELS:
         raise ValueError(f"unknown kernels {name!r}; choose one of {KERNELS}")
     slots.FUSED = sampling.SORT_FREE = name != "torch"
-    fusion.ENABLED = slots.SAMPLE_IN_GRAPH = name == "fused"
+    fusion.ENABLED = slots.SAMPLE_IN_GRAPH = sampling.KERNEL_DRAW = name == "fused"
 
 
 def draw_lengths(n: int, median: float, sigma: float, cap: int, seed: int) -> list[int]:

@@ -40,7 +40,7 @@ from realistic_rollouts import KERNELS, use_kernels  # and its tiny model (`--mo
 from rollout_throughput import copy_bandwidth, kv_bytes_per_token, weight_bytes
 from transformers import AutoTokenizer
 
-from lrmsafety.engine import scheduler, slots
+from lrmsafety.engine import kernels, sampling, scheduler, slots
 from lrmsafety.engine.sampling import draw, filtered_logits, inverse_cdf, row_keys, uniform
 
 SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 0}
@@ -160,6 +160,9 @@ def measure(model, tokenizer, slots_n: int, context: int, bandwidth: float) -> d
                 "top_p_filter": round(cuda_ms(lambda: filtered_logits(logits, SAMPLING), 20), 3),
                 "softmax": round(cuda_ms(lambda: filtered.softmax(-1), 20), 3),
                 "inverse_cdf": round(cuda_ms(lambda: inverse_cdf(probs, u), 20), 3)}
+            if sampling.KERNEL_DRAW and kernels.available and logits.is_cuda:  # the draw the engine runs
+                got["sampling_parts_ms"]["inverse_cdf_kernel"] = round(cuda_ms(
+                    lambda: kernels.inverse_cdf(filtered, u), 20), 3)
             got["kernels_ms"] = kernel_breakdown(model, engine, width)
             if engine.device.type == "cuda" and slots.SAMPLE_IN_GRAPH:  # the step with its draw, one replay
                 state = [t.clone() for t in (engine.ids, engine.pos, engine.counts)]
@@ -216,10 +219,10 @@ def main() -> None:
     for name in args.models:
         model = build_random(name, device=args.device, dtype=None if cuda else torch.float32)
         for n in args.slots:
-            for kernels in args.kernels:
-                use_kernels(kernels)
+            for kernel_set in args.kernels:
+                use_kernels(kernel_set)
                 started = time.perf_counter()
-                row = {"model": name, "slots": n, "context": args.context, "kernels": kernels,
+                row = {"model": name, "slots": n, "context": args.context, "kernels": kernel_set,
                        **measure(model, tokenizer, n, args.context, bandwidth),
                        "seconds": round(time.perf_counter() - started, 1)}
                 print(json.dumps(row), flush=True)

@@ -165,3 +165,46 @@ def test_top_p_search_keeps_the_sort_rules_tokens():
         print("tokens differing", differ)
     """)
     assert "tokens differing" in out
+
+
+def test_the_inverse_cdf_kernel_draws_the_softmax_draw():
+    """kernels.inverse_cdf (CUDA's draw; here in Triton's interpreter) gives sampling.inverse_cdf's token on the
+    softmax for flat, peaked and top-p-filtered rows, a row of one kept token, u at 0 and at its largest value, and
+    targets in the tokens at chunk and block edges; it never returns a filtered token."""
+    from test_slot_attention import run_interpreted
+
+    out = run_interpreted("""
+        import torch
+        from lrmsafety.engine import kernels, sampling
+
+        kernels.TOP_P_CHUNKS, kernels.TOP_P_BLOCK = 4, 256  # several chunks of several blocks per row
+        g = torch.Generator().manual_seed(1)
+        n, vocab = 12, 3000
+        edges = (255, 256, 768, 2047)  # a block's last and the next chunk's first column, and others
+        rows = {
+            "flat": torch.randn(n, vocab, generator=g),
+            "peaked": torch.randn(n, vocab, generator=g) * 8,
+            "top_p": sampling.filtered_logits(torch.randn(n, vocab, generator=g) * 3, {"top_p": 0.9}),
+            "one": torch.full((n, vocab), float("-inf")).index_fill(1, torch.tensor([1500]), 0.0),
+            "edges": torch.randn(n, vocab, generator=g).index_add(1, torch.tensor(edges), torch.full((n, 4), 6.0)),
+        }
+        same = total = 0
+        for name, logits in rows.items():
+            probs = logits.softmax(-1)
+            cdf = probs.double().cumsum(-1)
+            u = torch.rand(n, dtype=torch.float64, generator=g)
+            u[0], u[1] = 0.0, 1 - 2.0 ** -53
+            if name == "edges":  # targets mid-way through the heavy tokens at the edges (far from any boundary)
+                for i, col in zip(range(2, 6), edges):
+                    u[i] = float(cdf[i, col - 1] + cdf[i, col]) / 2 / float(cdf[i, -1])
+            got = kernels.inverse_cdf(logits, u)
+            want = sampling.inverse_cdf(probs, u)
+            assert (probs[torch.arange(n), got] > 0).all(), name
+            if name == "edges":
+                assert got[2:6].tolist() == list(edges)
+            same += int((got == want).sum())
+            total += n
+        print("same", same, "of", total)
+    """)
+    same, total = map(int, out.split()[1::2])
+    assert same == total, out

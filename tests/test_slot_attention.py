@@ -24,8 +24,8 @@ import triton.runtime.interpreter as interpreter
 if hasattr(interpreter, "_patch_lang_tensor"):
     _patch = interpreter._patch_lang_tensor
 
-    def _patch_index(tensor):
-        _patch(tensor)
+    def _patch_index(tensor, *args, **kwargs):  # (tensor) in Triton 3.5, (tensor, scope) in later versions
+        _patch(tensor, *args, **kwargs)
         tensor.__index__ = lambda self: int(self.handle.data.reshape(-1)[0])
 
     interpreter._patch_lang_tensor = _patch_index

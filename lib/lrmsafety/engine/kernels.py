@@ -270,3 +270,74 @@ def top_p_search(logits: torch.Tensor, top_p: float) -> torch.Tensor:
                               out.stride(0), chunk_cols, rest, _LOWEST_KEY, BLOCK=block, CHUNKS=chunks,
                               SPLITS=splits)
     return out
+
+
+if triton is not None:
+    @triton.jit
+    def _chunk_mass_kernel(x_ptr, max_ptr, mass_ptr, n_cols, stride_x, chunk_cols, BLOCK: tl.constexpr,
+                           CHUNKS: tl.constexpr):
+        """The float64 sum of ``exp(x - max)`` over one chunk of one row (max: the row's)."""
+        row, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
+        x_row = x_ptr + row * stride_x
+        cols = tl.arange(0, BLOCK)
+        peak = tl.max(tl.load(max_ptr + row * CHUNKS + tl.arange(0, CHUNKS)), 0)
+        total = tl.zeros([BLOCK], tl.float64)
+        for start in range(chunk * chunk_cols, tl.minimum((chunk + 1) * chunk_cols, n_cols), BLOCK):
+            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf"))
+            total += tl.exp(x - peak).to(tl.float64)
+        tl.store(mass_ptr + row * CHUNKS + chunk, tl.sum(total, 0))
+
+    @triton.jit
+    def _inverse_cdf_kernel(x_ptr, max_ptr, mass_ptr, u_ptr, out_ptr, n_cols, stride_x, chunk_cols,
+                            BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
+        """One row: the chunk where the cumulative mass first exceeds ``u`` times the row's mass, then the token
+        within it (the last token of positive mass when rounding leaves the target at or past the total)."""
+        row = tl.program_id(0).to(tl.int64)
+        chunks = tl.arange(0, CHUNKS)
+        peak = tl.max(tl.load(max_ptr + row * CHUNKS + chunks), 0)
+        mass = tl.load(mass_ptr + row * CHUNKS + chunks)
+        cumulative = tl.cumsum(mass, 0)
+        target = tl.load(u_ptr + row) * tl.sum(mass, 0)
+        last_positive = tl.max(tl.where(mass > 0, chunks, 0), 0)
+        chunk = tl.minimum(tl.sum((cumulative <= target).to(tl.int32), 0), last_positive)
+        base = tl.sum(tl.where(chunks < chunk, mass, 0.0), 0)
+        x_row = x_ptr + row * stride_x
+        cols = tl.arange(0, BLOCK)
+        found = tl.zeros([], tl.int32) + n_cols  # none yet
+        last = tl.zeros([], tl.int32)
+        for start in range(chunk * chunk_cols, tl.minimum((chunk + 1) * chunk_cols, n_cols), BLOCK):
+            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf"))
+            p = tl.exp(x - peak).to(tl.float64)
+            past = (base + tl.cumsum(p, 0)) > target
+            first = tl.min(tl.where(past, start + cols, n_cols), 0)
+            found = tl.minimum(found, first)
+            last = tl.maximum(last, tl.max(tl.where(p > 0, start + cols, 0), 0))
+            base += tl.sum(p, 0)
+        tl.store(out_ptr + row, tl.where(found < n_cols, found, last).to(tl.int64))
+
+
+def inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row of ``logits`` (float32 ``[rows, vocab]``, filtered tokens at -inf), the first token whose cumulative
+    softmax mass exceeds ``u`` (float64, one per row, in [0, 1)) times the row's mass: the draw of
+    :func:`lrmsafety.engine.sampling.inverse_cdf` on the softmax, without the softmax and the float64 cumulative sum
+    over the whole vocabulary. The masses ``exp(logit - max)`` are summed in float64 per chunk, then scanned within
+    the one chunk that holds the target; the normalisation is left out (a common factor), so a draw can differ from
+    the softmax's only where ``u`` lies within float rounding of a boundary. A token of mass 0 is never chosen.
+    """
+    if logits.dtype != torch.float32 or logits.dim() != 2:
+        raise ValueError("inverse_cdf takes float32 logits of shape [rows, vocab]")
+    rows, n_cols = logits.shape
+    out = torch.empty(rows, dtype=torch.int64, device=logits.device)
+    if not rows:
+        return out
+    chunks, block = TOP_P_CHUNKS, TOP_P_BLOCK
+    chunk_cols = triton.cdiv(triton.cdiv(n_cols, chunks), block) * block
+    maxima = torch.empty((rows, chunks), dtype=torch.float32, device=logits.device)
+    mass = torch.empty((rows, chunks), dtype=torch.float64, device=logits.device)
+    u = u.to(device=logits.device, dtype=torch.float64).contiguous()
+    grid = (rows, chunks)
+    _chunk_max_kernel[grid](logits, maxima, n_cols, logits.stride(0), chunk_cols, BLOCK=block, CHUNKS=chunks)
+    _chunk_mass_kernel[grid](logits, maxima, mass, n_cols, logits.stride(0), chunk_cols, BLOCK=block, CHUNKS=chunks)
+    _inverse_cdf_kernel[(rows,)](logits, maxima, mass, u, out, n_cols, logits.stride(0), chunk_cols, BLOCK=block,
+                                 CHUNKS=chunks)
+    return out

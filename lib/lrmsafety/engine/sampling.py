@@ -10,7 +10,9 @@ Top-p keeps, per row, the most likely tokens whose mass first reaches ``top_p`` 
 :func:`filtered_logits`). On the CPU that rule runs as written, a sort of the whole vocabulary. On CUDA a sort of a
 152k vocabulary costs over a millisecond per step, so there :func:`kernels.top_p_search` finds the same kept set
 without sorting: the lowest kept logit is the smallest threshold at or below which the tokens hold more than
-``1 - top_p`` of the mass, found by a search over the floats' bits (Triton kernels).
+``1 - top_p`` of the mass, found by a search over the floats' bits (Triton kernels); and the keyed draw's inverse
+CDF runs as :func:`kernels.inverse_cdf` (chunk masses in float64, one chunk scanned) instead of a softmax and a
+float64 cumulative sum over the vocabulary.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from . import kernels
 
 SORT_FREE = True  # on CUDA, top-p through kernels.top_p_search (False: the sort, as on the CPU)
+KERNEL_DRAW = True  # on CUDA, the keyed draw through kernels.inverse_cdf (False: softmax and cumsum, as on the CPU)
 
 
 def _signed(value: int) -> int:
@@ -102,7 +105,10 @@ def sample(logits: torch.Tensor, sampling: dict, generator: torch.Generator | No
     """
     if not sampling.get("do_sample", False) or not sampling.get("temperature", 1.0):
         return logits.argmax(-1)
-    probs = filtered_logits(logits, sampling).softmax(-1)
+    filtered = filtered_logits(logits, sampling)
+    if keys is not None and filtered.is_cuda and KERNEL_DRAW and kernels.available:
+        return kernels.inverse_cdf(filtered, uniform(keys.to(logits.device)))  # the same draw, without the softmax
+    probs = filtered.softmax(-1)
     if keys is not None:
         return inverse_cdf(probs, uniform(keys.to(logits.device)))
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
