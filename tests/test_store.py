@@ -77,3 +77,24 @@ def test_a_corrupt_part_names_the_file_and_the_fix(tmp_path):
     table.parts[0].write_bytes(b"not parquet")
     with pytest.raises(RuntimeError, match=r"part-000000.parquet cannot be read .*delete that file"):
         table.read()
+
+
+def _write_manifests(path, rounds):
+    for i in range(rounds):
+        store._atomic_write_text(path, f"{i}")
+
+
+def test_processes_side_by_side_write_one_file(tmp_path):
+    """Data parallel workers may create a store's manifest at once: each write and rename is the process's own, so
+    none fails (with one shared temporary name, one's rename took the other's file away) and no temporary is left."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    path = tmp_path / "manifest.json"
+    workers = [context.Process(target=_write_manifests, args=(path, 300)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    assert path.read_text() == "299" and not list(tmp_path.glob("*.tmp"))

@@ -13,7 +13,8 @@ is an *estimate*, and says from what:
   reading the weights);
 - a smaller model: the smallest measured model's rate (a step of a small model is bound by kernel launches, not by
   its size);
-- the slot engine measured before its CUDA kernels (:mod:`lrmsafety.engine.kernels`) only: that rate, a lower bound.
+- the slot engine measured only in an earlier form (before its CUDA kernels, :mod:`lrmsafety.engine.kernels`, or
+  before its fused step and in-graph draw, :mod:`lrmsafety.engine.fusion`): that rate, a lower bound.
 
 Two figures per estimate. *At most*: every trace at its full budget (the thinking and answer budgets; random weights
 never stop, so the GPU lane measures this case). *Realistic*: trace lengths from the benchmark's distribution, capped
@@ -85,17 +86,28 @@ def table() -> tuple[dict, ...]:
                          "tokens_per_s": float(run["useful_tokens_per_s"]), "of_limit": run.get("of_limit"),
                          "ablated_heads": run.get("ablated_heads", 0), "source": name,
                          "bandwidth": result.get("bandwidth_bytes_per_s"), "kernels": run.get("kernels")})
-    with_kernels = {_key(r) for r in rows if r["kernels"]}
-    return tuple(r for r in rows if r["kernels"] or r["engine"] != "slots" or _key(r) not in with_kernels)
+    # per model, weights, engine and slots, the runs of the newest engine measured there
+    newest = {}
+    for r in rows:
+        newest[_key(r)] = max(newest.get(_key(r), 0), _generation(r))
+    return tuple(r for r in rows if _generation(r) == newest[_key(r)])
 
 
 def _key(row: dict) -> tuple:
     return row["model"], row["weights"], row["engine"], row["slots"], row["ablated_heads"]
 
 
+def _generation(row: dict) -> int:
+    """How recent the slot engine of a run is: 0 before its CUDA kernels, 1 with its Triton kernels (``triton``),
+    2 with its fused step and the draw inside the graph (``fused``, what it runs now); other engines 2."""
+    if row["engine"] != "slots":
+        return 2
+    return {"fused": 2, "triton": 1}.get(row["kernels"], 0)
+
+
 def _before_kernels(row: dict) -> bool:
     """A slot-engine run measured before the engine's CUDA kernels (:mod:`lrmsafety.engine.kernels`)."""
-    return row["engine"] == "slots" and not row["kernels"]
+    return _generation(row) == 0
 
 
 def engine_for(weights: str, batch_hooks: bool = False) -> str:
@@ -125,7 +137,11 @@ def rate(params_b: float, weights: str, engine: str, slots: int) -> Rate:
     if row["slots"] != slots:
         notes.append(f"measured at {row['slots']} slots, not {slots}")
     if _before_kernels(row):
-        notes.append("measured before the slot engine's CUDA kernels, which made it 1.3-1.4x faster at 64 slots")
+        notes.append("measured before the slot engine's CUDA kernels and its fused step, which made it 1.7-2.0x "
+                     "faster at 64 slots")
+    elif _generation(row) == 1:
+        notes.append("measured before the slot engine's fused step and in-graph draw, which made it 1.2-1.4x "
+                     "faster at 64 slots")
     if not same:
         if params_b > size:
             tokens_per_s *= size / params_b
@@ -195,7 +211,7 @@ def markdown() -> str:
     for r in sorted(table(), key=lambda r: (r["params_b"], r["weights"], r["engine"], r["slots"])):
         limit = f"{r['of_limit']:.1%}" if r["of_limit"] is not None else "–"
         hooks = f" ({r['ablated_heads']} heads zeroed)" if r["ablated_heads"] else ""
-        hooks += " (before its CUDA kernels)" if _before_kernels(r) else ""
+        hooks += {0: " (before its CUDA kernels)", 1: " (before its fused step)", 2: ""}[_generation(r)]
         lines.append(f"| {r['model']} | {r['weights']} | {ENGINES[r['engine']]}{hooks} | {r['slots']} | "
                      f"{r['tokens_per_s']:,.0f} | {limit} | {r['source']} |")
     return "\n".join(lines)

@@ -163,7 +163,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     as_torch = {k: torch.as_tensor(np.ascontiguousarray(v)) if not isinstance(v, torch.Tensor) else v.contiguous()
                 for k, v in tensors.items()}
-    tmp = path.with_suffix(".tmp")
+    tmp = _private(path)
     save_file(as_torch, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     os.replace(tmp, path)
     return path
@@ -175,7 +175,13 @@ def load_tensors(path: str | os.PathLike) -> dict:
     return load_file(str(path))
 
 
+def _private(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process writes: workers side by side may write the same file
+    (a store's manifest), and with one shared temporary name one's rename would take the other's file away."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = _private(path)
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -17,9 +17,13 @@ float64 cumulative sum over the vocabulary.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from . import kernels
+
+log = logging.getLogger(__name__)
 
 SORT_FREE = True  # on CUDA, top-p through kernels.top_p_search (False: the sort, as on the CPU)
 KERNEL_DRAW = True  # on CUDA, the keyed draw through kernels.inverse_cdf (False: softmax and cumsum, as on the CPU)
@@ -105,9 +109,16 @@ def sample(logits: torch.Tensor, sampling: dict, generator: torch.Generator | No
     """
     if not sampling.get("do_sample", False) or not sampling.get("temperature", 1.0):
         return logits.argmax(-1)
+    global KERNEL_DRAW
     filtered = filtered_logits(logits, sampling)
     if keys is not None and filtered.is_cuda and KERNEL_DRAW and kernels.available:
-        return kernels.inverse_cdf(filtered, uniform(keys.to(logits.device)))  # the same draw, without the softmax
+        try:  # the same draw, without the softmax
+            return kernels.inverse_cdf(filtered, uniform(keys.to(logits.device)))
+        except Exception as err:  # noqa: BLE001 (a kernel that does not build on this GPU: the formula serves)
+            if isinstance(err, torch.cuda.OutOfMemoryError):
+                raise
+            log.warning("the inverse-CDF kernel failed (%s: %s); drawing by the softmax", type(err).__name__, err)
+            KERNEL_DRAW = False
     probs = filtered.softmax(-1)
     if keys is not None:
         return inverse_cdf(probs, uniform(keys.to(logits.device)))
