@@ -30,7 +30,9 @@ request from the I-th (one data parallel worker's share, as ``lrmsafety.engine.p
 Reported: useful tokens per second (the drawn lengths, summed, over the wall time of the whole run, prefills and
 compilation warm-up excluded only where said) and "of limit": the time the same useful tokens would take if every
 decode step at this batch size ran at the memory-bandwidth limit (weights plus each row's KV cache read once per
-step, at the device-to-device copy bandwidth measured here), over the measured time.
+step, at the device-to-device copy bandwidth measured here), over the measured time. ``occupancy`` is the share of
+the slots that held a running row, over the run's decode steps: the tail, where the last long rows run with the other
+slots empty, and the steps a finished row waits for its chunk to end lower it.
 
 The length distribution: log-normal with median 396 and mean 537 tokens, capped at 2,048;
 its median is close to that of real DeepSeek-R1 traces on safety prompts: STAR-1's 1,000 R1 responses
@@ -372,6 +374,8 @@ def main() -> None:
                "useful_tokens_per_s": round(useful / seconds, 1), "of_limit": round(ideal / seconds, 4),
                "median_len": float(np.median(lengths)), "mean_len": float(np.mean(lengths)),
                "max_len": max(lengths), **extra}
+        if extra.get("decode_steps"):  # the share of the slots that held a running row, over the decode steps
+            row["occupancy"] = round(useful / (extra["decode_steps"] * batch), 4)
         print(row, flush=True)
         results["runs"].append(row)
         save()

@@ -33,12 +33,12 @@ from typing import Iterable
 from .paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-# the realistic benchmark's result files; slot-engine runs from before its CUDA kernels (no ``kernels`` field) stand
-# in only where no run with them was measured, as estimates (the engine is faster now)
+# the realistic benchmark's result files; slot-engine runs of an earlier engine (before its CUDA kernels: no
+# ``kernels`` field; before its fused step: ``triton``) stand in only where the newest was not measured, as estimates
 # (one file per model size and slots with the kernels: the 7B at 256 slots is the longer of its two runs)
-SOURCES = ("realistic_rollouts_kernels.json", "realistic_rollouts_1.5b_128_kernels.json",
-           "realistic_rollouts_1.5b_256_kernels.json", "realistic_rollouts_7b_256_kernels.json",
-           "realistic_rollouts.json",
+SOURCES = ("realistic_rollouts_fused.json", "realistic_rollouts_kernels.json",
+           "realistic_rollouts_1.5b_128_kernels.json", "realistic_rollouts_1.5b_256_kernels.json",
+           "realistic_rollouts_7b_256_kernels.json", "realistic_rollouts.json",
            "realistic_rollouts_7b_256.json", "realistic_rollouts_nf4.json", "realistic_rollouts_nf4_256.json",
            "ablation_engines.json", "ablation_engines_7b.json")
 ENGINES = {"slots": "the slot engine (CUDA graphs)", "refill": "the DynamicCache loop",
@@ -69,7 +69,7 @@ class Rate:
 @lru_cache(maxsize=1)
 def table() -> tuple[dict, ...]:
     """One row per measured run: model, params_b, weights, engine, slots, tokens_per_s, of_limit, ablated_heads,
-    source (file)."""
+    source (file), bandwidth, kernels, device."""
     from .registry import get_spec
 
     rows = []
@@ -85,7 +85,8 @@ def table() -> tuple[dict, ...]:
                          "engine": run["engine"], "slots": int(run["batch"]),
                          "tokens_per_s": float(run["useful_tokens_per_s"]), "of_limit": run.get("of_limit"),
                          "ablated_heads": run.get("ablated_heads", 0), "source": name,
-                         "bandwidth": result.get("bandwidth_bytes_per_s"), "kernels": run.get("kernels")})
+                         "bandwidth": result.get("bandwidth_bytes_per_s"), "kernels": run.get("kernels"),
+                         "device": result.get("device", "")})
     # per model, weights, engine and slots, the runs of the newest engine measured there
     newest = {}
     for r in rows:
@@ -130,7 +131,8 @@ def rate(params_b: float, weights: str, engine: str, slots: int) -> Rate:
     at_size = [r for r in rows if r["params_b"] == size]
     below = [r for r in at_size if r["slots"] <= slots]
     row = max(below, key=lambda r: r["slots"]) if below else min(at_size, key=lambda r: r["slots"])
-    what = f"{row['model']} {weights} on {ENGINES[engine]} at {row['slots']} slots"
+    what = f"{row['model']} {weights} on {ENGINES[engine]} at {row['slots']} slots" + (
+        f" on an {row['device']}" if row["device"] else "")
     tokens_per_s, notes = row["tokens_per_s"], []
     if row["ablated_heads"]:
         what += f" with {row['ablated_heads']} heads zeroed"
@@ -206,14 +208,14 @@ def cost(P, work: Iterable[tuple[int, int]], model: str | None = None, batch_hoo
 
 def markdown() -> str:
     """The measured rates as a markdown table (README, benchmarks/README.md)."""
-    lines = ["| model | weights | engine | slots | useful tokens/s | of the bandwidth limit | source |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | weights | engine | slots | useful tokens/s | of the bandwidth limit | GPU | source |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(table(), key=lambda r: (r["params_b"], r["weights"], r["engine"], r["slots"])):
         limit = f"{r['of_limit']:.1%}" if r["of_limit"] is not None else "–"
         hooks = f" ({r['ablated_heads']} heads zeroed)" if r["ablated_heads"] else ""
         hooks += {0: " (before its CUDA kernels)", 1: " (before its fused step)", 2: ""}[_generation(r)]
         lines.append(f"| {r['model']} | {r['weights']} | {ENGINES[r['engine']]}{hooks} | {r['slots']} | "
-                     f"{r['tokens_per_s']:,.0f} | {limit} | {r['source']} |")
+                     f"{r['tokens_per_s']:,.0f} | {limit} | {r['device']} | {r['source']} |")
     return "\n".join(lines)
 
 
