@@ -156,15 +156,20 @@ if triton is not None:
 
     @triton.jit
     def _chunk_sum_kernel(x_ptr, max_ptr, sum_ptr, n_cols, stride_x, chunk_cols, BLOCK: tl.constexpr,
-                          CHUNKS: tl.constexpr):
-        """The sum of ``exp(x - max)`` over one chunk of one row (max: the row's)."""
+                          CHUNKS: tl.constexpr, DOUBLE: tl.constexpr = False):
+        """The sum of ``exp(x - max)`` over one chunk of one row (max: the row's), in float32 or, with ``DOUBLE``,
+        float64."""
         row, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
         x_row = x_ptr + row * stride_x
         cols = tl.arange(0, BLOCK)
         peak = tl.max(tl.load(max_ptr + row * CHUNKS + tl.arange(0, CHUNKS)), 0)
-        total = tl.zeros([BLOCK], tl.float32)
+        if DOUBLE:
+            total = tl.zeros([BLOCK], tl.float64)
+        else:
+            total = tl.zeros([BLOCK], tl.float32)
         for start in range(chunk * chunk_cols, tl.minimum((chunk + 1) * chunk_cols, n_cols), BLOCK):
-            total += tl.exp(tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf")) - peak)
+            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf"))
+            total += tl.exp(x - peak).to(total.dtype)
         tl.store(sum_ptr + row * CHUNKS + chunk, tl.sum(total, 0))
 
     @triton.jit
@@ -274,20 +279,6 @@ def top_p_search(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 if triton is not None:
     @triton.jit
-    def _chunk_mass_kernel(x_ptr, max_ptr, mass_ptr, n_cols, stride_x, chunk_cols, BLOCK: tl.constexpr,
-                           CHUNKS: tl.constexpr):
-        """The float64 sum of ``exp(x - max)`` over one chunk of one row (max: the row's)."""
-        row, chunk = tl.program_id(0).to(tl.int64), tl.program_id(1)
-        x_row = x_ptr + row * stride_x
-        cols = tl.arange(0, BLOCK)
-        peak = tl.max(tl.load(max_ptr + row * CHUNKS + tl.arange(0, CHUNKS)), 0)
-        total = tl.zeros([BLOCK], tl.float64)
-        for start in range(chunk * chunk_cols, tl.minimum((chunk + 1) * chunk_cols, n_cols), BLOCK):
-            x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=float("-inf"))
-            total += tl.exp(x - peak).to(tl.float64)
-        tl.store(mass_ptr + row * CHUNKS + chunk, tl.sum(total, 0))
-
-    @triton.jit
     def _inverse_cdf_kernel(x_ptr, max_ptr, mass_ptr, u_ptr, out_ptr, n_cols, stride_x, chunk_cols,
                             BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
         """One row: the chunk where the cumulative mass first exceeds ``u`` times the row's mass, then the token
@@ -337,7 +328,8 @@ def inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     u = u.to(device=logits.device, dtype=torch.float64).contiguous()
     grid = (rows, chunks)
     _chunk_max_kernel[grid](logits, maxima, n_cols, logits.stride(0), chunk_cols, BLOCK=block, CHUNKS=chunks)
-    _chunk_mass_kernel[grid](logits, maxima, mass, n_cols, logits.stride(0), chunk_cols, BLOCK=block, CHUNKS=chunks)
+    _chunk_sum_kernel[grid](logits, maxima, mass, n_cols, logits.stride(0), chunk_cols, BLOCK=block, CHUNKS=chunks,
+                            DOUBLE=True)
     _inverse_cdf_kernel[(rows,)](logits, maxima, mass, u, out, n_cols, logits.stride(0), chunk_cols, BLOCK=block,
                                  CHUNKS=chunks)
     return out
