@@ -186,7 +186,8 @@ class Collect:
 
 def check_engines(model, tokenizer, n=12, tokens=48) -> dict:
     """Greedy tokens of a few rows of different lengths (refills in between) on the slot engine with CUDA
-    graphs, the slot engine stepping eagerly, and the DynamicCache engine: agreement per token."""
+    graphs, the slot engine stepping eagerly, and the DynamicCache engine: agreement per token; and sampled, seeded
+    tokens on the slot engine with the inverse-CDF kernel's draw and with the softmax's."""
     from lrmsafety.engine import slots
 
     greedy = {"do_sample": False}
@@ -224,9 +225,20 @@ def check_engines(model, tokenizer, n=12, tokens=48) -> dict:
             shares.append(same / len(ra))
         return round(sum(shares) / len(shares), 4)
 
+    # sampled, keyed rows in graphs: the draw by kernels.inverse_cdf against the softmax and cumulative sum
+    before = sampling.KERNEL_DRAW
+    for name, kernel_draw in (("kernel_draw", True), ("softmax_draw", False)):
+        sampling.KERNEL_DRAW = kernel_draw
+        requests = [Collect(p, k, seed) for seed, (p, k) in enumerate(zip(prompts, lengths))]
+        scheduler.RefillScheduler(model, tokenizer, SAMPLING, slots=4, chunk=8, decode="static").run(
+            requests, lambda r: None)
+        got[name] = [r.tokens for r in requests]
+    sampling.KERNEL_DRAW = before
     return {"graphs_vs_eager": agree("graphs", "eager"), "graphs_vs_dynamic": agree("graphs", "dynamic"),
             "common_prefix_graphs_vs_dynamic": prefix("graphs", "dynamic"),
-            "graph_steps": got.get("graphs_steps"), "eager_steps": got.get("eager_steps")}
+            "graph_steps": got.get("graphs_steps"), "eager_steps": got.get("eager_steps"),
+            "sampled_kernel_vs_softmax_draw": agree("kernel_draw", "softmax_draw"),
+            "common_prefix_kernel_vs_softmax_draw": prefix("kernel_draw", "softmax_draw")}
 
 
 def ideal_seconds(lengths, batch, prompt_tokens, weights, kv_per_token, bandwidth) -> float:
