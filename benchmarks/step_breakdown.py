@@ -34,6 +34,7 @@ import json
 import time
 from pathlib import Path
 
+import realistic_rollouts
 import torch
 from real_configs import build_random
 from realistic_rollouts import KERNELS, use_kernels  # and its tiny model (`--models tiny --device cpu`)
@@ -209,7 +210,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--device", default="cuda", help="cpu: check the script on a tiny model (no timings)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--kernel-draw", action="store_true",
+                        help="fused steps draw through kernels.inverse_cdf (sampling.KERNEL_DRAW, off by default)")
     args = parser.parse_args()
+    realistic_rollouts.KERNEL_DRAW = realistic_rollouts.KERNEL_DRAW or args.kernel_draw
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     tokenizer.padding_side = "left"
     cuda = args.device == "cuda"
