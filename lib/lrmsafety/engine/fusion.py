@@ -31,7 +31,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 ENABLED = True  # on CUDA, the slot engine's steps run through fused() (False: transformers' modules as they are)
-_checked: dict = {}  # class or function -> whether the compiled formula reproduced it
+_checked: dict = {}  # (class or function, dtype, device type) -> whether the compiled formula reproduced it
 _compiled: dict = {}
 
 
@@ -70,18 +70,19 @@ def _close(got, want) -> bool:
 
 
 def _serves(key, original, fused, make_inputs) -> bool:
-    """Whether the fused function gives the original's output on a random input (once per ``key``; a compilation
-    that fails counts as no)."""
+    """Whether the fused function gives the original's output on a random input (once per ``key``: the class or
+    function, the dtype and the device type; a compilation that fails counts as no)."""
+    name = getattr(key[0], "__name__", key[0])
     if key not in _checked:
         try:
             with torch.no_grad():
                 inputs = make_inputs()
                 _checked[key] = _close(fused(*inputs), original(*inputs))
         except Exception as err:  # noqa: BLE001 (inductor missing or failing here: the modules run as they are)
-            log.warning("not fusing %s (%s: %s)", getattr(key, "__name__", key), type(err).__name__, err)
+            log.warning("not fusing %s (%s: %s)", name, type(err).__name__, err)
             _checked[key] = False
         if not _checked[key]:
-            log.info("not fusing %s: its output differs from the fused formula's", getattr(key, "__name__", key))
+            log.info("not fusing %s: its output differs from the fused formula's", name)
     return _checked[key]
 
 
@@ -127,12 +128,12 @@ def plan(model) -> tuple[list, list]:
             continue
         if _is_norm(module):
             size = module.weight.shape[0]
-            if _serves(type(module), module.forward, _norm_forward(module),
+            if _serves((type(module), dtype, device.type), module.forward, _norm_forward(module),
                        lambda: (torch.randn(3, 1, size, device=device, dtype=dtype),)):
                 swapped.append((module, _norm_forward(module)))
         elif _is_gated_mlp(module):
             size = module.gate_proj.in_features
-            if _serves(type(module), module.forward, _mlp_forward(module),
+            if _serves((type(module), dtype, device.type), module.forward, _mlp_forward(module),
                        lambda: (torch.randn(3, 1, size, device=device, dtype=dtype),)):
                 swapped.append((module, _mlp_forward(module)))
     modeling = sys.modules.get(type(model).__module__)
@@ -145,7 +146,7 @@ def plan(model) -> tuple[list, list]:
             shapes = ((3, 2, 1, dim), (3, 1, 1, dim), (3, 1, dim), (3, 1, dim))  # query, key, cos, sin
             return tuple(torch.randn(shape, device=device, dtype=dtype) for shape in shapes)
         rotary = _rotary_function(original)
-        if _serves(original, original, rotary, inputs):
+        if _serves((original, dtype, device.type), original, rotary, inputs):
             patched.append((modeling, "apply_rotary_pos_emb", original, rotary))
     return swapped, patched
 
