@@ -127,15 +127,14 @@ def plan(model) -> tuple[list, list]:
         if "forward" in module.__dict__:  # already wrapped (accelerate's dispatch hooks): left as it is
             continue
         if _is_norm(module):
-            size = module.weight.shape[0]
-            if _serves((type(module), dtype, device.type), module.forward, _norm_forward(module),
-                       lambda: (torch.randn(3, 1, size, device=device, dtype=dtype),)):
-                swapped.append((module, _norm_forward(module)))
+            size, forward = module.weight.shape[0], _norm_forward(module)
         elif _is_gated_mlp(module):
-            size = module.gate_proj.in_features
-            if _serves((type(module), dtype, device.type), module.forward, _mlp_forward(module),
-                       lambda: (torch.randn(3, 1, size, device=device, dtype=dtype),)):
-                swapped.append((module, _mlp_forward(module)))
+            size, forward = module.gate_proj.in_features, _mlp_forward(module)
+        else:
+            continue
+        if _serves((type(module), dtype, device.type), module.forward, forward,
+                   lambda: (torch.randn(3, 1, size, device=device, dtype=dtype),)):
+            swapped.append((module, forward))
     modeling = sys.modules.get(type(model).__module__)
     original = getattr(modeling, "apply_rotary_pos_emb", None)
     if callable(original):
