@@ -79,7 +79,8 @@ print(f"{len(ledger.claims)} claims, {sum(len(c.measures) for c in ledger.claims
 # the tiny smoke tables may lack a column (no oscillation at all), which is then "not measured".
 filled = claims.fill(ledger, results, profile, P.models, strict=profile in ("organism", "paper"))
 # on the organisms: on how many training seeds each row's target holds, where `make seeds` wrote the seed table
-filled["seeds"] = seeds.holds_on(filled, seeds.committed_table(S.run))
+filled["seeds"] = seeds.holds_on(filled, seeds.committed_table(S.run),
+                                 seeds.committed_table(S.run, name=seeds.POOLED_TABLE))
 filled.to_csv(results / "10_claims.csv", index=False)  # the filled ledger, one row per claim × measure × model
 print("methods:", claims.verdict_counts(filled, "method"))
 if control:

@@ -110,3 +110,45 @@ def test_09_pooled_over_organism_seeds_judges_every_run_together(tmp_path):
     _outcomes(tmp_path / "seed-1", 0.5, 0.5, seed=3)
     assert seeds.pooled_cliff_as_judge([0, 1], tmp_path).iloc[0]["verdict"] in ("inconclusive", "differs")
     assert seeds.pooled_cliff_as_judge([5], tmp_path).empty
+
+
+def test_cliff_vs_random_is_held_to_its_pooled_verdict(tmp_path):
+    """B9.cliff_vs_random holds where the verdict on every seed's fine-tuning runs pooled does, whatever each seed's
+    own (wider) interval says; the summary, the Markdown, the written files and the report's column all say so."""
+    def claims(folder, verdict):
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"measure_id": [seeds.POOLED_MEASURE, "B8.top_change"], "kind": "method",
+                      "notebook": ["09_cliff_as_judge", "06_refusal_heads"], "model": "organism-locked",
+                      "ours": [-0.2, -0.4], "low": [-0.35, -0.6], "high": [-0.05, -0.25],
+                      "target": ["≤ -0.100", "≤ -0.200"], "verdict": [verdict, "recovered"]}).to_csv(
+            folder / "10_claims.csv", index=False)
+
+    claims(tmp_path, "inconclusive")
+    claims(tmp_path / "seed-1", "recovered")
+    _outcomes(tmp_path, 0.1, 0.6, seed=0)
+    _outcomes(tmp_path / "seed-1", 0.1, 0.6, seed=1)
+    table = seeds.collect([0, 1], tmp_path)
+    pooled = seeds.pooled_cliff_as_judge([0, 1], tmp_path)
+    assert pooled.iloc[0]["verdict"] == "recovered"
+    alone = seeds.summary(table).set_index("target_id")
+    assert alone.loc[seeds.POOLED_MEASURE, "holds"] == "1 of 2"
+    assert not alone.loc[seeds.POOLED_MEASURE, "on every seed"]
+    brief = seeds.summary(table, pooled).set_index("target_id")
+    assert brief.loc[seeds.POOLED_MEASURE, "holds"] == "pooled over seeds 0 1: recovered (1 of 2 alone)"
+    assert brief.loc[seeds.POOLED_MEASURE, "on every seed"]
+    assert brief.loc[seeds.POOLED_MEASURE, ["seed 0", "seed 1"]].tolist() == ["inconclusive", "recovered"]
+    assert brief.loc["B8.top_change", "holds"] == "2 of 2"  # other targets: per seed, as before
+    # pooled the other way: the pooled verdict decides, not the seeds'
+    failing = pooled.assign(verdict="inconclusive")
+    assert not seeds.summary(table, failing).set_index("target_id").loc[seeds.POOLED_MEASURE, "on every seed"]
+
+    written = seeds.write_table([0, 1], tmp_path, tmp_path / "paper")
+    assert int(written["on every seed"].sum()) == 2
+    assert (tmp_path / "paper" / seeds.POOLED_TABLE).exists() and (tmp_path / seeds.POOLED_TABLE).exists()
+    text = (tmp_path / "paper" / "seeds.md").read_text()
+    assert "2 of 2 targets hold on every seed" in text and "pooled over seeds 0 1: recovered" in text
+    committed = seeds.committed_table("", tmp_path / "paper", name=seeds.POOLED_TABLE)
+    filled = pd.DataFrame({"measure_id": [seeds.POOLED_MEASURE, "B8.top_change"], "model": "organism-locked"})
+    assert seeds.holds_on(filled, table, committed).tolist() == [
+        "pooled over seeds 0 1: recovered (1 of 2 alone)", "2 of 2"]
+    assert seeds.holds_on(filled, table).tolist() == ["1 of 2", "2 of 2"]

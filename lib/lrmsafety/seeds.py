@@ -13,9 +13,13 @@ is the committed organisms in ``data/models/``), runs the organism profile's not
 into one long table (target x organism x seed: value, interval, verdict) and :func:`summary` counts on how many
 seeds each target holds. Every verdict is the interval rule of :mod:`lrmsafety.verdicts`, as on seed 0.
 :func:`pooled_cliff_as_judge` judges 09's cliff vs random selection once more over every organism seed's fine-tuning
-runs together (each run an organism seed and a fine-tuning seed).
+runs together (each run an organism seed and a fine-tuning seed), and that pooled verdict is the one the target is
+held to (:data:`POOLED_MEASURE`): one LoRA fine-tune of a few examples is noisy at this size, and one seed's
+interval (about 0.15 either side at 48 held-out prompts) cannot settle a target 0.1 from zero; each seed's own
+verdict is still shown beside it.
 
-    python -m lrmsafety.seeds table --seeds 0 1 2    writes data/results/organism/seeds.csv and paper/organism/seeds.md
+    python -m lrmsafety.seeds table --seeds 0 1 2    writes data/results/organism/seeds.csv, seeds_pooled.csv and
+                                                     paper/organism/seeds.csv, seeds_pooled.csv, seeds.md
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .paths import REPO_ROOT, RESULTS_DIR
 
 PROFILE = "organism"
 TABLE = "seeds.csv"  # the long table's file name, in the results folder and in paper/<profile>/
+POOLED_TABLE = "seeds_pooled.csv"  # pooled_cliff_as_judge's rows, beside it
 HOLDS = ("as built", "recovered")  # the verdicts that mean a target holds on a seed
 # the ledger's rows from these notebooks repeat targets the two tables above already hold (00's card; paper A's
 # targets of 02-04), so the seed table takes the ledger's other rows only
@@ -100,10 +105,21 @@ def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> 
     return rows.assign(seeds=" ".join(str(s) for s in sorted({f["organism_seed"].iloc[0] for f in frames})))
 
 
-def summary(table: pd.DataFrame) -> pd.DataFrame:
+def pooled_verdicts(pooled: pd.DataFrame | None) -> dict:
+    """(organism, verdict, seeds) of :func:`pooled_cliff_as_judge`'s rows, by organism: the verdict
+    :data:`POOLED_MEASURE` is held to."""
+    if pooled is None or pooled.empty:
+        return {}
+    return {r["model"]: (r["verdict"], str(r["seeds"])) for _, r in pooled.iterrows()}
+
+
+def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per target and organism: the seed-0 value and verdict, each seed's verdict, and on how many of the
-    seeds read it holds (``holds``: "k of n"); the ledger's rows that repeat the card's or paper A's are left out."""
+    seeds read it holds (``holds``: "k of n"); the ledger's rows that repeat the card's or paper A's are left out.
+    With ``pooled`` (:func:`pooled_cliff_as_judge`), :data:`POOLED_MEASURE` holds where its pooled verdict does
+    (``holds``: "pooled over seeds 0 1 2: recovered (1 of 3 alone)")."""
     rows = []
+    verdicts = pooled_verdicts(pooled)
     table = table[~table["covered"]]
     for (source, target_id, organism), part in table.groupby(["source", "target_id", "organism"], sort=False):
         part = part.sort_values("seed")
@@ -113,6 +129,10 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                "target": first["target"], "seed 0 value": _value(part[part["seed"] == 0])}
         row.update({f"seed {s}": v for s, v in zip(part["seed"], part["verdict"])})
         row.update({"holds": f"{int(held.sum())} of {len(part)}", "on every seed": bool(held.all())})
+        if target_id == POOLED_MEASURE and organism in verdicts:
+            verdict, pooled_seeds = verdicts[organism]
+            row.update({"holds": f"pooled over seeds {pooled_seeds}: {verdict} ({row['holds']} alone)",
+                        "on every seed": verdict in HOLDS})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -131,8 +151,9 @@ def markdown(summary_table: pd.DataFrame, seeds, pooled: pd.DataFrame | None = N
     seed_columns = [c for c in summary_table.columns if c.startswith("seed ") and c != "seed 0 value"]
     out = [f"# The organisms' planted targets over training seeds {', '.join(map(str, seeds))}", "",
            f"{every} of {len(summary_table)} targets hold on every seed read (a target holds on a seed when its 95% "
-           "interval lies inside it: `as built` for the card, `recovered` for a method). Seed 0 is the committed "
-           "organisms; the others are trained by `make seeds` and not committed. Written by "
+           "interval lies inside it: `as built` for the card, `recovered` for a method; "
+           f"{POOLED_MEASURE} holds where its verdict on every seed's fine-tuning runs pooled does, below). Seed 0 "
+           "is the committed organisms; the others are trained by `make seeds` and not committed. Written by "
            "`python -m lrmsafety.seeds table`.", "",
            "| source | measure | kind | organism | target | seed 0: value [95% CI] | " +
            " | ".join(seed_columns) + " | holds |", "|" + "---|" * (7 + len(seed_columns))]
@@ -152,8 +173,8 @@ def markdown(summary_table: pd.DataFrame, seeds, pooled: pd.DataFrame | None = N
 def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Path = REPO_ROOT / "paper" / PROFILE
                 ) -> pd.DataFrame:
     """Collect and summarize; write the long table to data/results/organism/seeds.csv and paper/organism/seeds.csv
-    (committed: the report reads it, so a clone without the other seeds' runs renders the same report) and the
-    summary to paper/organism/seeds.md."""
+    (committed: the report reads it, so a clone without the other seeds' runs renders the same report), the pooled
+    rows of :func:`pooled_cliff_as_judge` beside it (seeds_pooled.csv) and the summary to paper/organism/seeds.md."""
     table = collect(seeds, results_root)
     if table.empty:
         raise FileNotFoundError(f"no seed's verdict tables under {results_root}: run `make seeds` (or `make all` on "
@@ -161,27 +182,38 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
     paper_dir.mkdir(parents=True, exist_ok=True)
     for folder in (results_root, paper_dir):
         table.to_csv(folder / TABLE, index=False)
-    brief = summary(table)
     pooled = pooled_cliff_as_judge(sorted(table["seed"].unique()), results_root)
+    for folder in (results_root, paper_dir):
+        pooled.to_csv(folder / POOLED_TABLE, index=False)
+    brief = summary(table, pooled)
     (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled))
     return brief
 
 
-def committed_table(profile: str, paper_root: Path = REPO_ROOT / "paper") -> pd.DataFrame | None:
-    """The seed table the report reads (paper/<profile>/seeds.csv), or None where ``make seeds`` has not run."""
-    path = paper_root / profile / TABLE
-    return pd.read_csv(path) if path.exists() else None
+def committed_table(profile: str, paper_root: Path = REPO_ROOT / "paper", name: str = TABLE
+                    ) -> pd.DataFrame | None:
+    """The seed table the report reads (paper/<profile>/seeds.csv; ``name`` :data:`POOLED_TABLE`: its pooled rows),
+    or None where ``make seeds`` has not written it."""
+    path = paper_root / profile / name
+    if not path.exists() or not path.stat().st_size:
+        return None
+    return pd.read_csv(path)
 
 
-def holds_on(filled: pd.DataFrame, table: pd.DataFrame | None) -> pd.Series:
+def holds_on(filled: pd.DataFrame, table: pd.DataFrame | None, pooled: pd.DataFrame | None = None) -> pd.Series:
     """For each row of the filled ledger (lrmsafety.ledger.fill): on how many seeds of ``table`` its target holds
-    ("recovered on 2 of 3 seeds"), "–" where the table has no row for it (or there is no table)."""
+    ("2 of 3"), "–" where the table has no row for it (or there is no table); :data:`POOLED_MEASURE` with its
+    pooled verdict where ``pooled`` has one ("pooled over seeds 0 1 2: recovered (1 of 3 alone)")."""
     if table is None:
         return pd.Series("–", index=filled.index)
     ledger_rows = table[table["source"] == "10 ledger"]
     counts = ledger_rows.assign(held=ledger_rows["verdict"].isin(HOLDS)).groupby(["target_id", "organism"]).agg(
         held=("held", "sum"), seeds=("seed", "nunique"))
     text = {key: f"{int(r['held'])} of {int(r['seeds'])}" for key, r in counts.iterrows()}
+    for organism, (verdict, pooled_seeds) in pooled_verdicts(pooled).items():
+        alone = text.get((POOLED_MEASURE, organism))
+        text[(POOLED_MEASURE, organism)] = f"pooled over seeds {pooled_seeds}: {verdict}" + (
+            f" ({alone} alone)" if alone else "")
     return pd.Series([text.get((m, model), "–") for m, model in zip(filled["measure_id"], filled["model"])],
                      index=filled.index)
 
