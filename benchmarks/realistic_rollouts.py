@@ -66,12 +66,12 @@ SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 0}
 
 
 KERNELS = ("fused", "triton", "torch")
-KERNEL_DRAW = sampling.KERNEL_DRAW  # the fused runs' draw: the engine's default, or kernels.inverse_cdf (--kernel-draw)
+KERNEL_DRAW = sampling.KERNEL_DRAW  # the fused runs' draw: kernels.inverse_cdf (the default) or the softmax (--draw)
 
 
 def use_kernels(name: str) -> None:
     """``fused`` (what the engine runs on CUDA): the slot engine's Triton kernels (decode_attention, top_p_search,
-    and inverse_cdf with ``--kernel-draw``), the norms, rotary embeddings and MLP activations fused
+    and inverse_cdf unless ``--draw softmax``), the norms, rotary embeddings and MLP activations fused
     (lrmsafety.engine.fusion) and each row's draw inside the captured step; ``triton``: decode_attention and
     top_p_search alone (the draw eager, after the graph's replay); ``torch``: the formula and the sort, as on the
     CPU."""
@@ -263,6 +263,7 @@ def meet(folder: Path, rank: int, world: int, timeout: float = 600) -> None:
 
 
 def main() -> None:
+    global KERNEL_DRAW
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64])
@@ -284,8 +285,9 @@ def main() -> None:
     parser.add_argument("--run-limit-s", type=float, default=float("inf"),
                         help="stop a run after this long and report its rate so far (marked partial)")
     parser.add_argument("--check", action="store_true", help="first compare the engines' greedy tokens")
-    parser.add_argument("--kernel-draw", action="store_true",
-                        help="fused runs draw through kernels.inverse_cdf (sampling.KERNEL_DRAW, off by default)")
+    parser.add_argument("--draw", choices=["kernel", "softmax"], default="kernel" if KERNEL_DRAW else "softmax",
+                        help="the fused runs' keyed draw: kernels.inverse_cdf (sampling.KERNEL_DRAW, the engine's "
+                             "default) or a softmax and a cumulative sum")
     parser.add_argument("--quantization", default="bf16", choices=["bf16", "nf4"],
                         help="nf4: the random model is saved and reloaded through bitsandbytes (models.load_model)")
     parser.add_argument("--scratch", default="/tmp/realistic_rollouts_models", help="folder for nf4's saved models")
@@ -296,8 +298,7 @@ def main() -> None:
     parser.add_argument("--barrier", default=None, help="a folder where the N shards meet before each timed run")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    global KERNEL_DRAW
-    KERNEL_DRAW = KERNEL_DRAW or args.kernel_draw
+    KERNEL_DRAW = args.draw == "kernel"
     rank, world = map(int, args.shard.split("/")) if args.shard else (0, 1)
     began = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

@@ -210,10 +210,12 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--device", default="cuda", help="cpu: check the script on a tiny model (no timings)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--kernel-draw", action="store_true",
-                        help="fused steps draw through kernels.inverse_cdf (sampling.KERNEL_DRAW, off by default)")
+    parser.add_argument("--draw", choices=["kernel", "softmax"],
+                        default="kernel" if realistic_rollouts.KERNEL_DRAW else "softmax",
+                        help="the fused steps' keyed draw: kernels.inverse_cdf (sampling.KERNEL_DRAW, the engine's "
+                             "default) or a softmax and a cumulative sum")
     args = parser.parse_args()
-    realistic_rollouts.KERNEL_DRAW = realistic_rollouts.KERNEL_DRAW or args.kernel_draw
+    realistic_rollouts.KERNEL_DRAW = args.draw == "kernel"
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     tokenizer.padding_side = "left"
     cuda = args.device == "cuda"

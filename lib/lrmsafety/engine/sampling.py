@@ -10,9 +10,9 @@ Top-p keeps, per row, the most likely tokens whose mass first reaches ``top_p`` 
 :func:`filtered_logits`). On the CPU that rule runs as written, a sort of the whole vocabulary. On CUDA a sort of a
 152k vocabulary costs over a millisecond per step, so there :func:`kernels.top_p_search` finds the same kept set
 without sorting: the lowest kept logit is the smallest threshold at or below which the tokens hold more than
-``1 - top_p`` of the mass, found by a search over the floats' bits (Triton kernels). With ``KERNEL_DRAW`` on, the
-keyed draw's inverse CDF runs as :func:`kernels.inverse_cdf` (chunk masses in float64, one chunk scanned) instead of
-a softmax and a float64 cumulative sum over the vocabulary.
+``1 - top_p`` of the mass, found by a search over the floats' bits (Triton kernels). There too the keyed draw's
+inverse CDF runs as :func:`kernels.inverse_cdf` (chunk masses in float64, one chunk scanned) instead of a softmax and
+a float64 cumulative sum over the vocabulary (``KERNEL_DRAW``); a kernel that does not build falls back to those.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from . import kernels
 log = logging.getLogger(__name__)
 
 SORT_FREE = True  # on CUDA, top-p through kernels.top_p_search (False: the sort, as on the CPU)
-# on CUDA, the keyed draw through kernels.inverse_cdf (True) or by softmax and cumsum, as on the CPU (False, the
-# default: the kernel's draw is checked against the softmax's in Triton's interpreter only; on a GPU,
-# benchmarks/realistic_rollouts.py --check compares the two)
-KERNEL_DRAW = False
+# on CUDA, the keyed draw through kernels.inverse_cdf (True) or by softmax and cumsum, as on the CPU (False). The
+# same tokens either way: tests/test_sampling.py in Triton's interpreter, and on a GPU
+# benchmarks/realistic_rollouts.py --check (every seeded token of 64 rows over 143 steps the same)
+KERNEL_DRAW = True
 
 
 def _signed(value: int) -> int:
