@@ -79,7 +79,7 @@ reads_07_thinking_budget := 01_rollouts
 reads_09_cliff_as_judge := 01_rollouts 05_refusal_cliff
 # the report reads every table and renders every executed notebook, and reads the claims ledger
 reads_10_report := $(filter-out 10_report,$(notdir $(NOTEBOOKS:.py=)))
-$(BUILD)/10_report.ipynb: paper/claims.yaml $(wildcard paper/$(PROFILE)/seeds.csv)
+$(BUILD)/10_report.ipynb: paper/claims.yaml $(wildcard paper/$(PROFILE)/seeds.csv paper/$(PROFILE)/seeds_pooled.csv)
 
 JOBS ?= $(if $(filter params/paper.yaml,$(PARAMS)),1,2)
 # The notebooks by the longest chain of notebooks each one heads (measured durations: 01 -> 05 -> 09 is the longest),

@@ -118,10 +118,10 @@ print(f"rendered {len(pages)} executed notebooks from {executed.relative_to(path
 # ## The report
 
 # %%
-# the seed table is read from its committed copy (paper/<profile>/seeds.csv); its copy here exists only where make
-# seeds ran, and the report must not depend on it
+# the seed tables are read from their committed copies (paper/<profile>/seeds*.csv); their copies here exist only
+# where make seeds ran, and the report must not depend on them
 unreferenced = sorted({p.name for p in results.glob("*.csv")} - set(filled["table"].dropna())
-                      - {"10_claims.csv", seeds.TABLE})
+                      - {"10_claims.csv", seeds.TABLE, seeds.POOLED_TABLE})
 print("result tables no claim reads (add them to the ledger if they hold a claim):", unreferenced)
 html_path = report.write_report(filled, ledger, profile, out_dir, paths.figures_dir(S.run), summary_png, pages,
                                 claims.tables_read(filled, results), unreferenced)

@@ -177,7 +177,9 @@ def markdown_report(filled: pd.DataFrame, ledger: Ledger, profile: str, figure: 
     if with_seeds:
         out += ["The column *holds on seeds* counts the organisms' training seeds on which a row's target holds "
                 "(its interval inside it), from `paper/organism/seeds.csv` (`make seeds`; the summary is "
-                "`paper/organism/seeds.md`); the value shown is seed 0's, the committed organisms'.", ""]
+                "`paper/organism/seeds.md`); the value shown is seed 0's, the committed organisms'. Where the "
+                "column says *pooled*, the target is judged on every seed's runs together "
+                "(`paper/organism/seeds_pooled.csv`), each seed's own count beside it.", ""]
     shown = set()
     for paper, title in ledger.papers.items():
         out += [f"## {paper} · {title}", ""]

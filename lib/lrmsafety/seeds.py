@@ -226,7 +226,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     brief = write_table(args.seeds)
     print(f"{int(brief['on every seed'].sum())} of {len(brief)} targets hold on every seed; "
-          f"written: data/results/{PROFILE}/seeds.csv, paper/{PROFILE}/seeds.md")
+          f"written: data/results/{PROFILE}/seeds.csv and {POOLED_TABLE}, paper/{PROFILE}/seeds.csv, {POOLED_TABLE} "
+          "and seeds.md")
 
 
 if __name__ == "__main__":
