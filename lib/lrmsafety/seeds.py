@@ -15,7 +15,7 @@ seeds each target holds. Every verdict is the interval rule of :mod:`lrmsafety.v
 :func:`pooled_cliff_as_judge` judges 09's cliff vs random selection once more over every organism seed's fine-tuning
 runs together (each run an organism seed and a fine-tuning seed), and that pooled verdict is the one the target is
 held to (:data:`POOLED_MEASURE`): one LoRA fine-tune of a few examples is noisy at this size, and one seed's
-interval (about 0.15 either side at 48 held-out prompts) cannot settle a target 0.1 from zero; each seed's own
+interval (0.11-0.16 either side at 48 held-out prompts) cannot settle a target 0.1 from zero; each seed's own
 verdict is still shown beside it.
 
     python -m lrmsafety.seeds table --seeds 0 1 2    writes data/results/organism/seeds.csv, seeds_pooled.csv and
@@ -106,8 +106,8 @@ def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> 
 
 
 def pooled_verdicts(pooled: pd.DataFrame | None) -> dict:
-    """(organism, verdict, seeds) of :func:`pooled_cliff_as_judge`'s rows, by organism: the verdict
-    :data:`POOLED_MEASURE` is held to."""
+    """The verdict :data:`POOLED_MEASURE` is held to, per organism: {organism: (verdict, "0 1 2")} from
+    :func:`pooled_cliff_as_judge`'s rows ({} without any)."""
     if pooled is None or pooled.empty:
         return {}
     return {r["model"]: (r["verdict"], str(r["seeds"])) for _, r in pooled.iterrows()}
