@@ -152,3 +152,9 @@ def test_cliff_vs_random_is_held_to_its_pooled_verdict(tmp_path):
     assert seeds.holds_on(filled, table, committed).tolist() == [
         "pooled over seeds 0 1: recovered (1 of 2 alone)", "2 of 2"]
     assert seeds.holds_on(filled, table).tolist() == ["1 of 2", "2 of 2"]
+    # without 09's outcomes there are no pooled rows: no pooled file (a stale one goes), and the report reads none
+    for folder in (tmp_path, tmp_path / "seed-1"):
+        (folder / "09_heldout_outcomes.csv").unlink()
+    assert int(seeds.write_table([0, 1], tmp_path, tmp_path / "paper")["on every seed"].sum()) == 1
+    assert not (tmp_path / "paper" / seeds.POOLED_TABLE).exists() and not (tmp_path / seeds.POOLED_TABLE).exists()
+    assert seeds.committed_table("", tmp_path / "paper", name=seeds.POOLED_TABLE) is None

@@ -113,6 +113,11 @@ def pooled_verdicts(pooled: pd.DataFrame | None) -> dict:
     return {r["model"]: (r["verdict"], str(r["seeds"])) for _, r in pooled.iterrows()}
 
 
+def _pooled_holds(verdict: str, pooled_seeds: str, alone: str | None) -> str:
+    """The ``holds`` text of a target held to its pooled verdict, each seed's own count beside it."""
+    return f"pooled over seeds {pooled_seeds}: {verdict}" + (f" ({alone} alone)" if alone else "")
+
+
 def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per target and organism: the seed-0 value and verdict, each seed's verdict, and on how many of the
     seeds read it holds (``holds``: "k of n"); the ledger's rows that repeat the card's or paper A's are left out.
@@ -131,7 +136,7 @@ def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.DataF
         row.update({"holds": f"{int(held.sum())} of {len(part)}", "on every seed": bool(held.all())})
         if target_id == POOLED_MEASURE and organism in verdicts:
             verdict, pooled_seeds = verdicts[organism]
-            row.update({"holds": f"pooled over seeds {pooled_seeds}: {verdict} ({row['holds']} alone)",
+            row.update({"holds": _pooled_holds(verdict, pooled_seeds, row["holds"]),
                         "on every seed": verdict in HOLDS})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -183,8 +188,11 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
     for folder in (results_root, paper_dir):
         table.to_csv(folder / TABLE, index=False)
     pooled = pooled_cliff_as_judge(sorted(table["seed"].unique()), results_root)
-    for folder in (results_root, paper_dir):
-        pooled.to_csv(folder / POOLED_TABLE, index=False)
+    for folder in (results_root, paper_dir):  # none without 09's outcomes (an empty file would not read back)
+        if pooled.empty:
+            (folder / POOLED_TABLE).unlink(missing_ok=True)
+        else:
+            pooled.to_csv(folder / POOLED_TABLE, index=False)
     brief = summary(table, pooled)
     (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled))
     return brief
@@ -195,9 +203,7 @@ def committed_table(profile: str, paper_root: Path = REPO_ROOT / "paper", name: 
     """The seed table the report reads (paper/<profile>/seeds.csv; ``name`` :data:`POOLED_TABLE`: its pooled rows),
     or None where ``make seeds`` has not written it."""
     path = paper_root / profile / name
-    if not path.exists() or not path.stat().st_size:
-        return None
-    return pd.read_csv(path)
+    return pd.read_csv(path) if path.exists() else None
 
 
 def holds_on(filled: pd.DataFrame, table: pd.DataFrame | None, pooled: pd.DataFrame | None = None) -> pd.Series:
@@ -211,9 +217,8 @@ def holds_on(filled: pd.DataFrame, table: pd.DataFrame | None, pooled: pd.DataFr
         held=("held", "sum"), seeds=("seed", "nunique"))
     text = {key: f"{int(r['held'])} of {int(r['seeds'])}" for key, r in counts.iterrows()}
     for organism, (verdict, pooled_seeds) in pooled_verdicts(pooled).items():
-        alone = text.get((POOLED_MEASURE, organism))
-        text[(POOLED_MEASURE, organism)] = f"pooled over seeds {pooled_seeds}: {verdict}" + (
-            f" ({alone} alone)" if alone else "")
+        key = (POOLED_MEASURE, organism)
+        text[key] = _pooled_holds(verdict, pooled_seeds, text.get(key))
     return pd.Series([text.get((m, model), "–") for m, model in zip(filled["measure_id"], filled["model"])],
                      index=filled.index)
 
