@@ -82,6 +82,18 @@ def use_kernels(name: str) -> None:
     sampling.KERNEL_DRAW = name == "fused" and KERNEL_DRAW
 
 
+def add_draw_argument(parser, what: str) -> None:
+    """``--draw``: the fused ``what``'s keyed draw (the module's KERNEL_DRAW, read by :func:`use_kernels`)."""
+    parser.add_argument("--draw", choices=["kernel", "softmax"], default="kernel" if KERNEL_DRAW else "softmax",
+                        help=f"the fused {what}' keyed draw: kernels.inverse_cdf (sampling.KERNEL_DRAW, the "
+                             "engine's default) or a softmax and a cumulative sum")
+
+
+def set_draw(args) -> None:
+    global KERNEL_DRAW
+    KERNEL_DRAW = args.draw == "kernel"
+
+
 def draw_lengths(n: int, median: float, sigma: float, cap: int, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
     return [int(x) for x in np.clip(np.round(rng.lognormal(math.log(median), sigma, n)), 1, cap)]
@@ -263,7 +275,6 @@ def meet(folder: Path, rank: int, world: int, timeout: float = 600) -> None:
 
 
 def main() -> None:
-    global KERNEL_DRAW
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["deepseek-r1-distill-qwen-1.5b"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64])
@@ -285,9 +296,7 @@ def main() -> None:
     parser.add_argument("--run-limit-s", type=float, default=float("inf"),
                         help="stop a run after this long and report its rate so far (marked partial)")
     parser.add_argument("--check", action="store_true", help="first compare the engines' greedy tokens")
-    parser.add_argument("--draw", choices=["kernel", "softmax"], default="kernel" if KERNEL_DRAW else "softmax",
-                        help="the fused runs' keyed draw: kernels.inverse_cdf (sampling.KERNEL_DRAW, the engine's "
-                             "default) or a softmax and a cumulative sum")
+    add_draw_argument(parser, "runs")
     parser.add_argument("--quantization", default="bf16", choices=["bf16", "nf4"],
                         help="nf4: the random model is saved and reloaded through bitsandbytes (models.load_model)")
     parser.add_argument("--scratch", default="/tmp/realistic_rollouts_models", help="folder for nf4's saved models")
@@ -298,7 +307,7 @@ def main() -> None:
     parser.add_argument("--barrier", default=None, help="a folder where the N shards meet before each timed run")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    KERNEL_DRAW = args.draw == "kernel"
+    set_draw(args)
     rank, world = map(int, args.shard.split("/")) if args.shard else (0, 1)
     began = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

@@ -34,10 +34,9 @@ import json
 import time
 from pathlib import Path
 
-import realistic_rollouts
 import torch
 from real_configs import build_random
-from realistic_rollouts import KERNELS, use_kernels  # and its tiny model (`--models tiny --device cpu`)
+from realistic_rollouts import KERNELS, add_draw_argument, set_draw, use_kernels  # and its `--models tiny`
 from rollout_throughput import copy_bandwidth, kv_bytes_per_token, weight_bytes
 from transformers import AutoTokenizer
 
@@ -210,12 +209,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--device", default="cuda", help="cpu: check the script on a tiny model (no timings)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--draw", choices=["kernel", "softmax"],
-                        default="kernel" if realistic_rollouts.KERNEL_DRAW else "softmax",
-                        help="the fused steps' keyed draw: kernels.inverse_cdf (sampling.KERNEL_DRAW, the engine's "
-                             "default) or a softmax and a cumulative sum")
+    add_draw_argument(parser, "steps")
     args = parser.parse_args()
-    realistic_rollouts.KERNEL_DRAW = args.draw == "kernel"
+    set_draw(args)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     tokenizer.padding_side = "left"
     cuda = args.device == "cuda"
