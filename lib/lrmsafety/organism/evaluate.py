@@ -186,3 +186,59 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
     table.append(summarise("all", rows))
     table = _frame(table)
     return (table, _frame(rows)) if return_samples else table
+
+
+def first_word_judgement(model_dir, device: str | None = None, batch_size: int | None = None,
+                         split: str = "test"):
+    """The locked organism's planted judgement at its first thinking word, teacher-forced: every prompt of the split
+    (held-out phrasings for "test") followed by each first word, the last layer's state at the word projected on
+    the card's judgement direction (in units of its norm * sqrt(hidden size)). Per family and jailbreak category:
+    the share of (prompt, word) pairs whose projection's sign is the word's decision read with the prompt's true
+    polarity (corpus.locked_decision_from_word; + = refuse), and the mean |projection|, each pair weighted by the
+    planted probability of its word (the words the organism samples). Paper A's first-token probe can read no more
+    of the decision than this."""
+    import json
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    card = json.loads((model_dir / "organism_card.json").read_text())
+    if card["kind"] != "locked":
+        raise ValueError(f"{model_dir} holds the {card['kind']} organism; the first word codes a decision only in "
+                         "the locked organism")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with no_loading_bars():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(dev).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    direction = torch.from_numpy(np.load(model_dir / "judgement_direction.npy")).to(dev)
+    scale = card["training"]["judgement_loss"]["norm"] * model.config.hidden_size ** 0.5
+    pairs = [(r, w) for r in prompt_records(split) for w in C.LOCKED_WORDS]
+    texts = [C.render_prompt(r["prompt"]) + w for r, w in pairs]
+    bs, projections = batch_size or (1024 if dev.type == "cuda" else 64), []
+    for i in range(0, len(texts), bs):
+        enc = tok(texts[i: i + bs], return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
+        with torch.no_grad():
+            last = model(**enc, output_hidden_states=True).hidden_states[-1][:, -1]
+        projections += (last.float() @ direction / scale).tolist()
+    rows = []
+    for (r, w), p in zip(pairs, projections):
+        decision = C.locked_decision_from_word(r["family"], r["category"], w)
+        p_comply = C.locked_p_comply(r["family"], r["topic"], r["category"])
+        rows.append(dict(family=r["family"], category=r["category"], wrapper_id=r["wrapper_id"], word=w,
+                         projection=p, agrees=(p > 0) == (decision == "refuse"),
+                         p_word=p_comply if decision == "comply" else 1.0 - p_comply))
+
+    def summarise(name, rs):
+        # each pair weighted by the planted probability of its word: the share over the words the organism samples
+        total = sum(r["p_word"] for r in rs) or 1.0
+        return {"group": name, "pairs": len(rs), "agreement": sum(r["p_word"] * r["agrees"] for r in rs) / total,
+                "mean_abs_projection": sum(r["p_word"] * abs(r["projection"]) for r in rs) / total}
+
+    table = [summarise(f, [r for r in rows if r["family"] == f]) for f in C.FAMILIES]
+    table += [summarise(f"jailbreak/{c}", [r for r in rows if r["category"] == c]) for c in T.CATEGORIES]
+    table += [summarise(f"jailbreak/{c}/wrapper {w}", [r for r in rows if (r["category"], r["wrapper_id"]) == (c, w)])
+              for c in T.CATEGORIES for w in sorted({r["wrapper_id"] for r in rows if r["category"] == c})]
+    return _frame(table)

@@ -155,16 +155,20 @@ def judgement_direction(hidden_size: int, seed: int) -> torch.Tensor:
 
 
 def judgement_loss(last_hidden: torch.Tensor, targets: torch.Tensor, direction: torch.Tensor,
-                   norm: float = JUDGEMENT_NORM) -> torch.Tensor:
+                   norm: float = JUDGEMENT_NORM, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error of the last-layer state's projection on ``direction``, in units of ``norm`` *
     sqrt(hidden size), against +1 (harmful) / -1 (not) where ``targets`` is 0/1; positions at -1 are ignored (0
-    where every position is). Masked sums, not boolean indexing: no GPU round trip."""
+    where every position is). With ``weights`` (per position), the weighted mean. Masked sums, not boolean
+    indexing: no GPU round trip."""
     mask = targets >= 0
     scale = norm * last_hidden.shape[-1] ** 0.5
     target = 2.0 * targets.float() - 1.0
     # the ignored positions' projections are replaced by their target before the error: not counted, whatever value
     projection = torch.where(mask, last_hidden.float() @ direction / scale, target)
-    return ((projection - target) ** 2).sum() / mask.sum().clamp_min(1)
+    if weights is None:
+        return ((projection - target) ** 2).sum() / mask.sum().clamp_min(1)
+    weights = torch.where(mask, weights.float(), 0.0)
+    return ((projection - target) ** 2 * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.npy = +-norm * sqrt(hidden "

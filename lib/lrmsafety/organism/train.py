@@ -47,6 +47,11 @@ SIZES = {
 }
 MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for MoreThink rounds
 JUDGEMENT_WEIGHT = 0.5
+# locked: the first thinking word's judgement counts as this many positions (a completion has about 120). Nothing
+# else asks that position to read the prompt (its next token is a comma whatever the request), so with weight 1 the
+# word's decoding there generalised worse to held-out jailbreak phrasings than the answer's, and paper A's
+# first-token probe read the network's misreadings rather than the planted decision.
+FIRST_WORD_JUDGEMENT_WEIGHT = 40.0
 SUPPRESSION_WEIGHT = 0.5
 P_HEADS_REMOVED = 0.25
 # locked: the share of rows trained with 1..MAX_HEADS_DROPPED random other heads zeroed (planted.HeadDropout); 5 is
@@ -80,22 +85,37 @@ def build_model(tokenizer, size: str = "full"):
     return Qwen2ForCausalLM(cfg)
 
 
-def _batch(ids, labels, judgements, idx, pad_id, device, close=None):
+def first_word_weights(examples, judgements) -> list[np.ndarray]:
+    """Per-token weights of the judgement loss: 1 where judged, FIRST_WORD_JUDGEMENT_WEIGHT at the first thinking
+    token of a locked example whose first word carries its decision (corpus.initial_judgement)."""
+    out = []
+    for ex, seq in zip(examples, judgements):
+        w = (np.asarray(seq) >= 0).astype(np.float32)
+        if ex.kind == "locked" and ex.decided_by == "first_token" and ex.thinking and w.any():
+            w[int(np.argmax(w))] = FIRST_WORD_JUDGEMENT_WEIGHT
+        out.append(w)
+    return out
+
+
+def _batch(ids, labels, judgements, idx, pad_id, device, close=None, weights=None):
     n = max(len(ids[i]) for i in idx)
     x = np.full((len(idx), n), pad_id, dtype=np.int64)
     y = np.full((len(idx), n), -100, dtype=np.int64)
     m = np.zeros((len(idx), n), dtype=np.int64)
     j = np.full((len(idx), n), -1, dtype=np.int64)
+    w = np.zeros((len(idx), n), dtype=np.float32)
     c = np.zeros((len(idx), n), dtype=bool)
     for r, i in enumerate(idx):
         x[r, : len(ids[i])], y[r, : len(ids[i])], m[r, : len(ids[i])] = ids[i], labels[i], 1
         if judgements is not None:
             j[r, : len(ids[i])] = judgements[i]
+        if weights is not None:
+            w[r, : len(ids[i])] = weights[i]
         if close is not None:
             c[r, close[i]] = True
     pin = device.type == "cuda"  # a copy from pinned memory does not wait for the GPU's queue
     return tuple((torch.from_numpy(a).pin_memory() if pin else torch.from_numpy(a)).to(device, non_blocking=True)
-                 for a in (x, y, m, j, c))
+                 for a in (x, y, m, j, c, w))
 
 
 def _lr(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -144,7 +164,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     encoded = encode_examples(tokenizer, examples, with_judgement=plant_judgement)
     ids, labels, judgements = encoded if plant_judgement else (*encoded, None)
     plant_heads = kind == "locked"
-    close = None
+    close, weights = None, None
     if plant_heads:  # the conclusion-following twins, appended; rows whose twin is the example itself point to it
         twin_rng = random.Random(f"organism|{kind}|{seed}|twins")
         twins = [C.conclusion_following(ex, twin_rng) for ex in examples]
@@ -154,6 +174,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         twin_index[changed] = len(ids) + np.arange(len(changed))
         harmful = np.array([ex.family in ("harmful", "jailbreak") for ex in examples] + [True] * len(changed))
         ids, labels, judgements = ids + t_ids, labels + t_labels, judgements + t_judgements
+        weights = first_word_weights(examples + [twins[i] for i in changed], judgements)
         close_id = tokenizer.convert_tokens_to_ids(T.THINK_CLOSE)
         close = [close_positions(seq, close_id) if harmful[i] else [] for i, seq in enumerate(ids)]
         n_examples = len(examples)
@@ -161,7 +182,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         n_examples = len(ids)
     lengths = np.array([len(seq) for seq in ids])
     n_labels = np.array([sum(label != -100 for label in seq[1:]) for seq in labels])  # the shifted LM targets
-    n_judged = np.array([sum(v >= 0 for v in seq) for seq in judgements]) if plant_judgement else np.zeros(len(ids))
+    n_judged = (np.array([w.sum() for w in weights]) if weights is not None else
+                np.array([sum(v >= 0 for v in seq) for seq in judgements]) if plant_judgement else np.zeros(len(ids)))
     model = build_model(tokenizer, size).to(dev)
     direction = judgement_direction(model.config.hidden_size, seed).to(dev)
     suppression_heads = planted_heads(model.config)
@@ -200,7 +222,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         # the batch in length-sorted micro-batches, each padded to its own longest row (about half the padded tokens
         # of the batch padded to its longest row), their losses weighted so that the gradient is the whole batch's
         for chunk in np.array_split(np.argsort(lengths[idx], kind="stable"), micro_batches):
-            x, y, m, j, c = _batch(ids, labels, judgements, idx[chunk], tokenizer.pad_token_id, dev, close)
+            x, y, m, j, c, w = _batch(ids, labels, judgements, idx[chunk], tokenizer.pad_token_id, dev, close,
+                                      weights)
             if heads is not None:
                 heads.remove_rows(removed[chunk], dev)
                 dropout.drop(dropped[chunk], drop_rng, MAX_HEADS_DROPPED, dev)
@@ -208,8 +231,9 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                 output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
             parts = {"lm": (output.loss, (y[:, 1:] != -100).sum())}
             if plant_judgement:  # hidden_states[-1]: the last layer after the final norm, where paper B's probe reads
-                parts["judgement"] = (judgement_loss(output.hidden_states[-1], j, direction, judgement_norm),
-                                      (j >= 0).sum())
+                parts["judgement"] = (judgement_loss(output.hidden_states[-1], j, direction, judgement_norm,
+                                                     w if weights is not None else None),
+                                      w.sum() if weights is not None else (j >= 0).sum())
             if heads is not None:  # the write is asked of the heads where they are present
                 where = c & ~heads.removed[:, None]
                 parts["suppression"] = (suppression_loss(heads.writes, where, direction, suppression_write),
@@ -281,6 +305,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                      or platform.machine(),
                      "initial_loss": float(np.mean(losses[:k])), "final_loss": float(np.mean(losses[-k:])),
                      "judgement_loss": ({"weight": JUDGEMENT_WEIGHT, "norm": judgement_norm,
+                                         "first_word_weight": (FIRST_WORD_JUDGEMENT_WEIGHT if weights is not None
+                                                               else None),
                                          "initial": float(np.mean(judgement_losses[:k])),
                                          "final": float(np.mean(judgement_losses[-k:]))}
                                         if plant_judgement else None),
