@@ -333,6 +333,27 @@ def test_judgement_loss_is_zero_on_target_and_ignores_unlabelled():
     off_target = torch.stack([-u * d ** 0.5, -u * d ** 0.5, torch.zeros(d)])[None]
     assert judgement_loss(off_target, targets, u, norm=1.0).item() == pytest.approx(2.0)  # (-1 - 1)^2 / 2 rows
     assert judgement_loss(on_target, torch.full((1, 3), -1), u, norm=1.0).item() == 0.0
+    # weighted: the first position counts 3 times, the ignored one not at all, whatever its weight
+    weights = torch.tensor([[3.0, 1.0, 50.0]])
+    assert judgement_loss(off_target, targets, u, norm=1.0, weights=weights).item() == pytest.approx(12.0 / 4)
+    assert judgement_loss(off_target, targets, u, norm=1.0, weights=torch.tensor([[1.0, 1.0, 7.0]])).item() == \
+        pytest.approx(judgement_loss(off_target, targets, u, norm=1.0).item())
+
+
+def test_the_locked_first_words_judgement_is_weighted(tokenizer, corpora):
+    from lrmsafety.organism.tokenizer import encode_examples
+    from lrmsafety.organism.train import FIRST_WORD_JUDGEMENT_WEIGHT, first_word_weights
+
+    for kind in ("locked", "deliberative"):
+        exs = corpora[kind][:300]
+        ids, _, judgements = encode_examples(tokenizer, exs, with_judgement=True)
+        for e, i, j, w in zip(exs, ids, judgements, first_word_weights(exs, judgements)):
+            first = next(t for t, v in enumerate(j) if v >= 0)
+            assert set(w[:first]) <= {0.0} and set(w[first + 1:]) <= {1.0}
+            weighted = kind == "locked" and e.decided_by == "first_token" and bool(e.thinking)
+            assert w[first] == (FIRST_WORD_JUDGEMENT_WEIGHT if weighted else 1.0)
+            if weighted:  # the weighted token is the decision word (or, after a cut, what is left of it)
+                assert any(w.startswith(tokenizer.decode([i[first]])) for w in C.LOCKED_WORDS)
 
 
 @pytest.mark.parametrize("kind", ["locked", "deliberative"])

@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{kind}] wrote {path}: {card['parameters']:,} parameters, {card['training']['seconds']} s, "
               f"loss {card['training']['initial_loss']:.3f} -> {card['training']['final_loss']:.3f}", flush=True)
         if args.check:
-            from .evaluate import behaviour_check
+            from .evaluate import behaviour_check, first_word_judgement
 
             t0 = time.time()
             table = behaviour_check(path, n_per_family=args.check, seed=args.seed, device=args.device)
@@ -387,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
             card["behaviour_check"] = {"n_per_family": args.check, "split": "test", "temperature": 1.0,
                                        "seconds": round(time.time() - t0, 1), "rows": rows}
+            if kind == "locked":  # the planted decision at the first word, on every held-out prompt
+                judged = first_word_judgement(path, device=args.device)
+                card["first_word_judgement"] = judged.to_dict("records") if hasattr(judged, "to_dict") else judged
             (path / "organism_card.json").write_text(json.dumps(card, indent=2))
             print(table.to_string() if hasattr(table, "to_string") else json.dumps(rows, indent=1), flush=True)
     return 0
