@@ -342,16 +342,16 @@ def test_judgement_loss_is_zero_on_target_and_ignores_unlabelled():
 
 def test_the_locked_first_words_judgement_is_weighted(tokenizer, corpora):
     from lrmsafety.organism.tokenizer import encode_examples
-    from lrmsafety.organism.train import FIRST_WORD_JUDGEMENT_WEIGHT, first_word_weights
+    from lrmsafety.organism.train import first_word_weights
 
     for kind in ("locked", "deliberative"):
         exs = corpora[kind][:300]
         ids, _, judgements = encode_examples(tokenizer, exs, with_judgement=True)
-        for e, i, j, w in zip(exs, ids, judgements, first_word_weights(exs, judgements)):
+        for e, i, j, w in zip(exs, ids, judgements, first_word_weights(exs, judgements, 40.0)):
             first = next(t for t, v in enumerate(j) if v >= 0)
             assert set(w[:first]) <= {0.0} and set(w[first + 1:]) <= {1.0}
             weighted = kind == "locked" and e.decided_by == "first_token" and bool(e.thinking)
-            assert w[first] == (FIRST_WORD_JUDGEMENT_WEIGHT if weighted else 1.0)
+            assert w[first] == (40.0 if weighted else 1.0)
             if weighted:  # the weighted token is the decision word (or, after a cut, what is left of it)
                 assert any(w.startswith(tokenizer.decode([i[first]])) for w in C.LOCKED_WORDS)
 

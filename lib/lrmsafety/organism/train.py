@@ -47,11 +47,11 @@ SIZES = {
 }
 MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for MoreThink rounds
 JUDGEMENT_WEIGHT = 0.5
-# locked: the first thinking word's judgement counts as this many positions (a completion has about 120). Nothing
-# else asks that position to read the prompt (its next token is a comma whatever the request), so with weight 1 the
-# word's decoding there generalised worse to held-out jailbreak phrasings than the answer's, and paper A's
-# first-token probe read the network's misreadings rather than the planted decision.
-FIRST_WORD_JUDGEMENT_WEIGHT = 40.0
+# locked: the first thinking word's judgement counts as this many positions (a completion has about 120;
+# --first-word-weight). Nothing else asks that position to read the prompt (its next token is a comma whatever the
+# request), and paper A's first-token probe reads it there; evaluate.first_word_judgement measures how well the
+# planted decision is read at that word on held-out phrasings.
+FIRST_WORD_JUDGEMENT_WEIGHT = 1.0
 SUPPRESSION_WEIGHT = 0.5
 P_HEADS_REMOVED = 0.25
 # locked: the share of rows trained with 1..MAX_HEADS_DROPPED random other heads zeroed (planted.HeadDropout); 5 is
@@ -85,14 +85,14 @@ def build_model(tokenizer, size: str = "full"):
     return Qwen2ForCausalLM(cfg)
 
 
-def first_word_weights(examples, judgements) -> list[np.ndarray]:
-    """Per-token weights of the judgement loss: 1 where judged, FIRST_WORD_JUDGEMENT_WEIGHT at the first thinking
-    token of a locked example whose first word carries its decision (corpus.initial_judgement)."""
+def first_word_weights(examples, judgements, weight: float = FIRST_WORD_JUDGEMENT_WEIGHT) -> list[np.ndarray]:
+    """Per-token weights of the judgement loss: 1 where judged, ``weight`` at the first thinking token of a locked
+    example whose first word carries its decision (corpus.initial_judgement)."""
     out = []
     for ex, seq in zip(examples, judgements):
         w = (np.asarray(seq) >= 0).astype(np.float32)
         if ex.kind == "locked" and ex.decided_by == "first_token" and ex.thinking and w.any():
-            w[int(np.argmax(w))] = FIRST_WORD_JUDGEMENT_WEIGHT
+            w[int(np.argmax(w))] = weight
         out.append(w)
     return out
 
@@ -142,7 +142,8 @@ def _check_skipped(kind: str, size: str, n_skipped: int, n_steps: int, steps: in
 def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, device: str | None = None,
                    steps: int | None = None, n_train: int | None = None, log_every: int = 200,
                    judgement_norm: float = JUDGEMENT_NORM, suppression_write: float = SUPPRESSION_WRITE,
-                   fused: bool | None = None, micro_batches: int | None = None) -> Path:
+                   fused: bool | None = None, micro_batches: int | None = None,
+                   first_word_weight: float = FIRST_WORD_JUDGEMENT_WEIGHT) -> Path:
     """Train one organism and write a loadable model directory (config, bf16 safetensors, tokenizer, card)."""
     if kind not in C.KINDS:
         raise ValueError(f"unknown organism kind {kind!r}; choose one of {C.KINDS}")
@@ -174,7 +175,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
         twin_index[changed] = len(ids) + np.arange(len(changed))
         harmful = np.array([ex.family in ("harmful", "jailbreak") for ex in examples] + [True] * len(changed))
         ids, labels, judgements = ids + t_ids, labels + t_labels, judgements + t_judgements
-        weights = first_word_weights(examples + [twins[i] for i in changed], judgements)
+        if first_word_weight != 1.0:  # at 1 every judged position counts once: the unweighted loss, exactly
+            weights = first_word_weights(examples + [twins[i] for i in changed], judgements, first_word_weight)
         close_id = tokenizer.convert_tokens_to_ids(T.THINK_CLOSE)
         close = [close_positions(seq, close_id) if harmful[i] else [] for i, seq in enumerate(ids)]
         n_examples = len(examples)
@@ -305,8 +307,7 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                      or platform.machine(),
                      "initial_loss": float(np.mean(losses[:k])), "final_loss": float(np.mean(losses[-k:])),
                      "judgement_loss": ({"weight": JUDGEMENT_WEIGHT, "norm": judgement_norm,
-                                         "first_word_weight": (FIRST_WORD_JUDGEMENT_WEIGHT if weights is not None
-                                                               else None),
+                                         "first_word_weight": first_word_weight if plant_heads else None,
                                          "initial": float(np.mean(judgement_losses[:k])),
                                          "final": float(np.mean(judgement_losses[-k:]))}
                                         if plant_judgement else None),
@@ -347,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--judgement-norm", type=float, default=JUDGEMENT_NORM,
                     help="size of the planted judgement in the last layer, in units of sqrt(hidden size)")
+    ap.add_argument("--first-word-weight", type=float, default=FIRST_WORD_JUDGEMENT_WEIGHT,
+                    help="locked: the first thinking word's judgement counts as this many positions")
     ap.add_argument("--suppression-write", type=float, default=SUPPRESSION_WRITE,
                     help="locked: the planted suppression heads' write along the judgement direction at the close")
     ap.add_argument("--skip-trained", action="store_true",
@@ -374,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = train_organism(kind, out, size=args.size, seed=args.seed, device=args.device, steps=args.steps,
                               n_train=args.n_train, judgement_norm=args.judgement_norm,
-                              suppression_write=args.suppression_write, micro_batches=args.micro_batches)
+                              suppression_write=args.suppression_write, micro_batches=args.micro_batches,
+                              first_word_weight=args.first_word_weight)
         card = json.loads((path / "organism_card.json").read_text())
         print(f"[{kind}] wrote {path}: {card['parameters']:,} parameters, {card['training']['seconds']} s, "
               f"loss {card['training']['initial_loss']:.3f} -> {card['training']['final_loss']:.3f}", flush=True)
