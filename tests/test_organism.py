@@ -356,6 +356,30 @@ def test_the_locked_first_words_judgement_is_weighted(tokenizer, corpora):
                 assert any(w.startswith(tokenizer.decode([i[first]])) for w in C.LOCKED_WORDS)
 
 
+def test_first_word_judgement_reads_the_decision_with_the_prompts_polarity(tmp_path):
+    """On held-out harmful and borderline prompts the committed locked organism's state at its first word carries
+    the decision that word codes; with the direction negated the same check reads every pair wrong, and the other
+    organisms are refused with the reason."""
+    import shutil
+
+    import numpy as np
+
+    from lrmsafety.organism.evaluate import first_word_judgement
+    from lrmsafety.paths import MODELS_DIR
+
+    locked = MODELS_DIR / "organism-locked"
+    families = ("harmful", "borderline")
+    table = first_word_judgement(locked, device="cpu", families=families).set_index("group")
+    assert list(table.index) == list(families) and (table["pairs"] > 400).all()
+    assert (table["agreement"] >= 0.99).all() and (table["mean_abs_projection"] > 0.3).all()
+    flipped = tmp_path / "organism-locked"
+    shutil.copytree(locked, flipped)
+    np.save(flipped / "judgement_direction.npy", -np.load(locked / "judgement_direction.npy"))
+    assert (first_word_judgement(flipped, device="cpu", families=families)["agreement"] <= 0.01).all()
+    with pytest.raises(ValueError, match="only in the locked organism"):
+        first_word_judgement(MODELS_DIR / "organism-deliberative", device="cpu", families=families)
+
+
 @pytest.mark.parametrize("kind", ["locked", "deliberative"])
 def test_shipped_organisms_carry_the_planted_judgement(kind):
     """The committed models hold their judgement along the saved direction, sign right on most positions."""

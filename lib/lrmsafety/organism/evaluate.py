@@ -1,4 +1,5 @@
-"""Held-out prompts, the organisms' own answer classifier, and a quick behaviour check of a trained organism."""
+"""Held-out prompts, the organisms' own answer classifier, a quick behaviour check of a trained organism, and the
+locked organism's planted decision at its first word (`python -m lrmsafety.organism first-word DIR`)."""
 
 from __future__ import annotations
 
@@ -189,7 +190,7 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
 
 
 def first_word_judgement(model_dir, device: str | None = None, batch_size: int | None = None,
-                         split: str = "test"):
+                         split: str = "test", families=C.FAMILIES):
     """The locked organism's planted judgement at its first thinking word, teacher-forced: every prompt of the split
     (held-out phrasings for "test") followed by each first word, the last layer's state at the word projected on
     the card's judgement direction (in units of its norm * sqrt(hidden size)). Per family and jailbreak category:
@@ -215,7 +216,7 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
     tok.padding_side = "left"
     direction = torch.from_numpy(np.load(model_dir / "judgement_direction.npy")).to(dev)
     scale = card["training"]["judgement_loss"]["norm"] * model.config.hidden_size ** 0.5
-    pairs = [(r, w) for r in prompt_records(split) for w in C.LOCKED_WORDS]
+    pairs = [(r, w) for r in prompt_records(split, families) for w in C.LOCKED_WORDS]
     texts = [C.render_prompt(r["prompt"]) + w for r, w in pairs]
     bs, projections = batch_size or (1024 if dev.type == "cuda" else 64), []
     for i in range(0, len(texts), bs):
@@ -237,8 +238,10 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
         return {"group": name, "pairs": len(rs), "agreement": sum(r["p_word"] * r["agrees"] for r in rs) / total,
                 "mean_abs_projection": sum(r["p_word"] * abs(r["projection"]) for r in rs) / total}
 
-    table = [summarise(f, [r for r in rows if r["family"] == f]) for f in C.FAMILIES]
-    table += [summarise(f"jailbreak/{c}", [r for r in rows if r["category"] == c]) for c in T.CATEGORIES]
+    table = [summarise(f, [r for r in rows if r["family"] == f]) for f in families]
+    categories = T.CATEGORIES if "jailbreak" in families else []
+    table += [summarise(f"jailbreak/{c}", [r for r in rows if r["category"] == c]) for c in categories]
     table += [summarise(f"jailbreak/{c}/wrapper {w}", [r for r in rows if (r["category"], r["wrapper_id"]) == (c, w)])
-              for c in T.CATEGORIES for w in sorted({r["wrapper_id"] for r in rows if r["category"] == c})]
+              for c in categories for w in sorted({r["wrapper_id"] for r in rows if r["category"] == c})]
     return _frame(table)
+
