@@ -417,9 +417,17 @@ def test_smoke_training_writes_loadable_model(tmp_path):
 
     out = train_organism("locked", tmp_path / "organism-locked", size="smoke", seed=0, device="cpu")
     card = json.loads((out / "organism_card.json").read_text())
-    # make seeds keeps a folder trained with the same seed, size and steps, and retrains any other
+    # make seeds keeps a folder trained with the same seed, size, steps and first-word weight, and retrains any other
     assert _trained(out, 0, "smoke", None) and not _trained(out, 1, "smoke", None)
     assert not _trained(out, 0, "smoke", 31) and not _trained(tmp_path / "absent", 0, "smoke", None)
+    assert not _trained(out, 0, "smoke", None, first_word_weight=40.0)  # another first-word weight: retrained
+    unweighted = json.loads((out / "organism_card.json").read_text())
+    del unweighted["training"]["judgement_loss"]["first_word_weight"]  # a card without the field was trained at 1
+    (tmp_path / "unweighted").mkdir()
+    (tmp_path / "unweighted" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "unweighted" / "organism_card.json").write_text(json.dumps(unweighted))
+    assert _trained(tmp_path / "unweighted", 0, "smoke", None, first_word_weight=1.0)
+    assert not _trained(tmp_path / "unweighted", 0, "smoke", None, first_word_weight=40.0)
     diverged = json.loads((out / "organism_card.json").read_text())
     diverged["training"]["final_loss"] = float("nan")
     (tmp_path / "diverged").mkdir()

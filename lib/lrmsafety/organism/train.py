@@ -325,15 +325,18 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
     return out
 
 
-def _trained(out: Path, seed: int, size: str, steps: int | None) -> bool:
-    """Whether ``out`` holds an organism trained with this seed, size and number of steps to a finite loss (its card
-    says so)."""
+def _trained(out: Path, seed: int, size: str, steps: int | None,
+             first_word_weight: float = FIRST_WORD_JUDGEMENT_WEIGHT) -> bool:
+    """Whether ``out`` holds an organism trained with this seed, size, number of steps and (locked) first-word weight
+    to a finite loss (its card says so; a card without the weight was trained at 1)."""
     card_path = out / "organism_card.json"
     if not (card_path.exists() and (out / "model.safetensors").exists()):
         return False
     card, wanted = json.loads(card_path.read_text()), (seed, size, steps or SIZES[size]["steps"])
     finite = math.isfinite(card["training"].get("final_loss", math.nan))  # a training that ended in NaN is redone
-    return finite and (card.get("seed"), card.get("size"), card["training"].get("steps")) == wanted
+    weight = (card["training"].get("judgement_loss") or {}).get("first_word_weight", 1.0)
+    same_weight = card.get("kind") != "locked" or weight == first_word_weight
+    return finite and same_weight and (card.get("seed"), card.get("size"), card["training"].get("steps")) == wanted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out or MODELS_DIR) / f"organism-{kind}"
         else:
             out = Path(args.out)
-        if args.skip_trained and _trained(out, args.seed, args.size, args.steps):
+        if args.skip_trained and _trained(out, args.seed, args.size, args.steps, args.first_word_weight):
             print(f"[{kind}] {out} already holds seed {args.seed} ({args.size}): kept", flush=True)
             continue
         path = train_organism(kind, out, size=args.size, seed=args.seed, device=args.device, steps=args.steps,
