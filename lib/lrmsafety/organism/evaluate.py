@@ -118,6 +118,28 @@ def _sample(model, tok, texts: list[str], max_new_tokens: int, batch_size: int) 
     return [o.split(T.EOS)[0].replace(T.PAD, "") for o in out]
 
 
+def _load(model_dir, device: str | None, cuda_dtype: str):
+    """(model, tokenizer, device) of an organism's folder: on ``device`` (default: CUDA when present), in
+    ``cuda_dtype`` there and float32 on the CPU, the tokenizer padding on the left."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, cuda_dtype) if dev.type == "cuda" else torch.float32
+    with no_loading_bars():
+        model = AutoModelForCausalLM.from_pretrained(Path(model_dir), dtype=dtype).to(dev).eval()
+    tok = AutoTokenizer.from_pretrained(Path(model_dir))
+    tok.padding_side = "left"
+    return model, tok, dev
+
+
+def _by_group(rows: list[dict], summarise, families) -> list[dict]:
+    """``summarise(name, rows)`` per family, then per jailbreak category (where jailbreaks are among ``families``)."""
+    table = [summarise(f, [r for r in rows if r["family"] == f]) for f in families]
+    categories = T.CATEGORIES if "jailbreak" in families else []
+    return table + [summarise(f"jailbreak/{c}", [r for r in rows if r["category"] == c]) for c in categories]
+
+
 def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: str | None = None,
                     max_new_tokens: int = 320, batch_size: int | None = None, zerothink: bool = True,
                     lockin_cut: float | None = 0.3, lockin_n: int = 8, return_samples: bool = False):
@@ -126,14 +148,8 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
     "harmful", closed-thinking rate, ZeroThink refusal rate, and continuation variance 4q(1-q) of 8 answers after
     force-closing the first `lockin_cut` of each trace's thinking tokens (paper A's lock-in, one cut)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    with no_loading_bars():
-        model = AutoModelForCausalLM.from_pretrained(Path(model_dir), dtype=dtype).to(dev).eval()
-    tok = AutoTokenizer.from_pretrained(Path(model_dir))
-    tok.padding_side = "left"
+    model, tok, dev = _load(model_dir, device, "bfloat16")
     bs = batch_size or (512 if dev.type == "cuda" else 32)
     torch.manual_seed(seed)
 
@@ -182,9 +198,7 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
             d[f"contvar_at_{int(lockin_cut * 100)}"] = sum(cv) / len(cv) if cv else float("nan")
         return d
 
-    table = [summarise(f, [r for r in rows if r["family"] == f]) for f in C.FAMILIES]
-    table += [summarise(f"jailbreak/{c}", [r for r in rows if r["category"] == c]) for c in T.CATEGORIES]
-    table.append(summarise("all", rows))
+    table = _by_group(rows, summarise, C.FAMILIES) + [summarise("all", rows)]
     table = _frame(table)
     return (table, _frame(rows)) if return_samples else table
 
@@ -202,18 +216,13 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
 
     import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = Path(model_dir)
     card = json.loads((model_dir / "organism_card.json").read_text())
     if card["kind"] != "locked":
         raise ValueError(f"{model_dir} holds the {card['kind']} organism; the first word codes a decision only in "
                          "the locked organism")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with no_loading_bars():
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(dev).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.padding_side = "left"
+    model, tok, dev = _load(model_dir, device, "float32")  # float32 on a GPU too: signs near 0 are read exactly
     direction = torch.from_numpy(np.load(model_dir / "judgement_direction.npy")).to(dev)
     scale = card["training"]["judgement_loss"]["norm"] * model.config.hidden_size ** 0.5
     pairs = [(r, w) for r in prompt_records(split, families) for w in C.LOCKED_WORDS]
@@ -238,10 +247,8 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
         return {"group": name, "pairs": len(rs), "agreement": sum(r["p_word"] * r["agrees"] for r in rs) / total,
                 "mean_abs_projection": sum(r["p_word"] * abs(r["projection"]) for r in rs) / total}
 
-    table = [summarise(f, [r for r in rows if r["family"] == f]) for f in families]
-    categories = T.CATEGORIES if "jailbreak" in families else []
-    table += [summarise(f"jailbreak/{c}", [r for r in rows if r["category"] == c]) for c in categories]
+    table = _by_group(rows, summarise, families)
     table += [summarise(f"jailbreak/{c}/wrapper {w}", [r for r in rows if (r["category"], r["wrapper_id"]) == (c, w)])
-              for c in categories for w in sorted({r["wrapper_id"] for r in rows if r["category"] == c})]
+              for c, w in sorted({(r["category"], r["wrapper_id"]) for r in rows if r["category"]},
+                                 key=lambda cw: (T.CATEGORIES.index(cw[0]), cw[1]))]
     return _frame(table)
-

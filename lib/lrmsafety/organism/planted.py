@@ -17,6 +17,11 @@ from . import texts as T
 # dense direction of that size dominates the state, as refusal does in real models' last layers, so that a probe
 # trained for a few steps (paper B's: 5 epochs of Adam at lr 1e-3) finds it.
 JUDGEMENT_NORM = 5.0
+# locked: the first thinking word's judgement counts as this many positions (a completion has about 120;
+# train.py --first-word-weight). Nothing else asks that position to read the prompt (its next token is a comma
+# whatever the request), and paper A's first-token probe reads it there; evaluate.first_word_judgement measures how
+# well the planted decision is read at that word on held-out phrasings.
+FIRST_WORD_JUDGEMENT_WEIGHT = 1.0
 # The locked organism's planted suppression heads (corpus.SUPPRESSION_HEADS): at the close of a harmful request each
 # writes -SUPPRESSION_WRITE along the judgement direction into the residual stream (about the stream's own size
 # there); a share of training rows runs with the heads zeroed (paper B's ablation, at every position) on the
@@ -169,6 +174,18 @@ def judgement_loss(last_hidden: torch.Tensor, targets: torch.Tensor, direction: 
         return ((projection - target) ** 2).sum() / mask.sum().clamp_min(1)
     weights = torch.where(mask, weights.float(), 0.0)
     return ((projection - target) ** 2 * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def first_word_weights(examples, judgements, weight: float = FIRST_WORD_JUDGEMENT_WEIGHT) -> list[np.ndarray]:
+    """Per-token weights of :func:`judgement_loss`: 1 where judged, ``weight`` at the first thinking token of a
+    locked example whose first word carries its decision (corpus.initial_judgement), 0 elsewhere."""
+    out = []
+    for ex, seq in zip(examples, judgements):
+        w = (np.asarray(seq) >= 0).astype(np.float32)
+        if ex.kind == "locked" and ex.decided_by == "first_token" and ex.thinking and w.any():
+            w[int(np.argmax(w))] = weight
+        out.append(w)
+    return out
 
 
 JUDGEMENT_PLANTED = ("last layer (after the final norm) . judgement_direction.npy = +-norm * sqrt(hidden "

@@ -22,11 +22,13 @@ import torch
 from . import corpus as C
 from . import texts as T
 from .planted import (  # noqa: F401 (re-exported: callers and tests reach them through train)
+    FIRST_WORD_JUDGEMENT_WEIGHT,
     JUDGEMENT_NORM,
     SUPPRESSION_WRITE,
     HeadDropout,
     SuppressionHeads,
     close_positions,
+    first_word_weights,
     judgement_direction,
     judgement_loss,
     planted_behaviour,
@@ -47,11 +49,6 @@ SIZES = {
 }
 MAX_POSITIONS = 1024  # training sequences stay under ~400 tokens; headroom for MoreThink rounds
 JUDGEMENT_WEIGHT = 0.5
-# locked: the first thinking word's judgement counts as this many positions (a completion has about 120;
-# --first-word-weight). Nothing else asks that position to read the prompt (its next token is a comma whatever the
-# request), and paper A's first-token probe reads it there; evaluate.first_word_judgement measures how well the
-# planted decision is read at that word on held-out phrasings.
-FIRST_WORD_JUDGEMENT_WEIGHT = 1.0
 SUPPRESSION_WEIGHT = 0.5
 P_HEADS_REMOVED = 0.25
 # locked: the share of rows trained with 1..MAX_HEADS_DROPPED random other heads zeroed (planted.HeadDropout); 5 is
@@ -85,25 +82,13 @@ def build_model(tokenizer, size: str = "full"):
     return Qwen2ForCausalLM(cfg)
 
 
-def first_word_weights(examples, judgements, weight: float = FIRST_WORD_JUDGEMENT_WEIGHT) -> list[np.ndarray]:
-    """Per-token weights of the judgement loss: 1 where judged, ``weight`` at the first thinking token of a locked
-    example whose first word carries its decision (corpus.initial_judgement)."""
-    out = []
-    for ex, seq in zip(examples, judgements):
-        w = (np.asarray(seq) >= 0).astype(np.float32)
-        if ex.kind == "locked" and ex.decided_by == "first_token" and ex.thinking and w.any():
-            w[int(np.argmax(w))] = weight
-        out.append(w)
-    return out
-
-
 def _batch(ids, labels, judgements, idx, pad_id, device, close=None, weights=None):
     n = max(len(ids[i]) for i in idx)
     x = np.full((len(idx), n), pad_id, dtype=np.int64)
     y = np.full((len(idx), n), -100, dtype=np.int64)
     m = np.zeros((len(idx), n), dtype=np.int64)
     j = np.full((len(idx), n), -1, dtype=np.int64)
-    w = np.zeros((len(idx), n), dtype=np.float32)
+    w = np.zeros((len(idx), n), dtype=np.float32) if weights is not None else None
     c = np.zeros((len(idx), n), dtype=bool)
     for r, i in enumerate(idx):
         x[r, : len(ids[i])], y[r, : len(ids[i])], m[r, : len(ids[i])] = ids[i], labels[i], 1
@@ -114,7 +99,8 @@ def _batch(ids, labels, judgements, idx, pad_id, device, close=None, weights=Non
         if close is not None:
             c[r, close[i]] = True
     pin = device.type == "cuda"  # a copy from pinned memory does not wait for the GPU's queue
-    return tuple((torch.from_numpy(a).pin_memory() if pin else torch.from_numpy(a)).to(device, non_blocking=True)
+    return tuple(None if a is None else
+                 (torch.from_numpy(a).pin_memory() if pin else torch.from_numpy(a)).to(device, non_blocking=True)
                  for a in (x, y, m, j, c, w))
 
 
@@ -233,9 +219,8 @@ def train_organism(kind: str, out_dir, *, size: str = "full", seed: int = 0, dev
                 output = model(input_ids=x, attention_mask=m, labels=y, output_hidden_states=plant_judgement)
             parts = {"lm": (output.loss, (y[:, 1:] != -100).sum())}
             if plant_judgement:  # hidden_states[-1]: the last layer after the final norm, where paper B's probe reads
-                parts["judgement"] = (judgement_loss(output.hidden_states[-1], j, direction, judgement_norm,
-                                                     w if weights is not None else None),
-                                      w.sum() if weights is not None else (j >= 0).sum())
+                parts["judgement"] = (judgement_loss(output.hidden_states[-1], j, direction, judgement_norm, w),
+                                      (j >= 0).sum() if w is None else w.sum())
             if heads is not None:  # the write is asked of the heads where they are present
                 where = c & ~heads.removed[:, None]
                 parts["suppression"] = (suppression_loss(heads.writes, where, direction, suppression_write),
