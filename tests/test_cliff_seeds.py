@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrmsafety import metrics
+from lrmsafety import intervals
 from lrmsafety.analysis import cliff, cliff_probe, cliff_seeds
 
 
@@ -99,7 +99,7 @@ def test_draws_difference_pairs_the_draws_that_move_both_groups():
         per_draw = [cliff.mean_with_ci(row, ids) for row in values]
         return values.mean(), min(low for _, low, _ in per_draw), max(high for _, _, high in per_draw)
 
-    _, env_low, env_high = metrics.difference_interval(*envelope(a, a_ids), *envelope(b, b_ids))
+    _, env_low, env_high = intervals.difference_interval(*envelope(a, a_ids), *envelope(b, b_ids))
     assert env_high - env_low > 3 * (high - low)
     # prompts are resampled as clusters: two traces of one prompt count once in the resampling
     doubled = cliff_seeds.draws_difference_ci(np.repeat(a, 2, axis=1), np.repeat(a_ids, 2), b, b_ids, seed=0)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lrmsafety import intervals
 from lrmsafety import metrics as M
 
 
@@ -101,26 +102,26 @@ def test_duplicate_samples_and_missing_safe_are_errors():
 def test_bootstrap_ci_contains_estimate():
     rng = np.random.default_rng(1)
     frame = safechain_frame({f"p{i}": int(n) for i, n in enumerate(rng.integers(0, 6, size=40))})
-    est, low, high = M.bootstrap_ci(frame, M.safe_at_1, n_boot=300, seed=0)
+    est, low, high = intervals.bootstrap_ci(frame, M.safe_at_1, n_boot=300, seed=0)
     assert est == pytest.approx(M.safe_at_1(frame))
     assert low <= est <= high
     assert low < high
     # same seed, same interval
-    assert M.bootstrap_ci(frame, M.safe_at_1, n_boot=300, seed=0) == (est, low, high)
+    assert intervals.bootstrap_ci(frame, M.safe_at_1, n_boot=300, seed=0) == (est, low, high)
 
 
 def test_bootstrap_ci_collapses_when_all_prompts_agree():
     # every prompt has 3/5 safe: any resample of prompts gives Safe@1 = 0.6 and Safe@5 = 0
     frame = safechain_frame({f"p{i}": 3 for i in range(10)})
-    assert M.bootstrap_ci(frame, M.safe_at_1, n_boot=100) == pytest.approx((0.6, 0.6, 0.6))
-    assert M.bootstrap_ci(frame, M.safe_at_k, n_boot=100) == pytest.approx((0.0, 0.0, 0.0))
+    assert intervals.bootstrap_ci(frame, M.safe_at_1, n_boot=100) == pytest.approx((0.6, 0.6, 0.6))
+    assert intervals.bootstrap_ci(frame, M.safe_at_k, n_boot=100) == pytest.approx((0.0, 0.0, 0.0))
 
 
 def test_bootstrap_resamples_prompts_not_rows():
     # Two prompts drawn twice must stay two prompts: with K fixed at 5, a resample that merged duplicated ids
     # would have 10 samples for one prompt and safe_counts would raise.
     frame = safechain_frame({"a": 5, "b": 0})
-    est, low, high = M.bootstrap_ci(frame, M.safe_at_k, n_boot=200, seed=3)
+    est, low, high = intervals.bootstrap_ci(frame, M.safe_at_k, n_boot=200, seed=3)
     # resamples of 2 prompts give Safe@5 in {0, 0.5, 1}
     assert est == 0.5 and low == 0.0 and high == 1.0
 
@@ -183,78 +184,6 @@ def test_continuation_variance_from_frame_matches_array():
         M.continuation_variance([0, 1])
 
 
-# ------------------------------------------------------------------------- the one bootstrap draw (bootstrap_draws)
-def test_bootstrap_draws_equal_successive_draws_of_one_generator():
-    rng = np.random.default_rng(7)
-    successive = np.stack([rng.integers(0, 13, 13) for _ in range(40)])
-    np.testing.assert_array_equal(M.bootstrap_draws(13, 40, seed=7), successive)
-    assert M.bootstrap_draws(5, 0).shape == (0, 5)
-
-
-def _old_bootstrap_ci(frame, statistic, n_boot, seed):
-    """bootstrap_ci as it was before bootstrap_draws: its numbers must not change."""
-    codes, _ = pd.factorize(frame["prompt_id"], sort=False)
-    n = int(codes.max()) + 1
-    members = [np.flatnonzero(codes == c) for c in range(n)]
-    rng, values = np.random.default_rng(seed), []
-    for _ in range(n_boot):
-        draw = rng.integers(0, n, size=n)
-        sample = frame.iloc[np.concatenate([members[c] for c in draw])].reset_index(drop=True)
-        sample["prompt_id"] = np.repeat(np.arange(n), [len(members[c]) for c in draw])
-        values.append(statistic(sample))
-    return np.quantile(values, [0.025000000000000022, 0.975])
-
-
-def test_bootstrap_ci_and_pooled_rate_ci_keep_their_numbers():
-    rng = np.random.default_rng(3)
-    frame = pd.DataFrame({"prompt_id": rng.integers(0, 9, 60).astype(str), "x": rng.random(60)})
-    _, low, high = M.bootstrap_ci(frame, lambda f: f["x"].mean(), n_boot=50, seed=4)
-    np.testing.assert_array_equal([low, high], _old_bootstrap_ci(frame, lambda f: f["x"].mean(), 50, 4))
-    k, n = np.array([1.0, 0, 3, 2]), np.array([2.0, 1, 4, 2])
-    draws = np.random.default_rng(5).integers(0, 4, size=(30, 4))
-    rates = k[draws].sum(1) / n[draws].sum(1)
-    assert M.pooled_rate_ci(k, n, n_boot=30, seed=5)[1:] == tuple(np.quantile(rates, [0.025000000000000022, 0.975]))
-
-
-def test_difference_interval_combines_the_two_intervals():
-    d, low, high = M.difference_interval(0.6, 0.5, 0.7, 0.2, 0.1, 0.35)
-    assert d == pytest.approx(0.4)
-    assert low == pytest.approx(0.4 - np.hypot(0.1, 0.15)) and high == pytest.approx(0.4 + np.hypot(0.1, 0.1))
-    assert np.isnan(M.difference_interval(0.6, np.nan, 0.7, 0.2, 0.1, 0.3)[1])
-
-
-def test_paired_difference_is_narrower_than_two_independent_intervals():
-    rng = np.random.default_rng(0)
-    base = rng.random(60) < 0.5
-    flipped = base.copy()
-    flipped[:6] = ~flipped[:6]  # the condition changes six prompts' outcomes, the rest agree
-    ones = np.ones(60)
-    d, low, high = M.paired_difference_ci(flipped, ones, base, ones, n_boot=2000, seed=0)
-    assert d == pytest.approx(flipped.mean() - base.mean()) and low <= d <= high
-    _, a_low, a_high = M.wilson_interval(int(flipped.sum()), 60)
-    _, b_low, b_high = M.wilson_interval(int(base.sum()), 60)
-    _, m_low, m_high = M.difference_interval(flipped.mean(), a_low, a_high, base.mean(), b_low, b_high)
-    assert high - low < 0.5 * (m_high - m_low)
-
-
-def test_paired_difference_over_random_draws_holds_their_spread():
-    rng = np.random.default_rng(1)
-    base = (rng.random(30) < 0.5).astype(float)
-    ones = np.ones(30)
-    draws = np.stack([base.copy() for _ in range(5)])
-    draws[3, base == 0] = (rng.random(int((base == 0).sum())) < 0.4)  # two of five draws raise the rate, three agree
-    draws[4, base == 0] = (rng.random(int((base == 0).sum())) < 0.4)
-    pooled = M.paired_difference_ci(draws.sum(0), ones * 5, base, ones, seed=0)  # the draws taken as fixed
-    d, low, high = M.paired_difference_ci(draws, np.ones_like(draws), base, ones, seed=0)
-    assert d == pytest.approx(pooled[0]) == pytest.approx(draws.mean() - base.mean())
-    assert high - low > pooled[2] - pooled[1] and low <= d <= high
-    # one draw as a row: the 1-D interval, resample for resample
-    assert M.paired_difference_ci(draws[3:4], np.ones((1, 30)), base, ones, seed=0) == \
-        M.paired_difference_ci(draws[3], ones, base, ones, seed=0)
-    with pytest.raises(ValueError, match="aligned"):
-        M.paired_difference_ci(draws[:, :20], np.ones((5, 20)), base, ones)
-
-
 def test_safety_differences_pair_each_condition_with_the_baseline():
     frame = pd.DataFrame({"model": "m", "prompt_id": [f"p{i}" for i in range(4)] * 2,
                           "mode": ["natural"] * 4 + ["zerothink"] * 4, "label": "harmful",
@@ -262,14 +191,3 @@ def test_safety_differences_pair_each_condition_with_the_baseline():
     out = M.safety_differences(frame, ["model"], "mode", "natural", kind="asr_orr", n_boot=200)
     row = out.set_index("metric").loc["ASR change"]
     assert row["mode"] == "zerothink" and row["value"] == pytest.approx(0.25 - 0.5) and row["n_prompts"] == 4
-
-
-def test_runs_difference_holds_run_to_run_noise():
-    prompts = 40
-    steady = np.tile(np.r_[np.ones(20), np.zeros(20)], (3, 1))  # three runs that agree: 0.5
-    noisy = np.array([np.r_[np.ones(n), np.zeros(prompts - n)] for n in (4, 20, 36)])  # 0.1, 0.5, 0.9
-    d, low, high = M.runs_difference_ci(steady, steady * 0, n_boot=1000, seed=0)
-    _, n_low, n_high = M.runs_difference_ci(noisy, steady * 0, n_boot=1000, seed=0)
-    assert d == 0.5 and n_high - n_low > 1.5 * (high - low)  # the runs' spread widens the interval
-    again = M.runs_difference_ci(noisy, steady * 0, n_boot=1000, seed=0)
-    assert again == M.runs_difference_ci(noisy, steady * 0, n_boot=1000, seed=0)  # fixed by the seed

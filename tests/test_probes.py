@@ -327,7 +327,7 @@ def test_layer_sweep_of_a_layer_without_variance_is_chance_without_warnings():
 
 # ------------------------------------------------------------------ notebook 02's inputs (probe_ready, group_masks)
 def test_probe_bootstrap_keeps_its_draws():
-    """probes' intervals draw from metrics.bootstrap_draws: the same resamples as successive rng.integers calls."""
+    """probes' intervals draw from intervals.bootstrap_draws: the same resamples as successive rng.integers calls."""
     rng = np.random.default_rng(0)
     labels, scores = rng.integers(0, 2, 40), rng.random(40)
     preds, groups = (scores > 0.5).astype(int), np.repeat(np.arange(20), 2)

@@ -87,7 +87,7 @@ def organism_llm():
 def test_organism_rollouts_through_vllm_agree_with_transformers(mode, organism_llm):
     """The locked organism on its own prompts: refusal and closing rates through vLLM within the transformers
     path's 95% intervals (Wilson; sampling differs, the distribution must not)."""
-    from lrmsafety import data, metrics
+    from lrmsafety import data, intervals
 
     model, tokenizer, spec = registry.load_model("organism-locked")
     llm = organism_llm
@@ -100,11 +100,11 @@ def test_organism_rollouts_through_vllm_agree_with_transformers(mode, organism_l
     theirs = generate.rollouts(llm, tokenizer, spec, prompts, decoding, progress=False)
     assert len(theirs) == len(ours)
     for column in ("closed", "force_closed"):
-        _, low, high = metrics.wilson_interval(int(ours[column].sum()), len(ours))
+        _, low, high = intervals.wilson_interval(int(ours[column].sum()), len(ours))
         rate = theirs[column].mean()
         assert low - 0.1 <= rate <= high + 0.1, (column, rate, low, high)
     refusals = lambda f: f["answer"].str.contains("can't|cannot|won't|sorry", case=False)  # noqa: E731
-    _, low, high = metrics.wilson_interval(int(refusals(ours).sum()), len(ours))
+    _, low, high = intervals.wilson_interval(int(refusals(ours).sum()), len(ours))
     assert low - 0.1 <= refusals(theirs).mean() <= high + 0.1
 
 

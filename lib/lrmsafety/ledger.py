@@ -4,7 +4,7 @@
 up in data/results/<profile>/ and gives it a verdict by its 95% interval (:mod:`lrmsafety.verdicts`): against the
 planted targets on the organisms (controls), against the published value widened by the ledger's tolerance on real
 models. A difference between two rows (``minus``, ``minus_model``) gets its interval from the two rows' intervals
-(:func:`metrics.difference_interval`). Nothing here types a number.
+(:func:`intervals.difference_interval`). Nothing here types a number.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from . import verdicts
-from .metrics import difference_interval
+from .intervals import difference_interval
 from .paths import REPO_ROOT
 from .verdicts import fmt
 
@@ -240,7 +240,7 @@ def _estimate(rows: pd.DataFrame, measure: Measure) -> tuple[float, float | None
     """(value, low, high, n) of the selected rows of one model. Several rows (``aggregate: mean``, e.g. random
     draws on the same prompts) give their n-weighted mean, and as its interval the same mean of their bounds: the
     interval of the mean when the rows' errors move together (the same prompts), wider than it otherwise."""
-    from .metrics import wilson_interval
+    from .intervals import wilson_interval
 
     n = rows[measure.n].astype(float) if measure.n else None
 

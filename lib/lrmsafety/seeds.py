@@ -84,7 +84,8 @@ POOLED_MEASURE = "B9.cliff_vs_random"
 def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
     """09's selectors against random selection with the fine-tuning runs of every organism seed pooled (a run is an
     organism seed and a fine-tuning seed; 09_heldout_outcomes.csv of each seed), with the two-level bootstrap of
-    ``metrics.runs_difference_ci``; the rows of the claims ledger's B9.cliff_vs_random, with its targets and verdict."""
+    ``intervals.runs_difference_ci``; the rows of the claims ledger's B9.cliff_vs_random, with its targets and
+    verdict."""
     from . import ledger, verdicts
     from .analysis.cliff_as_judge import against_baseline
 

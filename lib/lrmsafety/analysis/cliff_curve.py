@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import metrics
+from .. import intervals
 
 OUTCOMES = ("refused harmful", "complied harmful", "benign", "refused benign")
 # the official figure's "Normal Prompts" line (RefusalCliff fig/run.sh, curve annotations; its "Safe Plateau" line is
@@ -119,7 +119,7 @@ def _cluster_means(matrix: np.ndarray, clusters: Sequence, n_boot: int, seed: in
     np.add.at(sums, codes, np.nan_to_num(matrix))
     np.add.at(counts, codes, ~np.isnan(matrix))
     boots = np.empty((n_boot, matrix.shape[1]))
-    for b, drawn in enumerate(metrics.bootstrap_draws(n, n_boot, seed)):  # the package's one resampling
+    for b, drawn in enumerate(intervals.bootstrap_draws(n, n_boot, seed)):  # the package's one resampling
         weight = np.bincount(drawn, minlength=n)[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             boots[b] = (weight * sums).sum(0) / (weight * counts).sum(0)

@@ -104,7 +104,7 @@ def draws_difference_ci(a: np.ndarray, a_clusters: Sequence, b: np.ndarray, b_cl
     (probes of several initialisation seeds reading two sets of traces): ``a`` (draws x items of A) and ``b`` (draws
     x items of B), row d of both under draw d; items are clustered by prompt (``a_clusters``, ``b_clusters``). Each
     resample draws the draws once for both groups (paired: one draw moves both) and, within each group, its prompts,
-    all with replacement, as :func:`lrmsafety.metrics.runs_difference_ci` does for fine-tuning runs: the interval
+    all with replacement, as :func:`lrmsafety.intervals.runs_difference_ci` does for fine-tuning runs: the interval
     holds the prompts' sampling and the draws' spread of the mean over draws."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     if a.shape[0] != b.shape[0]:

@@ -326,10 +326,10 @@ def ablation_table(rows: list[dict], generated: list[tuple], successes: list, no
 
 def ablation_changes(generated: list[tuple], successes: list, seed: int = 0) -> list[dict]:
     """ASR under each ablation minus ASR without it, on the same attack prompts, with a paired bootstrap interval
-    over prompts (:func:`lrmsafety.metrics.paired_difference_ci`); the random draws of one share and rule also
+    over prompts (:func:`lrmsafety.intervals.paired_difference_ci`); the random draws of one share and rule also
     pooled (``draw`` -1: all draws' samples against the unablated run, the interval resampling the draws and the
     prompts), the row the ledger judges "a random set of heads" by."""
-    from ..metrics import paired_difference_ci
+    from ..intervals import paired_difference_ci
 
     counts = []  # (info, per-prompt successes and samples on the attack prompts)
     for (info, _key, out), success in zip(generated, successes):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .. import metrics, registry
+from .. import intervals, metrics, registry
 from . import deliberation, finetune, interventions, lock_in
 
 
@@ -223,7 +223,7 @@ def probe_signals(judged: pd.DataFrame, handles: dict, activation_cache, seed: i
     signals = []
     for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
         counted = frame[["prompt_id", "oscillations"]].dropna()
-        mean, low, high = metrics.bootstrap_ci(counted, lambda f: f["oscillations"].mean(), n_boot=500, seed=seed)
+        mean, low, high = intervals.bootstrap_ci(counted, lambda f: f["oscillations"].mean(), n_boot=500, seed=seed)
         signals.append({"model": name, "intervention": condition, "metric": "oscillations_per_trace", "value": mean,
                         "low": low, "high": high, "n": len(counted)})
         if (name, condition) in handles:

@@ -22,7 +22,7 @@ import dataclasses
 
 import pandas as pd
 
-from .. import metrics
+from .. import intervals, metrics
 from ..engine import generate
 
 PREFIX_COLUMNS = ["prompt_id", "prompt", "thinking_prefix", "source_prompt", "trace", "cut"]
@@ -103,7 +103,7 @@ def variance_curve(prefixes: pd.DataFrame, by, seed: int = 0, n_boot: int = 1000
     for key, group in frame.groupby(by, sort=True):
         per_prompt = group.groupby("prompt_id")["variance"].agg(["sum", "count"])
         # the mean over prefixes is a pooled rate of per-prompt sums (each prefix's term lies in [0, 1])
-        value, low, high = metrics.pooled_rate_ci(per_prompt["sum"].to_numpy(), per_prompt["count"].to_numpy(),
+        value, low, high = intervals.pooled_rate_ci(per_prompt["sum"].to_numpy(), per_prompt["count"].to_numpy(),
                                                   n_boot=n_boot, seed=seed)
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "continuation_variance": value,
                      "low": low, "high": high, "prefixes": len(group)})
@@ -130,5 +130,5 @@ def majority_agreement(think: pd.DataFrame, no_think: pd.DataFrame) -> dict:
 
     both = pd.concat([majority(think).rename("think"), majority(no_think).rename("no_think")], axis=1)
     same = both["think"] == both["no_think"]
-    low, high = metrics.wilson_interval(int(same.sum()), len(both))[1:]
+    low, high = intervals.wilson_interval(int(same.sum()), len(both))[1:]
     return {"prompts": len(both), "agree": float(same.mean()), "low": low, "high": high}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import metrics
+from .. import intervals, metrics
 from .deliberation import chance_locked_share, replay_compliance
 
 
@@ -34,16 +34,16 @@ def paper_a_measures(models, probe: pd.DataFrame, prefixes: pd.DataFrame, safety
             if len(row):
                 r = row.iloc[0]
                 out.append((label, r["auroc"], r["auroc_lo"], r["auroc_hi"], r.get("perm_p", np.nan)))
-        if len(out) == 2:  # the same prompts: the combined interval is conservative (metrics.difference_interval)
+        if len(out) == 2:  # the same prompts: the combined interval is conservative (intervals.difference_interval)
             out.append(("first-token minus State A AUROC",
-                        *metrics.difference_interval(*out[0][1:4], *out[1][1:4]), np.nan))
+                        *intervals.difference_interval(*out[0][1:4], *out[1][1:4]), np.nan))
         mine = variance[variance["model"] == name]
         for cut, rows in mine.groupby("cut"):
-            ci = metrics.bootstrap_ci(rows, lambda f: f["variance"].mean(), n_boot=500, seed=seed)
+            ci = intervals.bootstrap_ci(rows, lambda f: f["variance"].mean(), n_boot=500, seed=seed)
             out.append((f"continuation variance at B = {cut}%", *ci, np.nan))
         if len(mine):
             out.append(("max |variance - chance| over cuts",
-                        *metrics.bootstrap_ci(mine, chance_gap, n_boot=500, seed=seed), np.nan))
+                        *intervals.bootstrap_ci(mine, chance_gap, n_boot=500, seed=seed), np.nan))
         safe_k = safety.loc[safety["metric"].str.match(r"Safe@\d+$") & (safety["metric"] != "Safe@1"), "metric"]
         jb = safety[(safety["model"] == name) & (safety["scope"] == "harmful")]
         if "family" in jb.columns and (jb["family"] == "jailbreak").any():
@@ -54,7 +54,7 @@ def paper_a_measures(models, probe: pd.DataFrame, prefixes: pd.DataFrame, safety
                 out.append((f"{metric} (01)", row["value"].iloc[0], row["low"].iloc[0], row["high"].iloc[0], np.nan))
         locked = annotated[annotated["model"] == name]
         if len(locked):
-            share, low, high = metrics.wilson_interval(int(locked["locked"].astype(bool).sum()), len(locked))
+            share, low, high = intervals.wilson_interval(int(locked["locked"].astype(bool).sum()), len(locked))
             out.append(("oscillations while already locked", share, low, high, np.nan))
             compliance = replay_compliance(locked).reindex(locked["prompt_id"]).to_numpy()
             known = np.isfinite(compliance)
@@ -104,7 +104,7 @@ def paper_a_verdicts(table: pd.DataFrame, targets: dict = PAPER_A_TARGETS) -> pd
         safe_k = [m for m in values.index if m.startswith("Safe@") and not m.startswith("Safe@1 ")]
         if safe_k and "Safe@1 (01)" in values.index:  # SafeChain's K samples all safe vs one sample safe
             k_row, one = values.loc[safe_k[0]], values.loc["Safe@1 (01)"]
-            values.loc["Safe@K minus Safe@1", ["value", "low", "high"]] = metrics.difference_interval(
+            values.loc["Safe@K minus Safe@1", ["value", "low", "high"]] = intervals.difference_interval(
                 k_row["value"], k_row["low"], k_row["high"], one["value"], one["low"], one["high"])
         out = []
         for measure, (kind, bound) in targets.get(name, {}).items():

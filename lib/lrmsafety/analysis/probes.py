@@ -3,7 +3,7 @@
 Paper A's classifier (StandardScaler -> PCA(100) -> logistic regression, C = 0.03, balanced), its Youden thresholds
 and its 500-resample intervals. Where we depart: folds are split by prompt (StratifiedGroupKFold; paper A's are by
 row, which callers can still ask for with one group per row) and PCA is capped at the fold's size. Intervals resample
-prompts over fixed out-of-fold scores (metrics.bootstrap_draws), as paper A's do.
+prompts over fixed out-of-fold scores (intervals.bootstrap_draws), as paper A's do.
 Labels are 1 = refusal, 0 = compliance throughout.
 """
 
@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..metrics import bootstrap_draws
+from ..intervals import bootstrap_draws
 
 # --------------------------------------------------------------------------------------------- the classifier
 
@@ -243,7 +243,7 @@ def _bootstrap(labels, scores, predictions, groups, n_boot: int, seed: int) -> n
         _, unit = np.unique(np.asarray(groups), return_inverse=True)
     n_units = unit.max() + 1
     out = np.full((n_boot, 2), np.nan)
-    for b, draw in enumerate(bootstrap_draws(n_units, n_boot, seed)):  # the package's one bootstrap (metrics)
+    for b, draw in enumerate(bootstrap_draws(n_units, n_boot, seed)):  # the package's one bootstrap (intervals)
         # A prompt drawn c times contributes all of its rows c times.
         mult = np.bincount(draw, minlength=n_units)[unit]
         idx = np.repeat(np.arange(n), mult)

@@ -73,7 +73,7 @@ def behaviour_rows(name: str, frame) -> list[dict]:
     Wilson interval and its verdict: "as built" when the interval lies inside the organism's target, "not as built"
     when it lies outside, "inconclusive" when it crosses a bound (:mod:`lrmsafety.verdicts`)."""
     from .. import verdicts
-    from ..metrics import wilson_interval
+    from ..intervals import wilson_interval
 
     by = dict(tuple(frame.groupby("family")))
     complied_jb = by["jailbreak"][by["jailbreak"]["verdict"] == "compliance"]

@@ -3,7 +3,7 @@
     rate_table(evaluated, seed, judge)    ASR and ORR per condition: Wilson per run, a bootstrap over prompts of each
                                           condition's pooled runs (seed -1), each selector minus random, and each
                                           cliff selector minus complied traces taken at random (rule_complied), over
-                                          runs and prompts (metrics.runs_difference_ci)
+                                          runs and prompts (intervals.runs_difference_ci)
     pooled(table)                         the rows the figure and the claims read
     outcomes(evaluated)                   per held-out harmful prompt and run: complied or not (the seed lane pools
                                           them over the organisms' training seeds)
@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ... import metrics
+from ... import intervals
 
 TABLE_COLUMNS = ["model", "selector", "share", "seed", "metric", "value", "low", "high", "n", "steps", "judge", "note"]
 
@@ -28,10 +28,10 @@ def _rates(frame: pd.DataFrame, keys: dict, seed: int) -> list[dict]:
         part = frame[(frame["label"] == label) & frame["refused"].notna()]
         hits = int((part["refused"].astype(bool) == outcome).sum())
         if part["seed"].nunique() > 1:
-            value, low, high = metrics.bootstrap_ci(part, lambda f, o=outcome: float((f["refused"] == o).mean()),
+            value, low, high = intervals.bootstrap_ci(part, lambda f, o=outcome: float((f["refused"] == o).mean()),
                                                     n_boot=500, seed=seed)
         else:
-            value, low, high = metrics.wilson_interval(hits, len(part))
+            value, low, high = intervals.wilson_interval(hits, len(part))
         steps = part["steps"].iloc[0] if "steps" in part and len(part) else np.nan
         rows.append({**keys, "metric": metric, "value": value, "low": low, "high": high, "n": len(part),
                      "steps": steps})
@@ -43,7 +43,7 @@ def rate_table(evaluated: pd.DataFrame, seed: int = 0, judge: str = "refused_b")
     intervals over held-out prompts; each condition's runs pooled as ``seed = -1`` (a bootstrap over prompts of
     the pooled samples when there are several); and each selector's ASR minus random selection's at the same
     share (metric "ASR minus random", seed -1), with a two-level bootstrap over prompts and runs
-    (:func:`lrmsafety.metrics.runs_difference_ci`): the interval the verdict on a selector is judged by. Where
+    (:func:`lrmsafety.intervals.runs_difference_ci`): the interval the verdict on a selector is judged by. Where
     ``rule_complied`` ran, each cliff selector's ASR minus its ASR as well ("ASR minus rule_complied"): MS is the
     thinking's peak minus the final score, and a refused trace's final score is its peak, so a cliff selector takes
     complied traces first on any model; against complied traces taken at random, what the cliff adds beyond the
@@ -86,7 +86,7 @@ def against_baseline(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] =
             if selector == baseline or (selectors is not None and selector not in selectors):
                 continue
             prompts = table.columns.intersection(runs[baseline].columns)
-            value, low, high = metrics.runs_difference_ci(table[prompts].to_numpy(),
+            value, low, high = intervals.runs_difference_ci(table[prompts].to_numpy(),
                                                           runs[baseline][prompts].to_numpy(), seed=seed)
             rows.append({"model": name, "selector": selector, "share": share, "seed": -1,
                          "metric": f"ASR minus {baseline}", "value": value, "low": low, "high": high,
