@@ -1,6 +1,6 @@
-"""Confidence intervals, all over prompts: the package's one bootstrap draw (:func:`bootstrap_draws`: clusters drawn
-with replacement from ``numpy.random.default_rng(seed)``, resample b in row b), the intervals built on it, and two
-closed forms.
+"""Confidence intervals: the package's one bootstrap draw over prompts (:func:`bootstrap_draws`: clusters drawn with
+replacement from ``numpy.random.default_rng(seed)``, resample b in row b), the intervals built on it, and two closed
+forms.
 
     bootstrap_ci          any statistic of a frame, whole prompts resampled (Safe@K sees a prompt drawn twice as two)
     pooled_rate_ci        sum k / sum n over prompts: the same interval as bootstrap_ci on the rows, vectorized
@@ -43,8 +43,9 @@ def bootstrap_ci(
     twice gets a fresh id in the resample, so per-prompt statistics (Safe@K) see two prompts, not one with 2K
     samples. Resamples where the statistic is NaN are ignored.
     """
-    if cluster not in frame.columns:
-        raise KeyError(f"bootstrap_ci needs the cluster column {cluster!r} (have {list(frame.columns)})")
+    from .metrics import _require  # metrics imports this module: the frames' one column check, read at call time
+
+    _require(frame, [cluster], "bootstrap_ci")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     estimate = float(statistic(frame))

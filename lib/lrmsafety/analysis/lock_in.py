@@ -104,7 +104,7 @@ def variance_curve(prefixes: pd.DataFrame, by, seed: int = 0, n_boot: int = 1000
         per_prompt = group.groupby("prompt_id")["variance"].agg(["sum", "count"])
         # the mean over prefixes is a pooled rate of per-prompt sums (each prefix's term lies in [0, 1])
         value, low, high = intervals.pooled_rate_ci(per_prompt["sum"].to_numpy(), per_prompt["count"].to_numpy(),
-                                                  n_boot=n_boot, seed=seed)
+                                                    n_boot=n_boot, seed=seed)
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "continuation_variance": value,
                      "low": low, "high": high, "prefixes": len(group)})
     return pd.DataFrame(rows, columns=[*by, "continuation_variance", "low", "high", "prefixes"])

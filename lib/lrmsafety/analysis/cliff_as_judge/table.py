@@ -29,7 +29,7 @@ def _rates(frame: pd.DataFrame, keys: dict, seed: int) -> list[dict]:
         hits = int((part["refused"].astype(bool) == outcome).sum())
         if part["seed"].nunique() > 1:
             value, low, high = intervals.bootstrap_ci(part, lambda f, o=outcome: float((f["refused"] == o).mean()),
-                                                    n_boot=500, seed=seed)
+                                                      n_boot=500, seed=seed)
         else:
             value, low, high = intervals.wilson_interval(hits, len(part))
         steps = part["steps"].iloc[0] if "steps" in part and len(part) else np.nan
@@ -87,7 +87,7 @@ def against_baseline(complied: pd.DataFrame, seed: int = 0, run: Sequence[str] =
                 continue
             prompts = table.columns.intersection(runs[baseline].columns)
             value, low, high = intervals.runs_difference_ci(table[prompts].to_numpy(),
-                                                          runs[baseline][prompts].to_numpy(), seed=seed)
+                                                            runs[baseline][prompts].to_numpy(), seed=seed)
             rows.append({"model": name, "selector": selector, "share": share, "seed": -1,
                          "metric": f"ASR minus {baseline}", "value": value, "low": low, "high": high,
                          "n": len(prompts), "runs": len(table)})
