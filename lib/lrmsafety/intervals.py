@@ -17,10 +17,17 @@ from :func:`bootstrap_draws` too, so that every interval of a run is reproducibl
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """A KeyError naming what is missing from a tidy frame and what it has (here and in :mod:`lrmsafety.metrics`)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{what} needs columns {list(columns)}; missing {missing} (have {list(frame.columns)})")
 
 
 def bootstrap_draws(n_clusters: int, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -43,9 +50,7 @@ def bootstrap_ci(
     twice gets a fresh id in the resample, so per-prompt statistics (Safe@K) see two prompts, not one with 2K
     samples. Resamples where the statistic is NaN are ignored.
     """
-    from .metrics import _require  # metrics imports this module: the frames' one column check, read at call time
-
-    _require(frame, [cluster], "bootstrap_ci")
+    require_columns(frame, [cluster], "bootstrap_ci")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     estimate = float(statistic(frame))

@@ -16,15 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .intervals import bootstrap_ci, paired_difference_ci, pooled_rate_ci
+from .intervals import bootstrap_ci, paired_difference_ci, pooled_rate_ci, require_columns
 
 HARMFUL, BENIGN = "harmful", "benign"
-
-
-def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KeyError(f"{what} needs columns {list(columns)}; missing {missing} (have {list(frame.columns)})")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -33,7 +27,7 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 def _refusals(frame: pd.DataFrame, label: str, what: str) -> pd.Series:
-    _require(frame, ["label", "refused"], what)
+    require_columns(frame, ["label", "refused"], what)
     rows = frame.loc[frame["label"] == label, "refused"]
     # NA = the judge gave no verdict; such samples are left out rather than guessed (safety_table counts them).
     return rows.dropna().astype(bool)
@@ -77,7 +71,7 @@ def _safe_column(frame: pd.DataFrame) -> pd.Series:
 
 def safe_counts(frame: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
     """Per prompt: `n_safe` and `k`. Checks that every prompt has the same K (given, or the most common one)."""
-    _require(frame, ["prompt_id"], "SafeChain metrics")
+    require_columns(frame, ["prompt_id"], "SafeChain metrics")
     safe = _safe_column(frame)
     if "sample_index" in frame.columns:
         dup = frame.duplicated(["prompt_id", "sample_index"])
@@ -133,13 +127,13 @@ def cons_safe_at_k(frame: pd.DataFrame, k: int | None = None) -> float:
 
 def asr_with_ci(frame: pd.DataFrame, **kwargs) -> tuple[float, float, float]:
     """ASR with a prompt-bootstrap CI (over the harmful prompts only)."""
-    _require(frame, ["label"], "asr_with_ci")
+    require_columns(frame, ["label"], "asr_with_ci")
     return bootstrap_ci(frame[frame["label"] == HARMFUL], asr, **kwargs)
 
 
 def orr_with_ci(frame: pd.DataFrame, **kwargs) -> tuple[float, float, float]:
     """ORR with a prompt-bootstrap CI (over the benign prompts only)."""
-    _require(frame, ["label"], "orr_with_ci")
+    require_columns(frame, ["label"], "orr_with_ci")
     return bootstrap_ci(frame[frame["label"] == BENIGN], orr, **kwargs)
 
 
@@ -161,7 +155,7 @@ def safety_table(
         kind = "asr_orr" if {"refused", "label"} <= set(frame.columns) else "safechain"
     if kind not in ("asr_orr", "safechain"):
         raise ValueError(f"kind must be 'auto', 'asr_orr' or 'safechain', got {kind!r}")
-    _require(frame, [*by, "prompt_id"], "safety_table")
+    require_columns(frame, [*by, "prompt_id"], "safety_table")
     # per-prompt counts through pooled_rate_ci: the prompt bootstrap without copying the rollout frame per resample
     boot = dict(n_boot=n_boot, seed=seed, level=level)
     rows = []
@@ -181,7 +175,7 @@ def _per_prompt_counts(part: pd.DataFrame, kind: str) -> dict[str, tuple[pd.Data
     metric is sum k / sum n over prompts."""
     out = {}
     if kind == "asr_orr":
-        _require(part, ["label", "refused"], "safety_table(kind='asr_orr')")
+        require_columns(part, ["label", "refused"], "safety_table(kind='asr_orr')")
         for name, label in (("ASR", HARMFUL), ("ORR", BENIGN)):
             sub = part[part["label"] == label]
             if sub.empty:
@@ -208,7 +202,7 @@ def safety_differences(frame: pd.DataFrame, by: Sequence[str], condition: str, b
     by = [by] if isinstance(by, str) else list(by)
     if kind == "auto":
         kind = "asr_orr" if {"refused", "label"} <= set(frame.columns) else "safechain"
-    _require(frame, [*by, condition, "prompt_id"], "safety_differences")
+    require_columns(frame, [*by, condition, "prompt_id"], "safety_differences")
     rows = []
     groups = frame.groupby(by, sort=True, dropna=False) if by else [((), frame)]
     for key, part in groups:
@@ -247,7 +241,7 @@ def continuation_variance(
     """
     if isinstance(outcomes, pd.DataFrame):
         keys = [prefix_col] if isinstance(prefix_col, str) else list(prefix_col)
-        _require(outcomes, [*keys, outcome_col], "continuation_variance")
+        require_columns(outcomes, [*keys, outcome_col], "continuation_variance")
         values = outcomes[outcome_col]
         if values.isna().any():
             raise ValueError("outcome has missing values; drop or re-judge the unjudged continuations first")
