@@ -462,26 +462,55 @@ def test_a_rows_logits_do_not_depend_on_its_batch(tiny):
     assert all(r == results[0] for r in results[1:])
 
 
-def test_importing_the_library_makes_cpu_products_batch_invariant():
+def test_cpu_products_are_batch_invariant_once_a_model_is_loaded():
+    """MKL's strict mode where it takes effect (Intel CPUs), else the cheapest fallback found invariant here
+    (lrmsafety.numerics): either way, once a model is loaded through the registry or rollouts start, a product's row
+    is bitwise the same at any row count; a setting of the user's own is kept."""
     import subprocess
     import sys
 
     from lrmsafety import numerics
 
+    mode = numerics.use_batch_invariant_products()
     assert numerics.batch_invariant()
-    code = ("import os, lrmsafety; from lrmsafety import numerics; "
-            "print(os.environ['MKL_CBWR'], numerics.batch_invariant())")
+    assert mode == "mkl-strict" if numerics.mkl_batch_invariant() else mode in numerics.FALLBACKS
+    code = ("import os, lrmsafety; from lrmsafety import numerics; mode = numerics.use_batch_invariant_products(); "
+            "print(os.environ['MKL_CBWR'], mode, numerics.batch_invariant())")
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
     fresh = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert fresh.split() == [f"{numerics.instruction_set()},STRICT", "True"]
-    # a setting of the user's own is kept, and the check sees when it leaves products batch dependent
-    warn = "; from lrmsafety.engine import generate; generate._warn_if_batch_dependent()"
-    default = subprocess.run([sys.executable, "-c", code + warn], env={**env, "MKL_CBWR": "AUTO"},
-                             capture_output=True, text=True, check=True)
-    assert default.stdout.split()[0] == "AUTO"
-    if default.stdout.split()[1] == "True":
-        pytest.skip("this CPU's default MKL kernels are batch invariant already: nothing to tell apart")
-    assert "MKL_CBWR=AVX2,STRICT" in default.stderr  # the rollouts' warning names the fix
+    assert fresh.split() == [f"{numerics.instruction_set()},STRICT", mode, "True"]
+    own = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_CBWR": "AUTO"}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert own[0] == "AUTO" and (own[1] == "mkl-strict" or own[1] in numerics.FALLBACKS) and own[2] == "True"
+
+
+@pytest.mark.parametrize("fallback", ["padded", "row-blocked"])
+def test_the_fallback_products_are_torchs_linear_without_the_batch(fallback):
+    """Each fallback, on any CPU: the values and shapes of torch's linear (bias, 1-d and 3-d inputs), torch's own
+    product where gradients are recorded; the row-blocked one is batch invariant by construction (a row's result
+    alone, among 2 to 200 rows and at any position), the padded one wherever the check finds it so."""
+    from lrmsafety import numerics
+
+    generator = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(96, 256, generator=generator), torch.randn(96, generator=generator)
+    rows = torch.randn(200, 256, generator=generator)
+    linear = numerics.FALLBACKS[fallback]
+    plain = numerics._torch_linear or torch.nn.functional.linear
+    torch.testing.assert_close(linear(rows, weight, bias), plain(rows, weight, bias))
+    torch.testing.assert_close(linear(rows[:2], weight, bias), plain(rows[:2], weight, bias))
+    assert linear(rows[0], weight).shape == (96,)
+    three = linear(rows[:12].reshape(3, 4, 256), weight, bias)
+    assert three.shape == (3, 4, 96)
+    trained = weight.clone().requires_grad_()
+    linear(rows[:5], trained, bias).sum().backward()  # gradients: torch's own product, which autograd records
+    assert trained.grad is not None and trained.grad.shape == weight.shape
+    if fallback == "padded" and not numerics._invariant(linear):
+        pytest.skip("this CPU's kernels differ above MIN_ROWS rows too: use_batch_invariant_products takes row-blocked")
+    alone = linear(rows[:1], weight, bias)[0]
+    for n in (2, 3, 4, 63, 64, 65, 129, 200):
+        assert torch.equal(linear(rows[:n], weight, bias)[0], alone)
+        assert torch.equal(linear(rows[:n].flip(0), weight, bias)[n - 1], alone)
+    assert torch.equal(three[1, 2], linear(rows[6:7], weight, bias)[0])
 
 
 def test_draws_inside_the_step_give_the_eager_draws(tiny_arch, monkeypatch):

@@ -7,12 +7,21 @@ another, and each rounds its sums in its own order (a logit moves by about 1e-5)
 tokens a draw that lands that close to a CDF boundary now and then picks the neighbouring token, and a sample
 resumed from a cache, or generated beside another notebook's prompts, ends differently from a cold run of it.
 
-MKL's conditional numerical reproducibility in strict mode (``MKL_CBWR=<instruction set>,STRICT``) makes every
-product bitwise independent of its row count and of the thread count, at no measurable cost on the organisms.
-MKL reads the setting at its first product, so :func:`configure` runs when ``lrmsafety`` is imported (a value
-the user has set is kept), and :func:`batch_invariant` checks at run time that it took effect; the rollout
-driver warns once, naming the fix, when it did not. The instruction set is the best the CPU has (AVX-512, else
-AVX2), so results are bitwise the same on CPUs of one instruction set, not across them.
+On Intel CPUs, MKL's conditional numerical reproducibility in strict mode (``MKL_CBWR=<instruction set>,STRICT``)
+makes every product bitwise independent of its row count and of the thread count, at no measurable cost on the
+organisms. MKL reads the setting at its first product, so :func:`configure` runs when ``lrmsafety`` is imported (a
+value the user has set is kept). The instruction set is the best the CPU has (AVX-512, else AVX2).
+
+Elsewhere (MKL runs its own code path on AMD CPUs, where the setting leaves products dependent on their row count)
+:func:`use_batch_invariant_products` replaces ``torch.nn.functional.linear`` for CPU float32 inference by the
+cheapest of two products that :func:`batch_invariant`'s check finds invariant on this CPU: **padded**, where a
+product of fewer than ``MIN_ROWS`` rows is padded with zero rows to that many (MKL's kernels there differ only below
+it: one row runs a matrix-vector kernel, two or three another), or **row-blocked**, where the rows are cut into
+blocks of ``ROW_BLOCK`` (the last one padded) and each block is one product of that one shape, in which a row's
+result depends neither on its position nor on the other rows, whatever the kernels (slower than padded products:
+``benchmarks/cpu_products.py``). Products that record gradients, GPU products and other dtypes keep torch's own.
+:func:`mode` says which a process uses; results are bitwise the same between machines of one mode and instruction
+set, not across them.
 
 On a GPU, cuBLAS and the attention kernels choose their algorithms by shape, and bf16 rounds far more coarsely,
 so a sample's tokens are fixed by its seed but its logits, and now and then a token, depend on its batch.
@@ -46,18 +55,108 @@ def configure() -> str:
     return os.environ["MKL_CBWR"]
 
 
-@functools.cache
-def batch_invariant() -> bool:
-    """Whether a float32 matrix product on the CPU gives each row bitwise the same result at 1, 2, 3, 17 and 64
-    rows (the kernels MKL switches between)."""
+MIN_ROWS = 4  # padded products: fewer rows are padded to this many
+ROW_BLOCK = 64  # row-blocked products: rows per product
+_torch_linear = None  # torch's own linear, kept when a fallback replaces it
+_mode = None  # the fallback installed: "padded" or "row-blocked"
+
+
+def _invariant(linear) -> bool:
+    """Whether ``linear`` gives a row bitwise the same result at 1, 2, 3, 4, 17, 64, 200 and 1000 rows (the kernels
+    MKL switches between; a long prefill's), and at another position among other rows."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 256, generator=generator)
-    rows = torch.randn(64, 256, generator=generator)
-    alone = torch.nn.functional.linear(rows[:1], weight)[0]
-    return all(torch.equal(torch.nn.functional.linear(rows[:n], weight)[0], alone) for n in (2, 3, 17, 64))
+    rows = torch.randn(1000, 256, generator=generator)
+    alone = linear(rows[:1], weight)[0]
+    same = all(torch.equal(linear(rows[:n], weight)[0], alone) for n in (2, 3, 4, 17, 64, 200, 1000))
+    return same and torch.equal(linear(rows[:5].flip(0), weight)[4], alone)
 
 
-FIX = ("set MKL_CBWR=AVX2,STRICT (or AVX512,STRICT) in the environment before Python starts, or import lrmsafety "
-       "before anything runs a torch computation")
+@functools.cache
+def mkl_batch_invariant() -> bool:
+    """Whether torch's own float32 product on the CPU is batch invariant here (MKL's strict mode took effect)."""
+    import torch
+
+    return _invariant(_torch_linear or torch.nn.functional.linear)
+
+
+def _inference_on_cpu(input, weight) -> bool:
+    import torch
+
+    return (input.device.type == "cpu" and input.dtype == torch.float32 and weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)))
+
+
+def _rows(input, minimum: int):
+    """``input`` as a matrix of rows, padded with zero rows to a multiple of ``minimum``; and the true row count."""
+    import torch
+
+    rows = input.reshape(-1, input.shape[-1])
+    n = rows.shape[0]
+    if n % minimum:
+        rows = torch.cat([rows, rows.new_zeros(minimum - n % minimum, rows.shape[1])])
+    return rows, n
+
+
+def padded_linear(input, weight, bias=None):
+    """``torch.nn.functional.linear`` with at least ``MIN_ROWS`` rows in every product on the CPU in float32 without
+    gradients (the module docstring); torch's own otherwise."""
+    plain = _torch_linear or __import__("torch").nn.functional.linear
+    if not _inference_on_cpu(input, weight) or input.numel() >= MIN_ROWS * input.shape[-1]:
+        return plain(input, weight, bias)
+    rows, n = _rows(input, MIN_ROWS)
+    return plain(rows, weight, bias)[:n].reshape(*input.shape[:-1], weight.shape[0])
+
+
+def row_blocked_linear(input, weight, bias=None):
+    """``torch.nn.functional.linear`` whose every product has ``ROW_BLOCK`` rows on the CPU in float32 without
+    gradients (the module docstring); torch's own otherwise."""
+    import torch
+
+    plain = _torch_linear or torch.nn.functional.linear
+    if not _inference_on_cpu(input, weight):
+        return plain(input, weight, bias)
+    rows, n = _rows(input, ROW_BLOCK)
+    blocks = [plain(block, weight, bias) for block in rows.split(ROW_BLOCK)]
+    out = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    return out[:n].reshape(*input.shape[:-1], weight.shape[0])
+
+
+FALLBACKS = {"padded": padded_linear, "row-blocked": row_blocked_linear}  # cheapest first
+
+
+def use_batch_invariant_products() -> str:
+    """Make this process's CPU products batch invariant: MKL's strict mode where it works, else the cheapest
+    fallback that the check finds invariant, installed in place of ``torch.nn.functional.linear`` (once); returns
+    :func:`mode`."""
+    global _torch_linear, _mode
+    import torch
+
+    if _mode is None and not mkl_batch_invariant():
+        _torch_linear = torch.nn.functional.linear
+        _mode = next((name for name, linear in FALLBACKS.items() if _invariant(linear)), "row-blocked")
+        torch.nn.functional.linear = FALLBACKS[_mode]
+        batch_invariant.cache_clear()
+    return mode()
+
+
+def mode() -> str:
+    """``"mkl-strict"`` (MKL's strict products), ``"padded"`` or ``"row-blocked"`` (the fallbacks), or
+    ``"batch-dependent"`` (no fallback installed yet on a CPU that needs one)."""
+    if _mode is not None:
+        return _mode
+    return "mkl-strict" if mkl_batch_invariant() else "batch-dependent"
+
+
+@functools.cache
+def batch_invariant() -> bool:
+    """Whether a float32 product on the CPU, as ``torch.nn.functional.linear`` now computes it, is batch invariant."""
+    import torch
+
+    return _invariant(torch.nn.functional.linear)
+
+
+FIX = ("load the model through lrmsafety.registry.load_model, or call "
+       "lrmsafety.numerics.use_batch_invariant_products() before generating")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from . import memory
+from . import memory, numerics
 from .catalogue import GREEDY, QWEN3_SAMPLING, R1_SAMPLING, REGISTRY, ModelSpec, Sampling  # noqa: F401 (re-exported)
 from .paths import REPO_ROOT
 
@@ -230,6 +230,7 @@ def load_model(
     from .engine.attention import use_cpu_attention
 
     use_cpu_attention(model)  # CPU: batch-invariant attention, no copy of the cache per step (attention.py)
+    numerics.use_batch_invariant_products()  # and batch-invariant products
     return model, tokenizer, spec
 
 
@@ -291,6 +292,7 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     model.config._name_or_path = spec.hf_id
     model.eval()
     use_cpu_attention(model)
+    numerics.use_batch_invariant_products()
     return model, tokenizer, spec
 
 

@@ -227,9 +227,11 @@ def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding:
 
 @functools.cache  # once per process
 def _warn_if_batch_dependent() -> None:
-    """Warn when this process's CPU products round by their row count (lrmsafety.numerics)."""
+    """Make this process's CPU products batch invariant (lrmsafety.numerics), and warn when they still round by
+    their row count."""
     from .. import numerics
 
+    numerics.use_batch_invariant_products()
     if not numerics.batch_invariant():
         logging.getLogger(__name__).warning(
             "CPU matrix products here depend on their row count, so a sample can come out differently resumed or "
