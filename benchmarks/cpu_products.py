@@ -32,14 +32,12 @@ def _cpu_model() -> str:
 
 def run_once(mode: str, args) -> dict:
     """One timed rollout in this process: ``mode`` "torch" (no fallback) or a key of ``numerics.FALLBACKS``."""
-    import torch
-
     from lrmsafety import numerics
 
-    numerics.use_batch_invariant_products = lambda: numerics.mode()  # the mode is this benchmark's to choose
-    if mode != "torch":
-        numerics._torch_linear, numerics._mode = torch.nn.functional.linear, mode
-        torch.nn.functional.linear = numerics.FALLBACKS[mode]
+    if mode == "torch":  # no fallback: loading the model must not install one
+        numerics.use_batch_invariant_products = numerics.mode
+    else:
+        numerics.install_fallback(mode)
     from lrmsafety import data, registry
     from lrmsafety.engine import generate
 

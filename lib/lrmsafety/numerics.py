@@ -77,9 +77,14 @@ def _invariant(linear) -> bool:
 @functools.cache
 def mkl_batch_invariant() -> bool:
     """Whether torch's own float32 product on the CPU is batch invariant here (MKL's strict mode took effect)."""
+    return _invariant(_plain())
+
+
+def _plain():
+    """torch's own linear (kept aside once a fallback replaces it)."""
     import torch
 
-    return _invariant(_torch_linear or torch.nn.functional.linear)
+    return _torch_linear or torch.nn.functional.linear
 
 
 def _inference_on_cpu(input, weight) -> bool:
@@ -103,11 +108,11 @@ def _rows(input, minimum: int):
 def padded_linear(input, weight, bias=None):
     """``torch.nn.functional.linear`` with at least ``MIN_ROWS`` rows in every product on the CPU in float32 without
     gradients (the module docstring); torch's own otherwise."""
-    plain = _torch_linear or __import__("torch").nn.functional.linear
-    if not _inference_on_cpu(input, weight) or input.numel() >= MIN_ROWS * input.shape[-1]:
-        return plain(input, weight, bias)
+    # most products have MIN_ROWS rows or more: they pass through before the other checks
+    if input.numel() >= MIN_ROWS * input.shape[-1] or not _inference_on_cpu(input, weight):
+        return _plain()(input, weight, bias)
     rows, n = _rows(input, MIN_ROWS)
-    return plain(rows, weight, bias)[:n].reshape(*input.shape[:-1], weight.shape[0])
+    return _plain()(rows, weight, bias)[:n].reshape(*input.shape[:-1], weight.shape[0])
 
 
 def row_blocked_linear(input, weight, bias=None):
@@ -115,7 +120,7 @@ def row_blocked_linear(input, weight, bias=None):
     gradients (the module docstring); torch's own otherwise."""
     import torch
 
-    plain = _torch_linear or torch.nn.functional.linear
+    plain = _plain()
     if not _inference_on_cpu(input, weight):
         return plain(input, weight, bias)
     rows, n = _rows(input, ROW_BLOCK)
@@ -127,18 +132,21 @@ def row_blocked_linear(input, weight, bias=None):
 FALLBACKS = {"padded": padded_linear, "row-blocked": row_blocked_linear}  # cheapest first
 
 
-def use_batch_invariant_products() -> str:
-    """Make this process's CPU products batch invariant: MKL's strict mode where it works, else the cheapest
-    fallback that the check finds invariant, installed in place of ``torch.nn.functional.linear`` (once); returns
-    :func:`mode`."""
+def install_fallback(name: str) -> None:
+    """Put ``FALLBACKS[name]`` in place of ``torch.nn.functional.linear`` (torch's own kept aside, once)."""
     global _torch_linear, _mode
     import torch
 
+    _torch_linear, _mode = _plain(), name
+    torch.nn.functional.linear = FALLBACKS[name]
+    batch_invariant.cache_clear()
+
+
+def use_batch_invariant_products() -> str:
+    """Make this process's CPU products batch invariant: MKL's strict mode where it works, else the cheapest
+    fallback that the check finds invariant (:func:`install_fallback`, once); returns :func:`mode`."""
     if _mode is None and not mkl_batch_invariant():
-        _torch_linear = torch.nn.functional.linear
-        _mode = next((name for name, linear in FALLBACKS.items() if _invariant(linear)), "row-blocked")
-        torch.nn.functional.linear = FALLBACKS[_mode]
-        batch_invariant.cache_clear()
+        install_fallback(next((name for name, linear in FALLBACKS.items() if _invariant(linear)), "row-blocked"))
     return mode()
 
 
@@ -158,5 +166,5 @@ def batch_invariant() -> bool:
     return _invariant(torch.nn.functional.linear)
 
 
-FIX = ("load the model through lrmsafety.registry.load_model, or call "
-       "lrmsafety.numerics.use_batch_invariant_products() before generating")
+FIX = ("neither MKL's strict mode nor the fallback products of lrmsafety.numerics (use_batch_invariant_products) "
+       "made them invariant: has other code replaced torch.nn.functional.linear?")

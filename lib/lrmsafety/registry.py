@@ -230,8 +230,14 @@ def load_model(
     from .engine.attention import use_cpu_attention
 
     use_cpu_attention(model)  # CPU: batch-invariant attention, no copy of the cache per step (attention.py)
-    numerics.use_batch_invariant_products()  # and batch-invariant products
+    _batch_invariant_products_on_cpu(model)
     return model, tokenizer, spec
+
+
+def _batch_invariant_products_on_cpu(model) -> None:
+    """A CPU model's products made batch invariant (lrmsafety.numerics); a GPU process keeps torch's own."""
+    if all(p.device.type == "cpu" for p in model.parameters()):
+        numerics.use_batch_invariant_products()
 
 
 def weights_source(spec: ModelSpec) -> str:
@@ -292,7 +298,7 @@ def _build_random_stand_in(spec: ModelSpec, quantization: Quantization, check_fr
     model.config._name_or_path = spec.hf_id
     model.eval()
     use_cpu_attention(model)
-    numerics.use_batch_invariant_products()
+    _batch_invariant_products_on_cpu(model)
     return model, tokenizer, spec
 
 

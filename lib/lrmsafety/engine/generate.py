@@ -226,7 +226,7 @@ def decode_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding:
 
 
 @functools.cache  # once per process
-def _warn_if_batch_dependent() -> None:
+def _ensure_batch_invariant() -> None:
     """Make this process's CPU products batch invariant (lrmsafety.numerics), and warn when they still round by
     their row count."""
     from .. import numerics
@@ -261,7 +261,7 @@ def rollouts(model, tokenizer, spec: ModelSpec, prompts: pd.DataFrame, decoding:
         raise ValueError("on_chunk needs a `config` dict (its settings), which joins the rollout cache key")
     backend = resolve_backend(decoding.backend, model)
     if backend == "transformers" and next(model.parameters()).device.type == "cpu":
-        _warn_if_batch_dependent()
+        _ensure_batch_invariant()
     if backend == "vllm" and not decoding.refill:
         raise ValueError("refill=False (fixed groups of batch_size rows) runs on the transformers backend only")
     config = rollout_config(model, tokenizer, spec, decoding, on_chunk=on_chunk)
