@@ -38,6 +38,10 @@ GPUS ?=
 ifneq ($(GPUS),)
 export LRMSAFETY_GPUS := $(GPUS)
 endif
+# the organisms the run loads (profiles that inherit organism): a retrained organism (make organism, make seeds) makes
+# every notebook of the run stale
+ORGANISMS := $(if $(filter params/organism.yaml,$(PARAMS)),$(wildcard $(or $(LRMSAFETY_MODELS_DIR),data/models$(if \
+  $(filter-out 0,$(SEED)),/seed-$(SEED)))/organism-*/model.safetensors))
 BUILD := build/$(PROFILE)$(if $(MODEL),/$(MODEL))$(if $(filter vllm,$(RUN_BACKEND)),/vllm)$(if $(filter-out 0,$(SEED)),/seed-$(SEED))
 EXECUTED := $(patsubst notebooks/%.py,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 # a profile may run some notebooks only (`notebooks: [...]` on one line, as in params/paper-lite.yaml; the nearest
@@ -107,7 +111,7 @@ EXECUTED := $(foreach n,$(RANK),$(filter %/$(n).ipynb,$(EXECUTED))) $(filter-out
 all: $(EXECUTED)  ## run every notebook (skips those whose inputs did not change)
 
 define notebook_rule
-$(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
+$(BUILD)/$(notdir $(1:.py=.ipynb)): $(1) $(PARAMS) $(LIB) $(ORGANISMS) $(foreach n,$(reads_$(notdir $(1:.py=))),$(BUILD)/$(n).ipynb) | $(STAMP)
 	@OMP_NUM_THREADS=$(THREADS) $(PY) -m lrmsafety.pipeline run $(1) --profile $(PROFILE)$(if $(MODEL), --model \
 	  $(MODEL))$(if $(BACKEND), --backend $(BACKEND)) --output $$@$(call queue_args,$(notdir $(1:.py=)))
 endef

@@ -420,7 +420,7 @@ def test_smoke_training_writes_loadable_model(tmp_path):
     # make seeds keeps a folder trained with the same seed, size, steps and first-word weight, and retrains any other
     assert _trained(out, 0, "smoke", None) and not _trained(out, 1, "smoke", None)
     assert not _trained(out, 0, "smoke", 31) and not _trained(tmp_path / "absent", 0, "smoke", None)
-    assert not _trained(out, 0, "smoke", None, first_word_weight=40.0)  # another first-word weight: retrained
+    assert not _trained(out, 0, "smoke", None, first_word_weight=1.0)  # another first-word weight: retrained
     unweighted = json.loads((out / "organism_card.json").read_text())
     del unweighted["training"]["judgement_loss"]["first_word_weight"]  # a card without the field was trained at 1
     (tmp_path / "unweighted").mkdir()

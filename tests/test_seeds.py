@@ -158,3 +158,26 @@ def test_cliff_vs_random_is_held_to_its_pooled_verdict(tmp_path):
     assert int(seeds.write_table([0, 1], tmp_path, tmp_path / "paper")["on every seed"].sum()) == 1
     assert not (tmp_path / "paper" / seeds.POOLED_TABLE).exists() and not (tmp_path / seeds.POOLED_TABLE).exists()
     assert seeds.committed_table("", tmp_path / "paper", name=seeds.POOLED_TABLE) is None
+
+
+def test_a_retrained_organism_makes_the_organism_runs_notebooks_stale(tmp_path):
+    """The organisms' weights are make prerequisites of every notebook of a run that loads them (profiles inheriting
+    organism), so `make organism` or a new seed's checkpoints run the notebooks again; the paper profile's are not."""
+    import subprocess
+
+    from lrmsafety.paths import REPO_ROOT
+
+    for kind in ("locked", "null"):
+        (tmp_path / f"organism-{kind}").mkdir()
+        (tmp_path / f"organism-{kind}" / "model.safetensors").write_bytes(b"")
+
+    def prerequisites(profile):
+        database = subprocess.run(["make", "-n", "-p", "all", f"PROFILE={profile}", f"LRMSAFETY_MODELS_DIR={tmp_path}"],
+                                  cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+        line = next(li for li in database.splitlines() if li.startswith(f"build/{profile}/01_rollouts.ipynb:"))
+        return line.split(":", 1)[1].split()
+
+    for profile in ("organism", "smoke"):
+        assert {str(tmp_path / f"organism-{k}" / "model.safetensors") for k in ("locked", "null")} <= set(
+            prerequisites(profile)), profile
+    assert not [p for p in prerequisites("paper") if p.endswith("model.safetensors")]

@@ -20,8 +20,10 @@ JUDGEMENT_NORM = 5.0
 # locked: the first thinking word's judgement counts as this many positions (a completion has about 120;
 # train.py --first-word-weight). Nothing else asks that position to read the prompt (its next token is a comma
 # whatever the request), and paper A's first-token probe reads it there; evaluate.first_word_judgement measures how
-# well the planted decision is read at that word on held-out phrasings.
-FIRST_WORD_JUDGEMENT_WEIGHT = 1.0
+# well the planted decision is read at that word on held-out phrasings: unweighted (1), on one training seed its sign
+# was the decision on 82% of hypothetical-wrapped prompts (64-65% under held-out wrappers), and paper A's first-token
+# AUROC on jailbreaks straddled its target; at 40 it reads the decision on every held-out family and wrapper.
+FIRST_WORD_JUDGEMENT_WEIGHT = 40.0
 # The locked organism's planted suppression heads (corpus.SUPPRESSION_HEADS): at the close of a harmful request each
 # writes -SUPPRESSION_WRITE along the judgement direction into the residual stream (about the stream's own size
 # there); a share of training rows runs with the heads zeroed (paper B's ablation, at every position) on the
