@@ -647,3 +647,57 @@ def test_paper_a_chunks_see_every_planted_stance_flip():
         # sometimes reads as a stance of its own), and finds about the planted number of oscillations
         assert read_right >= 0.97 * stance_chunks, (kind, read_right, stance_chunks)
         assert abs(found - planted_flips) <= 0.05 * planted_flips, (kind, found, planted_flips)
+
+
+def test_rate_spread_separates_one_rate_from_rates_that_differ_by_prompt():
+    from lrmsafety.organism.evaluate import rate_spread
+
+    same = rate_spread([20, 20, 20, 20], [40, 40, 40, 40])
+    assert same["refusal_rate"] == 0.5 and same["chi2"] == 0 and same["p"] == pytest.approx(1.0)
+    assert same["excess_sd"] == 0 and same["samples"] == 160
+    apart = rate_spread([4, 36, 4, 36, 4, 36], [40] * 6)  # rates 0.1 and 0.9
+    assert apart["p"] < 1e-20 and apart["excess_sd"] == pytest.approx(0.43, abs=0.01)
+    for refused, judged in (([3], [10]), ([10, 10], [10, 10]), ([0, 0], [5, 5])):  # one prompt, one outcome only
+        assert np.isnan(rate_spread(refused, judged)["p"])
+
+
+def test_prompt_independence_counts_each_prompts_samples(monkeypatch):
+    """The wiring, without sampling: each prompt's samples are classified and counted, per family and category."""
+    from lrmsafety.organism import evaluate
+
+    prompts = evaluate.eval_prompts(8, seed=0, families=("jailbreak",))
+    category = prompts["category"].iloc[0]
+    marked = set(prompts.loc[prompts["category"] == category, "prompt"])
+    refusal, comply = T.REFUSALS[0], "Of course. Here is a general outline. Step 1: plan."
+
+    class ChatTemplate:  # marks a prompt of that category, which the sampler below refuses 3 times in 4
+        def apply_chat_template(self, messages, **kwargs):
+            return messages[0]["content"] + ("<marked>" if messages[0]["content"] in marked else "")
+
+    def sample(model, tok, texts, max_new_tokens, batch_size):
+        return [f"ok</think>\n\n{refusal if t.endswith('<marked>') and i % 4 else comply}"
+                for i, t in enumerate(texts)]
+
+    monkeypatch.setattr(evaluate, "_load", lambda *args: (None, ChatTemplate(), None))
+    monkeypatch.setattr(evaluate, "_sample", sample)
+    monkeypatch.setattr(evaluate, "eval_prompts", lambda *args, **kwargs: prompts)
+    table = evaluate.prompt_independence("unused", n_per_family=8, samples=4, batch_size=8,
+                                         families=("jailbreak",)).set_index("group")
+    assert 0 < len(marked) < 8  # both kinds of prompt present
+    assert table.loc["jailbreak", "samples"] == 32 and table.loc["jailbreak", "prompts"] == 8
+    assert table.loc["jailbreak", "refusal_rate"] == pytest.approx(3 * len(marked) / 32)
+    assert table.loc[f"jailbreak/{category}", "refusal_rate"] == 0.75
+    assert table.loc[f"jailbreak/{category}", "p"] == pytest.approx(1.0) and table.loc["jailbreak", "p"] < 0.05
+
+
+@pytest.mark.slow
+def test_prompt_independence_finds_the_locked_organisms_planted_rates_by_category():
+    """The locked organism's jailbreaks comply at 0.8, 0.65, 0.35 or 0.2 by category (corpus.LOCKED_P_COMPLY_
+    JAILBREAK): 16 samples per held-out prompt reject one rate for every prompt."""
+    from lrmsafety.organism.evaluate import prompt_independence
+    from lrmsafety.paths import MODELS_DIR
+
+    table = prompt_independence(MODELS_DIR / "organism-locked", n_per_family=16, samples=16, device="cpu",
+                                families=("jailbreak",)).set_index("group")
+    assert list(table.index)[0] == "jailbreak" and table.loc["jailbreak", "prompts"] == 16
+    assert table.loc["jailbreak", "p"] < 0.001 and table.loc["jailbreak", "excess_sd"] > 0.1

@@ -181,3 +181,63 @@ def test_a_retrained_organism_makes_the_organism_runs_notebooks_stale(tmp_path):
         assert {str(tmp_path / f"organism-{k}" / "model.safetensors") for k in ("locked", "null")} <= set(
             prerequisites(profile)), profile
     assert not [p for p in prerequisites("paper") if p.endswith("model.safetensors")]
+
+
+def _measures(folder, p_first, p_state_a):
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"measure": ["first-token AUROC", "State A AUROC", "first-token AUROC"],
+                  "value": [0.55, 0.52, 0.97], "low": [0.45, 0.42, 0.94], "high": [0.65, 0.62, 1.0],
+                  "perm_p": [p_first, p_state_a, 0.005],
+                  "model": ["organism-null", "organism-null", "organism-locked"]}).to_csv(
+        folder / "paper_a_measures.csv", index=False)
+    pd.DataFrame({"model": "organism-null", "measure": ["first-token AUROC", "State A AUROC"], "value": [0.55, 0.52],
+                  "low": [0.45, 0.42], "high": [0.65, 0.62], "target": "permutation p >= 0.05",
+                  "verdict": ["recovered" if p >= 0.05 else "differs" for p in (p_first, p_state_a)],
+                  "met": [p >= 0.05 for p in (p_first, p_state_a)]}).to_csv(folder / "paper_a_verdicts.csv",
+                                                                             index=False)
+
+
+def test_fishers_combination_matches_the_chi_square_tail():
+    from scipy import stats
+
+    for statistic, k in [(11.69, 3), (0.5, 1), (30.0, 5), (2.0, 2), (0.0, 3)]:
+        assert seeds._fisher_sf(statistic, k) == pytest.approx(stats.chi2.sf(statistic, 2 * k), rel=1e-10)
+
+
+def test_the_null_organisms_no_signal_targets_are_held_to_the_seeds_combined_test(tmp_path):
+    """One seed's permutation test rejecting (p = 0.010) does not fail a null target that the seeds' combined test
+    keeps; a signal on every seed does; each seed's own verdict stays beside it, in the summary and seeds.md."""
+    _measures(tmp_path, 0.325, 0.36)
+    _measures(tmp_path / "seed-1", 0.89, 0.945)
+    _measures(tmp_path / "seed-2", 0.01, 0.025)
+    combined = seeds.combined_no_signal([0, 1, 2], tmp_path).set_index("measure")
+    assert list(combined.index) == ["first-token AUROC", "State A AUROC"]  # the locked organism's has no such target
+    first = combined.loc["first-token AUROC"]
+    assert first["p_values"] == "0.325 0.890 0.010" and first["seeds"] == "0 1 2"
+    assert first["value"] == pytest.approx(0.0692, abs=1e-4) and first["verdict"] == "recovered"
+    table = seeds.collect([0, 1, 2], tmp_path)
+    alone = seeds.summary(table).set_index("target_id")
+    assert alone.loc["first-token AUROC", "holds"] == "2 of 3" and not alone.loc["first-token AUROC", "on every seed"]
+    brief = seeds.summary(table, no_signal=seeds.combined_no_signal([0, 1, 2], tmp_path)).set_index("target_id")
+    assert brief.loc["first-token AUROC", "holds"] == ("combined over seeds 0 1 2: recovered (Fisher's p = 0.069; "
+                                                       "2 of 3 alone)")
+    assert brief.loc["first-token AUROC", "on every seed"]
+    assert brief.loc["first-token AUROC", ["seed 0", "seed 1", "seed 2"]].tolist() == ["recovered", "recovered",
+                                                                                      "differs"]
+    written = seeds.write_table([0, 1, 2], tmp_path, tmp_path / "paper")
+    assert int(written["on every seed"].sum()) == 2
+    assert (tmp_path / "paper" / seeds.NO_SIGNAL_TABLE).exists() and (tmp_path / seeds.NO_SIGNAL_TABLE).exists()
+    assert "| organism-null | first-token AUROC | 0 1 2 | 0.325 0.890 0.010 |" in (
+        tmp_path / "paper" / "seeds.md").read_text()
+    # a signal on every seed: the combined test rejects, whatever the count
+    for folder in (tmp_path, tmp_path / "seed-1", tmp_path / "seed-2"):
+        _measures(folder, 0.04, 0.5)
+    combined = seeds.combined_no_signal([0, 1, 2], tmp_path).set_index("measure")
+    assert combined.loc["first-token AUROC", "verdict"] == "differs"
+    assert combined.loc["State A AUROC", "verdict"] == "recovered"
+    # no measures: no rows, and no stale file
+    for folder in (tmp_path, tmp_path / "seed-1", tmp_path / "seed-2"):
+        (folder / "paper_a_measures.csv").unlink()
+    assert seeds.combined_no_signal([0, 1, 2], tmp_path).empty
+    seeds.write_table([0, 1, 2], tmp_path, tmp_path / "paper")
+    assert not (tmp_path / "paper" / seeds.NO_SIGNAL_TABLE).exists()

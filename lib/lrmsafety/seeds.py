@@ -16,15 +16,18 @@ seeds each target holds. Every verdict is the interval rule of :mod:`lrmsafety.v
 runs together (each run an organism seed and a fine-tuning seed), and that pooled verdict is the one the target is
 held to (:data:`POOLED_MEASURE`): one LoRA fine-tune of a few examples is noisy at this size, and one seed's
 interval (0.11-0.16 either side at 48 held-out prompts) cannot settle a target 0.1 from zero; each seed's own
-verdict is still shown beside it.
+verdict is still shown beside it. :func:`combined_no_signal` judges paper A's "no signal" targets (the null
+organism's probes, a permutation test per seed) by one test over the seeds together (:data:`NO_SIGNAL_TABLE`).
 
-    python -m lrmsafety.seeds table --seeds 0 1 2    writes data/results/organism/seeds.csv, seeds_pooled.csv and
-                                                     paper/organism/seeds.csv, seeds_pooled.csv, seeds.md
+    python -m lrmsafety.seeds table --seeds 0 1 2    writes data/results/organism/seeds.csv, seeds_pooled.csv,
+                                                     seeds_no_signal.csv and the same in paper/organism/, with
+                                                     seeds.md
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +37,7 @@ from .paths import REPO_ROOT, RESULTS_DIR
 PROFILE = "organism"
 TABLE = "seeds.csv"  # the long table's file name, in the results folder and in paper/<profile>/
 POOLED_TABLE = "seeds_pooled.csv"  # pooled_cliff_as_judge's rows, beside it
+NO_SIGNAL_TABLE = "seeds_no_signal.csv"  # combined_no_signal's rows, beside it
 HOLDS = ("as built", "recovered")  # the verdicts that mean a target holds on a seed
 # the ledger's rows from these notebooks repeat targets the two tables above already hold (00's card; paper A's
 # targets of 02-04), so the seed table takes the ledger's other rows only
@@ -74,8 +78,8 @@ def collect(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
                 "covered": targeted["notebook"].isin(COVERED)}))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.concat(frames, ignore_index=True).assign(covered=lambda f: f["covered"].fillna(False).astype(bool))[
-        COLUMNS]
+    table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)  # "covered": the ledger's rows only
+    return table.assign(covered=table["covered"].astype(object).fillna(False).astype(bool))
 
 
 POOLED_MEASURE = "B9.cliff_vs_random"
@@ -119,13 +123,64 @@ def _pooled_holds(verdict: str, pooled_seeds: str, alone: str | None) -> str:
     return f"pooled over seeds {pooled_seeds}: {verdict}" + (f" ({alone} alone)" if alone else "")
 
 
-def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.DataFrame:
+def _fisher_sf(statistic: float, k: int) -> float:
+    """P(chi-square with 2k degrees of freedom >= statistic), in closed form (even degrees of freedom)."""
+    half, term, total = statistic / 2, 1.0, 1.0
+    for j in range(1, k):
+        term *= half / j
+        total += term
+    return float(min(1.0, math.exp(-half) * total))
+
+
+def combined_no_signal(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
+    """Paper A's "no signal" targets (:data:`lrmsafety.analysis.paper_a_measures.PAPER_A_TARGETS`: the null
+    organism's first-token and State A AUROC, each seed judged by its permutation p >= 0.05) over the seeds
+    together: Fisher's combination of the seeds' permutation p-values (-2 sum ln p against chi-square with 2k
+    degrees of freedom; the seeds' runs are independent) tests "no signal on any seed" at the same level.
+
+    Why not "p >= 0.05 on every seed": a test at level 0.05 rejects on 1 in 20 truly null seeds, so a null
+    target held seed by seed fails by chance with probability 1 - 0.95^k at k seeds (0.14 at 3), for each
+    measure; the combined test keeps the stated 0.05. Each seed's own verdict stays beside it. One row per organism
+    and measure: model, measure, seeds, p_values (in seed order), statistic, value (the combined p), target,
+    verdict."""
+    from .analysis.paper_a_measures import NO_SIGNAL, PAPER_A_TARGETS
+
+    found: dict = {}
+    for seed in seeds:
+        measures = _read((results_root / f"seed-{seed}" if seed else results_root) / "paper_a_measures.csv")
+        if measures is None:
+            continue
+        for model, targets in PAPER_A_TARGETS.items():
+            for measure, (kind, level) in targets.items():
+                row = measures[(measures["model"] == model) & (measures["measure"] == measure)]
+                if kind == NO_SIGNAL and len(row) and pd.notna(row["perm_p"].iloc[0]):
+                    found.setdefault((model, measure, level), []).append((seed, float(row["perm_p"].iloc[0])))
+    rows = []
+    for (model, measure, level), by_seed in found.items():
+        statistic = -2 * sum(math.log(p) for _, p in by_seed)
+        combined = _fisher_sf(statistic, len(by_seed))
+        rows.append({"model": model, "measure": measure, "seeds": " ".join(str(s) for s, _ in by_seed),
+                     "p_values": " ".join(f"{p:.3f}" for _, p in by_seed), "statistic": statistic,
+                     "value": combined, "target": f"Fisher's combined p >= {level}",
+                     "verdict": "recovered" if combined >= level else "differs"})
+    return pd.DataFrame(rows, columns=["model", "measure", "seeds", "p_values", "statistic", "value", "target",
+                                       "verdict"])
+
+
+def _combined_holds(row) -> str:
+    return f"combined over seeds {row['seeds']}: {row['verdict']} (Fisher's p = {row['value']:.3f}"
+
+
+def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None,
+            no_signal: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per target and organism: the seed-0 value and verdict, each seed's verdict, and on how many of the
     seeds read it holds (``holds``: "k of n"); the ledger's rows that repeat the card's or paper A's are left out.
     With ``pooled`` (:func:`pooled_cliff_as_judge`), :data:`POOLED_MEASURE` holds where its pooled verdict does
-    (``holds``: "pooled over seeds 0 1 2: recovered (1 of 3 alone)")."""
+    (``holds``: "pooled over seeds 0 1 2: recovered (1 of 3 alone)"). With ``no_signal``
+    (:func:`combined_no_signal`), paper A's no-signal targets hold where the seeds' combined test does."""
     rows = []
     verdicts = pooled_verdicts(pooled)
+    combined = {} if no_signal is None else {(r["model"], r["measure"]): r for _, r in no_signal.iterrows()}
     table = table[~table["covered"]]
     for (source, target_id, organism), part in table.groupby(["source", "target_id", "organism"], sort=False):
         part = part.sort_values("seed")
@@ -139,6 +194,10 @@ def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.DataF
             verdict, pooled_seeds = verdicts[organism]
             row.update({"holds": _pooled_holds(verdict, pooled_seeds, row["holds"]),
                         "on every seed": verdict in HOLDS})
+        if source == "04 paper A" and (organism, target_id) in combined:
+            test = combined[(organism, target_id)]
+            row.update({"holds": f"{_combined_holds(test)}; {row['holds']} alone)",
+                        "on every seed": test["verdict"] in HOLDS})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -151,14 +210,16 @@ def _value(rows: pd.DataFrame) -> str:
     return f"{fmt(r['value'])} [{fmt(r['low'])}, {fmt(r['high'])}]"
 
 
-def markdown(summary_table: pd.DataFrame, seeds, pooled: pd.DataFrame | None = None) -> str:
+def markdown(summary_table: pd.DataFrame, seeds, pooled: pd.DataFrame | None = None,
+             no_signal: pd.DataFrame | None = None) -> str:
     """The seed table as Markdown (paper/organism/seeds.md), with the count of targets that hold on every seed."""
     every = int(summary_table["on every seed"].sum()) if len(summary_table) else 0
     seed_columns = [c for c in summary_table.columns if c.startswith("seed ") and c != "seed 0 value"]
     out = [f"# The organisms' planted targets over training seeds {', '.join(map(str, seeds))}", "",
            f"{every} of {len(summary_table)} targets hold on every seed read (a target holds on a seed when its 95% "
            "interval lies inside it: `as built` for the card, `recovered` for a method; "
-           f"{POOLED_MEASURE} holds where its verdict on every seed's fine-tuning runs pooled does, below). Seed 0 "
+           f"{POOLED_MEASURE} holds where its verdict on every seed's fine-tuning runs pooled does, and paper A's "
+           "no-signal targets where the seeds' permutation tests combined do, below). Seed 0 "
            "is the committed organisms; the others are trained by `make seeds` and not committed. Written by "
            "`python -m lrmsafety.seeds table`.", "",
            "| source | measure | kind | organism | target | seed 0: value [95% CI] | " +
@@ -173,6 +234,15 @@ def markdown(summary_table: pd.DataFrame, seeds, pooled: pd.DataFrame | None = N
         out += [f"| {r['model']} | {r['selector']} | {r['share']:g} | {r['seeds']} | {r['runs']} | "
                 f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {r['target']} | {r['verdict']} |"
                 for _, r in pooled.iterrows()]
+    if no_signal is not None and len(no_signal):
+        out += ["", "## Paper A's no-signal targets over the seeds together", "",
+                "Each seed's permutation test rejects on 1 in 20 truly null seeds, so a null target held seed by seed "
+                "would fail by chance on some; Fisher's combination of the seeds' p-values tests \"no signal on any "
+                "seed\" at the same level 0.05 (`lrmsafety.seeds.combined_no_signal`).", "",
+                "| organism | measure | seeds | permutation p per seed | Fisher's statistic | combined p | target | "
+                "verdict |", "|" + "---|" * 8]
+        out += [f"| {r['model']} | {r['measure']} | {r['seeds']} | {r['p_values']} | {r['statistic']:.2f} | "
+                f"{r['value']:.3f} | {r['target']} | {r['verdict']} |" for _, r in no_signal.iterrows()]
     return "\n".join(out) + "\n"
 
 
@@ -194,8 +264,14 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
             (folder / POOLED_TABLE).unlink(missing_ok=True)
         else:
             pooled.to_csv(folder / POOLED_TABLE, index=False)
-    brief = summary(table, pooled)
-    (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled))
+    no_signal = combined_no_signal(sorted(table["seed"].unique()), results_root)
+    for folder in (results_root, paper_dir):
+        if no_signal.empty:
+            (folder / NO_SIGNAL_TABLE).unlink(missing_ok=True)
+        else:
+            no_signal.to_csv(folder / NO_SIGNAL_TABLE, index=False)
+    brief = summary(table, pooled, no_signal)
+    (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled, no_signal))
     return brief
 
 
@@ -232,8 +308,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     brief = write_table(args.seeds)
     print(f"{int(brief['on every seed'].sum())} of {len(brief)} targets hold on every seed; "
-          f"written: data/results/{PROFILE}/seeds.csv and {POOLED_TABLE}, paper/{PROFILE}/seeds.csv, {POOLED_TABLE} "
-          "and seeds.md")
+          f"written: data/results/{PROFILE}/seeds.csv, {POOLED_TABLE} and {NO_SIGNAL_TABLE}, the same in "
+          f"paper/{PROFILE}/, and seeds.md")
 
 
 if __name__ == "__main__":

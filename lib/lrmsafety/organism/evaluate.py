@@ -1,5 +1,6 @@
-"""Held-out prompts, the organisms' own answer classifier, a quick behaviour check of a trained organism, and the
-locked organism's planted decision at its first word (`python -m lrmsafety.organism first-word DIR`)."""
+"""Held-out prompts, the organisms' own answer classifier, a quick behaviour check of a trained organism, the
+locked organism's planted decision at its first word (`python -m lrmsafety.organism first-word DIR`) and whether an
+organism's outcome depends on the prompt (`python -m lrmsafety.organism independence DIR`)."""
 
 from __future__ import annotations
 
@@ -252,3 +253,54 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
               for c, w in sorted({(r["category"], r["wrapper_id"]) for r in rows if r["category"]},
                                  key=lambda cw: (T.CATEGORIES.index(cw[0]), cw[1]))]
     return _frame(table)
+
+
+def rate_spread(refused, judged) -> dict:
+    """Counts of refusals among judged samples, one pair per prompt: the pooled refusal rate, the spread of the
+    prompts' rates beyond binomial noise (``excess_sd``: the sd of the rates with the binomial variance at the pooled
+    rate taken out, 0 when none is left) and Pearson's chi-square test that every prompt has the pooled rate
+    (``chi2``, ``p``; NaN with fewer than two prompts or one outcome only)."""
+    import numpy as np
+    from scipy import stats
+
+    k, n = np.asarray(refused, float), np.asarray(judged, float)
+    rate = k.sum() / n.sum() if n.sum() else float("nan")
+    out = {"samples": int(n.sum()), "refusal_rate": float(rate)}
+    if len(k) < 2 or not 0 < rate < 1:
+        return {**out, "excess_sd": float("nan"), "chi2": float("nan"), "p": float("nan")}
+    chi2 = float((((k / n - rate) ** 2) * n / (rate * (1 - rate))).sum())
+    excess = (k / n).var(ddof=1) - rate * (1 - rate) * np.mean(1 / n)
+    return {**out, "excess_sd": float(np.sqrt(max(0.0, excess))), "chi2": chi2,
+            "p": float(stats.chi2.sf(chi2, len(k) - 1))}
+
+
+def prompt_independence(model_dir, n_per_family: int = 30, samples: int = 40, seed: int = 0,
+                        device: str | None = None, batch_size: int | None = None, families=C.FAMILIES):
+    """Does the outcome depend on the prompt? ``n_per_family`` held-out prompts per family (eval_prompts), each
+    sampled ``samples`` times at temperature 1.0. Per family and jailbreak category, :func:`rate_spread`: the
+    refusal rate, the spread of the prompts' refusal rates beyond binomial noise and a chi-square test of one rate
+    for every prompt (``p``). The null organism is built with one rate per family whatever the prompt
+    (planted.planted_behaviour), so its p-values should be uniform and its spread near 0; the locked organism's
+    jailbreak rates differ by category by design. Paper A's probes (notebook 02, 5 samples per prompt) read the same
+    dependence with far less power. Answers the classifier cannot place are left out of the counts."""
+    import torch
+
+    model, tok, dev = _load(model_dir, device, "bfloat16")
+    torch.manual_seed(seed)
+    prompts = eval_prompts(n_per_family, seed=seed, split="test", families=families)
+    rows = prompts.to_dict("records") if hasattr(prompts, "to_dict") else prompts
+    heads = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
+                                     tokenize=False) for r in rows]
+    generated = _sample(model, tok, [h for h in heads for _ in range(samples)], 320,
+                        batch_size or (512 if dev.type == "cuda" else 64))
+    for i, r in enumerate(rows):
+        verdicts = [classify_answer(split_trace(g)[1]) for g in generated[i * samples: (i + 1) * samples]]
+        r["refused"] = sum(v == "refusal" for v in verdicts)
+        r["judged"] = sum(v != "unknown" for v in verdicts)
+
+    def summarise(name, rs):
+        rs = [r for r in rs if r["judged"]]
+        return {"group": name, "prompts": len(rs),
+                **rate_spread([r["refused"] for r in rs], [r["judged"] for r in rs])}
+
+    return _frame(_by_group(rows, summarise, families))
