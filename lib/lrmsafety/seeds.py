@@ -167,8 +167,9 @@ def combined_no_signal(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.
                                        "verdict"])
 
 
-def _combined_holds(row) -> str:
-    return f"combined over seeds {row['seeds']}: {row['verdict']} (Fisher's p = {row['value']:.3f}"
+def _combined_holds(test, alone: str) -> str:
+    """The ``holds`` text of a target held to :func:`combined_no_signal`'s test, each seed's own count beside it."""
+    return f"combined over seeds {test['seeds']}: {test['verdict']} (Fisher's p = {test['value']:.3f}; {alone} alone)"
 
 
 def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None,
@@ -196,7 +197,7 @@ def summary(table: pd.DataFrame, pooled: pd.DataFrame | None = None,
                         "on every seed": verdict in HOLDS})
         if source == "04 paper A" and (organism, target_id) in combined:
             test = combined[(organism, target_id)]
-            row.update({"holds": f"{_combined_holds(test)}; {row['holds']} alone)",
+            row.update({"holds": _combined_holds(test, row["holds"]),
                         "on every seed": test["verdict"] in HOLDS})
         rows.append(row)
     return pd.DataFrame(rows)
