@@ -197,13 +197,6 @@ def _measures(folder, p_first, p_state_a):
                                                                              index=False)
 
 
-def test_fishers_combination_matches_the_chi_square_tail():
-    from scipy import stats
-
-    for statistic, k in [(11.69, 3), (0.5, 1), (30.0, 5), (2.0, 2), (0.0, 3)]:
-        assert seeds._fisher_sf(statistic, k) == pytest.approx(stats.chi2.sf(statistic, 2 * k), rel=1e-10)
-
-
 def test_the_null_organisms_no_signal_targets_are_held_to_the_seeds_combined_test(tmp_path):
     """One seed's permutation test rejecting (p = 0.010) does not fail a null target that the seeds' combined test
     keeps; a signal on every seed does; each seed's own verdict stays beside it, in the summary and seeds.md."""

@@ -27,7 +27,6 @@ organism's probes, a permutation test per seed) by one test over the seeds toget
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -49,13 +48,18 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
+def _seed_folder(results_root: Path, seed: int) -> Path:
+    """A seed's results: seed 0 (the committed organisms) in ``results_root``, seed s in its ``seed-<s>/``."""
+    return results_root / f"seed-{seed}" if seed else results_root
+
+
 def collect(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
     """Every seed's targets in one long table (:data:`COLUMNS`), read from ``results_root`` (seed 0) and its
     ``seed-<s>/`` folders; a table missing on a seed leaves its targets out for that seed (the summary counts the
     seeds it read)."""
     frames = []
     for seed in seeds:
-        where = results_root / f"seed-{seed}" if seed else results_root
+        where = _seed_folder(results_root, seed)
         card = _read(where / "00_organism_behaviour.csv")
         if card is not None:
             frames.append(pd.DataFrame({
@@ -95,7 +99,7 @@ def pooled_cliff_as_judge(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> 
 
     frames = []
     for seed in seeds:
-        outcomes = _read((results_root / f"seed-{seed}" if seed else results_root) / "09_heldout_outcomes.csv")
+        outcomes = _read(_seed_folder(results_root, seed) / "09_heldout_outcomes.csv")
         if outcomes is not None:
             frames.append(outcomes.assign(organism_seed=seed))
     if not frames:
@@ -123,31 +127,25 @@ def _pooled_holds(verdict: str, pooled_seeds: str, alone: str | None) -> str:
     return f"pooled over seeds {pooled_seeds}: {verdict}" + (f" ({alone} alone)" if alone else "")
 
 
-def _fisher_sf(statistic: float, k: int) -> float:
-    """P(chi-square with 2k degrees of freedom >= statistic), in closed form (even degrees of freedom)."""
-    half, term, total = statistic / 2, 1.0, 1.0
-    for j in range(1, k):
-        term *= half / j
-        total += term
-    return float(min(1.0, math.exp(-half) * total))
-
-
 def combined_no_signal(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.DataFrame:
     """Paper A's "no signal" targets (:data:`lrmsafety.analysis.paper_a_measures.PAPER_A_TARGETS`: the null
     organism's first-token and State A AUROC, each seed judged by its permutation p >= 0.05) over the seeds
-    together: Fisher's combination of the seeds' permutation p-values (-2 sum ln p against chi-square with 2k
-    degrees of freedom; the seeds' runs are independent) tests "no signal on any seed" at the same level.
+    together: Fisher's combination of the seeds' permutation p-values (scipy's ``combine_pvalues``: -2 sum ln p
+    against chi-square with 2k degrees of freedom; the seeds' runs are independent) tests "no signal on any seed" at
+    the same level.
 
     Why not "p >= 0.05 on every seed": a test at level 0.05 rejects on 1 in 20 truly null seeds, so a null
     target held seed by seed fails by chance with probability 1 - 0.95^k at k seeds (0.14 at 3), for each
     measure; the combined test keeps the stated 0.05. Each seed's own verdict stays beside it. One row per organism
     and measure: model, measure, seeds, p_values (in seed order), statistic, value (the combined p), target,
     verdict."""
+    from scipy.stats import combine_pvalues
+
     from .analysis.paper_a_measures import NO_SIGNAL, PAPER_A_TARGETS
 
     found: dict = {}
     for seed in seeds:
-        measures = _read((results_root / f"seed-{seed}" if seed else results_root) / "paper_a_measures.csv")
+        measures = _read(_seed_folder(results_root, seed) / "paper_a_measures.csv")
         if measures is None:
             continue
         for model, targets in PAPER_A_TARGETS.items():
@@ -157,11 +155,10 @@ def combined_no_signal(seeds, results_root: Path = RESULTS_DIR / PROFILE) -> pd.
                     found.setdefault((model, measure, level), []).append((seed, float(row["perm_p"].iloc[0])))
     rows = []
     for (model, measure, level), by_seed in found.items():
-        statistic = -2 * sum(math.log(p) for _, p in by_seed)
-        combined = _fisher_sf(statistic, len(by_seed))
+        statistic, combined = combine_pvalues([p for _, p in by_seed], method="fisher")
         rows.append({"model": model, "measure": measure, "seeds": " ".join(str(s) for s, _ in by_seed),
-                     "p_values": " ".join(f"{p:.3f}" for _, p in by_seed), "statistic": statistic,
-                     "value": combined, "target": f"Fisher's combined p >= {level}",
+                     "p_values": " ".join(f"{p:.3f}" for _, p in by_seed), "statistic": float(statistic),
+                     "value": float(combined), "target": f"Fisher's combined p >= {level}",
                      "verdict": "recovered" if combined >= level else "differs"})
     return pd.DataFrame(rows, columns=["model", "measure", "seeds", "p_values", "statistic", "value", "target",
                                        "verdict"])
@@ -247,6 +244,16 @@ def markdown(summary_table: pd.DataFrame, seeds, pooled: pd.DataFrame | None = N
     return "\n".join(out) + "\n"
 
 
+def _write_beside(frame: pd.DataFrame, name: str, folders) -> None:
+    """``frame`` as ``name`` in each folder; none where it is empty (an empty file would not read back), and a stale
+    one goes."""
+    for folder in folders:
+        if frame.empty:
+            (folder / name).unlink(missing_ok=True)
+        else:
+            frame.to_csv(folder / name, index=False)
+
+
 def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Path = REPO_ROOT / "paper" / PROFILE
                 ) -> pd.DataFrame:
     """Collect and summarize; write the long table to data/results/organism/seeds.csv and paper/organism/seeds.csv
@@ -260,17 +267,9 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
     for folder in (results_root, paper_dir):
         table.to_csv(folder / TABLE, index=False)
     pooled = pooled_cliff_as_judge(sorted(table["seed"].unique()), results_root)
-    for folder in (results_root, paper_dir):  # none without 09's outcomes (an empty file would not read back)
-        if pooled.empty:
-            (folder / POOLED_TABLE).unlink(missing_ok=True)
-        else:
-            pooled.to_csv(folder / POOLED_TABLE, index=False)
+    _write_beside(pooled, POOLED_TABLE, (results_root, paper_dir))
     no_signal = combined_no_signal(sorted(table["seed"].unique()), results_root)
-    for folder in (results_root, paper_dir):
-        if no_signal.empty:
-            (folder / NO_SIGNAL_TABLE).unlink(missing_ok=True)
-        else:
-            no_signal.to_csv(folder / NO_SIGNAL_TABLE, index=False)
+    _write_beside(no_signal, NO_SIGNAL_TABLE, (results_root, paper_dir))
     brief = summary(table, pooled, no_signal)
     (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled, no_signal))
     return brief

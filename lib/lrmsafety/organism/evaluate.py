@@ -134,6 +134,15 @@ def _load(model_dir, device: str | None, cuda_dtype: str):
     return model, tok, dev
 
 
+def _held_out(tok, n_per_family: int, seed: int, families=C.FAMILIES) -> tuple[list[dict], list[str]]:
+    """The held-out prompts (eval_prompts, test split) as records, and each rendered for generation."""
+    prompts = eval_prompts(n_per_family, seed=seed, split="test", families=families)
+    rows = prompts.to_dict("records") if hasattr(prompts, "to_dict") else prompts
+    heads = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
+                                     tokenize=False) for r in rows]
+    return rows, heads
+
+
 def _by_group(rows: list[dict], summarise, families) -> list[dict]:
     """``summarise(name, rows)`` per family, then per jailbreak category (where jailbreaks are among ``families``)."""
     table = [summarise(f, [r for r in rows if r["family"] == f]) for f in families]
@@ -154,10 +163,7 @@ def behaviour_check(model_dir, n_per_family: int = 200, seed: int = 0, device: s
     bs = batch_size or (512 if dev.type == "cuda" else 32)
     torch.manual_seed(seed)
 
-    prompts = eval_prompts(n_per_family, seed=seed, split="test")
-    rows = prompts.to_dict("records") if hasattr(prompts, "to_dict") else prompts
-    heads = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                     tokenize=False) for r in rows]
+    rows, heads = _held_out(tok, n_per_family, seed)
     for r, g in zip(rows, _sample(model, tok, heads, max_new_tokens, bs)):
         r["thinking"], r["answer"], r["closed"] = split_trace(g)
         r["verdict"] = classify_answer(r["answer"])
@@ -287,10 +293,7 @@ def prompt_independence(model_dir, n_per_family: int = 30, samples: int = 40, se
 
     model, tok, dev = _load(model_dir, device, "bfloat16")
     torch.manual_seed(seed)
-    prompts = eval_prompts(n_per_family, seed=seed, split="test", families=families)
-    rows = prompts.to_dict("records") if hasattr(prompts, "to_dict") else prompts
-    heads = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                     tokenize=False) for r in rows]
+    rows, heads = _held_out(tok, n_per_family, seed, families)
     generated = _sample(model, tok, [h for h in heads for _ in range(samples)], 320,
                         batch_size or (512 if dev.type == "cuda" else 64))
     for i, r in enumerate(rows):
