@@ -55,7 +55,7 @@ import torch
 from real_configs import REAL_CONFIGS, random_model
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from lrmsafety.engine import fusion, hooks, sampling, scheduler, slots
+from lrmsafety.engine import fusion, hooks, sampling, scheduler, slot_attention, slots
 from lrmsafety.engine.generate import generate_batch
 
 # a tiny model of the 1.5B's architecture, to check the benchmark on a CPU (`--models tiny --device cpu`)
@@ -77,7 +77,7 @@ def use_kernels(name: str) -> None:
     CPU."""
     if name not in KERNELS:
         raise ValueError(f"unknown kernels {name!r}; choose one of {KERNELS}")
-    slots.FUSED = sampling.SORT_FREE = name != "torch"
+    slot_attention.FUSED = sampling.SORT_FREE = name != "torch"
     fusion.ENABLED = slots.SAMPLE_IN_GRAPH = name == "fused"
     sampling.KERNEL_DRAW = name == "fused" and KERNEL_DRAW
 

@@ -296,12 +296,10 @@ def test_static_slots_sample_like_the_dynamic_cache(tiny_arch):
 def test_static_slots_run_row_local_ablation_hooks_at_every_step(tiny, rescale):
     """Head zeroing and per-position rescaling act on each row alone: the slot engine runs them (inside its CUDA
     graphs on a GPU) and gives the eager tokens under the same hooks."""
-    from lrmsafety.engine import slots
-
     model, tokenizer, _ = tiny
     Fixed.tokenizer = tokenizer
     with hooks.add_hooks(hooks.head_ablation_hooks(model, [(0, 0), (1, 1)], rescale=rescale)):
-        assert not slots.user_hooks(model) and slots.row_local_hooks(model)
+        assert not hooks.user_hooks(model) and hooks.row_local_hooks(model)
         assert scheduler.RefillScheduler(model, tokenizer, GREEDY, slots=2).decode == (
             "static" if next(model.parameters()).is_cuda else "dynamic")
         expected = [reference(model, tokenizer, t, 6) for t in TEXTS]
@@ -310,19 +308,17 @@ def test_static_slots_run_row_local_ablation_hooks_at_every_step(tiny, rescale):
     assert [r.tokens for r in requests] == expected
     unhooked = [reference(model, tokenizer, t, 6) for t in TEXTS]
     assert unhooked != expected  # the hooks changed the tokens, and they are gone
-    assert not slots.row_local_hooks(model)
+    assert not hooks.row_local_hooks(model)
 
 
 def test_batch_rescaling_keeps_a_run_off_the_slot_engine(tiny):
     """Paper B's rescaling takes one norm over the whole batch, which in the slot engine would include free slots."""
-    from lrmsafety.engine import slots
-
     model, tokenizer, _ = tiny
     with hooks.add_hooks(hooks.head_ablation_hooks(model, [(0, 0)], rescale="batch")):
-        assert slots.user_hooks(model)
+        assert hooks.user_hooks(model)
     capture: dict = {}
     with hooks.add_hooks(forward_hooks=hooks.capture_hooks({"last": hooks.decoder_layers(model)[-1]}, capture)):
-        assert slots.user_hooks(model)
+        assert hooks.user_hooks(model)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lrmsafety.engine import slots
+from lrmsafety.engine import slot_attention, slots
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,8 +44,8 @@ def run_interpreted(code: str, timeout: float = 600) -> str:
 
 
 def test_the_cpu_attends_by_the_formula():
-    assert not slots.fused_attention_serves(torch.device("cpu"), torch.float32)
-    assert not slots.fused_attention_serves(torch.device("cpu"), torch.bfloat16)
+    assert not slot_attention.fused_attention_serves(torch.device("cpu"), torch.float32)
+    assert not slot_attention.fused_attention_serves(torch.device("cpu"), torch.bfloat16)
 
 
 def test_decode_attention_matches_the_formula():
@@ -54,7 +54,7 @@ def test_decode_attention_matches_the_formula():
     columns 0..position, within float16 rounding of the float64 formula (no worse than the formula in float16)."""
     out = run_interpreted("""
         import torch
-        from lrmsafety.engine import kernels, slots
+        from lrmsafety.engine import kernels, slot_attention
 
         kernels.SPLIT, kernels.BLOCK_N = 64, 16  # several splits and blocks per row at a small width
         torch.manual_seed(0)
@@ -68,11 +68,11 @@ def test_decode_attention_matches_the_formula():
                 visible = torch.arange(width)[None] <= pos[:, None]
                 bias = torch.zeros(rows, width).masked_fill(~visible, float("-inf"))[:, None, None]
                 k, v = keys[:, :, :width], values[:, :, :width]
-                got, _ = slots.fused_slot_attention(None, query, k, v, bias, scaling=dim ** -0.5,
-                                                    position_ids=pos[:, None])
-                ref, _ = slots.slot_attention(None, query.double(), k.double(), v.double(), bias.double(),
-                                              scaling=dim ** -0.5)
-                formula, _ = slots.slot_attention(None, query, k, v, bias, scaling=dim ** -0.5)
+                got, _ = slot_attention.fused_slot_attention(None, query, k, v, bias, scaling=dim ** -0.5,
+                                                             position_ids=pos[:, None])
+                ref, _ = slot_attention.slot_attention(None, query.double(), k.double(), v.double(),
+                                                       bias.double(), scaling=dim ** -0.5)
+                formula, _ = slot_attention.slot_attention(None, query, k, v, bias, scaling=dim ** -0.5)
                 assert got.shape == formula.shape == (rows, 1, heads, dim) and got.dtype == dtype
                 err = float((got.double() - ref).abs().max())
                 formula_err = float((formula.double() - ref).abs().max())
@@ -89,7 +89,7 @@ def test_the_slot_engine_on_the_kernel_gives_the_formulas_tokens(qwen3_tokenizer
         import torch
         from test_scheduler import Fixed
         from tiny_models import build_tiny, tokenizer_for
-        from lrmsafety.engine import kernels, scheduler, slots
+        from lrmsafety.engine import kernels, scheduler, slot_attention, slots
 
         tokenizer = tokenizer_for("r1")
         model = build_tiny("Qwen2ForCausalLM", len(tokenizer)).eval()
@@ -106,7 +106,7 @@ def test_the_slot_engine_on_the_kernel_gives_the_formulas_tokens(qwen3_tokenizer
                                             decode="static")
             run.run(requests, lambda r: None)
             tokens[fused], used[fused] = [r.tokens for r in requests], run.engine.attention
-        assert used == {False: slots.ATTENTION_NAME, True: slots.FUSED_NAME}, used
+        assert used == {False: slot_attention.ATTENTION_NAME, True: slot_attention.FUSED_NAME}, used
         assert tokens[True] == tokens[False], tokens
         print("same tokens", sum(map(len, tokens[True])))
     """)
@@ -131,13 +131,13 @@ def test_a_kernel_that_fails_leaves_the_formula(tiny_r1, monkeypatch):
         return [r.tokens for r in requests], engine_run.engine
 
     want, engine = run()
-    assert engine.attention == slots.ATTENTION_NAME and engine.attention_error is None
+    assert engine.attention == slot_attention.ATTENTION_NAME and engine.attention_error is None
 
     def no_kernel(*args, **kwargs):
         raise RuntimeError("no kernel for this GPU")
 
     monkeypatch.setattr(slots, "fused_attention_serves", lambda device, dtype: True)
-    monkeypatch.setattr(slots.kernels, "decode_attention", no_kernel)
+    monkeypatch.setattr(slot_attention.kernels, "decode_attention", no_kernel)
     got, engine = run()
-    assert engine.attention == slots.ATTENTION_NAME and "no kernel" in engine.attention_error
+    assert engine.attention == slot_attention.ATTENTION_NAME and "no kernel" in engine.attention_error
     assert got == want

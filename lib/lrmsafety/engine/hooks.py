@@ -131,7 +131,7 @@ def head_ablation_hooks(
                 ablated = position_norm_restored(hidden, ablated)
             return (ablated, *rest)
 
-        hook.row_local = rescale != "batch"  # slots.user_hooks: a row's output depends on that row alone
+        hook.row_local = rescale != "batch"  # user_hooks: a row's output depends on that row alone
         return hook
 
     return [(attention_output_projection(layers[i]), make_hook(ids)) for i, ids in sorted(by_layer.items())]
@@ -147,3 +147,35 @@ def capture_hooks(modules: dict[str, nn.Module], store: dict[str, torch.Tensor],
         return hook
 
     return [(module, make_hook(name)) for name, module in modules.items()]
+
+
+# ------------------------------------------------------------------ which hooks a model carries
+def _foreign(hooks) -> list:
+    """The hooks not installed by transformers itself (its output capture)."""
+    return [h for h in hooks.values() if not getattr(h, "__module__", "").startswith("transformers.")]
+
+
+def hook_census(model) -> tuple[bool, tuple[int, ...]]:
+    """One walk over the model's hooks: (whether any hook other than transformers' own and ``row_local`` ones is
+    present, the identities of the ``row_local`` ones)."""
+    others = bool(_foreign(torch.nn.modules.module._global_forward_hooks) or
+                  _foreign(torch.nn.modules.module._global_forward_pre_hooks))
+    local = []
+    for module in model.modules():
+        for hook in _foreign(module._forward_hooks) + _foreign(module._forward_pre_hooks):
+            if getattr(hook, "row_local", False):
+                local.append(id(hook))
+            else:
+                others = True
+    return others, tuple(sorted(local))
+
+
+def user_hooks(model) -> bool:
+    """Whether ``model`` carries forward hooks, other than transformers' own and ``row_local`` ones, that the slot
+    engine cannot serve (a hook that reads the whole batch sees the free slots there)."""
+    return hook_census(model)[0]
+
+
+def row_local_hooks(model) -> tuple[int, ...]:
+    """The identities of the ``row_local`` hooks on ``model`` (a captured graph is valid for this set only)."""
+    return hook_census(model)[1]

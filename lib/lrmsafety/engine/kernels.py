@@ -1,6 +1,6 @@
 """Triton kernels for the slot engine on CUDA: decode attention over each row's own columns, top-p without a sort.
 
-Neither runs on the CPU, whose formulas (:func:`lrmsafety.engine.slots.slot_attention`, the sort in
+Neither runs on the CPU, whose formulas (:func:`lrmsafety.engine.slot_attention.slot_attention`, the sort in
 :func:`lrmsafety.engine.sampling.filtered_logits`) the committed organism outputs depend on bit for bit. On a GPU:
 
 - :func:`decode_attention`: the slot engine attends to the first ``width`` columns of every slot, ``width`` being the

@@ -88,13 +88,13 @@ class RefillScheduler:
         self.engine = None  # the last run's engine (for its counters)
 
     def _choose(self, decode: str) -> str:
-        from . import slots
+        from . import hooks, slots
 
         if decode != "auto":
             if decode == "static" and (reason := slots.unsupported(self.model)):
                 raise ValueError(f"decode='static' cannot serve this model ({reason}); use decode='dynamic'")
             return decode
-        if self.device.type != "cuda" or slots.unsupported(self.model) or slots.user_hooks(self.model):
+        if self.device.type != "cuda" or slots.unsupported(self.model) or hooks.user_hooks(self.model):
             return "dynamic"
         return "static"
 

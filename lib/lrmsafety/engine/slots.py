@@ -12,7 +12,7 @@ the GPU work itself. Here instead:
   position are masked); ``width`` is the longest live row rounded up to a bucket, so a step has fixed shapes;
 - the attention reads each key-value head once for its group of query heads (transformers' sdpa path with an
   explicit mask repeats the key-value heads for every query head first). On the CPU it is the formula as matrix
-  products over all ``width`` columns (:func:`slot_attention`); on CUDA, for bf16 and fp16 models, a Triton kernel
+  products over all ``width`` columns (:mod:`slot_attention`); on CUDA, for bf16 and fp16 models, a Triton kernel
   (:func:`kernels.decode_attention`, split over the columns as in flash decoding) reads each row's own columns
   ``0 .. position`` only, so a short row beside a long one costs its own length, not the longest row's, and the
   scores stay in float32 instead of being rounded to the model's dtype first;
@@ -34,100 +34,20 @@ attention layers, quantized models and multimodal configurations also stay on th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
 
-from . import attention, fusion, kernels
+from . import attention, fusion
+from .hooks import hook_census, row_local_hooks
 from .sampling import draw, entropy
+from .slot_attention import ATTENTION_NAME, FUSED_NAME, fused_attention_serves, register, routed
 
 log = logging.getLogger(__name__)
 
-ATTENTION_NAME = "lrmsafety_slots"
-FUSED_NAME = "lrmsafety_slots_fused"
-FUSED = True  # on CUDA, attend through kernels.decode_attention (False: the formula, as on the CPU)
 SAMPLE_IN_GRAPH = True  # on CUDA with keyed rows, the draw is part of the captured step (False: eager, per step)
 BUCKET = 256  # attended width is a multiple of this (one CUDA graph per width)
 GROWTH = 512  # the capacity grows in steps of this many columns
-
-
-def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
-                   **kwargs):
-    """One query token per row over that row's cached columns; ``attention_mask`` is additive, ``[rows,1,1,L]``.
-
-    Grouped-query heads are handled by a reshape (query head ``h`` uses key-value head ``h // groups``, as
-    transformers' ``repeat_kv`` orders them), so the keys and values are read once per key-value head.
-    """
-    if sliding_window is not None:
-        raise ValueError("the slot cache does not handle sliding-window attention")
-    rows, heads, q_len, dim = query.shape
-    if q_len != 1:
-        raise ValueError("the slot cache's attention decodes one token per row")
-    kv_heads = key.shape[1]
-    scale = scaling if scaling is not None else dim ** -0.5
-    q = (query * scale).reshape(rows, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)).float() + attention_mask
-    probs = scores.softmax(-1).to(value.dtype)
-    out = torch.matmul(probs, value)  # [rows, kv_heads, groups, dim]
-    return out.reshape(rows, 1, heads, dim), None
-
-
-def fused_slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                         sliding_window=None, position_ids=None, **kwargs):
-    """:func:`slot_attention` through :func:`kernels.decode_attention` (CUDA): each row attends to its columns up to
-    its position (``position_ids``, which the slot engine passes; the mask says the same and is not read)."""
-    if sliding_window is not None:
-        raise ValueError("the slot cache does not handle sliding-window attention")
-    rows, heads, q_len, dim = query.shape
-    if q_len != 1 or position_ids is None:
-        raise ValueError("the fused slot attention decodes one token per row at the given positions")
-    scale = scaling if scaling is not None else dim ** -0.5
-    out = kernels.decode_attention(query[:, :, 0], key, value, position_ids[:, 0], scale)
-    return out.reshape(rows, 1, heads, dim), None
-
-
-def fused_attention_serves(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the slot engine on this device and dtype attends through :func:`kernels.decode_attention`."""
-    return FUSED and kernels.available and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
-
-
-def _register() -> None:
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(ATTENTION_NAME, slot_attention)
-    AttentionInterface.register(FUSED_NAME, fused_slot_attention)
-
-
-def _foreign(hooks) -> list:
-    """The hooks not installed by transformers itself (its output capture)."""
-    return [h for h in hooks.values() if not getattr(h, "__module__", "").startswith("transformers.")]
-
-
-def _hook_census(model) -> tuple[bool, tuple[int, ...]]:
-    """One walk over the model's hooks: (whether any hook other than transformers' own and ``row_local`` ones is
-    present, the identities of the ``row_local`` ones)."""
-    others = bool(_foreign(torch.nn.modules.module._global_forward_hooks) or
-                  _foreign(torch.nn.modules.module._global_forward_pre_hooks))
-    local = []
-    for module in model.modules():
-        for hook in _foreign(module._forward_hooks) + _foreign(module._forward_pre_hooks):
-            if getattr(hook, "row_local", False):
-                local.append(id(hook))
-            else:
-                others = True
-    return others, tuple(sorted(local))
-
-
-def user_hooks(model) -> bool:
-    """Whether ``model`` carries forward hooks, other than transformers' own and ``row_local`` ones, that the slot
-    engine cannot serve (a hook that reads the whole batch sees the free slots there)."""
-    return _hook_census(model)[0]
-
-
-def row_local_hooks(model) -> tuple[int, ...]:
-    """The identities of the ``row_local`` hooks on ``model`` (a captured graph is valid for this set only)."""
-    return _hook_census(model)[1]
 
 
 def unsupported(model) -> str | None:
@@ -200,17 +120,6 @@ class SlotCache(_cache_base()):
         return False
 
 
-@contextlib.contextmanager
-def _slot_attention(model, name: str = ATTENTION_NAME):
-    """Route the model's attention layers to the slot attention ``name`` for the duration of the block."""
-    config = model.config
-    before = config._attn_implementation_internal
-    config._attn_implementation_internal = name
-    try:
-        yield
-    finally:
-        config._attn_implementation_internal = before
-
 
 class SlotEngine:
     """The running rows of the refill scheduler in fixed slots; rows are kept in admission order (``order``).
@@ -220,7 +129,7 @@ class SlotEngine:
 
     def __init__(self, model, slots: int, sampling: dict, generator, want_entropy: bool,
                  pad_id: int, graphs: bool | str = "auto"):
-        _register()
+        register()
         self.model, self.slots = model, slots
         self.sampling, self.generator, self.want_entropy = sampling, generator, want_entropy
         self.device = next(model.parameters()).device
@@ -335,7 +244,7 @@ class SlotEngine:
         self._ensure(longest + steps)
         width = min(self.capacity, -(-(longest + steps) // BUCKET) * BUCKET)
         # the hooks cannot change within a call: one walk over the modules here, not one per step
-        blocked, local = _hook_census(self.model)
+        blocked, local = hook_census(self.model)
         graphs = self.graphs_wanted and not blocked
         # each running row draws from its own key (seed, count), as in the DynamicCache engine (without seeds, from
         # the generator in that engine's order); in a graph the draw is part of the replay, over every slot (a free
@@ -371,7 +280,7 @@ class SlotEngine:
         bias = torch.zeros(visible.shape, dtype=torch.float32, device=self.device)
         bias = bias.masked_fill(~visible, float("-inf"))[:, None, None, :]
         try:
-            with _slot_attention(self.model, self.attention), fusion.fused(self.model):
+            with routed(self.model, self.attention), fusion.fused(self.model):
                 # a 4D mask is passed through as it is by transformers' mask builders
                 logits = self.model(input_ids=self.ids, attention_mask=bias,
                                     position_ids=self.pos[:, None], past_key_values=self.cache, use_cache=True,
