@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lrmsafety import chat, registry
-from lrmsafety.analysis import interventions
+from lrmsafety.analysis import intervention_study, interventions
 from lrmsafety.engine import generate
 from lrmsafety.judges import labels
 
@@ -166,7 +166,7 @@ def test_conditions_are_labelled_with_paper_as_label_in_one_call():
     frames = {"base": rollouts(["Sure, here is how.", "I can't help with that."]),
               "psr": rollouts(["I can't help with that.", "Sure, step 1."])}
     fmt = chat.get_format("r1")
-    out = interventions.label_conditions(frames, {"A": ["refusal_prefix"], "B": ["paper_b_refusal"]}, fmt)
+    out = intervention_study.label_conditions(frames, {"A": ["refusal_prefix"], "B": ["paper_b_refusal"]}, fmt)
     assert out.set_index(["condition", "prompt_id"])["refused_a"].to_dict() == {
         ("base", "p"): False, ("base", "q"): True, ("psr", "p"): True, ("psr", "q"): False}
     assert (out["n_unparsed"] == 0).all() and "refused_b" not in out  # only the paper asked for
@@ -183,8 +183,6 @@ def test_table_2_holds_paper_as_rows():
 
 
 def test_halving_check_compares_the_tuned_asr_with_half_the_base():
-    from lrmsafety.analysis import intervention_study
-
     rows = [("m", "base", "family=jailbreak", "ASR", 0.8), ("m", "sft", "family=jailbreak", "ASR", 0.3),
             ("m", "base", "all", "ORR", 0.1), ("m", "sft", "all", "ORR", 0.4)]
     safety = pd.DataFrame(rows, columns=["model", "intervention", "scope", "metric", "value"])

@@ -10,11 +10,62 @@ of thinking tokens, :mod:`lrmsafety.analysis.lock_in`); meaningful (replayed) os
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from .. import intervals, metrics, registry
 from . import deliberation, finetune, interventions, lock_in
+
+
+# ------------------------------------------------------------------------------------------- labels
+def label_conditions(frames: dict, label_judges: dict, fmt, cache_root=None, paper: str = "A",
+                     report=print, backend: str = "transformers") -> pd.DataFrame:
+    """One paper's label (:func:`lrmsafety.judges.labels.paper_labels`, as notebook 01 writes it) for the rollouts of
+    several conditions of one model at once, so that each guard loads once. ``frames`` maps a condition to its
+    rollouts (prompt_id, sample_index, prompt, text, thinking, answer). Returns every row with its ``condition``,
+    the paper's label column (paper A: ``refused_a``; also ``refused``, the default label) and ``n_unparsed``: how
+    many of the paper's judges gave no verdict on the row (paper A's rule counts such a vote as no refusal).
+    ``backend`` runs the guard models (``judges.labels.make_judge``)."""
+    from ..judges import labels as evaluate
+
+    column, verdict = evaluate.LABELS[paper]
+    tagged = pd.concat([f.assign(condition=c, source_id=f["prompt_id"], prompt_id=c + "|" + f["prompt_id"].astype(str))
+                        for c, f in frames.items()], ignore_index=True)
+    labels = evaluate.paper_labels(tagged, label_judges, fmt, cache_root=cache_root, papers=[paper], report=report,
+                                   backend=backend)
+    votes = [f"{j}.{verdict}" for j in dict.fromkeys(label_judges[paper])]
+    labels["n_unparsed"] = labels[votes].isna().sum(axis=1).astype(int)
+    keep = [*evaluate.KEY, column, "n_unparsed"] + (["refused"] if "refused" in labels and column != "refused" else [])
+    out = tagged.merge(labels[keep], on=evaluate.KEY, how="left")
+    return out.drop(columns="prompt_id").rename(columns={"source_id": "prompt_id"})
+
+
+# ------------------------------------------------------------------------------------------- deliberation signals
+def first_token_auroc(model, tokenizer, spec, frame: pd.DataFrame, cache_file, label: str = "refused_a",
+                      n_splits: int = 5) -> dict | str:
+    """Paper A's first-thinking-token probe (notebook 02's pipeline: the last layer's state at the first thinking
+    token, ``n_splits``-fold cross-validation split by prompt) predicting ``label`` on one condition's rollouts.
+    Returns auroc, auroc_lo, auroc_hi, n; or, when a class has fewer prompts than folds, the reason as a string."""
+    from .. import store
+    from . import activations, probes
+
+    frame = frame[frame["thinking"].fillna("").str.len() > 0].reset_index(drop=True)
+    by_class = frame.groupby(frame[label].astype(bool))["prompt_id"].nunique().reindex([False, True], fill_value=0)
+    if by_class.min() < n_splits:
+        return (f"too few prompts per class for {n_splits} folds split by prompt (refused {by_class[True]}, "
+                f"complied {by_class[False]})")
+    ids, prompt_lengths = activations.rollout_token_ids(tokenizer, frame["rendered_prompt"], frame["text"])
+    layer = model.config.get_text_config().num_hidden_layers
+    key = store.config_hash({"model": spec.name, "rows": list(zip(frame["prompt_id"], frame["sample_index"])),
+                             "rollouts": sorted(set(frame["config_hash"]))})
+    path = Path(f"{cache_file}-{spec.name}-{key}.safetensors")
+    states = activations.cached_hidden_states(path, model, tokenizer, ids, "first_thinking_token", [layer],
+                                              prompt_lengths, batch_size=64)
+    cv = probes.cross_validated_probe(states[layer][:, 0, :], frame[label].astype(int).to_numpy(),
+                                      frame["prompt_id"].to_numpy(), n_splits=n_splits)
+    return probes.group_metrics(cv).iloc[0][["auroc", "auroc_lo", "auroc_hi", "n"]].to_dict()
 
 
 def train_adapters(models, recipes, max_steps, overrides: dict, data_dir, quantization, adapters_dir,
@@ -76,7 +127,7 @@ def sample_conditions(name, conditions, prompts, decoding, adapters: dict, infer
         else:
             del model
     frames = {condition: frames[condition] for condition in ready}
-    labelled = interventions.label_conditions(frames, label_judges, registry.get_spec(name).thinking_format,
+    labelled = label_conditions(frames, label_judges, registry.get_spec(name).thinking_format,
                                               cache_root=cache_root, backend=backend)
     return labelled, handles
 
@@ -218,7 +269,7 @@ def oscillation_counts(frame: pd.DataFrame) -> pd.Series:
 
 def probe_signals(judged: pd.DataFrame, handles: dict, activation_cache, seed: int, report=print) -> list[dict]:
     """Per model and condition: oscillations per trace (a bootstrap over prompts) and, for the loaded models, the
-    first-thinking-token probe's AUROC (:func:`interventions.first_token_auroc`; a condition it cannot measure is
+    first-thinking-token probe's AUROC (:func:`first_token_auroc`; a condition it cannot measure is
     reported and left out). ``judged`` needs an `oscillations` column (:func:`oscillation_counts`)."""
     signals = []
     for (name, condition), frame in judged.groupby(["model", "condition"], sort=False):
@@ -227,7 +278,7 @@ def probe_signals(judged: pd.DataFrame, handles: dict, activation_cache, seed: i
         signals.append({"model": name, "intervention": condition, "metric": "oscillations_per_trace", "value": mean,
                         "low": low, "high": high, "n": len(counted)})
         if (name, condition) in handles:
-            probe = interventions.first_token_auroc(*handles[(name, condition)], frame, activation_cache)
+            probe = first_token_auroc(*handles[(name, condition)], frame, activation_cache)
             if isinstance(probe, str):
                 report(f"{name} / {condition}: no first-token probe AUROC: {probe}")
                 continue
@@ -254,7 +305,7 @@ def variance_signals(name, judged: pd.DataFrame, handles: dict, decoding, label_
             report(f"{name} / {condition}: no continuation variance: no trace closed its thinking itself")
     if not cuts:
         return []
-    labelled = interventions.label_conditions(cuts, label_judges, registry.get_spec(name).thinking_format,
+    labelled = label_conditions(cuts, label_judges, registry.get_spec(name).thinking_format,
                                               cache_root=cache_root, backend=backend)
     out = []
     for condition, part in labelled.groupby("condition", sort=False):

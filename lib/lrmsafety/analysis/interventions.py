@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -344,55 +343,6 @@ def _psr_round(model, tokenizer, spec, active, decoding, iv, round_index, cache_
     for i, (row, (new, closed)) in enumerate(zip(out.itertuples(), pieces)):
         n_new = len(tokenizer(new, add_special_tokens=False)["input_ids"])
         psr_update(state[row.unit], new, n_new, closed, harmful.get(i, False), iv, decoding.max_thinking_tokens)
-
-
-# ------------------------------------------------------------------------------------------- labels
-def label_conditions(frames: dict, label_judges: dict, fmt, cache_root=None, paper: str = "A",
-                     report=print, backend: str = "transformers") -> pd.DataFrame:
-    """One paper's label (:func:`lrmsafety.judges.labels.paper_labels`, as notebook 01 writes it) for the rollouts of
-    several conditions of one model at once, so that each guard loads once. ``frames`` maps a condition to its
-    rollouts (prompt_id, sample_index, prompt, text, thinking, answer). Returns every row with its ``condition``,
-    the paper's label column (paper A: ``refused_a``; also ``refused``, the default label) and ``n_unparsed``: how
-    many of the paper's judges gave no verdict on the row (paper A's rule counts such a vote as no refusal).
-    ``backend`` runs the guard models (``judges.labels.make_judge``)."""
-    from ..judges import labels as evaluate
-
-    column, verdict = evaluate.LABELS[paper]
-    tagged = pd.concat([f.assign(condition=c, source_id=f["prompt_id"], prompt_id=c + "|" + f["prompt_id"].astype(str))
-                        for c, f in frames.items()], ignore_index=True)
-    labels = evaluate.paper_labels(tagged, label_judges, fmt, cache_root=cache_root, papers=[paper], report=report,
-                                   backend=backend)
-    votes = [f"{j}.{verdict}" for j in dict.fromkeys(label_judges[paper])]
-    labels["n_unparsed"] = labels[votes].isna().sum(axis=1).astype(int)
-    keep = [*evaluate.KEY, column, "n_unparsed"] + (["refused"] if "refused" in labels and column != "refused" else [])
-    out = tagged.merge(labels[keep], on=evaluate.KEY, how="left")
-    return out.drop(columns="prompt_id").rename(columns={"source_id": "prompt_id"})
-
-
-# ------------------------------------------------------------------------------------------- deliberation signals
-def first_token_auroc(model, tokenizer, spec, frame: pd.DataFrame, cache_file, label: str = "refused_a",
-                      n_splits: int = 5) -> dict | str:
-    """Paper A's first-thinking-token probe (notebook 02's pipeline: the last layer's state at the first thinking
-    token, ``n_splits``-fold cross-validation split by prompt) predicting ``label`` on one condition's rollouts.
-    Returns auroc, auroc_lo, auroc_hi, n; or, when a class has fewer prompts than folds, the reason as a string."""
-    from .. import store
-    from . import activations, probes
-
-    frame = frame[frame["thinking"].fillna("").str.len() > 0].reset_index(drop=True)
-    by_class = frame.groupby(frame[label].astype(bool))["prompt_id"].nunique().reindex([False, True], fill_value=0)
-    if by_class.min() < n_splits:
-        return (f"too few prompts per class for {n_splits} folds split by prompt (refused {by_class[True]}, "
-                f"complied {by_class[False]})")
-    ids, prompt_lengths = activations.rollout_token_ids(tokenizer, frame["rendered_prompt"], frame["text"])
-    layer = model.config.get_text_config().num_hidden_layers
-    key = store.config_hash({"model": spec.name, "rows": list(zip(frame["prompt_id"], frame["sample_index"])),
-                             "rollouts": sorted(set(frame["config_hash"]))})
-    path = Path(f"{cache_file}-{spec.name}-{key}.safetensors")
-    states = activations.cached_hidden_states(path, model, tokenizer, ids, "first_thinking_token", [layer],
-                                              prompt_lengths, batch_size=64)
-    cv = probes.cross_validated_probe(states[layer][:, 0, :], frame[label].astype(int).to_numpy(),
-                                      frame["prompt_id"].to_numpy(), n_splits=n_splits)
-    return probes.group_metrics(cv).iloc[0][["auroc", "auroc_lo", "auroc_hi", "n"]].to_dict()
 
 
 # Paper A, Table 2 (secondary source): ASR and ORR (%) per condition, keyed by registry name (notebook 08's figure)
