@@ -208,7 +208,7 @@ def test_08_samples_every_condition_but_saferemind_through_one_engine(engines, m
         return pd.DataFrame({"prompt_id": ["p"], "sample_index": [0]})
 
     monkeypatch.setattr(interventions, "run", run)
-    monkeypatch.setattr(interventions, "label_conditions", lambda frames, *a, **k: list(frames))
+    monkeypatch.setattr(intervention_study, "label_conditions", lambda frames, *a, **k: list(frames))
     monkeypatch.setattr(finetune, "load_adapted", lambda name, path, quantization: (
         f"tuned {name}", "tokenizer", finetune.adapted_spec(registry.get_spec(name), path)))
     monkeypatch.setattr(finetune, "adapted_spec", lambda spec, path: spec.__class__(
