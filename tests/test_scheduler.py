@@ -551,3 +551,22 @@ def counted(function, tally):
         tally["calls"] += 1
         return function(*args, **kwargs)
     return wrapper
+
+
+def test_the_occupancy_benchmarks_stand_in_takes_the_engines_steps(tiny):
+    """benchmarks/occupancy.py runs the scheduler's loop over a stand-in engine: it must take the decode steps and
+    prefills a real engine takes on the same lengths (refills, chunks cut short by the longest row, the tail)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import occupancy
+
+    model, tokenizer, _ = tiny
+    Fixed.tokenizer = tokenizer
+    lengths = [int(n) for n in torch.randint(1, 24, (40,), generator=torch.Generator().manual_seed(0))]
+    real = run_engine(model, tokenizer, [Fixed("alpha beta", n) for n in lengths], "dynamic", slots=16, chunk=4)
+    assert real.refill_at == 2  # 16 slots: a refill waits for two free slots
+    stand_in, prefills = occupancy.occupancy(lengths, slots=16, chunk=4)
+    assert prefills == real.prefills
+    assert stand_in == pytest.approx(sum(lengths) / (real.steps * 16))
