@@ -6,7 +6,8 @@ The realistic benchmark (``realistic_rollouts.py``) reports its fraction of the 
 decode step's own fraction times the *occupancy*: the share of the slot-steps that held a running row. Occupancy
 depends on the lengths and on the scheduler's admission rules, not on the model or the GPU, so it is measured here
 on the scheduler itself: :class:`lrmsafety.engine.scheduler.RefillScheduler`'s own ``run`` loop (its refill
-threshold, chunks and row bookkeeping) over a stand-in engine whose every step gives each running row one token.
+threshold, chunks and row bookkeeping) over a stand-in engine whose every step gives each running row one token,
+with the benchmark's own requests (``realistic_rollouts.Fixed``: each takes exactly its drawn length).
 
 For each number of requests per slot (lengths drawn as the benchmark draws them, the same seed) it reports:
 
@@ -21,26 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
-from realistic_rollouts import draw_lengths
+from realistic_rollouts import Fixed, draw_lengths
 
 from lrmsafety.engine import scheduler
-
-
-class Request:
-    """A request that takes exactly ``n`` tokens (the first from its prefill)."""
-
-    def __init__(self, n: int):
-        self.text, self.n, self.taken = "x", n, 0
-
-    def max_steps(self) -> int:
-        return self.n - self.taken
-
-    def advance(self, tokens, entropies) -> str:
-        self.taken = min(self.n, self.taken + len(tokens))
-        return scheduler.DONE if self.taken >= self.n else scheduler.CONTINUE
 
 
 class StandIn:
@@ -80,7 +68,8 @@ def occupancy(lengths: list[int], slots: int, chunk: int, refill_at: int | None 
                    decode="dynamic")
     if refill_at is not None:
         run.refill_at = refill_at
-    run.run([Request(n) for n in lengths], lambda request: None)
+    Fixed.useful, Fixed.started, Fixed.last_print = 0, time.perf_counter(), time.perf_counter()  # a run's counters
+    run.run([Fixed("x", n, seed=i) for i, n in enumerate(lengths)], lambda request: None)
     # the first token of each row comes from its prefill, as in the benchmark's count of useful tokens
     return sum(lengths) / (run.steps * slots), run.prefills
 

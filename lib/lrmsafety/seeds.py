@@ -266,12 +266,13 @@ def write_table(seeds, results_root: Path = RESULTS_DIR / PROFILE, paper_dir: Pa
     paper_dir.mkdir(parents=True, exist_ok=True)
     for folder in (results_root, paper_dir):
         table.to_csv(folder / TABLE, index=False)
-    pooled = pooled_cliff_as_judge(sorted(table["seed"].unique()), results_root)
+    read = sorted(table["seed"].unique())  # the seeds with a table
+    pooled = pooled_cliff_as_judge(read, results_root)
     _write_beside(pooled, POOLED_TABLE, (results_root, paper_dir))
-    no_signal = combined_no_signal(sorted(table["seed"].unique()), results_root)
+    no_signal = combined_no_signal(read, results_root)
     _write_beside(no_signal, NO_SIGNAL_TABLE, (results_root, paper_dir))
     brief = summary(table, pooled, no_signal)
-    (paper_dir / "seeds.md").write_text(markdown(brief, sorted(table["seed"].unique()), pooled, no_signal))
+    (paper_dir / "seeds.md").write_text(markdown(brief, read, pooled, no_signal))
     return brief
 
 

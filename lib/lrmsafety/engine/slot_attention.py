@@ -60,6 +60,7 @@ def fused_attention_serves(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def register() -> None:
+    """Make both attentions known to transformers by name (what :func:`routed` sets)."""
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION_NAME, slot_attention)

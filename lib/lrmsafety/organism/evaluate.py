@@ -274,10 +274,10 @@ def rate_spread(refused, judged) -> dict:
     out = {"samples": int(n.sum()), "refusal_rate": float(rate)}
     if len(k) < 2 or not 0 < rate < 1:
         return {**out, "excess_sd": float("nan"), "chi2": float("nan"), "p": float("nan")}
-    chi2 = float((((k / n - rate) ** 2) * n / (rate * (1 - rate))).sum())
+    test = stats.chi2_contingency(np.vstack([k, n - k]), correction=False)  # refused / not, one column per prompt
     excess = (k / n).var(ddof=1) - rate * (1 - rate) * np.mean(1 / n)
-    return {**out, "excess_sd": float(np.sqrt(max(0.0, excess))), "chi2": chi2,
-            "p": float(stats.chi2.sf(chi2, len(k) - 1))}
+    return {**out, "excess_sd": float(np.sqrt(max(0.0, excess))), "chi2": float(test.statistic),
+            "p": float(test.pvalue)}
 
 
 def prompt_independence(model_dir, n_per_family: int = 30, samples: int = 40, seed: int = 0,
