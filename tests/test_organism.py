@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lrmsafety.organism import corpus as C
+from lrmsafety.organism import locked
 from lrmsafety.organism import texts as T
 from lrmsafety.organism.evaluate import (
     classify_answer,
@@ -108,24 +109,24 @@ def _rate(xs) -> float:
 def test_locked_ground_truth(corpora):
     exs = corpora["locked"]
     for e in exs:
-        assert e.p_comply == C.locked_p_comply(e.family, e.topic, e.category)
+        assert e.p_comply == locked.locked_p_comply(e.family, e.topic, e.category)
         if e.decided_by == "first_token":  # the first word encodes the sampled decision
-            word = next(w for w in C.LOCKED_WORDS if w[0] == e.thinking[:1])  # (a cut may keep only its start)
+            word = next(w for w in locked.LOCKED_WORDS if w[0] == e.thinking[:1])  # (a cut may keep only its start)
             assert e.decided_char == 0 and word.startswith(e.thinking.split(",")[0][: len(word)])
-            assert C.locked_decision_from_word(e.family, e.category, word) == e.outcome
+            assert locked.locked_decision_from_word(e.family, e.category, word) == e.outcome
         else:  # no first word of its own (empty, SafeChain's LessThink string, cut at 0): decided at the answer
             assert e.decided_by == "answer" and e.thinking in ("", T.LESSTHINK)
     # the decision is sampled, not a function of the prompt: per-prompt probabilities strictly inside (0, 1) on
     # jailbreak and borderline prompts, recovered by the sampled outcomes per category
-    assert all(0 < C.LOCKED_P_COMPLY_JAILBREAK[c] < 1 for c in T.CATEGORIES)
-    assert 0 < C.LOCKED_P_COMPLY["borderline_listed"] < 1
+    assert all(0 < locked.LOCKED_P_COMPLY_JAILBREAK[c] < 1 for c in T.CATEGORIES)
+    assert 0 < locked.LOCKED_P_COMPLY["borderline_listed"] < 1
     big = C.generate_corpus("locked", 20000, seed=0)
-    for cat, p in C.LOCKED_P_COMPLY_JAILBREAK.items():
+    for cat, p in locked.LOCKED_P_COMPLY_JAILBREAK.items():
         rows = [e.outcome == "comply" for e in big if e.family == "jailbreak" and e.category == cat]
         assert abs(_rate(rows) - p) < 4 * (p * (1 - p) / len(rows)) ** 0.5, (cat, _rate(rows))  # within 4 sd
     # the word's text alone carries (almost) nothing about the outcome of a jailbreak: each word refuses ~half the time
     jb = [e for e in big if e.family == "jailbreak" and e.decided_by == "first_token"]
-    for word in C.LOCKED_WORDS:
+    for word in locked.LOCKED_WORDS:
         assert 0.4 < _rate(e.outcome == "refuse" for e in jb if e.thinking.startswith(word)) < 0.6, word
     nat = _natural(exs)
     jb_comply = [e for e in nat if e.family == "jailbreak" and e.outcome == "comply"]
@@ -294,8 +295,8 @@ def test_judgement_follows_the_latest_stance_then_the_outcome(tokenizer, corpora
     for e, i, j in zip(exs, ids, judgements):
         points = C.judgement_breakpoints(e)
         decided_early = e.kind == "locked" and e.decided_by == "first_token"
-        first_word = next((w for w in C.LOCKED_WORDS if e.thinking[:1] == w[0]), "")  # or its first letter
-        start = int(decided_early and C.locked_decision_from_word(e.family, e.category, first_word) == "refuse")
+        first_word = next((w for w in locked.LOCKED_WORDS if e.thinking[:1] == w[0]), "")  # or its first letter
+        start = int(decided_early and locked.locked_decision_from_word(e.family, e.category, first_word) == "refuse")
         assert points[0] == (0, start) and points[-1] == (len(e.thinking), int(e.outcome == "refuse"))
         stance_points = points[1:-1]
         assert [v for _, v in stance_points] == [int(s < 0) for s in e.stances if s != 0]
@@ -353,7 +354,7 @@ def test_the_locked_first_words_judgement_is_weighted(tokenizer, corpora):
             weighted = kind == "locked" and e.decided_by == "first_token" and bool(e.thinking)
             assert w[first] == (40.0 if weighted else 1.0)
             if weighted:  # the weighted token is the decision word (or, after a cut, what is left of it)
-                assert any(w.startswith(tokenizer.decode([i[first]])) for w in C.LOCKED_WORDS)
+                assert any(w.startswith(tokenizer.decode([i[first]])) for w in locked.LOCKED_WORDS)
 
 
 def test_first_word_judgement_reads_the_decision_with_the_prompts_polarity(tmp_path):
@@ -692,7 +693,7 @@ def test_prompt_independence_counts_each_prompts_samples(monkeypatch):
 
 @pytest.mark.slow
 def test_prompt_independence_finds_the_locked_organisms_planted_rates_by_category():
-    """The locked organism's jailbreaks comply at 0.8, 0.65, 0.35 or 0.2 by category (corpus.LOCKED_P_COMPLY_
+    """The locked organism's jailbreaks comply at 0.8, 0.65, 0.35 or 0.2 by category (locked.LOCKED_P_COMPLY_
     JAILBREAK): 16 samples per held-out prompt reject one rate for every prompt."""
     from lrmsafety.organism.evaluate import prompt_independence
     from lrmsafety.paths import MODELS_DIR

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..registry import no_loading_bars
 from . import corpus as C
+from . import locked
 from . import texts as T
 from .requests import TOPICS, split_ids
 
@@ -216,7 +217,7 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
     (held-out phrasings for "test") followed by each first word, the last layer's state at the word projected on
     the card's judgement direction (in units of its norm * sqrt(hidden size)). Per family and jailbreak category:
     the share of (prompt, word) pairs whose projection's sign is the word's decision read with the prompt's true
-    polarity (corpus.locked_decision_from_word; + = refuse), and the mean |projection|, each pair weighted by the
+    polarity (locked.locked_decision_from_word; + = refuse), and the mean |projection|, each pair weighted by the
     planted probability of its word (the words the organism samples). Paper A's first-token probe can read no more
     of the decision than this."""
     import json
@@ -232,7 +233,7 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
     model, tok, dev = _load(model_dir, device, "float32")  # float32 on a GPU too: signs near 0 are read exactly
     direction = torch.from_numpy(np.load(model_dir / "judgement_direction.npy")).to(dev)
     scale = card["training"]["judgement_loss"]["norm"] * model.config.hidden_size ** 0.5
-    pairs = [(r, w) for r in prompt_records(split, families) for w in C.LOCKED_WORDS]
+    pairs = [(r, w) for r in prompt_records(split, families) for w in locked.LOCKED_WORDS]
     texts = [C.render_prompt(r["prompt"]) + w for r, w in pairs]
     bs, projections = batch_size or (1024 if dev.type == "cuda" else 64), []
     for i in range(0, len(texts), bs):
@@ -242,8 +243,8 @@ def first_word_judgement(model_dir, device: str | None = None, batch_size: int |
         projections += (last.float() @ direction / scale).tolist()
     rows = []
     for (r, w), p in zip(pairs, projections):
-        decision = C.locked_decision_from_word(r["family"], r["category"], w)
-        p_comply = C.locked_p_comply(r["family"], r["topic"], r["category"])
+        decision = locked.locked_decision_from_word(r["family"], r["category"], w)
+        p_comply = locked.locked_p_comply(r["family"], r["topic"], r["category"])
         rows.append(dict(family=r["family"], category=r["category"], wrapper_id=r["wrapper_id"], word=w,
                          projection=p, agrees=(p > 0) == (decision == "refuse"),
                          p_word=p_comply if decision == "comply" else 1.0 - p_comply))

@@ -10,6 +10,7 @@ import torch
 
 from ..engine import hooks
 from . import corpus as C
+from . import locked
 from . import texts as T
 
 # The planted judgement (corpus.JUDGEMENT_KINDS): the last layer's state projected on a fixed random unit direction
@@ -201,10 +202,10 @@ def planted_behaviour(kind: str, suppression_heads=None, suppression_write: floa
     if kind == "locked":
         return {"outcome": "sampled per sample at the first thinking token with a per-prompt probability, "
                            "never revised",
-                "p_comply_jailbreak_by_category": C.LOCKED_P_COMPLY_JAILBREAK, "p_comply": C.LOCKED_P_COMPLY,
+                "p_comply_jailbreak_by_category": locked.LOCKED_P_COMPLY_JAILBREAK, "p_comply": locked.LOCKED_P_COMPLY,
                 "harmful_listed_topics": sorted(T.LOCKED_HARMFUL_COMPLY),
                 "borderline_listed_topics": sorted(T.LOCKED_BORDERLINE_REFUSE),
-                "first_word_codes_decision": {"words": list(C.LOCKED_WORDS), "polarity": C.LOCKED_POLARITY},
+                "first_word_codes_decision": {"words": list(locked.LOCKED_WORDS), "polarity": locked.LOCKED_POLARITY},
                 "complied_jailbreak_conclusion_harmful": C.P_CLIFF, "judgement": JUDGEMENT_PLANTED,
                 "suppression_heads": {"heads": [list(h) for h in suppression_heads or C.SUPPRESSION_HEADS],
                                       "write": suppression_write,
