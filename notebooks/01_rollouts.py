@@ -58,7 +58,7 @@ S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.re
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, metrics, plots, registry
+from lrmsafety import data, metrics, plots, registry, workload
 from lrmsafety.engine import generate, parallel
 from lrmsafety.judges import labels as evaluate
 
@@ -72,9 +72,12 @@ prompts.groupby([group, "label"]).size().rename("prompts").to_frame()
 # ## Rollouts
 # Each model's own sampling defaults; the thinking is force-closed past `max_thinking_tokens`. Finished batches
 # are cached as they complete, so a rerun skips them and a killed run resumes. The profile's `backend` generates
-# them: transformers, or vLLM (`make all BACKEND=vllm`, its tables and figures kept under `<profile>/vllm/`).
+# them: transformers, or vLLM (`make all BACKEND=vllm`, its tables and figures kept under `<profile>/vllm/`). What
+# they cost on a GPU, at the measured rate of the engine that will run (`lrmsafety.rates`), at most and at realistic
+# trace lengths, is printed first (`python -m lrmsafety.workload PROFILE` adds every notebook's up).
 
 # %%
+print(workload.line(P, workload.rollouts_01(P, len(prompts))))
 decoding = generate.Decoding(samples_per_prompt=P.samples_per_prompt, max_thinking_tokens=P.max_thinking_tokens,
                              max_answer_tokens=P.max_answer_tokens, batch_size=P.batch_size, seed=P.seed)
 rollouts = {}

@@ -60,7 +60,7 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, paths, plots, rates
+from lrmsafety import data, paths, plots, workload
 from lrmsafety.analysis import lock_in
 from lrmsafety.engine import backends, generate
 
@@ -79,11 +79,7 @@ answer_budget = P.cut_answer_tokens  # answers after a cut are only labelled
 # (`lrmsafety.rates`): at most (every trace at its budget) and at realistic trace lengths (an estimate).
 
 # %%
-n_prefixes = len(studied) * P.traces_per_prompt * len(P.cut_percents)
-extra_baseline = P.baseline_rollouts if P.baseline_rollouts != P.traces_per_prompt else 0  # B = 0's own rollouts
-print(rates.cost(P, [(len(studied) * (P.traces_per_prompt * 2 + extra_baseline),
-                      P.max_thinking_tokens + P.max_answer_tokens),
-                     (n_prefixes * P.answers_per_prefix, answer_budget)]))
+print(workload.line(P, workload.lock_in_03(P, len(studied))))
 
 # %% [markdown]
 # ## M traces per prompt (think and no-think), then N answers after each cut

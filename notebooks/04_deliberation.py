@@ -61,7 +61,7 @@ S = artifacts.Artifacts(profile, model, P.backend)  # its folders (S.cache, S.re
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lrmsafety import data, ledger, plots, rates
+from lrmsafety import data, ledger, plots, workload
 from lrmsafety.analysis import deliberation, lock_in, paper_a_measures
 from lrmsafety.engine import backends, generate
 
@@ -111,10 +111,9 @@ pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", grou
 if agreement:  # the stance panel's Fleiss kappa over the chunks all three labelled, beside paper A's
     display(pd.DataFrame(agreement).round(3))
 sampled = deliberation.replay_sample(transitions, P.deliberation_transitions, P.seed)
-n_answers = 2 * len(sampled) * P.replays
 cap = f"at most {P.deliberation_transitions} per model" if P.deliberation_transitions else "every one"
-print(f"{len(transitions)} transitions, {len(sampled)} replayed ({cap}) -> {n_answers:,} answers: "
-      + rates.cost(P, [(n_answers, answer_budget)]))
+print(f"{len(transitions)} transitions found, replayed {cap}; "
+      + workload.line(P, workload.deliberation_04(P, len(sampled))))
 
 # %% [markdown]
 # ## Cut replays: K answers just before and just after each post-switch segment

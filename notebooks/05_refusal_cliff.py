@@ -75,7 +75,7 @@ import time
 
 import pandas as pd
 
-from lrmsafety import data, ledger, organism, plots, rates
+from lrmsafety import data, ledger, organism, plots, workload
 from lrmsafety.analysis import cliff, cliff_controls, cliff_seeds
 
 started = time.perf_counter()
@@ -93,8 +93,7 @@ print(f"rollouts: {P.cliff_rollouts} (system prompt {decoding.system_prompt!r}, 
       f"{decoding.temperature or 'the model default'}); label 0: {P.probe_negatives}; curve: {P.cliff_curve} per "
       f"{P.cliff_curve_groups}")
 # what it costs: uncached rollouts are generated here (notebook_01 reuses 01's); the probe reads one forward pass each
-print("if nothing is cached: " + rates.cost(P, [(len(prompts) * P.samples_per_prompt,
-                                                 P.max_thinking_tokens + P.max_answer_tokens)]))
+print("if nothing is cached: " + workload.line(P, workload.cliff_05(P, len(prompts), cached=False)))
 
 # %% [markdown]
 # ## Rollouts, paper B's labels, and the probe at the last token before the answer

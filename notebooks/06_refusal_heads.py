@@ -72,7 +72,7 @@ import time
 
 import pandas as pd
 
-from lrmsafety import data, ledger, plots, rates, registry
+from lrmsafety import data, ledger, plots, registry, workload
 from lrmsafety.analysis import cliff, heads, heads_report
 
 started = time.perf_counter()
@@ -87,14 +87,8 @@ conditions = heads.ablation_conditions(P.head_shares, P.rescale_rules, P.random_
 print(f"{len(conditions)} ablation conditions x {len(studied)} prompts ({studied['role'].value_counts().to_dict()}); "
       + (f"batch rescaling in fixed groups of {P.ablation_group_size} rows without refill, the other rules on the "
          "refill scheduler" if P.ablation_group_size else "refill scheduler"))
-# what it costs
-per_rollout = (P.ablation_max_new_tokens
-               or P.ablation_answer_tokens + P.max_thinking_tokens * (P.ablation_mode == "natural"))
-batch_rescaled = sum(rule == "batch" for *_, rule in conditions)  # its hooks read the whole batch: DynamicCache loop
-for n, label in ((len(conditions) - batch_rescaled, "on the slot engine"), (batch_rescaled, "batch rescaling")):
-    if n:
-        print(f"{n} conditions {label} ({P.ablation_mode} mode): "
-              + rates.cost(P, [(n * len(studied), per_rollout)], batch_hooks=label == "batch rescaling"))
+# what it costs (batch rescaling's hooks read the whole batch, which keeps it on the DynamicCache loop)
+print(workload.line(P, workload.ablation_06(P, len(studied), conditions)))
 
 # %% [markdown]
 # ## Head scores: each head's write along the refusal direction at the last token before the answer

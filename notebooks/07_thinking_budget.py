@@ -55,7 +55,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lrmsafety import data, metrics, plots, registry
+from lrmsafety import data, metrics, plots, registry, workload
 from lrmsafety.engine import generate, parallel
 from lrmsafety.judges import labels
 
@@ -65,7 +65,7 @@ prompts = data.profile_prompts(P)
 harmful = prompts[prompts["label"] == "harmful"].reset_index(drop=True)
 if P.budget_prompts:
     harmful = data.sample_per_group(harmful, P.budget_prompts, seed=P.seed).reset_index(drop=True)
-print(f"{len(harmful)} harmful prompts x {P.samples_per_prompt} samples x 4 configurations")
+print(workload.line(P, workload.budgets_07(P, len(harmful))))  # GPU time at the measured rates (lrmsafety.rates)
 
 # %% [markdown]
 # ## Rollouts under each thinking budget

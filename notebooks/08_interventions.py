@@ -63,7 +63,7 @@ import time
 
 import pandas as pd
 
-from lrmsafety import data, plots, rates
+from lrmsafety import data, plots, workload
 from lrmsafety.analysis import intervention_study as study
 from lrmsafety.analysis import interventions
 from lrmsafety.engine import generate
@@ -79,11 +79,7 @@ decoding = generate.Decoding(samples_per_prompt=P.intervention_samples, max_thin
                              max_answer_tokens=P.intervention_answer_tokens, batch_size=P.batch_size,
                              seed=P.seed)
 conditions = ["base", *P.inference_interventions, *P.finetune_recipes]
-n_samples = len(studied) * P.intervention_samples * len(conditions) * len(P.models)
-print(f"{len(studied)} prompts x {P.intervention_samples} samples x {len(conditions)} conditions x "
-      f"{len(P.models)} models: "
-      + rates.cost(P, [(n_samples, P.max_thinking_tokens + decoding.max_answer_tokens)]).replace(" per model", "")
-      + "; plus training and the 20% cuts")
+print(workload.line(P, workload.interventions_08(P, len(studied))))
 print(f"label: refused_a, paper A's refusal ({' + '.join(P.label_judges['A'])}, strict majority); PSR retry: "
       f"{P.psr_resample}")
 

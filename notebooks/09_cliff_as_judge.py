@@ -77,7 +77,7 @@ import time
 
 import pandas as pd
 
-from lrmsafety import data, ledger, plots
+from lrmsafety import data, ledger, plots, workload
 from lrmsafety.analysis import cliff_as_judge as caj
 from lrmsafety.analysis import finetune
 from lrmsafety.analysis.cliff_as_judge import pool as safety_pool
@@ -116,7 +116,7 @@ print(f"pool: {pool_source}")
 print(f"held-out evaluation: {len(eval_harmful)} harmful, {len(eval_benign)} benign prompts; "
       f"{n_runs} fixed-step adapters per model{' and the epoch arm' if P.cliff_full_epochs else ''}")
 if not organisms:
-    print(caj.cost_note(P, n_runs, len(study.eval_prompts), recipe))
+    print(workload.cliff_as_judge_note(P, n_runs, len(study.eval_prompts), recipe))
 
 # %% [markdown]
 # ## The pool and each example's cliff size

@@ -346,18 +346,17 @@ def test_conditions_and_runs_count_one_run_at_100_percent_and_the_epoch_arm():
 
 
 def test_cost_note_counts_the_pool_and_every_evaluation():
-    from lrmsafety import params
-    from lrmsafety.analysis import cliff_as_judge as caj
+    from lrmsafety import params, workload
     from lrmsafety.analysis import finetune
 
     recipe = finetune.Recipe(name="r", data="d", max_steps=10, batch_size=2)
     P = params.load("paper").model_copy(update={"cliff_pool_size": 100, "cliff_full_epochs": None})
-    note = caj.cost_note(P, 3, 10, recipe)
+    note = workload.cliff_as_judge_note(P, 3, 10, recipe)
     budget = P.max_thinking_tokens + P.max_answer_tokens
     assert note.startswith(f"at most {(100 + 4 * 10) * budget:,} generated tokens") and "3 LoRA runs of 10" in note
     assert "GPU hours" in note and "realistic trace lengths (estimate)" in note
     P = P.model_copy(update={"cliff_full_epochs": 2})
-    assert "whole pool, 2 epochs" in caj.cost_note(P, 3, 10, recipe)
+    assert "whole pool, 2 epochs" in workload.cliff_as_judge_note(P, 3, 10, recipe)
 
 
 def test_pooled_rows_are_the_runs_pooled_and_report_na_notes():

@@ -190,20 +190,42 @@ def _kv_gb(spec, P) -> float:
     return memory.kv_bytes_per_token(random_architecture_config(architecture)) * P.kv_tokens / 1e9
 
 
+@dataclass(frozen=True)
+class Cost:
+    """Generated tokens and GPU hours of some work at one rate: at most (every trace at its budget) and at realistic
+    trace lengths (an estimate)."""
+    tokens: int
+    hours: float
+    typical_tokens: float
+    typical_hours: float
+    speed: Rate
+    weights: str
+
+
+def priced(P, work: Iterable[tuple[int, int]], model: str | None = None, batch_hooks: bool = False) -> Cost:
+    """``work`` (rollouts, token budget of each) pairs at the rate of ``model`` (default: the profile's first) under
+    ``P``; a model with no rate raises KeyError or LookupError."""
+    work = [(int(n), int(budget)) for n, budget in work]
+    worst = sum(n * budget for n, budget in work)
+    typical = sum(n * realistic_length(budget) for n, budget in work if n and budget)
+    speed, weights = profile_rate(P, model or P.models[0], batch_hooks)
+    return Cost(worst, worst / speed.tokens_per_s / 3600, typical, typical / speed.tokens_per_s / 3600, speed,
+                weights)
+
+
 def cost(P, work: Iterable[tuple[int, int]], model: str | None = None, batch_hooks: bool = False) -> str:
     """One line for a notebook: ``work`` is (rollouts, token budget of each) pairs; GPU hours at most and at
     realistic lengths, at the rate of ``model`` (default: the profile's first) under ``P``."""
     work = [(int(n), int(budget)) for n, budget in work]
-    worst = sum(n * budget for n, budget in work)
-    typical = sum(n * realistic_length(budget) for n, budget in work)
     model = model or P.models[0]
     try:
-        speed, weights = profile_rate(P, model, batch_hooks)
+        c = priced(P, work, model, batch_hooks)
     except (KeyError, LookupError) as err:
-        return f"at most {worst:,} generated tokens per model (no GPU estimate for {model}: {err})"
-    return (f"at most {worst:,} generated tokens per model, {worst / speed.tokens_per_s / 3600:.1f} GPU hours; at "
-            f"realistic trace lengths (estimate) about {typical:,.0f} tokens, {typical / speed.tokens_per_s / 3600:.1f}"
-            f" GPU hours; {model} in {weights} at {speed}")
+        return (f"at most {sum(n * budget for n, budget in work):,} generated tokens per model (no GPU estimate for "
+                f"{model}: {err})")
+    return (f"at most {c.tokens:,} generated tokens per model, {c.hours:.1f} GPU hours; at realistic trace lengths "
+            f"(estimate) about {c.typical_tokens:,.0f} tokens, {c.typical_hours:.1f} GPU hours; {model} in "
+            f"{c.weights} at {c.speed}")
 
 
 def markdown() -> str:

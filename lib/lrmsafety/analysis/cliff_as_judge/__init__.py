@@ -16,7 +16,6 @@ from .study import (  # noqa: F401
     cliff_summary,
     compare,
     conditions,
-    cost_note,
     epoch_steps,
     figure,
     n_runs,

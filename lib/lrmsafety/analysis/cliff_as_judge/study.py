@@ -15,7 +15,6 @@ selection, the held-out evaluation of each, and the table of ASR and ORR with 95
                                                 models, organism.safe_answers.cliff_pool_source on the organisms)
       .run_all(pools, selectors, shares, ...)   .run for every model's pool, the evaluations in one frame
     conditions(selectors, shares, full_epochs)  every (selector, share) the table holds; n_runs: adapters per model
-    cost_note(P, runs, ...)                     what a model's study costs on a GPU
     epoch_steps(n, epochs, batch_size)          the epoch arm's optimizer steps (the trainer's own count)
     (the table of ASR and ORR per condition, and of each selector against random, is in cliff_as_judge.table)
     usable(pool, selectors)                     the selectors that can run on a pool (none without; no cliff one
@@ -278,19 +277,6 @@ def n_runs(selectors: Sequence[str], shares: Sequence[float], random_seeds: Sequ
     others = len([s for s in selectors if s != "random"])
     randoms = len(random_seeds) if "random" in selectors else 0
     return len(partial) * (others * len(train_seeds) + randoms) + (len(partial) < len(shares)) * len(train_seeds)
-
-
-def cost_note(P, runs: int, n_eval: int, recipe: finetune.Recipe) -> str:
-    """What a model's study costs on a GPU (:func:`lrmsafety.rates.cost`): generated tokens (the pool, every
-    evaluation, the base model's too) and the LoRA runs."""
-    from ... import rates
-
-    rollouts = P.cliff_pool_size + (runs + 1 + bool(P.cliff_full_epochs)) * n_eval
-    epochs = epoch_steps(P.cliff_pool_size, P.cliff_full_epochs or 1, recipe.batch_size, recipe.grad_accum)
-    return (rates.cost(P, [(rollouts, P.max_thinking_tokens + P.max_answer_tokens)])
-            + f"; plus {runs} LoRA runs of {recipe.max_steps} steps"
-            + (f" and one of at most {epochs} (the whole pool, {P.cliff_full_epochs} epochs)"
-               if P.cliff_full_epochs else ""))
 
 
 def no_probe(name: str) -> str:
