@@ -111,9 +111,10 @@ pd.concat([t.assign(model=n) for n, t in traces.items()]).groupby(["model", grou
 if agreement:  # the stance panel's Fleiss kappa over the chunks all three labelled, beside paper A's
     display(pd.DataFrame(agreement).round(3))
 sampled = deliberation.replay_sample(transitions, P.deliberation_transitions, P.seed)
-cap = f"at most {P.deliberation_transitions} per model" if P.deliberation_transitions else "every one"
-print(f"{len(transitions)} transitions found, replayed {cap}; "
-      + workload.line(P, workload.deliberation_04(P, len(sampled))))
+print(f"{len(transitions)} transitions found; replayed: "
+      + (f"at most {P.deliberation_transitions} per model" if P.deliberation_transitions else "every one"))
+for name in P.models:
+    print(f"{name}: " + workload.line(P, workload.deliberation_04(P, int((sampled["model"] == name).sum())), name))
 
 # %% [markdown]
 # ## Cut replays: K answers just before and just after each post-switch segment

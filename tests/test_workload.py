@@ -104,6 +104,17 @@ def test_readme_paper_lite_figures_follow_the_estimate(paper_lite):
                                                             round(t4["hours_realistic"], 1))
 
 
+def test_readme_paper_lite_prompt_counts_are_its_prompt_tables(paper_lite):
+    from lrmsafety import data
+
+    P, _ = paper_lite
+    labels = data.profile_prompts(P)["label"].value_counts()
+    text = " ".join((REPO_ROOT / "README.md").read_text().split())
+    found = re.search(r"on (\d+) prompts of each of StrongREJECT, WildJailbreak and XSTest, (\d+) harmful and (\d+) "
+                      r"benign", text)
+    assert found and tuple(map(int, found.groups())) == (P.n_prompts, labels["harmful"], labels["benign"])
+
+
 def test_the_command_line_prints_the_profiles_table(paper_lite, capsys):
     workload.main(["paper-lite"])
     out = capsys.readouterr().out
