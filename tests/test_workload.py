@@ -145,3 +145,12 @@ def test_readme_notebook_column_is_the_paper_profiles_estimate(paper_lite):
                                                             round(total["hours_at_most"]),
                                                             round(total["tokens_realistic"] / 1e6),
                                                             round(total["hours_realistic"], 1))
+
+
+def test_a_profile_of_several_models_totals_each_at_its_own_rate():
+    P = params.load("smoke")  # the organisms' own prompts: no benchmark copies needed
+    text = workload.markdown(P)
+    for name in P.models:
+        total = workload.table(P, name).iloc[-1]
+        assert f"- {name}: at most {total['hours_at_most']:.2f} GPU hours" in text
+    assert text.count("\n- ") == len(P.models)

@@ -199,6 +199,16 @@ def markdown(P, model: str | None = None) -> str:
     for row in frame.itertuples():
         lines.append(f"| {row.notebook} | {row.work} | {row.tokens_at_most:,.0f} | {row.hours_at_most:.2f} | "
                      f"{row.tokens_realistic:,.0f} | {row.hours_realistic:.2f} |")
+    if model is None and len(P.models) > 1:  # make all runs every model of the profile, each at its own rate
+        lines.append("")
+        for name in P.models:
+            try:
+                total = table(P, name).iloc[-1]
+            except (KeyError, LookupError) as err:
+                lines.append(f"- {name}: no GPU estimate ({err})")
+                continue
+            lines.append(f"- {name}: at most {total['hours_at_most']:.2f} GPU hours, about "
+                         f"{total['hours_realistic']:.2f} at realistic lengths")
     return "\n".join(lines)
 
 
