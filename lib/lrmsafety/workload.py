@@ -170,7 +170,7 @@ def profile_work(P) -> list[Work]:
         works += interventions_08(P, len(data.sample_per_group(prompts, P.intervention_prompts, seed=P.seed)))
     if wanted("09_cliff_as_judge"):
         runs = study.n_runs(P.cliff_selectors, P.cliff_shares, P.cliff_random_seeds, P.cliff_train_seeds)
-        organisms = "organism" in P.prompt_sets
+        organisms = P.prompt_sets == ["organism"]  # as notebook 09 decides
         works += cliff_as_judge_09(P, runs, 2 * P.cliff_eval_prompts, pool=not organisms)
     return works
 
