@@ -80,9 +80,7 @@ plots.set_theme()
 cache, results = S.cache, S.results
 prompts = data.profile_prompts(P, P.cliff_prompt_sets)
 group_column = data.group_column(prompts)
-studied = pd.concat([data.sample_per_group(prompts[prompts[group_column].isin(groups)], P.ablation_prompts, seed=P.seed)
-                     .assign(role=role) for role, groups in (("attack", P.heldout_groups),
-                                                             ("benign", P.probe_compliance_groups))], ignore_index=True)
+studied = data.ablation_prompts(prompts, P.heldout_groups, P.probe_compliance_groups, P.ablation_prompts, P.seed)
 conditions = heads.ablation_conditions(P.head_shares, P.rescale_rules, P.random_draws)
 print(f"{len(conditions)} ablation conditions x {len(studied)} prompts ({studied['role'].value_counts().to_dict()}); "
       + (f"batch rescaling in fixed groups of {P.ablation_group_size} rows without refill, the other rules on the "

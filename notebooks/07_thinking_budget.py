@@ -62,9 +62,7 @@ from lrmsafety.judges import labels
 plots.set_theme()
 cache, results = S.cache, S.results
 prompts = data.profile_prompts(P)
-harmful = prompts[prompts["label"] == "harmful"].reset_index(drop=True)
-if P.budget_prompts:
-    harmful = data.sample_per_group(harmful, P.budget_prompts, seed=P.seed).reset_index(drop=True)
+harmful = data.harmful_sample(prompts, P.budget_prompts, seed=P.seed)
 print(workload.line(P, workload.budgets_07(P, len(harmful))))  # GPU time at the measured rates (lrmsafety.rates)
 
 # %% [markdown]

@@ -128,8 +128,8 @@ def test_readme_notebook_column_is_the_paper_profiles_estimate(paper_lite):
     P = params.load("paper")
     table = workload.table(P)
     per_notebook = table.iloc[:-1].groupby("notebook")[["tokens_at_most", "hours_at_most"]].sum()
-    per_notebook.loc["04_deliberation"] = (lambda c: (c.tokens, c.hours))(
-        rates.priced(P, workload.deliberation_04(P, 300)[0].parts))
+    replays = rates.priced(P, workload.deliberation_04(P, 300)[0].parts)
+    per_notebook.loc["04_deliberation"] = (replays.tokens, replays.hours)
     text = (REPO_ROOT / "README.md").read_text()
     cells = dict(re.findall(r"^\| `(\d\d_\w+)` \|[^|\n]*\| ([^\n]*) \|$", text, re.M))
     for notebook, row in per_notebook.iterrows():

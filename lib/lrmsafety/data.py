@@ -308,3 +308,18 @@ def sample_per_group(prompts: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFra
     column = group_column(prompts)
     return pd.concat([rows.sample(min(n, len(rows)), random_state=seed) for _, rows in prompts.groupby(column)],
                      ignore_index=True)
+
+
+def ablation_prompts(prompts: pd.DataFrame, attack_groups: Iterable[str], benign_groups: Iterable[str], n: int,
+                     seed: int = 0) -> pd.DataFrame:
+    """The prompts notebook 06 ablates on: up to n of each attack group and of each benign group, seeded, with a
+    ``role`` column (attack, benign)."""
+    column = group_column(prompts)
+    return pd.concat([sample_per_group(prompts[prompts[column].isin(list(groups))], n, seed=seed).assign(role=role)
+                      for role, groups in (("attack", attack_groups), ("benign", benign_groups))], ignore_index=True)
+
+
+def harmful_sample(prompts: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFrame:
+    """The prompts notebook 07 decodes four ways: the harmful ones, up to n of each family or dataset (None: all)."""
+    harmful = prompts[prompts["label"] == "harmful"].reset_index(drop=True)
+    return sample_per_group(harmful, n, seed=seed).reset_index(drop=True) if n else harmful

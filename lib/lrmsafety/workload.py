@@ -156,16 +156,12 @@ def profile_work(P) -> list[Work]:
                 P.prompt_sets)
             works += cliff_05(P, len(cliff_prompts), cached)
         if wanted("06_refusal_heads"):
-            column = data.group_column(cliff_prompts)
-            n_studied = sum(len(data.sample_per_group(cliff_prompts[cliff_prompts[column].isin(groups)],
-                                                      P.ablation_prompts, seed=P.seed))
-                            for groups in (P.heldout_groups, P.probe_compliance_groups))
-            works += ablation_06(P, n_studied, heads.ablation_conditions(P.head_shares, P.rescale_rules,
-                                                                          P.random_draws))
+            studied = data.ablation_prompts(cliff_prompts, P.heldout_groups, P.probe_compliance_groups,
+                                            P.ablation_prompts, P.seed)
+            works += ablation_06(P, len(studied), heads.ablation_conditions(P.head_shares, P.rescale_rules,
+                                                                             P.random_draws))
     if wanted("07_thinking_budget"):
-        harmful = prompts[prompts["label"] == "harmful"]
-        n = len(data.sample_per_group(harmful, P.budget_prompts, seed=P.seed)) if P.budget_prompts else len(harmful)
-        works += budgets_07(P, n)
+        works += budgets_07(P, len(data.harmful_sample(prompts, P.budget_prompts, seed=P.seed)))
     if wanted("08_interventions"):
         works += interventions_08(P, len(data.sample_per_group(prompts, P.intervention_prompts, seed=P.seed)))
     if wanted("09_cliff_as_judge"):
@@ -175,12 +171,13 @@ def profile_work(P) -> list[Work]:
     return works
 
 
-def table(P, model: str | None = None):
-    """One row per notebook's work and a total: tokens and GPU hours at most and at realistic lengths."""
+def table(P, model: str | None = None, works: list[Work] | None = None):
+    """One row per notebook's work (``works``, default :func:`profile_work`) and a total: tokens and GPU hours at
+    most and at realistic lengths, at the rate of ``model`` (default: the profile's first)."""
     import pandas as pd
 
     rows = []
-    for work in profile_work(P):
+    for work in profile_work(P) if works is None else works:
         c = rates.priced(P, work.parts, model, work.batch_hooks)
         rows.append({"notebook": work.notebook, "work": work.what, "tokens_at_most": c.tokens,
                      "hours_at_most": c.hours, "tokens_realistic": round(c.typical_tokens),
@@ -192,7 +189,8 @@ def table(P, model: str | None = None):
 
 
 def markdown(P, model: str | None = None) -> str:
-    frame = table(P, model)
+    works = profile_work(P)  # the prompt tables are read once; each model prices the same work
+    frame = table(P, model, works)
     lines = [f"{P.profile}, {model or P.models[0]}, per model; {frame['rate'].dropna().iloc[0]}", "",
              "| notebook | work | tokens at most | GPU hours at most | tokens at realistic lengths (estimate) | "
              "GPU hours (estimate) |", "|---|---|---|---|---|---|"]
@@ -203,7 +201,7 @@ def markdown(P, model: str | None = None) -> str:
         lines.append("")
         for name in P.models:
             try:
-                total = table(P, name).iloc[-1]
+                total = table(P, name, works).iloc[-1]
             except (KeyError, LookupError) as err:
                 lines.append(f"- {name}: no GPU estimate ({err})")
                 continue
