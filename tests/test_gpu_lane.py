@@ -110,3 +110,65 @@ def test_a_notebook_records_its_tokens_engine_and_memory(tmp_path, monkeypatch):
     assert not file.exists()
 
 
+
+
+def test_a_notebook_records_seconds_per_phase_without_overlap(tmp_path, monkeypatch):
+    file = tmp_path / "usage.json"
+    monkeypatch.setenv(usage.ENV, str(file))
+    monkeypatch.setattr(usage, "_tokens", usage.Counter())
+    monkeypatch.setattr(usage, "_seconds", usage.Counter())
+    clock = iter([0.0, 1.0, 3.0, 10.0, 10.0, 14.0])  # judge 0..10 with a load 1..3 inside it; generate 10..14
+    monkeypatch.setattr(usage.time, "perf_counter", lambda: next(clock))
+    with usage.timed("judge"):
+        with usage.timed("load"):
+            pass
+    with usage.timed("generate"):
+        usage.record("static", 7)
+    assert json.loads(file.read_text())["seconds"] == {"judge": 8.0, "load": 2.0, "generate": 4.0}
+    with pytest.raises(ValueError, match="unknown phase"):
+        with usage.timed("sleep"):
+            pass
+    # a table written before the phase columns keeps its rows under the new header
+    (tmp_path / "usage.csv").write_text("notebook,profile,model,wall_s,tokens,engines,peak_gpu_gb\n"
+                                        "00_environment,paper-gpu,,9.5,0,none,\n")
+    said = pipeline._record_usage("01_rollouts", "paper-gpu", None, 20.0, file, tmp_path)
+    assert said == "20 s, 7 tokens generated (static) (load 2 s, generate 4 s, judge 8 s)"
+    table = pd.read_csv(tmp_path / "usage.csv")
+    assert list(table.columns) == pipeline.USAGE_COLUMNS and list(table["notebook"]) == ["00_environment",
+                                                                                         "01_rollouts"]
+    assert table.loc[1, ["load_s", "generate_s", "judge_s"]].tolist() == [2.0, 4.0, 8.0]
+    assert pd.isna(table.loc[0, "load_s"])
+    pipeline._record_usage("02_first_token_probe", "paper-gpu", None, 1.0, tmp_path / "none.json", tmp_path)
+    assert len(pd.read_csv(tmp_path / "usage.csv")) == 3  # appended under the same header
+
+
+def test_readme_lane_table_is_the_measured_run():
+    """The README's paper-lite-gpu table and sentences are the rows of benchmarks/results/paper_lite_gpu_usage.csv."""
+    import re
+
+    from lrmsafety.paths import REPO_ROOT
+
+    runs = pd.read_csv(REPO_ROOT / "benchmarks" / "results" / "paper_lite_gpu_usage.csv")
+    assert set(pipeline.USAGE_COLUMNS) <= set(runs.columns)
+    readme = (REPO_ROOT / "README.md").read_text()
+    text = " ".join(readme.split())
+    run = runs[runs["run"] == "end-to-end"]
+    assert set(run["profile"]) == {"paper-lite-gpu"} and run["device"].nunique() == 1
+    assert (f"ran end to end in {run['wall_s'].sum():.0f} s, {run['tokens'].sum():,} tokens, at most "
+            f"{run['peak_gpu_gb'].max():.1f} GB") in text
+    for notebook, rows in run.groupby("notebook", sort=False):
+        line = re.search(rf"^\| {notebook} \| (.+?) \| (.+?) \| (.+?) \|$", readme, re.M)
+        assert line, f"README: no row for {notebook} in the paper-lite-gpu table"
+        wall = " + ".join(f"{w:.0f}" for w in rows["wall_s"])
+        tokens = f"{rows['tokens'].sum():,}" if rows["tokens"].sum() else "–"
+        peak = f"{rows['peak_gpu_gb'].max():.1f}" if rows["peak_gpu_gb"].notna().any() else "–"
+        assert line.groups() == (wall, tokens, peak), notebook
+    phases = runs[runs["run"] == "phases"].set_index("notebook")
+    first = phases.loc["01_rollouts"]
+    assert (f"01 spent {first['load_s']:.0f} s loading models, {first['generate_s']:.0f} s generating "
+            f"({first['tokens'] / first['generate_s']:,.0f} tokens/s) and {first['judge_s']:.0f} s") in text
+    cliff = phases.loc["05_refusal_cliff"]
+    assert f"05 generated at {cliff['tokens'] / cliff['generate_s']:,.0f} tokens/s" in text
+    again = (f"(01: {run.set_index('notebook').loc['01_rollouts', 'tokens']:,} and "
+             f"{first['tokens']:,} tokens)")
+    assert again in text

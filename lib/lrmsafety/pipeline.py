@@ -148,25 +148,38 @@ def _error_tail(error, lines: int = 8) -> str:
     return "\n".join([f"  cell: {first}", *(f"  {line}" for line in tail)])
 
 
+USAGE_COLUMNS = ["notebook", "profile", "model", "wall_s", "tokens", "engines", "peak_gpu_gb",
+                 *(f"{phase}_s" for phase in usage.PHASES)]
+
+
 def _record_usage(notebook: str, profile: str, model: str | None, seconds: float, usage_file: Path,
                   folder: Path) -> str:
-    """Append a notebook's wall time, tokens per engine and peak GPU memory to usage.csv beside it; returns them
-    in words for the log."""
+    """Append a notebook's wall time, tokens per engine, peak GPU memory and seconds per phase (lrmsafety.usage)
+    to usage.csv beside it; returns them in words for the log."""
     used = usage.read(usage_file)
     usage_file.unlink(missing_ok=True)
     tokens = sum(used["tokens"].values())
     engines = "+".join(sorted(used["tokens"])) or "none"
     peak = used["peak_gpu_gb"]
+    phases = {f"{phase}_s": round(used["seconds"].get(phase, 0.0), 1) for phase in usage.PHASES}
     table = folder / "usage.csv"
-    new = not table.exists()
-    with table.open("a", newline="") as handle:
-        writer = csv.writer(handle)
-        if new:
-            writer.writerow(["notebook", "profile", "model", "wall_s", "tokens", "engines", "peak_gpu_gb"])
-        writer.writerow([notebook, profile, model or "", round(seconds, 1), tokens, engines,
-                         "" if peak is None else peak])
+    rows, rewrite = [], not table.exists()
+    if table.exists():
+        with table.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != USAGE_COLUMNS:  # a table written before the phase columns: rewritten with them
+                rows, rewrite = list(reader), True
+    with table.open("w" if rewrite else "a", newline="") as handle:
+        writer = csv.DictWriter(handle, USAGE_COLUMNS, restval="")
+        if rewrite:
+            writer.writeheader()
+            writer.writerows({k: row.get(k, "") for k in USAGE_COLUMNS} for row in rows)
+        writer.writerow({"notebook": notebook, "profile": profile, "model": model or "", "wall_s": round(seconds, 1),
+                         "tokens": tokens, "engines": engines, "peak_gpu_gb": "" if peak is None else peak, **phases})
     generated = f", {tokens:,} tokens generated ({engines})" if tokens else ""
-    return f"{seconds:.0f} s{generated}{'' if peak is None else f', peak GPU memory {peak:.1f} GB'}"
+    spent = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in phases.items() if v >= 0.5)
+    return (f"{seconds:.0f} s{generated}{'' if peak is None else f', peak GPU memory {peak:.1f} GB'}"
+            f"{f' ({spent})' if spent else ''}")
 
 
 def twin(py_path: Path):

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from . import memory, numerics
+from . import memory, numerics, usage
 from .catalogue import GREEDY, QWEN3_SAMPLING, R1_SAMPLING, REGISTRY, ModelSpec, Sampling  # noqa: F401 (re-exported)
 from .paths import REPO_ROOT
 
@@ -153,6 +153,7 @@ def choose_weights(spec: ModelSpec, quantization: Quantization, config=None, kv_
 
 
 # ---------------------------------------------------------------------------------------------- loading
+@usage.timed("load")
 def load_model(
     name_or_path: str,
     quantization: Quantization = "auto",

@@ -209,7 +209,8 @@ def _run_units(model, tokenizer, spec: ModelSpec, units: list[dict], decoding: D
         if sample.done:  # nothing to generate (an answer budget of 0)
             emit(sample)
     pending = [s for s in samples if not s.done]
-    scheduler.run(pending, emit)
+    with usage.timed("generate"):
+        scheduler.run(pending, emit)
     # what this run generated, for the notebook's cost line (lrmsafety.usage): the prefill excluded, the force-close
     # and MoreThink's inserted words included (a few tokens per sample)
     usage.record(scheduler.decode, sum(len(tokenizer(s.generated_text, add_special_tokens=False)["input_ids"])

@@ -35,6 +35,7 @@ from ..store import library_versions, text_hash
 from .decoding import GENERATOR_VERSION, _make_samples, _record, decoding_config
 
 
+@usage.timed("load")
 def load_llm(spec_or_path, tensor_parallel_size: int = 1, dtype: str = "bfloat16", quantization: str | None = None,
              max_model_len: int | None = None, **kwargs):
     """A ``vllm.LLM`` with prefix caching; ``tensor_parallel_size`` > 1 splits the model over GPUs (32B, 70B).
@@ -123,6 +124,7 @@ def _sampling_params(sampling: dict, max_tokens: int, stop_ids: list[int], seed:
         detokenize=False)
 
 
+@usage.timed("generate")
 def run_units(llm, tokenizer, spec: ModelSpec, units: list[dict], decoding, on_record) -> None:
     """Generate every unit; ``on_record(record)`` as each sample finishes (same records as the transformers path)."""
     import torch

@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 
+from .. import usage
 from .base import GenerateFn, Judge, SplitFn
 
 # --------------------------------------------------------------------------------------------------------------
@@ -152,6 +153,7 @@ class GuardJudge(Judge):
             )
         return self.plain_prompt(prompt, text)
 
+    @usage.timed("judge")
     def generate(self, rendered: list[str]) -> list[str]:
         if self.generate_fn is not None:
             outputs = list(self.generate_fn(rendered))
