@@ -110,8 +110,6 @@ def test_a_notebook_records_its_tokens_engine_and_memory(tmp_path, monkeypatch):
     assert not file.exists()
 
 
-
-
 def test_a_notebook_records_seconds_per_phase_without_overlap(tmp_path, monkeypatch):
     file = tmp_path / "usage.json"
     monkeypatch.setenv(usage.ENV, str(file))
@@ -140,6 +138,17 @@ def test_a_notebook_records_seconds_per_phase_without_overlap(tmp_path, monkeypa
     assert pd.isna(table.loc[0, "load_s"])
     pipeline._record_usage("02_first_token_probe", "paper-gpu", None, 1.0, tmp_path / "none.json", tmp_path)
     assert len(pd.read_csv(tmp_path / "usage.csv")) == 3  # appended under the same header
+
+
+def test_a_stance_judges_verdicts_count_as_judging(monkeypatch):
+    from lrmsafety.judges.stance import LLMStanceJudge
+
+    monkeypatch.setattr(usage, "_seconds", usage.Counter())
+    clock = iter([5.0, 7.5])
+    monkeypatch.setattr(usage.time, "perf_counter", lambda: next(clock))
+    judge = LLMStanceJudge(lambda texts: ['{"labels": [1]}' for _ in texts])
+    assert judge.label("a prompt", ["a chunk"]) == [1]
+    assert usage.snapshot()["seconds"] == {"judge": 2.5}
 
 
 def test_readme_lane_table_is_the_measured_run():

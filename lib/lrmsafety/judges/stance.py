@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import usage
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -178,7 +180,8 @@ class LLMStanceJudge(StanceJudge):
         return self.template.format(prompt=prompt, chunks=numbered, n=len(texts))
 
     def label_batch(self, prompts: Sequence[str], chunk_lists: Sequence) -> list[StanceResult]:
-        replies = self.complete_fn([self.build_prompt(p, c) for p, c in zip(prompts, chunk_lists)])
+        with usage.timed("judge"):
+            replies = self.complete_fn([self.build_prompt(p, c) for p, c in zip(prompts, chunk_lists)])
         if len(replies) != len(prompts):
             raise ValueError(f"complete_fn returned {len(replies)} replies for {len(prompts)} prompts")
         self.last_results = [parse_stance_labels(r, len(c)) for r, c in zip(replies, chunk_lists)]
